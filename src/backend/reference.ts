@@ -1,0 +1,142 @@
+// The plain TypeScript reference kernels: float32 weights, float64 activations and
+// accumulation, so the forward pass matches a float64 oracle to ~1e-12. Kernels write into
+// `out` and do not allocate (attention takes its scratch row from the caller).
+
+export type Activations = Float64Array;
+export type Weights = Float32Array;
+
+/** x: (T, K), w: (N, K) row-major as stored (out, in) -> out: (T, N) = x @ w^T. */
+export function matmul(out: Activations, x: Activations, w: Weights, nTokens: number, nIn: number, nOut: number): void {
+  const k4 = nIn - (nIn % 4);
+  for (let t = 0; t < nTokens; t++) {
+    const xOff = t * nIn;
+    const oOff = t * nOut;
+    for (let o = 0; o < nOut; o++) {
+      const wOff = o * nIn;
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      let i = 0;
+      for (; i < k4; i += 4) {
+        a0 += x[xOff + i]! * w[wOff + i]!;
+        a1 += x[xOff + i + 1]! * w[wOff + i + 1]!;
+        a2 += x[xOff + i + 2]! * w[wOff + i + 2]!;
+        a3 += x[xOff + i + 3]! * w[wOff + i + 3]!;
+      }
+      for (; i < nIn; i++) a0 += x[xOff + i]! * w[wOff + i]!;
+      out[oOff + o] = a0 + a1 + a2 + a3;
+    }
+  }
+}
+
+/** x: (T, C) -> out: (T, C) = x / sqrt(mean(x^2) + eps) * weight. */
+export function rmsNorm(out: Activations, x: Activations, weight: Weights, nTokens: number, dim: number, eps: number): void {
+  for (let t = 0; t < nTokens; t++) {
+    const off = t * dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[off + i]! * x[off + i]!;
+    const scale = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) out[off + i] = x[off + i]! * scale * weight[i]!;
+  }
+}
+
+/**
+ * Rotary position embedding in the rotate-half layout (Hugging Face convention): within each
+ * head, element i pairs with i + headDim/2 and turns by pos * theta^(-2i/headDim).
+ * x: (T, nHeads * headDim), in place; token t sits at position startPos + t.
+ */
+export function ropeHalf(x: Activations, nTokens: number, nHeads: number, headDim: number, startPos: number, invFreq: Float64Array): void {
+  const half = headDim / 2;
+  for (let t = 0; t < nTokens; t++) {
+    const pos = startPos + t;
+    for (let i = 0; i < half; i++) {
+      const angle = pos * invFreq[i]!;
+      const cos = Math.cos(angle);
+      const sin = Math.sin(angle);
+      for (let h = 0; h < nHeads; h++) {
+        const off = (t * nHeads + h) * headDim;
+        const a = x[off + i]!;
+        const b = x[off + i + half]!;
+        x[off + i] = a * cos - b * sin;
+        x[off + i + half] = b * cos + a * sin;
+      }
+    }
+  }
+}
+
+/** theta^(-2i/dim) for i in 0..dim/2-1. */
+export function ropeInverseFrequencies(dim: number, theta: number): Float64Array {
+  const inv = new Float64Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) inv[i] = Math.pow(theta, (-2 * i) / dim);
+  return inv;
+}
+
+/** In place: x[i] = exp(x[i] - max) / sum over the first n elements from `offset`. */
+export function softmax(x: Float64Array, offset: number, n: number): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, x[offset + i]!);
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = Math.exp(x[offset + i]! - max);
+    x[offset + i] = e;
+    sum += e;
+  }
+  for (let i = 0; i < n; i++) x[offset + i]! /= sum;
+}
+
+/** log(sum(exp(x))) over n elements from offset, computed stably. */
+export function logSumExp(x: Float64Array, offset: number, n: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, x[offset + i]!);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(x[offset + i]! - max);
+  return max + Math.log(sum);
+}
+
+/**
+ * Grouped-query causal attention over a key/value cache.
+ * q: (T, nHeads * headDim) for positions startPos..startPos+T-1;
+ * k, v: (startPos + T, nKvHeads * headDim), all positions so far;
+ * scores: scratch of length >= startPos + T; out: (T, nHeads * headDim).
+ */
+export function causalAttention(
+  out: Activations, q: Activations, k: Activations, v: Activations, scores: Float64Array,
+  nTokens: number, startPos: number, nHeads: number, nKvHeads: number, headDim: number,
+): void {
+  const group = nHeads / nKvHeads;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const scale = 1 / Math.sqrt(headDim);
+  for (let t = 0; t < nTokens; t++) {
+    const nKeys = startPos + t + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const qOff = t * qDim + h * headDim;
+      const kvHead = Math.floor(h / group) * headDim;
+      for (let j = 0; j < nKeys; j++) {
+        const kOff = j * kvDim + kvHead;
+        let dot = 0;
+        for (let d = 0; d < headDim; d++) dot += q[qOff + d]! * k[kOff + d]!;
+        scores[j] = dot * scale;
+      }
+      softmax(scores, 0, nKeys);
+      const oOff = t * qDim + h * headDim;
+      for (let d = 0; d < headDim; d++) out[oOff + d] = 0;
+      for (let j = 0; j < nKeys; j++) {
+        const p = scores[j]!;
+        const vOff = j * kvDim + kvHead;
+        for (let d = 0; d < headDim; d++) out[oOff + d]! += p * v[vOff + d]!;
+      }
+    }
+  }
+}
+
+/** SwiGLU: gate = silu(gate) * up, in place over n elements. */
+export function siluMul(gate: Activations, up: Activations, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    gate[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+}
+
+/** out += x over n elements. */
+export function addInPlace(out: Activations, x: Activations, n: number): void {
+  for (let i = 0; i < n; i++) out[i]! += x[i]!;
+}

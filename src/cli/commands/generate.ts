@@ -1,0 +1,40 @@
+// shortgpt generate MODEL: text from the model, greedy by default.
+
+import { generate } from "../../eval/generate.js";
+import { MODEL_OPTIONS, int, num, onePositional, parse, str } from "../args.js";
+import type { Command } from "../command.js";
+import { loadFromArgs, skipFromArgs } from "../common.js";
+
+const usage = "shortgpt generate MODEL [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--skip i,j] [--json FILE]";
+
+export const generateCommand: Command = {
+  name: "generate",
+  usage,
+  summary: "generate text (temperature 0 = greedy, the default)",
+  run(argv) {
+    const p = parse(argv, {
+      ...MODEL_OPTIONS, prompt: { type: "string" }, "max-tokens": { type: "string" }, temperature: { type: "string" },
+      "top-p": { type: "string" }, seed: { type: "string" }, skip: { type: "string" },
+    }, usage);
+    const path = onePositional(p, "MODEL", usage);
+    const loaded = loadFromArgs(p, path);
+    const prompt = str(p, "prompt") ?? "";
+    const promptIds = loaded.tokenizer.encode(prompt, { bos: true });
+    const context = loaded.model.config.contextLength;
+    const maxTokens = int(p, "max-tokens", 1, context) ?? Math.min(256, context - promptIds.length);
+    const temperature = num(p, "temperature", 0, 100) ?? 0;
+    const topP = num(p, "top-p", 0, 1) ?? 1;
+    const seed = int(p, "seed", 0) ?? 42;
+    const skip = skipFromArgs(p, loaded);
+    const ids = generate(loaded.model, promptIds, {
+      maxTokens, temperature, topP, seed,
+      stopTokens: new Set([loaded.tokenizer.eosId, loaded.tokenizer.bosId]),
+      ...(skip ? { skip } : {}),
+    });
+    const text = loaded.tokenizer.decode([...promptIds, ...ids]);
+    return {
+      json: { model: path, prompt, promptIds, ids, text, temperature, topP, seed, skip: skip ? [...skip] : [] },
+      text,
+    };
+  },
+};

@@ -1,0 +1,72 @@
+// Typed errors: every failure the user can cause carries a code, what it names, and a hint on what to do.
+
+export type ErrorCode =
+  | "CHECKPOINT" // a model file is malformed or inconsistent
+  | "TOKENIZER" // a tokenizer file is malformed or does not match the model
+  | "DATA" // a text data file is empty, malformed or too short
+  | "OPTION" // a command-line or API option is invalid
+  | "OUTPUT" // an output path cannot be written safely
+  | "UNSUPPORTED"; // a valid input this version cannot handle
+
+export interface ShortgptErrorDetails {
+  file?: string;
+  tensor?: string;
+  option?: string;
+  expected?: string | number;
+  got?: string | number;
+  hint?: string;
+}
+
+export class ShortgptError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ShortgptErrorDetails;
+
+  constructor(code: ErrorCode, message: string, details: ShortgptErrorDetails = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+
+  /** One line for the terminal: the message, then the hint. */
+  describe(): string {
+    const hint = this.details.hint ? ` (${this.details.hint})` : "";
+    return `${this.message}${hint}`;
+  }
+}
+
+export class CheckpointError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("CHECKPOINT", message, details);
+  }
+}
+
+export class TokenizerError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("TOKENIZER", message, details);
+  }
+}
+
+export class DataError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("DATA", message, details);
+  }
+}
+
+export class OptionError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("OPTION", message, details);
+  }
+}
+
+export class OutputError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("OUTPUT", message, details);
+  }
+}
+
+export class UnsupportedError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("UNSUPPORTED", message, details);
+  }
+}

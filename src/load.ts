@@ -1,0 +1,202 @@
+// Opens a checkpoint file, detects its format, resolves the model config once, loads the
+// weights strictly and attaches the tokenizer. The one place that joins formats and models.
+
+import { existsSync, readdirSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { CheckpointError, TokenizerError, UnsupportedError } from "./errors.js";
+import { RandomAccessFile } from "./formats/file.js";
+import { GGUF_MAGIC, type GgufFile, ggufNumber, ggufString, readGguf, readGgufTensorBytes } from "./formats/gguf.js";
+import { LLAMA2C_MAGIC, type Llama2cFile, readLlama2c, readLlama2cTensor } from "./formats/llama2c.js";
+import {
+  assertLlamaSupported, checkLlamaConfig, GGUF_LLAMA_NAMES, LLAMA2C_NAMES, type LlamaConfig, LlamaModel, loadLlamaWeights,
+} from "./models/llama.js";
+import { decodeBF16, decodeF16, decodeF32 } from "./tensor/dtype.js";
+import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
+import { readGgufTokenizer } from "./tokenizer/gguf.js";
+import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
+import type { Tokenizer } from "./tokenizer/tokenizer.js";
+
+export type CheckpointFormat = "gguf" | "llama2c";
+
+export interface LoadedModel {
+  path: string;
+  format: CheckpointFormat;
+  architecture: string;
+  model: LlamaModel;
+  tokenizer: Tokenizer;
+  tokenizerPath: string;
+  /** Stored dtype -> number of tensors of that dtype. */
+  dtypes: Record<string, number>;
+}
+
+export interface LoadOptions {
+  /** llama2.c only: the tokenizer.bin; default a tok*.bin or tokenizer.bin beside the checkpoint. */
+  tokenizer?: string;
+}
+
+/** Reads the first bytes to tell GGUF, versioned llama2.c and legacy llama2.c apart. */
+export function detectFormat(path: string): CheckpointFormat {
+  const file = new RandomAccessFile(path);
+  try {
+    if (file.size < 4) throw new CheckpointError(`${path} is ${file.size} bytes, too short for a model`, { file: path });
+    const magic = file.read(0, 4, "magic").readUInt32LE(0);
+    if (magic === GGUF_MAGIC) return "gguf";
+    if (magic === LLAMA2C_MAGIC) return "llama2c";
+    if (/\.gguf$/i.test(path)) throw new CheckpointError(`${path} has a .gguf name but no GGUF magic`, { file: path, hint: "the file is corrupt or not a GGUF model" });
+    return "llama2c";
+  } finally {
+    file.close();
+  }
+}
+
+/** The tokenizer file for a llama2.c checkpoint: given, or tokenizer.bin / tok*.bin beside it. */
+export function findLlama2cTokenizer(checkpoint: string, given?: string): string {
+  if (given !== undefined) {
+    if (!existsSync(given)) throw new TokenizerError(`tokenizer file not found: ${given}`, { file: given, option: "--tokenizer" });
+    return given;
+  }
+  const dir = dirname(checkpoint);
+  const candidates = readdirSync(dir).filter((f) => f === "tokenizer.bin" || /^tok.*\.bin$/.test(f)).sort();
+  const chosen = candidates.includes("tokenizer.bin") ? "tokenizer.bin" : candidates[0];
+  if (chosen === undefined) {
+    throw new TokenizerError(`no tokenizer found beside ${checkpoint} (looked for tokenizer.bin or tok*.bin in ${dir})`, {
+      file: checkpoint, option: "--tokenizer", hint: "pass --tokenizer FILE",
+    });
+  }
+  if (candidates.length > 1 && chosen !== "tokenizer.bin") {
+    throw new TokenizerError(`several tokenizers beside ${checkpoint}: ${candidates.join(", ")}`, { file: checkpoint, option: "--tokenizer", hint: "choose one with --tokenizer FILE" });
+  }
+  return join(dir, chosen);
+}
+
+function ggufProvider(gguf: GgufFile): TensorProvider {
+  const byName = new Map(gguf.tensors.map((t) => [t.name, t]));
+  return {
+    source: gguf.path,
+    entries: (): TensorEntry[] => gguf.tensors.map((t) => ({ name: t.name, shape: [...t.dims].reverse(), dtype: t.type.name })),
+    readF32: (name: string): Float32Array => {
+      const t = byName.get(name)!;
+      const bytes = readGgufTensorBytes(gguf, t);
+      const out = new Float32Array(t.dims.reduce((a, b) => a * b, 1));
+      switch (t.type.name) {
+        case "F32":
+          decodeF32(bytes, out);
+          break;
+        case "F16":
+          decodeF16(bytes, out);
+          break;
+        case "BF16":
+          decodeBF16(bytes, out);
+          break;
+        default:
+          throw new UnsupportedError(`${gguf.path}: tensor ${name} is ${t.type.name}; computing with this type is not supported yet (F32, F16, BF16 are)`, {
+            file: gguf.path, tensor: name, got: t.type.name,
+            hint: "convert the model to F16 or F32 with llama.cpp's tools, or prune it without evaluating (shortgpt prune --layers)",
+          });
+      }
+      return out;
+    },
+  };
+}
+
+function llama2cProvider(ckpt: Llama2cFile): TensorProvider {
+  const byName = new Map(ckpt.tensors.map((t) => [t.name, t]));
+  return {
+    source: ckpt.path,
+    entries: (): TensorEntry[] => ckpt.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: "F32" })),
+    readF32: (name: string): Float32Array => readLlama2cTensor(ckpt, byName.get(name)!),
+  };
+}
+
+function countDtypes(entries: TensorEntry[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const e of entries) counts[e.dtype] = (counts[e.dtype] ?? 0) + 1;
+  return counts;
+}
+
+/** Resolves the Llama config from GGUF metadata (llama.* keys), filling llama.cpp's defaults. */
+export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
+  const arch = ggufString(gguf, "general.architecture");
+  if (arch !== "llama") {
+    throw new UnsupportedError(`${gguf.path}: architecture "${arch ?? "(missing)"}" is not supported yet (supported: llama)`, {
+      file: gguf.path, got: arch ?? "(missing)", hint: "general.architecture must be one of: llama",
+    });
+  }
+  const need = (key: string): number => {
+    const v = ggufNumber(gguf, key);
+    if (v === undefined) throw new CheckpointError(`${gguf.path}: metadata ${key} is missing`, { file: gguf.path, hint: "the GGUF file is incomplete" });
+    return v;
+  };
+  const dim = need("llama.embedding_length");
+  const nHeads = need("llama.attention.head_count");
+  const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+  const config: LlamaConfig = {
+    nLayers: need("llama.block_count"),
+    dim,
+    hiddenDim: need("llama.feed_forward_length"),
+    nHeads,
+    nKvHeads: ggufNumber(gguf, "llama.attention.head_count_kv") ?? nHeads,
+    headDim: ggufNumber(gguf, "llama.attention.key_length") ?? dim / nHeads,
+    vocabSize: ggufNumber(gguf, "llama.vocab_size") ?? embedding?.dims[1] ?? 0,
+    contextLength: need("llama.context_length"),
+    normEps: need("llama.attention.layer_norm_rms_epsilon"),
+    ropeTheta: ggufNumber(gguf, "llama.rope.freq_base") ?? 10000,
+  };
+  assertLlamaSupported(ggufNumber(gguf, "llama.rope.dimension_count"), config.headDim, gguf.path);
+  if (gguf.metadata.has("llama.rope.scaling.type") && ggufString(gguf, "llama.rope.scaling.type") !== "none") {
+    throw new UnsupportedError(`${gguf.path}: RoPE scaling is not supported yet`, { file: gguf.path });
+  }
+  checkLlamaConfig(config, gguf.path);
+  return config;
+}
+
+export function llamaConfigFromLlama2c(ckpt: Llama2cFile): LlamaConfig {
+  const h = ckpt.header;
+  // llama2.c models are trained with RMSNorm eps 1e-5 and RoPE theta 10000 (its model.py defaults).
+  return {
+    nLayers: h.nLayers, dim: h.dim, hiddenDim: h.hiddenDim, nHeads: h.nHeads, nKvHeads: h.nKvHeads,
+    headDim: h.dim / h.nHeads, vocabSize: h.vocabSize, contextLength: h.seqLen, normEps: 1e-5, ropeTheta: 10000,
+  };
+}
+
+/** Loads a model checkpoint (GGUF or llama2.c) with its tokenizer. */
+export function loadModel(path: string, options: LoadOptions = {}): LoadedModel {
+  if (!existsSync(path)) throw new CheckpointError(`model file not found: ${path}`, { file: path, hint: "check the path" });
+  const format = detectFormat(path);
+  if (format === "gguf") {
+    const gguf = readGguf(path);
+    try {
+      const config = llamaConfigFromGguf(gguf);
+      const tokenizer = readGgufTokenizer(gguf);
+      checkVocab(tokenizer, config, path);
+      const provider = ggufProvider(gguf);
+      const model = new LlamaModel(config, loadLlamaWeights(provider, config, GGUF_LLAMA_NAMES));
+      return { path, format, architecture: "llama", model, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()) };
+    } finally {
+      gguf.file.close();
+    }
+  }
+  const ckpt = readLlama2c(path);
+  try {
+    const config = llamaConfigFromLlama2c(ckpt);
+    const tokenizerPath = findLlama2cTokenizer(path, options.tokenizer);
+    const tokenizer = readLlama2cTokenizer(tokenizerPath, config.vocabSize);
+    const provider = llama2cProvider(ckpt);
+    const model = new LlamaModel(config, loadLlamaWeights(provider, config, LLAMA2C_NAMES));
+    return { path, format, architecture: "llama", model, tokenizer, tokenizerPath, dtypes: countDtypes(provider.entries()) };
+  } finally {
+    ckpt.file.close();
+  }
+}
+
+function checkVocab(tokenizer: Tokenizer, config: LlamaConfig, path: string): void {
+  if (tokenizer.vocabSize !== config.vocabSize) {
+    throw new TokenizerError(`${path}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary has ${config.vocabSize}`, {
+      file: path, expected: config.vocabSize, got: tokenizer.vocabSize, hint: "the file is inconsistent; re-convert it",
+    });
+  }
+}
+
+export function describeFormat(loaded: LoadedModel): string {
+  return loaded.format === "gguf" ? `GGUF (${basename(loaded.path)})` : `llama2.c (${basename(loaded.path)})`;
+}

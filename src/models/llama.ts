@@ -1,0 +1,324 @@
+// The Llama family: resolved config, strict weight loading, and the forward pass
+// (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
+
+import {
+  addInPlace, causalAttention, logSumExp, matmul, rmsNorm, ropeHalf, ropeInverseFrequencies, siluMul,
+  type Activations, type Weights,
+} from "../backend/reference.js";
+import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
+import { elementCount, type TensorProvider } from "../tensor/provider.js";
+
+export interface LlamaConfig {
+  nLayers: number;
+  dim: number;
+  hiddenDim: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  contextLength: number;
+  normEps: number;
+  ropeTheta: number;
+}
+
+export interface LlamaLayerWeights {
+  attnNorm: Weights;
+  /** Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
+  wq: Weights;
+  wk: Weights;
+  wv: Weights;
+  wo: Weights;
+  ffnNorm: Weights;
+  wGate: Weights;
+  wDown: Weights;
+  wUp: Weights;
+}
+
+export interface LlamaWeights {
+  embedding: Weights;
+  finalNorm: Weights;
+  /** The same array as `embedding` when the classifier is tied. */
+  classifier: Weights;
+  layers: LlamaLayerWeights[];
+}
+
+/** How one file format names the Llama tensors. */
+export interface LlamaTensorNames {
+  embedding: string;
+  finalNorm: string;
+  /** Absent from a file when the classifier is tied to the embedding. */
+  classifier: string;
+  layer(layer: number): Record<keyof LlamaLayerWeights, string>;
+  /** Tensors the format stores that the model does not need, dropped on purpose. */
+  ignored: ReadonlySet<string>;
+  /** True when Q/K rows are stored in the interleaved RoPE layout (llama2.c, llama.cpp). */
+  interleavedRope: boolean;
+}
+
+export const GGUF_LLAMA_NAMES: LlamaTensorNames = {
+  embedding: "token_embd.weight",
+  finalNorm: "output_norm.weight",
+  classifier: "output.weight",
+  layer: (i) => ({
+    attnNorm: `blk.${i}.attn_norm.weight`,
+    wq: `blk.${i}.attn_q.weight`,
+    wk: `blk.${i}.attn_k.weight`,
+    wv: `blk.${i}.attn_v.weight`,
+    wo: `blk.${i}.attn_output.weight`,
+    ffnNorm: `blk.${i}.ffn_norm.weight`,
+    wGate: `blk.${i}.ffn_gate.weight`,
+    wDown: `blk.${i}.ffn_down.weight`,
+    wUp: `blk.${i}.ffn_up.weight`,
+  }),
+  ignored: new Set(),
+  interleavedRope: true,
+};
+
+export const LLAMA2C_NAMES: LlamaTensorNames = {
+  embedding: "tok_embeddings.weight",
+  finalNorm: "norm.weight",
+  classifier: "output.weight",
+  layer: (i) => ({
+    attnNorm: `layers.${i}.attention_norm.weight`,
+    wq: `layers.${i}.attention.wq.weight`,
+    wk: `layers.${i}.attention.wk.weight`,
+    wv: `layers.${i}.attention.wv.weight`,
+    wo: `layers.${i}.attention.wo.weight`,
+    ffnNorm: `layers.${i}.ffn_norm.weight`,
+    wGate: `layers.${i}.feed_forward.w1.weight`,
+    wDown: `layers.${i}.feed_forward.w2.weight`,
+    wUp: `layers.${i}.feed_forward.w3.weight`,
+  }),
+  // The legacy format stores RoPE cos/sin tables; the model computes its own.
+  ignored: new Set(["freqs_cos", "freqs_sin"]),
+  interleavedRope: true,
+};
+
+export function checkLlamaConfig(config: LlamaConfig, source: string): void {
+  const { dim, nHeads, nKvHeads, headDim } = config;
+  if (nHeads * headDim !== dim && headDim % 2 !== 0) {
+    throw new CheckpointError(`${source}: head size ${headDim} must be even`, { file: source });
+  }
+  if (nHeads % nKvHeads !== 0) {
+    throw new CheckpointError(`${source}: ${nHeads} attention heads are not a multiple of ${nKvHeads} KV heads`, { file: source });
+  }
+  for (const [name, v] of Object.entries(config)) {
+    if (!(typeof v === "number" && v > 0 && Number.isFinite(v))) {
+      throw new CheckpointError(`${source}: config ${name} is ${v}`, { file: source, hint: "the checkpoint's metadata is incomplete or corrupt" });
+    }
+  }
+}
+
+/** Reorders Q/K rows from the interleaved RoPE layout (pairs 2i, 2i+1) to rotate-half (pairs i, i+d/2). */
+export function interleavedToHalfRows(w: Weights, nHeads: number, headDim: number, nIn: number): Weights {
+  const out = new Float32Array(w.length);
+  const half = headDim / 2;
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const from = (h * headDim + 2 * i + j) * nIn;
+        const to = (h * headDim + j * half + i) * nIn;
+        out.set(w.subarray(from, from + nIn), to);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Loads every tensor the config implies, shape-checked, and refuses tensors nobody claims.
+ * Quirks of the format (tied classifier, interleaved Q/K rows) are resolved here, once.
+ */
+export function loadLlamaWeights(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): LlamaWeights {
+  const entries = new Map(provider.entries().map((e) => [e.name, e]));
+  const claimed = new Set<string>();
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize } = config;
+  const load = (name: string, shape: number[]): Weights => {
+    const entry = entries.get(name);
+    if (!entry) {
+      throw new CheckpointError(`${provider.source}: tensor ${name} is missing`, {
+        file: provider.source, tensor: name, expected: `shape [${shape.join(", ")}]`,
+        hint: "the checkpoint is incomplete or its layer count does not match its metadata",
+      });
+    }
+    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
+      throw new CheckpointError(`${provider.source}: tensor ${name} has shape [${entry.shape.join(", ")}], expected [${shape.join(", ")}]`, {
+        file: provider.source, tensor: name, expected: `[${shape.join(", ")}]`, got: `[${entry.shape.join(", ")}]`,
+        hint: "the checkpoint's metadata does not match its tensors",
+      });
+    }
+    claimed.add(name);
+    const data = provider.readF32(name);
+    if (data.length !== elementCount(shape)) throw new CheckpointError(`${provider.source}: tensor ${name} decoded to ${data.length} values`, { file: provider.source, tensor: name });
+    return data;
+  };
+  const embedding = load(names.embedding, [vocabSize, dim]);
+  const finalNorm = load(names.finalNorm, [dim]);
+  const classifier = entries.has(names.classifier) ? load(names.classifier, [vocabSize, dim]) : embedding;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const layers: LlamaLayerWeights[] = [];
+  for (let layer = 0; layer < config.nLayers; layer++) {
+    const n = names.layer(layer);
+    let wq = load(n.wq, [qDim, dim]);
+    let wk = load(n.wk, [kvDim, dim]);
+    if (names.interleavedRope) {
+      wq = interleavedToHalfRows(wq, nHeads, headDim, dim);
+      wk = interleavedToHalfRows(wk, nKvHeads, headDim, dim);
+    }
+    layers.push({
+      attnNorm: load(n.attnNorm, [dim]),
+      wq,
+      wk,
+      wv: load(n.wv, [kvDim, dim]),
+      wo: load(n.wo, [dim, qDim]),
+      ffnNorm: load(n.ffnNorm, [dim]),
+      wGate: load(n.wGate, [hiddenDim, dim]),
+      wDown: load(n.wDown, [dim, hiddenDim]),
+      wUp: load(n.wUp, [hiddenDim, dim]),
+    });
+  }
+  for (const name of entries.keys()) {
+    if (!claimed.has(name) && !names.ignored.has(name)) {
+      throw new CheckpointError(`${provider.source}: tensor ${name} is not part of a ${config.nLayers}-layer Llama`, {
+        file: provider.source, tensor: name,
+        hint: "the file has more layers than its metadata says, or an architecture feature this version does not support",
+      });
+    }
+  }
+  return { embedding, finalNorm, classifier, layers };
+}
+
+/** Called with the residual stream entering and leaving each layer that runs. */
+export interface LayerHooks {
+  /** input, output: (nTokens, dim) views valid only during the call. `layer` is the original index. */
+  onLayer(layer: number, input: Activations, output: Activations, nTokens: number, dim: number): void;
+}
+
+/** Keys and values of every layer for the positions processed so far (for generation). */
+export class KvCache {
+  readonly keys: Float64Array[];
+  readonly values: Float64Array[];
+  length = 0;
+  constructor(readonly config: LlamaConfig, readonly capacity: number) {
+    const kvDim = config.nKvHeads * config.headDim;
+    this.keys = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
+    this.values = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
+  }
+}
+
+export interface ForwardOptions {
+  /** Layers to leave out: the residual passes through them unchanged. */
+  skip?: ReadonlySet<number>;
+  hooks?: LayerHooks;
+  /** Which positions get vocabulary logits; "none" skips the classifier entirely. */
+  logits?: "all" | "last" | "none";
+  /** Continue from the positions already in the cache; without one the tokens are a fresh window. */
+  cache?: KvCache;
+}
+
+export interface ForwardResult {
+  /** (rows, vocabSize): every position, or only the last, or empty. */
+  logits: Float64Array;
+  rows: number;
+}
+
+export class LlamaModel {
+  readonly family = "llama";
+  private readonly invFreq: Float64Array;
+
+  constructor(readonly config: LlamaConfig, readonly weights: LlamaWeights) {
+    this.invFreq = ropeInverseFrequencies(config.headDim, config.ropeTheta);
+  }
+
+  get nLayers(): number {
+    return this.config.nLayers;
+  }
+
+  parameterCount(): number {
+    const w = this.weights;
+    let n = w.embedding.length + w.finalNorm.length + (w.classifier === w.embedding ? 0 : w.classifier.length);
+    for (const l of w.layers) for (const t of Object.values(l)) n += (t as Weights).length;
+    return n;
+  }
+
+  /** Runs the tokens through the model as one causal window (prefill). */
+  forward(tokens: ArrayLike<number>, options: ForwardOptions = {}): ForwardResult {
+    const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize, normEps } = this.config;
+    const T = tokens.length;
+    const cache = options.cache ?? new KvCache(this.config, T);
+    const startPos = options.cache ? cache.length : 0;
+    if (startPos + T > cache.capacity) {
+      throw new OptionError(`${startPos + T} positions exceed the cache capacity of ${cache.capacity}`, { hint: "generate fewer tokens" });
+    }
+    const skip = options.skip ?? new Set<number>();
+    const qDim = nHeads * headDim;
+    const kvDim = nKvHeads * headDim;
+
+    const x = new Float64Array(T * dim);
+    for (let t = 0; t < T; t++) {
+      const id = tokens[t]!;
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} at position ${t} is outside the vocabulary (0..${vocabSize - 1})`);
+      for (let i = 0; i < dim; i++) x[t * dim + i] = this.weights.embedding[id * dim + i]!;
+    }
+    const xn = new Float64Array(T * dim);
+    const q = new Float64Array(T * qDim);
+    const kNew = new Float64Array(T * kvDim);
+    const vNew = new Float64Array(T * kvDim);
+    const att = new Float64Array(T * qDim);
+    const proj = new Float64Array(T * dim);
+    const gate = new Float64Array(T * hiddenDim);
+    const up = new Float64Array(T * hiddenDim);
+    const scores = new Float64Array(startPos + T);
+    const input = options.hooks ? new Float64Array(T * dim) : undefined;
+
+    for (let layer = 0; layer < this.config.nLayers; layer++) {
+      if (skip.has(layer)) continue;
+      const w = this.weights.layers[layer]!;
+      if (input) input.set(x);
+      // Attention block: x += wo @ attn(rope(wq @ n(x)), rope(wk @ n(x)), wv @ n(x))
+      rmsNorm(xn, x, w.attnNorm, T, dim, normEps);
+      matmul(q, xn, w.wq, T, dim, qDim);
+      matmul(kNew, xn, w.wk, T, dim, kvDim);
+      matmul(vNew, xn, w.wv, T, dim, kvDim);
+      ropeHalf(q, T, nHeads, headDim, startPos, this.invFreq);
+      ropeHalf(kNew, T, nKvHeads, headDim, startPos, this.invFreq);
+      cache.keys[layer]!.set(kNew, startPos * kvDim);
+      cache.values[layer]!.set(vNew, startPos * kvDim);
+      causalAttention(att, q, cache.keys[layer]!, cache.values[layer]!, scores, T, startPos, nHeads, nKvHeads, headDim);
+      matmul(proj, att, w.wo, T, qDim, dim);
+      addInPlace(x, proj, T * dim);
+      // MLP block: x += down(silu(gate @ n(x)) * (up @ n(x)))
+      rmsNorm(xn, x, w.ffnNorm, T, dim, normEps);
+      matmul(gate, xn, w.wGate, T, dim, hiddenDim);
+      matmul(up, xn, w.wUp, T, dim, hiddenDim);
+      siluMul(gate, up, T * hiddenDim);
+      matmul(proj, gate, w.wDown, T, hiddenDim, dim);
+      addInPlace(x, proj, T * dim);
+      if (input) options.hooks!.onLayer(layer, input, x, T, dim);
+    }
+    if (options.cache) cache.length = startPos + T;
+
+    const mode = options.logits ?? "all";
+    if (mode === "none") return { logits: new Float64Array(0), rows: 0 };
+    const first = mode === "last" ? T - 1 : 0;
+    const rows = T - first;
+    const last = x.subarray(first * dim);
+    const normed = new Float64Array(rows * dim);
+    rmsNorm(normed, last, this.weights.finalNorm, rows, dim, normEps);
+    const logits = new Float64Array(rows * vocabSize);
+    matmul(logits, normed, this.weights.classifier, rows, dim, vocabSize);
+    return { logits, rows };
+  }
+}
+
+/** log-probability of `target` under the logits row `row`. */
+export function logProb(logits: Float64Array, row: number, vocabSize: number, target: number): number {
+  return logits[row * vocabSize + target]! - logSumExp(logits, row * vocabSize, vocabSize);
+}
+
+export function assertLlamaSupported(ropeDim: number | undefined, headDim: number, source: string): void {
+  if (ropeDim !== undefined && ropeDim !== headDim) {
+    throw new UnsupportedError(`${source}: partial rotary embeddings (rope dimension ${ropeDim} of head size ${headDim}) are not supported yet`, { file: source });
+  }
+}

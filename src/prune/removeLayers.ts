@@ -1,0 +1,124 @@
+// Removes whole layers from a checkpoint: drop their tensors, renumber the rest densely and
+// patch every per-layer field. Tensor bytes are copied unchanged; no forward pass runs.
+
+import { CheckpointError } from "../errors.js";
+import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, readGguf, readGgufTensorBytes, writeGguf } from "../formats/gguf.js";
+import { readLlama2c, writeLlama2c, type Llama2cTensor } from "../formats/llama2c.js";
+import { detectFormat, type CheckpointFormat } from "../load.js";
+import { checkOutputPath, writeAtomically } from "../util/atomicWrite.js";
+import { checkRemovable, renumbering } from "./plan.js";
+
+export interface RemoveLayersOptions {
+  force?: boolean;
+}
+
+export interface RemoveLayersResult {
+  format: CheckpointFormat;
+  input: string;
+  output: string;
+  removed: number[];
+  layersBefore: number;
+  layersAfter: number;
+  bytesWritten: number;
+}
+
+/** Writes `output`: `input` without `layers` (0-based), in the same format. */
+export function removeLayers(input: string, output: string, layers: readonly number[], options: RemoveLayersOptions = {}): RemoveLayersResult {
+  checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "--out" });
+  const format = detectFormat(input);
+  return format === "gguf" ? removeGgufLayers(input, output, layers) : removeLlama2cLayers(input, output, layers);
+}
+
+const BLOCK_NAME = /^blk\.(\d+)\.(.+)$/;
+
+function ggufBlockCount(gguf: GgufFile): { key: string; value: GgufValue; count: number } {
+  const arch = gguf.metadata.get("general.architecture");
+  const key = `${arch?.value ?? "llama"}.block_count`;
+  const value = gguf.metadata.get(key);
+  if (!value || value.type === GgufValueType.ARRAY) {
+    throw new CheckpointError(`${gguf.path}: metadata ${key} is missing`, { file: gguf.path, hint: "cannot tell how many layers the model has" });
+  }
+  return { key, value, count: Number(value.value) };
+}
+
+function removeGgufLayers(input: string, output: string, layers: readonly number[]): RemoveLayersResult {
+  const gguf = readGguf(input);
+  try {
+    const block = ggufBlockCount(gguf);
+    const nLayers = block.count;
+    checkRemovable(layers, nLayers, "--layers");
+    for (const layer of layers) {
+      if (layer < 0 || layer >= nLayers) throw new CheckpointError(`layer ${layer} is out of range for ${input} (${nLayers} layers)`, { file: input });
+    }
+    const newIndex = renumbering(layers, nLayers);
+    const archPrefix = block.key.slice(0, -"block_count".length);
+
+    // Metadata: the block count, and every per-layer array under the architecture's prefix.
+    const metadata = new Map<string, GgufValue>();
+    for (const [key, value] of gguf.metadata) {
+      if (key === block.key) {
+        metadata.set(key, { ...value, value: typeof value.value === "bigint" ? BigInt(nLayers - layers.length) : nLayers - layers.length } as GgufValue);
+      } else if (key.startsWith(archPrefix) && value.type === GgufValueType.ARRAY && value.value.length === nLayers) {
+        const kept = (value.value as unknown[]).filter((_, layer) => newIndex.has(layer));
+        metadata.set(key, { ...value, value: kept } as GgufValue);
+      } else {
+        metadata.set(key, value);
+      }
+    }
+
+    // Tensors: drop removed blocks, renumber the rest, keep the original order otherwise.
+    const tensors: GgufTensorToWrite[] = [];
+    for (const t of gguf.tensors) {
+      const match = BLOCK_NAME.exec(t.name);
+      let name = t.name;
+      if (match) {
+        const layer = Number(match[1]);
+        if (layer >= nLayers) throw new CheckpointError(`${input}: tensor ${t.name} belongs to layer ${layer} but ${block.key} is ${nLayers}`, { file: input, tensor: t.name });
+        const to = newIndex.get(layer);
+        if (to === undefined) continue;
+        name = `blk.${to}.${match[2]}`;
+      }
+      tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(gguf, t) });
+    }
+    let bytesWritten = 0;
+    writeAtomically(output, (temp) => {
+      writeGguf(temp, { version: gguf.version, alignment: gguf.alignment, metadata, tensors });
+    });
+    bytesWritten = tensors.reduce((n, t) => n + t.byteLength, 0);
+    return { format: "gguf", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: nLayers - layers.length, bytesWritten };
+  } finally {
+    gguf.file.close();
+  }
+}
+
+function removeLlama2cLayers(input: string, output: string, layers: readonly number[]): RemoveLayersResult {
+  const ckpt = readLlama2c(input);
+  try {
+    const nLayers = ckpt.header.nLayers;
+    checkRemovable(layers, nLayers, "--layers");
+    const newIndex = renumbering(layers, nLayers);
+    // Index the input's tensors by (name with the new layer number) for the output layout to pick from.
+    const source = new Map<string, Llama2cTensor>();
+    for (const t of ckpt.tensors) {
+      if (t.layer === undefined) {
+        source.set(t.name, t);
+        continue;
+      }
+      const to = newIndex.get(t.layer);
+      if (to !== undefined) source.set(t.name.replace(/^layers\.\d+\./, `layers.${to}.`), t);
+    }
+    const header = { ...ckpt.header, nLayers: nLayers - layers.length };
+    let bytesWritten = 0;
+    writeAtomically(output, (temp) => {
+      writeLlama2c(temp, header, (t) => {
+        const from = source.get(t.name);
+        if (!from) throw new Error(`internal: no source for ${t.name}`);
+        bytesWritten += from.byteLength;
+        return ckpt.file.read(from.offset, from.byteLength, `tensor ${from.name}`);
+      });
+    });
+    return { format: "llama2c", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: header.nLayers, bytesWritten };
+  } finally {
+    ckpt.file.close();
+  }
+}

@@ -1,0 +1,44 @@
+// Shared test helpers: paths to the real model and data, running the CLI, temp folders.
+
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { repoRoot, sharedPath } from "../src/shared.js";
+
+export const MODEL_BIN = sharedPath("models", "stories260K", "stories260K.bin");
+export const MODEL_GGUF = sharedPath("models", "stories260K", "stories260K.gguf");
+export const TOKENIZER = sharedPath("models", "stories260K", "tok512.bin");
+export const TINYSTORIES = sharedPath("data", "tinystories", "tinystories_val.txt");
+
+/** The greedy sample from BOS documented for stories260K. */
+export const DOCUMENTED_SAMPLE =
+  "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
+
+export interface CliRun {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[]): CliRun {
+  const r = spawnSync(process.execPath, [join(repoRoot(), "dist", "src", "cli", "main.js"), ...args], { encoding: "utf8", env: { ...process.env, CI: "true" } });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export function tempDir(prefix = "shortgpt-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function sha256(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+/** |got - want| <= rel * |want| + abs, elementwise; returns the worst violation for messages. */
+export function maxRelativeError(got: ArrayLike<number>, want: ArrayLike<number>, floor = 1e-6): number {
+  if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / Math.max(Math.abs(want[i]!), floor));
+  return worst;
+}

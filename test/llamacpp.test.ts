@@ -1,0 +1,110 @@
+// shortgpt against llama.cpp (node-llama-cpp's prebuilt CPU binaries) on GGUF files:
+// next-token probabilities on the original and on a GGUF pruned by `shortgpt prune`,
+// and tokenization.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { getLlama, type Llama, type LlamaModel as NodeLlamaModel, type Token } from "node-llama-cpp";
+import { readGguf } from "../src/formats/gguf.js";
+import { loadModel, type LoadedModel } from "../src/load.js";
+import { MODEL_GGUF, runCli, tempDir } from "./helpers.js";
+
+let llama: Llama;
+const opened: NodeLlamaModel[] = [];
+
+before(async () => {
+  llama = await getLlama({ gpu: false, build: "never", skipDownload: true, usePrebuiltBinaries: true, logLevel: "error" as never });
+});
+
+after(async () => {
+  for (const m of opened) await m.dispose();
+  await llama.dispose();
+});
+
+/** llama.cpp's softmax over the vocabulary after each position, with an exact (F32, no flash) setup. */
+async function llamaCppProbabilities(path: string, ids: number[]): Promise<Map<number, number>[]> {
+  const model = await llama.loadModel({ modelPath: path });
+  opened.push(model);
+  const context = await model.createContext({
+    contextSize: 256, flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
+  } as Parameters<NodeLlamaModel["createContext"]>[0]);
+  try {
+    const sequence = context.getSequence();
+    const results = await sequence.controlledEvaluate(ids.map((id) => [id as Token, { generateNext: { token: true, probabilities: true, options: { temperature: 0 } } }]));
+    return results.map((r, pos) => {
+      const probs = r?.next?.probabilities;
+      if (!probs) throw new Error(`no probabilities at position ${pos}`);
+      return probs;
+    });
+  } finally {
+    await context.dispose();
+  }
+}
+
+function ourProbabilities(loaded: LoadedModel, ids: number[]): Float64Array[] {
+  const { logits } = loaded.model.forward(ids);
+  const V = loaded.model.config.vocabSize;
+  return ids.map((_, pos) => {
+    const row = logits.slice(pos * V, (pos + 1) * V);
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v);
+    let sum = 0;
+    for (let i = 0; i < V; i++) sum += row[i] = Math.exp(row[i]! - max);
+    for (let i = 0; i < V; i++) row[i]! /= sum;
+    return row;
+  });
+}
+
+function maxProbabilityDifference(ours: Float64Array[], theirs: Map<number, number>[]): number {
+  let worst = 0;
+  ours.forEach((row, pos) => {
+    const map = theirs[pos]!;
+    for (let id = 0; id < row.length; id++) worst = Math.max(worst, Math.abs(row[id]! - (map.get(id) ?? 0)));
+  });
+  return worst;
+}
+
+const PROMPT = "Once upon a time, there was a little girl named Lily. She loved to play";
+
+test("next-token probabilities equal llama.cpp's within 1e-4 on stories260K.gguf", async (t) => {
+  const loaded = loadModel(MODEL_GGUF);
+  const ids = loaded.tokenizer.encode(PROMPT);
+  const theirs = await llamaCppProbabilities(MODEL_GGUF, ids);
+  assert.equal(theirs.length, ids.length);
+  assert.ok(theirs[0]!.size >= 400, "llama.cpp reports (nearly) the whole vocabulary");
+  const diff = maxProbabilityDifference(ourProbabilities(loaded, ids), theirs);
+  t.diagnostic(`max |p_ours - p_llama.cpp| over ${ids.length} positions x 512 tokens: ${diff.toExponential(2)}`);
+  assert.ok(diff < 1e-4, `max |p_ours - p_llama.cpp| = ${diff}`);
+});
+
+test("a GGUF pruned by `shortgpt prune` loads in llama.cpp and matches shortgpt on that file within 1e-4", async (t) => {
+  const dir = tempDir();
+  const out = join(dir, "pruned.gguf");
+  const run = runCli(["prune", MODEL_GGUF, "--out", out, "--layers", "1,3"]);
+  assert.equal(run.status, 0, run.stderr);
+  const header = readGguf(out);
+  assert.equal(Number(header.metadata.get("llama.block_count")!.value), 3);
+  assert.deepEqual(header.tensors.filter((t) => t.name.startsWith("blk.")).map((t) => Number(t.name.split(".")[1])).filter((v, i, a) => a.indexOf(v) === i), [0, 1, 2]);
+  header.file.close();
+  const pruned = loadModel(out);
+  const ids = pruned.tokenizer.encode(PROMPT);
+  const theirs = await llamaCppProbabilities(out, ids);
+  const ours = ourProbabilities(pruned, ids);
+  const diff = maxProbabilityDifference(ours, theirs);
+  t.diagnostic(`pruned: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)}`);
+  assert.ok(diff < 1e-4, `max |p_ours - p_llama.cpp| = ${diff}`);
+  // The pruned model really differs from the original (the comparison is not vacuous).
+  const original = ourProbabilities(loadModel(MODEL_GGUF), ids);
+  assert.ok(maxProbabilityDifference(original, theirs) > 1e-2);
+});
+
+test("tokenization equals llama.cpp's, including non-ASCII text", async () => {
+  const loaded = loadModel(MODEL_GGUF);
+  const model = await llama.loadModel({ modelPath: MODEL_GGUF });
+  opened.push(model);
+  for (const text of ["Once upon a time", "Hello world!", "The café costs 5€ — naïve 日本", "  two  spaces\nnewline", "Lily's mom said, \"No!\"", "ünïcödé ✓ 🙂"]) {
+    const theirs = [model.tokens.bos!, ...model.tokenize(text)].map(Number);
+    assert.deepEqual(loaded.tokenizer.encode(text), theirs, JSON.stringify(text));
+  }
+});
