@@ -1,0 +1,56 @@
+// The compute backend interface behind the models: one Llama decoder layer over a batch of
+// independent causal windows, and the final norm + classifier. Implementations: the plain
+// TypeScript reference (tests), onnxruntime-node (default fast path), onnxruntime-web's
+// WebAssembly SIMD build (fallback that always installs).
+
+/** The shape constants of one decoder layer. */
+export interface LayerShape {
+  dim: number;
+  hiddenDim: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  normEps: number;
+  ropeTheta: number;
+}
+
+/**
+ * One layer's weights expanded to float32, row-major, linear weights stored (out, in).
+ * wq and wk rows are in the rotate-half RoPE layout (Hugging Face convention): within each
+ * head, element i pairs with i + headDim/2 and turns by pos * theta^(-2i/headDim).
+ */
+export interface LayerWeightsF32 {
+  attnNorm: Float32Array; // (dim)
+  wq: Float32Array; // (nHeads*headDim, dim)
+  wk: Float32Array; // (nKvHeads*headDim, dim)
+  wv: Float32Array; // (nKvHeads*headDim, dim)
+  wo: Float32Array; // (dim, nHeads*headDim)
+  ffnNorm: Float32Array; // (dim)
+  wGate: Float32Array; // (hiddenDim, dim)
+  wDown: Float32Array; // (dim, hiddenDim)
+  wUp: Float32Array; // (hiddenDim, dim)
+}
+
+export interface DecoderBackend {
+  readonly name: string;
+  /** Threads the backend computes with. */
+  readonly threads: number;
+  /**
+   * x: (nWindows * seqLen, dim), nWindows independent causal windows, each with positions
+   * 0..seqLen-1. Returns the residual stream after the layer, same shape:
+   * h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x));
+   * out = h + wDown @ (silu(wGate @ rms(h)) * (wUp @ rms(h))).
+   */
+  runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape): Promise<Float32Array>;
+  /**
+   * Final RMSNorm and classifier for nRows rows of x (nRows, dim). With targets (one token id per
+   * row), returns per row the log-sum-exp of the logits and the target's logit (log p = target - lse);
+   * without, the logits (nRows, vocab).
+   */
+  runHead(x: Float32Array, nRows: number, finalNorm: Float32Array, classifier: Float32Array, vocabSize: number, normEps: number, targets?: Int32Array): Promise<HeadResult>;
+  dispose(): Promise<void>;
+}
+
+export type HeadResult =
+  | { kind: "logits"; logits: Float32Array }
+  | { kind: "nll"; logSumExp: Float32Array; targetLogit: Float32Array };
