@@ -1,48 +1,141 @@
-// npm run bench: throughput baseline of the reference engine on stories260K (tokens/s for
-// Block Influence scoring and perplexity). Writes bench/results.json and bench/RESULTS.md.
+// npm run bench: shortgpt's engine against PyTorch + transformers, measured in the same run.
+//  1. stories260K: tokens/s of scoring and perplexity on every backend.
+//  2. TinyLlama-1.1B shape (random BF16 weights): BI scoring and perplexity, 8 x 512 tokens,
+//     2 threads, shortgpt (onnxruntime-node) vs PyTorch fp32 and bf16; ratios.
+//  3. Llama-2-7B shape: scoring peak RSS (streaming), and pruning 8 of 32 layers (MB/s, RSS).
+// Each measurement runs in its own process (bench/runTask.ts) so its peak RSS is its own.
+// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer.
 
-import { writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { loadModel } from "../src/load.js";
-import { perplexityData, resolveWindows, tokenizeFile } from "../src/pipeline.js";
-import { scoreData } from "../src/pipeline.js";
+import { LLAMA2_7B, type LlamaShape, TINYLLAMA_1B, ensureRandomCheckpoint } from "./randomCheckpoint.js";
 import { repoRoot, sharedPath } from "../src/shared.js";
 
-const TOKENS = 8192;
-const SEQ_LEN = 512;
+const root = repoRoot();
+const cache = join(root, "bench", "cache");
+const args = new Set(process.argv.slice(2));
+const THREADS = 2;
+const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
-function timed<T>(run: () => T): { value: T; seconds: number } {
-  const start = process.hrtime.bigint();
-  const value = run();
-  return { value, seconds: Number(process.hrtime.bigint() - start) / 1e9 };
+type Row = Record<string, string | number>;
+const results: { section: string; rows: Row[] }[] = [];
+
+function runJson(command: string, argv: string[]): Record<string, unknown> {
+  log(`${command} ${argv.join(" ")}`);
+  const r = spawnSync(command, argv, { encoding: "utf8", maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${command} failed (${r.status}):\n${r.stderr}`);
+  const line = r.stdout.trim().split("\n").pop()!;
+  return JSON.parse(line) as Record<string, unknown>;
 }
 
-const modelPath = sharedPath("models", "stories260K", "stories260K.bin");
-const loaded = loadModel(modelPath);
-const data = tokenizeFile(loaded, sharedPath("data", "tinystories", "tinystories_val.txt"));
-const windows = resolveWindows(loaded, { seqLen: SEQ_LEN, maxTokens: TOKENS });
-const params = loaded.model.parameterCount();
+function ours(task: string, model: string, extra: string[]): Record<string, unknown> {
+  return runJson(process.execPath, [join(root, "dist", "bench", "runTask.js"), task, model, ...extra]);
+}
 
-const rows: { task: string; tokens: number; seconds: number; tokensPerSecond: number }[] = [];
-const score = timed(() => scoreData(loaded, data, windows));
-rows.push({ task: "BI scoring", tokens: score.value.tokens, seconds: score.seconds, tokensPerSecond: score.value.tokens / score.seconds });
-const ppl = timed(() => perplexityData(loaded, data, windows));
-rows.push({ task: "perplexity", tokens: TOKENS, seconds: ppl.seconds, tokensPerSecond: TOKENS / ppl.seconds });
+/** The Python with torch + transformers: .venv (made from the local wheel index if missing), else the system's. */
+function peerPython(): string | undefined {
+  const venv = join(root, ".venv", "bin", "python");
+  const has = (py: string): boolean => spawnSync(py, ["-c", "import torch, transformers, safetensors"]).status === 0;
+  if (existsSync(venv) && has(venv)) return venv;
+  log("creating .venv with torch, transformers, safetensors (offline, from pip's configured index)");
+  spawnSync("python3", ["-m", "venv", join(root, ".venv")], { stdio: "inherit" });
+  spawnSync(venv, ["-m", "pip", "install", "-q", "torch", "transformers", "safetensors", "numpy"], { stdio: "inherit" });
+  if (has(venv)) return venv;
+  log("pip could not install torch; trying Debian's python3-torch");
+  spawnSync("apt-get", ["install", "-y", "-q", "python3-torch", "python3-numpy"], { stdio: "inherit" });
+  return has("python3") ? "python3" : undefined;
+}
 
-const machine = `${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
-const table = [
-  "| task | tokens | seconds | tokens/s |",
-  "| --- | ---: | ---: | ---: |",
-  ...rows.map((r) => `| ${r.task} | ${r.tokens} | ${r.seconds.toFixed(2)} | ${r.tokensPerSecond.toFixed(0)} |`),
-].join("\n");
-console.log(`stories260K (${params} parameters), windows of ${SEQ_LEN}, reference TypeScript engine, 1 thread\n${table}`);
+function windowsFile(shape: LlamaShape, nWindows: number, seqLen: number): string {
+  // Deterministic ids, BOS first: the same tokens for shortgpt and the peer.
+  let state = 12345;
+  const next = (): number => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state;
+  };
+  const windows = Array.from({ length: nWindows }, () => [1, ...Array.from({ length: seqLen - 1 }, () => 2 + (next() % (shape.vocabSize - 2)))]);
+  const path = join(cache, `ids-${nWindows}x${seqLen}-${shape.vocabSize}.json`);
+  writeFileSync(path, JSON.stringify({ windows }));
+  return path;
+}
 
-const results = { date: new Date().toISOString(), machine, model: modelPath, parameters: params, seqLen: SEQ_LEN, engine: "reference (TypeScript, float64 activations)", rows };
-writeFileSync(join(repoRoot(), "bench", "results.json"), JSON.stringify(results, null, 2) + "\n");
-writeFileSync(
-  join(repoRoot(), "bench", "RESULTS.md"),
-  `# Benchmark results\n\nMachine: ${machine}. Command: \`npm run bench\`. Date: ${results.date}.\n\n` +
-    `stories260K (${params} parameters), ${TOKENS} TinyStories tokens in windows of ${SEQ_LEN}, reference TypeScript engine (float64 activations), one thread.\n\n${table}\n\n` +
-    "This is the baseline of the plain reference engine; the fast engine and the PyTorch peer comparison are tracked separately.\n",
-);
+const gib = (bytes: unknown): string => (Number(bytes) / 2 ** 30).toFixed(2);
+
+async function main(): Promise<void> {
+  mkdirSync(cache, { recursive: true });
+
+  // 1. stories260K on each backend.
+  {
+    const rows: Row[] = [];
+    const model = sharedPath("models", "stories260K", "stories260K.bin");
+    const ids = join(cache, "ids-stories.json");
+    let state = 7;
+    const windows = Array.from({ length: 16 }, () => [1, ...Array.from({ length: 511 }, () => 3 + ((state = (state * 1103515245 + 12345) >>> 0) % 509))]);
+    writeFileSync(ids, JSON.stringify({ windows }));
+    for (const backend of ["reference", "wasm", "onnx"]) {
+      for (const task of ["score", "ppl"]) {
+        const r = ours(task, model, ["--tokens", ids, "--backend", backend, "--threads", String(THREADS)]);
+        rows.push({ model: "stories260K", task, engine: String(r["backend"]), "tokens/s": Math.round(Number(r["tokensPerSecond"])) });
+      }
+    }
+    results.push({ section: "stories260K (8192 tokens in windows of 512)", rows });
+  }
+
+  // 2. TinyLlama-1.1B shape against PyTorch.
+  const python = args.has("--skip-peer") ? undefined : peerPython();
+  {
+    const dir = ensureRandomCheckpoint(TINYLLAMA_1B, cache, log);
+    const ids = windowsFile(TINYLLAMA_1B, 8, 512);
+    const rows: Row[] = [];
+    for (const task of ["score", "ppl"]) {
+      const r = ours(task, dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS)]);
+      const mine = Number(r["tokensPerSecond"]);
+      rows.push({ task, engine: "shortgpt onnxruntime-node fp32", "tokens/s": mine.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "peak RSS GiB": gib(r["peakRssBytes"]), "ratio vs this": "1.00" });
+      if (!python) continue;
+      for (const dtype of ["fp32", "bf16"]) {
+        const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS)]);
+        const theirs = Number(p["tokens_per_second"]);
+        rows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": theirs.toFixed(1), "GFLOP/s": "", "peak RSS GiB": gib(p["peak_rss_bytes"]), "ratio vs this": (mine / theirs).toFixed(2) });
+      }
+    }
+    results.push({ section: `TinyLlama-1.1B shape, 8 x 512 tokens, ${THREADS} threads ("ratio vs this" = shortgpt tokens/s / this row's)`, rows });
+  }
+
+  // 3. Llama-2-7B shape: streaming memory and pruning throughput.
+  if (!args.has("--skip-7b")) {
+    const dir = ensureRandomCheckpoint(LLAMA2_7B, cache, log);
+    const ids = windowsFile(LLAMA2_7B, 8, 512);
+    const rows: Row[] = [];
+    const r = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS)]);
+    rows.push({ task: "BI scoring 8 x 512", "tokens/s": Number(r["tokensPerSecond"]).toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "peak RSS GiB": gib(r["peakRssBytes"]), "MB/s": "" });
+    const layers = [20, 21, 22, 23, 24, 25, 26, 27].join(",");
+    const pr = ours("prune", dir, ["--out", join(cache, "llama2-7b-pruned"), "--layers", layers]);
+    rows.push({ task: "prune 8 of 32 layers", "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": gib(pr["peakRssBytes"]), "MB/s": Number(pr["mbPerSecond"]).toFixed(0) });
+    results.push({ section: "Llama-2-7B shape (13.5 GB of BF16 weights; PyTorch needs all of it in memory)", rows });
+  }
+
+  const machine = `${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  const md = [
+    "# Benchmark results",
+    "",
+    `Machine: ${machine}. Command: \`npm run bench\` (options \`--skip-7b\`, \`--skip-peer\`). Date: ${new Date().toISOString()}.`,
+    "Random-weight BF16 checkpoints of real shapes are generated by bench/randomCheckpoint.ts and cached in bench/cache/.",
+    "Each row is one process; peak RSS is that process's. This machine is shared and noisy: compare ratios, not absolute numbers.",
+    "",
+    ...results.flatMap(({ section, rows }) => {
+      const keys = Object.keys(rows[0] ?? {});
+      return [`## ${section}`, "", `| ${keys.join(" | ")} |`, `| ${keys.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${keys.map((k) => r[k]).join(" | ")} |`), ""];
+    }),
+  ].join("\n");
+  writeFileSync(join(root, "bench", "results.json"), JSON.stringify({ machine, results }, null, 2) + "\n");
+  writeFileSync(join(root, "bench", "RESULTS.md"), md);
+  process.stdout.write(md);
+}
+
+await main();

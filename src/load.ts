@@ -1,22 +1,27 @@
 // Opens a checkpoint file, detects its format, resolves the model config once, loads the
 // weights strictly and attaches the tokenizer. The one place that joins formats and models.
 
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { CheckpointError, TokenizerError, UnsupportedError } from "./errors.js";
 import { RandomAccessFile } from "./formats/file.js";
 import { GGUF_MAGIC, type GgufFile, ggufNumber, ggufString, readGguf, readGgufTensorBytes } from "./formats/gguf.js";
+import { hfTensorProvider, isHfDirectory, openHfDirectory } from "./formats/hfDirectory.js";
 import { LLAMA2C_MAGIC, type Llama2cFile, readLlama2c, readLlama2cTensor } from "./formats/llama2c.js";
 import {
-  assertLlamaSupported, checkLlamaConfig, GGUF_LLAMA_NAMES, LLAMA2C_NAMES, type LlamaConfig, LlamaModel, loadLlamaWeights,
+  assertLlamaSupported, checkLlamaConfig, checkLlamaTensors, GGUF_LLAMA_NAMES, LLAMA2C_NAMES, type LlamaConfig, LlamaModel,
+  type LlamaTensorNames, loadLlamaWeights,
 } from "./models/llama.js";
 import { decodeBF16, decodeF16, decodeF32 } from "./tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
+import { parseHfLlamaConfig, resolveHfLlamaConfig, hfLlamaTensorNames } from "./models/hfLlamaConfig.js";
 import { readGgufTokenizer } from "./tokenizer/gguf.js";
+import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
+import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
 import type { Tokenizer } from "./tokenizer/tokenizer.js";
 
-export type CheckpointFormat = "gguf" | "llama2c";
+export type CheckpointFormat = "gguf" | "llama2c" | "hf";
 
 export interface LoadedModel {
   path: string;
@@ -34,8 +39,12 @@ export interface LoadOptions {
   tokenizer?: string;
 }
 
-/** Reads the first bytes to tell GGUF, versioned llama2.c and legacy llama2.c apart. */
+/** A directory is a Hugging Face checkpoint; for files, the first bytes tell GGUF and llama2.c apart. */
 export function detectFormat(path: string): CheckpointFormat {
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    if (!isHfDirectory(path)) throw new CheckpointError(`${path} is a directory without config.json`, { file: path, hint: "pass a Hugging Face model directory, a .gguf file or a llama2.c .bin" });
+    return "hf";
+  }
   const file = new RandomAccessFile(path);
   try {
     if (file.size < 4) throw new CheckpointError(`${path} is ${file.size} bytes, too short for a model`, { file: path });
@@ -159,10 +168,51 @@ export function llamaConfigFromLlama2c(ckpt: Llama2cFile): LlamaConfig {
   };
 }
 
-/** Loads a model checkpoint (GGUF or llama2.c) with its tokenizer. */
-export function loadModel(path: string, options: LoadOptions = {}): LoadedModel {
+/**
+ * A checkpoint opened for streaming: config resolved, tokenizer attached, every tensor
+ * name and shape checked strictly, but no weights read yet. Close it when done.
+ */
+export interface OpenedModel {
+  path: string;
+  format: CheckpointFormat;
+  architecture: string;
+  config: LlamaConfig;
+  tokenizer: Tokenizer;
+  tokenizerPath: string;
+  /** Stored dtype -> number of tensors of that dtype. */
+  dtypes: Record<string, number>;
+  /** Lazy access to the stored tensors, one at a time. */
+  provider: TensorProvider;
+  names: LlamaTensorNames;
+  close(): void;
+}
+
+/** Opens a Hugging Face directory: config.json resolved once, tensors indexed across shards. */
+function openHfModel(path: string): OpenedModel {
+  const hf = openHfDirectory(path);
+  try {
+    const raw = parseHfLlamaConfig(hf.config, hf.configPath);
+    const config = resolveHfLlamaConfig(raw, hf.configPath);
+    const names = hfLlamaTensorNames(raw, config, hf.tensors.map((t) => t.name), hf.dir);
+    const provider = hfTensorProvider(hf);
+    checkLlamaTensors(provider, config, names);
+    const id = (key: string): number => (typeof hf.config[key] === "number" ? (hf.config[key] as number) : -1);
+    const tokenizer = readHfTokenizer(path, hf.config, config.vocabSize) ?? new MissingTokenizer(config.vocabSize, id("bos_token_id"), id("eos_token_id"), path);
+    return {
+      path, format: "hf", architecture: raw.model_type ?? "llama", config, tokenizer, tokenizerPath: join(path, "tokenizer.json"), dtypes: countDtypes(provider.entries()),
+      provider, names, close: () => hf.close(),
+    };
+  } catch (err) {
+    hf.close();
+    throw err;
+  }
+}
+
+/** Opens a model checkpoint (Hugging Face directory, GGUF or llama2.c) with its tokenizer, reading no weights. */
+export function openModel(path: string, options: LoadOptions = {}): OpenedModel {
   if (!existsSync(path)) throw new CheckpointError(`model file not found: ${path}`, { file: path, hint: "check the path" });
   const format = detectFormat(path);
+  if (format === "hf") return openHfModel(path);
   if (format === "gguf") {
     const gguf = readGguf(path);
     try {
@@ -170,10 +220,14 @@ export function loadModel(path: string, options: LoadOptions = {}): LoadedModel 
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const provider = ggufProvider(gguf);
-      const model = new LlamaModel(config, loadLlamaWeights(provider, config, GGUF_LLAMA_NAMES));
-      return { path, format, architecture: "llama", model, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()) };
-    } finally {
+      checkLlamaTensors(provider, config, GGUF_LLAMA_NAMES);
+      return {
+        path, format, architecture: "llama", config, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()),
+        provider, names: GGUF_LLAMA_NAMES, close: () => gguf.file.close(),
+      };
+    } catch (err) {
       gguf.file.close();
+      throw err;
     }
   }
   const ckpt = readLlama2c(path);
@@ -182,10 +236,26 @@ export function loadModel(path: string, options: LoadOptions = {}): LoadedModel 
     const tokenizerPath = findLlama2cTokenizer(path, options.tokenizer);
     const tokenizer = readLlama2cTokenizer(tokenizerPath, config.vocabSize);
     const provider = llama2cProvider(ckpt);
-    const model = new LlamaModel(config, loadLlamaWeights(provider, config, LLAMA2C_NAMES));
-    return { path, format, architecture: "llama", model, tokenizer, tokenizerPath, dtypes: countDtypes(provider.entries()) };
-  } finally {
+    checkLlamaTensors(provider, config, LLAMA2C_NAMES);
+    return {
+      path, format, architecture: "llama", config, tokenizer, tokenizerPath, dtypes: countDtypes(provider.entries()),
+      provider, names: LLAMA2C_NAMES, close: () => ckpt.file.close(),
+    };
+  } catch (err) {
     ckpt.file.close();
+    throw err;
+  }
+}
+
+/** Loads a whole model into memory (the reference engine; generation). */
+export function loadModel(path: string, options: LoadOptions = {}): LoadedModel {
+  const opened = openModel(path, options);
+  try {
+    const { config, provider, names } = opened;
+    const model = new LlamaModel(config, loadLlamaWeights(provider, config, names));
+    return { path, format: opened.format, architecture: opened.architecture, model, tokenizer: opened.tokenizer, tokenizerPath: opened.tokenizerPath, dtypes: opened.dtypes };
+  } finally {
+    opened.close();
   }
 }
 
@@ -198,5 +268,6 @@ function checkVocab(tokenizer: Tokenizer, config: LlamaConfig, path: string): vo
 }
 
 export function describeFormat(loaded: LoadedModel): string {
-  return loaded.format === "gguf" ? `GGUF (${basename(loaded.path)})` : `llama2.c (${basename(loaded.path)})`;
+  const kind = { gguf: "GGUF", llama2c: "llama2.c", hf: "Hugging Face directory" }[loaded.format];
+  return `${kind} (${basename(loaded.path)})`;
 }

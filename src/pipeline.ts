@@ -1,13 +1,15 @@
 // The steps the commands share: tokenize a data file for a model, cut it into windows, run
-// Block Influence or perplexity. Pure library code: progress goes through callbacks.
+// Block Influence or perplexity layer by layer on a backend. Pure library code: progress goes
+// through callbacks.
 
+import type { DecoderBackend } from "./backend/backend.js";
 import { readTextData, tokenizeDocuments, type SplitMode } from "./data/documents.js";
 import { countTokens, perplexityWindows, requireOneWindow, scoringWindows, truncateDocuments } from "./data/windows.js";
 import { OptionError } from "./errors.js";
-import { perplexity, type PerplexityResult } from "./eval/perplexity.js";
-import type { LoadedModel } from "./load.js";
+import type { PerplexityResult } from "./eval/perplexity.js";
 import type { BlockInfluenceResult } from "./metrics/blockInfluence.js";
-import { blockInfluence } from "./metrics/score.js";
+import { type StreamingSource, streamingBlockInfluence, streamingPerplexity } from "./models/streaming.js";
+import type { Tokenizer } from "./tokenizer/tokenizer.js";
 
 export interface TokenizedData {
   path: string;
@@ -17,9 +19,9 @@ export interface TokenizedData {
   tokens: number;
 }
 
-export function tokenizeFile(loaded: LoadedModel, path: string, split: SplitMode = "none"): TokenizedData {
+export function tokenizeFile(model: { tokenizer: Tokenizer }, path: string, split: SplitMode = "none"): TokenizedData {
   const data = readTextData(path, split);
-  const documents = tokenizeDocuments(loaded.tokenizer, data.documents);
+  const documents = tokenizeDocuments(model.tokenizer, data.documents);
   return { path, sha256: data.sha256, split, documents, tokens: countTokens(documents) };
 }
 
@@ -30,13 +32,12 @@ export interface WindowChoice {
 }
 
 /** Fills the window defaults (seqLen = min(1024, context), stride = seqLen) and checks them. */
-export function resolveWindows(loaded: LoadedModel, given: { seqLen?: number; stride?: number; maxTokens?: number }): WindowChoice {
-  const context = loaded.model.config.contextLength;
-  const seqLen = given.seqLen ?? Math.min(1024, context);
+export function resolveWindows(contextLength: number, given: { seqLen?: number; stride?: number; maxTokens?: number }): WindowChoice {
+  const seqLen = given.seqLen ?? Math.min(1024, contextLength);
   const stride = given.stride ?? seqLen;
   if (seqLen < 2) throw new OptionError(`--seq-len ${seqLen}: a window needs at least 2 tokens`, { option: "--seq-len" });
-  if (seqLen > context) {
-    throw new OptionError(`--seq-len ${seqLen} is longer than the model's context of ${context} tokens`, { option: "--seq-len", expected: `<= ${context}`, got: seqLen });
+  if (seqLen > contextLength) {
+    throw new OptionError(`--seq-len ${seqLen} is longer than the model's context of ${contextLength} tokens`, { option: "--seq-len", expected: `<= ${contextLength}`, got: seqLen });
   }
   if (stride < 1 || stride > seqLen) {
     throw new OptionError(`--stride ${stride} must be between 1 and --seq-len (${seqLen})`, { option: "--stride", got: stride, hint: "windows must overlap or touch so every token is seen" });
@@ -46,19 +47,20 @@ export function resolveWindows(loaded: LoadedModel, given: { seqLen?: number; st
 }
 
 export interface RunOptions {
+  backend: DecoderBackend;
   skip?: ReadonlySet<number>;
   onProgress?: (done: number, total: number) => void;
 }
 
-export function scoreData(loaded: LoadedModel, data: TokenizedData, windows: WindowChoice, options: RunOptions = {}): BlockInfluenceResult {
-  // --max-tokens caps the tokens inside scoring windows (overlaps count), as the windows are cut.
+/** Block Influence of every layer; --max-tokens caps the tokens inside windows (overlaps count). */
+export function scoreData(source: StreamingSource, data: TokenizedData, windows: WindowChoice, options: RunOptions): Promise<BlockInfluenceResult> {
   requireOneWindow(data.documents, windows.seqLen, data.path);
-  return blockInfluence(loaded.model, scoringWindows(data.documents, windows), options);
+  return streamingBlockInfluence(source, scoringWindows(data.documents, windows), options);
 }
 
-export function perplexityData(loaded: LoadedModel, data: TokenizedData, windows: WindowChoice, options: RunOptions = {}): PerplexityResult {
-  // --max-tokens keeps the first N tokens of the text, which are then windowed.
+/** Strided perplexity; --max-tokens keeps the first N tokens of the text, which are then windowed. */
+export function perplexityData(source: StreamingSource, data: TokenizedData, windows: WindowChoice, options: RunOptions): Promise<PerplexityResult> {
   const docs = truncateDocuments(data.documents, windows.maxTokens);
   requireOneWindow(docs, windows.seqLen, data.path);
-  return perplexity(loaded.model, perplexityWindows(docs, windows), options);
+  return streamingPerplexity(source, perplexityWindows(docs, windows), options);
 }

@@ -9,5 +9,5 @@ export interface Command {
   name: string;
   usage: string;
   summary: string;
-  run(argv: string[]): CommandResult;
+  run(argv: string[]): Promise<CommandResult>;
 }

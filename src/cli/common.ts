@@ -1,49 +1,65 @@
-// Steps several commands share: loading the model named on the command line, reading data
-// with the window options, and printing Block Influence.
+// Steps several commands share: opening the model named on the command line, choosing the
+// backend, reading data with the window options, and printing Block Influence.
 
+import type { DecoderBackend } from "../backend/backend.js";
+import { defaultThreads, parseBackendName, selectBackend } from "../backend/select.js";
 import { OptionError } from "../errors.js";
-import { loadModel, type LoadedModel } from "../load.js";
+import { openModel, type OpenedModel } from "../load.js";
 import type { BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import { resolveWindows, scoreData, tokenizeFile, type TokenizedData, type WindowChoice } from "../pipeline.js";
 import { parseLayerList } from "../prune/plan.js";
-import { int, type Parsed, split, str } from "./args.js";
+import { int, type OptionSpec, type Parsed, split, str } from "./args.js";
 import { barChart } from "./format.js";
 import { Progress } from "./progress.js";
 
-export function loadFromArgs(p: Parsed, path: string): LoadedModel {
+export const ENGINE_OPTIONS: OptionSpec = {
+  backend: { type: "string" },
+  threads: { type: "string" },
+};
+
+export function openFromArgs(p: Parsed, path: string): OpenedModel {
   const tokenizer = str(p, "tokenizer");
-  return loadModel(path, tokenizer === undefined ? {} : { tokenizer });
+  return openModel(path, tokenizer === undefined ? {} : { tokenizer });
 }
 
-export function windowsFromArgs(p: Parsed, loaded: LoadedModel): WindowChoice {
+/** --backend (default auto) and --threads (default: all cores); fallbacks are reported on stderr. */
+export async function backendFromArgs(p: Parsed): Promise<DecoderBackend> {
+  const name = parseBackendName(str(p, "backend") ?? "auto");
+  const threads = int(p, "threads", 1, 1024) ?? defaultThreads();
+  const { backend, notes } = await selectBackend(name, threads);
+  for (const note of notes) process.stderr.write(`shortgpt: ${note}\n`);
+  return backend;
+}
+
+export function windowsFromArgs(p: Parsed, opened: OpenedModel): WindowChoice {
   const seqLen = int(p, "seq-len", 2);
   const stride = int(p, "stride", 1);
   const maxTokens = int(p, "max-tokens", 2);
-  return resolveWindows(loaded, {
+  return resolveWindows(opened.config.contextLength, {
     ...(seqLen === undefined ? {} : { seqLen }),
     ...(stride === undefined ? {} : { stride }),
     ...(maxTokens === undefined ? {} : { maxTokens }),
   });
 }
 
-export function dataFromArgs(p: Parsed, loaded: LoadedModel, option: string, usage: string): TokenizedData {
+export function dataFromArgs(p: Parsed, opened: OpenedModel, option: string, usage: string): TokenizedData {
   const path = str(p, option);
   if (path === undefined) throw new OptionError(`missing --${option} FILE`, { option: `--${option}`, hint: `usage: ${usage}` });
-  return tokenizeFile(loaded, path, split(p));
+  return tokenizeFile(opened, path, split(p));
 }
 
-export function skipFromArgs(p: Parsed, loaded: LoadedModel): Set<number> | undefined {
+export function skipFromArgs(p: Parsed, nLayers: number): Set<number> | undefined {
   const text = str(p, "skip");
   if (text === undefined) return undefined;
-  const layers = parseLayerList(text, loaded.model.nLayers, "--skip");
-  if (layers.length >= loaded.model.nLayers) throw new OptionError(`--skip would leave no layer`, { option: "--skip" });
+  const layers = parseLayerList(text, nLayers, "--skip");
+  if (layers.length >= nLayers) throw new OptionError(`--skip would leave no layer`, { option: "--skip" });
   return new Set(layers);
 }
 
-export function scoreWithProgress(loaded: LoadedModel, data: TokenizedData, windows: WindowChoice): BlockInfluenceResult {
-  const progress = new Progress("scoring", "tokens");
+export async function scoreWithProgress(opened: OpenedModel, data: TokenizedData, windows: WindowChoice, backend: DecoderBackend): Promise<BlockInfluenceResult> {
+  const progress = new Progress("scoring", "token-layers");
   try {
-    return scoreData(loaded, data, windows, { onProgress: progress.callback });
+    return await scoreData(opened, data, windows, { backend, onProgress: progress.callback });
   } finally {
     progress.done();
   }

@@ -40,7 +40,7 @@ function jsonTarget(argv: string[]): string | undefined {
   return undefined;
 }
 
-export function main(argv: string[]): number {
+export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
     process.stdout.write(help() + "\n");
@@ -57,7 +57,7 @@ export function main(argv: string[]): number {
       process.stdout.write(`${command.summary}\nusage: ${command.usage}\n`);
       return 0;
     }
-    const result = command.run(rest);
+    const result = await command.run(rest);
     process.stdout.write(result.text + "\n");
     const json = jsonTarget(rest);
     if (json !== undefined) writeJsonAtomically(json, result.json);
@@ -72,4 +72,4 @@ export function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));

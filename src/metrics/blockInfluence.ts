@@ -29,7 +29,7 @@ export class BlockInfluence implements LayerHooks {
     this.acc = new CosineAccumulator(nLayers);
   }
 
-  onLayer(layer: number, input: Float64Array, output: Float64Array, nTokens: number, dim: number): void {
+  onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number): void {
     this.acc.add(layer, input, output, nTokens, dim);
   }
 

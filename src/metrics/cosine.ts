@@ -1,7 +1,7 @@
 // Cosine similarity between token rows, accumulated in float64.
 
 /** cos(a[t], b[t]) for one row of length dim at offset; 1 when both rows are zero (nothing changed). */
-export function rowCosine(a: Float64Array, b: Float64Array, offset: number, dim: number): number {
+export function rowCosine(a: Float32Array | Float64Array, b: Float32Array | Float64Array, offset: number, dim: number): number {
   let dot = 0;
   let na = 0;
   let nb = 0;
@@ -26,7 +26,7 @@ export class CosineAccumulator {
     this.counts = new Float64Array(nLayers);
   }
 
-  add(layer: number, a: Float64Array, b: Float64Array, nTokens: number, dim: number): void {
+  add(layer: number, a: Float32Array | Float64Array, b: Float32Array | Float64Array, nTokens: number, dim: number): void {
     let sum = 0;
     for (let t = 0; t < nTokens; t++) sum += rowCosine(a, b, t * dim, dim);
     this.sums[layer]! += sum;

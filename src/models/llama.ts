@@ -6,7 +6,7 @@ import {
   type Activations, type Weights,
 } from "../backend/reference.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
-import { elementCount, type TensorProvider } from "../tensor/provider.js";
+import type { TensorProvider } from "../tensor/provider.js";
 
 export interface LlamaConfig {
   nLayers: number;
@@ -125,15 +125,36 @@ export function interleavedToHalfRows(w: Weights, nHeads: number, headDim: numbe
   return out;
 }
 
-/**
- * Loads every tensor the config implies, shape-checked, and refuses tensors nobody claims.
- * Quirks of the format (tied classifier, interleaved Q/K rows) are resolved here, once.
- */
-export function loadLlamaWeights(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): LlamaWeights {
-  const entries = new Map(provider.entries().map((e) => [e.name, e]));
-  const claimed = new Set<string>();
+/** The shape every tensor of a Llama with this config must have, by stored name. */
+export function expectedLlamaShapes(config: LlamaConfig, names: LlamaTensorNames, hasClassifier: boolean): Map<string, number[]> {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize } = config;
-  const load = (name: string, shape: number[]): Weights => {
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const shapes = new Map<string, number[]>([[names.embedding, [vocabSize, dim]], [names.finalNorm, [dim]]]);
+  if (hasClassifier) shapes.set(names.classifier, [vocabSize, dim]);
+  for (let layer = 0; layer < config.nLayers; layer++) {
+    const n = names.layer(layer);
+    shapes.set(n.attnNorm, [dim]);
+    shapes.set(n.wq, [qDim, dim]);
+    shapes.set(n.wk, [kvDim, dim]);
+    shapes.set(n.wv, [kvDim, dim]);
+    shapes.set(n.wo, [dim, qDim]);
+    shapes.set(n.ffnNorm, [dim]);
+    shapes.set(n.wGate, [hiddenDim, dim]);
+    shapes.set(n.wDown, [dim, hiddenDim]);
+    shapes.set(n.wUp, [hiddenDim, dim]);
+  }
+  return shapes;
+}
+
+/**
+ * Strict check without reading any data: every tensor the config implies exists with the
+ * right shape, and every tensor in the checkpoint is claimed or ignored on purpose.
+ */
+export function checkLlamaTensors(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): void {
+  const entries = new Map(provider.entries().map((e) => [e.name, e]));
+  const expected = expectedLlamaShapes(config, names, entries.has(names.classifier));
+  for (const [name, shape] of expected) {
     const entry = entries.get(name);
     if (!entry) {
       throw new CheckpointError(`${provider.source}: tensor ${name} is missing`, {
@@ -147,52 +168,76 @@ export function loadLlamaWeights(provider: TensorProvider, config: LlamaConfig, 
         hint: "the checkpoint's metadata does not match its tensors",
       });
     }
-    claimed.add(name);
-    const data = provider.readF32(name);
-    if (data.length !== elementCount(shape)) throw new CheckpointError(`${provider.source}: tensor ${name} decoded to ${data.length} values`, { file: provider.source, tensor: name });
-    return data;
-  };
-  const embedding = load(names.embedding, [vocabSize, dim]);
-  const finalNorm = load(names.finalNorm, [dim]);
-  const classifier = entries.has(names.classifier) ? load(names.classifier, [vocabSize, dim]) : embedding;
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
-  const layers: LlamaLayerWeights[] = [];
-  for (let layer = 0; layer < config.nLayers; layer++) {
-    const n = names.layer(layer);
-    let wq = load(n.wq, [qDim, dim]);
-    let wk = load(n.wk, [kvDim, dim]);
-    if (names.interleavedRope) {
-      wq = interleavedToHalfRows(wq, nHeads, headDim, dim);
-      wk = interleavedToHalfRows(wk, nKvHeads, headDim, dim);
-    }
-    layers.push({
-      attnNorm: load(n.attnNorm, [dim]),
-      wq,
-      wk,
-      wv: load(n.wv, [kvDim, dim]),
-      wo: load(n.wo, [dim, qDim]),
-      ffnNorm: load(n.ffnNorm, [dim]),
-      wGate: load(n.wGate, [hiddenDim, dim]),
-      wDown: load(n.wDown, [dim, hiddenDim]),
-      wUp: load(n.wUp, [hiddenDim, dim]),
-    });
   }
   for (const name of entries.keys()) {
-    if (!claimed.has(name) && !names.ignored.has(name)) {
+    if (!expected.has(name) && !names.ignored.has(name)) {
       throw new CheckpointError(`${provider.source}: tensor ${name} is not part of a ${config.nLayers}-layer Llama`, {
         file: provider.source, tensor: name,
         hint: "the file has more layers than its metadata says, or an architecture feature this version does not support",
       });
     }
   }
-  return { embedding, finalNorm, classifier, layers };
+}
+
+function readChecked(provider: TensorProvider, name: string, length: number): Weights {
+  const data = provider.readF32(name);
+  if (data.length !== length) throw new CheckpointError(`${provider.source}: tensor ${name} decoded to ${data.length} values, expected ${length}`, { file: provider.source, tensor: name });
+  return data;
+}
+
+/** Embedding, final norm and classifier (the embedding itself when the classifier is tied). */
+export function loadLlamaGlobals(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): Omit<LlamaWeights, "layers"> {
+  const { dim, vocabSize } = config;
+  const embedding = readChecked(provider, names.embedding, vocabSize * dim);
+  const finalNorm = readChecked(provider, names.finalNorm, dim);
+  const hasClassifier = provider.entries().some((e) => e.name === names.classifier);
+  const classifier = hasClassifier ? readChecked(provider, names.classifier, vocabSize * dim) : embedding;
+  return { embedding, finalNorm, classifier };
+}
+
+/** One layer's weights as float32, Q/K rows reordered to the rotate-half layout if needed. */
+export function loadLlamaLayer(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames, layer: number): LlamaLayerWeights {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = config;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const n = names.layer(layer);
+  let wq = readChecked(provider, n.wq, qDim * dim);
+  let wk = readChecked(provider, n.wk, kvDim * dim);
+  if (names.interleavedRope) {
+    wq = interleavedToHalfRows(wq, nHeads, headDim, dim);
+    wk = interleavedToHalfRows(wk, nKvHeads, headDim, dim);
+  }
+  return {
+    attnNorm: readChecked(provider, n.attnNorm, dim),
+    wq,
+    wk,
+    wv: readChecked(provider, n.wv, kvDim * dim),
+    wo: readChecked(provider, n.wo, dim * qDim),
+    ffnNorm: readChecked(provider, n.ffnNorm, dim),
+    wGate: readChecked(provider, n.wGate, hiddenDim * dim),
+    wDown: readChecked(provider, n.wDown, dim * hiddenDim),
+    wUp: readChecked(provider, n.wUp, hiddenDim * dim),
+  };
+}
+
+/**
+ * Loads every tensor the config implies, shape-checked, and refuses tensors nobody claims.
+ * Quirks of the format (tied classifier, interleaved Q/K rows) are resolved here, once.
+ */
+export function loadLlamaWeights(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): LlamaWeights {
+  checkLlamaTensors(provider, config, names);
+  const layers: LlamaLayerWeights[] = [];
+  for (let layer = 0; layer < config.nLayers; layer++) layers.push(loadLlamaLayer(provider, config, names, layer));
+  return { ...loadLlamaGlobals(provider, config, names), layers };
 }
 
 /** Called with the residual stream entering and leaving each layer that runs. */
 export interface LayerHooks {
-  /** input, output: (nTokens, dim) views valid only during the call. `layer` is the original index. */
-  onLayer(layer: number, input: Activations, output: Activations, nTokens: number, dim: number): void;
+  /**
+   * input, output: (nTokens, dim) views valid only during the call; float64 from the in-memory
+   * reference model, float32 from the streaming engine. `layer` is the original index.
+   */
+  onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number): void;
 }
 
 /** Keys and values of every layer for the positions processed so far (for generation). */

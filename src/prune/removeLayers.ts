@@ -7,6 +7,7 @@ import { readLlama2c, writeLlama2c, type Llama2cTensor } from "../formats/llama2
 import { detectFormat, type CheckpointFormat } from "../load.js";
 import { checkOutputPath, writeAtomically } from "../util/atomicWrite.js";
 import { checkRemovable, renumbering } from "./plan.js";
+import { removeHfLayers } from "./removeLayersHf.js";
 
 export interface RemoveLayersOptions {
   force?: boolean;
@@ -26,6 +27,10 @@ export interface RemoveLayersResult {
 export function removeLayers(input: string, output: string, layers: readonly number[], options: RemoveLayersOptions = {}): RemoveLayersResult {
   checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "--out" });
   const format = detectFormat(input);
+  if (format === "hf") {
+    const r = removeHfLayers(input, output, layers, { force: options.force ?? false });
+    return { format, input, output, removed: r.removed, layersBefore: r.layersBefore, layersAfter: r.layersAfter, bytesWritten: r.bytesWritten };
+  }
   return format === "gguf" ? removeGgufLayers(input, output, layers) : removeLlama2cLayers(input, output, layers);
 }
 

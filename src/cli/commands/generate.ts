@@ -3,7 +3,8 @@
 import { generate } from "../../eval/generate.js";
 import { MODEL_OPTIONS, int, num, onePositional, parse, str } from "../args.js";
 import type { Command } from "../command.js";
-import { loadFromArgs, skipFromArgs } from "../common.js";
+import { loadModel } from "../../load.js";
+import { skipFromArgs } from "../common.js";
 
 const usage = "shortgpt generate MODEL [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--skip i,j] [--json FILE]";
 
@@ -11,13 +12,15 @@ export const generateCommand: Command = {
   name: "generate",
   usage,
   summary: "generate text (temperature 0 = greedy, the default)",
-  run(argv) {
+  async run(argv) {
     const p = parse(argv, {
       ...MODEL_OPTIONS, prompt: { type: "string" }, "max-tokens": { type: "string" }, temperature: { type: "string" },
       "top-p": { type: "string" }, seed: { type: "string" }, skip: { type: "string" },
     }, usage);
     const path = onePositional(p, "MODEL", usage);
-    const loaded = loadFromArgs(p, path);
+    const tokenizerPath = str(p, "tokenizer");
+    // Generation runs token by token with a KV cache on the in-memory reference model.
+    const loaded = loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
     const prompt = str(p, "prompt") ?? "";
     const promptIds = loaded.tokenizer.encode(prompt, { bos: true });
     const context = loaded.model.config.contextLength;
@@ -25,7 +28,7 @@ export const generateCommand: Command = {
     const temperature = num(p, "temperature", 0, 100) ?? 0;
     const topP = num(p, "top-p", 0, 1) ?? 1;
     const seed = int(p, "seed", 0) ?? 42;
-    const skip = skipFromArgs(p, loaded);
+    const skip = skipFromArgs(p, loaded.model.nLayers);
     const ids = generate(loaded.model, promptIds, {
       maxTokens, temperature, topP, seed,
       stopTokens: new Set([loaded.tokenizer.eosId, loaded.tokenizer.bosId]),

@@ -1,6 +1,6 @@
 // shortgpt inspect MODEL: architecture, layers, dims, parameter count, dtypes, tokenizer.
 
-import { loadModel } from "../../load.js";
+import { openModel } from "../../load.js";
 import { MODEL_OPTIONS, onePositional, parse, str } from "../args.js";
 import type { Command } from "../command.js";
 import { table } from "../format.js";
@@ -11,18 +11,21 @@ export const inspectCommand: Command = {
   name: "inspect",
   usage,
   summary: "architecture, layers, dimensions, parameter count, dtypes and tokenizer of a model",
-  run(argv) {
+  async run(argv) {
     const p = parse(argv, MODEL_OPTIONS, usage);
     const path = onePositional(p, "MODEL", usage);
     const tokenizer = str(p, "tokenizer");
-    const loaded = loadModel(path, tokenizer === undefined ? {} : { tokenizer });
-    const c = loaded.model.config;
+    // Only the header and tensor index are read: inspecting a 70B checkpoint costs nothing.
+    const loaded = openModel(path, tokenizer === undefined ? {} : { tokenizer });
+    loaded.close();
+    const c = loaded.config;
+    const entries = loaded.provider.entries().filter((e) => !loaded.names.ignored.has(e.name));
     const json = {
       path, format: loaded.format, architecture: loaded.architecture,
       layers: c.nLayers, dim: c.dim, hiddenDim: c.hiddenDim, heads: c.nHeads, kvHeads: c.nKvHeads, headDim: c.headDim,
       vocabSize: c.vocabSize, contextLength: c.contextLength, normEps: c.normEps, ropeTheta: c.ropeTheta,
-      parameters: loaded.model.parameterCount(),
-      tiedClassifier: loaded.model.weights.classifier === loaded.model.weights.embedding,
+      parameters: entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0),
+      tiedClassifier: !entries.some((e) => e.name === loaded.names.classifier),
       dtypes: loaded.dtypes,
       tokenizer: { description: loaded.tokenizer.description, path: loaded.tokenizerPath, vocabSize: loaded.tokenizer.vocabSize, bos: loaded.tokenizer.bosId, eos: loaded.tokenizer.eosId },
     };

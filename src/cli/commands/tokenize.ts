@@ -12,7 +12,7 @@ export const tokenizeCommand: Command = {
   name: "tokenize",
   usage,
   summary: "token ids of each document of a data file, as score and eval see them",
-  run(argv) {
+  async run(argv) {
     const p = parse(argv, { ...MODEL_OPTIONS, data: DATA_OPTIONS["data"]!, split: DATA_OPTIONS["split"]! }, usage);
     const path = onePositional(p, "MODEL", usage);
     const dataPath = str(p, "data");

@@ -1,0 +1,65 @@
+// One benchmark measurement in its own process, so its peak RSS is its own:
+//   node dist/bench/runTask.js score|ppl MODEL --tokens ids.json [--backend onnx] [--threads 2]
+//   node dist/bench/runTask.js prune MODEL --out DIR --layers i,j,...
+// Prints one JSON object on stdout.
+
+import { rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { parseBackendName, selectBackend } from "../src/backend/select.js";
+import { openModel, type OpenedModel } from "../src/load.js";
+import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
+import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
+import { removeLayers } from "../src/prune/removeLayers.js";
+
+/** Matrix FLOPs per token of the decoder layers (and the head when it runs), for effective GFLOP/s. */
+export function flopsPerToken(m: OpenedModel, seqLen: number, withHead: boolean): number {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim, nLayers, vocabSize } = m.config;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const layerParams = 2 * qDim * dim + 2 * kvDim * dim + 3 * dim * hiddenDim;
+  const attention = 2 * seqLen * qDim; // causal: on average seqLen/2 keys, for scores and for values
+  return nLayers * (2 * layerParams + attention) + (withHead ? 2 * vocabSize * dim : 0);
+}
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" } },
+});
+const [task, modelPath] = positionals;
+if (!task || !modelPath) throw new Error("usage: runTask score|ppl|prune MODEL ...");
+
+if (task === "prune") {
+  const out = values.out!;
+  rmSync(out, { recursive: true, force: true });
+  const started = process.hrtime.bigint();
+  const result = removeLayers(modelPath, out, values.layers!.split(",").map(Number));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  console.log(JSON.stringify({ task, seconds, bytesWritten: result.bytesWritten, mbPerSecond: result.bytesWritten / 1e6 / seconds, layersBefore: result.layersBefore, layersAfter: result.layersAfter, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
+  rmSync(out, { recursive: true, force: true });
+} else {
+  const windowsIds = (JSON.parse(readFileSync(values.tokens!, "utf8")) as { windows: number[][] }).windows;
+  const threads = Number(values.threads ?? "2");
+  const { backend } = await selectBackend(parseBackendName(values.backend ?? "onnx"), threads);
+  const opened = openModel(modelPath);
+  const seqLen = windowsIds[0]!.length;
+  const tokens = windowsIds.length * seqLen;
+  const started = process.hrtime.bigint();
+  let extra: Record<string, unknown>;
+  if (task === "score") {
+    const windows = scoringWindows(windowsIds, { seqLen, stride: seqLen });
+    const bi = await streamingBlockInfluence(opened, windows, { backend });
+    extra = { bi: bi.layers.map((l) => l.bi) };
+  } else {
+    const ppl = await streamingPerplexity(opened, perplexityWindows(windowsIds, { seqLen, stride: seqLen }), { backend });
+    extra = { nll: ppl.nll };
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const flops = flopsPerToken(opened, seqLen, task === "ppl") * tokens;
+  console.log(JSON.stringify({
+    task, backend: backend.name, threads, tokens, seconds, tokensPerSecond: tokens / seconds, gflops: flops / seconds / 1e9,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024, ...extra,
+  }));
+  opened.close();
+  await backend.dispose();
+}

@@ -1,0 +1,173 @@
+// ONNX graphs for one Llama decoder layer and for the final norm + classifier, built from
+// standard opset-17 operators only so the same bytes run in onnxruntime-node and -web.
+// Weights are graph inputs, not initializers: one session serves every layer of a model.
+
+import type { LayerShape, LayerWeightsF32 } from "../backend.js";
+import { attr, GraphBuilder, type GraphSpec } from "./model.js";
+
+/**
+ * How a linear layer x @ w^T meets the runtime: "gemm" is Gemm(transB=1) on the stored
+ * (out, in) weight; "matmul" is MatMul against a Transpose node (which ORT folds into
+ * a transposed matmul when it can).
+ */
+export type LinearMode = "gemm" | "matmul";
+
+export interface GraphOptions {
+  linear: LinearMode;
+}
+
+export const DEFAULT_GRAPH_OPTIONS: GraphOptions = { linear: "gemm" };
+
+/** The graph input names of the layer weights, identical to the LayerWeightsF32 keys. */
+export const LAYER_WEIGHT_INPUTS = ["attnNorm", "wq", "wk", "wv", "wo", "ffnNorm", "wGate", "wDown", "wUp"] as const satisfies readonly (keyof LayerWeightsF32)[];
+
+/** Symbolic dim names: tokens = nWindows * seqLen (rows of x), rows of the head input. */
+const TOKENS = "tokens";
+const ROWS = "rows";
+
+/** x: (N, C), weight: (C) -> (N, C) = x / sqrt(mean(x^2) + eps) * weight, in the op pattern ORT fuses. */
+function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number): string {
+  const sq = g.op("Pow", [x, g.constFloat([2], [])]);
+  const ms = g.op("ReduceMean", [sq], [attr.ints("axes", [-1]), attr.int("keepdims", 1)]);
+  const rms = g.op("Sqrt", [g.op("Add", [ms, g.constFloat([eps], [])])]);
+  return g.op("Mul", [g.op("Div", [x, rms]), weight]);
+}
+
+/** x: (N, in), w: (out, in) as stored -> (N, out) = x @ w^T. */
+function linear(g: GraphBuilder, x: string, w: string, mode: LinearMode): string {
+  if (mode === "gemm") return g.op("Gemm", [x, w], [attr.int("transB", 1)]);
+  return g.op("MatMul", [x, g.op("Transpose", [w], [attr.ints("perm", [1, 0])])]);
+}
+
+/**
+ * Rotate-half RoPE as v * cos2 + swapHalves(v) * sin2, where cos2 = [cos, cos] and
+ * sin2 = [-sin, sin] along the head: (a, b) -> (a cos - b sin, b cos + a sin).
+ * v: (..., T, H, d); cos2, sin2: (T, 1, d) -> same shape as v.
+ */
+function rope(g: GraphBuilder, v: string, cos2: string, sin2: string, headDim: number): string {
+  const half = headDim / 2;
+  const axis = g.constInt64([-1]);
+  const a = g.op("Slice", [v, g.constInt64([0]), g.constInt64([half]), axis]);
+  const b = g.op("Slice", [v, g.constInt64([half]), g.constInt64([headDim]), axis]);
+  const swapped = g.op("Concat", [b, a], [attr.int("axis", -1)]);
+  return g.op("Add", [g.op("Mul", [v, cos2]), g.op("Mul", [swapped, sin2])]);
+}
+
+/**
+ * The cos2/sin2 tables (T, 1, d) for positions 0..T-1, computed in float64 like the
+ * reference and scaled by `scale` (1/sqrt(d) folds the attention scale into q for free).
+ */
+export function ropeTables(seqLen: number, headDim: number, theta: number, scale: number): { cos2: Float32Array; sin2: Float32Array } {
+  const half = headDim / 2;
+  const cos2 = new Float32Array(seqLen * headDim);
+  const sin2 = new Float32Array(seqLen * headDim);
+  for (let pos = 0; pos < seqLen; pos++) {
+    for (let i = 0; i < half; i++) {
+      const angle = pos * Math.pow(theta, (-2 * i) / headDim);
+      const c = Math.cos(angle) * scale;
+      const s = Math.sin(angle) * scale;
+      const off = pos * headDim;
+      cos2[off + i] = c;
+      cos2[off + i + half] = c;
+      sin2[off + i] = -s;
+      sin2[off + i + half] = s;
+    }
+  }
+  return { cos2, sin2 };
+}
+
+/** (T, T) additive causal mask: 0 where key <= query, -inf above the diagonal. */
+export function causalMask(seqLen: number): Float32Array {
+  const mask = new Float32Array(seqLen * seqLen);
+  for (let t = 0; t < seqLen; t++) mask.fill(-Infinity, t * seqLen + t + 1, (t + 1) * seqLen);
+  return mask;
+}
+
+/**
+ * One decoder layer over B = N / T independent causal windows of T = seqLen tokens.
+ * Inputs: x (N, C) and the nine weights named as in LayerWeightsF32; output y (N, C).
+ * Grouped-query attention never copies K/V per query head: the G = nHeads/nKvHeads query
+ * heads that share a KV head are stacked into one (G*T, d) matrix against that head's keys.
+ */
+export function buildLayerGraph(shape: LayerShape, seqLen: number, options: GraphOptions = DEFAULT_GRAPH_OPTIONS): GraphSpec {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim: d, normEps, ropeTheta } = shape;
+  const T = seqLen;
+  const G = nHeads / nKvHeads;
+  const qDim = nHeads * d;
+  const kvDim = nKvHeads * d;
+  const g = new GraphBuilder("llama_layer");
+  const x = g.input("x", "float", [TOKENS, dim]);
+  const w = {
+    attnNorm: g.input("attnNorm", "float", [dim]),
+    wq: g.input("wq", "float", [qDim, dim]),
+    wk: g.input("wk", "float", [kvDim, dim]),
+    wv: g.input("wv", "float", [kvDim, dim]),
+    wo: g.input("wo", "float", [dim, qDim]),
+    ffnNorm: g.input("ffnNorm", "float", [dim]),
+    wGate: g.input("wGate", "float", [hiddenDim, dim]),
+    wDown: g.input("wDown", "float", [dim, hiddenDim]),
+    wUp: g.input("wUp", "float", [hiddenDim, dim]),
+  } satisfies Record<(typeof LAYER_WEIGHT_INPUTS)[number], string>;
+
+  const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d));
+  const kTables = ropeTables(T, d, ropeTheta, 1);
+  const cosQ = g.constFloat(qTables.cos2, [T, 1, d]);
+  const sinQ = g.constFloat(qTables.sin2, [T, 1, d]);
+  const cosK = g.constFloat(kTables.cos2, [T, 1, d]);
+  const sinK = g.constFloat(kTables.sin2, [T, 1, d]);
+  const mask = g.constFloat(causalMask(T), [T, T]);
+  const reshape = (v: string, dims: number[]): string => g.op("Reshape", [v, g.constInt64(dims)]);
+  const transpose = (v: string, perm: number[]): string => g.op("Transpose", [v], [attr.ints("perm", perm)]);
+
+  // Attention block. xn: (N, C)
+  const xn = rmsNorm(g, x, w.attnNorm, normEps);
+  // q: (N, Hq*d) -> (B, T, Hq, d) roped and scaled -> (B, T, Hkv, G, d) -> (B, Hkv, G, T, d) -> (B, Hkv, G*T, d)
+  const qRoped = rope(g, reshape(linear(g, xn, w.wq, options.linear), [-1, T, nHeads, d]), cosQ, sinQ, d);
+  const q = reshape(transpose(reshape(qRoped, [-1, T, nKvHeads, G, d]), [0, 2, 3, 1, 4]), [-1, nKvHeads, G * T, d]);
+  // k: (N, Hkv*d) -> (B, T, Hkv, d) roped -> kT: (B, Hkv, d, T)
+  const kRoped = rope(g, reshape(linear(g, xn, w.wk, options.linear), [-1, T, nKvHeads, d]), cosK, sinK, d);
+  const kT = transpose(kRoped, [0, 2, 3, 1]);
+  // v: (N, Hkv*d) -> (B, Hkv, T, d)
+  const v = transpose(reshape(linear(g, xn, w.wv, options.linear), [-1, T, nKvHeads, d]), [0, 2, 1, 3]);
+  // scores: (B, Hkv, G*T, T) viewed as (B, Hkv, G, T, T) so the (T, T) mask broadcasts
+  const scores = reshape(g.op("MatMul", [q, kT]), [-1, nKvHeads, G, T, T]);
+  const probs = reshape(g.op("Softmax", [g.op("Add", [scores, mask])], [attr.int("axis", -1)]), [-1, nKvHeads, G * T, T]);
+  // att: (B, Hkv, G*T, d) -> (B, Hkv, G, T, d) -> (B, T, Hkv, G, d) -> (N, Hq*d), head h = kvHead*G + g
+  const att = reshape(transpose(reshape(g.op("MatMul", [probs, v]), [-1, nKvHeads, G, T, d]), [0, 3, 1, 2, 4]), [-1, qDim]);
+  const h = g.op("Add", [x, linear(g, att, w.wo, options.linear)]);
+
+  // MLP block: y = h + wDown @ (silu(wGate @ hn) * (wUp @ hn)). gate, up: (N, F)
+  const hn = rmsNorm(g, h, w.ffnNorm, normEps);
+  const gate = linear(g, hn, w.wGate, options.linear);
+  const up = linear(g, hn, w.wUp, options.linear);
+  const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
+  const y = g.op("Add", [h, linear(g, act, w.wDown, options.linear)]);
+  g.output(y, "y", "float", [TOKENS, dim]);
+  return g.build();
+}
+
+export type HeadMode = "logits" | "nll";
+
+/**
+ * Final RMSNorm and classifier over N rows. Inputs: x (N, C), finalNorm (C), classifier (V, C),
+ * and for "nll" targets (N) int64. Outputs: logits (N, V); or logSumExp (N) and targetLogit (N).
+ */
+export function buildHeadGraph(dim: number, vocabSize: number, normEps: number, mode: HeadMode, options: GraphOptions = DEFAULT_GRAPH_OPTIONS): GraphSpec {
+  const g = new GraphBuilder(`llama_head_${mode}`);
+  const x = g.input("x", "float", [ROWS, dim]);
+  const norm = g.input("finalNorm", "float", [dim]);
+  const classifier = g.input("classifier", "float", [vocabSize, dim]);
+  const logits = linear(g, rmsNorm(g, x, norm, normEps), classifier, options.linear);
+  if (mode === "logits") {
+    g.output(logits, "logits", "float", [ROWS, vocabSize]);
+    return g.build();
+  }
+  const targets = g.input("targets", "int64", [ROWS]);
+  const lse = g.op("ReduceLogSumExp", [logits], [attr.ints("axes", [1]), attr.int("keepdims", 0)]);
+  // GatherElements wants an index tensor of the data's rank: (N) -> (N, 1) -> gathered (N, 1) -> (N)
+  const index = g.op("Unsqueeze", [targets, g.constInt64([1])]);
+  const target = g.op("Squeeze", [g.op("GatherElements", [logits, index], [attr.int("axis", 1)]), g.constInt64([1])]);
+  g.output(lse, "logSumExp", "float", [ROWS]);
+  g.output(target, "targetLogit", "float", [ROWS]);
+  return g.build();
+}

@@ -1,0 +1,185 @@
+// The ONNX Runtime backends: one decoder layer or the head as an ONNX graph built in memory,
+// run by onnxruntime-node (native CPU, the fast path) or onnxruntime-web (WebAssembly SIMD,
+// the fallback that installs everywhere). Sessions are cached per graph kind and shape.
+
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import { pathToFileURL } from "node:url";
+import { UnsupportedError } from "../errors.js";
+import type { DecoderBackend, HeadResult, LayerShape, LayerWeightsF32 } from "./backend.js";
+import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, LAYER_WEIGHT_INPUTS } from "./onnx/llamaGraphs.js";
+import { encodeModel } from "./onnx/model.js";
+import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
+
+export type OrtFlavor = "node" | "web";
+
+/** The part of the onnxruntime API both packages share (both re-export onnxruntime-common). */
+type Ort = Pick<typeof import("onnxruntime-node"), "InferenceSession" | "Tensor" | "env">;
+type Session = Awaited<ReturnType<Ort["InferenceSession"]["create"]>>;
+type OrtTensor = InstanceType<Ort["Tensor"]>;
+/** Mutable while it is filled; onnxruntime reads it as its (readonly) feeds map. */
+type Feeds = Record<string, OrtTensor>;
+type SessionOptions = NonNullable<Parameters<Ort["InferenceSession"]["create"]>[1]>;
+
+export interface OrtBackendOptions {
+  threads: number;
+  flavor: OrtFlavor;
+  /** Graph variants, for benchmarks; the default is what measured fastest. */
+  graph?: GraphOptions;
+  /** onnxruntime's CPU memory arena (default on): reuses activation buffers across runs. */
+  cpuMemArena?: boolean;
+  /** Whether idle pool threads spin-wait for work (onnxruntime's default, on). */
+  spinning?: boolean;
+  /**
+   * Most token rows (windows * seqLen) per session run; larger batches run in chunks of whole
+   * windows. MLAS's fp32 GEMM slows by ~25% once the (rows, dim) activation outgrows the
+   * last-level cache (measured: 4096 rows x 2048 slower than 2048 rows), and smaller runs keep
+   * the attention scores smaller too; 512-1024 rows measured fastest. Default 1024.
+   */
+  maxRowsPerRun?: number;
+}
+
+/** What the backend did, so tests can prove the fast path ran. */
+export interface OrtBackendStats {
+  sessionsCreated: number;
+  sessionRuns: number;
+}
+
+export interface OrtBackend extends DecoderBackend {
+  readonly flavor: OrtFlavor;
+  readonly stats: Readonly<OrtBackendStats>;
+}
+
+const PACKAGE: Record<OrtFlavor, string> = { node: "onnxruntime-node", web: "onnxruntime-web" };
+
+/** onnxruntime-web's dist folder as a file URL prefix, where its .wasm and .mjs loaders live. */
+function webDistUrl(): string {
+  const main = createRequire(import.meta.url).resolve("onnxruntime-web");
+  return pathToFileURL(dirname(main)).href + "/";
+}
+
+async function loadRuntime(flavor: OrtFlavor, threads: number): Promise<Ort> {
+  try {
+    if (flavor === "node") return await import("onnxruntime-node");
+    const ort = await import("onnxruntime-web");
+    ort.env.wasm.numThreads = threads;
+    ort.env.wasm.wasmPaths = webDistUrl();
+    return ort;
+  } catch (e) {
+    throw new UnsupportedError(`the ${PACKAGE[flavor]} backend cannot load: ${e instanceof Error ? e.message : String(e)}`, {
+      hint: flavor === "node" ? "reinstall onnxruntime-node (its CPU binary ships in the npm package), or use the web backend" : "reinstall onnxruntime-web",
+    });
+  }
+}
+
+/** float32 tensor data out of a session result, checked rather than cast. */
+function floatData(result: Awaited<ReturnType<Session["run"]>>, name: string): Float32Array {
+  const data = result[name]?.data;
+  if (!(data instanceof Float32Array)) throw new Error(`onnxruntime returned no float32 output ${name}`);
+  return data;
+}
+
+export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtBackend> {
+  const { threads, flavor } = options;
+  const graphOptions = options.graph ?? DEFAULT_GRAPH_OPTIONS;
+  const maxRowsPerRun = options.maxRowsPerRun ?? 1024;
+  const ort = await loadRuntime(flavor, threads);
+  const sessionOptions: SessionOptions = {
+    executionProviders: [flavor === "node" ? "cpu" : "wasm"],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    enableCpuMemArena: options.cpuMemArena ?? true,
+    ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: "0" } } } } : {}),
+  };
+  const sessions = new Map<string, Promise<Session>>();
+  const stats: OrtBackendStats = { sessionsCreated: 0, sessionRuns: 0 };
+
+  // Caches the promise, not the session, so concurrent first calls build one session.
+  const session = (key: string, build: () => Uint8Array): Promise<Session> => {
+    let s = sessions.get(key);
+    if (!s) {
+      s = ort.InferenceSession.create(build(), sessionOptions).catch((e: unknown) => {
+        sessions.delete(key);
+        throw new UnsupportedError(`the ${PACKAGE[flavor]} backend cannot create a session for ${key}: ${e instanceof Error ? e.message : String(e)}`);
+      });
+      stats.sessionsCreated++;
+      sessions.set(key, s);
+    }
+    return s;
+  };
+  const run = async (s: Session, feeds: Feeds): Promise<Awaited<ReturnType<Session["run"]>>> => {
+    stats.sessionRuns++;
+    return s.run(feeds);
+  };
+  const f32 = (data: Float32Array, dims: readonly number[]): OrtTensor => new ort.Tensor("float32", data, dims);
+
+  /**
+   * Runs `s` over nUnits units (windows or rows) in chunks of at most perRun, with the shared
+   * feeds plus `chunkFeeds(first, count)`, and concatenates each output (`outputs`: name ->
+   * floats per unit). One chunk returns onnxruntime's arrays without a copy.
+   */
+  const runChunked = async (s: Session, nUnits: number, perRun: number, shared: Feeds, chunkFeeds: (first: number, count: number) => Feeds, outputs: Record<string, number>): Promise<Record<string, Float32Array>> => {
+    const names = Object.keys(outputs);
+    if (perRun >= nUnits) {
+      const result = await run(s, { ...shared, ...chunkFeeds(0, nUnits) });
+      return Object.fromEntries(names.map((n) => [n, floatData(result, n)]));
+    }
+    const out = Object.fromEntries(names.map((n) => [n, new Float32Array(nUnits * outputs[n]!)]));
+    for (let first = 0; first < nUnits; first += perRun) {
+      const count = Math.min(perRun, nUnits - first);
+      const result = await run(s, { ...shared, ...chunkFeeds(first, count) });
+      for (const n of names) out[n]!.set(floatData(result, n), first * outputs[n]!);
+    }
+    return out;
+  };
+
+  return {
+    name: `onnxruntime-${flavor}`,
+    threads,
+    flavor,
+    stats,
+    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape): Promise<Float32Array> {
+      checkLayerArgs(x, nWindows, seqLen, weights, shape);
+      // The batch dim is symbolic, so one session per (shape, seqLen) serves every batch size.
+      const s = await session(`layer ${JSON.stringify(shape)} T=${seqLen} ${graphOptions.linear}`, () => encodeModel(buildLayerGraph(shape, seqLen, graphOptions)));
+      const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+      const qDim = nHeads * headDim;
+      const kvDim = nKvHeads * headDim;
+      const dims: Record<(typeof LAYER_WEIGHT_INPUTS)[number], number[]> = {
+        attnNorm: [dim], wq: [qDim, dim], wk: [kvDim, dim], wv: [kvDim, dim], wo: [dim, qDim],
+        ffnNorm: [dim], wGate: [hiddenDim, dim], wDown: [dim, hiddenDim], wUp: [hiddenDim, dim],
+      };
+      const shared: Feeds = {};
+      for (const name of LAYER_WEIGHT_INPUTS) shared[name] = f32(weights[name], dims[name]);
+      const window = seqLen * dim;
+      const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
+      const chunk = (first: number, count: number): Feeds => ({ x: f32(x.subarray(first * window, (first + count) * window), [count * seqLen, dim]) });
+      const { y } = await runChunked(s, nWindows, perRun, shared, chunk, { y: window });
+      return y!;
+    },
+    async runHead(x, nRows, finalNorm, classifier, vocabSize, normEps, targets): Promise<HeadResult> {
+      const dim = checkHeadArgs(x, nRows, finalNorm, classifier, vocabSize, targets);
+      const mode: HeadMode = targets ? "nll" : "logits";
+      const s = await session(`head C=${dim} V=${vocabSize} eps=${normEps} ${mode} ${graphOptions.linear}`, () => encodeModel(buildHeadGraph(dim, vocabSize, normEps, mode, graphOptions)));
+      const shared: Feeds = { finalNorm: f32(finalNorm, [dim]), classifier: f32(classifier, [vocabSize, dim]) };
+      const ids = targets ? BigInt64Array.from(targets, (t) => BigInt(t)) : undefined;
+      const chunk = (first: number, count: number): Feeds => ({
+        x: f32(x.subarray(first * dim, (first + count) * dim), [count, dim]),
+        ...(ids ? { targets: new ort.Tensor("int64", ids.subarray(first, first + count), [count]) } : {}),
+      });
+      if (!ids) {
+        const { logits } = await runChunked(s, nRows, maxRowsPerRun, shared, chunk, { logits: vocabSize });
+        return { kind: "logits", logits: logits! };
+      }
+      const { logSumExp, targetLogit } = await runChunked(s, nRows, maxRowsPerRun, shared, chunk, { logSumExp: 1, targetLogit: 1 });
+      return { kind: "nll", logSumExp: logSumExp!, targetLogit: targetLogit! };
+    },
+    async dispose(): Promise<void> {
+      const all = [...sessions.values()];
+      sessions.clear();
+      for (const s of await Promise.allSettled(all)) if (s.status === "fulfilled") await s.value.release();
+    },
+  };
+}

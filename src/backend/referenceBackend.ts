@@ -1,0 +1,115 @@
+// The DecoderBackend built on the plain reference kernels: float32 in and out, float64
+// activations inside, window by window. The twin every fast backend is tested against.
+
+import type { DecoderBackend, HeadResult, LayerShape, LayerWeightsF32 } from "./backend.js";
+import { addInPlace, causalAttention, logSumExp, matmul, rmsNorm, ropeHalf, ropeInverseFrequencies, siluMul } from "./reference.js";
+import { OptionError } from "../errors.js";
+
+/** One window of T tokens through one layer, in place. x: (T, C) float64. */
+function layerWindow(x: Float64Array, T: number, w: LayerWeightsF32, shape: LayerShape): void {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = shape;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const invFreq = ropeInverseFrequencies(headDim, ropeTheta);
+  const xn = new Float64Array(T * dim);
+  const q = new Float64Array(T * qDim);
+  const k = new Float64Array(T * kvDim);
+  const v = new Float64Array(T * kvDim);
+  const att = new Float64Array(T * qDim);
+  const proj = new Float64Array(T * dim);
+  const gate = new Float64Array(T * hiddenDim);
+  const up = new Float64Array(T * hiddenDim);
+  const scores = new Float64Array(T);
+  rmsNorm(xn, x, w.attnNorm, T, dim, normEps);
+  matmul(q, xn, w.wq, T, dim, qDim);
+  matmul(k, xn, w.wk, T, dim, kvDim);
+  matmul(v, xn, w.wv, T, dim, kvDim);
+  ropeHalf(q, T, nHeads, headDim, 0, invFreq);
+  ropeHalf(k, T, nKvHeads, headDim, 0, invFreq);
+  causalAttention(att, q, k, v, scores, T, 0, nHeads, nKvHeads, headDim);
+  matmul(proj, att, w.wo, T, qDim, dim);
+  addInPlace(x, proj, T * dim);
+  rmsNorm(xn, x, w.ffnNorm, T, dim, normEps);
+  matmul(gate, xn, w.wGate, T, dim, hiddenDim);
+  matmul(up, xn, w.wUp, T, dim, hiddenDim);
+  siluMul(gate, up, T * hiddenDim);
+  matmul(proj, gate, w.wDown, T, hiddenDim, dim);
+  addInPlace(x, proj, T * dim);
+}
+
+export function createReferenceBackend(): DecoderBackend {
+  return {
+    name: "reference",
+    threads: 1,
+    // async, so argument errors reject the promise like the other backends' do
+    async runLayer(x, nWindows, seqLen, weights, shape) {
+      checkLayerArgs(x, nWindows, seqLen, weights, shape);
+      const { dim } = shape;
+      const out = new Float32Array(x.length);
+      const win = new Float64Array(seqLen * dim);
+      for (let b = 0; b < nWindows; b++) {
+        const span = x.subarray(b * seqLen * dim, (b + 1) * seqLen * dim);
+        win.set(span);
+        layerWindow(win, seqLen, weights, shape);
+        out.set(win, b * seqLen * dim);
+      }
+      return out;
+    },
+    async runHead(x, nRows, finalNorm, classifier, vocabSize, normEps, targets): Promise<HeadResult> {
+      const dim = checkHeadArgs(x, nRows, finalNorm, classifier, vocabSize, targets);
+      const normed = new Float64Array(nRows * dim);
+      rmsNorm(normed, Float64Array.from(x), finalNorm, nRows, dim, normEps);
+      const logits = new Float64Array(nRows * vocabSize);
+      matmul(logits, normed, classifier, nRows, dim, vocabSize);
+      if (!targets) return { kind: "logits", logits: Float32Array.from(logits) };
+      const lse = new Float32Array(nRows);
+      const target = new Float32Array(nRows);
+      for (let r = 0; r < nRows; r++) {
+        lse[r] = logSumExp(logits, r * vocabSize, vocabSize);
+        target[r] = logits[r * vocabSize + targets[r]!]!;
+      }
+      return { kind: "nll", logSumExp: lse, targetLogit: target };
+    },
+    async dispose() {},
+  };
+}
+
+// Argument checks every DecoderBackend runs before computing, so a wrong length fails with a
+// message naming the array instead of as garbage or a runtime shape error.
+function expectLength(name: string, got: number, expected: number): void {
+  if (got !== expected) throw new OptionError(`${name} has ${got} values, expected ${expected}`, { expected, got });
+}
+
+/** Checks x and the nine weights against the layer shape. */
+export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape): void {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+  if (!(Number.isInteger(nWindows) && nWindows > 0 && Number.isInteger(seqLen) && seqLen > 0)) {
+    throw new OptionError(`runLayer needs positive integer nWindows and seqLen, got ${nWindows} and ${seqLen}`);
+  }
+  if (nHeads % nKvHeads !== 0 || headDim % 2 !== 0) throw new OptionError(`layer shape ${nHeads} heads / ${nKvHeads} KV heads / head size ${headDim} is not a valid Llama layer`);
+  expectLength("x", x.length, nWindows * seqLen * dim);
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  expectLength("attnNorm", w.attnNorm.length, dim);
+  expectLength("wq", w.wq.length, qDim * dim);
+  expectLength("wk", w.wk.length, kvDim * dim);
+  expectLength("wv", w.wv.length, kvDim * dim);
+  expectLength("wo", w.wo.length, dim * qDim);
+  expectLength("ffnNorm", w.ffnNorm.length, dim);
+  expectLength("wGate", w.wGate.length, hiddenDim * dim);
+  expectLength("wDown", w.wDown.length, dim * hiddenDim);
+  expectLength("wUp", w.wUp.length, hiddenDim * dim);
+}
+
+/** Checks the head's arguments; returns dim. */
+export function checkHeadArgs(x: Float32Array, nRows: number, finalNorm: Float32Array, classifier: Float32Array, vocabSize: number, targets?: Int32Array): number {
+  const dim = finalNorm.length;
+  if (!(Number.isInteger(nRows) && nRows > 0)) throw new OptionError(`runHead needs a positive integer row count, got ${nRows}`);
+  expectLength("x", x.length, nRows * dim);
+  expectLength("classifier", classifier.length, vocabSize * dim);
+  if (targets) {
+    expectLength("targets", targets.length, nRows);
+    for (const t of targets) if (!(t >= 0 && t < vocabSize)) throw new OptionError(`target id ${t} is outside the vocabulary (0..${vocabSize - 1})`);
+  }
+  return dim;
+}

@@ -1,0 +1,260 @@
+// A Hugging Face model directory: config.json kept as raw JSON, the weights in one
+// model.safetensors or in shards listed by model.safetensors.index.json, seen as one lazy set
+// of tensors, and every other file (tokenizer, generation config, ...) listed as-is. Knows no model.
+
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { CheckpointError, UnsupportedError } from "../errors.js";
+import { decodeBF16, decodeF16, decodeF32 } from "../tensor/dtype.js";
+import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
+import {
+  DEFAULT_CHUNK_BYTES, readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks,
+  type SafetensorsDtype, type SafetensorsFile, findDuplicateJsonKey,
+} from "./safetensors.js";
+
+export const HF_CONFIG = "config.json";
+export const HF_SINGLE_WEIGHTS = "model.safetensors";
+export const HF_SHARD_INDEX = "model.safetensors.index.json";
+
+export interface HfTensor {
+  name: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+  byteLength: number;
+  /** The safetensors file (name inside the directory) that holds it. */
+  file: string;
+}
+
+export interface HfShardIndex {
+  /** Path of model.safetensors.index.json. */
+  path: string;
+  /** The index's `metadata` object as stored (total_size, ...). */
+  metadata: Record<string, unknown>;
+  /** Tensor name -> shard file name, in index order. */
+  weightMap: Map<string, string>;
+}
+
+export interface HfDirectory {
+  dir: string;
+  configPath: string;
+  /** config.json exactly as parsed, for reading and rewriting. */
+  config: Record<string, unknown>;
+  /** The shard index, or null for a single model.safetensors. */
+  index: HfShardIndex | null;
+  /** Weight file names, sorted (one for an unsharded checkpoint). */
+  weightFiles: string[];
+  /** `__metadata__` of each weight file. */
+  fileMetadata: Map<string, Record<string, string>>;
+  /** Every tensor, grouped by weight file in `weightFiles` order, in each file's header order. */
+  tensors: HfTensor[];
+  /** Regular files at the top of the directory other than config.json, the index and the weight files. */
+  otherFiles: string[];
+  /** Sub-directories (not read). */
+  subdirectories: string[];
+  tensor(name: string): HfTensor;
+  readTensorBytes(name: string): Buffer;
+  readTensorChunks(name: string, chunkBytes?: number): Generator<Buffer>;
+  close(): void;
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** True when `path` is a directory holding config.json (the cheap check used to pick a loader). */
+export function isHfDirectory(path: string): boolean {
+  return existsSync(path) && statSync(path).isDirectory() && existsSync(join(path, HF_CONFIG));
+}
+
+/** Reads a JSON file that must hold an object, with duplicate keys refused. */
+export function readJsonObject(path: string, what: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new CheckpointError(`cannot read ${what} ${path}: ${(err as Error).message}`, { file: path, hint: "check the path and its permissions" });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CheckpointError(`${path}: ${what} is not valid JSON (${(err as Error).message})`, { file: path, hint: "the file is corrupt; re-download it" });
+  }
+  if (!isPlainObject(value)) throw new CheckpointError(`${path}: ${what} is not a JSON object`, { file: path, hint: "the file is corrupt; re-download it" });
+  const duplicate = findDuplicateJsonKey(text);
+  if (duplicate) {
+    throw new CheckpointError(`${path}: key ${[...duplicate.path, duplicate.key].join(".")} appears twice`, { file: path, hint: "the file is corrupt or hand-edited; keep one of the two" });
+  }
+  return value;
+}
+
+/** A shard named by the index must be a plain file name inside the directory. */
+function checkShardName(indexPath: string, tensor: string, shard: unknown): string {
+  if (typeof shard !== "string" || shard.length === 0 || shard.includes("/") || shard.includes("\\") || shard === "." || shard === "..") {
+    throw new CheckpointError(`${indexPath}: weight_map entry for ${tensor} is ${JSON.stringify(shard)}, expected a file name in the same directory`, {
+      file: indexPath, tensor, got: JSON.stringify(shard) ?? "undefined", hint: "the index is corrupt",
+    });
+  }
+  return shard;
+}
+
+function readShardIndex(dir: string): HfShardIndex {
+  const path = join(dir, HF_SHARD_INDEX);
+  const raw = readJsonObject(path, "the shard index");
+  const weightMap = raw["weight_map"];
+  if (!isPlainObject(weightMap)) {
+    throw new CheckpointError(`${path}: weight_map is missing or not an object`, { file: path, hint: "the index is corrupt" });
+  }
+  const metadata = raw["metadata"];
+  if (metadata !== undefined && metadata !== null && !isPlainObject(metadata)) {
+    throw new CheckpointError(`${path}: metadata is not an object`, { file: path, hint: "the index is corrupt" });
+  }
+  const map = new Map<string, string>();
+  for (const [tensor, shard] of Object.entries(weightMap)) map.set(tensor, checkShardName(path, tensor, shard));
+  if (map.size === 0) throw new CheckpointError(`${path}: weight_map is empty`, { file: path, hint: "the index is corrupt" });
+  return { path, metadata: isPlainObject(metadata) ? metadata : {}, weightMap: map };
+}
+
+/**
+ * Opens a Hugging Face model directory: parses config.json and the index, opens every weight
+ * file and checks that the index and the files agree (every shard exists, every indexed tensor
+ * is in its shard, no tensor is in two files or missing from the index). Tensor data is read
+ * on demand. Close it when done.
+ */
+export function openHfDirectory(dir: string): HfDirectory {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new CheckpointError(`${dir} is not a directory`, { file: dir, hint: "pass a Hugging Face model directory (with config.json and *.safetensors)" });
+  }
+  const configPath = join(dir, HF_CONFIG);
+  if (!existsSync(configPath)) {
+    throw new CheckpointError(`${dir} has no config.json`, { file: configPath, hint: "pass a Hugging Face model directory (with config.json and *.safetensors)" });
+  }
+  const config = readJsonObject(configPath, "config.json");
+  const hasSingle = existsSync(join(dir, HF_SINGLE_WEIGHTS));
+  const hasIndex = existsSync(join(dir, HF_SHARD_INDEX));
+  if (hasSingle && hasIndex) {
+    throw new CheckpointError(`${dir} holds both ${HF_SINGLE_WEIGHTS} and ${HF_SHARD_INDEX}; it is unclear which is the model`, {
+      file: dir, hint: "remove the stale one",
+    });
+  }
+  if (!hasSingle && !hasIndex) {
+    const legacy = readdirSync(dir).filter((f) => /^pytorch_model.*\.bin$|\.pth?$/.test(f));
+    if (legacy.length > 0) {
+      throw new UnsupportedError(`${dir} holds PyTorch pickle weights (${legacy.join(", ")}), not safetensors`, {
+        file: dir, hint: "convert it to safetensors first (e.g. save_pretrained(..., safe_serialization=True) in transformers)",
+      });
+    }
+    throw new CheckpointError(`${dir} has neither ${HF_SINGLE_WEIGHTS} nor ${HF_SHARD_INDEX}`, { file: dir, hint: "the model directory is incomplete; download its weights" });
+  }
+
+  const index = hasIndex ? readShardIndex(dir) : null;
+  const weightFiles = index ? [...new Set(index.weightMap.values())].sort() : [HF_SINGLE_WEIGHTS];
+  const files = new Map<string, SafetensorsFile>();
+  const closeAll = (): void => {
+    for (const f of files.values()) f.file.close();
+  };
+  try {
+    if (index) {
+      for (const shard of weightFiles) {
+        if (!existsSync(join(dir, shard))) {
+          const first = [...index.weightMap].find(([, s]) => s === shard)![0];
+          throw new CheckpointError(`${index.path}: shard ${shard} (holding ${first}, ...) does not exist`, {
+            file: index.path, tensor: first, expected: join(dir, shard), hint: "the download is incomplete; fetch the missing shard",
+          });
+        }
+      }
+    }
+    for (const f of weightFiles) files.set(f, readSafetensors(join(dir, f)));
+
+    const tensors: HfTensor[] = [];
+    const byName = new Map<string, HfTensor>();
+    for (const f of weightFiles) {
+      const st = files.get(f)!;
+      for (const t of st.tensors) {
+        const other = byName.get(t.name);
+        if (other) {
+          throw new CheckpointError(`${dir}: tensor ${t.name} is in both ${other.file} and ${f}`, { file: join(dir, f), tensor: t.name, hint: "the checkpoint is inconsistent" });
+        }
+        if (index) {
+          const listed = index.weightMap.get(t.name);
+          if (listed === undefined) {
+            throw new CheckpointError(`${index.path}: tensor ${t.name} is in shard ${f} but not in weight_map`, { file: index.path, tensor: t.name, hint: "the index is stale; regenerate it" });
+          }
+          if (listed !== f) {
+            throw new CheckpointError(`${index.path}: weight_map puts ${t.name} in ${listed} but it is in ${f}`, { file: index.path, tensor: t.name, expected: listed, got: f, hint: "the index is stale; regenerate it" });
+          }
+        }
+        const entry: HfTensor = { name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength, file: f };
+        tensors.push(entry);
+        byName.set(t.name, entry);
+      }
+    }
+    if (index) {
+      for (const [name, shard] of index.weightMap) {
+        if (!byName.has(name)) {
+          throw new CheckpointError(`${index.path}: tensor ${name} is listed in shard ${shard} but that file does not hold it`, {
+            file: index.path, tensor: name, expected: shard, hint: "the shard or the index is wrong; re-download them",
+          });
+        }
+      }
+    }
+
+    const known = new Set([HF_CONFIG, ...(index ? [HF_SHARD_INDEX] : []), ...weightFiles]);
+    const otherFiles: string[] = [];
+    const subdirectories: string[] = [];
+    for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (known.has(entry.name)) continue;
+      // Hugging Face cache snapshots are made of symbolic links; follow them.
+      const stat = entry.isSymbolicLink() ? statSync(join(dir, entry.name), { throwIfNoEntry: false }) : entry;
+      if (stat?.isDirectory()) subdirectories.push(entry.name);
+      else if (stat?.isFile()) otherFiles.push(entry.name);
+    }
+
+    const lookup = (name: string): HfTensor => {
+      const t = byName.get(name);
+      if (!t) throw new CheckpointError(`${dir}: no tensor named ${name}`, { file: dir, tensor: name, hint: "the checkpoint does not hold this tensor" });
+      return t;
+    };
+    return {
+      dir, configPath, config, index, weightFiles, tensors, otherFiles, subdirectories,
+      fileMetadata: new Map(weightFiles.map((f) => [f, files.get(f)!.metadata])),
+      tensor: lookup,
+      readTensorBytes: (name) => readShardTensorBytes(files.get(lookup(name).file)!, name),
+      readTensorChunks: (name, chunkBytes = DEFAULT_CHUNK_BYTES) => readShardTensorChunks(files.get(lookup(name).file)!, name, chunkBytes),
+      close: closeAll,
+    };
+  } catch (err) {
+    closeAll();
+    throw err;
+  }
+}
+
+/** The directory's tensors as float32 for a model to load (F32, F16 and BF16 are decoded). */
+export function hfTensorProvider(hf: HfDirectory): TensorProvider {
+  return {
+    source: hf.dir,
+    entries: (): TensorEntry[] => hf.tensors.map((t) => ({ name: t.name, shape: [...t.shape], dtype: t.dtype })),
+    readF32: (name: string): Float32Array => {
+      const t = hf.tensor(name);
+      const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
+      const bytes = hf.readTensorBytes(name);
+      switch (t.dtype) {
+        case "F32":
+          decodeF32(bytes, out);
+          break;
+        case "F16":
+          decodeF16(bytes, out);
+          break;
+        case "BF16":
+          decodeBF16(bytes, out);
+          break;
+        default:
+          throw new UnsupportedError(`${join(hf.dir, t.file)}: tensor ${name} is ${t.dtype}; computing with this dtype is not supported yet (F32, F16, BF16 are)`, {
+            file: join(hf.dir, t.file), tensor: name, got: t.dtype,
+            hint: "convert the checkpoint to bfloat16 or float32, or prune it without evaluating (shortgpt prune --layers)",
+          });
+      }
+      return out;
+    },
+  };
+}

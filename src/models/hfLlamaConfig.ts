@@ -1,0 +1,270 @@
+// Hugging Face config.json for the Llama family (model_type llama, and mistral as an alias):
+// the raw fields with their on-disk spelling, one resolve step with transformers' defaults,
+// and the HF tensor names.
+
+import { CheckpointError, UnsupportedError } from "../errors.js";
+import { checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
+
+/** config.json fields this family reads, spelled as on disk; all optional as in the file. */
+export interface HfLlamaRawConfig {
+  model_type?: string;
+  architectures?: string[];
+  hidden_size?: number;
+  intermediate_size?: number;
+  num_hidden_layers?: number;
+  num_attention_heads?: number;
+  num_key_value_heads?: number | null;
+  head_dim?: number | null;
+  vocab_size?: number;
+  max_position_embeddings?: number;
+  rms_norm_eps?: number;
+  rope_theta?: number;
+  rope_scaling?: Record<string, unknown> | null;
+  /** transformers >= 5 spelling of rope_theta / rope_scaling. */
+  rope_parameters?: Record<string, unknown> | null;
+  partial_rotary_factor?: number;
+  tie_word_embeddings?: boolean;
+  torch_dtype?: string;
+  /** transformers >= 5 spelling of torch_dtype. */
+  dtype?: string;
+  hidden_act?: string;
+  attention_bias?: boolean;
+  mlp_bias?: boolean;
+  /** Mistral: attend to at most this many previous positions. */
+  sliding_window?: number | null;
+  layer_types?: string[];
+  /** Present on GPTQ/AWQ/bitsandbytes/fp8 checkpoints, whose tensors this family cannot run. */
+  quantization_config?: Record<string, unknown> | null;
+}
+
+/** model_type -> the family that runs it. */
+export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama" };
+
+/** transformers' defaults (LlamaConfig / MistralConfig) for fields a config.json may omit. */
+const DEFAULTS = {
+  llama: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: undefined, max_position_embeddings: 2048, rms_norm_eps: 1e-6, sliding_window: null },
+  mistral: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096 * 32, rms_norm_eps: 1e-6, sliding_window: 4096 },
+} as const;
+const DEFAULT_ROPE_THETA = 10000;
+
+type FieldKind = "int" | "number" | "string" | "boolean" | "object" | "string[]";
+const FIELDS: Record<keyof HfLlamaRawConfig, { kind: FieldKind; nullable?: boolean }> = {
+  model_type: { kind: "string" },
+  architectures: { kind: "string[]" },
+  hidden_size: { kind: "int" },
+  intermediate_size: { kind: "int" },
+  num_hidden_layers: { kind: "int" },
+  num_attention_heads: { kind: "int" },
+  num_key_value_heads: { kind: "int", nullable: true },
+  head_dim: { kind: "int", nullable: true },
+  vocab_size: { kind: "int" },
+  max_position_embeddings: { kind: "int" },
+  rms_norm_eps: { kind: "number" },
+  rope_theta: { kind: "number" },
+  rope_scaling: { kind: "object", nullable: true },
+  rope_parameters: { kind: "object", nullable: true },
+  partial_rotary_factor: { kind: "number" },
+  tie_word_embeddings: { kind: "boolean" },
+  torch_dtype: { kind: "string" },
+  dtype: { kind: "string" },
+  hidden_act: { kind: "string" },
+  attention_bias: { kind: "boolean" },
+  mlp_bias: { kind: "boolean" },
+  sliding_window: { kind: "int", nullable: true },
+  layer_types: { kind: "string[]" },
+  quantization_config: { kind: "object", nullable: true },
+};
+
+function fits(v: unknown, kind: FieldKind): boolean {
+  switch (kind) {
+    case "int":
+      return typeof v === "number" && Number.isSafeInteger(v);
+    case "number":
+      return typeof v === "number" && Number.isFinite(v);
+    case "string":
+      return typeof v === "string";
+    case "boolean":
+      return typeof v === "boolean";
+    case "object":
+      return typeof v === "object" && v !== null && !Array.isArray(v);
+    case "string[]":
+      return Array.isArray(v) && v.every((s) => typeof s === "string");
+  }
+}
+
+/** Type-checks the fields this family reads (others are kept in the file but not looked at). */
+export function parseHfLlamaConfig(json: Readonly<Record<string, unknown>>, source: string): HfLlamaRawConfig {
+  const raw: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(FIELDS)) {
+    const v = json[key];
+    if (v === undefined) continue;
+    if (v === null && spec.nullable) {
+      raw[key] = null;
+      continue;
+    }
+    if (!fits(v, spec.kind)) {
+      throw new CheckpointError(`${source}: ${key} is ${JSON.stringify(v)}, expected ${spec.kind === "int" ? "an integer" : `a ${spec.kind}`}${spec.nullable ? " or null" : ""}`, {
+        file: source, got: JSON.stringify(v) ?? "undefined", hint: "config.json is corrupt or from an unsupported model",
+      });
+    }
+    raw[key] = v;
+  }
+  return raw as HfLlamaRawConfig;
+}
+
+function ropeTheta(raw: HfLlamaRawConfig, source: string): number {
+  // As transformers does: rope_scaling (legacy) wins over rope_parameters; a rope_theta inside
+  // the parameters wins over the top-level one.
+  let params = (raw.rope_scaling && Object.keys(raw.rope_scaling).length > 0 ? raw.rope_scaling : raw.rope_parameters) ?? {};
+  const key = raw.rope_scaling && Object.keys(raw.rope_scaling).length > 0 ? "rope_scaling" : "rope_parameters";
+  // Parameters nested by layer type ({"full_attention": {...}}) when layer_types names them.
+  const nested = Object.keys(params).filter((k) => raw.layer_types?.includes(k));
+  if (nested.length > 0) {
+    const inner = nested.map((k) => params[k]).filter((v): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v));
+    const first = inner[0] ?? {};
+    if (inner.some((p) => JSON.stringify(p) !== JSON.stringify(first))) {
+      throw new UnsupportedError(`${source}: different RoPE parameters per layer type (${key}) are not supported yet`, { file: source });
+    }
+    params = first;
+  }
+  const type = params["rope_type"] ?? params["type"] ?? "default";
+  if (type !== "default") {
+    throw new UnsupportedError(`${source}: RoPE scaling (${key} type ${JSON.stringify(type)}) is not supported yet; only unscaled RoPE is`, {
+      file: source, got: JSON.stringify(type) ?? "", hint: "models with rope_scaling (Llama 3.1+, long-context variants) cannot be evaluated by this version",
+    });
+  }
+  const partial = params["partial_rotary_factor"] ?? raw.partial_rotary_factor;
+  if (partial !== undefined && partial !== 1) {
+    throw new UnsupportedError(`${source}: partial rotary embeddings (partial_rotary_factor ${JSON.stringify(partial)}) are not supported yet`, { file: source });
+  }
+  const theta = params["rope_theta"] ?? raw.rope_theta ?? DEFAULT_ROPE_THETA;
+  if (typeof theta !== "number" || !(theta > 0)) {
+    throw new CheckpointError(`${source}: rope_theta is ${JSON.stringify(theta)}`, { file: source, hint: "config.json is corrupt" });
+  }
+  return theta;
+}
+
+/**
+ * Resolves config.json into the family's config, filling transformers' defaults once.
+ * Features the forward pass does not implement are refused with UnsupportedError rather than
+ * computed wrongly: RoPE scaling, partial rotary, biases, activations other than SiLU,
+ * attention types other than full. Mistral's sliding window is exact for windows no longer
+ * than it, so it caps the context length instead.
+ */
+export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): LlamaConfig {
+  const modelType = raw.model_type;
+  if (modelType === undefined || !(modelType in HF_LLAMA_MODEL_TYPES)) {
+    throw new UnsupportedError(`${source}: model_type ${JSON.stringify(modelType ?? null)} is not supported yet (supported: ${Object.keys(HF_LLAMA_MODEL_TYPES).join(", ")})`, {
+      file: source, got: modelType ?? "(missing)", hint: `config.json model_type must be one of: ${Object.keys(HF_LLAMA_MODEL_TYPES).join(", ")}`,
+    });
+  }
+  const defaults = modelType === "mistral" ? DEFAULTS.mistral : DEFAULTS.llama;
+  const unsupported = (what: string): never => {
+    throw new UnsupportedError(`${source}: ${what} is not supported yet`, { file: source, hint: "this version runs plain Llama/Mistral decoders" });
+  };
+  if ((raw.hidden_act ?? "silu") !== "silu") unsupported(`hidden_act ${JSON.stringify(raw.hidden_act)} (only silu)`);
+  if (raw.attention_bias === true) unsupported("attention_bias true");
+  if (raw.mlp_bias === true) unsupported("mlp_bias true");
+  if (raw.quantization_config) unsupported(`a quantized checkpoint (quant_method ${JSON.stringify(raw.quantization_config["quant_method"] ?? "unknown")})`);
+  if (raw.architectures !== undefined && raw.architectures.length > 0 && !raw.architectures.some((a) => a.endsWith("ForCausalLM"))) {
+    unsupported(`architecture ${raw.architectures.join(", ")} (only *ForCausalLM language models)`);
+  }
+
+  const dim = raw.hidden_size ?? defaults.hidden_size;
+  const nHeads = raw.num_attention_heads ?? defaults.num_attention_heads;
+  const nLayers = raw.num_hidden_layers ?? defaults.num_hidden_layers;
+  if (raw.layer_types !== undefined) {
+    if (raw.layer_types.length !== nLayers) {
+      throw new CheckpointError(`${source}: layer_types has ${raw.layer_types.length} entries but num_hidden_layers is ${nLayers}`, {
+        file: source, expected: nLayers, got: raw.layer_types.length, hint: "config.json is inconsistent",
+      });
+    }
+    const other = raw.layer_types.find((t) => t !== "full_attention");
+    if (other !== undefined) unsupported(`layer type ${JSON.stringify(other)} (only full_attention)`);
+  }
+  let contextLength = raw.max_position_embeddings ?? defaults.max_position_embeddings;
+  const slidingWindow = raw.sliding_window === undefined ? defaults.sliding_window : raw.sliding_window;
+  if (slidingWindow !== null) {
+    if (!(slidingWindow > 0)) throw new CheckpointError(`${source}: sliding_window is ${slidingWindow}`, { file: source, hint: "config.json is corrupt" });
+    // Up to `sliding_window` positions, sliding-window attention equals full causal attention.
+    contextLength = Math.min(contextLength, slidingWindow);
+  }
+  if (nHeads <= 0 || (raw.head_dim == null && dim % nHeads !== 0)) {
+    throw new CheckpointError(`${source}: hidden_size ${dim} is not a multiple of num_attention_heads ${nHeads}`, { file: source, hint: "config.json is corrupt" });
+  }
+  const config: LlamaConfig = {
+    nLayers,
+    dim,
+    hiddenDim: raw.intermediate_size ?? defaults.intermediate_size,
+    nHeads,
+    // An explicit null means "same as num_attention_heads"; absent means the family's default.
+    nKvHeads: (raw.num_key_value_heads === undefined ? defaults.num_key_value_heads : raw.num_key_value_heads) ?? nHeads,
+    headDim: raw.head_dim ?? Math.floor(dim / nHeads),
+    vocabSize: raw.vocab_size ?? defaults.vocab_size,
+    contextLength,
+    normEps: raw.rms_norm_eps ?? defaults.rms_norm_eps,
+    ropeTheta: ropeTheta(raw, source),
+  };
+  checkLlamaConfig(config, source);
+  if (config.headDim % 2 !== 0) throw new CheckpointError(`${source}: head_dim ${config.headDim} must be even for RoPE`, { file: source });
+  return config;
+}
+
+const LM_HEAD = "lm_head.weight";
+/** A name no checkpoint uses, so the loader falls back to the embedding (tied classifier). */
+const TIED_CLASSIFIER = "(tied to model.embed_tokens.weight)";
+
+function hfLayerNames(i: number): ReturnType<LlamaTensorNames["layer"]> {
+  const p = `model.layers.${i}`;
+  return {
+    attnNorm: `${p}.input_layernorm.weight`,
+    wq: `${p}.self_attn.q_proj.weight`,
+    wk: `${p}.self_attn.k_proj.weight`,
+    wv: `${p}.self_attn.v_proj.weight`,
+    wo: `${p}.self_attn.o_proj.weight`,
+    ffnNorm: `${p}.post_attention_layernorm.weight`,
+    wGate: `${p}.mlp.gate_proj.weight`,
+    wDown: `${p}.mlp.down_proj.weight`,
+    wUp: `${p}.mlp.up_proj.weight`,
+  };
+}
+
+/** RoPE inverse-frequency buffers that old transformers versions saved with the weights. */
+function rotaryBuffers(nLayers: number): string[] {
+  return Array.from({ length: nLayers }, (_, i) => `model.layers.${i}.self_attn.rotary_emb.inv_freq`);
+}
+
+/**
+ * Hugging Face tensor names. Q/K rows are already in the rotate-half layout. The ignored set
+ * covers saved rotary buffers of up to 1024 layers; use hfLlamaTensorNames for the exact set
+ * and for tied classifiers.
+ */
+export const HF_LLAMA_NAMES: LlamaTensorNames = {
+  embedding: "model.embed_tokens.weight",
+  finalNorm: "model.norm.weight",
+  classifier: LM_HEAD,
+  layer: hfLayerNames,
+  ignored: new Set(["model.rotary_emb.inv_freq", ...rotaryBuffers(1024)]),
+  interleavedRope: false,
+};
+
+/**
+ * The names for one checkpoint, following transformers: with tie_word_embeddings the
+ * classifier is the embedding and a stored lm_head.weight is ignored; without it,
+ * lm_head.weight must be present (transformers would initialise it randomly).
+ */
+export function hfLlamaTensorNames(raw: HfLlamaRawConfig, config: LlamaConfig, tensorNames: Iterable<string>, source: string): LlamaTensorNames {
+  const tied = raw.tie_word_embeddings ?? false;
+  const present = new Set(tensorNames);
+  const ignored = new Set(["model.rotary_emb.inv_freq", ...rotaryBuffers(config.nLayers)]);
+  if (tied) {
+    ignored.add(LM_HEAD);
+    return { ...HF_LLAMA_NAMES, classifier: TIED_CLASSIFIER, ignored };
+  }
+  if (!present.has(LM_HEAD)) {
+    throw new CheckpointError(`${source}: tensor ${LM_HEAD} is missing and tie_word_embeddings is false`, {
+      file: source, tensor: LM_HEAD, hint: "the checkpoint is incomplete, or config.json should say tie_word_embeddings: true",
+    });
+  }
+  return { ...HF_LLAMA_NAMES, ignored };
+}

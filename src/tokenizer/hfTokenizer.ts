@@ -1,0 +1,85 @@
+// A Hugging Face tokenizer.json (with tokenizer_config.json), through the pure TypeScript
+// @huggingface/tokenizers library. The chat template is ignored; BOS is added by shortgpt
+// itself, from the tokenizer config's bos_token, so every format tokenizes documents alike.
+
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Tokenizer as HfTokenizerImpl } from "@huggingface/tokenizers";
+import { TokenizerError } from "../errors.js";
+import type { Tokenizer } from "./tokenizer.js";
+
+function readJson(path: string): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(readFileSync(path, "utf8"));
+    if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not a JSON object");
+    return value as Record<string, unknown>;
+  } catch (err) {
+    throw new TokenizerError(`${path}: ${(err as Error).message}`, { file: path, hint: "the tokenizer file is corrupt" });
+  }
+}
+
+/** A special token in tokenizer_config.json is a string or an AddedToken-like object. */
+function tokenText(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (value !== null && typeof value === "object" && typeof (value as { content?: unknown }).content === "string") return (value as { content: string }).content;
+  return undefined;
+}
+
+class HfTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly description: string;
+
+  constructor(private readonly impl: HfTokenizerImpl, vocabSize: number, bosId: number, eosId: number, path: string) {
+    this.vocabSize = vocabSize;
+    this.bosId = bosId;
+    this.eosId = eosId;
+    this.description = `Hugging Face tokenizer.json (${path}), ${vocabSize} tokens`;
+  }
+
+  encode(text: string, options: { bos?: boolean } = {}): number[] {
+    const ids = this.impl.encode(text, { add_special_tokens: false }).ids.map(Number);
+    return options.bos === false || this.bosId < 0 ? ids : [this.bosId, ...ids];
+  }
+
+  decode(ids: readonly number[]): string {
+    return this.impl.decode([...ids], { skip_special_tokens: true });
+  }
+
+  decodeToken(id: number, prev: number | undefined): Uint8Array {
+    // Decoding pieces one by one loses the decoder's context (spaces, byte fallback), so the
+    // bytes a token adds are the difference between decoding with and without it.
+    const before = prev === undefined ? "" : this.impl.decode([prev], { skip_special_tokens: true });
+    const both = this.impl.decode(prev === undefined ? [id] : [prev, id], { skip_special_tokens: true });
+    return new TextEncoder().encode(both.startsWith(before) ? both.slice(before.length) : both);
+  }
+}
+
+/**
+ * The tokenizer of a Hugging Face model directory, or undefined when it has no tokenizer.json.
+ * BOS/EOS ids come from tokenizer_config.json's tokens, else from config.json's *_token_id.
+ */
+export function readHfTokenizer(dir: string, config: Record<string, unknown>, vocabSize: number): Tokenizer | undefined {
+  const path = join(dir, "tokenizer.json");
+  if (!existsSync(path)) return undefined;
+  const json = readJson(path);
+  const configPath = join(dir, "tokenizer_config.json");
+  const tokenizerConfig = existsSync(configPath) ? readJson(configPath) : {};
+  let impl: HfTokenizerImpl;
+  try {
+    impl = new HfTokenizerImpl(json, tokenizerConfig);
+  } catch (err) {
+    throw new TokenizerError(`${path}: cannot build the tokenizer (${(err as Error).message})`, { file: path, hint: "the tokenizer type may not be supported by @huggingface/tokenizers" });
+  }
+  const idOf = (key: "bos" | "eos"): number => {
+    const text = tokenText(tokenizerConfig[`${key}_token`]);
+    const fromText = text === undefined ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
+    if (fromText && fromText.length === 1) return fromText[0]!;
+    const fromConfig = config[`${key}_token_id`];
+    return typeof fromConfig === "number" ? fromConfig : -1;
+  };
+  // add_bos_token: false (e.g. Qwen) means documents start without BOS, as the model was trained.
+  const bosId = tokenizerConfig["add_bos_token"] === false ? -1 : idOf("bos");
+  return new HfTokenizer(impl, vocabSize, bosId, idOf("eos"), path);
+}

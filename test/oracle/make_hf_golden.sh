@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Regenerates test/oracle/golden/hf_llama_tiny.json: writes the tiny HF Llama fixtures with the
+# project's own generator, prunes one with removeHfLayers, and runs transformers on them.
+# Needs a Python with torch, transformers, safetensors and numpy ($PYTHON, default python3).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON="${PYTHON:-python3}"
+npx tsc -p . >/dev/null || true   # emits even when unrelated files have type errors
+test -f dist/test/fixtures/hfLlama.js
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+node dist/test/fixtures/hfLlama.js "$work/f32" --dtype F32
+node dist/test/fixtures/hfLlama.js "$work/bf16" --dtype BF16
+node dist/test/fixtures/hfLlama.js "$work/f16" --dtype F16
+node dist/test/fixtures/hfLlama.js "$work/f32-sharded" --dtype F32 --shards 2
+node --input-type=module -e "
+  import { removeHfLayers } from './dist/src/prune/removeLayersHf.js';
+  removeHfLayers('$work/f32-sharded', '$work/f32-sharded-pruned', [1, 2]);
+"
+"$PYTHON" test/oracle/hf_llama_oracle.py \
+  --ids 1,37,402,11,250,99,500,3,77,128,256,311,42,7,480,199,65 \
+  --case f32 "$work/f32" --case bf16 "$work/bf16" --case f16 "$work/f16" --hidden f32 --f64 f32 \
+  --pruned f32-sharded-pruned "$work/f32-sharded-pruned" "$work/f32-sharded" 1,2 \
+  --out test/oracle/golden/hf_llama_tiny.json
+ls -l test/oracle/golden/hf_llama_tiny.json
