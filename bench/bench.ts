@@ -99,7 +99,7 @@ async function main(): Promise<void> {
       rows.push({ task, engine: "shortgpt onnxruntime-node fp32", "tokens/s": mine.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "peak RSS GiB": gib(r["peakRssBytes"]), "ratio vs this": "1.00" });
       if (!python) continue;
       for (const dtype of ["fp32", "bf16"]) {
-        const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS)]);
+        const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS), "--batch", "8"]);
         const theirs = Number(p["tokens_per_second"]);
         rows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": theirs.toFixed(1), "GFLOP/s": "", "peak RSS GiB": gib(p["peak_rss_bytes"]), "ratio vs this": (mine / theirs).toFixed(2) });
       }

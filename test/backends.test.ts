@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, test, type TestContext } from "node:test";
 import type { DecoderBackend, LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
+import { ProtoWriter } from "../src/backend/onnx/protobuf.js";
 import { createOrtBackend, type OrtBackend, type OrtFlavor } from "../src/backend/ortBackend.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { OptionError } from "../src/errors.js";
@@ -63,6 +64,22 @@ function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
 function delta(y: Float32Array, x: Float32Array): Float32Array {
   return y.map((v, i) => v - x[i]!);
 }
+
+test("protobuf writer: varints, negative int64, strings, packed varints, floats encode as the wire format says", () => {
+  const bytes = (write: (w: ProtoWriter) => void): number[] => {
+    const w = new ProtoWriter();
+    write(w);
+    return [...w.finish()];
+  };
+  assert.deepEqual(bytes((w) => w.varint(1, 150)), [0x08, 0x96, 0x01]);
+  assert.deepEqual(bytes((w) => w.varint(1, -1)), [0x08, ...Array<number>(9).fill(0xff), 0x01]);
+  assert.deepEqual(bytes((w) => w.varint(3, 2n ** 40n)), [0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
+  assert.deepEqual(bytes((w) => w.string(2, "hi")), [0x12, 0x02, 0x68, 0x69]);
+  assert.deepEqual(bytes((w) => w.packedVarints(4, [3, 270])), [0x22, 0x03, 0x03, 0x8e, 0x02]);
+  assert.deepEqual(bytes((w) => w.float(5, 1)), [0x2d, 0x00, 0x00, 0x80, 0x3f]);
+  assert.deepEqual(bytes((w) => w.packedFloats(7, [1])), [0x3a, 0x04, 0x00, 0x00, 0x80, 0x3f]);
+  assert.deepEqual(bytes((w) => w.message(6, (m) => m.varint(1, 1))), [0x32, 0x02, 0x08, 0x01]);
+});
 
 const GQA: LayerShape = { dim: 64, hiddenDim: 172, nHeads: 8, nKvHeads: 4, headDim: 8, normEps: 1e-5, ropeTheta: 10000 };
 const MHA: LayerShape = { ...GQA, nKvHeads: 8 };

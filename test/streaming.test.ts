@@ -8,10 +8,10 @@ import { after, test } from "node:test";
 import type { DecoderBackend } from "../src/backend/backend.js";
 import { createOrtBackend, type OrtBackend } from "../src/backend/ortBackend.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
-import { selectBackend } from "../src/backend/select.js";
+import { BACKEND_FACTORIES, parseBackendName, selectBackend } from "../src/backend/select.js";
 import { readTextData, tokenizeDocuments } from "../src/data/documents.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
-import { OptionError } from "../src/errors.js";
+import { OptionError, UnsupportedError } from "../src/errors.js";
 import { openModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
@@ -82,4 +82,20 @@ test("backend selection: auto picks onnxruntime-node; bad names and thread count
   assert.equal(backend.name, "onnxruntime-node");
   assert.deepEqual(notes, []);
   await assert.rejects(selectBackend("onnx", 0), (e: unknown) => e instanceof OptionError && /--threads 0 must be a positive integer/.test(e.message));
+  assert.throws(() => parseBackendName("cuda"), (e: unknown) => e instanceof OptionError && /choose one of: auto, onnx, wasm, reference/.test(e.describe()));
+});
+
+test("backend selection: a runtime that fails to load falls back with a message naming the reason", async () => {
+  const failing = async (): Promise<never> => {
+    throw new UnsupportedError("the onnxruntime-node backend cannot load: libonnxruntime.so.1: cannot open shared object file");
+  };
+  const { backend, notes } = await selectBackend("auto", 2, { ...BACKEND_FACTORIES, onnx: failing });
+  backends.push(backend);
+  assert.equal(backend.name, "onnxruntime-web");
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /backend onnx unavailable \(the onnxruntime-node backend cannot load: libonnxruntime\.so\.1: cannot open shared object file\); falling back/);
+  const last = await selectBackend("auto", 1, { ...BACKEND_FACTORIES, onnx: failing, wasm: failing });
+  backends.push(last.backend);
+  assert.equal(last.backend.name, "reference");
+  assert.equal(last.notes.length, 2);
 });

@@ -25,14 +25,19 @@ export function defaultThreads(): number {
   return Math.max(1, availableParallelism());
 }
 
-async function create(name: Exclude<BackendName, "auto">, threads: number): Promise<DecoderBackend> {
-  if (name === "reference") return createReferenceBackend();
-  return createOrtBackend({ threads, flavor: name === "onnx" ? "node" : "web" });
-}
+export type BackendFactory = (threads: number) => Promise<DecoderBackend>;
+
+/** How each backend is made; tests replace entries to simulate a runtime that fails to load. */
+export const BACKEND_FACTORIES: Record<Exclude<BackendName, "auto">, BackendFactory> = {
+  onnx: (threads) => createOrtBackend({ threads, flavor: "node" }),
+  wasm: (threads) => createOrtBackend({ threads, flavor: "web" }),
+  reference: async () => createReferenceBackend(),
+};
 
 /** The named backend; with "auto", the first of onnx, wasm, reference that loads. */
-export async function selectBackend(name: BackendName, threads: number): Promise<SelectedBackend> {
+export async function selectBackend(name: BackendName, threads: number, factories = BACKEND_FACTORIES): Promise<SelectedBackend> {
   if (!Number.isInteger(threads) || threads < 1) throw new OptionError(`--threads ${threads} must be a positive integer`, { option: "--threads" });
+  const create = (n: Exclude<BackendName, "auto">, t: number): Promise<DecoderBackend> => factories[n](t);
   if (name !== "auto") return { backend: await create(name, threads), notes: [] };
   const notes: string[] = [];
   for (const candidate of ["onnx", "wasm", "reference"] as const) {

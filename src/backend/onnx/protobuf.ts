@@ -29,13 +29,11 @@ export class ProtoWriter {
 
   /** A raw unsigned varint; negative int64 values become their 64-bit two's complement (10 bytes). */
   rawVarint(value: number | bigint): void {
-    let v = typeof value === "bigint" ? value : BigInt(value);
     if (typeof value === "number" && !Number.isSafeInteger(value)) throw new RangeError(`varint ${value} is not a safe integer`);
-    if (v < 0n) v = BigInt.asUintN(64, v);
     this.reserve(10);
-    // Small values (the common case: tags, lengths, dims) stay in number arithmetic.
-    if (v < 0x80000000n) {
-      let n = Number(v);
+    // Small non-negative numbers (tags, lengths, dims: nearly every varint) skip BigInt.
+    if (typeof value === "number" && value >= 0 && value < 0x80000000) {
+      let n = value;
       while (n >= 0x80) {
         this.buf[this.len++] = (n & 0x7f) | 0x80;
         n >>>= 7;
@@ -43,6 +41,7 @@ export class ProtoWriter {
       this.buf[this.len++] = n;
       return;
     }
+    let v = BigInt.asUintN(64, BigInt(value));
     while (v >= 0x80n) {
       this.buf[this.len++] = Number(v & 0x7fn) | 0x80;
       v >>= 7n;
