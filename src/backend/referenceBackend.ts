@@ -2,40 +2,9 @@
 // activations inside, window by window. The twin every fast backend is tested against.
 
 import type { DecoderBackend, HeadResult, LayerShape, LayerWeightsF32 } from "./backend.js";
-import { addInPlace, causalAttention, logSumExp, matmul, rmsNorm, ropeHalf, ropeInverseFrequencies, siluMul } from "./reference.js";
+import { logSumExp, matmul, rmsNorm, ropeInverseFrequencies } from "./reference.js";
+import { referenceDecoderLayer } from "./referenceLayer.js";
 import { OptionError } from "../errors.js";
-
-/** One window of T tokens through one layer, in place. x: (T, C) float64. */
-function layerWindow(x: Float64Array, T: number, w: LayerWeightsF32, shape: LayerShape): void {
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = shape;
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
-  const invFreq = ropeInverseFrequencies(headDim, ropeTheta);
-  const xn = new Float64Array(T * dim);
-  const q = new Float64Array(T * qDim);
-  const k = new Float64Array(T * kvDim);
-  const v = new Float64Array(T * kvDim);
-  const att = new Float64Array(T * qDim);
-  const proj = new Float64Array(T * dim);
-  const gate = new Float64Array(T * hiddenDim);
-  const up = new Float64Array(T * hiddenDim);
-  const scores = new Float64Array(T);
-  rmsNorm(xn, x, w.attnNorm, T, dim, normEps);
-  matmul(q, xn, w.wq, T, dim, qDim);
-  matmul(k, xn, w.wk, T, dim, kvDim);
-  matmul(v, xn, w.wv, T, dim, kvDim);
-  ropeHalf(q, T, nHeads, headDim, 0, invFreq);
-  ropeHalf(k, T, nKvHeads, headDim, 0, invFreq);
-  causalAttention(att, q, k, v, scores, T, 0, nHeads, nKvHeads, headDim);
-  matmul(proj, att, w.wo, T, qDim, dim);
-  addInPlace(x, proj, T * dim);
-  rmsNorm(xn, x, w.ffnNorm, T, dim, normEps);
-  matmul(gate, xn, w.wGate, T, dim, hiddenDim);
-  matmul(up, xn, w.wUp, T, dim, hiddenDim);
-  siluMul(gate, up, T * hiddenDim);
-  matmul(proj, gate, w.wDown, T, hiddenDim, dim);
-  addInPlace(x, proj, T * dim);
-}
 
 export function createReferenceBackend(): DecoderBackend {
   return {
@@ -47,10 +16,14 @@ export function createReferenceBackend(): DecoderBackend {
       const { dim } = shape;
       const out = new Float32Array(x.length);
       const win = new Float64Array(seqLen * dim);
+      const kvDim = shape.nKvHeads * shape.headDim;
+      const keys = new Float64Array(seqLen * kvDim);
+      const values = new Float64Array(seqLen * kvDim);
+      const invFreq = ropeInverseFrequencies(shape.headDim, shape.ropeTheta);
       for (let b = 0; b < nWindows; b++) {
         const span = x.subarray(b * seqLen * dim, (b + 1) * seqLen * dim);
         win.set(span);
-        layerWindow(win, seqLen, weights, shape);
+        referenceDecoderLayer(win, seqLen, 0, weights, shape, keys, values, invFreq);
         out.set(win, b * seqLen * dim);
       }
       return out;

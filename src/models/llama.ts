@@ -1,10 +1,9 @@
 // The Llama family: resolved config, strict weight loading, and the forward pass
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
-import {
-  addInPlace, causalAttention, logSumExp, matmul, rmsNorm, ropeHalf, ropeInverseFrequencies, siluMul,
-  type Activations, type Weights,
-} from "../backend/reference.js";
+import { logSumExp, matmul, rmsNorm, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
+import type { LayerWeightsF32 } from "../backend/backend.js";
+import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
 
@@ -21,18 +20,8 @@ export interface LlamaConfig {
   ropeTheta: number;
 }
 
-export interface LlamaLayerWeights {
-  attnNorm: Weights;
-  /** Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
-  wq: Weights;
-  wk: Weights;
-  wv: Weights;
-  wo: Weights;
-  ffnNorm: Weights;
-  wGate: Weights;
-  wDown: Weights;
-  wUp: Weights;
-}
+/** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
+export type LlamaLayerWeights = LayerWeightsF32;
 
 export interface LlamaWeights {
   embedding: Weights;
@@ -297,49 +286,18 @@ export class LlamaModel {
       throw new OptionError(`${startPos + T} positions exceed the cache capacity of ${cache.capacity}`, { hint: "generate fewer tokens" });
     }
     const skip = options.skip ?? new Set<number>();
-    const qDim = nHeads * headDim;
-    const kvDim = nKvHeads * headDim;
-
     const x = new Float64Array(T * dim);
     for (let t = 0; t < T; t++) {
       const id = tokens[t]!;
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} at position ${t} is outside the vocabulary (0..${vocabSize - 1})`);
       for (let i = 0; i < dim; i++) x[t * dim + i] = this.weights.embedding[id * dim + i]!;
     }
-    const xn = new Float64Array(T * dim);
-    const q = new Float64Array(T * qDim);
-    const kNew = new Float64Array(T * kvDim);
-    const vNew = new Float64Array(T * kvDim);
-    const att = new Float64Array(T * qDim);
-    const proj = new Float64Array(T * dim);
-    const gate = new Float64Array(T * hiddenDim);
-    const up = new Float64Array(T * hiddenDim);
-    const scores = new Float64Array(startPos + T);
     const input = options.hooks ? new Float64Array(T * dim) : undefined;
-
+    const shape = { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta: this.config.ropeTheta };
     for (let layer = 0; layer < this.config.nLayers; layer++) {
       if (skip.has(layer)) continue;
-      const w = this.weights.layers[layer]!;
       if (input) input.set(x);
-      // Attention block: x += wo @ attn(rope(wq @ n(x)), rope(wk @ n(x)), wv @ n(x))
-      rmsNorm(xn, x, w.attnNorm, T, dim, normEps);
-      matmul(q, xn, w.wq, T, dim, qDim);
-      matmul(kNew, xn, w.wk, T, dim, kvDim);
-      matmul(vNew, xn, w.wv, T, dim, kvDim);
-      ropeHalf(q, T, nHeads, headDim, startPos, this.invFreq);
-      ropeHalf(kNew, T, nKvHeads, headDim, startPos, this.invFreq);
-      cache.keys[layer]!.set(kNew, startPos * kvDim);
-      cache.values[layer]!.set(vNew, startPos * kvDim);
-      causalAttention(att, q, cache.keys[layer]!, cache.values[layer]!, scores, T, startPos, nHeads, nKvHeads, headDim);
-      matmul(proj, att, w.wo, T, qDim, dim);
-      addInPlace(x, proj, T * dim);
-      // MLP block: x += down(silu(gate @ n(x)) * (up @ n(x)))
-      rmsNorm(xn, x, w.ffnNorm, T, dim, normEps);
-      matmul(gate, xn, w.wGate, T, dim, hiddenDim);
-      matmul(up, xn, w.wUp, T, dim, hiddenDim);
-      siluMul(gate, up, T * hiddenDim);
-      matmul(proj, gate, w.wDown, T, hiddenDim, dim);
-      addInPlace(x, proj, T * dim);
+      referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, shape, cache.keys[layer]!, cache.values[layer]!, this.invFreq);
       if (input) options.hooks!.onLayer(layer, input, x, T, dim);
     }
     if (options.cache) cache.length = startPos + T;
