@@ -7,7 +7,7 @@
 // Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { LLAMA2_7B, type LlamaShape, TINYLLAMA_1B, ensureRandomCheckpoint } from "./randomCheckpoint.js";
@@ -117,6 +117,14 @@ async function main(): Promise<void> {
     const layers = [20, 21, 22, 23, 24, 25, 26, 27].join(",");
     const pr = ours("prune", dir, ["--out", join(cache, "llama2-7b-pruned"), "--layers", layers]);
     rows.push({ task: "prune 8 of 32 layers", "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": gib(pr["peakRssBytes"]), "MB/s": Number(pr["mbPerSecond"]).toFixed(0) });
+    // The disk's own copy speed in the same run: `cp` of one shard (read + write, like pruning).
+    const shard = join(dir, "model-00002-of-00004.safetensors");
+    const copy = join(cache, "copy-test.bin");
+    const started = process.hrtime.bigint();
+    spawnSync("sh", ["-c", `cp "${shard}" "${copy}" && sync`], { stdio: "inherit" });
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    rows.push({ task: "peer: cp of one 3.2 GB shard + sync", "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": "", "MB/s": (statSync(copy).size / 1e6 / seconds).toFixed(0) });
+    rmSync(copy, { force: true });
     results.push({ section: "Llama-2-7B shape (13.5 GB of BF16 weights; PyTorch needs all of it in memory)", rows });
   }
 

@@ -2,6 +2,7 @@
 // weights strictly and attaches the tokenizer. The one place that joins formats and models.
 
 import { existsSync, readdirSync, statSync } from "node:fs";
+import { freemem } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { CheckpointError, TokenizerError, UnsupportedError } from "./errors.js";
 import { RandomAccessFile } from "./formats/file.js";
@@ -12,7 +13,7 @@ import {
   assertLlamaSupported, checkLlamaConfig, checkLlamaTensors, GGUF_LLAMA_NAMES, LLAMA2C_NAMES, type LlamaConfig, LlamaModel,
   type LlamaTensorNames, loadLlamaWeights,
 } from "./models/llama.js";
-import { decodeBF16, decodeF16, decodeF32 } from "./tensor/dtype.js";
+import { COMPUTE_DTYPES, decodeToF32 } from "./tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
 import { parseHfLlamaConfig, resolveHfLlamaConfig, hfLlamaTensorNames } from "./models/hfLlamaConfig.js";
 import { readGgufTokenizer } from "./tokenizer/gguf.js";
@@ -87,21 +88,11 @@ function ggufProvider(gguf: GgufFile): TensorProvider {
       const t = byName.get(name)!;
       const bytes = readGgufTensorBytes(gguf, t);
       const out = new Float32Array(t.dims.reduce((a, b) => a * b, 1));
-      switch (t.type.name) {
-        case "F32":
-          decodeF32(bytes, out);
-          break;
-        case "F16":
-          decodeF16(bytes, out);
-          break;
-        case "BF16":
-          decodeBF16(bytes, out);
-          break;
-        default:
-          throw new UnsupportedError(`${gguf.path}: tensor ${name} is ${t.type.name}; computing with this type is not supported yet (F32, F16, BF16 are)`, {
-            file: gguf.path, tensor: name, got: t.type.name,
-            hint: "convert the model to F16 or F32 with llama.cpp's tools, or prune it without evaluating (shortgpt prune --layers)",
-          });
+      if (!decodeToF32(t.type.name, bytes, out)) {
+        throw new UnsupportedError(`${gguf.path}: tensor ${name} is ${t.type.name}; computing with this type is not supported yet (${COMPUTE_DTYPES.join(", ")} are)`, {
+          file: gguf.path, tensor: name, got: t.type.name,
+          hint: "convert the model to F16 or F32 with llama.cpp's tools, or prune it without evaluating (shortgpt prune --layers)",
+        });
       }
       return out;
     },
@@ -247,11 +238,18 @@ export function openModel(path: string, options: LoadOptions = {}): OpenedModel 
   }
 }
 
-/** Loads a whole model into memory (the reference engine; generation). */
+/** Loads a whole model into memory as float32 (the reference engine; generation). */
 export function loadModel(path: string, options: LoadOptions = {}): LoadedModel {
   const opened = openModel(path, options);
   try {
     const { config, provider, names } = opened;
+    // Refuse before allocating rather than crash: scoring and evaluation stream instead.
+    const bytes = provider.entries().reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0) * 4;
+    if (bytes > freemem() * 0.8) {
+      throw new UnsupportedError(`${path}: holding the whole model in memory needs ${(bytes / 2 ** 30).toFixed(1)} GiB as float32, more than the ${(freemem() / 2 ** 30).toFixed(1)} GiB free`, {
+        file: path, hint: "score, eval and prune stream layer by layer and work on this model; generation needs the whole model in memory",
+      });
+    }
     const model = new LlamaModel(config, loadLlamaWeights(provider, config, names));
     return { path, format: opened.format, architecture: opened.architecture, model, tokenizer: opened.tokenizer, tokenizerPath: opened.tokenizerPath, dtypes: opened.dtypes };
   } finally {

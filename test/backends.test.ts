@@ -11,22 +11,13 @@ import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { OptionError } from "../src/errors.js";
 import { loadModel } from "../src/load.js";
 import { logProb } from "../src/models/llama.js";
-import { MODEL_GGUF, TINYSTORIES, maxRelativeError } from "./helpers.js";
+import { mulberry32 } from "./fixtures/hfLlama.js";
+import { MODEL_GGUF, TINYSTORIES, maxRelativeError, scaledError } from "./helpers.js";
 
 const TOL = 1e-4;
 const FLAVORS: OrtFlavor[] = ["node", "web"];
 
-/** mulberry32: a tiny seeded PRNG, so the random layers are the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 /** n values uniform in center ± spread. */
 function uniform(rand: () => number, n: number, spread: number, center = 0): Float32Array {
@@ -48,17 +39,6 @@ function randomLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
   };
 }
 
-/** max |got - want| / max |want|: error relative to the tensor's scale (elementwise ratios blow up near zero). */
-function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  assert.equal(got.length, want.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
-    scale = Math.max(scale, Math.abs(want[i]!));
-  }
-  return diff / scale;
-}
 
 /** y - x, the part of the residual stream the layer added: a stricter comparison than y itself. */
 function delta(y: Float32Array, x: Float32Array): Float32Array {

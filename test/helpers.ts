@@ -42,3 +42,15 @@ export function maxRelativeError(got: ArrayLike<number>, want: ArrayLike<number>
   for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / Math.max(Math.abs(want[i]!), floor));
   return worst;
 }
+
+/** max |got - want| / max |want|: the error relative to the tensor's scale (elementwise ratios blow up near zero). */
+export function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) {
+    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
+    scale = Math.max(scale, Math.abs(want[i]!));
+  }
+  return diff / scale;
+}

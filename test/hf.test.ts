@@ -18,7 +18,7 @@ import { removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
 import { decodeF16 } from "../src/tensor/dtype.js";
 import { f32ToBf16Bits, f32ToF16Bits, type FixtureDtype, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
-import { sha256, tempDir } from "./helpers.js";
+import { scaledError, sha256, tempDir } from "./helpers.js";
 
 interface GoldenCase {
   name: string;
@@ -50,17 +50,6 @@ function loadHfLlama(dir: string): LlamaModel {
   }
 }
 
-/** max |got - want| / max |want|: the error relative to the tensor's scale. */
-function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  assert.equal(got.length, want.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i]! - want[i]!));
-    scale = Math.max(scale, Math.abs(want[i]!));
-  }
-  return diff / scale;
-}
 
 /** max over elements of |got - want| / max(|want|, floor). */
 function elementError(got: ArrayLike<number>, want: ArrayLike<number>, floor: number): number {

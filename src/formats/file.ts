@@ -1,7 +1,7 @@
 // Random-access reads from a file with every offset checked against the file size, so a
 // hostile size field fails with a clear error before anything is allocated.
 
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import { CheckpointError } from "../errors.js";
 
 export class RandomAccessFile {
@@ -40,6 +40,11 @@ export class RandomAccessFile {
       done += n;
     }
     return buf;
+  }
+
+  /** Reads `length` bytes at `offset` in chunks, so copying a large range never holds it whole. */
+  *readChunks(offset: number, length: number, what: string, chunkBytes = 16 << 20): Generator<Buffer> {
+    for (let done = 0; done < length; done += chunkBytes) yield this.read(offset + done, Math.min(chunkBytes, length - done), what);
   }
 
   close(): void {
@@ -131,4 +136,20 @@ export class ByteCursor {
     }
     return Number(v);
   }
+}
+
+/** Writes all of `bytes` (writeSync may write less than asked). */
+export function writeAll(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
+}
+
+/** Writes a tensor's bytes, whole or in chunks, and returns how many were written. */
+export function writeChunks(fd: number, source: Uint8Array | Iterable<Uint8Array>): number {
+  let written = 0;
+  for (const chunk of source instanceof Uint8Array ? [source] : source) {
+    writeAll(fd, chunk);
+    written += chunk.byteLength;
+  }
+  return written;
 }

@@ -1,9 +1,9 @@
 // GGUF (llama.cpp's model file) reader and writer: metadata of every value type, tensor
 // index, alignment, and byte-exact copying of tensor data. Knows no model.
 
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { ByteCursor, RandomAccessFile } from "./file.js";
+import { ByteCursor, RandomAccessFile, writeAll, writeChunks } from "./file.js";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -264,6 +264,11 @@ export function readGgufTensorBytes(gguf: GgufFile, tensor: GgufTensorInfo): Buf
   return gguf.file.read(gguf.dataOffset + tensor.offset, tensor.byteLength, `tensor ${tensor.name}`);
 }
 
+/** The raw bytes of one tensor in chunks, so copying a large tensor never holds it whole. */
+export function readGgufTensorChunks(gguf: GgufFile, tensor: GgufTensorInfo): Generator<Buffer> {
+  return gguf.file.readChunks(gguf.dataOffset + tensor.offset, tensor.byteLength, `tensor ${tensor.name}`);
+}
+
 /** A metadata value as a JS number, or undefined when absent. */
 export function ggufNumber(gguf: GgufFile, key: string): number | undefined {
   const v = gguf.metadata.get(key);
@@ -296,8 +301,8 @@ export interface GgufTensorToWrite {
   dims: number[];
   type: GgmlTypeInfo;
   byteLength: number;
-  /** Produces the tensor's bytes when its turn comes, so tensors stream one at a time. */
-  bytes: () => Uint8Array;
+  /** Produces the tensor's bytes when its turn comes, whole or in chunks, so tensors stream one at a time. */
+  bytes: () => Uint8Array | Iterable<Uint8Array>;
 }
 
 export interface GgufToWrite {
@@ -418,14 +423,13 @@ export function writeGguf(path: string, gguf: GgufToWrite): void {
   const fd = openSync(path, "wx");
   try {
     const header = head.concat();
-    writeSync(fd, header);
-    writeSync(fd, Buffer.alloc(alignUp(header.length, gguf.alignment) - header.length));
+    writeAll(fd, header);
+    writeAll(fd, Buffer.alloc(alignUp(header.length, gguf.alignment) - header.length));
     for (const t of gguf.tensors) {
-      const bytes = t.bytes();
-      if (bytes.length !== t.byteLength) throw new Error(`tensor ${t.name}: got ${bytes.length} bytes, expected ${t.byteLength}`);
-      writeSync(fd, bytes);
-      const pad = alignUp(bytes.length, gguf.alignment) - bytes.length;
-      if (pad > 0) writeSync(fd, Buffer.alloc(pad));
+      const written = writeChunks(fd, t.bytes());
+      if (written !== t.byteLength) throw new Error(`tensor ${t.name}: got ${written} bytes, expected ${t.byteLength}`);
+      const pad = alignUp(written, gguf.alignment) - written;
+      if (pad > 0) writeAll(fd, Buffer.alloc(pad));
     }
   } finally {
     closeSync(fd);

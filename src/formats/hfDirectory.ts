@@ -5,7 +5,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { decodeBF16, decodeF16, decodeF32 } from "../tensor/dtype.js";
+import { COMPUTE_DTYPES, decodeToF32 } from "../tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
 import {
   DEFAULT_CHUNK_BYTES, readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks,
@@ -238,21 +238,11 @@ export function hfTensorProvider(hf: HfDirectory): TensorProvider {
       const t = hf.tensor(name);
       const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
       const bytes = hf.readTensorBytes(name);
-      switch (t.dtype) {
-        case "F32":
-          decodeF32(bytes, out);
-          break;
-        case "F16":
-          decodeF16(bytes, out);
-          break;
-        case "BF16":
-          decodeBF16(bytes, out);
-          break;
-        default:
-          throw new UnsupportedError(`${join(hf.dir, t.file)}: tensor ${name} is ${t.dtype}; computing with this dtype is not supported yet (F32, F16, BF16 are)`, {
-            file: join(hf.dir, t.file), tensor: name, got: t.dtype,
-            hint: "convert the checkpoint to bfloat16 or float32, or prune it without evaluating (shortgpt prune --layers)",
-          });
+      if (!decodeToF32(t.dtype, bytes, out)) {
+        throw new UnsupportedError(`${join(hf.dir, t.file)}: tensor ${name} is ${t.dtype}; computing with this dtype is not supported yet (${COMPUTE_DTYPES.join(", ")} are)`, {
+          file: join(hf.dir, t.file), tensor: name, got: t.dtype,
+          hint: "convert the checkpoint to bfloat16 or float32, or prune it without evaluating (shortgpt prune --layers)",
+        });
       }
       return out;
     },

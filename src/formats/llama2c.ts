@@ -1,9 +1,9 @@
 // llama2.c checkpoints (Karpathy): the legacy header-only format and the versioned "ak42"
 // format, version 1 (fp32). Both store fp32 tensors grouped by kind, layer after layer.
 
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { RandomAccessFile } from "./file.js";
+import { RandomAccessFile, writeAll, writeChunks } from "./file.js";
 
 export const LLAMA2C_MAGIC = 0x616b3432; // "ak42"
 const LEGACY_HEADER_BYTES = 7 * 4;
@@ -198,14 +198,13 @@ export function encodeLlama2cHeader(h: Llama2cHeader): Buffer {
  * Writes a llama2.c checkpoint: the header, then every tensor that `llama2cLayout(header)`
  * lists, in that order, with bytes supplied by name. The caller writes to a temporary path.
  */
-export function writeLlama2c(path: string, header: Llama2cHeader, tensorBytes: (tensor: Llama2cTensor) => Uint8Array): void {
+export function writeLlama2c(path: string, header: Llama2cHeader, tensorBytes: (tensor: Llama2cTensor) => Uint8Array | Iterable<Uint8Array>): void {
   const fd = openSync(path, "wx");
   try {
-    writeSync(fd, encodeLlama2cHeader(header));
+    writeAll(fd, encodeLlama2cHeader(header));
     for (const t of llama2cLayout(header)) {
-      const bytes = tensorBytes(t);
-      if (bytes.length !== t.byteLength) throw new Error(`tensor ${t.name}: got ${bytes.length} bytes, expected ${t.byteLength}`);
-      writeSync(fd, bytes);
+      const written = writeChunks(fd, tensorBytes(t));
+      if (written !== t.byteLength) throw new Error(`tensor ${t.name}: got ${written} bytes, expected ${t.byteLength}`);
     }
   } finally {
     closeSync(fd);

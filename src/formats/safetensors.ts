@@ -3,9 +3,9 @@
 // anything is allocated; tensors are read one at a time. Knows no model.
 
 import { constants as bufferConstants } from "node:buffer";
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { RandomAccessFile } from "./file.js";
+import { RandomAccessFile, writeAll } from "./file.js";
 
 /** Element size in bits of every dtype the safetensors format defines. */
 export const SAFETENSORS_DTYPE_BITS = {
@@ -356,9 +356,4 @@ export function writeSafetensors(path: string, tensors: readonly SafetensorsTens
   } finally {
     closeSync(fd);
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
 }

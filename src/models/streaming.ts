@@ -1,5 +1,5 @@
 // Layer-by-layer execution: every window passes through layer 0, then layer 1, and so on,
-// with only one layer's weights in memory, so a checkpoint larger than RAM can be scored and
+// with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
 import type { DecoderBackend, LayerShape } from "../backend/backend.js";
@@ -8,7 +8,7 @@ import { OptionError } from "../errors.js";
 import type { PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
-import { type LayerHooks, type LlamaConfig, type LlamaTensorNames, loadLlamaGlobals, loadLlamaLayer } from "./llama.js";
+import { type LayerHooks, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadLlamaGlobals, loadLlamaLayer } from "./llama.js";
 
 /** A checkpoint's lazy view: config, tensor access, and the family's tensor names. */
 export interface StreamingSource {
@@ -83,16 +83,22 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
   const total = tokens * running.length;
   let done = 0;
-  for (const layer of running) {
-    const weights = loadLlamaLayer(provider, config, names, layer);
-    for (const batch of batches) {
+  let weights = running.length > 0 ? loadLlamaLayer(provider, config, names, running[0]!) : undefined;
+  for (let i = 0; i < running.length; i++) {
+    const layer = running[i]!;
+    let next: LlamaLayerWeights | undefined;
+    for (const [b, batch] of batches.entries()) {
       const nTokens = batch.windows.length * batch.seqLen;
-      const out = await options.backend.runLayer(batch.hidden, batch.windows.length, batch.seqLen, weights, shape);
+      const pending = options.backend.runLayer(batch.hidden, batch.windows.length, batch.seqLen, weights!, shape);
+      // Read and expand the next layer's weights while the backend computes this one.
+      if (b === 0 && i + 1 < running.length) next = loadLlamaLayer(provider, config, names, running[i + 1]!);
+      const out = await pending;
       options.hooks?.onLayer(layer, batch.hidden, out, nTokens, dim);
       batch.hidden = out;
       done += nTokens;
       options.onProgress?.(done, total);
     }
+    weights = next;
   }
   return batches;
 }

@@ -2,7 +2,7 @@
 // patch every per-layer field. Tensor bytes are copied unchanged; no forward pass runs.
 
 import { CheckpointError } from "../errors.js";
-import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, readGguf, readGgufTensorBytes, writeGguf } from "../formats/gguf.js";
+import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, readGguf, readGgufTensorChunks, writeGguf } from "../formats/gguf.js";
 import { readLlama2c, writeLlama2c, type Llama2cTensor } from "../formats/llama2c.js";
 import { detectFormat, type CheckpointFormat } from "../load.js";
 import { checkOutputPath, writeAtomically } from "../util/atomicWrite.js";
@@ -83,7 +83,7 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
         if (to === undefined) continue;
         name = `blk.${to}.${match[2]}`;
       }
-      tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(gguf, t) });
+      tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorChunks(gguf, t) });
     }
     let bytesWritten = 0;
     writeAtomically(output, (temp) => {
@@ -119,7 +119,7 @@ function removeLlama2cLayers(input: string, output: string, layers: readonly num
         const from = source.get(t.name);
         if (!from) throw new Error(`internal: no source for ${t.name}`);
         bytesWritten += from.byteLength;
-        return ckpt.file.read(from.offset, from.byteLength, `tensor ${from.name}`);
+        return ckpt.file.readChunks(from.offset, from.byteLength, `tensor ${from.name}`);
       });
     });
     return { format: "llama2c", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: header.nLayers, bytesWritten };

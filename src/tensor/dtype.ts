@@ -10,17 +10,31 @@ export function f16ToF32(h: number): number {
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
+/** 16-bit words of little-endian bytes; a copy only when the bytes are not 2-aligned. */
+function words16(bytes: Uint8Array, n: number): Uint16Array {
+  if (bytes.byteOffset % 2 === 0) return new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+  return new Uint16Array(bytes.slice(0, 2 * n).buffer);
+}
+
+/** Every float16 bit pattern as float32: decoding becomes one table lookup per element. */
+let f16Table: Float32Array | undefined;
+
 /** Decodes little-endian float16 bytes into float32. */
 export function decodeF16(bytes: Uint8Array, out: Float32Array): void {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let i = 0; i < out.length; i++) out[i] = f16ToF32(view.getUint16(2 * i, true));
+  if (!f16Table) {
+    f16Table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f16Table[h] = f16ToF32(h);
+  }
+  const table = f16Table;
+  const words = words16(bytes, out.length);
+  for (let i = 0; i < out.length; i++) out[i] = table[words[i]!]!;
 }
 
 /** Decodes little-endian bfloat16 bytes (the top half of a float32) into float32. */
 export function decodeBF16(bytes: Uint8Array, out: Float32Array): void {
   const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let i = 0; i < out.length; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+  const words = words16(bytes, out.length);
+  for (let i = 0; i < out.length; i++) bits[i] = words[i]! << 16;
 }
 
 /** Copies little-endian float32 bytes into a fresh, aligned Float32Array. */
@@ -30,5 +44,25 @@ export function decodeF32(bytes: Uint8Array, out: Float32Array): void {
   } else {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(4 * i, true);
+  }
+}
+
+/** The stored dtypes the engine computes with; others (quantized, integer) are only copied. */
+export const COMPUTE_DTYPES = ["F32", "F16", "BF16"] as const;
+
+/** Decodes little-endian tensor bytes of a compute dtype into float32; false for other dtypes. */
+export function decodeToF32(dtype: string, bytes: Uint8Array, out: Float32Array): boolean {
+  switch (dtype) {
+    case "F32":
+      decodeF32(bytes, out);
+      return true;
+    case "F16":
+      decodeF16(bytes, out);
+      return true;
+    case "BF16":
+      decodeBF16(bytes, out);
+      return true;
+    default:
+      return false;
   }
 }
