@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, test, type TestContext } from "node:test";
-import type { DecoderBackend, LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
+import type { LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
 import { ProtoWriter } from "../src/backend/onnx/protobuf.js";
 import { createOrtBackend, type OrtBackend, type OrtFlavor } from "../src/backend/ortBackend.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";

@@ -87,7 +87,7 @@ test("--remove K with K >= the number of layers", () => {
 test("duplicate or out-of-range --layers", () => {
   expectFailure((d) => ["prune", MODEL_BIN, "--out", join(d, "o.bin"), "--layers", "1,1"], /--layers: layer 1 is listed twice/);
   expectFailure((d) => ["prune", MODEL_GGUF, "--out", join(d, "o.gguf"), "--layers", "2,7"], /--layers: layer 7 is out of range; the model has layers 0\.\.4/);
-  expectFailure((d) => ["eval", MODEL_BIN, "--ppl", TINYSTORIES, "--skip", "9"], /--skip: layer 9 is out of range/);
+  expectFailure(() => ["eval", MODEL_BIN, "--ppl", TINYSTORIES, "--skip", "9"], /--skip: layer 9 is out of range/);
 });
 
 test("an empty data file, and one with fewer tokens than one window", () => {

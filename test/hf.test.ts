@@ -8,13 +8,14 @@ import { basename, join } from "node:path";
 import { test } from "node:test";
 import { rmsNorm } from "../src/backend/reference.js";
 import { CheckpointError, OutputError, ShortgptError, UnsupportedError } from "../src/errors.js";
-import { hfTensorProvider, openHfDirectory } from "../src/formats/hfDirectory.js";
+import { openHfDirectory } from "../src/formats/hfDirectory.js";
 import {
   findDuplicateJsonKey, readSafetensors, readTensorBytes, readTensorChunks, safetensorsByteLength, type SafetensorsTensorToWrite, writeSafetensors,
 } from "../src/formats/safetensors.js";
 import { HF_LLAMA_NAMES, hfLlamaTensorNames, parseHfLlamaConfig, resolveHfLlamaConfig } from "../src/models/hfLlamaConfig.js";
-import { LlamaModel, loadLlamaWeights } from "../src/models/llama.js";
+import type { LlamaModel } from "../src/models/llama.js";
 import { removeHfLayers } from "../src/prune/removeLayersHf.js";
+import { loadModel } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
 import { decodeF16 } from "../src/tensor/dtype.js";
 import { f32ToBf16Bits, f32ToF16Bits, type FixtureDtype, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
@@ -37,19 +38,10 @@ interface Golden {
 }
 const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", "hf_llama_tiny.json"), "utf8")) as Golden;
 
-/** Loads a Llama HF directory the way the CLI does: open, resolve config, strict weights. */
+/** Loads a Llama HF directory the way the CLI does (open, resolve config, strict weights). */
 function loadHfLlama(dir: string): LlamaModel {
-  const hf = openHfDirectory(dir);
-  try {
-    const raw = parseHfLlamaConfig(hf.config, hf.configPath);
-    const config = resolveHfLlamaConfig(raw, hf.configPath);
-    const names = hfLlamaTensorNames(raw, config, hf.tensors.map((t) => t.name), hf.dir);
-    return new LlamaModel(config, loadLlamaWeights(hfTensorProvider(hf), config, names));
-  } finally {
-    hf.close();
-  }
+  return loadModel(dir).model;
 }
-
 
 /** max over elements of |got - want| / max(|want|, floor). */
 function elementError(got: ArrayLike<number>, want: ArrayLike<number>, floor: number): number {
