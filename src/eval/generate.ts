@@ -65,12 +65,13 @@ export function generate(model: LlamaModel, prompt: readonly number[], options: 
   const out: number[] = [];
   const skip = options.skip ? { skip: options.skip } : {};
   let logits = model.forward(prompt, { cache, logits: "last", ...skip }).logits;
-  while (out.length < options.maxTokens && cache.length < capacity) {
+  while (out.length < options.maxTokens) {
     const next = options.temperature === 0 ? argmax(logits, 0, vocab) : sample(logits, vocab, options.temperature, options.topP ?? 1, rng);
     if (options.stopTokens?.has(next)) break;
     out.push(next);
     options.onToken?.(next);
-    if (cache.length >= capacity) break;
+    // The last token needs no forward pass; a full context allows no more.
+    if (out.length >= options.maxTokens || cache.length >= capacity) break;
     logits = model.forward([next], { cache, logits: "last", ...skip }).logits;
   }
   return out;

@@ -85,11 +85,10 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
       }
       tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorChunks(gguf, t) });
     }
-    let bytesWritten = 0;
     writeAtomically(output, (temp) => {
       writeGguf(temp, { version: gguf.version, alignment: gguf.alignment, metadata, tensors });
     });
-    bytesWritten = tensors.reduce((n, t) => n + t.byteLength, 0);
+    const bytesWritten = tensors.reduce((n, t) => n + t.byteLength, 0);
     return { format: "gguf", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: nLayers - layers.length, bytesWritten };
   } finally {
     gguf.file.close();
