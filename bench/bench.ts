@@ -2,12 +2,13 @@
 //  1. stories260K: tokens/s of scoring and perplexity on every backend.
 //  2. TinyLlama-1.1B shape (random BF16 weights): BI scoring and perplexity, 8 x 512 tokens,
 //     2 threads, shortgpt (onnxruntime-node) vs PyTorch fp32 and bf16; ratios.
-//  3. Llama-2-7B shape: scoring peak RSS (streaming), and pruning 8 of 32 layers (MB/s, RSS).
+//  3. Llama-2-7B shape: scoring peak RSS (streaming), and pruning 8 of 32 layers (MB/s, RSS),
+//     with kernel copies and with user-space copies, beside cp -r + sync of the checkpoint.
 // Each measurement runs in its own process (bench/runTask.ts) so its peak RSS is its own.
 // Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { LLAMA2_7B, type LlamaShape, TINYLLAMA_1B, ensureRandomCheckpoint } from "./randomCheckpoint.js";
@@ -46,6 +47,11 @@ function peerPython(): string | undefined {
   log("pip could not install torch; trying Debian's python3-torch");
   spawnSync("apt-get", ["install", "-y", "-q", "python3-torch", "python3-numpy"], { stdio: "inherit" });
   return has("python3") ? "python3" : undefined;
+}
+
+/** Total size of the files under a folder. */
+function dirBytes(dir: string): number {
+  return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
 
 function windowsFile(shape: LlamaShape, nWindows: number, seqLen: number): string {
@@ -113,22 +119,28 @@ async function main(): Promise<void> {
     const ids = windowsFile(LLAMA2_7B, 8, 512);
     const rows: Row[] = [];
     const r = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS)]);
-    rows.push({ task: "BI scoring 8 x 512", "tokens/s": Number(r["tokensPerSecond"]).toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "peak RSS GiB": gib(r["peakRssBytes"]), "MB/s": "" });
+    rows.push({ task: "BI scoring 8 x 512", "tokens/s": Number(r["tokensPerSecond"]).toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "peak RSS GiB": gib(r["peakRssBytes"]), "MB/s": "", "vs cp": "" });
     const layers = [20, 21, 22, 23, 24, 25, 26, 27].join(",");
-    const pr = ours("prune", dir, ["--out", join(cache, "llama2-7b-pruned"), "--layers", layers]);
-    rows.push({ task: "prune 8 of 32 layers", "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": gib(pr["peakRssBytes"]), "MB/s": Number(pr["mbPerSecond"]).toFixed(0) });
-    // The disk's own copy speed in the same run, on one shard (read + write, like pruning):
-    // dd copies through user space in 16 MiB blocks as shortgpt does; cp uses the kernel's
-    // copy_file_range, which Node does not expose for byte ranges.
-    const shard = join(dir, "model-00002-of-00004.safetensors");
-    const copy = join(cache, "copy-test.bin");
-    for (const [label, command] of [["dd bs=16M", `dd if="${shard}" of="${copy}" bs=16M status=none`], ["cp (copy_file_range)", `cp --reflink=never "${shard}" "${copy}"`]] as const) {
-      const started = process.hrtime.bigint();
-      spawnSync("sh", ["-c", `${command} && sync`], { stdio: "inherit" });
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      rows.push({ task: `peer: ${label} of one 3.2 GB shard + sync`, "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": "", "MB/s": (statSync(copy).size / 1e6 / seconds).toFixed(0) });
-      rmSync(copy, { force: true });
-    }
+    // Pruning includes flushing the output to disk (it fsyncs before the final rename), so the
+    // peer is a whole-checkpoint copy + sync: cp uses the kernel's copy_file_range.
+    const prune = (label: string, extra: string[]): number => {
+      const pr = ours("prune", dir, ["--out", join(cache, "llama2-7b-pruned"), "--layers", layers, ...extra]);
+      const mbPerSecond = Number(pr["mbPerSecond"]);
+      rows.push({ task: label, "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": gib(pr["peakRssBytes"]), "MB/s": mbPerSecond.toFixed(0), "vs cp": "" });
+      return mbPerSecond;
+    };
+    const kernel = prune("prune 8 of 32 layers (kernel copies, as shipped)", []);
+    const userSpace = prune("prune 8 of 32 layers (user-space copies, the fallback)", ["--no-kernel-copy"]);
+    const copy = join(cache, "copy-test");
+    rmSync(copy, { recursive: true, force: true });
+    const started = process.hrtime.bigint();
+    spawnSync("sh", ["-c", `cp -r --reflink=never "${dir}" "${copy}" && sync`], { stdio: "inherit" });
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const cpMbPerSecond = dirBytes(copy) / 1e6 / seconds;
+    rmSync(copy, { recursive: true, force: true });
+    rows.push({ task: "peer: cp -r of the whole checkpoint + sync", "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": "", "MB/s": cpMbPerSecond.toFixed(0), "vs cp": "1.00" });
+    rows[rows.length - 3]!["vs cp"] = (kernel / cpMbPerSecond).toFixed(2);
+    rows[rows.length - 2]!["vs cp"] = (userSpace / cpMbPerSecond).toFixed(2);
     results.push({ section: "Llama-2-7B shape (13.5 GB of BF16 weights; PyTorch needs all of it in memory)", rows });
   }
 

@@ -11,6 +11,7 @@ import { openModel, type OpenedModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { removeLayers } from "../src/prune/removeLayers.js";
+import { copyStats, setKernelCopy } from "../src/formats/kernelCopy.js";
 
 /** Matrix FLOPs per token of the decoder layers (and the head when it runs), for effective GFLOP/s. */
 export function flopsPerToken(m: OpenedModel, seqLen: number, withHead: boolean): number {
@@ -24,7 +25,7 @@ export function flopsPerToken(m: OpenedModel, seqLen: number, withHead: boolean)
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" } },
+  options: { tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" }, "no-kernel-copy": { type: "boolean" } },
 });
 const [task, modelPath] = positionals;
 if (!task || !modelPath) throw new Error("usage: runTask score|ppl|prune MODEL ...");
@@ -32,10 +33,11 @@ if (!task || !modelPath) throw new Error("usage: runTask score|ppl|prune MODEL .
 if (task === "prune") {
   const out = values.out!;
   rmSync(out, { recursive: true, force: true });
+  setKernelCopy(!values["no-kernel-copy"]);
   const started = process.hrtime.bigint();
   const result = removeLayers(modelPath, out, values.layers!.split(",").map(Number));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  console.log(JSON.stringify({ task, seconds, bytesWritten: result.bytesWritten, mbPerSecond: result.bytesWritten / 1e6 / seconds, layersBefore: result.layersBefore, layersAfter: result.layersAfter, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
+  console.log(JSON.stringify({ task, seconds, bytesWritten: result.bytesWritten, mbPerSecond: result.bytesWritten / 1e6 / seconds, layersBefore: result.layersBefore, layersAfter: result.layersAfter, kernelCopiedBytes: copyStats.kernelBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
   rmSync(out, { recursive: true, force: true });
 } else {
   const windowsIds = (JSON.parse(readFileSync(values.tokens!, "utf8")) as { windows: number[][] }).windows;

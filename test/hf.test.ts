@@ -245,7 +245,7 @@ test("safetensors: offsets beyond 4 GiB (sparse file) are read without loading t
   const st = readSafetensors(path);
   try {
     assert.deepEqual(new Float32Array(new Uint8Array(readTensorBytes(st, "tail")).buffer), new Float32Array([6.5, -1]));
-    const first = readTensorChunks(st, "big", 1 << 20).next();
+    const first = readTensorChunks(st, "big", 1 << 20)[Symbol.iterator]().next();
     assert.equal(first.done, false);
     assert.equal(first.value?.length, 1 << 20);
   } finally {

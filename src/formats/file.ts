@@ -3,6 +3,7 @@
 
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import { CheckpointError } from "../errors.js";
+import { copyStats, kernelCopy } from "./kernelCopy.js";
 
 export class RandomAccessFile {
   readonly path: string;
@@ -24,14 +25,7 @@ export class RandomAccessFile {
 
   /** Reads exactly `length` bytes at `offset`; throws if the range runs past the end of the file. */
   read(offset: number, length: number, what: string): Buffer {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw new CheckpointError(`${this.path}: ${what} needs bytes ${offset}..${offset + length} but the file has ${this.size} bytes`, {
-        file: this.path,
-        expected: offset + length,
-        got: this.size,
-        hint: "the file is truncated or corrupt; re-download or re-convert it",
-      });
-    }
+    this.checkRange(offset, length, what);
     const buf = Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
@@ -42,14 +36,56 @@ export class RandomAccessFile {
     return buf;
   }
 
-  /** Reads `length` bytes at `offset` in chunks, so copying a large range never holds it whole. */
-  *readChunks(offset: number, length: number, what: string, chunkBytes = 16 << 20): Generator<Buffer> {
-    for (let done = 0; done < length; done += chunkBytes) yield this.read(offset + done, Math.min(chunkBytes, length - done), what);
+  private checkRange(offset: number, length: number, what: string): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new CheckpointError(`${this.path}: ${what} needs bytes ${offset}..${offset + length} but the file has ${this.size} bytes`, {
+        file: this.path,
+        expected: offset + length,
+        got: this.size,
+        hint: "the file is truncated or corrupt; re-download or re-convert it",
+      });
+    }
+  }
+
+  /**
+   * The bytes `offset..offset+length` as a FileRange: iterating it reads chunks, so a large
+   * range is never held whole, and writeChunks copies it inside the kernel when it can.
+   */
+  readChunks(offset: number, length: number, what: string, chunkBytes = 16 << 20): FileRange {
+    this.checkRange(offset, length, what);
+    return new FileRange(this, offset, length, what, chunkBytes);
+  }
+
+  /** The open descriptor, for kernel-side copies. */
+  get descriptor(): number {
+    return this.fd;
   }
 
   close(): void {
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
+  }
+}
+
+/** A checked byte range of a RandomAccessFile; iterating it yields chunks of at most `chunkBytes`. */
+export class FileRange implements Iterable<Buffer> {
+  constructor(
+    readonly file: RandomAccessFile,
+    readonly offset: number,
+    readonly length: number,
+    readonly what: string,
+    readonly chunkBytes: number,
+  ) {}
+
+  /** The same file from `skip` bytes into this range to its end. */
+  rest(skip: number): FileRange {
+    return new FileRange(this.file, this.offset + skip, this.length - skip, this.what, this.chunkBytes);
+  }
+
+  *[Symbol.iterator](): Iterator<Buffer> {
+    for (let done = 0; done < this.length; done += this.chunkBytes) {
+      yield this.file.read(this.offset + done, Math.min(this.chunkBytes, this.length - done), this.what);
+    }
   }
 }
 
@@ -144,12 +180,25 @@ export function writeAll(fd: number, bytes: Uint8Array): void {
   while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
 }
 
-/** Writes a tensor's bytes, whole or in chunks, and returns how many were written. */
-export function writeChunks(fd: number, source: Uint8Array | Iterable<Uint8Array>): number {
+/**
+ * Writes a tensor's bytes, whole or in chunks, at fd's current position and returns how many
+ * were written. A FileRange is copied inside the kernel where possible (see kernelCopy.ts);
+ * `limit` stops a source that supplies more bytes than declared (what was written is returned,
+ * and is more than the limit).
+ */
+export function writeChunks(fd: number, source: Uint8Array | Iterable<Uint8Array>, limit = Infinity): number {
+  let rest = source;
   let written = 0;
-  for (const chunk of source instanceof Uint8Array ? [source] : source) {
-    writeAll(fd, chunk);
+  if (source instanceof FileRange && source.length <= limit) {
+    written = kernelCopy(source.file.descriptor, source.offset, fd, source.length);
+    if (written === source.length) return written;
+    rest = source.rest(written);
+  }
+  for (const chunk of rest instanceof Uint8Array ? [rest] : rest) {
     written += chunk.byteLength;
+    if (written > limit) break;
+    writeAll(fd, chunk);
+    copyStats.userSpaceBytes += chunk.byteLength;
   }
   return written;
 }

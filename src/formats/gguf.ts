@@ -3,7 +3,7 @@
 
 import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { ByteCursor, RandomAccessFile, writeAll, writeChunks } from "./file.js";
+import { ByteCursor, type FileRange, RandomAccessFile, writeAll, writeChunks } from "./file.js";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -265,7 +265,7 @@ export function readGgufTensorBytes(gguf: GgufFile, tensor: GgufTensorInfo): Buf
 }
 
 /** The raw bytes of one tensor in chunks, so copying a large tensor never holds it whole. */
-export function readGgufTensorChunks(gguf: GgufFile, tensor: GgufTensorInfo): Generator<Buffer> {
+export function readGgufTensorChunks(gguf: GgufFile, tensor: GgufTensorInfo): FileRange {
   return gguf.file.readChunks(gguf.dataOffset + tensor.offset, tensor.byteLength, `tensor ${tensor.name}`);
 }
 

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import { COMPUTE_DTYPES, decodeToF32 } from "../tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
+import type { FileRange } from "./file.js";
 import {
   DEFAULT_CHUNK_BYTES, readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks,
   type SafetensorsDtype, type SafetensorsFile, findDuplicateJsonKey,
@@ -53,7 +54,7 @@ export interface HfDirectory {
   subdirectories: string[];
   tensor(name: string): HfTensor;
   readTensorBytes(name: string): Buffer;
-  readTensorChunks(name: string, chunkBytes?: number): Generator<Buffer>;
+  readTensorChunks(name: string, chunkBytes?: number): FileRange;
   close(): void;
 }
 

@@ -5,7 +5,7 @@
 import { constants as bufferConstants } from "node:buffer";
 import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { RandomAccessFile, writeAll } from "./file.js";
+import { type FileRange, RandomAccessFile, writeAll, writeChunks } from "./file.js";
 
 /** Element size in bits of every dtype the safetensors format defines. */
 export const SAFETENSORS_DTYPE_BITS = {
@@ -268,12 +268,10 @@ export function readTensorBytes(st: SafetensorsFile, name: string): Buffer {
 
 export const DEFAULT_CHUNK_BYTES = 16 << 20;
 
-/** The bytes of one tensor in pieces of at most `chunkBytes`, read as they are consumed. */
-export function* readTensorChunks(st: SafetensorsFile, name: string, chunkBytes = DEFAULT_CHUNK_BYTES): Generator<Buffer> {
+/** The bytes of one tensor in pieces of at most `chunkBytes`, read as they are consumed (or copied kernel-side by writeChunks). */
+export function readTensorChunks(st: SafetensorsFile, name: string, chunkBytes = DEFAULT_CHUNK_BYTES): FileRange {
   const t = tensorInfo(st, name);
-  for (let done = 0; done < t.byteLength; done += chunkBytes) {
-    yield st.file.read(st.dataOffset + t.begin + done, Math.min(chunkBytes, t.byteLength - done), `tensor ${name}`);
-  }
+  return st.file.readChunks(st.dataOffset + t.begin, t.byteLength, `tensor ${name}`, chunkBytes);
 }
 
 export interface SafetensorsTensorToWrite {
@@ -338,13 +336,7 @@ export function writeSafetensors(path: string, tensors: readonly SafetensorsTens
     writeAll(fd, json);
     let dataBytes = 0;
     for (const t of order) {
-      const source = t.bytes();
-      let written = 0;
-      for (const chunk of source instanceof Uint8Array ? [source] : source) {
-        written += chunk.byteLength;
-        if (written > t.byteLength) break;
-        writeAll(fd, chunk);
-      }
+      const written = writeChunks(fd, t.bytes(), t.byteLength);
       if (written !== t.byteLength) {
         throw new CheckpointError(`${path}: tensor ${t.name} supplied ${written > t.byteLength ? "more than" : written} bytes, expected ${t.byteLength}`, {
           file: path, tensor: t.name, expected: t.byteLength, got: written,

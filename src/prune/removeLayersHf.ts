@@ -3,6 +3,7 @@
 // shard index, copy the other files. Tensor bytes are streamed unchanged; no forward pass runs.
 
 import { copyFileSync, existsSync, mkdirSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { syncToDisk } from "../util/atomicWrite.js";
 import { basename, dirname, join, relative, resolve, isAbsolute } from "node:path";
 import { CheckpointError, OutputError } from "../errors.js";
 import { HF_CONFIG, HF_SHARD_INDEX, HF_SINGLE_WEIGHTS, type HfDirectory, type HfTensor, openHfDirectory } from "../formats/hfDirectory.js";
@@ -192,7 +193,8 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
       writeFileSync(join(temp, HF_CONFIG), JSON.stringify(config, null, 2) + "\n", { flag: "wx" });
       // Phase 3: everything else, unchanged.
       for (const f of copied) copyFileSync(join(inputDir, f), join(temp, f));
-      // Phase 4: into place; an existing output (force) is moved aside first and deleted last.
+      // Phase 4: on disk, then into place; an existing output (force) is moved aside first and deleted last.
+      syncToDisk(temp);
       if (existsSync(outputDir)) {
         const old = join(parent, `.${basename(resolve(outputDir))}.old-${process.pid}-${Date.now()}`);
         renameSync(outputDir, old);

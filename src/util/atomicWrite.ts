@@ -1,6 +1,6 @@
 // Output files appear whole or not at all: write beside the target, then rename.
 
-import { existsSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { OutputError } from "../errors.js";
 
@@ -33,11 +33,28 @@ export function checkOutputPath(path: string, check: OutputCheck): void {
   }
 }
 
-/** Calls write(tempPath) and renames the result onto path; the temp file is removed on failure. */
+/**
+ * Flushes a file, or a folder and everything in it, to the disk. Done before the rename that
+ * publishes an output, so a crash cannot leave a complete-looking name over missing data.
+ */
+export function syncToDisk(path: string): void {
+  if (statSync(path).isDirectory()) {
+    for (const entry of readdirSync(path)) syncToDisk(join(path, entry));
+  }
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Calls write(tempPath), flushes it, and renames it onto path; the temp file is removed on failure. */
 export function writeAtomically(path: string, write: (tempPath: string) => void): void {
   const temp = join(dirname(resolve(path)), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
   try {
     write(temp);
+    syncToDisk(temp);
     renameSync(temp, path);
   } catch (err) {
     rmSync(temp, { force: true });
