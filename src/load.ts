@@ -91,7 +91,7 @@ function ggufProvider(gguf: GgufFile): TensorProvider {
       if (!decodeToF32(t.type.name, bytes, out)) {
         throw new UnsupportedError(`${gguf.path}: tensor ${name} is ${t.type.name}; computing with this type is not supported yet (${COMPUTE_DTYPES.join(", ")} are)`, {
           file: gguf.path, tensor: name, got: t.type.name,
-          hint: "convert the model to F16 or F32 with llama.cpp's tools, or prune it without evaluating (shortgpt prune --layers)",
+          hint: "convert the model to F16 or F32 (shortgpt convert, or llama.cpp's tools), or prune it without evaluating (shortgpt prune --layers)",
         });
       }
       return out;

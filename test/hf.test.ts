@@ -18,7 +18,8 @@ import { removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { loadModel } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
 import { decodeF16 } from "../src/tensor/dtype.js";
-import { f32ToBf16Bits, f32ToF16Bits, type FixtureDtype, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
+import { f32ToBf16Bits, f32ToF16Bits } from "../src/tensor/half.js";
+import { type FixtureDtype, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { scaledError, sha256, tempDir } from "./helpers.js";
 
 interface GoldenCase {

@@ -1,14 +1,9 @@
-// Element types of stored tensors and their conversion to float32.
+// Element types of stored tensors and their conversion to and from float32.
 
-/** float16 (IEEE half) bits -> number. */
-export function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24; // subnormal
-  if (exp === 31) return frac === 0 ? sign * Infinity : NaN;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
+import { f16ToF32 } from "./half.js";
+import { dequantize, isQuantType, QUANT_TYPES } from "./quant.js";
+
+export { f16ToF32, f32ToBf16Bits, f32ToF16Bits } from "./half.js";
 
 /** 16-bit words of little-endian bytes; a copy only when the bytes are not 2-aligned. */
 function words16(bytes: Uint8Array, n: number): Uint16Array {
@@ -47,11 +42,15 @@ export function decodeF32(bytes: Uint8Array, out: Float32Array): void {
   }
 }
 
-/** The stored dtypes the engine computes with; others (quantized, integer) are only copied. */
-export const COMPUTE_DTYPES = ["F32", "F16", "BF16"] as const;
+/** The stored dtypes the engine computes with (expanded to float32 per layer); others (integer) are only copied. */
+export const COMPUTE_DTYPES = ["F32", "F16", "BF16", ...QUANT_TYPES] as const;
 
 /** Decodes little-endian tensor bytes of a compute dtype into float32; false for other dtypes. */
 export function decodeToF32(dtype: string, bytes: Uint8Array, out: Float32Array): boolean {
+  if (isQuantType(dtype)) {
+    dequantize(dtype, bytes, out);
+    return true;
+  }
   switch (dtype) {
     case "F32":
       decodeF32(bytes, out);
