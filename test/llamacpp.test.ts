@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { getLlama, type Llama, type LlamaModel as NodeLlamaModel, type Token } from "node-llama-cpp";
 import { readGguf } from "../src/formats/gguf.js";
 import { loadModel, type LoadedModel } from "../src/load.js";
-import { MODEL_GGUF, runCli, tempDir } from "./helpers.js";
+import { MODEL_BIN, MODEL_GGUF, runCli, tempDir } from "./helpers.js";
 
 let llama: Llama;
 const opened: NodeLlamaModel[] = [];
@@ -107,4 +107,72 @@ test("tokenization equals llama.cpp's, including non-ASCII text", async () => {
     const theirs = [model.tokens.bos!, ...model.tokenize(text)].map(Number);
     assert.deepEqual(loaded.tokenizer.encode(text), theirs, JSON.stringify(text));
   }
+});
+
+/** The largest probability difference between llama.cpp and shortgpt on one file. */
+async function compareOnFile(path: string, ids: number[]): Promise<{ diff: number; argmaxAgree: boolean; ours: Float64Array[]; theirs: Map<number, number>[] }> {
+  const loaded = loadModel(path);
+  const theirs = await llamaCppProbabilities(path, ids);
+  const ours = ourProbabilities(loaded, ids);
+  const argmax = (row: ArrayLike<number>): number => {
+    let best = 0;
+    for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
+    return best;
+  };
+  const argmaxAgree = ours.every((row, pos) => {
+    const map = theirs[pos]!;
+    let best = -1;
+    let bestP = -1;
+    for (const [id, p] of map) if (p > bestP) [best, bestP] = [id, p];
+    return argmax(row) === best;
+  });
+  return { diff: maxProbabilityDifference(ours, theirs), argmaxAgree, ours, theirs };
+}
+
+test("GGUF files written by `shortgpt convert` (F32, F16, Q8_0, Q4_0) load in llama.cpp and agree with shortgpt", async (t) => {
+  const dir = tempDir();
+  const ids = loadModel(MODEL_GGUF).tokenizer.encode(PROMPT);
+  const unquantized = ourProbabilities(loadModel(MODEL_GGUF), ids);
+  // F32 must agree to the foundation's 1e-4. For the other dtypes llama.cpp rounds the
+  // activations too (to F16 for F16 weights, to 8-bit blocks for Q8_0/Q4_0 dot products), while
+  // shortgpt computes with dequantized weights and float activations; the bounds allow that.
+  const bounds: Record<string, number> = { F32: 1e-4, F16: 2e-3, Q8_0: 0.03, Q4_0: 0.05 };
+  for (const [dtype, bound] of Object.entries(bounds)) {
+    const path = join(dir, `${dtype}.gguf`);
+    const run = runCli(["convert", MODEL_BIN, "--to", "gguf", "--dtype", dtype, path]);
+    assert.equal(run.status, 0, run.stderr);
+    const { diff, argmaxAgree, theirs } = await compareOnFile(path, ids);
+    const vsUnquantized = maxProbabilityDifference(unquantized, theirs);
+    t.diagnostic(`${dtype}: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)} (llama.cpp vs shortgpt on the F32 model: ${vsUnquantized.toExponential(2)})`);
+    assert.ok(diff < bound, `${dtype}: max |p_ours - p_llama.cpp| = ${diff}`);
+    assert.ok(argmaxAgree, `${dtype}: the most likely next token agrees at every position`);
+    // Both read the same quantized weights: llama.cpp is far closer to shortgpt on this file
+    // than to the unquantized model.
+    if (dtype === "Q4_0") assert.ok(diff * 5 < vsUnquantized, `Q4_0: ${diff} vs ${vsUnquantized}`);
+  }
+});
+
+test("a quantized GGUF pruned by `shortgpt prune` keeps its bytes and loads in llama.cpp", async (t) => {
+  const dir = tempDir();
+  const quantized = join(dir, "q4.gguf");
+  assert.equal(runCli(["convert", MODEL_BIN, "--to", "gguf", "--dtype", "Q4_0", quantized]).status, 0);
+  const pruned = join(dir, "q4-pruned.gguf");
+  const run = runCli(["prune", quantized, "--out", pruned, "--layers", "2"]);
+  assert.equal(run.status, 0, run.stderr);
+  const before = readGguf(quantized);
+  const after = readGguf(pruned);
+  try {
+    // blk.3 of the input is blk.2 of the output, byte for byte.
+    const from = before.tensors.find((x) => x.name === "blk.3.attn_q.weight")!;
+    const to = after.tensors.find((x) => x.name === "blk.2.attn_q.weight")!;
+    assert.equal(to.type.name, "Q4_0");
+    assert.ok(before.file.read(before.dataOffset + from.offset, from.byteLength, "in").equals(after.file.read(after.dataOffset + to.offset, to.byteLength, "out")));
+  } finally {
+    before.file.close();
+    after.file.close();
+  }
+  const ids = loadModel(pruned).tokenizer.encode(PROMPT);
+  const { diff, argmaxAgree } = await compareOnFile(pruned, ids);
+  t.diagnostic(`pruned Q4_0: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)}`);
+  assert.ok(diff < 0.05 && argmaxAgree);
 });

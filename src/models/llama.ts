@@ -98,20 +98,34 @@ export function checkLlamaConfig(config: LlamaConfig, source: string): void {
   }
 }
 
-/** Reorders Q/K rows from the interleaved RoPE layout (pairs 2i, 2i+1) to rotate-half (pairs i, i+d/2). */
-export function interleavedToHalfRows(w: Weights, nHeads: number, headDim: number, nIn: number): Weights {
+/**
+ * Moves Q/K rows between llama.cpp's interleaved RoPE layout (pairs 2i, 2i+1 rotate together,
+ * as in llama2.c) and the rotate-half layout of Hugging Face and this engine (i, i + half).
+ */
+function moveRopeRows(w: Weights, nHeads: number, headDim: number, nIn: number, toHalfRows: boolean): Weights {
   const out = new Float32Array(w.length);
   const half = headDim / 2;
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
       for (let j = 0; j < 2; j++) {
-        const from = (h * headDim + 2 * i + j) * nIn;
-        const to = (h * headDim + j * half + i) * nIn;
+        const interleaved = (h * headDim + 2 * i + j) * nIn;
+        const halves = (h * headDim + j * half + i) * nIn;
+        const [from, to] = toHalfRows ? [interleaved, halves] : [halves, interleaved];
         out.set(w.subarray(from, from + nIn), to);
       }
     }
   }
   return out;
+}
+
+/** Interleaved (llama.cpp, llama2.c) Q/K rows to the rotate-half layout the engine computes with. */
+export function interleavedToHalfRows(w: Weights, nHeads: number, headDim: number, nIn: number): Weights {
+  return moveRopeRows(w, nHeads, headDim, nIn, true);
+}
+
+/** The inverse: rotate-half Q/K rows back to llama.cpp's interleaved layout, for writing GGUF. */
+export function halfRowsToInterleaved(w: Weights, nHeads: number, headDim: number, nIn: number): Weights {
+  return moveRopeRows(w, nHeads, headDim, nIn, false);
 }
 
 /** The shape every tensor of a Llama with this config must have, by stored name. */

@@ -10,16 +10,25 @@ export function f16ToF32(h: number): number {
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
+/** One float32 and its bits, reused so that encoding allocates nothing per element. */
+const scratchF32 = new Float32Array(1);
+const scratchU32 = new Uint32Array(scratchF32.buffer);
+
+function f32Bits(x: number): number {
+  scratchF32[0] = x;
+  return scratchU32[0]!;
+}
+
 /** float32 -> bfloat16 bits, round to nearest even. */
 export function f32ToBf16Bits(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  const u = f32Bits(x);
   if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40; // NaN stays NaN
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** float32 -> float16 bits, round to nearest even, with subnormals and overflow to infinity. */
 export function f32ToF16Bits(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  const u = f32Bits(x);
   const sign = (u >>> 16) & 0x8000;
   const exp = (u >>> 23) & 0xff;
   let mant = u & 0x7fffff;

@@ -92,6 +92,11 @@ export class SentencePieceTokenizer implements Tokenizer {
   /** token id -> the bytes it decodes to. */
   private readonly tokenBytes: Uint8Array[];
 
+  /** The scored pieces as loaded, for writing the vocabulary into another format. */
+  get vocabulary(): Readonly<SentencePieceVocab> {
+    return this.vocab;
+  }
+
   constructor(vocab: SentencePieceVocab) {
     this.vocab = vocab;
     this.vocabSize = vocab.pieces.length;

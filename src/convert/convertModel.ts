@@ -1,0 +1,219 @@
+// shortgpt convert: a Llama checkpoint (HF directory, GGUF, llama2.c) rewritten as a GGUF file
+// or a Hugging Face safetensors directory, in a chosen dtype. Tensors stream one at a time
+// (read, expanded to float32, re-laid-out, encoded, written), so memory holds one tensor.
+
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { OptionError, UnsupportedError } from "../errors.js";
+import { GGML_TYPE_BY_NAME, type GgufTensorToWrite, writeGguf } from "../formats/gguf.js";
+import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite } from "../formats/safetensors.js";
+import { type OpenedModel, openModel } from "../load.js";
+import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
+import { GGUF_LLAMA_NAMES, halfRowsToInterleaved, interleavedToHalfRows, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
+import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
+import { SentencePieceTokenizer } from "../tokenizer/sentencepiece.js";
+import { checkOutputPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
+import { ggufLlamaMetadata, GGUF_FILE_TYPE } from "./ggufMetadata.js";
+import { hfLlamaConfigJson, HF_TOKENIZER_FILES } from "./hfOutput.js";
+import { sentencePieceToTokenizerJson, sentencePieceTokenizerConfig } from "./hfTokenizerJson.js";
+
+export const CONVERT_TARGETS = ["gguf", "safetensors"] as const;
+export type ConvertTarget = (typeof CONVERT_TARGETS)[number];
+
+/** The dtypes each target can hold. */
+export const TARGET_DTYPES: Record<ConvertTarget, readonly WritableDtype[]> = {
+  gguf: WRITABLE_DTYPES,
+  safetensors: ["F32", "F16", "BF16"],
+};
+
+export interface ConvertOptions {
+  to: ConvertTarget;
+  /** Weight matrices' dtype; norms stay F32 (as llama.cpp keeps 1-D tensors). Default F32. */
+  dtype?: string;
+  /** llama2.c tokenizer path, when it is not beside the checkpoint. */
+  tokenizer?: string;
+  force?: boolean;
+  /** Called after each tensor is written. */
+  onTensor?: (done: number, total: number, name: string) => void;
+}
+
+export interface ConvertResult {
+  input: string;
+  output: string;
+  from: string;
+  to: ConvertTarget;
+  dtype: WritableDtype;
+  tensors: number;
+  bytesWritten: number;
+  /** Tensors stored in another dtype than asked, and why. */
+  fallbacks: { tensor: string; dtype: WritableDtype; reason: string }[];
+  /** What happened to the tokenizer: written from the vocabulary, copied as files, or not carried. */
+  tokenizer: "written" | "copied" | "none";
+}
+
+/** One tensor of the model in the canonical (rotate-half, row-major [out, in]) layout. */
+interface LogicalTensor {
+  role: keyof LlamaTensorNames | "layer";
+  /** Key inside the layer record for layer tensors. */
+  key?: string;
+  layer?: number;
+  shape: number[];
+  read(): Float32Array;
+}
+
+function logicalTensors(opened: OpenedModel): LogicalTensor[] {
+  const { config, provider, names } = opened;
+  const stored = new Set(provider.entries().map((e) => e.name));
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize } = config;
+  const tensors: LogicalTensor[] = [
+    { role: "embedding", shape: [vocabSize, dim], read: () => provider.readF32(names.embedding) },
+    { role: "finalNorm", shape: [dim], read: () => provider.readF32(names.finalNorm) },
+  ];
+  if (stored.has(names.classifier)) tensors.push({ role: "classifier", shape: [vocabSize, dim], read: () => provider.readF32(names.classifier) });
+  const shapes: Record<string, number[]> = {
+    attnNorm: [dim], wq: [nHeads * headDim, dim], wk: [nKvHeads * headDim, dim], wv: [nKvHeads * headDim, dim], wo: [dim, nHeads * headDim],
+    ffnNorm: [dim], wGate: [hiddenDim, dim], wDown: [dim, hiddenDim], wUp: [hiddenDim, dim],
+  };
+  for (let layer = 0; layer < config.nLayers; layer++) {
+    const n = names.layer(layer);
+    for (const [key, storedName] of Object.entries(n)) {
+      const rows = key === "wq" ? nHeads : key === "wk" ? nKvHeads : 0;
+      tensors.push({
+        role: "layer", key, layer, shape: shapes[key]!,
+        read: () => {
+          const w = provider.readF32(storedName);
+          return rows > 0 && names.interleavedRope ? interleavedToHalfRows(w, rows, headDim, dim) : w;
+        },
+      });
+    }
+  }
+  return tensors;
+}
+
+/** The tensor's name and values in the target's naming and Q/K layout. */
+function targetName(t: LogicalTensor, names: LlamaTensorNames): string {
+  if (t.role !== "layer") return names[t.role] as string;
+  return (names.layer(t.layer!) as Record<string, string>)[t.key!]!;
+}
+
+function forGguf(t: LogicalTensor, config: LlamaConfig): Float32Array {
+  const w = t.read();
+  if (t.key === "wq") return halfRowsToInterleaved(w, config.nHeads, config.headDim, config.dim);
+  if (t.key === "wk") return halfRowsToInterleaved(w, config.nKvHeads, config.headDim, config.dim);
+  return w;
+}
+
+/** The dtype one tensor is stored in: 1-D tensors F32; quantized only when rows split into whole blocks. */
+function chooseDtype(t: LogicalTensor, dtype: WritableDtype, fallbacks: ConvertResult["fallbacks"], name: string): WritableDtype {
+  if (t.shape.length === 1) return "F32";
+  const rowLength = t.shape[t.shape.length - 1]!;
+  if (fitsRows(dtype, rowLength)) return dtype;
+  fallbacks.push({ tensor: name, dtype: "F16", reason: `rows of ${rowLength} elements are not whole ${dtype} blocks of 32` });
+  return "F16";
+}
+
+function parseDtype(options: ConvertOptions): WritableDtype {
+  const dtype = options.dtype ?? "F32";
+  const allowed = TARGET_DTYPES[options.to];
+  if (!isWritableDtype(dtype) || !allowed.includes(dtype)) {
+    throw new OptionError(`--dtype ${dtype} cannot be written to ${options.to}`, { option: "--dtype", got: dtype, hint: `choose one of: ${allowed.join(", ")}` });
+  }
+  return dtype;
+}
+
+export function convertModel(input: string, output: string, options: ConvertOptions): ConvertResult {
+  if (!(CONVERT_TARGETS as readonly string[]).includes(options.to)) {
+    throw new OptionError(`--to ${options.to} is not a known target`, { option: "--to", got: options.to, hint: `choose one of: ${CONVERT_TARGETS.join(", ")}` });
+  }
+  const dtype = parseDtype(options);
+  checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "OUT" });
+  const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
+  try {
+    return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
+  } finally {
+    opened.close();
+  }
+}
+
+function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
+  if (!(opened.tokenizer instanceof SentencePieceTokenizer)) {
+    throw new UnsupportedError(`${opened.path}: its tokenizer (${opened.tokenizer.description}) cannot be written as a GGUF vocabulary yet; only SentencePiece vocabularies can`, {
+      file: opened.path, hint: "convert from a llama2.c or GGUF checkpoint, or use llama.cpp's convert_hf_to_gguf.py for Hugging Face tokenizers",
+    });
+  }
+  const fallbacks: ConvertResult["fallbacks"] = [];
+  const logical = logicalTensors(opened);
+  let done = 0;
+  const tensors: GgufTensorToWrite[] = logical.map((t) => {
+    const name = targetName(t, GGUF_LLAMA_NAMES);
+    const stored = chooseDtype(t, dtype, fallbacks, name);
+    const type = GGML_TYPE_BY_NAME.get(stored)!;
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    return {
+      name, dims: [...t.shape].reverse(), type, byteLength: (count / type.blockSize) * type.blockBytes,
+      bytes: () => {
+        const bytes = encodeF32(forGguf(t, opened.config), stored);
+        options.onTensor?.(++done, logical.length, name);
+        return bytes;
+      },
+    };
+  });
+  const metadata = ggufLlamaMetadata(opened.config, opened.tokenizer.vocabulary, {
+    name: basename(opened.path).replace(/\.(gguf|bin)$/, ""),
+    fileType: GGUF_FILE_TYPE[dtype],
+    quantized: dtype === "Q8_0" || dtype === "Q4_0",
+  });
+  writeAtomically(output, (temp) => writeGguf(temp, { version: 3, alignment: 32, metadata, tensors }));
+  return {
+    input: opened.path, output, from: opened.format, to: "gguf", dtype, tensors: tensors.length,
+    bytesWritten: tensors.reduce((n, t) => n + t.byteLength, 0), fallbacks, tokenizer: "written",
+  };
+}
+
+function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
+  const logical = logicalTensors(opened);
+  const tied = !logical.some((t) => t.role === "classifier");
+  let done = 0;
+  const tensors: SafetensorsTensorToWrite[] = logical.map((t) => {
+    const name = targetName(t, HF_LLAMA_NAMES);
+    // Hugging Face checkpoints keep every tensor, norms included, in the model's dtype.
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    return {
+      name, dtype: dtype as SafetensorsDtype, shape: t.shape, byteLength: count * (dtype === "F32" ? 4 : 2),
+      bytes: () => {
+        const bytes = encodeF32(t.read(), dtype);
+        options.onTensor?.(++done, logical.length, name);
+        return bytes;
+      },
+    };
+  });
+  const parent = dirname(resolve(output));
+  const temp = join(parent, `.${basename(resolve(output))}.tmp-${process.pid}-${Date.now()}`);
+  let tokenizer: ConvertResult["tokenizer"] = "none";
+  let bytesWritten = 0;
+  try {
+    mkdirSync(temp);
+    bytesWritten = writeSafetensors(join(temp, "model.safetensors"), tensors, { format: "pt" }).dataBytes;
+    writeFileSync(join(temp, "config.json"), JSON.stringify(hfLlamaConfigJson(opened.config, opened.tokenizer, dtype, tied), null, 2) + "\n", { flag: "wx" });
+    if (opened.tokenizer instanceof SentencePieceTokenizer) {
+      const vocab = opened.tokenizer.vocabulary;
+      writeFileSync(join(temp, "tokenizer.json"), JSON.stringify(sentencePieceToTokenizerJson(vocab), null, 2) + "\n", { flag: "wx" });
+      writeFileSync(join(temp, "tokenizer_config.json"), JSON.stringify(sentencePieceTokenizerConfig(vocab), null, 2) + "\n", { flag: "wx" });
+      tokenizer = "written";
+    } else if (opened.format === "hf") {
+      for (const f of HF_TOKENIZER_FILES) {
+        if (existsSync(join(opened.path, f))) {
+          copyFileSync(join(opened.path, f), join(temp, f));
+          tokenizer = "copied";
+        }
+      }
+    }
+    syncToDisk(temp);
+    if (existsSync(output)) rmSync(output, { recursive: true, force: true });
+    renameSync(temp, output);
+  } catch (err) {
+    rmSync(temp, { recursive: true, force: true });
+    throw err;
+  }
+  return { input: opened.path, output, from: opened.format, to: "safetensors", dtype, tensors: tensors.length, bytesWritten, fallbacks: [], tokenizer };
+}

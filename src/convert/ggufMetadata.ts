@@ -1,0 +1,53 @@
+// The GGUF metadata llama.cpp needs to load a Llama: hyperparameters under `llama.` and the
+// SentencePiece vocabulary under `tokenizer.ggml.` (keys as in llama.cpp's GGUF spec).
+
+import { type GgufValue, GgufValueType } from "../formats/gguf.js";
+import type { LlamaConfig } from "../models/llama.js";
+import type { WritableDtype } from "../tensor/encode.js";
+import type { SentencePieceVocab } from "../tokenizer/sentencepiece.js";
+import { portablePieces } from "./pieces.js";
+
+/** general.file_type: llama.cpp's llama_ftype for a file whose matrices are all in one dtype. */
+export const GGUF_FILE_TYPE: Record<WritableDtype, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, BF16: 32 };
+
+const u32 = (value: number): GgufValue => ({ type: GgufValueType.UINT32, value });
+const f32 = (value: number): GgufValue => ({ type: GgufValueType.FLOAT32, value });
+const str = (value: string): GgufValue => ({ type: GgufValueType.STRING, value });
+
+export interface GgufGeneral {
+  name: string;
+  fileType: number;
+  quantized: boolean;
+}
+
+export function ggufLlamaMetadata(config: LlamaConfig, vocab: Readonly<SentencePieceVocab>, general: GgufGeneral): Map<string, GgufValue> {
+  const m = new Map<string, GgufValue>();
+  m.set("general.architecture", str("llama"));
+  m.set("general.name", str(general.name));
+  m.set("general.file_type", u32(general.fileType));
+  if (general.quantized) m.set("general.quantization_version", u32(2));
+  m.set("llama.vocab_size", u32(config.vocabSize));
+  m.set("llama.context_length", u32(config.contextLength));
+  m.set("llama.embedding_length", u32(config.dim));
+  m.set("llama.block_count", u32(config.nLayers));
+  m.set("llama.feed_forward_length", u32(config.hiddenDim));
+  m.set("llama.attention.head_count", u32(config.nHeads));
+  m.set("llama.attention.head_count_kv", u32(config.nKvHeads));
+  if (config.headDim * config.nHeads !== config.dim) {
+    m.set("llama.attention.key_length", u32(config.headDim));
+    m.set("llama.attention.value_length", u32(config.headDim));
+  }
+  m.set("llama.rope.dimension_count", u32(config.headDim));
+  m.set("llama.rope.freq_base", f32(config.ropeTheta));
+  m.set("llama.attention.layer_norm_rms_epsilon", f32(config.normEps));
+  const pieces = portablePieces(vocab);
+  m.set("tokenizer.ggml.model", str("llama"));
+  m.set("tokenizer.ggml.tokens", { type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, value: pieces });
+  m.set("tokenizer.ggml.scores", { type: GgufValueType.ARRAY, itemType: GgufValueType.FLOAT32, value: Array.from(vocab.scores) });
+  m.set("tokenizer.ggml.token_type", { type: GgufValueType.ARRAY, itemType: GgufValueType.INT32, value: [...vocab.types] });
+  m.set("tokenizer.ggml.bos_token_id", u32(vocab.bosId));
+  m.set("tokenizer.ggml.eos_token_id", u32(vocab.eosId));
+  m.set("tokenizer.ggml.unknown_token_id", u32(vocab.unkId));
+  m.set("tokenizer.ggml.add_space_prefix", { type: GgufValueType.BOOL, value: vocab.addSpacePrefix });
+  return m;
+}

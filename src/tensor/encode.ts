@@ -1,0 +1,34 @@
+// float32 values to the stored dtypes shortgpt writes: F32, F16, BF16, and ggml's Q8_0 / Q4_0.
+
+import { f32ToBf16Bits, f32ToF16Bits } from "./half.js";
+import { QUANT_BLOCKS, QUANTIZERS } from "./quant.js";
+
+export const WRITABLE_DTYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0"] as const;
+export type WritableDtype = (typeof WRITABLE_DTYPES)[number];
+
+export function isWritableDtype(name: string): name is WritableDtype {
+  return (WRITABLE_DTYPES as readonly string[]).includes(name);
+}
+
+/** True when rows of `rowLength` elements can be stored in `dtype` (quantized blocks must not straddle rows). */
+export function fitsRows(dtype: WritableDtype, rowLength: number): boolean {
+  return dtype === "Q8_0" || dtype === "Q4_0" ? rowLength % QUANT_BLOCKS[dtype].blockSize === 0 : true;
+}
+
+/** The little-endian bytes of `values` in `dtype`. */
+export function encodeF32(values: Float32Array, dtype: WritableDtype): Uint8Array {
+  switch (dtype) {
+    case "F32":
+      return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+    case "F16":
+    case "BF16": {
+      const words = new Uint16Array(values.length);
+      const encode = dtype === "F16" ? f32ToF16Bits : f32ToBf16Bits;
+      for (let i = 0; i < values.length; i++) words[i] = encode(values[i]!);
+      return new Uint8Array(words.buffer);
+    }
+    case "Q8_0":
+    case "Q4_0":
+      return QUANTIZERS[dtype](values);
+  }
+}
