@@ -9,6 +9,8 @@ export interface PerplexityResult {
   nll: number;
   tokens: number;
   windows: number;
+  /** Per window (in the order given): summed NLL and scored tokens, for resampling. */
+  perWindow?: { nll: Float64Array; tokens: Float64Array };
 }
 
 export interface PerplexityOptions {

@@ -239,8 +239,10 @@ export interface LayerHooks {
   /**
    * input, output: (nTokens, dim) views valid only during the call; float64 from the in-memory
    * reference model, float32 from the streaming engine. `layer` is the original index.
+   * `windows`: the indices of the windows whose rows these are (each nTokens / windows.length
+   * rows, in order); absent when the rows are one sequence.
    */
-  onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number): void;
+  onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number, windows?: readonly number[]): void;
 }
 
 /** Keys and values of every layer for the positions processed so far (for generation). */

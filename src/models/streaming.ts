@@ -65,6 +65,8 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const { config, provider, names } = source;
   const { dim, vocabSize } = config;
   const batches = makeBatches(windows, dim, options.batchTokens ?? DEFAULT_BATCH_TOKENS);
+  const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
+  const batchWindows = batches.map((batch) => batch.windows.map((w) => windowIndex.get(w)!));
   // The embedding is needed once, to start the residual stream; it is dropped before the layers run.
   {
     const embedding = provider.readF32(names.embedding);
@@ -93,7 +95,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       // Read and expand the next layer's weights while the backend computes this one.
       if (b === 0 && i + 1 < running.length) next = loadLlamaLayer(provider, config, names, running[i + 1]!);
       const out = await pending;
-      options.hooks?.onLayer(layer, batch.hidden, out, nTokens, dim);
+      options.hooks?.onLayer(layer, batch.hidden, out, nTokens, dim, batchWindows[b]);
       batch.hidden = out;
       done += nTokens;
       options.onProgress?.(done, total);
@@ -123,12 +125,14 @@ export async function streamingPerplexity(source: StreamingSource, windows: read
   let nllSum = 0;
   let tokens = 0;
   // Gather (hidden row, target) pairs: position p-1 predicts token p for p in [firstTarget, length).
-  const rows: { batch: Batch<PerplexityWindow>; offset: number; target: number }[] = [];
+  const windowIndex = new Map<PerplexityWindow, number>(windows.map((w, i) => [w, i]));
+  const rows: { batch: Batch<PerplexityWindow>; offset: number; target: number; window: number }[] = [];
   for (const batch of batches) {
     batch.windows.forEach((w, i) => {
-      for (let pos = w.firstTarget; pos < w.tokens.length; pos++) rows.push({ batch, offset: (i * batch.seqLen + pos - 1) * dim, target: w.tokens[pos]! });
+      for (let pos = w.firstTarget; pos < w.tokens.length; pos++) rows.push({ batch, offset: (i * batch.seqLen + pos - 1) * dim, target: w.tokens[pos]!, window: windowIndex.get(w)! });
     });
   }
+  const perWindow = { nll: new Float64Array(windows.length), tokens: new Float64Array(windows.length) };
   for (let start = 0; start < rows.length; start += HEAD_ROWS) {
     const chunk = rows.slice(start, start + HEAD_ROWS);
     const x = new Float32Array(chunk.length * dim);
@@ -139,9 +143,14 @@ export async function streamingPerplexity(source: StreamingSource, windows: read
     });
     const head = await options.backend.runHead(x, chunk.length, finalNorm, classifier, config.vocabSize, config.normEps, targets);
     if (head.kind !== "nll") throw new Error("internal: the backend returned logits where log-likelihoods were asked for");
-    for (let i = 0; i < chunk.length; i++) nllSum += head.logSumExp[i]! - head.targetLogit[i]!;
+    for (let i = 0; i < chunk.length; i++) {
+      const nll = head.logSumExp[i]! - head.targetLogit[i]!;
+      nllSum += nll;
+      perWindow.nll[chunk[i]!.window]! += nll;
+      perWindow.tokens[chunk[i]!.window]! += 1;
+    }
     tokens += chunk.length;
   }
   const nll = nllSum / tokens;
-  return { perplexity: Math.exp(nll), nll, tokens, windows: windows.length };
+  return { perplexity: Math.exp(nll), nll, tokens, windows: windows.length, perWindow };
 }

@@ -29,7 +29,7 @@ export const evalCommand: Command = {
       await backend.dispose();
       const skipped = skip ? [...skip] : [];
       return {
-        json: { ...result, model: path, skip: skipped, data: { path: data.path, sha256: data.sha256, split: data.split }, options: windows, backend: { name: backend.name, threads: backend.threads }, seconds },
+        json: { perplexity: result.perplexity, nll: result.nll, tokens: result.tokens, windows: result.windows, model: path, skip: skipped, data: { path: data.path, sha256: data.sha256, split: data.split }, options: windows, backend: { name: backend.name, threads: backend.threads }, seconds },
         text: `perplexity ${result.perplexity.toFixed(4)} (nll ${result.nll.toFixed(6)} over ${result.tokens} tokens, ${result.windows} windows of <= ${windows.seqLen}, stride ${windows.stride}${skipped.length ? `, layers ${skipped.join(",")} skipped` : ""}) in ${seconds.toFixed(1)} s on ${backend.name}`,
       };
     } finally {

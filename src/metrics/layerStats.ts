@@ -1,0 +1,126 @@
+// Everything the residual-stream metrics need, collected in one pass through the layer hooks and
+// kept per calibration window, so that bootstrap resamples re-aggregate without re-running:
+//   cosine       cos(x_l, x_{l+1}) per token                 -> bi = 1 - mean, bi-angular
+//   angle        arccos(cos(x_l, x_{l+1})) / pi per token     -> bi-angular (mean of angles)
+//   magnitude    ||f(x)|| / ||x + f(x)||, f(x) = x_{l+1} - x_l -> relative-magnitude
+//   block angle  arccos(cos(x_l, x_{l+n})) / pi, on each window's last token or on all tokens
+//                (Gromov et al.'s angular distance of a block of n layers starting at l)
+// Layer l here is the l-th layer that runs; with no skipped layers that is the layer index.
+
+import type { LayerHooks } from "../models/llama.js";
+import { rowCosine } from "./cosine.js";
+
+export type BlockTokens = "last" | "all";
+
+export interface BlockAngleOptions {
+  block: number;
+  tokens: BlockTokens;
+}
+
+/** Per-window sums of one per-token quantity, for every layer (or block start). */
+class WindowSums {
+  readonly sums: Float64Array;
+  readonly counts: Float64Array;
+
+  constructor(readonly rows: number, readonly windows: number) {
+    this.sums = new Float64Array(rows * windows);
+    this.counts = new Float64Array(rows * windows);
+  }
+
+  add(row: number, window: number, value: number): void {
+    this.sums[row * this.windows + window]! += value;
+    this.counts[row * this.windows + window]! += 1;
+  }
+
+  /** Weighted mean over windows of row `row` (weights: how often each window is drawn; default all 1). */
+  mean(row: number, weights?: ArrayLike<number>): number {
+    let sum = 0;
+    let count = 0;
+    for (let w = 0; w < this.windows; w++) {
+      const k = weights ? weights[w]! : 1;
+      sum += k * this.sums[row * this.windows + w]!;
+      count += k * this.counts[row * this.windows + w]!;
+    }
+    return sum / count;
+  }
+}
+
+/** Angle between two rows in units of pi (0: same direction, 1: opposite). */
+export function rowAngle(a: Float32Array | Float64Array, b: Float32Array | Float64Array, offset: number, dim: number): number {
+  return Math.acos(Math.min(1, Math.max(-1, rowCosine(a, b, offset, dim)))) / Math.PI;
+}
+
+/** ||b - a|| / ||b|| for one row: the size of the layer's update relative to its output. */
+export function rowRelativeMagnitude(a: Float32Array | Float64Array, b: Float32Array | Float64Array, offset: number, dim: number): number {
+  let update = 0;
+  let out = 0;
+  for (let i = 0; i < dim; i++) {
+    const y = b[offset + i]!;
+    const d = y - a[offset + i]!;
+    update += d * d;
+    out += y * y;
+  }
+  if (out === 0) return update === 0 ? 0 : 1;
+  return Math.sqrt(update / out);
+}
+
+export class LayerStats implements LayerHooks {
+  readonly cosine: WindowSums;
+  readonly angle: WindowSums;
+  readonly magnitude: WindowSums;
+  readonly blockAngle: WindowSums | undefined;
+  /** Original layer index of each running layer, in order. */
+  readonly layers: number[] = [];
+  private batchInLayer = 0;
+  /** Per batch (in call order), the rows the block angle needs at the last `block` boundaries. */
+  private readonly history: { rows: Float32Array; windowOfRow: Int32Array }[][] = [];
+
+  constructor(nLayers: number, readonly nWindows: number, readonly blockOptions?: BlockAngleOptions) {
+    this.cosine = new WindowSums(nLayers, nWindows);
+    this.angle = new WindowSums(nLayers, nWindows);
+    this.magnitude = new WindowSums(nLayers, nWindows);
+    this.blockAngle = blockOptions ? new WindowSums(nLayers, nWindows) : undefined;
+  }
+
+  onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number, windows?: readonly number[]): void {
+    if (this.layers[this.layers.length - 1] !== layer) {
+      this.layers.push(layer);
+      this.batchInLayer = 0;
+    }
+    const k = this.layers.length - 1;
+    const ids = windows ?? [0];
+    const seqLen = nTokens / ids.length;
+    for (let t = 0; t < nTokens; t++) {
+      const w = ids[Math.floor(t / seqLen)]!;
+      const cos = rowCosine(input, output, t * dim, dim);
+      this.cosine.add(k, w, cos);
+      this.angle.add(k, w, Math.acos(Math.min(1, Math.max(-1, cos))) / Math.PI);
+      this.magnitude.add(k, w, rowRelativeMagnitude(input, output, t * dim, dim));
+    }
+    if (this.blockOptions) this.trackBlocks(k, input, output, ids, seqLen, dim);
+    this.batchInLayer += 1;
+  }
+
+  /** Keeps the residual rows entering the last `block` layers; pairs the oldest with this layer's output. */
+  private trackBlocks(k: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, ids: readonly number[], seqLen: number, dim: number): void {
+    const { block, tokens } = this.blockOptions!;
+    const pick = (x: Float32Array | Float64Array): { rows: Float32Array; windowOfRow: Int32Array } => {
+      if (tokens === "all") return { rows: Float32Array.from(x.subarray(0, ids.length * seqLen * dim)), windowOfRow: Int32Array.from({ length: ids.length * seqLen }, (_, t) => ids[Math.floor(t / seqLen)]!) };
+      const rows = new Float32Array(ids.length * dim);
+      ids.forEach((_, i) => rows.set(x.subarray(((i + 1) * seqLen - 1) * dim, (i + 1) * seqLen * dim), i * dim));
+      return { rows, windowOfRow: Int32Array.from(ids) };
+    };
+    const queue = (this.history[this.batchInLayer] ??= []);
+    queue.push(pick(input));
+    if (queue.length === block) {
+      const start = queue.shift()!;
+      const end = pick(output);
+      for (let r = 0; r < start.windowOfRow.length; r++) this.blockAngle!.add(k + 1 - block, start.windowOfRow[r]!, rowAngle(start.rows, end.rows, r * dim, dim));
+    }
+  }
+
+  /** Number of block starts scored: running layers - block + 1. */
+  get blockStarts(): number {
+    return this.blockOptions ? Math.max(0, this.layers.length - this.blockOptions.block + 1) : 0;
+  }
+}
