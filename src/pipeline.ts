@@ -8,6 +8,7 @@ import { countTokens, perplexityWindows, requireOneWindow, scoringWindows, trunc
 import { OptionError } from "./errors.js";
 import type { PerplexityResult } from "./eval/perplexity.js";
 import type { BlockInfluenceResult } from "./metrics/blockInfluence.js";
+import type { CalibrationWindows } from "./metrics/layerMetrics.js";
 import { type StreamingSource, streamingBlockInfluence, streamingPerplexity } from "./models/streaming.js";
 import type { Tokenizer } from "./tokenizer/tokenizer.js";
 
@@ -56,6 +57,18 @@ export interface RunOptions {
 export function scoreData(source: StreamingSource, data: TokenizedData, windows: WindowChoice, options: RunOptions): Promise<BlockInfluenceResult> {
   requireOneWindow(data.documents, windows.seqLen, data.path);
   return streamingBlockInfluence(source, scoringWindows(data.documents, windows), options);
+}
+
+/**
+ * The calibration windows every metric uses: scoring windows (residual-stream metrics) and
+ * strided perplexity windows over the same text (the `ppl` metric), each as the commands cut them.
+ */
+export function calibrationWindows(data: TokenizedData, windows: WindowChoice): CalibrationWindows {
+  requireOneWindow(data.documents, windows.seqLen, data.path);
+  return {
+    scoring: scoringWindows(data.documents, windows),
+    perplexity: perplexityWindows(truncateDocuments(data.documents, windows.maxTokens), windows),
+  };
 }
 
 /** Strided perplexity; --max-tokens keeps the first N tokens of the text, which are then windowed. */

@@ -3,7 +3,7 @@
 // (float64 inside) and on the onnxruntime fast path.
 
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
@@ -156,4 +156,38 @@ test("metric and selection options: unknown names list the known ones, impossibl
     assert.match(r.stderr, message);
   }
   assert.deepEqual(readdirSync(dir), []);
+});
+
+test("prune --metric ppl --iterative (SLEB) and --metric angular remove the oracle's layers; PATH.json records the steps", () => {
+  const dir = tempDir();
+  const data = join(dir, "calibration.txt");
+  writeFileSync(data, readTextData(TINYSTORIES, "blank-line").documents.slice(0, golden.documents).join("\n\n") + "\n");
+  const common = ["--remove", "2", "--data", data, "--split", "blank-line", "--seq-len", String(golden.window), "--backend", "onnx"];
+  const sleb = runCli(["prune", MODEL_BIN, "--out", join(dir, "sleb.bin"), ...common, "--metric", "ppl", "--iterative"]);
+  assert.equal(sleb.status, 0, sleb.stderr);
+  const record = JSON.parse(readFileSync(join(dir, "sleb.bin.json"), "utf8")) as { removed: number[]; selection: { method: string; select: string; steps: { removed: number }[] } };
+  assert.deepEqual(record.removed, golden.iterative.ppl.layers);
+  assert.deepEqual(record.selection.steps.map((s) => s.removed), golden.iterative.ppl.steps.map((s) => s.removed));
+  assert.equal(record.selection.select, "iterative");
+
+  const angular = runCli(["prune", MODEL_BIN, "--out", join(dir, "angular.bin"), ...common, "--metric", "angular"]);
+  assert.equal(angular.status, 0, angular.stderr);
+  const c = golden.angular.find((a) => a.block === 2 && a.tokens === "last")!;
+  const best = c.starts[c.distance.indexOf(Math.min(...c.distance))]!;
+  assert.deepEqual((JSON.parse(readFileSync(join(dir, "angular.bin.json"), "utf8")) as { removed: number[] }).removed, [best, best + 1]);
+});
+
+test("score --bootstrap with --seed writes the same JSON twice", () => {
+  const dir = tempDir();
+  const args = (out: string): string[] => ["score", MODEL_BIN, "--data", TINYSTORIES, "--max-tokens", "2048", "--seq-len", "128", "--metric", "bi,reverse-order", "--bootstrap", "20", "--remove", "2", "--seed", "3", "--json", out];
+  for (const name of ["a.json", "b.json"]) assert.equal(runCli(args(join(dir, name))).status, 0);
+  const strip = (path: string): unknown => {
+    const json = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
+    delete json["seconds"];
+    return json;
+  };
+  const a = strip(join(dir, "a.json")) as { bootstrap: { resamples: number; metrics: { layers: { removedFrequency: number }[] }[] } };
+  assert.deepEqual(a, strip(join(dir, "b.json")));
+  assert.equal(a.bootstrap.resamples, 20);
+  assert.equal(a.bootstrap.metrics[0]!.layers.reduce((n, l) => n + l.removedFrequency, 0), 2);
 });

@@ -11,7 +11,7 @@ export interface BootstrapLayer {
   score: number;
   low: number;
   high: number;
-  /** Share of resamples in which the layer is selected (when a removal count was given). */
+  /** Share of resamples in which the layer (or, for a block metric, the block starting here) is selected, when a removal count was given. */
   removedFrequency?: number;
 }
 
@@ -75,7 +75,11 @@ export function bootstrap(run: MetricsRun, options: BootstrapOptions): Bootstrap
     const perplexityWeights = drawCounts(run.windows.perplexity, rand);
     run.resample(scoringWeights, perplexityWeights).forEach((result, m) => {
       result.scores.forEach((s, i) => samples[m]![i]!.push(s.score));
-      if (options.select) for (const layer of options.select(result)) selected[m]!.set(layer, (selected[m]!.get(layer) ?? 0) + 1);
+      if (options.select) {
+        // For a block metric the unit is the block: count how often each block start is chosen.
+        const chosen = options.select(result);
+        for (const layer of result.block > 1 ? chosen.slice(0, 1) : chosen) selected[m]!.set(layer, (selected[m]!.get(layer) ?? 0) + 1);
+      }
     });
   }
   const metrics = run.results.map((result, m) => ({

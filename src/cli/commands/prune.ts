@@ -3,14 +3,19 @@
 
 import { OptionError } from "../../errors.js";
 import type { OpenedModel } from "../../load.js";
-import { checkRemovable, checkRemoveCount, lowestK, parseLayerList } from "../../prune/plan.js";
+import type { MetricScores } from "../../metrics/layerMetrics.js";
+import { checkRemovable, parseLayerList } from "../../prune/plan.js";
+import { checkSelection, ITERATIVE_METRICS, selectIteratively, selectLayers } from "../../prune/select.js";
 import { removeLayers } from "../../prune/removeLayers.js";
 import { checkOutputPath, writeJsonAtomically } from "../../util/atomicWrite.js";
 import { DATA_OPTIONS, MODEL_OPTIONS, flag, int, onePositional, parse, type Parsed, str } from "../args.js";
 import type { Command } from "../command.js";
-import { backendFromArgs, biChart, dataFromArgs, ENGINE_OPTIONS, openFromArgs, scoreWithProgress, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
+import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
 
-const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --data FILE [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--force] [--json FILE]";
+const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --data FILE [--metric bi|bi-angular|angular|relative-magnitude|ppl|reverse-order|random] "
+  + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] [--block N] [--tokens last|all] [--seed S] "
+  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--force] [--json FILE]";
 
 interface Selection {
   layers: number[];
@@ -18,31 +23,52 @@ interface Selection {
   chart: string;
 }
 
-/** The K lowest-BI layers, scored on the data the options name. */
+/** The K layers the metric and strategy choose, scored on the data the options name. */
 async function selectByScore(p: Parsed, opened: OpenedModel, k: number): Promise<Selection> {
-  checkRemoveCount(k, opened.config.nLayers); // before the data is read
+  const nLayers = opened.config.nLayers;
+  const choice = metricsFromArgs(p);
+  if (choice.metrics.length !== 1) throw new OptionError("prune takes one --metric", { option: "--metric", got: choice.metrics.join(","), hint: "use shortgpt compare to prune by several metrics" });
+  const metric = choice.metrics[0]!;
+  const selection = selectionFromArgs(p);
+  checkSelection(k, nLayers, selection.protection); // before the data is read
+  if (selection.iterative && !ITERATIVE_METRICS.includes(metric)) {
+    throw new OptionError(`--iterative works with ${ITERATIVE_METRICS.join(" and ")}, not ${metric}`, { option: "--iterative", got: metric });
+  }
+  // Gromov et al.'s angular distance scores the block being removed: blocks of K by default.
+  if (metric === "angular" && choice.block === undefined) choice.block = k;
   const data = dataFromArgs(p, opened, "data", usage);
   const windows = windowsFromArgs(p, opened);
   const backend = await backendFromArgs(p);
-  const scores = await scoreWithProgress(opened, data, windows, backend).finally(() => backend.dispose());
-  const layers = lowestK(scores.ranking, k, opened.config.nLayers);
-  return {
-    layers,
-    chart: biChart(scores, layers) + "\n",
-    record: {
-      method: "bi", k, scores: scores.layers, ranking: scores.ranking, tokens: scores.tokens,
-      data: { path: data.path, sha256: data.sha256, split: data.split }, options: windows, backend: backend.name,
-    },
-  };
+  const common = { data: { path: data.path, sha256: data.sha256, split: data.split }, options: { ...windows, ...choice }, backend: backend.name };
+  try {
+    if (selection.iterative) {
+      const score = async (skip: ReadonlySet<number>): Promise<MetricScores> => (await metricsWithProgress(opened, data, windows, choice, backend, skip)).results[0]!;
+      const { layers, steps } = await selectIteratively(score, metric, k, nLayers, selection.protection);
+      return {
+        layers,
+        chart: metricChart(steps[0]!.scores, layers) + "\n",
+        record: { method: metric, k, select: "iterative", protection: selection.protection, steps: steps.map((s) => ({ removed: s.removed, scores: s.scores.scores, ranking: s.scores.ranking })), ...common },
+      };
+    }
+    const scores = (await metricsWithProgress(opened, data, windows, choice, backend)).results[0]!;
+    const layers = selectLayers(selection.strategy, scores, k, nLayers, selection.protection);
+    return {
+      layers,
+      chart: metricChart(scores, layers) + "\n",
+      record: { method: metric, k, select: selection.strategy, protection: selection.protection, block: scores.block, scores: scores.scores, ranking: scores.ranking, ...common },
+    };
+  } finally {
+    await backend.dispose();
+  }
 }
 
 export const pruneCommand: Command = {
   name: "prune",
   usage,
-  summary: "remove the listed layers, or the K lowest-BI ones, and write the same format",
+  summary: "remove the listed layers, or the K a metric ranks lowest, and write the same format",
   async run(argv) {
     const p = parse(argv, {
-      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, force: { type: "boolean" },
+      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, force: { type: "boolean" },
     }, usage);
     const input = onePositional(p, "MODEL", usage);
     const out = str(p, "out");
