@@ -191,3 +191,24 @@ test("score --bootstrap with --seed writes the same JSON twice", () => {
   assert.equal(a.bootstrap.resamples, 20);
   assert.equal(a.bootstrap.metrics[0]!.layers.reduce((n, l) => n + l.removedFrequency, 0), 2);
 });
+
+test("compare: one table of perplexities, each equal to `eval --skip` of the layers that metric removes", () => {
+  const dir = tempDir();
+  const out = join(dir, "compare.json");
+  const window = ["--seq-len", "128", "--max-tokens", "2048"];
+  const run = runCli(["compare", MODEL_BIN, "--data", TINYSTORIES, ...window, "--metrics", "bi,random,angular", "--seed", "5", "--remove", "2", "--eval", `ppl:${TINYSTORIES}`, "--json", out]);
+  assert.equal(run.status, 0, run.stderr);
+  const json = JSON.parse(readFileSync(out, "utf8")) as { results: { metric: string; removed: number[]; evals: { perplexity: number }[] }[]; overlap: { a: string; b: string; jaccard: number }[] };
+  assert.deepEqual(json.results.map((r) => r.metric), ["none (full model)", "bi", "random", "angular"]);
+  for (const r of json.results) {
+    const evalOut = join(dir, `eval-${r.metric}.json`);
+    const e = runCli(["eval", MODEL_BIN, "--ppl", TINYSTORIES, ...window, ...(r.removed.length ? ["--skip", r.removed.join(",")] : []), "--json", evalOut]);
+    assert.equal(e.status, 0, e.stderr);
+    assert.equal(r.evals[0]!.perplexity, (JSON.parse(readFileSync(evalOut, "utf8")) as { perplexity: number }).perplexity, r.metric);
+  }
+  assert.equal(json.results.find((r) => r.metric === "random")!.removed.length, 2);
+  assert.equal(json.overlap.length, 3);
+  const bad = runCli(["compare", MODEL_BIN, "--data", TINYSTORIES, "--remove", "2", "--eval", "mmlu"]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--eval mmlu: expected ppl:FILE/);
+});

@@ -5,6 +5,7 @@
 import { OptionError, ShortgptError } from "../errors.js";
 import { writeJsonAtomically } from "../util/atomicWrite.js";
 import type { Command } from "./command.js";
+import { compareCommand } from "./commands/compare.js";
 import { convertCommand } from "./commands/convert.js";
 import { demoCommand } from "./commands/demo.js";
 import { evalCommand } from "./commands/eval.js";
@@ -14,7 +15,7 @@ import { pruneCommand } from "./commands/prune.js";
 import { scoreCommand } from "./commands/score.js";
 import { tokenizeCommand } from "./commands/tokenize.js";
 
-const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, convertCommand, evalCommand, generateCommand];
+const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, compareCommand, convertCommand, evalCommand, generateCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

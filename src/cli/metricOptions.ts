@@ -77,7 +77,7 @@ export async function metricsWithProgress(
 export function metricChart(result: MetricScores, removed: readonly number[] = []): string {
   const label = (layer: number): string => (result.block === 1 ? `layer ${layer}` : `layers ${layer}-${layer + result.block - 1}`);
   return `${result.metric}${result.block > 1 ? ` (blocks of ${result.block})` : ""}\n` + barChart(result.scores.map((s) => ({
-    label: label(s.layer), value: s.score, ...(removed.includes(s.layer) ? { mark: "<- remove" } : {}),
+    label: label(s.layer), value: s.score, ...((result.block === 1 ? removed.includes(s.layer) : removed[0] === s.layer) ? { mark: "<- remove" } : {}),
   })));
 }
 
