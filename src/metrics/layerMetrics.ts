@@ -17,7 +17,7 @@ import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import { runLayersStreaming, type StreamingOptions, type StreamingSource, streamingPerplexity } from "../models/streaming.js";
 import { seededPermutation } from "../util/random.js";
-import { type BlockTokens, LayerStats } from "./layerStats.js";
+import { type BlockTokens, LayerStats, weightedMean } from "./layerStats.js";
 
 export const METRIC_NAMES = ["bi", "bi-angular", "angular", "relative-magnitude", "ppl", "reverse-order", "random"] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];
@@ -141,15 +141,4 @@ export async function computeMetrics(source: StreamingSource, windows: Calibrati
     tokens: windows.scoring.reduce((n, w) => n + w.tokens.length, 0),
     windows: { scoring: windows.scoring.length, perplexity: windows.perplexity.length },
   };
-}
-
-function weightedMean(sums: Float64Array, counts: Float64Array, weights?: ArrayLike<number>): number {
-  let s = 0;
-  let c = 0;
-  for (let w = 0; w < sums.length; w++) {
-    const k = weights ? weights[w]! : 1;
-    s += k * sums[w]!;
-    c += k * counts[w]!;
-  }
-  return s / c;
 }

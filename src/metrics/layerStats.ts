@@ -34,15 +34,21 @@ class WindowSums {
 
   /** Weighted mean over windows of row `row` (weights: how often each window is drawn; default all 1). */
   mean(row: number, weights?: ArrayLike<number>): number {
-    let sum = 0;
-    let count = 0;
-    for (let w = 0; w < this.windows; w++) {
-      const k = weights ? weights[w]! : 1;
-      sum += k * this.sums[row * this.windows + w]!;
-      count += k * this.counts[row * this.windows + w]!;
-    }
-    return sum / count;
+    const from = row * this.windows;
+    return weightedMean(this.sums.subarray(from, from + this.windows), this.counts.subarray(from, from + this.windows), weights);
   }
+}
+
+/** sum_w k_w * sums_w / sum_w k_w * counts_w, with k_w = weights[w] (default 1). */
+export function weightedMean(sums: ArrayLike<number>, counts: ArrayLike<number>, weights?: ArrayLike<number>): number {
+  let s = 0;
+  let c = 0;
+  for (let w = 0; w < sums.length; w++) {
+    const k = weights ? weights[w]! : 1;
+    s += k * sums[w]!;
+    c += k * counts[w]!;
+  }
+  return s / c;
 }
 
 /** Angle between two rows in units of pi (0: same direction, 1: opposite). */
