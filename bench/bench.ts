@@ -5,10 +5,12 @@
 //  3. Llama-2-7B shape: scoring peak RSS (streaming), and pruning 8 of 32 layers (MB/s, RSS),
 //     with kernel copies and with user-space copies, beside cp -r + sync of the checkpoint.
 // Each measurement runs in its own process (bench/runTask.ts) so its peak RSS is its own.
-// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer.
+//  4. Benchmark tasks on stories260K: items per second (the full MMLU test, 0-shot; 500 items of each other task).
+// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, and
+// --only stories|tinyllama|7b|tasks to rerun one section (the others are kept from results.json).
 
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { LLAMA2_7B, type LlamaShape, TINYLLAMA_1B, ensureRandomCheckpoint } from "./randomCheckpoint.js";
@@ -21,7 +23,18 @@ const THREADS = 2;
 const log = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
 
 type Row = Record<string, string | number>;
-const results: { section: string; rows: Row[] }[] = [];
+interface Section {
+  key: string;
+  section: string;
+  rows: Row[];
+  measured: string;
+}
+const results: Section[] = [];
+const only = (() => {
+  const i = process.argv.indexOf("--only");
+  return i >= 0 ? process.argv[i + 1] : undefined;
+})();
+const wants = (key: string): boolean => only === undefined || only === key;
 
 function runJson(command: string, argv: string[]): Record<string, unknown> {
   log(`${command} ${argv.join(" ")}`);
@@ -77,7 +90,7 @@ async function main(): Promise<void> {
   mkdirSync(cache, { recursive: true });
 
   // 1. stories260K on each backend.
-  {
+  if (wants("stories")) {
     const rows: Row[] = [];
     const model = sharedPath("models", "stories260K", "stories260K.bin");
     const ids = join(cache, "ids-stories.json");
@@ -90,12 +103,12 @@ async function main(): Promise<void> {
         rows.push({ model: "stories260K", task, engine: String(r["backend"]), "tokens/s": Math.round(Number(r["tokensPerSecond"])) });
       }
     }
-    results.push({ section: "stories260K (8192 tokens in windows of 512)", rows });
+    results.push({ key: "stories", section: "stories260K (8192 tokens in windows of 512)", rows, measured: new Date().toISOString() });
   }
 
   // 2. TinyLlama-1.1B shape against PyTorch.
-  const python = args.has("--skip-peer") ? undefined : peerPython();
-  {
+  if (wants("tinyllama")) {
+    const python = args.has("--skip-peer") ? undefined : peerPython();
     const dir = ensureRandomCheckpoint(TINYLLAMA_1B, cache, log);
     const ids = windowsFile(TINYLLAMA_1B, 8, 512);
     const rows: Row[] = [];
@@ -110,11 +123,11 @@ async function main(): Promise<void> {
         rows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": theirs.toFixed(1), "GFLOP/s": "", "peak RSS GiB": gib(p["peak_rss_bytes"]), "ratio vs this": (mine / theirs).toFixed(2) });
       }
     }
-    results.push({ section: `TinyLlama-1.1B shape, 8 x 512 tokens, ${THREADS} threads ("ratio vs this" = shortgpt tokens/s / this row's)`, rows });
+    results.push({ key: "tinyllama", section: `TinyLlama-1.1B shape, 8 x 512 tokens, ${THREADS} threads ("ratio vs this" = shortgpt tokens/s / this row's)`, rows, measured: new Date().toISOString() });
   }
 
   // 3. Llama-2-7B shape: streaming memory and pruning throughput.
-  if (!args.has("--skip-7b")) {
+  if (!args.has("--skip-7b") && wants("7b")) {
     const dir = ensureRandomCheckpoint(LLAMA2_7B, cache, log);
     const ids = windowsFile(LLAMA2_7B, 8, 512);
     const rows: Row[] = [];
@@ -141,23 +154,45 @@ async function main(): Promise<void> {
     rows.push({ task: "peer: cp -r of the whole checkpoint + sync", "tokens/s": "", "GFLOP/s": "", "peak RSS GiB": "", "MB/s": cpMbPerSecond.toFixed(0), "vs cp": "1.00" });
     rows[rows.length - 3]!["vs cp"] = (kernel / cpMbPerSecond).toFixed(2);
     rows[rows.length - 2]!["vs cp"] = (userSpace / cpMbPerSecond).toFixed(2);
-    results.push({ section: "Llama-2-7B shape (13.5 GB of BF16 weights; PyTorch needs all of it in memory)", rows });
+    results.push({ key: "7b", section: "Llama-2-7B shape (13.5 GB of BF16 weights; PyTorch needs all of it in memory)", rows, measured: new Date().toISOString() });
+  }
+
+  // 4. Benchmark tasks on stories260K: items per second.
+  if (wants("tasks")) {
+    const rows: Row[] = [];
+    const model = sharedPath("models", "stories260K", "stories260K.bin");
+    const dataDir = sharedPath("data");
+    for (const task of ["mmlu", "cmmlu", "hellaswag", "piqa", "boolq", "arc_easy", "arc_challenge", "winogrande", "lambada", "copa", "openbookqa", "siqa", "commonsense_qa"]) {
+      const limit = task === "mmlu" ? [] : ["--limit", "500"];
+      const r = ours("tasks", model, ["--tasks", task, "--data-dir", dataDir, "--backend", "onnx", "--threads", String(THREADS), ...limit]);
+      rows.push({ task, items: Number(r["items"]), seconds: Number(r["seconds"]).toFixed(1), "items/s": Number(r["itemsPerSecond"]).toFixed(1), acc: Number(r["acc"]).toFixed(4) });
+    }
+    results.push({ key: "tasks", section: "Benchmark tasks on stories260K, 0-shot, onnxruntime-node (MMLU: the full test set; others: the first 500 items or all)", rows, measured: new Date().toISOString() });
   }
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+  // Sections not rerun this time are kept from the previous results.json, with their date.
+  const previous = existsSync(join(root, "bench", "results.json")) ? (JSON.parse(readFileSync(join(root, "bench", "results.json"), "utf8")) as { results?: Partial<Section>[] }).results ?? [] : [];
+  const merged: Section[] = ["stories", "tinyllama", "7b", "tasks"].flatMap((key) => {
+    const fresh = results.find((r) => r.key === key);
+    // Results written before sections had keys are recognized by their titles.
+    const titles: Record<string, string> = { stories: "stories260K", tinyllama: "TinyLlama", "7b": "Llama-2-7B", tasks: "Benchmark tasks" };
+    const old = previous.find((r) => r.key === key || (r.key === undefined && r.section?.startsWith(titles[key]!)));
+    return fresh ? [fresh] : old?.rows ? [{ measured: "in an earlier run", ...old, key } as Section] : [];
+  });
   const md = [
     "# Benchmark results",
     "",
-    `Machine: ${machine}. Command: \`npm run bench\` (options \`--skip-7b\`, \`--skip-peer\`). Date: ${new Date().toISOString()}.`,
+    `Machine: ${machine}. Command: \`npm run bench\` (options \`--skip-7b\`, \`--skip-peer\`, \`--only SECTION\`).`,
     "Random-weight BF16 checkpoints of real shapes are generated by bench/randomCheckpoint.ts and cached in bench/cache/.",
     "Each row is one process; peak RSS is that process's. This machine is shared and noisy: compare ratios, not absolute numbers.",
     "",
-    ...results.flatMap(({ section, rows }) => {
+    ...merged.flatMap(({ section, rows, measured }) => {
       const keys = Object.keys(rows[0] ?? {});
-      return [`## ${section}`, "", `| ${keys.join(" | ")} |`, `| ${keys.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${keys.map((k) => r[k]).join(" | ")} |`), ""];
+      return [`## ${section}`, "", `Measured ${measured}.`, "", `| ${keys.join(" | ")} |`, `| ${keys.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${keys.map((k) => r[k]).join(" | ")} |`), ""];
     }),
   ].join("\n");
-  writeFileSync(join(root, "bench", "results.json"), JSON.stringify({ machine, results }, null, 2) + "\n");
+  writeFileSync(join(root, "bench", "results.json"), JSON.stringify({ machine, results: merged }, null, 2) + "\n");
   writeFileSync(join(root, "bench", "RESULTS.md"), md);
   process.stdout.write(md);
 }

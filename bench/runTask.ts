@@ -11,6 +11,8 @@ import { openModel, type OpenedModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { removeLayers } from "../src/prune/removeLayers.js";
+import { evaluateTask } from "../src/eval/evaluateTasks.js";
+import { parseTaskList } from "../src/eval/tasks/tasks.js";
 import { copyStats, setKernelCopy } from "../src/formats/kernelCopy.js";
 
 /** Matrix FLOPs per token of the decoder layers (and the head when it runs), for effective GFLOP/s. */
@@ -25,12 +27,25 @@ export function flopsPerToken(m: OpenedModel, seqLen: number, withHead: boolean)
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" }, "no-kernel-copy": { type: "boolean" } },
+  options: {
+    tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" }, "no-kernel-copy": { type: "boolean" },
+    tasks: { type: "string" }, "data-dir": { type: "string" }, limit: { type: "string" },
+  },
 });
 const [task, modelPath] = positionals;
-if (!task || !modelPath) throw new Error("usage: runTask score|ppl|prune MODEL ...");
+if (!task || !modelPath) throw new Error("usage: runTask score|ppl|prune|tasks MODEL ...");
 
-if (task === "prune") {
+if (task === "tasks") {
+  // One benchmark task on one model: items per second, as `shortgpt eval --tasks` runs it.
+  const { backend } = await selectBackend(parseBackendName(values.backend ?? "onnx"), Number(values.threads ?? "2"));
+  const opened = openModel(modelPath);
+  const definition = parseTaskList(values.tasks!)[0]!;
+  const result = await evaluateTask(opened, opened.tokenizer, definition, {
+    dataDir: values["data-dir"]!, shots: 0, backend, ...(values.limit === undefined ? {} : { limit: Number(values.limit) }),
+  });
+  console.log(JSON.stringify({ task: definition.name, items: result.items, seconds: result.seconds, itemsPerSecond: result.itemsPerSecond, acc: result.metrics["acc"]!.value, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
+  await backend.dispose();
+} else if (task === "prune") {
   const out = values.out!;
   rmSync(out, { recursive: true, force: true });
   setKernelCopy(!values["no-kernel-copy"]);

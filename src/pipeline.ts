@@ -7,6 +7,7 @@ import { readTextData, tokenizeDocuments, type SplitMode } from "./data/document
 import { countTokens, perplexityWindows, requireOneWindow, scoringWindows, truncateDocuments } from "./data/windows.js";
 import { OptionError } from "./errors.js";
 import type { PerplexityResult } from "./eval/perplexity.js";
+import { type TextSize, textSize } from "./eval/perplexityVariants.js";
 import type { BlockInfluenceResult } from "./metrics/blockInfluence.js";
 import type { CalibrationWindows } from "./metrics/layerMetrics.js";
 import { type StreamingSource, streamingBlockInfluence, streamingPerplexity } from "./models/streaming.js";
@@ -18,12 +19,14 @@ export interface TokenizedData {
   split: SplitMode;
   documents: number[][];
   tokens: number;
+  /** Words and bytes of the text, for word/byte perplexity. */
+  size: TextSize;
 }
 
 export function tokenizeFile(model: { tokenizer: Tokenizer }, path: string, split: SplitMode = "none"): TokenizedData {
   const data = readTextData(path, split);
   const documents = tokenizeDocuments(model.tokenizer, data.documents);
-  return { path, sha256: data.sha256, split, documents, tokens: countTokens(documents) };
+  return { path, sha256: data.sha256, split, documents, tokens: countTokens(documents), size: textSize(data.documents) };
 }
 
 export interface WindowChoice {

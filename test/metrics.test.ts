@@ -17,6 +17,7 @@ import { openModel } from "../src/load.js";
 import { selectContiguous, selectIteratively, selectTopK } from "../src/prune/select.js";
 import { repoRoot } from "../src/shared.js";
 import { MODEL_BIN, TINYSTORIES, maxRelativeError, runCli, tempDir } from "./helpers.js";
+import { sharedPath } from "../src/shared.js";
 
 interface Golden {
   window: number; stride: number; documents: number; k: number; layers: number[];
@@ -198,17 +199,43 @@ test("compare: one table of perplexities, each equal to `eval --skip` of the lay
   const window = ["--seq-len", "128", "--max-tokens", "2048"];
   const run = runCli(["compare", MODEL_BIN, "--data", TINYSTORIES, ...window, "--metrics", "bi,random,angular", "--seed", "5", "--remove", "2", "--eval", `ppl:${TINYSTORIES}`, "--json", out]);
   assert.equal(run.status, 0, run.stderr);
-  const json = JSON.parse(readFileSync(out, "utf8")) as { results: { metric: string; removed: number[]; evals: { perplexity: number }[] }[]; overlap: { a: string; b: string; jaccard: number }[] };
+  const json = JSON.parse(readFileSync(out, "utf8")) as { results: { metric: string; removed: number[]; evals: { value: number }[] }[]; overlap: { a: string; b: string; jaccard: number }[] };
   assert.deepEqual(json.results.map((r) => r.metric), ["none (full model)", "bi", "random", "angular"]);
   for (const r of json.results) {
     const evalOut = join(dir, `eval-${r.metric}.json`);
     const e = runCli(["eval", MODEL_BIN, "--ppl", TINYSTORIES, ...window, ...(r.removed.length ? ["--skip", r.removed.join(",")] : []), "--json", evalOut]);
     assert.equal(e.status, 0, e.stderr);
-    assert.equal(r.evals[0]!.perplexity, (JSON.parse(readFileSync(evalOut, "utf8")) as { perplexity: number }).perplexity, r.metric);
+    assert.equal(r.evals[0]!.value, (JSON.parse(readFileSync(evalOut, "utf8")) as { perplexity: number }).perplexity, r.metric);
   }
   assert.equal(json.results.find((r) => r.metric === "random")!.removed.length, 2);
   assert.equal(json.overlap.length, 3);
-  const bad = runCli(["compare", MODEL_BIN, "--data", TINYSTORIES, "--remove", "2", "--eval", "mmlu"]);
+  const bad = runCli(["compare", MODEL_BIN, "--data", TINYSTORIES, "--remove", "2", "--eval", "mmlux"]);
   assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /--eval mmlu: expected ppl:FILE/);
+  assert.match(bad.stderr, /--eval mmlux: expected ppl:FILE or a task name \(tasks: mmlu, cmmlu/);
+  const noDir = runCli(["compare", MODEL_BIN, "--data", TINYSTORIES, "--remove", "2", "--eval", "mmlu"]);
+  assert.match(noDir.stderr, /missing --data-dir DIR for the benchmark tasks in --eval/);
+});
+
+test("sweep: k = 0..K removed by the metric, each row evaluated exactly as `eval --skip`, nested sets when iterative", () => {
+  const dir = tempDir();
+  const window = ["--seq-len", "128", "--max-tokens", "2048"];
+  const out = join(dir, "sweep.json");
+  const run = runCli(["sweep", MODEL_BIN, "--data", TINYSTORIES, ...window, "--max-remove", "3", "--eval", `ppl:${TINYSTORIES},piqa`, "--data-dir", sharedPath("data"), "--limit", "5", "--json", out]);
+  assert.equal(run.status, 0, run.stderr);
+  const json = JSON.parse(readFileSync(out, "utf8")) as { rows: { removed: number; layers: number[]; parametersKept: number; evals: { name: string; value: number }[] }[]; scores: MetricScores };
+  assert.deepEqual(json.rows.map((r) => r.removed), [0, 1, 2, 3]);
+  json.rows.forEach((r, k) => assert.deepEqual(r.layers, [...json.scores.ranking.slice(0, k)].sort((a, b) => a - b)));
+  assert.equal(json.rows[0]!.parametersKept, 1);
+  assert.ok(json.rows[3]!.parametersKept < json.rows[1]!.parametersKept);
+  const last = json.rows[3]!;
+  const evalOut = join(dir, "e.json");
+  assert.equal(runCli(["eval", MODEL_BIN, "--ppl", TINYSTORIES, ...window, "--skip", last.layers.join(","), "--tasks", "piqa", "--data-dir", sharedPath("data"), "--limit", "5", "--json", evalOut]).status, 0);
+  const e = JSON.parse(readFileSync(evalOut, "utf8")) as { perplexity: number; tasks: { metrics: { acc: { value: number } } }[] };
+  assert.equal(last.evals[0]!.value, e.perplexity);
+  assert.equal(last.evals[1]!.value, e.tasks[0]!.metrics.acc.value);
+
+  const iterative = join(dir, "iterative.json");
+  assert.equal(runCli(["sweep", MODEL_BIN, "--data", TINYSTORIES, ...window, "--max-remove", "2", "--iterative", "--eval", `ppl:${TINYSTORIES}`, "--json", iterative]).status, 0);
+  const rows = (JSON.parse(readFileSync(iterative, "utf8")) as { rows: { layers: number[] }[] }).rows;
+  assert.ok(rows[1]!.layers.every((l) => rows[2]!.layers.includes(l)), "each set contains the previous one");
 });

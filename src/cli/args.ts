@@ -72,3 +72,18 @@ export const DATA_OPTIONS: OptionSpec = {
   stride: { type: "string" },
   "max-tokens": { type: "string" },
 };
+
+/** Options of the benchmark tasks that `compare` and `sweep` evaluate. */
+export const EVAL_OPTIONS: OptionSpec = {
+  eval: { type: "string" },
+  "data-dir": { type: "string" },
+  shots: { type: "string" },
+  limit: { type: "string" },
+  bos: { type: "boolean" },
+};
+
+export function evalSettingsFromArgs(p: Parsed): { dataDir?: string; shots: number; limit?: number; bos: boolean } {
+  const dataDir = str(p, "data-dir");
+  const limit = int(p, "limit", 1);
+  return { shots: int(p, "shots", 0, 1000) ?? 0, bos: flag(p, "bos"), ...(dataDir === undefined ? {} : { dataDir }), ...(limit === undefined ? {} : { limit }) };
+}

@@ -13,9 +13,10 @@ import { generateCommand } from "./commands/generate.js";
 import { inspectCommand } from "./commands/inspect.js";
 import { pruneCommand } from "./commands/prune.js";
 import { scoreCommand } from "./commands/score.js";
+import { sweepCommand } from "./commands/sweep.js";
 import { tokenizeCommand } from "./commands/tokenize.js";
 
-const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, compareCommand, convertCommand, evalCommand, generateCommand];
+const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, sweepCommand, compareCommand, convertCommand, evalCommand, generateCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

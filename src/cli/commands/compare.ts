@@ -5,27 +5,17 @@
 
 import { OptionError } from "../../errors.js";
 import type { MetricScores } from "../../metrics/layerMetrics.js";
-import { perplexityData, tokenizeFile } from "../../pipeline.js";
 import { checkSelection, selectLayers } from "../../prune/select.js";
-import { DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
+import { DATA_OPTIONS, EVAL_OPTIONS, evalSettingsFromArgs, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { metricChart, metricsFromArgs, metricsWithProgress, selectionFromArgs } from "../metricOptions.js";
-import { Progress } from "../progress.js";
+import { type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
 
-const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE[,ppl:FILE...] "
+const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
   + "[--backend B] [--threads N] [--json FILE]";
-
-/** Evaluation specs: for now perplexity on text files (benchmark tasks arrive with the evaluation issue). */
-function parseEvalSpecs(text: string): { kind: "ppl"; file: string }[] {
-  return text.split(",").map((spec) => {
-    const match = /^ppl:(.+)$/.exec(spec.trim());
-    if (!match) throw new OptionError(`--eval ${spec}: expected ppl:FILE`, { option: "--eval", got: spec, hint: "supported evaluations: ppl:FILE (perplexity of a text file)" });
-    return { kind: "ppl", file: match[1]! };
-  });
-}
 
 function jaccard(a: readonly number[], b: readonly number[]): number {
   const union = new Set([...a, ...b]).size;
@@ -38,13 +28,15 @@ export const compareCommand: Command = {
   summary: "prune by several metrics and evaluate each: the metric ablation table on your model",
   async run(argv) {
     const p = parse(argv, {
-      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, metrics: { type: "string" }, remove: { type: "string" }, eval: { type: "string" },
+      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, metrics: { type: "string" }, remove: { type: "string" },
       select: { type: "string" }, "keep-first": { type: "string" }, "keep-last": { type: "string" }, tokens: { type: "string" }, seed: { type: "string" },
+      ...EVAL_OPTIONS,
     }, usage);
     const path = onePositional(p, "MODEL", usage);
     const evalText = str(p, "eval");
-    if (evalText === undefined) throw new OptionError("missing --eval ppl:FILE", { option: "--eval", hint: `usage: ${usage}` });
-    const evals = parseEvalSpecs(evalText);
+    if (evalText === undefined) throw new OptionError("missing --eval ppl:FILE,task,...", { option: "--eval", hint: `usage: ${usage}` });
+    const settings = evalSettingsFromArgs(p);
+    const evals = parseEvalSpecs(evalText, settings);
     const choice = metricsFromArgs({ ...p, values: { ...p.values, metric: str(p, "metrics") ?? "bi,angular,relative-magnitude,ppl,reverse-order" } });
     const selection = selectionFromArgs(p);
     const opened = openFromArgs(p, path);
@@ -55,7 +47,7 @@ export const compareCommand: Command = {
       checkSelection(k, nLayers, selection.protection);
       const data = dataFromArgs(p, opened, "data", usage);
       const windows = windowsFromArgs(p, opened);
-      const evalData = evals.map((e) => tokenizeFile(opened, e.file, split(p)));
+      const texts = readEvalTexts(opened, evals, split(p));
       const backend = await backendFromArgs(p);
       try {
         // Angular scores blocks of K (Gromov et al.); the other metrics score single layers.
@@ -65,26 +57,18 @@ export const compareCommand: Command = {
         if (choice.metrics.includes("angular")) runs.push(...(await metricsWithProgress(opened, data, windows, { ...choice, metrics: ["angular"], block: k }, backend)).results);
         const chosen = runs.map((r) => ({ metric: r.metric, layers: selectLayers(selection.strategy, r, k, nLayers, selection.protection) }));
         const variants = [{ metric: "none (full model)", layers: [] as number[] }, ...chosen];
-        const results: { metric: string; removed: number[]; evals: { file: string; perplexity: number; nll: number; tokens: number }[] }[] = [];
-        for (const v of variants) {
-          const scores: { file: string; perplexity: number; nll: number; tokens: number }[] = [];
-          for (const [i, e] of evals.entries()) {
-            const progress = new Progress(`eval ${v.metric}`, "token-layers");
-            const r = await perplexityData(opened, evalData[i]!, windows, { backend, skip: new Set(v.layers), onProgress: progress.callback }).finally(() => progress.done());
-            scores.push({ file: e.file, perplexity: r.perplexity, nll: r.nll, tokens: r.tokens });
-          }
-          results.push({ metric: v.metric, removed: v.layers, evals: scores });
-        }
+        const results: { metric: string; removed: number[]; evals: EvalValue[] }[] = [];
+        for (const v of variants) results.push({ metric: v.metric, removed: v.layers, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(v.layers), v.metric) });
         const overlap = chosen.flatMap((a, i) => chosen.slice(i + 1).map((b) => ({ a: a.metric, b: b.metric, jaccard: jaccard(a.layers, b.layers) })));
         const json = {
           model: path, remove: k, select: selection.strategy, protection: selection.protection,
-          data: { path: data.path, sha256: data.sha256 }, evals: evalData.map((d) => ({ path: d.path, sha256: d.sha256 })),
+          data: { path: data.path, sha256: data.sha256 }, evals: evals.map((e) => e.name), texts: [...texts.values()].map((d) => ({ path: d.path, sha256: d.sha256 })), evalSettings: settings,
           options: { ...windows, ...choice }, backend: { name: backend.name, threads: backend.threads },
           metrics: runs, results, overlap,
         };
         const text = [
           ...runs.map((r) => metricChart(r, chosen.find((c) => c.metric === r.metric)!.layers)),
-          table(["pruned by", "removed layers", ...evals.map((e) => `ppl ${e.file}`)], results.map((r) => [r.metric, r.removed.join(",") || "-", ...r.evals.map((e) => e.perplexity.toFixed(3))])),
+          table(["pruned by", "removed layers", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))], results.map((r) => [r.metric, r.removed.join(",") || "-", ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))])),
           overlap.length > 0 ? `overlap of the removed sets (Jaccard): ${overlap.map((o) => `${o.a}/${o.b} ${o.jaccard.toFixed(2)}`).join(", ")}` : "",
         ].join("\n\n");
         return { json, text };

@@ -1,0 +1,88 @@
+// shortgpt sweep MODEL --data CALIB [--metric bi] --max-remove K --eval ppl:FILE,mmlu,...:
+// for k = 0..K remove the k layers the metric chooses and evaluate: quality against layers
+// removed and parameters kept (the paper's main figure, on the user's model). Each pruned
+// model is evaluated by skipping its layers, which gives exactly the written file's numbers.
+
+import { OptionError } from "../../errors.js";
+import type { MetricScores } from "../../metrics/layerMetrics.js";
+import { checkSelection, ITERATIVE_METRICS, selectIteratively, selectLayers } from "../../prune/select.js";
+import { DATA_OPTIONS, EVAL_OPTIONS, evalSettingsFromArgs, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
+import type { Command } from "../command.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
+import { type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
+import { table } from "../format.js";
+import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
+
+const usage = "shortgpt sweep MODEL --data CALIB --max-remove K --eval ppl:FILE,mmlu,... [--metric bi] [--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] "
+  + "[--data-dir DIR] [--shots K] [--limit N] [--bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--json FILE]";
+
+export const sweepCommand: Command = {
+  name: "sweep",
+  usage,
+  summary: "quality against layers removed: remove 0..K layers by a metric and evaluate each",
+  async run(argv) {
+    const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, ...EVAL_OPTIONS, "max-remove": { type: "string" } }, usage);
+    const path = onePositional(p, "MODEL", usage);
+    const evalText = str(p, "eval");
+    if (evalText === undefined) throw new OptionError("missing --eval ppl:FILE,task,...", { option: "--eval", hint: `usage: ${usage}` });
+    const settings = evalSettingsFromArgs(p);
+    const evals = parseEvalSpecs(evalText, settings);
+    const choice = metricsFromArgs(p);
+    if (choice.metrics.length !== 1) throw new OptionError("sweep takes one --metric", { option: "--metric", hint: "use shortgpt compare to set metrics side by side" });
+    const metric = choice.metrics[0]!;
+    const selection = selectionFromArgs(p);
+    const opened = openFromArgs(p, path);
+    try {
+      const nLayers = opened.config.nLayers;
+      const maxRemove = int(p, "max-remove", 1, nLayers - 1);
+      if (maxRemove === undefined) throw new OptionError("missing --max-remove K", { option: "--max-remove", hint: `usage: ${usage}` });
+      checkSelection(maxRemove, nLayers, selection.protection);
+      if (selection.iterative && !ITERATIVE_METRICS.includes(metric)) throw new OptionError(`--iterative works with ${ITERATIVE_METRICS.join(" and ")}, not ${metric}`, { option: "--iterative" });
+      const data = dataFromArgs(p, opened, "data", usage);
+      const windows = windowsFromArgs(p, opened);
+      const texts = readEvalTexts(opened, evals, split(p));
+      const backend = await backendFromArgs(p);
+      try {
+        // The removal set for each k: nested prefixes when iterative, else chosen from the scores
+        // (angular rescored for blocks of k, since it scores the block being removed).
+        const sets: number[][] = [[]];
+        let chart = "";
+        let scores: MetricScores | undefined;
+        if (selection.iterative) {
+          const score = async (skip: ReadonlySet<number>): Promise<MetricScores> => (await metricsWithProgress(opened, data, windows, choice, backend, skip)).results[0]!;
+          const { steps } = await selectIteratively(score, metric, maxRemove, nLayers, selection.protection);
+          steps.forEach((_, k) => sets.push(steps.slice(0, k + 1).map((s) => s.removed).sort((a, b) => a - b)));
+          scores = steps[0]!.scores;
+        } else {
+          for (let k = 1; k <= maxRemove; k++) {
+            if (scores === undefined || metric === "angular") scores = (await metricsWithProgress(opened, data, windows, metric === "angular" ? { ...choice, block: k } : choice, backend)).results[0]!;
+            sets.push(selectLayers(selection.strategy, scores, k, nLayers, selection.protection));
+          }
+        }
+        if (scores && metric !== "angular") chart = metricChart(scores) + "\n\n";
+        const entries = opened.provider.entries().filter((e) => !opened.names.ignored.has(e.name));
+        const total = entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
+        const perLayer = entries.filter((e) => Object.values(opened.names.layer(0)).includes(e.name)).reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
+        const rows: { removed: number; layers: number[]; parametersKept: number; evals: EvalValue[] }[] = [];
+        for (const layers of sets) {
+          rows.push({ removed: layers.length, layers, parametersKept: (total - layers.length * perLayer) / total, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(layers), `k=${layers.length}`) });
+        }
+        const json = {
+          model: path, metric, select: selection.iterative ? "iterative" : selection.strategy, protection: selection.protection, maxRemove,
+          data: { path: data.path, sha256: data.sha256 }, evals: evals.map((e) => e.name), evalSettings: settings, options: { ...windows, ...choice },
+          backend: { name: backend.name, threads: backend.threads }, parameters: total, parametersPerLayer: perLayer, rows,
+          ...(scores ? { scores } : {}),
+        };
+        const text = chart + table(
+          ["removed", "layers", "params kept", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))],
+          rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))]),
+        );
+        return { json, text };
+      } finally {
+        await backend.dispose();
+      }
+    } finally {
+      opened.close();
+    }
+  },
+};

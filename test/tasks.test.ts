@@ -1,0 +1,139 @@
+// Benchmark tasks: per-item log-likelihoods and chosen answers against the numpy oracle
+// (test/oracle/tasks_oracle.py: templates and lm-eval's request logic re-implemented in Python),
+// metric arithmetic, perplexity variants by hand, and bad input.
+
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { createOrtBackend } from "../src/backend/ortBackend.js";
+import { OptionError } from "../src/errors.js";
+import { evaluateTask, meanWithStderr } from "../src/eval/evaluateTasks.js";
+import { encodePair, scoreRequests } from "../src/eval/loglikelihood.js";
+import { countWords, perplexityVariants, textSize } from "../src/eval/perplexityVariants.js";
+import { parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
+import { openModel } from "../src/load.js";
+import { repoRoot, sharedPath } from "../src/shared.js";
+import { MODEL_BIN, runCli, tempDir } from "./helpers.js";
+
+interface GoldenItem { id: string; gold: number; loglikelihoods: number[]; greedy: boolean[]; predicted: number; predicted_norm: number }
+const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", "stories260K_tasks.json"), "utf8")) as {
+  items_per_task: number; tasks: Record<string, { shots: number; items: GoldenItem[] }>;
+};
+const DATA = sharedPath("data");
+const opened = openModel(MODEL_BIN);
+const fast = await createOrtBackend({ threads: 2, flavor: "node" });
+after(() => fast.dispose());
+
+test("every task: per-item log-likelihoods within 1e-4 of the oracle, the same chosen answers", async () => {
+  const covered = new Set<string>();
+  for (const [key, want] of Object.entries(golden.tasks)) {
+    const name = key.split("@")[0]!;
+    covered.add(name);
+    const task = TASKS.find((t) => t.name === name)!;
+    const ids = new Set(want.items.map((i) => i.id));
+    const items = task.load(DATA, { shots: want.shots, limit: golden.items_per_task }).filter((i) => ids.has(i.id));
+    assert.deepEqual(items.map((i) => i.id), want.items.map((i) => i.id), key);
+    const scored = await scoreRequests(opened, opened.tokenizer, items.flatMap((i) => i.requests), { backend: fast });
+    let at = 0;
+    items.forEach((item, n) => {
+      const w = want.items[n]!;
+      const mine = scored.slice(at, at + item.requests.length);
+      at += item.requests.length;
+      assert.equal(item.gold, w.gold, `${key} ${item.id} gold`);
+      mine.forEach((s, c) => {
+        assert.ok(Math.abs(s.loglikelihood - w.loglikelihoods[c]!) <= 1e-4 * Math.max(1, Math.abs(w.loglikelihoods[c]!)), `${key} ${item.id} choice ${c}: ${s.loglikelihood} vs ${w.loglikelihoods[c]}`);
+        assert.equal(s.greedy, w.greedy[c], `${key} ${item.id} choice ${c} greedy`);
+      });
+      const lls = mine.map((s) => s.loglikelihood);
+      assert.equal(lls.indexOf(Math.max(...lls)), w.predicted, `${key} ${item.id} acc choice`);
+      const norm = lls.map((ll, c) => ll / item.choiceLengths[c]!);
+      assert.equal(norm.indexOf(Math.max(...norm)), w.predicted_norm, `${key} ${item.id} acc_norm choice`);
+    });
+  }
+  assert.deepEqual([...covered].sort(), [...TASK_NAMES].sort(), "the oracle covers every task");
+});
+
+test("lm-eval's request split: trailing context spaces move to the continuation; an empty context is BOS", () => {
+  const t = opened.tokenizer;
+  const split = encodePair(t, { context: "Once upon a time ", continuation: "there" }, false);
+  assert.deepEqual(split.context, t.encode("Once upon a time", { bos: false }));
+  assert.deepEqual([...split.context, ...split.continuation], t.encode("Once upon a time there", { bos: false }));
+  assert.deepEqual(encodePair(t, { context: "", continuation: "Hello" }, false), { context: [t.bosId], continuation: t.encode("Hello", { bos: false }) });
+  assert.equal(encodePair(t, { context: "Hi", continuation: " x" }, true).context[0], t.bosId);
+});
+
+test("task metrics: acc, acc_norm and their standard errors; MMLU per subject", async () => {
+  assert.deepEqual(meanWithStderr([1, 0, 1, 1]), { value: 0.75, stderr: 0.25 });
+  const result = await evaluateTask(opened, opened.tokenizer, TASKS.find((t) => t.name === "mmlu")!, { dataDir: DATA, shots: 0, limit: 2, backend: fast });
+  assert.equal(result.items, 57 * 2);
+  assert.equal(result.groups!.length, 57);
+  const accuracy = result.results.filter((r) => r.predicted === r.gold).length / result.items;
+  assert.equal(result.metrics["acc"]!.value, accuracy);
+  assert.equal(result.metrics["acc_macro"]!.value, result.groups!.reduce((n, g) => n + g.acc, 0) / 57);
+  assert.ok(result.itemsPerSecond > 0);
+});
+
+test("perplexity variants on a short text, by hand", () => {
+  assert.equal(countWords("a b  c"), 3);
+  assert.equal(countWords(" leading"), 2, "re.split keeps the empty first piece, as lm-eval counts");
+  const size = textSize(["héllo wörld", "x"]);
+  assert.deepEqual(size, { words: 3, bytes: 14 });
+  const v = perplexityVariants(7, size);
+  assert.equal(v.wordPerplexity, Math.exp(7 / 3));
+  assert.equal(v.bytePerplexity, Math.exp(7 / 14));
+  assert.equal(v.bitsPerByte, 7 / 14 / Math.LN2);
+  // eval --ppl reports them over the whole text, consistent with its token perplexity.
+  const dir = tempDir();
+  const text = join(dir, "t.txt");
+  writeFileSync(text, "Once upon a time, there was a little girl named Lily.\n");
+  const out = join(dir, "e.json");
+  assert.equal(runCli(["eval", MODEL_BIN, "--ppl", text, "--seq-len", "17", "--json", out]).status, 0);
+  const e = JSON.parse(readFileSync(out, "utf8")) as { nll: number; tokens: number; wordPerplexity: number; bitsPerByte: number; words: number; bytes: number };
+  assert.equal(e.words, 12, "11 words and the empty piece after the final newline, as re.split counts");
+  assert.ok(Math.abs(e.wordPerplexity - Math.exp((e.nll * e.tokens) / e.words)) < 1e-9 * e.wordPerplexity);
+  assert.ok(Math.abs(e.bitsPerByte - (e.nll * e.tokens) / e.bytes / Math.LN2) < 1e-12);
+});
+
+test("eval --tasks: a table and JSON with per-item results, deterministic", () => {
+  const dir = tempDir();
+  const run = (name: string): Record<string, unknown> => {
+    const out = join(dir, name);
+    const r = runCli(["eval", MODEL_BIN, "--tasks", "piqa,lambada,winogrande", "--limit", "4", "--data-dir", DATA, "--json", out]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /piqa\s+4\s+0\s+acc/);
+    const json = JSON.parse(readFileSync(out, "utf8")) as { tasks: { seconds?: number; itemsPerSecond?: number }[] };
+    for (const t of json.tasks) {
+      delete t.seconds;
+      delete t.itemsPerSecond;
+    }
+    return json;
+  };
+  const a = run("a.json") as { tasks: { task: string; results: unknown[]; metrics: Record<string, unknown> }[] };
+  assert.deepEqual(a, run("b.json"));
+  assert.deepEqual(a.tasks.map((t) => t.task), ["piqa", "lambada", "winogrande"]);
+  assert.equal(a.tasks[0]!.results.length, 4);
+  assert.ok("perplexity" in a.tasks[1]!.metrics);
+});
+
+test("bad task input: unknown task, malformed row, --limit 0, --shots beyond the dev split, missing --data-dir", () => {
+  assert.throws(() => parseTaskList("mmlu,hellaswagg"), (err: unknown) => err instanceof OptionError && err.details.hint === `available tasks: ${TASK_NAMES.join(", ")}`);
+  const dir = tempDir();
+  mkdirSync(join(dir, "multiple-choice"));
+  writeFileSync(join(dir, "multiple-choice", "piqa.jsonl"), '{"query": "Q", "choices": ["a", "b"], "gold": 0}\n{"query": "Q2", "choices": ["a"], "gold": 0}\n');
+  const cases: [string[], number, RegExp][] = [
+    [["eval", MODEL_BIN, "--tasks", "mmlu,hellaswagg", "--data-dir", DATA], 2, /--tasks hellaswagg is not a known task \(available tasks: mmlu, cmmlu, hellaswag/],
+    [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", dir], 1, /piqa\.jsonl:2: field "choices" must be a list of at least 2 strings/],
+    [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", DATA, "--limit", "0"], 2, /--limit 0 must be between 1/],
+    [["eval", MODEL_BIN, "--tasks", "mmlu", "--data-dir", DATA, "--shots", "6"], 2, /--shots 6: mmlu has 5 dev examples per subject/],
+    [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", DATA, "--shots", "1"], 2, /--shots 1: piqa has no few-shot split in the data/],
+    [["eval", MODEL_BIN, "--tasks", "piqa"], 2, /missing --data-dir DIR/],
+    [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", join(dir, "nowhere")], 1, /benchmark file not found: .*nowhere\/multiple-choice\/piqa\.jsonl/],
+  ];
+  for (const [argv, status, message] of cases) {
+    const r = runCli(argv);
+    assert.equal(r.status, status, `${argv.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split("\n").length, 1);
+  }
+});
