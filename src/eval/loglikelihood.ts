@@ -64,6 +64,18 @@ interface Job {
 
 const HEAD_ROWS = 512;
 
+/**
+ * Right-pads a window to a multiple of PAD_MULTIPLE tokens (never past the model's context).
+ * Attention is causal, so padding after the last real token changes nothing before it; it
+ * makes windows of nearby lengths one batch and one compiled graph, instead of one per length.
+ */
+const PAD_MULTIPLE = 32;
+
+function padToBucket(tokens: number[], maxLength: number): number[] {
+  const length = Math.min(maxLength, Math.ceil(tokens.length / PAD_MULTIPLE) * PAD_MULTIPLE);
+  return length <= tokens.length ? tokens : [...tokens, ...new Array<number>(length - tokens.length).fill(0)];
+}
+
 export async function scoreRequests(source: StreamingSource, tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: LoglikelihoodOptions): Promise<ScoredRequest[]> {
   const maxLength = source.config.contextLength;
   const bos = options.bos ?? false;
@@ -79,7 +91,7 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
     let window = windowOf.get(key);
     if (window === undefined) {
       window = windows.length;
-      windows.push({ document: window, begin: 0, tokens: input });
+      windows.push({ document: window, begin: 0, tokens: padToBucket(input, maxLength) });
       windowOf.set(key, window);
     }
     // A continuation longer than the model's context loses its first tokens, as in the harness.
@@ -91,16 +103,19 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
   const groupTokens = options.groupTokens ?? 1 << 16;
   const totalTokens = windows.reduce((n, w) => n + w.tokens.length, 0);
   let doneTokens = 0;
-  for (let start = 0; start < windows.length;) {
+  // Windows in order of length, so that each group holds few distinct lengths (full batches).
+  const order = windows.map((_, i) => i).sort((a, b) => windows[a]!.tokens.length - windows[b]!.tokens.length || a - b);
+  for (let start = 0; start < order.length;) {
     // A group of windows small enough to keep every residual stream in memory.
     let end = start;
     let tokens = 0;
-    while (end < windows.length && (end === start || tokens + windows[end]!.tokens.length <= groupTokens)) tokens += windows[end++]!.tokens.length;
-    const group = windows.slice(start, end);
+    while (end < order.length && (end === start || tokens + windows[order[end]!]!.tokens.length <= groupTokens)) tokens += windows[order[end++]!]!.tokens.length;
+    const members = new Set(order.slice(start, end));
+    const group = order.slice(start, end).map((i) => windows[i]!);
     const batches = await runLayersStreaming(source, group, { backend: options.backend, ...(options.skip ? { skip: options.skip } : {}) });
     const rowOf = new Map<Window, { hidden: Float32Array; offset: number }>();
     for (const batch of batches) batch.windows.forEach((w, i) => rowOf.set(w, { hidden: batch.hidden, offset: i * batch.seqLen }));
-    await scoreGroup(jobs, results, start, end, windows, rowOf, source, finalNorm, classifier, options.backend);
+    await scoreGroup(jobs, results, members, windows, rowOf, source, finalNorm, classifier, options.backend);
     doneTokens += tokens;
     options.onProgress?.(doneTokens, totalTokens);
     start = end;
@@ -110,13 +125,13 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
 
 /** The head over every distinct (window, position) the group's jobs score, HEAD_ROWS at a time. */
 async function scoreGroup(
-  jobs: readonly Job[], results: ScoredRequest[], start: number, end: number, windows: readonly Window[],
+  jobs: readonly Job[], results: ScoredRequest[], members: ReadonlySet<number>, windows: readonly Window[],
   rowOf: Map<Window, { hidden: Float32Array; offset: number }>, source: StreamingSource, finalNorm: Float32Array, classifier: Float32Array, backend: DecoderBackend,
 ): Promise<void> {
   const { dim, vocabSize, normEps } = source.config;
   const rows = new Map<string, { window: number; position: number; uses: { job: number; target: number }[] }>();
   jobs.forEach((job, j) => {
-    if (job.window < start || job.window >= end) return;
+    if (!members.has(job.window)) return;
     job.targets.forEach((target, k) => {
       const position = job.first + k;
       const key = `${job.window}:${position}`;
