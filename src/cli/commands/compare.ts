@@ -12,6 +12,8 @@ import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFro
 import { table } from "../format.js";
 import { metricChart, metricsFromArgs, metricsWithProgress, selectionFromArgs } from "../metricOptions.js";
 import { type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
+import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
+import { metricsPerLayerChart, overlapChart } from "../../report/charts.js";
 
 const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
@@ -30,8 +32,9 @@ export const compareCommand: Command = {
     const p = parse(argv, {
       ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, metrics: { type: "string" }, remove: { type: "string" },
       select: { type: "string" }, "keep-first": { type: "string" }, "keep-last": { type: "string" }, tokens: { type: "string" }, seed: { type: "string" },
-      ...EVAL_OPTIONS,
+      ...EVAL_OPTIONS, ...REPORT_OPTIONS,
     }, usage);
+    checkReportOption(p);
     const path = onePositional(p, "MODEL", usage);
     const evalText = str(p, "eval");
     if (evalText === undefined) throw new OptionError("missing --eval ppl:FILE,task,...", { option: "--eval", hint: `usage: ${usage}` });
@@ -71,7 +74,17 @@ export const compareCommand: Command = {
           table(["pruned by", "removed layers", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))], results.map((r) => [r.metric, r.removed.join(",") || "-", ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))])),
           overlap.length > 0 ? `overlap of the removed sets (Jaccard): ${overlap.map((o) => `${o.a}/${o.b} ${o.jaccard.toFixed(2)}`).join(", ")}` : "",
         ].join("\n\n");
-        return { json, text };
+        const perLayerResults = runs.filter((r) => r.block === 1);
+        const report = await writeReportIfAsked(p, () => ({
+          title: `Metric comparison on ${path}: removing ${k} layers`,
+          sections: [
+            { title: "Each metric per layer", chart: { name: "metrics", spec: metricsPerLayerChart(perLayerResults, new Map(chosen.map((c) => [c.metric, c.layers]))) } },
+            { title: "Overlap of the removed sets", chart: { name: "overlap", spec: overlapChart(chosen, nLayers) }, table: { header: ["metric", "metric", "Jaccard"], rows: overlap.map((o) => [o.a, o.b, o.jaccard.toFixed(2)]) } },
+            { title: "Quality after pruning by each metric", table: { header: ["pruned by", "removed layers", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))], rows: results.map((r) => [r.metric, r.removed.join(",") || "-", ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))]) } },
+          ],
+          provenance: provenance("compare", { model: path, data: data.path, "data sha256": data.sha256, options: JSON.stringify({ ...windows, ...choice }), backend: backend.name }),
+        }), json);
+        return { json, text: text + report };
       } finally {
         await backend.dispose();
       }

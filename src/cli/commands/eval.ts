@@ -14,6 +14,9 @@ import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, windowsFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { Progress } from "../progress.js";
+import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
+import { valuesChart } from "../../report/charts.js";
+import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt eval MODEL (--ppl FILE [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] | --tasks a,b,... --data-dir DIR [--shots K] [--limit N] [--bos]) "
   + "[--skip i,j] [--backend auto|onnx|wasm|reference] [--threads N] [--json FILE]";
@@ -77,8 +80,9 @@ export const evalCommand: Command = {
     const { data: _data, ...dataOptions } = DATA_OPTIONS;
     const p = parse(argv, {
       ...MODEL_OPTIONS, ...dataOptions, ...ENGINE_OPTIONS, ppl: { type: "string" }, skip: { type: "string" },
-      tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" },
+      tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" }, ...REPORT_OPTIONS,
     }, usage);
+    checkReportOption(p);
     const path = onePositional(p, "MODEL", usage);
     if (str(p, "ppl") === undefined && str(p, "tasks") === undefined) throw new OptionError("give --ppl FILE or --tasks a,b,...", { option: "--tasks", hint: `usage: ${usage}` });
     const opened = openFromArgs(p, path);
@@ -90,7 +94,24 @@ export const evalCommand: Command = {
         if (str(p, "ppl") !== undefined) parts.push(await perplexityPart(p, opened, backend, skip));
         if (str(p, "tasks") !== undefined) parts.push(await tasksPart(p, opened, backend, skip));
         const json = Object.assign({ model: path, skip: skip ? [...skip] : [], backend: { name: backend.name, threads: backend.threads } }, ...parts.map((x) => x.json)) as Record<string, unknown>;
-        return { json, text: parts.map((x) => x.text).join("\n\n") + ` [${backend.name}]` };
+        const sections: ReportSection[] = [];
+        if (typeof json["perplexity"] === "number") {
+          const rows: [string, string | number][] = [["perplexity", (json["perplexity"] as number).toFixed(4)], ["nll (nats/token)", (json["nll"] as number).toFixed(6)], ["tokens", json["tokens"] as number]];
+          for (const key of ["wordPerplexity", "bytePerplexity", "bitsPerByte"]) if (typeof json[key] === "number") rows.push([key, (json[key] as number).toFixed(4)]);
+          sections.push({ title: `Perplexity of ${str(p, "ppl")}`, table: { header: ["", "value"], rows } });
+        }
+        const tasks = (json["tasks"] as TaskResult[] | undefined) ?? [];
+        if (tasks.length > 0) {
+          sections.push({
+            title: "Benchmark tasks", chart: { name: "task-accuracy", spec: valuesChart("accuracy per task", tasks.map((t) => ({ name: t.task, value: t.metrics["acc"]!.value }))) },
+            table: { header: ["task", "items", "shots", "metric", "value", "stderr"], rows: tasks.flatMap((t) => Object.entries(t.metrics).map(([m, v]) => [t.task, t.items, t.shots, m, v.value.toFixed(4), Number.isFinite(v.stderr) ? v.stderr.toFixed(4) : ""])) },
+          });
+        }
+        const report = await writeReportIfAsked(p, () => ({
+          title: `Evaluation of ${path}${skip ? ` with layers ${[...skip].join(",")} skipped` : ""}`, sections,
+          provenance: provenance("eval", { model: path, skipped: skip ? [...skip].join(",") : "none", backend: backend.name }),
+        }), json);
+        return { json, text: parts.map((x) => x.text).join("\n\n") + ` [${backend.name}]` + report };
       } finally {
         await backend.dispose();
       }

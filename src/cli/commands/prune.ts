@@ -12,6 +12,9 @@ import { DATA_OPTIONS, MODEL_OPTIONS, flag, int, onePositional, parse, type Pars
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
+import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
+import { layerScoresChart } from "../../report/charts.js";
+import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --data FILE [--metric bi|bi-angular|angular|relative-magnitude|ppl|reverse-order|random] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] [--block N] [--tokens last|all] [--seed S] "
@@ -21,6 +24,7 @@ interface Selection {
   layers: number[];
   record: Record<string, unknown>;
   chart: string;
+  scores?: MetricScores;
 }
 
 /** The K layers the metric and strategy choose, scored on the data the options name. */
@@ -46,7 +50,7 @@ async function selectByScore(p: Parsed, opened: OpenedModel, k: number): Promise
       const { layers, steps } = await selectIteratively(score, metric, k, nLayers, selection.protection);
       return {
         layers,
-        chart: metricChart(steps[0]!.scores, layers) + "\n",
+        chart: metricChart(steps[0]!.scores, layers) + "\n", scores: steps[0]!.scores,
         record: { method: metric, k, select: "iterative", protection: selection.protection, steps: steps.map((s) => ({ removed: s.removed, scores: s.scores.scores, ranking: s.scores.ranking })), ...common },
       };
     }
@@ -54,7 +58,7 @@ async function selectByScore(p: Parsed, opened: OpenedModel, k: number): Promise
     const layers = selectLayers(selection.strategy, scores, k, nLayers, selection.protection);
     return {
       layers,
-      chart: metricChart(scores, layers) + "\n",
+      chart: metricChart(scores, layers) + "\n", scores,
       record: { method: metric, k, select: selection.strategy, protection: selection.protection, block: scores.block, scores: scores.scores, ranking: scores.ranking, ...common },
     };
   } finally {
@@ -68,8 +72,9 @@ export const pruneCommand: Command = {
   summary: "remove the listed layers, or the K a metric ranks lowest, and write the same format",
   async run(argv) {
     const p = parse(argv, {
-      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, force: { type: "boolean" },
+      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, force: { type: "boolean" }, ...REPORT_OPTIONS,
     }, usage);
+    checkReportOption(p);
     const input = onePositional(p, "MODEL", usage);
     const out = str(p, "out");
     if (out === undefined) throw new OptionError("missing --out PATH", { option: "--out", hint: `usage: ${usage}` });
@@ -99,9 +104,22 @@ export const pruneCommand: Command = {
     const result = removeLayers(input, out, selection.layers, { force });
     const record = { ...result, selection: selection.record, tool: "shortgpt", version: "0.1.0" };
     writeJsonAtomically(`${out}.json`, record);
+    const sections: ReportSection[] = [];
+    if (selection.scores) {
+      const scores = selection.scores;
+      sections.push({ title: `${scores.metric} per layer`, text: `removed: ${selection.layers.join(", ")}`, chart: { name: `scores-${scores.metric}`, spec: layerScoresChart(scores.metric, scores.scores, scores.block > 1 ? selection.layers.slice(0, 1) : selection.layers) } });
+    }
+    sections.push({
+      title: "Before and after",
+      table: { header: ["", "before", "after"], rows: [["file", input, out], ["format", result.format, result.format], ["layers", result.layersBefore, result.layersAfter], ["removed layers", "", selection.layers.join(", ")], ["tensor bytes written", "", result.bytesWritten]] },
+    });
+    const report = await writeReportIfAsked(p, () => ({
+      title: `Pruned ${input}`, sections,
+      provenance: provenance("prune", { model: input, output: out, selection: JSON.stringify(selection.record["method"] ?? "layers"), ...(typeof (selection.record["data"] as { sha256?: string } | undefined)?.sha256 === "string" ? { "data sha256": (selection.record["data"] as { sha256: string }).sha256 } : {}) }),
+    }), record);
     return {
       json: record,
-      text: `${selection.chart}removed layers ${selection.layers.join(", ")} of ${nLayers}: ${result.layersAfter} layers left\nwrote ${out} and ${out}.json`,
+      text: `${selection.chart}removed layers ${selection.layers.join(", ")} of ${nLayers}: ${result.layersAfter} layers left\nwrote ${out} and ${out}.json${report}`,
     };
   },
 };

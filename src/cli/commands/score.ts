@@ -10,6 +10,9 @@ import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
+import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
+import { intervalsChart, layerScoresChart } from "../../report/charts.js";
+import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt score MODEL --data FILE [--metric bi,bi-angular,angular,relative-magnitude,ppl,reverse-order,random] [--block N] [--tokens last|all] [--seed S] "
   + "[--bootstrap R [--remove K] [--select top-k|contiguous] [--keep-first N] [--keep-last N]] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
@@ -27,7 +30,8 @@ export const scoreCommand: Command = {
   usage,
   summary: "layer importance on calibration text: Block Influence and the metrics it is compared with",
   async run(argv) {
-    const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, bootstrap: { type: "string" }, remove: { type: "string" } }, usage);
+    const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, bootstrap: { type: "string" }, remove: { type: "string" }, ...REPORT_OPTIONS }, usage);
+    checkReportOption(p);
     const path = onePositional(p, "MODEL", usage);
     const choice = metricsFromArgs(p);
     const selection = selectionFromArgs(p);
@@ -67,7 +71,24 @@ export const scoreCommand: Command = {
         ...(json.kendallTau.length > 0 ? [`Kendall's tau between rankings: ${json.kendallTau.map((t) => `${t.a}/${t.b} ${t.tau.toFixed(2)}`).join(", ")}`] : []),
         ...(boot ? [bootstrapTable(boot)] : []),
       ].join("\n\n");
-      return { json, text };
+      const removedBy = (r: MetricScores): number[] => (remove === undefined ? [] : selectLayers(selection.strategy, r, remove, nLayers, selection.protection));
+      const sections: ReportSection[] = run.results.flatMap((r): ReportSection[] => [{
+        title: `${r.metric}${r.block > 1 ? ` (blocks of ${r.block}; a bar is the block's first layer)` : ""}`,
+        text: `least important first: ${r.ranking.join(", ")}${remove === undefined ? "" : `; removing ${remove} takes ${removedBy(r).join(", ")}`}`,
+        chart: { name: `scores-${r.metric}`, spec: layerScoresChart(r.metric, r.scores, r.block > 1 ? removedBy(r).slice(0, 1) : removedBy(r)) },
+      }]);
+      for (const m of boot?.metrics ?? []) {
+        sections.push({
+          title: `${m.metric}: bootstrap over ${boot!.resamples} resamples of the windows`, chart: { name: `intervals-${m.metric}`, spec: intervalsChart(m.metric, m.layers) },
+          table: { header: ["layer", "score", "low", "high", ...(remove === undefined ? [] : ["removed in"])], rows: m.layers.map((l) => [l.layer, l.score.toFixed(5), l.low.toFixed(5), l.high.toFixed(5), ...(l.removedFrequency === undefined ? [] : [`${(l.removedFrequency * 100).toFixed(0)}%`])]) },
+        });
+      }
+      if (json.kendallTau.length > 0) sections.push({ title: "Kendall's tau between the metrics' rankings", table: { header: ["metric", "metric", "tau"], rows: json.kendallTau.map((t) => [t.a, t.b, t.tau.toFixed(3)]) } });
+      const report = await writeReportIfAsked(p, () => ({
+        title: `Layer importance of ${path}`, sections,
+        provenance: provenance("score", { model: path, data: data.path, "data sha256": data.sha256, tokens: run.tokens, windows: run.windows.scoring, options: JSON.stringify({ ...windows, ...choice }), backend: backend.name }),
+      }), json);
+      return { json, text: text + report };
     } finally {
       opened.close();
     }

@@ -12,6 +12,9 @@ import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFro
 import { type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
 import { table } from "../format.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
+import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
+import { layerScoresChart, qualityCurveChart } from "../../report/charts.js";
+import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt sweep MODEL --data CALIB --max-remove K --eval ppl:FILE,mmlu,... [--metric bi] [--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] "
   + "[--data-dir DIR] [--shots K] [--limit N] [--bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--json FILE]";
@@ -21,7 +24,8 @@ export const sweepCommand: Command = {
   usage,
   summary: "quality against layers removed: remove 0..K layers by a metric and evaluate each",
   async run(argv) {
-    const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, ...EVAL_OPTIONS, "max-remove": { type: "string" } }, usage);
+    const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, ...EVAL_OPTIONS, "max-remove": { type: "string" }, ...REPORT_OPTIONS }, usage);
+    checkReportOption(p);
     const path = onePositional(p, "MODEL", usage);
     const evalText = str(p, "eval");
     if (evalText === undefined) throw new OptionError("missing --eval ppl:FILE,task,...", { option: "--eval", hint: `usage: ${usage}` });
@@ -77,7 +81,17 @@ export const sweepCommand: Command = {
           ["removed", "layers", "params kept", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))],
           rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))]),
         );
-        return { json, text };
+        const header = ["removed", "layers", "params kept", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))];
+        const tableRows = rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))]);
+        const sections: ReportSection[] = [
+          { title: "Quality against layers removed", text: "perplexity for text files (lower is better), accuracy for tasks", chart: { name: "quality", spec: qualityCurveChart(rows.flatMap((r) => r.evals.map((e) => ({ removed: r.removed, evaluation: e.metric === "acc" ? `${e.name} acc` : e.name, value: e.value })))) }, table: { header, rows: tableRows } },
+        ];
+        if (scores && metric !== "angular") sections.unshift({ title: `${metric} per layer`, text: `marked: the ${maxRemove} layers removed at the last step`, chart: { name: `scores-${metric}`, spec: layerScoresChart(metric, scores.scores, sets[sets.length - 1]!) } });
+        const report = await writeReportIfAsked(p, () => ({
+          title: `Sweep of ${path}: removing up to ${maxRemove} layers by ${metric}`, sections,
+          provenance: provenance("sweep", { model: path, data: data.path, "data sha256": data.sha256, options: JSON.stringify({ ...windows, ...choice }), backend: backend.name }),
+        }), json);
+        return { json, text: text + report };
       } finally {
         await backend.dispose();
       }
