@@ -6,7 +6,12 @@ import assert from "node:assert/strict";
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { basename, join } from "node:path";
 import { test } from "node:test";
+import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { rmsNorm } from "../src/backend/reference.js";
+import { createReferenceBackend } from "../src/backend/referenceBackend.js";
+import { perplexityWindows } from "../src/data/windows.js";
+import { perplexity } from "../src/eval/perplexity.js";
+import { streamingPerplexity } from "../src/models/streaming.js";
 import { CheckpointError, OutputError, ShortgptError, UnsupportedError } from "../src/errors.js";
 import { openHfDirectory } from "../src/formats/hfDirectory.js";
 import {
@@ -15,11 +20,11 @@ import {
 import { HF_LLAMA_NAMES, hfLlamaTensorNames, parseHfLlamaConfig, resolveHfLlamaConfig } from "../src/models/hfLlamaConfig.js";
 import type { LlamaModel } from "../src/models/llama.js";
 import { removeHfLayers } from "../src/prune/removeLayersHf.js";
-import { loadModel } from "../src/load.js";
+import { loadModel, openModel } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
 import { decodeF16 } from "../src/tensor/dtype.js";
 import { f32ToBf16Bits, f32ToF16Bits } from "../src/tensor/half.js";
-import { type FixtureDtype, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
+import { type FixtureDtype, type FixtureFamily, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { scaledError, sha256, tempDir } from "./helpers.js";
 
 interface GoldenCase {
@@ -346,7 +351,7 @@ test("HF config: transformers' defaults, the mistral alias and unsupported featu
   const refuses = (json: Record<string, unknown>, type: typeof CheckpointError | typeof UnsupportedError, re: RegExp): void => {
     assert.throws(() => resolve(json), (e: unknown) => e instanceof type && re.test((e as Error).message) && (e as ShortgptError).details.file === src);
   };
-  refuses({ ...minimal, model_type: "gemma" }, UnsupportedError, /model_type "gemma" is not supported yet \(supported: llama, mistral\)/);
+  refuses({ ...minimal, model_type: "gemma" }, UnsupportedError, /model_type "gemma" is not supported yet \(supported: llama, mistral, qwen2, qwen3\)/);
   refuses({ ...minimal, model_type: undefined }, UnsupportedError, /model_type null is not supported/);
   refuses({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } }, UnsupportedError, /RoPE scaling \(rope_scaling type "llama3"\) is not supported yet/);
   refuses({ ...minimal, rope_scaling: { type: "linear", factor: 2 } }, UnsupportedError, /rope_scaling type "linear"/);
@@ -395,14 +400,18 @@ test("fixture encoders: bf16 and f16 rounding to nearest even, subnormals, overf
   }
 });
 
-test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights) and the residual stream`, (t) => {
+/** Golden cases of the other families (F32 weights). */
+const FIXTURE_FAMILY: Record<string, FixtureFamily> = { qwen2: "qwen2", qwen3: "qwen3" };
+
+test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights; Qwen2 biases, Qwen3 q/k norms) and the residual stream`, (t) => {
   const dir = tempDir();
   const ids = golden.ids;
   assert.equal(ids.length, 17);
   for (const c of golden.cases) {
-    const dtype = FIXTURE_DTYPE[c.name]!;
+    const family = FIXTURE_FAMILY[c.name] ?? "llama";
+    const dtype = FIXTURE_DTYPE[c.name] ?? "F32";
     const path = join(dir, c.name);
-    const written = writeHfLlamaFixture(path, { dtype });
+    const written = writeHfLlamaFixture(path, { dtype, family });
     assert.deepEqual(written.config, c.config, `${c.name}: config.json is the one the golden was made from`);
     assert.deepEqual(Object.fromEntries(written.weightFiles.map((f) => [f, sha256(join(path, f))])), c.weight_sha256, `${c.name}: weights are byte-identical to the golden's`);
     const model = loadHfLlama(path);
@@ -597,4 +606,34 @@ test("removeHfLayers on a broken input fails with a typed error and writes nothi
   writeFileSync(join(other, "config.json"), JSON.stringify({ ...cfg, num_hidden_layers: 3, layer_types: ["full_attention", "full_attention", "full_attention"] }));
   assert.throws(() => removeHfLayers(other, join(dir, "out"), [1]), (e: unknown) => e instanceof CheckpointError && /tensor model\.layers\.3\..* belongs to layer 3 but num_hidden_layers is 3/.test((e as Error).message));
   assert.deepEqual(readdirSync(dir).sort(), ["in", "mismatch"], "no output and no temporary directory");
+});
+
+test("Qwen2 and Qwen3 directories: the onnxruntime graph (biases, per-head q/k norms) agrees with the reference; pruning keeps their extra tensors", async () => {
+  const dir = tempDir();
+  const ort = await createOrtBackend({ threads: 2, flavor: "node" });
+  try {
+    for (const family of ["qwen2", "qwen3"] as const) {
+      const path = join(dir, family);
+      writeHfLlamaFixture(path, { family });
+      const opened = openModel(path);
+      try {
+        assert.equal(opened.architecture, family);
+        const docs = [Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 512), Array.from({ length: 33 }, (_, i) => (i * 91 + 5) % 512)];
+        const windows = perplexityWindows(docs, { seqLen: 16, stride: 16 });
+        const reference = await streamingPerplexity(opened, windows, { backend: createReferenceBackend() });
+        const fast = await streamingPerplexity(opened, windows, { backend: ort });
+        assert.ok(Math.abs(fast.nll - reference.nll) <= 1e-5 * reference.nll, `${family}: nll ${fast.nll} vs ${reference.nll}`);
+        const inMemory = perplexity(loadModel(path).model, windows);
+        assert.ok(Math.abs(inMemory.nll - reference.nll) <= 1e-6 * reference.nll, `${family}: streaming reference vs in-memory`);
+      } finally {
+        opened.close();
+      }
+      const pruned = join(dir, `${family}-pruned`);
+      removeHfLayers(path, pruned, [1]);
+      const ids = [1, 37, 402, 11, 250, 99];
+      assert.deepEqual(loadModel(pruned).model.forward(ids).logits, loadModel(path).model.forward(ids, { skip: new Set([1]) }).logits, `${family}: pruned = skipped`);
+    }
+  } finally {
+    await ort.dispose();
+  }
 });

@@ -12,6 +12,10 @@ export interface LayerShape {
   headDim: number;
   normEps: number;
   ropeTheta: number;
+  /** Qwen2: the q, k and v projections add a bias (weights bq, bk, bv). */
+  qkvBias?: boolean;
+  /** Qwen3: q and k are RMS-normalized per head, before RoPE (weights qNorm, kNorm of headDim). */
+  qkNorm?: boolean;
 }
 
 /**
@@ -29,6 +33,16 @@ export interface LayerWeightsF32 {
   wGate: Float32Array; // (hiddenDim, dim)
   wDown: Float32Array; // (dim, hiddenDim)
   wUp: Float32Array; // (hiddenDim, dim)
+  bq?: Float32Array; // (nHeads*headDim), with shape.qkvBias
+  bk?: Float32Array; // (nKvHeads*headDim)
+  bv?: Float32Array; // (nKvHeads*headDim)
+  qNorm?: Float32Array; // (headDim), with shape.qkNorm
+  kNorm?: Float32Array; // (headDim)
+}
+
+/** The optional weights a layer shape asks for. */
+export function optionalLayerWeights(shape: LayerShape): ("bq" | "bk" | "bv" | "qNorm" | "kNorm")[] {
+  return [...(shape.qkvBias ? (["bq", "bk", "bv"] as const) : []), ...(shape.qkNorm ? (["qNorm", "kNorm"] as const) : [])];
 }
 
 export interface DecoderBackend {
@@ -38,7 +52,8 @@ export interface DecoderBackend {
   /**
    * x: (nWindows * seqLen, dim), nWindows independent causal windows, each with positions
    * 0..seqLen-1. Returns the residual stream after the layer, same shape:
-   * h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x));
+   * h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x)) (+ q/k/v biases with
+   * shape.qkvBias; q and k RMS-normed per head before RoPE with shape.qkNorm);
    * out = h + wDown @ (silu(wGate @ rms(h)) * (wUp @ rms(h))).
    */
   runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape): Promise<Float32Array>;

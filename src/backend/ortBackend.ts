@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
-import type { DecoderBackend, HeadResult, LayerShape, LayerWeightsF32 } from "./backend.js";
+import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights } from "./backend.js";
 import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, LAYER_WEIGHT_INPUTS } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
@@ -157,6 +157,8 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
       };
       const shared: Feeds = {};
       for (const name of LAYER_WEIGHT_INPUTS) shared[name] = f32(weights[name], dims[name]);
+      const optionalDims: Record<string, number[]> = { bq: [qDim], bk: [kvDim], bv: [kvDim], qNorm: [headDim], kNorm: [headDim] };
+      for (const name of optionalLayerWeights(shape)) shared[name] = f32(weights[name]!, optionalDims[name]!);
       const window = seqLen * dim;
       const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
       const chunk = (first: number, count: number): Feeds => ({ x: f32(x.subarray(first * window, (first + count) * window), [count * seqLen, dim]) });

@@ -1,7 +1,7 @@
 // The DecoderBackend built on the plain reference kernels: float32 in and out, float64
 // activations inside, window by window. The twin every fast backend is tested against.
 
-import type { DecoderBackend, HeadResult, LayerShape, LayerWeightsF32 } from "./backend.js";
+import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights } from "./backend.js";
 import { logSumExp, matmul, rmsNorm, ropeInverseFrequencies } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
 import { OptionError } from "../errors.js";
@@ -72,6 +72,12 @@ export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number
   expectLength("wGate", w.wGate.length, hiddenDim * dim);
   expectLength("wDown", w.wDown.length, dim * hiddenDim);
   expectLength("wUp", w.wUp.length, hiddenDim * dim);
+  const optional: Record<string, number> = { bq: qDim, bk: kvDim, bv: kvDim, qNorm: headDim, kNorm: headDim };
+  for (const name of optionalLayerWeights(shape)) {
+    const v = w[name];
+    if (!v) throw new OptionError(`the layer shape needs weight ${name}, which is missing`);
+    expectLength(name, v.length, optional[name]!);
+  }
 }
 
 /** Checks the head's arguments; returns dim. */

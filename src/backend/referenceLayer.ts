@@ -4,6 +4,11 @@
 import type { LayerShape, LayerWeightsF32 } from "./backend.js";
 import { addInPlace, causalAttention, matmul, rmsNorm, ropeHalf, siluMul } from "./reference.js";
 
+/** rows x cols += bias (cols) on every row. */
+function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * cols + c]! += bias[c]!;
+}
+
 /**
  * x: (T, C) float64 at positions startPos..startPos+T-1, updated in place:
  *   h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x)); x = h + down(silu(gate @ rms(h)) * (up @ rms(h))).
@@ -31,6 +36,16 @@ export function referenceDecoderLayer(
   matmul(q, xn, w.wq, T, dim, qDim);
   matmul(k, xn, w.wk, T, dim, kvDim);
   matmul(v, xn, w.wv, T, dim, kvDim);
+  if (shape.qkvBias) {
+    addRowBias(q, w.bq!, T, qDim);
+    addRowBias(k, w.bk!, T, kvDim);
+    addRowBias(v, w.bv!, T, kvDim);
+  }
+  if (shape.qkNorm) {
+    // Each head's vector is one row of headDim: RMSNorm in place.
+    rmsNorm(q, q, w.qNorm!, T * nHeads, headDim, normEps);
+    rmsNorm(k, k, w.kNorm!, T * nKvHeads, headDim, normEps);
+  }
   ropeHalf(q, T, nHeads, headDim, startPos, invFreq);
   ropeHalf(k, T, nKvHeads, headDim, startPos, invFreq);
   causalAttention(att, q, keys, values, scores, T, startPos, nHeads, nKvHeads, headDim);

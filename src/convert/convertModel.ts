@@ -77,6 +77,7 @@ function logicalTensors(opened: OpenedModel): LogicalTensor[] {
   for (let layer = 0; layer < config.nLayers; layer++) {
     const n = names.layer(layer);
     for (const [key, storedName] of Object.entries(n)) {
+      if (!(key in shapes)) continue; // names a format has for other families' tensors
       const rows = key === "wq" ? nHeads : key === "wk" ? nKvHeads : 0;
       tensors.push({
         role: "layer", key, layer, shape: shapes[key]!,
@@ -129,6 +130,11 @@ export function convertModel(input: string, output: string, options: ConvertOpti
   checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
+    if (opened.config.qkvBias || opened.config.qkNorm) {
+      throw new UnsupportedError(`${input}: converting a ${opened.architecture} model is not supported yet; convert writes Llama checkpoints`, {
+        file: input, got: opened.architecture, hint: "prune it in its own format with shortgpt prune",
+      });
+    }
     return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
   } finally {
     opened.close();

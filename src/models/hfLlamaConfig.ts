@@ -1,4 +1,5 @@
-// Hugging Face config.json for the Llama family (model_type llama, and mistral as an alias):
+// Hugging Face config.json for the Llama family (model_type llama; mistral as an alias; qwen2,
+// a Llama with q/k/v biases; qwen3, a Llama with per-head q/k RMSNorm):
 // the raw fields with their on-disk spelling, one resolve step with transformers' defaults,
 // and the HF tensor names.
 
@@ -32,18 +33,23 @@ export interface HfLlamaRawConfig {
   mlp_bias?: boolean;
   /** Mistral: attend to at most this many previous positions. */
   sliding_window?: number | null;
+  /** Qwen2/Qwen3: whether sliding_window applies at all. */
+  use_sliding_window?: boolean;
   layer_types?: string[];
   /** Present on GPTQ/AWQ/bitsandbytes/fp8 checkpoints, whose tensors this family cannot run. */
   quantization_config?: Record<string, unknown> | null;
 }
 
 /** model_type -> the family that runs it. */
-export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama" };
+export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama", qwen2: "llama", qwen3: "llama" };
 
 /** transformers' defaults (LlamaConfig / MistralConfig) for fields a config.json may omit. */
 const DEFAULTS = {
   llama: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: undefined, max_position_embeddings: 2048, rms_norm_eps: 1e-6, sliding_window: null },
   mistral: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096 * 32, rms_norm_eps: 1e-6, sliding_window: 4096 },
+  // Qwen2Config / Qwen3Config: sliding_window only counts with use_sliding_window (default false).
+  qwen2: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, sliding_window: null },
+  qwen3: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, sliding_window: null },
 } as const;
 const DEFAULT_ROPE_THETA = 10000;
 
@@ -71,6 +77,7 @@ const FIELDS: Record<keyof HfLlamaRawConfig, { kind: FieldKind; nullable?: boole
   attention_bias: { kind: "boolean" },
   mlp_bias: { kind: "boolean" },
   sliding_window: { kind: "int", nullable: true },
+  use_sliding_window: { kind: "boolean" },
   layer_types: { kind: "string[]" },
   quantization_config: { kind: "object", nullable: true },
 };
@@ -158,9 +165,10 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
       file: source, got: modelType ?? "(missing)", hint: `config.json model_type must be one of: ${Object.keys(HF_LLAMA_MODEL_TYPES).join(", ")}`,
     });
   }
-  const defaults = modelType === "mistral" ? DEFAULTS.mistral : DEFAULTS.llama;
+  const qwen = modelType === "qwen2" || modelType === "qwen3";
+  const defaults = DEFAULTS[modelType as keyof typeof DEFAULTS] ?? DEFAULTS.llama;
   const unsupported = (what: string): never => {
-    throw new UnsupportedError(`${source}: ${what} is not supported yet`, { file: source, hint: "this version runs plain Llama/Mistral decoders" });
+    throw new UnsupportedError(`${source}: ${what} is not supported yet`, { file: source, hint: "this version runs Llama, Mistral, Qwen2 and Qwen3 decoders" });
   };
   if ((raw.hidden_act ?? "silu") !== "silu") unsupported(`hidden_act ${JSON.stringify(raw.hidden_act)} (only silu)`);
   if (raw.attention_bias === true) unsupported("attention_bias true");
@@ -183,7 +191,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     if (other !== undefined) unsupported(`layer type ${JSON.stringify(other)} (only full_attention)`);
   }
   let contextLength = raw.max_position_embeddings ?? defaults.max_position_embeddings;
-  const slidingWindow = raw.sliding_window === undefined ? defaults.sliding_window : raw.sliding_window;
+  const slidingWindow = qwen && raw.use_sliding_window !== true ? null : raw.sliding_window === undefined ? defaults.sliding_window : raw.sliding_window;
   if (slidingWindow !== null) {
     if (!(slidingWindow > 0)) throw new CheckpointError(`${source}: sliding_window is ${slidingWindow}`, { file: source, hint: "config.json is corrupt" });
     // Up to `sliding_window` positions, sliding-window attention equals full causal attention.
@@ -199,11 +207,13 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     nHeads,
     // An explicit null means "same as num_attention_heads"; absent means the family's default.
     nKvHeads: (raw.num_key_value_heads === undefined ? defaults.num_key_value_heads : raw.num_key_value_heads) ?? nHeads,
-    headDim: raw.head_dim ?? Math.floor(dim / nHeads),
+    headDim: raw.head_dim ?? (modelType === "qwen3" ? 128 : Math.floor(dim / nHeads)),
     vocabSize: raw.vocab_size ?? defaults.vocab_size,
     contextLength,
     normEps: raw.rms_norm_eps ?? defaults.rms_norm_eps,
     ropeTheta: ropeTheta(raw, source),
+    ...(modelType === "qwen2" ? { qkvBias: true } : {}),
+    ...(modelType === "qwen3" ? { qkNorm: true } : {}),
   };
   checkLlamaConfig(config, source);
   if (config.headDim % 2 !== 0) throw new CheckpointError(`${source}: head_dim ${config.headDim} must be even for RoPE`, { file: source });
@@ -226,6 +236,11 @@ function hfLayerNames(i: number): ReturnType<LlamaTensorNames["layer"]> {
     wGate: `${p}.mlp.gate_proj.weight`,
     wDown: `${p}.mlp.down_proj.weight`,
     wUp: `${p}.mlp.up_proj.weight`,
+    bq: `${p}.self_attn.q_proj.bias`,
+    bk: `${p}.self_attn.k_proj.bias`,
+    bv: `${p}.self_attn.v_proj.bias`,
+    qNorm: `${p}.self_attn.q_norm.weight`,
+    kNorm: `${p}.self_attn.k_norm.weight`,
   };
 }
 

@@ -2,7 +2,7 @@
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
 import { logSumExp, matmul, rmsNorm, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
-import type { LayerWeightsF32 } from "../backend/backend.js";
+import type { LayerShape, LayerWeightsF32 } from "../backend/backend.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
@@ -18,6 +18,10 @@ export interface LlamaConfig {
   contextLength: number;
   normEps: number;
   ropeTheta: number;
+  /** Qwen2: biases on the q, k and v projections. */
+  qkvBias?: boolean;
+  /** Qwen3: per-head RMSNorm of q and k before RoPE. */
+  qkNorm?: boolean;
 }
 
 /** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
@@ -31,13 +35,24 @@ export interface LlamaWeights {
   layers: LlamaLayerWeights[];
 }
 
+/** The stored names of one layer's tensors; the optional ones only where the family has them. */
+export type LayerTensorNames = Record<Exclude<keyof LlamaLayerWeights, OptionalLayerKey>, string> & Partial<Record<OptionalLayerKey, string>>;
+type OptionalLayerKey = "bq" | "bk" | "bv" | "qNorm" | "kNorm";
+
+/** The backend's layer shape for this config. */
+export function layerShape(config: LlamaConfig): LayerShape {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = config;
+  // The family flags only when set, so a plain Llama keeps the same compiled graphs.
+  return { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, ...(config.qkvBias ? { qkvBias: true } : {}), ...(config.qkNorm ? { qkNorm: true } : {}) };
+}
+
 /** How one file format names the Llama tensors. */
 export interface LlamaTensorNames {
   embedding: string;
   finalNorm: string;
   /** Absent from a file when the classifier is tied to the embedding. */
   classifier: string;
-  layer(layer: number): Record<keyof LlamaLayerWeights, string>;
+  layer(layer: number): LayerTensorNames;
   /** Tensors the format stores that the model does not need, dropped on purpose. */
   ignored: ReadonlySet<string>;
   /** True when Q/K rows are stored in the interleaved RoPE layout (llama2.c, llama.cpp). */
@@ -92,6 +107,7 @@ export function checkLlamaConfig(config: LlamaConfig, source: string): void {
     throw new CheckpointError(`${source}: ${nHeads} attention heads are not a multiple of ${nKvHeads} KV heads`, { file: source });
   }
   for (const [name, v] of Object.entries(config)) {
+    if (typeof v === "boolean") continue; // family flags
     if (!(typeof v === "number" && v > 0 && Number.isFinite(v))) {
       throw new CheckpointError(`${source}: config ${name} is ${v}`, { file: source, hint: "the checkpoint's metadata is incomplete or corrupt" });
     }
@@ -146,6 +162,15 @@ export function expectedLlamaShapes(config: LlamaConfig, names: LlamaTensorNames
     shapes.set(n.wGate, [hiddenDim, dim]);
     shapes.set(n.wDown, [dim, hiddenDim]);
     shapes.set(n.wUp, [hiddenDim, dim]);
+    const optional: [string | undefined, number[], boolean | undefined][] = [
+      [n.bq, [qDim], config.qkvBias], [n.bk, [kvDim], config.qkvBias], [n.bv, [kvDim], config.qkvBias],
+      [n.qNorm, [config.headDim], config.qkNorm], [n.kNorm, [config.headDim], config.qkNorm],
+    ];
+    for (const [name, shape, wanted] of optional) {
+      if (!wanted) continue;
+      if (name === undefined) throw new UnsupportedError(`this format has no names for the ${config.qkvBias ? "q/k/v biases" : "q/k norms"} this model needs`);
+      shapes.set(name, shape);
+    }
   }
   return shapes;
 }
@@ -220,6 +245,13 @@ export function loadLlamaLayer(provider: TensorProvider, config: LlamaConfig, na
     wGate: readChecked(provider, n.wGate, hiddenDim * dim),
     wDown: readChecked(provider, n.wDown, dim * hiddenDim),
     wUp: readChecked(provider, n.wUp, hiddenDim * dim),
+    ...(config.qkvBias ? {
+      // A bias follows its rows: the Q/K reorder applies to it as to a one-column matrix.
+      bq: names.interleavedRope ? interleavedToHalfRows(readChecked(provider, n.bq!, qDim), nHeads, headDim, 1) : readChecked(provider, n.bq!, qDim),
+      bk: names.interleavedRope ? interleavedToHalfRows(readChecked(provider, n.bk!, kvDim), nKvHeads, headDim, 1) : readChecked(provider, n.bk!, kvDim),
+      bv: readChecked(provider, n.bv!, kvDim),
+    } : {}),
+    ...(config.qkNorm ? { qNorm: readChecked(provider, n.qNorm!, headDim), kNorm: readChecked(provider, n.kNorm!, headDim) } : {}),
   };
 }
 
@@ -294,7 +326,7 @@ export class LlamaModel {
 
   /** Runs the tokens through the model as one causal window (prefill). */
   forward(tokens: ArrayLike<number>, options: ForwardOptions = {}): ForwardResult {
-    const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize, normEps } = this.config;
+    const { dim, vocabSize, normEps } = this.config;
     const T = tokens.length;
     const cache = options.cache ?? new KvCache(this.config, T);
     const startPos = options.cache ? cache.length : 0;
@@ -309,7 +341,7 @@ export class LlamaModel {
       for (let i = 0; i < dim; i++) x[t * dim + i] = this.weights.embedding[id * dim + i]!;
     }
     const input = options.hooks ? new Float64Array(T * dim) : undefined;
-    const shape = { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta: this.config.ropeTheta };
+    const shape = layerShape(this.config);
     for (let layer = 0; layer < this.config.nLayers; layer++) {
       if (skip.has(layer)) continue;
       if (input) input.set(x);

@@ -2,13 +2,15 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import type { DecoderBackend, LayerShape } from "../backend/backend.js";
+import type { DecoderBackend } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import type { PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
-import { type LayerHooks, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadLlamaGlobals, loadLlamaLayer } from "./llama.js";
+import { type LayerHooks, layerShape, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadLlamaGlobals, loadLlamaLayer } from "./llama.js";
+
+export { layerShape };
 
 /** A checkpoint's lazy view: config, tensor access, and the family's tensor names. */
 export interface StreamingSource {
@@ -36,10 +38,6 @@ export interface Batch<W extends Window = Window> {
 
 export const DEFAULT_BATCH_TOKENS = 4096;
 
-export function layerShape(config: LlamaConfig): LayerShape {
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = config;
-  return { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
-}
 
 /** Groups windows by length and cuts each group into batches of at most batchTokens tokens. */
 export function makeBatches<W extends Window>(windows: readonly W[], dim: number, batchTokens: number): Batch<W>[] {

@@ -2,7 +2,7 @@
 """Golden values for Hugging Face Llama directories, computed by transformers + torch (CPU).
 
 Independent of the TypeScript code: the weights are read by the `safetensors` library and run
-by `LlamaForCausalLM` (eager attention, float32). For each case it records the logits at every
+by `AutoModelForCausalLM` (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM; eager attention, float32). For each case it records the logits at every
 position and the residual stream entering each layer.
 
 Hidden states: transformers' `output_hidden_states=True` returns L+1 tensors; element i < L
@@ -28,7 +28,7 @@ import sys
 
 import torch
 import transformers
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 
 def sha256(path):
@@ -44,7 +44,7 @@ def weight_hashes(directory):
 
 
 def load(directory, dtype=torch.float32):
-    model, info = LlamaForCausalLM.from_pretrained(
+    model, info = AutoModelForCausalLM.from_pretrained(
         directory, dtype=dtype, attn_implementation="eager", output_loading_info=True
     )
     problems = {k: v for k, v in info.items() if v}

@@ -108,6 +108,16 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
     wDown: g.input("wDown", "float", [dim, hiddenDim]),
     wUp: g.input("wUp", "float", [hiddenDim, dim]),
   } satisfies Record<(typeof LAYER_WEIGHT_INPUTS)[number], string>;
+  const bias = shape.qkvBias ? { q: g.input("bq", "float", [qDim]), k: g.input("bk", "float", [kvDim]), v: g.input("bv", "float", [kvDim]) } : undefined;
+  const headNorm = shape.qkNorm ? { q: g.input("qNorm", "float", [d]), k: g.input("kNorm", "float", [d]) } : undefined;
+  // (Closures over xn, defined below with the attention block; they run after it is.)
+  /** A q/k/v projection (N, out), with its bias when the family has one. */
+  const project = (weight: string, b: string | undefined): string => (b ? g.op("Add", [linear(g, xn, weight, options.linear), b]) : linear(g, xn, weight, options.linear));
+  /** (B, T, H, d) heads, RMS-normed over d when the family does (Qwen3), before RoPE. */
+  const heads = (v: string, heads: number, norm: string | undefined): string => {
+    const shaped = reshape(v, [-1, T, heads, d]);
+    return norm ? rmsNorm(g, shaped, norm, normEps) : shaped;
+  };
 
   const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d));
   const kTables = ropeTables(T, d, ropeTheta, 1);
@@ -122,13 +132,13 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
   // Attention block. xn: (N, C)
   const xn = rmsNorm(g, x, w.attnNorm, normEps);
   // q: (N, Hq*d) -> (B, T, Hq, d) roped and scaled -> (B, T, Hkv, G, d) -> (B, Hkv, G, T, d) -> (B, Hkv, G*T, d)
-  const qRoped = rope(g, reshape(linear(g, xn, w.wq, options.linear), [-1, T, nHeads, d]), cosQ, sinQ, d);
+  const qRoped = rope(g, heads(project(w.wq, bias?.q), nHeads, headNorm?.q), cosQ, sinQ, d);
   const q = reshape(transpose(reshape(qRoped, [-1, T, nKvHeads, G, d]), [0, 2, 3, 1, 4]), [-1, nKvHeads, G * T, d]);
   // k: (N, Hkv*d) -> (B, T, Hkv, d) roped -> kT: (B, Hkv, d, T)
-  const kRoped = rope(g, reshape(linear(g, xn, w.wk, options.linear), [-1, T, nKvHeads, d]), cosK, sinK, d);
+  const kRoped = rope(g, heads(project(w.wk, bias?.k), nKvHeads, headNorm?.k), cosK, sinK, d);
   const kT = transpose(kRoped, [0, 2, 3, 1]);
   // v: (N, Hkv*d) -> (B, Hkv, T, d)
-  const v = transpose(reshape(linear(g, xn, w.wv, options.linear), [-1, T, nKvHeads, d]), [0, 2, 1, 3]);
+  const v = transpose(reshape(project(w.wv, bias?.v), [-1, T, nKvHeads, d]), [0, 2, 1, 3]);
   // scores: (B, Hkv, G*T, T) viewed as (B, Hkv, G, T, T) so the (T, T) mask broadcasts
   const scores = reshape(g.op("MatMul", [q, kT]), [-1, nKvHeads, G, T, T]);
   const probs = reshape(g.op("Softmax", [g.op("Add", [scores, mask])], [attr.int("axis", -1)]), [-1, nKvHeads, G * T, T]);
