@@ -351,12 +351,12 @@ test("HF config: transformers' defaults, the mistral alias and unsupported featu
   const refuses = (json: Record<string, unknown>, type: typeof CheckpointError | typeof UnsupportedError, re: RegExp): void => {
     assert.throws(() => resolve(json), (e: unknown) => e instanceof type && re.test((e as Error).message) && (e as ShortgptError).details.file === src);
   };
-  refuses({ ...minimal, model_type: "gemma" }, UnsupportedError, /model_type "gemma" is not supported yet \(supported: llama, mistral, qwen2, qwen3\)/);
+  refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma\)/);
   refuses({ ...minimal, model_type: undefined }, UnsupportedError, /model_type null is not supported/);
   refuses({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } }, UnsupportedError, /RoPE scaling \(rope_scaling type "llama3"\) is not supported yet/);
   refuses({ ...minimal, rope_scaling: { type: "linear", factor: 2 } }, UnsupportedError, /rope_scaling type "linear"/);
   refuses({ ...minimal, rope_parameters: { rope_type: "yarn" } }, UnsupportedError, /rope_parameters type "yarn"/);
-  refuses({ ...minimal, hidden_act: "gelu" }, UnsupportedError, /hidden_act "gelu"/);
+  refuses({ ...minimal, hidden_act: "gelu" }, UnsupportedError, /hidden activation "gelu" \(only silu\)/);
   refuses({ ...minimal, attention_bias: true }, UnsupportedError, /attention_bias/);
   refuses({ ...minimal, layer_types: ["full_attention", "sliding_attention"] }, UnsupportedError, /layer type "sliding_attention"/);
   refuses({ ...minimal, layer_types: ["full_attention"] }, CheckpointError, /layer_types has 1 entries but num_hidden_layers is 2/);
@@ -401,9 +401,9 @@ test("fixture encoders: bf16 and f16 rounding to nearest even, subnormals, overf
 });
 
 /** Golden cases of the other families (F32 weights). */
-const FIXTURE_FAMILY: Record<string, FixtureFamily> = { qwen2: "qwen2", qwen3: "qwen3" };
+const FIXTURE_FAMILY: Record<string, FixtureFamily> = { qwen2: "qwen2", qwen3: "qwen3", gemma: "gemma" };
 
-test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights; Qwen2 biases, Qwen3 q/k norms) and the residual stream`, (t) => {
+test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights; Qwen2 biases, Qwen3 q/k norms, Gemma) and the residual stream`, (t) => {
   const dir = tempDir();
   const ids = golden.ids;
   assert.equal(ids.length, 17);
@@ -427,8 +427,11 @@ test(`the fixture matches transformers ${golden.transformers_version}: logits (F
     });
     const scaled = scaledError(logits, c.logits);
     // Relative per element, absolute below |1| (many logits are near zero).
-    const element = elementError(logits, c.logits, 1);
-    t.diagnostic(`${c.name}: logits max|diff|/max|want| = ${scaled.toExponential(2)}, max |diff|/max(|want|, 1) = ${element.toExponential(2)}`);
+    // Gemma's scaled embedding gives logits up to ~90: float32 rounding in transformers moves the
+    // small ones by more than 1e-4 of 1, so for it the float64 comparison below is the tight one.
+    const floor = c.name === "gemma" ? 10 : 1;
+    const element = elementError(logits, c.logits, floor);
+    t.diagnostic(`${c.name}: logits max|diff|/max|want| = ${scaled.toExponential(2)}, max |diff|/max(|want|, ${floor}) = ${element.toExponential(2)}`);
     assert.ok(scaled <= 1e-4 && element <= 1e-4, `${c.name}: logits differ from transformers (${scaled}, ${element})`);
     if (c.logits_f64_last) {
       // transformers in float64 (its RoPE angles stay float32): most of the float32 gap closes.
@@ -608,11 +611,11 @@ test("removeHfLayers on a broken input fails with a typed error and writes nothi
   assert.deepEqual(readdirSync(dir).sort(), ["in", "mismatch"], "no output and no temporary directory");
 });
 
-test("Qwen2 and Qwen3 directories: the onnxruntime graph (biases, per-head q/k norms) agrees with the reference; pruning keeps their extra tensors", async () => {
+test("Qwen2, Qwen3 and Gemma directories: the onnxruntime graph (biases, per-head q/k norms, GELU) agrees with the reference; pruning keeps their extra tensors", async () => {
   const dir = tempDir();
   const ort = await createOrtBackend({ threads: 2, flavor: "node" });
   try {
-    for (const family of ["qwen2", "qwen3"] as const) {
+    for (const family of ["qwen2", "qwen3", "gemma"] as const) {
       const path = join(dir, family);
       writeHfLlamaFixture(path, { family });
       const opened = openModel(path);

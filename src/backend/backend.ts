@@ -16,6 +16,8 @@ export interface LayerShape {
   qkvBias?: boolean;
   /** Qwen3: q and k are RMS-normalized per head, before RoPE (weights qNorm, kNorm of headDim). */
   qkNorm?: boolean;
+  /** The MLP's gate activation: silu (default) or, for Gemma, GELU with the tanh approximation. */
+  activation?: "gelu_tanh";
 }
 
 /**
@@ -54,7 +56,7 @@ export interface DecoderBackend {
    * 0..seqLen-1. Returns the residual stream after the layer, same shape:
    * h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x)) (+ q/k/v biases with
    * shape.qkvBias; q and k RMS-normed per head before RoPE with shape.qkNorm);
-   * out = h + wDown @ (silu(wGate @ rms(h)) * (wUp @ rms(h))).
+   * out = h + wDown @ (act(wGate @ rms(h)) * (wUp @ rms(h))), act = silu or shape.activation.
    */
   runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape): Promise<Float32Array>;
   /**

@@ -128,6 +128,15 @@ export function causalAttention(
   }
 }
 
+/** gate = gelu_tanh(gate) * up: GELU with the tanh approximation (Gemma's gelu_pytorch_tanh). */
+export function geluTanhMul(gate: Activations, up: Activations, n: number): void {
+  const c = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < n; i++) {
+    const x = gate[i]!;
+    gate[i] = 0.5 * x * (1 + Math.tanh(c * (x + 0.044715 * x * x * x))) * up[i]!;
+  }
+}
+
 /** SwiGLU: gate = silu(gate) * up, in place over n elements. */
 export function siluMul(gate: Activations, up: Activations, n: number): void {
   for (let i = 0; i < n; i++) {

@@ -2,7 +2,7 @@
 // key/value cache, for generation) and the reference backend (fresh windows).
 
 import type { LayerShape, LayerWeightsF32 } from "./backend.js";
-import { addInPlace, causalAttention, matmul, rmsNorm, ropeHalf, siluMul } from "./reference.js";
+import { addInPlace, causalAttention, geluTanhMul, matmul, rmsNorm, ropeHalf, siluMul } from "./reference.js";
 
 /** rows x cols += bias (cols) on every row. */
 function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: number): void {
@@ -55,7 +55,8 @@ export function referenceDecoderLayer(
   rmsNorm(xn, x, w.ffnNorm, T, dim, normEps);
   matmul(gate, xn, w.wGate, T, dim, hiddenDim);
   matmul(up, xn, w.wUp, T, dim, hiddenDim);
-  siluMul(gate, up, T * hiddenDim);
+  if (shape.activation === "gelu_tanh") geluTanhMul(gate, up, T * hiddenDim);
+  else siluMul(gate, up, T * hiddenDim);
   matmul(proj, gate, w.wDown, T, hiddenDim, dim);
   addInPlace(x, proj, T * dim);
 }

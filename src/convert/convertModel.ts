@@ -130,7 +130,7 @@ export function convertModel(input: string, output: string, options: ConvertOpti
   checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
-    if (opened.config.qkvBias || opened.config.qkNorm) {
+    if (opened.architecture !== "llama" && opened.architecture !== "mistral") {
       throw new UnsupportedError(`${input}: converting a ${opened.architecture} model is not supported yet; convert writes Llama checkpoints`, {
         file: input, got: opened.architecture, hint: "prune it in its own format with shortgpt prune",
       });

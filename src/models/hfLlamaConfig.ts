@@ -1,5 +1,6 @@
 // Hugging Face config.json for the Llama family (model_type llama; mistral as an alias; qwen2,
-// a Llama with q/k/v biases; qwen3, a Llama with per-head q/k RMSNorm):
+// a Llama with q/k/v biases; qwen3, a Llama with per-head q/k RMSNorm; gemma, a Llama with a
+// scaled embedding, (1 + w) norms and a GELU gate):
 // the raw fields with their on-disk spelling, one resolve step with transformers' defaults,
 // and the HF tensor names.
 
@@ -29,6 +30,8 @@ export interface HfLlamaRawConfig {
   /** transformers >= 5 spelling of torch_dtype. */
   dtype?: string;
   hidden_act?: string;
+  /** Gemma's spelling of the MLP activation (wins over hidden_act). */
+  hidden_activation?: string | null;
   attention_bias?: boolean;
   mlp_bias?: boolean;
   /** Mistral: attend to at most this many previous positions. */
@@ -41,7 +44,7 @@ export interface HfLlamaRawConfig {
 }
 
 /** model_type -> the family that runs it. */
-export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama", qwen2: "llama", qwen3: "llama" };
+export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama", qwen2: "llama", qwen3: "llama", gemma: "llama" };
 
 /** transformers' defaults (LlamaConfig / MistralConfig) for fields a config.json may omit. */
 const DEFAULTS = {
@@ -49,6 +52,7 @@ const DEFAULTS = {
   mistral: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096 * 32, rms_norm_eps: 1e-6, sliding_window: 4096 },
   // Qwen2Config / Qwen3Config: sliding_window only counts with use_sliding_window (default false).
   qwen2: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, sliding_window: null },
+  gemma: { vocab_size: 256000, hidden_size: 3072, intermediate_size: 24576, num_hidden_layers: 28, num_attention_heads: 16, num_key_value_heads: 16, max_position_embeddings: 8192, rms_norm_eps: 1e-6, sliding_window: null },
   qwen3: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, sliding_window: null },
 } as const;
 const DEFAULT_ROPE_THETA = 10000;
@@ -74,6 +78,7 @@ const FIELDS: Record<keyof HfLlamaRawConfig, { kind: FieldKind; nullable?: boole
   torch_dtype: { kind: "string" },
   dtype: { kind: "string" },
   hidden_act: { kind: "string" },
+  hidden_activation: { kind: "string", nullable: true },
   attention_bias: { kind: "boolean" },
   mlp_bias: { kind: "boolean" },
   sliding_window: { kind: "int", nullable: true },
@@ -170,7 +175,10 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   const unsupported = (what: string): never => {
     throw new UnsupportedError(`${source}: ${what} is not supported yet`, { file: source, hint: "this version runs Llama, Mistral, Qwen2 and Qwen3 decoders" });
   };
-  if ((raw.hidden_act ?? "silu") !== "silu") unsupported(`hidden_act ${JSON.stringify(raw.hidden_act)} (only silu)`);
+  const gemma = modelType === "gemma";
+  // Gemma runs GELU with the tanh approximation (transformers uses it when hidden_activation is unset).
+  const activation = gemma ? raw.hidden_activation ?? "gelu_pytorch_tanh" : raw.hidden_act ?? "silu";
+  if (gemma ? activation !== "gelu_pytorch_tanh" : activation !== "silu") unsupported(`hidden activation ${JSON.stringify(activation)} (${gemma ? "only gelu_pytorch_tanh for gemma" : "only silu"})`);
   if (raw.attention_bias === true) unsupported("attention_bias true");
   if (raw.mlp_bias === true) unsupported("mlp_bias true");
   if (raw.quantization_config) unsupported(`a quantized checkpoint (quant_method ${JSON.stringify(raw.quantization_config["quant_method"] ?? "unknown")})`);
@@ -207,13 +215,14 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     nHeads,
     // An explicit null means "same as num_attention_heads"; absent means the family's default.
     nKvHeads: (raw.num_key_value_heads === undefined ? defaults.num_key_value_heads : raw.num_key_value_heads) ?? nHeads,
-    headDim: raw.head_dim ?? (modelType === "qwen3" ? 128 : Math.floor(dim / nHeads)),
+    headDim: raw.head_dim ?? (modelType === "qwen3" ? 128 : gemma ? 256 : Math.floor(dim / nHeads)),
     vocabSize: raw.vocab_size ?? defaults.vocab_size,
     contextLength,
     normEps: raw.rms_norm_eps ?? defaults.rms_norm_eps,
     ropeTheta: ropeTheta(raw, source),
     ...(modelType === "qwen2" ? { qkvBias: true } : {}),
     ...(modelType === "qwen3" ? { qkNorm: true } : {}),
+    ...(gemma ? { activation: "gelu_tanh" as const, embeddingScale: Math.fround(Math.sqrt(dim)), normWeightOffset: 1 } : {}),
   };
   checkLlamaConfig(config, source);
   if (config.headDim % 2 !== 0) throw new CheckpointError(`${source}: head_dim ${config.headDim} must be even for RoPE`, { file: source });
@@ -269,7 +278,7 @@ export const HF_LLAMA_NAMES: LlamaTensorNames = {
  * lm_head.weight must be present (transformers would initialise it randomly).
  */
 export function hfLlamaTensorNames(raw: HfLlamaRawConfig, config: LlamaConfig, tensorNames: Iterable<string>, source: string): LlamaTensorNames {
-  const tied = raw.tie_word_embeddings ?? false;
+  const tied = raw.tie_word_embeddings ?? raw.model_type === "gemma"; // GemmaConfig ties by default
   const present = new Set(tensorNames);
   const ignored = new Set(["model.rotary_emb.inv_freq", ...rotaryBuffers(config.nLayers)]);
   if (tied) {

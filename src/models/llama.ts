@@ -22,6 +22,12 @@ export interface LlamaConfig {
   qkvBias?: boolean;
   /** Qwen3: per-head RMSNorm of q and k before RoPE. */
   qkNorm?: boolean;
+  /** Gemma: the MLP gate's activation is GELU (tanh approximation) instead of SiLU. */
+  activation?: "gelu_tanh";
+  /** Gemma: embedding rows are multiplied by this (sqrt(dim), rounded to float32) before layer 0. */
+  embeddingScale?: number;
+  /** Gemma: RMSNorm weights are stored as w with scale 1 + w; the loader adds this to every norm weight. */
+  normWeightOffset?: number;
 }
 
 /** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
@@ -39,11 +45,30 @@ export interface LlamaWeights {
 export type LayerTensorNames = Record<Exclude<keyof LlamaLayerWeights, OptionalLayerKey>, string> & Partial<Record<OptionalLayerKey, string>>;
 type OptionalLayerKey = "bq" | "bk" | "bv" | "qNorm" | "kNorm";
 
+/** A norm weight as the kernels use it: Gemma's stored w becomes 1 + w (in float32, as transformers computes it). */
+function normWeight(w: Weights, config: LlamaConfig): Weights {
+  if (!config.normWeightOffset) return w;
+  for (let i = 0; i < w.length; i++) w[i] = w[i]! + config.normWeightOffset;
+  return w;
+}
+
+/** One embedding row as the first layer sees it (scaled for Gemma, in float32). */
+export function embeddingRow(embedding: Weights, id: number, dim: number, config: LlamaConfig): Float32Array {
+  const row = embedding.subarray(id * dim, (id + 1) * dim);
+  if (config.embeddingScale === undefined) return row;
+  const scaled = new Float32Array(dim);
+  for (let i = 0; i < dim; i++) scaled[i] = row[i]! * config.embeddingScale;
+  return scaled;
+}
+
 /** The backend's layer shape for this config. */
 export function layerShape(config: LlamaConfig): LayerShape {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = config;
   // The family flags only when set, so a plain Llama keeps the same compiled graphs.
-  return { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, ...(config.qkvBias ? { qkvBias: true } : {}), ...(config.qkNorm ? { qkNorm: true } : {}) };
+  return {
+    dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta,
+    ...(config.qkvBias ? { qkvBias: true } : {}), ...(config.qkNorm ? { qkNorm: true } : {}), ...(config.activation ? { activation: config.activation } : {}),
+  };
 }
 
 /** How one file format names the Llama tensors. */
@@ -107,7 +132,7 @@ export function checkLlamaConfig(config: LlamaConfig, source: string): void {
     throw new CheckpointError(`${source}: ${nHeads} attention heads are not a multiple of ${nKvHeads} KV heads`, { file: source });
   }
   for (const [name, v] of Object.entries(config)) {
-    if (typeof v === "boolean") continue; // family flags
+    if (typeof v === "boolean" || typeof v === "string") continue; // family flags
     if (!(typeof v === "number" && v > 0 && Number.isFinite(v))) {
       throw new CheckpointError(`${source}: config ${name} is ${v}`, { file: source, hint: "the checkpoint's metadata is incomplete or corrupt" });
     }
@@ -217,7 +242,7 @@ function readChecked(provider: TensorProvider, name: string, length: number): We
 export function loadLlamaGlobals(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): Omit<LlamaWeights, "layers"> {
   const { dim, vocabSize } = config;
   const embedding = readChecked(provider, names.embedding, vocabSize * dim);
-  const finalNorm = readChecked(provider, names.finalNorm, dim);
+  const finalNorm = normWeight(readChecked(provider, names.finalNorm, dim), config);
   const hasClassifier = provider.entries().some((e) => e.name === names.classifier);
   const classifier = hasClassifier ? readChecked(provider, names.classifier, vocabSize * dim) : embedding;
   return { embedding, finalNorm, classifier };
@@ -236,12 +261,12 @@ export function loadLlamaLayer(provider: TensorProvider, config: LlamaConfig, na
     wk = interleavedToHalfRows(wk, nKvHeads, headDim, dim);
   }
   return {
-    attnNorm: readChecked(provider, n.attnNorm, dim),
+    attnNorm: normWeight(readChecked(provider, n.attnNorm, dim), config),
     wq,
     wk,
     wv: readChecked(provider, n.wv, kvDim * dim),
     wo: readChecked(provider, n.wo, dim * qDim),
-    ffnNorm: readChecked(provider, n.ffnNorm, dim),
+    ffnNorm: normWeight(readChecked(provider, n.ffnNorm, dim), config),
     wGate: readChecked(provider, n.wGate, hiddenDim * dim),
     wDown: readChecked(provider, n.wDown, dim * hiddenDim),
     wUp: readChecked(provider, n.wUp, hiddenDim * dim),
@@ -338,7 +363,7 @@ export class LlamaModel {
     for (let t = 0; t < T; t++) {
       const id = tokens[t]!;
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} at position ${t} is outside the vocabulary (0..${vocabSize - 1})`);
-      for (let i = 0; i < dim; i++) x[t * dim + i] = this.weights.embedding[id * dim + i]!;
+      x.set(embeddingRow(this.weights.embedding, id, dim, this.config), t * dim);
     }
     const input = options.hooks ? new Float64Array(T * dim) : undefined;
     const shape = layerShape(this.config);

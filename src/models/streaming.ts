@@ -8,7 +8,7 @@ import { OptionError } from "../errors.js";
 import type { PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
-import { type LayerHooks, layerShape, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadLlamaGlobals, loadLlamaLayer } from "./llama.js";
+import { embeddingRow, type LayerHooks, layerShape, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadLlamaGlobals, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
 
@@ -72,7 +72,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       batch.windows.forEach((w, i) => {
         w.tokens.forEach((id, pos) => {
           if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
-          batch.hidden.set(embedding.subarray(id * dim, (id + 1) * dim), (i * batch.seqLen + pos) * dim);
+          batch.hidden.set(embeddingRow(embedding, id, dim, config), (i * batch.seqLen + pos) * dim);
         });
       });
     }

@@ -33,6 +33,13 @@ function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number): strin
   return g.op("Mul", [g.op("Div", [x, rms]), weight]);
 }
 
+/** GELU with the tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in opset-17 ops. */
+function geluTanh(g: GraphBuilder, x: string): string {
+  const cube = g.op("Mul", [g.op("Mul", [x, x]), x]);
+  const inner = g.op("Mul", [g.op("Add", [x, g.op("Mul", [cube, g.constFloat([0.044715], [])])]), g.constFloat([Math.sqrt(2 / Math.PI)], [])]);
+  return g.op("Mul", [g.op("Mul", [x, g.constFloat([0.5], [])]), g.op("Add", [g.op("Tanh", [inner]), g.constFloat([1], [])])]);
+}
+
 /** x: (N, in), w: (out, in) as stored -> (N, out) = x @ w^T. */
 function linear(g: GraphBuilder, x: string, w: string, mode: LinearMode): string {
   if (mode === "gemm") return g.op("Gemm", [x, w], [attr.int("transB", 1)]);
@@ -150,7 +157,7 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
   const hn = rmsNorm(g, h, w.ffnNorm, normEps);
   const gate = linear(g, hn, w.wGate, options.linear);
   const up = linear(g, hn, w.wUp, options.linear);
-  const act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
+  const act = g.op("Mul", [shape.activation === "gelu_tanh" ? geluTanh(g, gate) : g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
   const y = g.op("Add", [h, linear(g, act, w.wDown, options.linear)]);
   g.output(y, "y", "float", [TOKENS, dim]);
   return g.build();
