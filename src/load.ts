@@ -17,6 +17,7 @@ import { COMPUTE_DTYPES, decodeToF32 } from "./tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
 import { parseHfLlamaConfig, resolveHfLlamaConfig, hfLlamaTensorNames } from "./models/hfLlamaConfig.js";
 import { readGgufTokenizer } from "./tokenizer/gguf.js";
+import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -117,33 +118,35 @@ function countDtypes(entries: TensorEntry[]): Record<string, number> {
 /** Resolves the Llama config from GGUF metadata (llama.* keys), filling llama.cpp's defaults. */
 export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   const arch = ggufString(gguf, "general.architecture");
-  if (arch !== "llama") {
-    throw new UnsupportedError(`${gguf.path}: architecture "${arch ?? "(missing)"}" is not supported yet (supported: llama)`, {
-      file: gguf.path, got: arch ?? "(missing)", hint: "general.architecture must be one of: llama",
+  if (!isGgufArchitecture(arch)) {
+    throw new UnsupportedError(`${gguf.path}: architecture "${arch ?? "(missing)"}" is not supported yet (supported: ${GGUF_ARCHITECTURES.join(", ")})`, {
+      file: gguf.path, got: arch ?? "(missing)", hint: `general.architecture must be one of: ${GGUF_ARCHITECTURES.join(", ")}`,
     });
   }
   const need = (key: string): number => {
-    const v = ggufNumber(gguf, key);
-    if (v === undefined) throw new CheckpointError(`${gguf.path}: metadata ${key} is missing`, { file: gguf.path, hint: "the GGUF file is incomplete" });
+    const v = ggufNumber(gguf, `${arch}.${key}`);
+    if (v === undefined) throw new CheckpointError(`${gguf.path}: metadata ${arch}.${key} is missing`, { file: gguf.path, hint: "the GGUF file is incomplete" });
     return v;
   };
-  const dim = need("llama.embedding_length");
-  const nHeads = need("llama.attention.head_count");
+  const optional = (key: string): number | undefined => ggufNumber(gguf, `${arch}.${key}`);
+  const dim = need("embedding_length");
+  const nHeads = need("attention.head_count");
   const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
   const config: LlamaConfig = {
-    nLayers: need("llama.block_count"),
+    nLayers: need("block_count"),
     dim,
-    hiddenDim: need("llama.feed_forward_length"),
+    hiddenDim: need("feed_forward_length"),
     nHeads,
-    nKvHeads: ggufNumber(gguf, "llama.attention.head_count_kv") ?? nHeads,
-    headDim: ggufNumber(gguf, "llama.attention.key_length") ?? dim / nHeads,
-    vocabSize: ggufNumber(gguf, "llama.vocab_size") ?? embedding?.dims[1] ?? 0,
-    contextLength: need("llama.context_length"),
-    normEps: need("llama.attention.layer_norm_rms_epsilon"),
-    ropeTheta: ggufNumber(gguf, "llama.rope.freq_base") ?? 10000,
+    nKvHeads: optional("attention.head_count_kv") ?? nHeads,
+    headDim: optional("attention.key_length") ?? dim / nHeads,
+    vocabSize: optional("vocab_size") ?? embedding?.dims[1] ?? 0,
+    contextLength: need("context_length"),
+    normEps: need("attention.layer_norm_rms_epsilon"),
+    ropeTheta: optional("rope.freq_base") ?? 10000,
+    ...ggufFamilyFlags(arch, dim),
   };
-  assertLlamaSupported(ggufNumber(gguf, "llama.rope.dimension_count"), config.headDim, gguf.path);
-  if (gguf.metadata.has("llama.rope.scaling.type") && ggufString(gguf, "llama.rope.scaling.type") !== "none") {
+  assertLlamaSupported(optional("rope.dimension_count"), config.headDim, gguf.path);
+  if (gguf.metadata.has(`${arch}.rope.scaling.type`) && ggufString(gguf, `${arch}.rope.scaling.type`) !== "none") {
     throw new UnsupportedError(`${gguf.path}: RoPE scaling is not supported yet`, { file: gguf.path });
   }
   checkLlamaConfig(config, gguf.path);
@@ -211,10 +214,11 @@ export function openModel(path: string, options: LoadOptions = {}): OpenedModel 
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const provider = ggufProvider(gguf);
-      checkLlamaTensors(provider, config, GGUF_LLAMA_NAMES);
+      const names = ggufNames(ggufString(gguf, "general.architecture") as GgufArchitecture);
+      checkLlamaTensors(provider, config, names);
       return {
-        path, format, architecture: "llama", config, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()),
-        provider, names: GGUF_LLAMA_NAMES, close: () => gguf.file.close(),
+        path, format, architecture: ggufString(gguf, "general.architecture")!, config, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()),
+        provider, names, close: () => gguf.file.close(),
       };
     } catch (err) {
       gguf.file.close();

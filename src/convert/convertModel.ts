@@ -9,7 +9,9 @@ import { GGML_TYPE_BY_NAME, type GgufTensorToWrite, writeGguf } from "../formats
 import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite } from "../formats/safetensors.js";
 import { type OpenedModel, openModel } from "../load.js";
 import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
-import { GGUF_LLAMA_NAMES, halfRowsToInterleaved, interleavedToHalfRows, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
+import { ggufArchitectureOf, ggufNames } from "../models/ggufFamilies.js";
+import { halfRowsToInterleaved, interleavedToHalfRows, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
+import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
 import { SentencePieceTokenizer } from "../tokenizer/sentencepiece.js";
 import { checkOutputPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
@@ -73,6 +75,8 @@ function logicalTensors(opened: OpenedModel): LogicalTensor[] {
   const shapes: Record<string, number[]> = {
     attnNorm: [dim], wq: [nHeads * headDim, dim], wk: [nKvHeads * headDim, dim], wv: [nKvHeads * headDim, dim], wo: [dim, nHeads * headDim],
     ffnNorm: [dim], wGate: [hiddenDim, dim], wDown: [dim, hiddenDim], wUp: [hiddenDim, dim],
+    ...(config.qkvBias ? { bq: [nHeads * headDim], bk: [nKvHeads * headDim], bv: [nKvHeads * headDim] } : {}),
+    ...(config.qkNorm ? { qNorm: [headDim], kNorm: [headDim] } : {}),
   };
   for (let layer = 0; layer < config.nLayers; layer++) {
     const n = names.layer(layer);
@@ -97,10 +101,17 @@ function targetName(t: LogicalTensor, names: LlamaTensorNames): string {
   return (names.layer(t.layer!) as Record<string, string>)[t.key!]!;
 }
 
-function forGguf(t: LogicalTensor, config: LlamaConfig): Float32Array {
+/**
+ * A tensor's values as a GGUF of `names` stores them: Q/K rows interleaved for "llama" (only
+ * it uses that RoPE layout), and Gemma's norms as 1 + w (llama.cpp's convention) when the
+ * source stores w (the config's normWeightOffset).
+ */
+function forGguf(t: LogicalTensor, config: LlamaConfig, names: LlamaTensorNames): Float32Array {
   const w = t.read();
-  if (t.key === "wq") return halfRowsToInterleaved(w, config.nHeads, config.headDim, config.dim);
-  if (t.key === "wk") return halfRowsToInterleaved(w, config.nKvHeads, config.headDim, config.dim);
+  if (names.interleavedRope && t.key === "wq") return halfRowsToInterleaved(w, config.nHeads, config.headDim, config.dim);
+  if (names.interleavedRope && t.key === "wk") return halfRowsToInterleaved(w, config.nKvHeads, config.headDim, config.dim);
+  const isNorm = t.role === "finalNorm" || t.key === "attnNorm" || t.key === "ffnNorm";
+  if (isNorm && config.normWeightOffset) return w.map((v) => v + config.normWeightOffset!);
   return w;
 }
 
@@ -130,9 +141,9 @@ export function convertModel(input: string, output: string, options: ConvertOpti
   checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
-    if (opened.architecture !== "llama" && opened.architecture !== "mistral") {
-      throw new UnsupportedError(`${input}: converting a ${opened.architecture} model is not supported yet; convert writes Llama checkpoints`, {
-        file: input, got: opened.architecture, hint: "prune it in its own format with shortgpt prune",
+    if (options.to === "safetensors" && ggufArchitectureOf(opened.config) !== "llama") {
+      throw new UnsupportedError(`${input}: writing a ${opened.architecture} model as a Hugging Face directory is not supported yet (Llama only); --to gguf is`, {
+        file: input, got: opened.architecture, hint: "prune it in its own format with shortgpt prune, or convert it to GGUF",
       });
     }
     return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
@@ -142,29 +153,35 @@ export function convertModel(input: string, output: string, options: ConvertOpti
 }
 
 function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
-  if (!(opened.tokenizer instanceof SentencePieceTokenizer)) {
+  // The vocabulary: the model's own SentencePiece one, or (for a Hugging Face input) a llama2.c
+  // tokenizer.bin named with --tokenizer.
+  const vocabulary = opened.tokenizer instanceof SentencePieceTokenizer ? opened.tokenizer
+    : opened.format === "hf" && options.tokenizer !== undefined ? readLlama2cTokenizer(options.tokenizer, opened.config.vocabSize) : undefined;
+  if (!vocabulary) {
     throw new UnsupportedError(`${opened.path}: its tokenizer (${opened.tokenizer.description}) cannot be written as a GGUF vocabulary yet; only SentencePiece vocabularies can`, {
-      file: opened.path, hint: "convert from a llama2.c or GGUF checkpoint, or use llama.cpp's convert_hf_to_gguf.py for Hugging Face tokenizers",
+      file: opened.path, hint: "convert from a llama2.c or GGUF checkpoint, give a llama2.c tokenizer.bin with --tokenizer, or use llama.cpp's convert_hf_to_gguf.py for Hugging Face tokenizers",
     });
   }
+  const arch = ggufArchitectureOf(opened.config);
+  const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
   const logical = logicalTensors(opened);
   let done = 0;
   const tensors: GgufTensorToWrite[] = logical.map((t) => {
-    const name = targetName(t, GGUF_LLAMA_NAMES);
+    const name = targetName(t, names);
     const stored = chooseDtype(t, dtype, fallbacks, name);
     const type = GGML_TYPE_BY_NAME.get(stored)!;
     const count = t.shape.reduce((a, b) => a * b, 1);
     return {
       name, dims: [...t.shape].reverse(), type, byteLength: (count / type.blockSize) * type.blockBytes,
       bytes: () => {
-        const bytes = encodeF32(forGguf(t, opened.config), stored);
+        const bytes = encodeF32(forGguf(t, opened.config, names), stored);
         options.onTensor?.(++done, logical.length, name);
         return bytes;
       },
     };
   });
-  const metadata = ggufLlamaMetadata(opened.config, opened.tokenizer.vocabulary, {
+  const metadata = ggufLlamaMetadata(arch, opened.config, vocabulary.vocabulary, {
     name: basename(opened.path).replace(/\.(gguf|bin)$/, ""),
     fileType: GGUF_FILE_TYPE[dtype],
     quantized: dtype === "Q8_0" || dtype === "Q4_0",

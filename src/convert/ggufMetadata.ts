@@ -1,7 +1,8 @@
-// The GGUF metadata llama.cpp needs to load a Llama: hyperparameters under `llama.` and the
+// The GGUF metadata llama.cpp needs to load a Llama-family model: hyperparameters under `<arch>.` and the
 // SentencePiece vocabulary under `tokenizer.ggml.` (keys as in llama.cpp's GGUF spec).
 
 import { type GgufValue, GgufValueType } from "../formats/gguf.js";
+import type { GgufArchitecture } from "../models/ggufFamilies.js";
 import type { LlamaConfig } from "../models/llama.js";
 import type { WritableDtype } from "../tensor/encode.js";
 import type { SentencePieceVocab } from "../tokenizer/sentencepiece.js";
@@ -20,26 +21,26 @@ export interface GgufGeneral {
   quantized: boolean;
 }
 
-export function ggufLlamaMetadata(config: LlamaConfig, vocab: Readonly<SentencePieceVocab>, general: GgufGeneral): Map<string, GgufValue> {
+export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, vocab: Readonly<SentencePieceVocab>, general: GgufGeneral): Map<string, GgufValue> {
   const m = new Map<string, GgufValue>();
-  m.set("general.architecture", str("llama"));
+  m.set("general.architecture", str(arch));
   m.set("general.name", str(general.name));
   m.set("general.file_type", u32(general.fileType));
   if (general.quantized) m.set("general.quantization_version", u32(2));
-  m.set("llama.vocab_size", u32(config.vocabSize));
-  m.set("llama.context_length", u32(config.contextLength));
-  m.set("llama.embedding_length", u32(config.dim));
-  m.set("llama.block_count", u32(config.nLayers));
-  m.set("llama.feed_forward_length", u32(config.hiddenDim));
-  m.set("llama.attention.head_count", u32(config.nHeads));
-  m.set("llama.attention.head_count_kv", u32(config.nKvHeads));
+  m.set(`${arch}.vocab_size`, u32(config.vocabSize));
+  m.set(`${arch}.context_length`, u32(config.contextLength));
+  m.set(`${arch}.embedding_length`, u32(config.dim));
+  m.set(`${arch}.block_count`, u32(config.nLayers));
+  m.set(`${arch}.feed_forward_length`, u32(config.hiddenDim));
+  m.set(`${arch}.attention.head_count`, u32(config.nHeads));
+  m.set(`${arch}.attention.head_count_kv`, u32(config.nKvHeads));
   if (config.headDim * config.nHeads !== config.dim) {
-    m.set("llama.attention.key_length", u32(config.headDim));
-    m.set("llama.attention.value_length", u32(config.headDim));
+    m.set(`${arch}.attention.key_length`, u32(config.headDim));
+    m.set(`${arch}.attention.value_length`, u32(config.headDim));
   }
-  m.set("llama.rope.dimension_count", u32(config.headDim));
-  m.set("llama.rope.freq_base", f32(config.ropeTheta));
-  m.set("llama.attention.layer_norm_rms_epsilon", f32(config.normEps));
+  m.set(`${arch}.rope.dimension_count`, u32(config.headDim));
+  m.set(`${arch}.rope.freq_base`, f32(config.ropeTheta));
+  m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
   const pieces = portablePieces(vocab);
   m.set("tokenizer.ggml.model", str("llama"));
   m.set("tokenizer.ggml.tokens", { type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, value: pieces });

@@ -1,0 +1,40 @@
+// The GGUF architectures that run on the Llama decoder, and what distinguishes them in a GGUF
+// file (facts of llama.cpp's format): metadata under "<arch>.", the same blk.N tensor names
+// (plus attn_{q,k,v}.bias for qwen2 and attn_{q,k}_norm for qwen3), and the RoPE layout: only
+// "llama" stores Q/K rows interleaved; qwen2, qwen3 and gemma use the rotate-half ("NEOX")
+// layout. Gemma's GGUF norm weights already hold 1 + w, and its embedding is scaled by sqrt(dim).
+
+import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
+
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma"] as const;
+export type GgufArchitecture = (typeof GGUF_ARCHITECTURES)[number];
+
+export function isGgufArchitecture(arch: string | undefined): arch is GgufArchitecture {
+  return (GGUF_ARCHITECTURES as readonly (string | undefined)[]).includes(arch);
+}
+
+export function ggufNames(arch: GgufArchitecture): LlamaTensorNames {
+  return arch === "llama" ? GGUF_LLAMA_NAMES : { ...GGUF_LLAMA_NAMES, interleavedRope: false };
+}
+
+/** The family's flags on top of the shared hyperparameters. */
+export function ggufFamilyFlags(arch: GgufArchitecture, dim: number): Partial<LlamaConfig> {
+  switch (arch) {
+    case "qwen2":
+      return { qkvBias: true };
+    case "qwen3":
+      return { qkNorm: true };
+    case "gemma":
+      return { activation: "gelu_tanh", embeddingScale: Math.fround(Math.sqrt(dim)) };
+    default:
+      return {};
+  }
+}
+
+/** The architecture a config runs as in GGUF. */
+export function ggufArchitectureOf(config: LlamaConfig): GgufArchitecture {
+  if (config.qkvBias) return "qwen2";
+  if (config.qkNorm) return "qwen3";
+  if (config.activation === "gelu_tanh") return "gemma";
+  return "llama";
+}
