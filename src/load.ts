@@ -17,6 +17,7 @@ import { COMPUTE_DTYPES, decodeToF32 } from "./tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
 import { parseHfLlamaConfig, resolveHfLlamaConfig, hfLlamaTensorNames } from "./models/hfLlamaConfig.js";
 import { readGgufTokenizer } from "./tokenizer/gguf.js";
+import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
@@ -188,7 +189,10 @@ function openHfModel(path: string): OpenedModel {
     const raw = parseHfLlamaConfig(hf.config, hf.configPath);
     const config = resolveHfLlamaConfig(raw, hf.configPath);
     const names = hfLlamaTensorNames(raw, config, hf.tensors.map((t) => t.name), hf.dir);
-    const provider = hfTensorProvider(hf);
+    const stored = hfTensorProvider(hf);
+    // Baichuan2 (its config has z_loss_weight; its vocabulary is 125696) normalizes the head; Baichuan 1 does not.
+    const normalizeHead = "z_loss_weight" in hf.config || config.vocabSize === BAICHUAN2_VOCAB_SIZE;
+    const provider = raw.model_type === "baichuan" ? baichuanView(stored, { normalizeHead }) : stored;
     checkLlamaTensors(provider, config, names);
     const id = (key: string): number => (typeof hf.config[key] === "number" ? (hf.config[key] as number) : -1);
     const tokenizer = readHfTokenizer(path, hf.config, config.vocabSize) ?? new MissingTokenizer(config.vocabSize, id("bos_token_id"), id("eos_token_id"), path);

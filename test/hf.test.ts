@@ -351,7 +351,7 @@ test("HF config: transformers' defaults, the mistral alias and unsupported featu
   const refuses = (json: Record<string, unknown>, type: typeof CheckpointError | typeof UnsupportedError, re: RegExp): void => {
     assert.throws(() => resolve(json), (e: unknown) => e instanceof type && re.test((e as Error).message) && (e as ShortgptError).details.file === src);
   };
-  refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma\)/);
+  refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma, baichuan\)/);
   refuses({ ...minimal, model_type: undefined }, UnsupportedError, /model_type null is not supported/);
   refuses({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } }, UnsupportedError, /RoPE scaling \(rope_scaling type "llama3"\) is not supported yet/);
   refuses({ ...minimal, rope_scaling: { type: "linear", factor: 2 } }, UnsupportedError, /rope_scaling type "linear"/);
@@ -639,4 +639,46 @@ test("Qwen2, Qwen3 and Gemma directories: the onnxruntime graph (biases, per-hea
   } finally {
     await ort.dispose();
   }
+});
+
+test("Baichuan2: W_pack is split into q, k and v and the head is row-normalized, exactly like an equivalent Llama; pruning renumbers W_pack", () => {
+  const dir = tempDir();
+  const baichuan = writeHfLlamaFixture(join(dir, "baichuan"), { family: "baichuan" });
+  // The equivalent Llama, built here from the stored tensors: W_pack cut in three, lm_head rows scaled to unit norm.
+  const st = readSafetensors(join(baichuan.dir, "model.safetensors"));
+  const tensors: SafetensorsTensorToWrite[] = [];
+  for (const t of st.tensors) {
+    const values = new Float32Array(new Uint8Array(readTensorBytes(st, t.name)).buffer);
+    const put = (name: string, shape: number[], v: Float32Array): void => void tensors.push({ name, dtype: "F32", shape, byteLength: v.byteLength, bytes: () => new Uint8Array(v.buffer, v.byteOffset, v.byteLength) });
+    const pack = /^(.*)\.W_pack\.weight$/.exec(t.name);
+    if (pack) {
+      const rows = t.shape[0]! / 3;
+      ["q", "k", "v"].forEach((p, i) => put(`${pack[1]}.${p}_proj.weight`, [rows, t.shape[1]!], values.slice(i * rows * t.shape[1]!, (i + 1) * rows * t.shape[1]!)));
+    } else if (t.name === "lm_head.weight") {
+      const cols = t.shape[1]!;
+      const normed = values.slice();
+      for (let r = 0; r < t.shape[0]!; r++) {
+        const row = normed.subarray(r * cols, (r + 1) * cols);
+        const norm = Math.sqrt(row.reduce((s, v) => s + v * v, 0));
+        for (let c = 0; c < cols; c++) row[c] = row[c]! / norm;
+      }
+      put(t.name, [...t.shape], normed);
+    } else {
+      put(t.name, [...t.shape], values);
+    }
+  }
+  st.file.close();
+  const llamaDir = join(dir, "llama");
+  mkdirSync(llamaDir);
+  writeSafetensors(join(llamaDir, "model.safetensors"), tensors);
+  const { z_loss_weight: _z, model_max_length: _m, ...rest } = baichuan.config;
+  writeFileSync(join(llamaDir, "config.json"), JSON.stringify({ ...rest, model_type: "llama", architectures: ["LlamaForCausalLM"] }));
+  const ids = [1, 37, 402, 11, 250, 99, 500, 3];
+  const want = loadModel(llamaDir).model.forward(ids).logits;
+  assert.deepEqual(loadModel(baichuan.dir).model.forward(ids).logits, want);
+  // Pruned: W_pack renumbered with its layer, and the result equals the equivalent Llama with that layer skipped.
+  const pruned = join(dir, "pruned");
+  removeHfLayers(baichuan.dir, pruned, [2]);
+  assert.ok(openHfDirectory(pruned).tensors.some((t) => t.name === "model.layers.2.self_attn.W_pack.weight"));
+  assert.deepEqual(loadModel(pruned).model.forward(ids).logits, loadModel(llamaDir).model.forward(ids, { skip: new Set([2]) }).logits);
 });

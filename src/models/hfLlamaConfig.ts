@@ -44,7 +44,7 @@ export interface HfLlamaRawConfig {
 }
 
 /** model_type -> the family that runs it. */
-export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama", qwen2: "llama", qwen3: "llama", gemma: "llama" };
+export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama", qwen2: "llama", qwen3: "llama", gemma: "llama", baichuan: "llama" };
 
 /** transformers' defaults (LlamaConfig / MistralConfig) for fields a config.json may omit. */
 const DEFAULTS = {
@@ -52,6 +52,8 @@ const DEFAULTS = {
   mistral: { vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8, max_position_embeddings: 4096 * 32, rms_norm_eps: 1e-6, sliding_window: 4096 },
   // Qwen2Config / Qwen3Config: sliding_window only counts with use_sliding_window (default false).
   qwen2: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, sliding_window: null },
+  // Baichuan2-7B (the remote-code BaichuanConfig has no defaults worth trusting; a real config.json lists its fields).
+  baichuan: { vocab_size: 125696, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 4096, rms_norm_eps: 1e-6, sliding_window: null },
   gemma: { vocab_size: 256000, hidden_size: 3072, intermediate_size: 24576, num_hidden_layers: 28, num_attention_heads: 16, num_key_value_heads: 16, max_position_embeddings: 8192, rms_norm_eps: 1e-6, sliding_window: null },
   qwen3: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, sliding_window: null },
 } as const;
@@ -176,6 +178,8 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     throw new UnsupportedError(`${source}: ${what} is not supported yet`, { file: source, hint: "this version runs Llama, Mistral, Qwen2 and Qwen3 decoders" });
   };
   const gemma = modelType === "gemma";
+  // Baichuan2-13B replaces RoPE by ALiBi (same config fields, hidden size 5120).
+  if (modelType === "baichuan" && (raw.hidden_size ?? 4096) === 5120) unsupported("Baichuan 13B (ALiBi position bias)");
   // Gemma runs GELU with the tanh approximation (transformers uses it when hidden_activation is unset).
   const activation = gemma ? raw.hidden_activation ?? "gelu_pytorch_tanh" : raw.hidden_act ?? "silu";
   if (gemma ? activation !== "gelu_pytorch_tanh" : activation !== "silu") unsupported(`hidden activation ${JSON.stringify(activation)} (${gemma ? "only gelu_pytorch_tanh for gemma" : "only silu"})`);
