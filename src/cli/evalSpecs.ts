@@ -81,3 +81,13 @@ export async function runEvals(
   }
   return values;
 }
+
+/** Column titles of the evaluations in a table. */
+export function evalColumns(specs: readonly EvalSpec[]): string[] {
+  return specs.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`));
+}
+
+/** One evaluation's number as a table shows it. */
+export function evalCells(values: readonly EvalValue[]): string[] {
+  return values.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3));
+}

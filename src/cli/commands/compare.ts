@@ -11,7 +11,7 @@ import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { metricChart, metricsFromArgs, metricsWithProgress, selectionFromArgs } from "../metricOptions.js";
-import { type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
+import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { metricsPerLayerChart, overlapChart } from "../../report/charts.js";
 
@@ -69,9 +69,11 @@ export const compareCommand: Command = {
           options: { ...windows, ...choice }, backend: { name: backend.name, threads: backend.threads },
           metrics: runs, results, overlap,
         };
+        const qualityHeader = ["pruned by", "removed layers", ...evalColumns(evals)];
+        const qualityRows = results.map((r) => [r.metric, r.removed.join(",") || "-", ...evalCells(r.evals)]);
         const text = [
           ...runs.map((r) => metricChart(r, chosen.find((c) => c.metric === r.metric)!.layers)),
-          table(["pruned by", "removed layers", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))], results.map((r) => [r.metric, r.removed.join(",") || "-", ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))])),
+          table(qualityHeader, qualityRows),
           overlap.length > 0 ? `overlap of the removed sets (Jaccard): ${overlap.map((o) => `${o.a}/${o.b} ${o.jaccard.toFixed(2)}`).join(", ")}` : "",
         ].join("\n\n");
         const perLayerResults = runs.filter((r) => r.block === 1);
@@ -80,7 +82,7 @@ export const compareCommand: Command = {
           sections: [
             { title: "Each metric per layer", chart: { name: "metrics", spec: metricsPerLayerChart(perLayerResults, new Map(chosen.map((c) => [c.metric, c.layers]))) } },
             { title: "Overlap of the removed sets", chart: { name: "overlap", spec: overlapChart(chosen, nLayers) }, table: { header: ["metric", "metric", "Jaccard"], rows: overlap.map((o) => [o.a, o.b, o.jaccard.toFixed(2)]) } },
-            { title: "Quality after pruning by each metric", table: { header: ["pruned by", "removed layers", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))], rows: results.map((r) => [r.metric, r.removed.join(",") || "-", ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))]) } },
+            { title: "Quality after pruning by each metric", table: { header: qualityHeader, rows: qualityRows } },
           ],
           provenance: provenance("compare", { model: path, data: data.path, "data sha256": data.sha256, options: JSON.stringify({ ...windows, ...choice }), backend: backend.name }),
         }), json);

@@ -9,7 +9,7 @@ import { checkSelection, ITERATIVE_METRICS, selectIteratively, selectLayers } fr
 import { DATA_OPTIONS, EVAL_OPTIONS, evalSettingsFromArgs, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
-import { type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
+import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
 import { table } from "../format.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
@@ -77,12 +77,9 @@ export const sweepCommand: Command = {
           backend: { name: backend.name, threads: backend.threads }, parameters: total, parametersPerLayer: perLayer, rows,
           ...(scores ? { scores } : {}),
         };
-        const text = chart + table(
-          ["removed", "layers", "params kept", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))],
-          rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))]),
-        );
-        const header = ["removed", "layers", "params kept", ...evals.map((e) => (e.kind === "ppl" ? e.name : `${e.name} acc`))];
-        const tableRows = rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...r.evals.map((e) => e.value.toFixed(e.metric === "acc" ? 4 : 3))]);
+        const header = ["removed", "layers", "params kept", ...evalColumns(evals)];
+        const tableRows = rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...evalCells(r.evals)]);
+        const text = chart + table(header, tableRows);
         const sections: ReportSection[] = [
           { title: "Quality against layers removed", text: "perplexity for text files (lower is better), accuracy for tasks", chart: { name: "quality", spec: qualityCurveChart(rows.flatMap((r) => r.evals.map((e) => ({ removed: r.removed, evaluation: e.metric === "acc" ? `${e.name} acc` : e.name, value: e.value })))) }, table: { header, rows: tableRows } },
         ];
