@@ -23,7 +23,7 @@ node --input-type=module -e "
 "$PYTHON" test/oracle/hf_llama_oracle.py \
   --ids 1,37,402,11,250,99,500,3,77,128,256,311,42,7,480,199,65 \
   --case f32 "$work/f32" --case bf16 "$work/bf16" --case f16 "$work/f16" --case qwen2 "$work/qwen2" --case qwen3 "$work/qwen3" --case gemma "$work/gemma" \
-  --hidden f32 --hidden qwen2 --hidden qwen3 --hidden gemma --f64 f32 --f64 gemma \
+  --hidden f32 --f64 f32 --f64 gemma \
   --pruned f32-sharded-pruned "$work/f32-sharded-pruned" "$work/f32-sharded" 1,2 \
   --out test/oracle/golden/hf_llama_tiny.json
 ls -l test/oracle/golden/hf_llama_tiny.json
