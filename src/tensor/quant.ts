@@ -150,39 +150,34 @@ function scaleMinK4(b: Uint8Array, at: number, j: number): [number, number] {
   return [(b[at + j + 4]! & 0xf) | ((b[at + j - 4]! >> 6) << 4), (b[at + j + 4]! >> 4) | ((b[at + j]! >> 6) << 4)];
 }
 
-// Q4_K: d, dmin, scales[12], qs[128] (4 bits).
-const q4_K: BlockDecoder = (b, at, y, o) => {
-  const d = half(b, at);
-  const min = half(b, at + 2);
-  for (let j = 0; j < 4; j++) {
-    const q = at + 16 + 32 * j;
-    for (const [is, shift] of [[2 * j, 0], [2 * j + 1, 4]] as const) {
-      const [sc, m] = scaleMinK4(b, at + 4, is);
-      const dl = fround(d * sc);
-      const ml = fround(min * m);
-      for (let l = 0; l < 32; l++) y[o++] = fround(dl * ((b[q + l]! >> shift) & 0xf)) - ml;
-    }
-  }
-};
-
-// Q5_K: d, dmin, scales[12], qh[32] (fifth bit), qs[128] (low 4 bits).
-const q5_K: BlockDecoder = (b, at, y, o) => {
-  const d = half(b, at);
-  const min = half(b, at + 2);
-  for (let j = 0; j < 4; j++) {
-    const q = at + 48 + 32 * j;
-    for (const [is, shift] of [[2 * j, 0], [2 * j + 1, 4]] as const) {
-      const [sc, m] = scaleMinK4(b, at + 4, is);
-      const dl = fround(d * sc);
-      const ml = fround(min * m);
-      const bit = 1 << is;
-      for (let l = 0; l < 32; l++) {
-        const q5 = ((b[q + l]! >> shift) & 0xf) + (b[at + 16 + l]! & bit ? 16 : 0);
-        y[o++] = fround(dl * q5) - ml;
+/**
+ * Q4_K and Q5_K share their layout: d, dmin, scales[12], then for Q5_K qh[32] (the fifth bit of
+ * each element), then qs[128] (low 4 bits). Sub-block is (32 elements) has scale and min
+ * number is; element l of it is dl * q - ml.
+ */
+function kQuant(fifthBit: boolean): BlockDecoder {
+  const qsOffset = fifthBit ? 48 : 16;
+  return (b, at, y, o) => {
+    const d = half(b, at);
+    const min = half(b, at + 2);
+    for (let j = 0; j < 4; j++) {
+      const q = at + qsOffset + 32 * j;
+      for (const [is, shift] of [[2 * j, 0], [2 * j + 1, 4]] as const) {
+        const [sc, m] = scaleMinK4(b, at + 4, is);
+        const dl = fround(d * sc);
+        const ml = fround(min * m);
+        const bit = 1 << is;
+        for (let l = 0; l < 32; l++) {
+          const high = fifthBit && b[at + 16 + l]! & bit ? 16 : 0;
+          y[o++] = fround(dl * (((b[q + l]! >> shift) & 0xf) + high)) - ml;
+        }
       }
     }
-  }
-};
+  };
+}
+
+const q4_K = kQuant(false);
+const q5_K = kQuant(true);
 
 // Q6_K: ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (int8), d.
 const q6_K: BlockDecoder = (b, at, y, o) => {
