@@ -99,7 +99,8 @@ export async function computeMetrics(source: StreamingSource, windows: Calibrati
   const wantsStats = metrics.some((m) => m === "bi" || m === "bi-angular" || m === "relative-magnitude" || m === "angular");
   let stats: LayerStats | undefined;
   if (wantsStats) {
-    stats = new LayerStats(running.length, windows.scoring.length, metrics.includes("angular") ? { block, tokens: options.tokens ?? "last" } : undefined);
+    const want = { angle: metrics.includes("bi-angular"), magnitude: metrics.includes("relative-magnitude") };
+    stats = new LayerStats(running.length, windows.scoring.length, want, metrics.includes("angular") ? { block, tokens: options.tokens ?? "last" } : undefined);
     await runLayersStreaming(source, windows.scoring, { ...options, hooks: stats });
   }
   // ppl: one perplexity pass per layer, that layer skipped (on top of any skipped already).

@@ -81,7 +81,11 @@ export class LayerStats implements LayerHooks {
   /** Per batch (in call order), the rows the block angle needs at the last `block` boundaries. */
   private readonly history: { rows: Float32Array; windowOfRow: Int32Array }[][] = [];
 
-  constructor(nLayers: number, readonly nWindows: number, readonly blockOptions?: BlockAngleOptions) {
+  /**
+   * `want` names the per-token quantities beyond the cosine to collect (each costs a pass over
+   * every token row on the scoring hot path, so only the metrics asked for pay for them).
+   */
+  constructor(nLayers: number, readonly nWindows: number, readonly want: { angle: boolean; magnitude: boolean }, readonly blockOptions?: BlockAngleOptions) {
     this.cosine = new WindowSums(nLayers, nWindows);
     this.angle = new WindowSums(nLayers, nWindows);
     this.magnitude = new WindowSums(nLayers, nWindows);
@@ -100,8 +104,8 @@ export class LayerStats implements LayerHooks {
       const w = ids[Math.floor(t / seqLen)]!;
       const cos = rowCosine(input, output, t * dim, dim);
       this.cosine.add(k, w, cos);
-      this.angle.add(k, w, Math.acos(Math.min(1, Math.max(-1, cos))) / Math.PI);
-      this.magnitude.add(k, w, rowRelativeMagnitude(input, output, t * dim, dim));
+      if (this.want.angle) this.angle.add(k, w, Math.acos(Math.min(1, Math.max(-1, cos))) / Math.PI);
+      if (this.want.magnitude) this.magnitude.add(k, w, rowRelativeMagnitude(input, output, t * dim, dim));
     }
     if (this.blockOptions) this.trackBlocks(k, input, output, ids, seqLen, dim);
     this.batchInLayer += 1;
