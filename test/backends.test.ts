@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, test, type TestContext } from "node:test";
-import type { LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
+import type { LayerShape, LayerWeightsF32, PackedLayout } from "../src/backend/backend.js";
 import { ProtoWriter } from "../src/backend/onnx/protobuf.js";
 import { createOrtBackend, type OrtBackend, type OrtFlavor } from "../src/backend/ortBackend.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
@@ -132,6 +132,58 @@ for (const flavor of FLAVORS) {
     for (let i = 0; i < n; i++) assert.equal(gotNll.targetLogit[i], got.logits[i * VOCAB + targets[i]!]);
   });
 }
+
+/**
+ * Two windows of T tokens, each a prefix of P tokens then branches of the given lengths and
+ * padding (a branch of its own); every token's position is its index in its own sequence.
+ */
+function packedCase(P: number, branchLengths: readonly number[]): { layout: PackedLayout; sequences: { rows: number[] }[] } {
+  const positions: number[] = [];
+  const branches: number[] = [];
+  const sequences: { rows: number[] }[] = [];
+  for (let b = 0; b < 2; b++) {
+    const base = b * T;
+    for (let i = 0; i < P; i++) positions.push(i), branches.push(0);
+    branchLengths.forEach((length, k) => {
+      const rows = Array.from({ length: P }, (_, i) => base + i);
+      for (let i = 0; i < length; i++) {
+        rows.push(positions.length); // the global row this token lands in
+        positions.push(P + i);
+        branches.push(k + 1);
+      }
+      sequences.push({ rows });
+    });
+    const padStart = positions.length - base;
+    for (let j = padStart; j < T; j++) positions.push(P + j - padStart), branches.push(branchLengths.length + 1);
+  }
+  return { layout: { positions: Int32Array.from(positions), branches: Int32Array.from(branches) }, sequences };
+}
+
+/** The rows of x (width `dim`) listed, end to end. */
+function gatherRows(x: Float32Array, rows: readonly number[], dim: number): Float32Array {
+  const out = new Float32Array(rows.length * dim);
+  rows.forEach((r, i) => out.set(x.subarray(r * dim, (r + 1) * dim), i * dim));
+  return out;
+}
+
+test("packed windows (shared prefix + branches, tree attention): every branch equals its own causal sequence; onnxruntime matches the reference", async (t) => {
+  const { layout, sequences } = packedCase(10, [7, 1, 9]); // 27 tokens + 6 of padding in T = 33
+  const shape = GQA;
+  const weights = randomLayer(shape, 5);
+  const x = uniform(prng(6), B * T * shape.dim, 1).subarray(0, 2 * T * shape.dim);
+  const want = await reference.runLayer(x, 2, T, weights, shape, layout);
+  for (const [i, { rows }] of sequences.entries()) {
+    // The same tokens as one plain causal window through the reference: identical rows.
+    const alone = await reference.runLayer(gatherRows(x, rows, shape.dim), 1, rows.length, weights, shape);
+    assert.ok(scaledError(gatherRows(want, rows, shape.dim), alone) < 1e-12, `branch sequence ${i}`);
+  }
+  for (const flavor of FLAVORS) {
+    const fast = await backend(flavor);
+    const got = await fast.runLayer(x, 2, T, weights, shape, layout);
+    assertClose(t, `${flavor} packed layer delta (y - x)`, delta(got, x), delta(want, x));
+  }
+  await assert.rejects(reference.runLayer(x, 2, T, weights, shape, { ...layout, branches: new Int32Array(3) }), (e: unknown) => e instanceof OptionError && /layout.branches/.test(e.message));
+});
 
 test("onnxruntime-node splits large batches into runs of whole windows (rows) and gives the same results", async () => {
   const whole = await backend("node");

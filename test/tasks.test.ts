@@ -9,7 +9,7 @@ import { after, test } from "node:test";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { OptionError } from "../src/errors.js";
 import { evaluateTask, meanWithStderr } from "../src/eval/evaluateTasks.js";
-import { encodePair, scoreRequests } from "../src/eval/loglikelihood.js";
+import { encodePair, planRequests, scoreRequests } from "../src/eval/loglikelihood.js";
 import { countWords, perplexityVariants, textSize } from "../src/eval/perplexityVariants.js";
 import { parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
 import { openModel } from "../src/load.js";
@@ -34,7 +34,7 @@ test("every task: per-item log-likelihoods within 1e-4 of the oracle, the same c
     const ids = new Set(want.items.map((i) => i.id));
     const items = task.load(DATA, { shots: want.shots, limit: golden.items_per_task }).filter((i) => ids.has(i.id));
     assert.deepEqual(items.map((i) => i.id), want.items.map((i) => i.id), key);
-    const scored = await scoreRequests(opened, opened.tokenizer, items.flatMap((i) => i.requests), { backend: fast });
+    const scored = await scoreRequests(opened, opened.tokenizer, items.flatMap((i) => i.requests), { backend: fast, groupSizes: items.map((i) => i.requests.length) });
     let at = 0;
     items.forEach((item, n) => {
       const w = want.items[n]!;
@@ -52,6 +52,28 @@ test("every task: per-item log-likelihoods within 1e-4 of the oracle, the same c
     });
   }
   assert.deepEqual([...covered].sort(), [...TASK_NAMES].sort(), "the oracle covers every task");
+});
+
+test("prefix sharing: an item's inputs are packed behind their common prefix, fewer tokens, the same log-likelihoods", async (t) => {
+  for (const name of ["hellaswag", "piqa", "arc_challenge", "winogrande", "copa"]) {
+    const items = TASKS.find((task) => task.name === name)!.load(DATA, { shots: 0, limit: 12 });
+    const requests = items.flatMap((i) => i.requests);
+    const groupSizes = items.map((i) => i.requests.length);
+    const options = { maxLength: opened.config.contextLength, bos: false, groupSizes };
+    const packed = planRequests(opened.tokenizer, requests, options);
+    const plain = planRequests(opened.tokenizer, requests, { ...options, sharePrefixes: false });
+    const tokens = (plan: typeof packed): number => plan.windows.reduce((n, w) => n + w.tokens.length, 0);
+    t.diagnostic(`${name}: ${tokens(packed)} tokens in ${packed.windows.length} windows packed, ${tokens(plain)} in ${plain.windows.length} plain`);
+    assert.ok(packed.windows.some((w) => w.layout), `${name}: some windows are packed`);
+    assert.ok(tokens(packed) < 0.8 * tokens(plain), `${name}: packing saves tokens`);
+    const got = await scoreRequests(opened, opened.tokenizer, requests, { backend: fast, groupSizes });
+    const want = await scoreRequests(opened, opened.tokenizer, requests, { backend: fast, groupSizes, sharePrefixes: false });
+    got.forEach((g, i) => {
+      assert.ok(Math.abs(g.loglikelihood - want[i]!.loglikelihood) <= 1e-5 * Math.max(1, Math.abs(want[i]!.loglikelihood)), `${name} request ${i}: ${g.loglikelihood} vs ${want[i]!.loglikelihood}`);
+      assert.equal(g.greedy, want[i]!.greedy);
+      assert.equal(g.tokens, want[i]!.tokens);
+    });
+  }
 });
 
 test("lm-eval's request split: trailing context spaces move to the continuation; an empty context is BOS", () => {

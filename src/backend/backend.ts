@@ -47,6 +47,19 @@ export function optionalLayerWeights(shape: LayerShape): ("bq" | "bk" | "bv" | "
   return [...(shape.qkvBias ? (["bq", "bk", "bv"] as const) : []), ...(shape.qkNorm ? (["qNorm", "kNorm"] as const) : [])];
 }
 
+/**
+ * Several sequences packed into each window so that they share the computation of a common
+ * prefix (tree attention): the prefix comes first, then each branch's own tokens. Token t sees
+ * the earlier tokens (packed order) of the prefix and of its own branch, and is rotated by its
+ * position within its own sequence. Arrays hold one value per token, nWindows * seqLen.
+ */
+export interface PackedLayout {
+  /** Position of the token in its own sequence (the prefix's tokens are 0..p-1, a branch's follow on). */
+  positions: Int32Array;
+  /** 0 for the shared prefix, k > 0 for the k-th branch. */
+  branches: Int32Array;
+}
+
 export interface DecoderBackend {
   readonly name: string;
   /** Threads the backend computes with. */
@@ -57,8 +70,9 @@ export interface DecoderBackend {
    * h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x)) (+ q/k/v biases with
    * shape.qkvBias; q and k RMS-normed per head before RoPE with shape.qkNorm);
    * out = h + wDown @ (act(wGate @ rms(h)) * (wUp @ rms(h))), act = silu or shape.activation.
+   * With a layout, the windows hold packed sequences (see PackedLayout) instead.
    */
-  runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape): Promise<Float32Array>;
+  runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array>;
   /**
    * Final RMSNorm and classifier for nRows rows of x (nRows, dim). With targets (one token id per
    * row), returns per row the log-sum-exp of the logits and the target's logit (log p = target - lse);

@@ -6,8 +6,8 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
-import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights } from "./backend.js";
-import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, LAYER_WEIGHT_INPUTS } from "./onnx/llamaGraphs.js";
+import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights, type PackedLayout } from "./backend.js";
+import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, LAYER_WEIGHT_INPUTS, packedInputs } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
 
@@ -144,10 +144,11 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
     threads,
     flavor,
     stats,
-    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape): Promise<Float32Array> {
-      checkLayerArgs(x, nWindows, seqLen, weights, shape);
-      // The batch dim is symbolic, so one session per (shape, seqLen) serves every batch size.
-      const s = await session(`layer ${JSON.stringify(shape)} T=${seqLen} ${graphOptions.linear}`, () => encodeModel(buildLayerGraph(shape, seqLen, graphOptions)));
+    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array> {
+      checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
+      // The batch dim is symbolic, so one session per (shape, seqLen, packed or not) serves every batch size.
+      const packed = layout !== undefined;
+      const s = await session(`layer ${JSON.stringify(shape)} T=${seqLen} ${graphOptions.linear}${packed ? " packed" : ""}`, () => encodeModel(buildLayerGraph(shape, seqLen, graphOptions, packed)));
       const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
       const qDim = nHeads * headDim;
       const kvDim = nKvHeads * headDim;
@@ -161,7 +162,17 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
       for (const name of optionalLayerWeights(shape)) shared[name] = f32(weights[name]!, optionalDims[name]!);
       const window = seqLen * dim;
       const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
-      const chunk = (first: number, count: number): Feeds => ({ x: f32(x.subarray(first * window, (first + count) * window), [count * seqLen, dim]) });
+      const extra = layout && packedInputs(layout, nWindows, seqLen, headDim, shape.ropeTheta);
+      const rows = (data: Float32Array, first: number, count: number, width: number): OrtTensor => f32(data.subarray(first * seqLen * width, (first + count) * seqLen * width), [count * seqLen, width]);
+      const chunk = (first: number, count: number): Feeds => ({
+        x: rows(x, first, count, dim),
+        ...(extra
+          ? {
+              cosQ: rows(extra.cosQ, first, count, headDim), sinQ: rows(extra.sinQ, first, count, headDim),
+              cosK: rows(extra.cosK, first, count, headDim), sinK: rows(extra.sinK, first, count, headDim), mask: rows(extra.mask, first, count, seqLen),
+            }
+          : {}),
+      });
       const { y } = await runChunked(s, nWindows, perRun, shared, chunk, { y: window });
       return y!;
     },

@@ -41,12 +41,13 @@ export function rmsNorm(out: Activations, x: Activations, weight: Weights, nToke
 /**
  * Rotary position embedding in the rotate-half layout (Hugging Face convention): within each
  * head, element i pairs with i + headDim/2 and turns by pos * theta^(-2i/headDim).
- * x: (T, nHeads * headDim), in place; token t sits at position startPos + t.
+ * x: (T, nHeads * headDim), in place; token t sits at position startPos + t, or positions[t]
+ * when given (packed sequences).
  */
-export function ropeHalf(x: Activations, nTokens: number, nHeads: number, headDim: number, startPos: number, invFreq: Float64Array): void {
+export function ropeHalf(x: Activations, nTokens: number, nHeads: number, headDim: number, startPos: number, invFreq: Float64Array, positions?: ArrayLike<number>): void {
   const half = headDim / 2;
   for (let t = 0; t < nTokens; t++) {
-    const pos = startPos + t;
+    const pos = positions ? positions[t]! : startPos + t;
     for (let i = 0; i < half; i++) {
       const angle = pos * invFreq[i]!;
       const cos = Math.cos(angle);
@@ -96,10 +97,12 @@ export function logSumExp(x: Float64Array, offset: number, n: number): number {
  * q: (T, nHeads * headDim) for positions startPos..startPos+T-1;
  * k, v: (startPos + T, nKvHeads * headDim), all positions so far;
  * scores: scratch of length >= startPos + T; out: (T, nHeads * headDim).
+ * branches (packed sequences, startPos 0): key j is hidden from query t unless branches[j] is 0
+ * (the shared prefix) or branches[t].
  */
 export function causalAttention(
   out: Activations, q: Activations, k: Activations, v: Activations, scores: Float64Array,
-  nTokens: number, startPos: number, nHeads: number, nKvHeads: number, headDim: number,
+  nTokens: number, startPos: number, nHeads: number, nKvHeads: number, headDim: number, branches?: ArrayLike<number>,
 ): void {
   const group = nHeads / nKvHeads;
   const qDim = nHeads * headDim;
@@ -114,7 +117,8 @@ export function causalAttention(
         const kOff = j * kvDim + kvHead;
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += q[qOff + d]! * k[kOff + d]!;
-        scores[j] = dot * scale;
+        const hidden = branches !== undefined && branches[j] !== 0 && branches[j] !== branches[t];
+        scores[j] = hidden ? -Infinity : dot * scale;
       }
       softmax(scores, 0, nKeys);
       const oOff = t * qDim + h * headDim;

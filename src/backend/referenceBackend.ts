@@ -1,7 +1,7 @@
 // The DecoderBackend built on the plain reference kernels: float32 in and out, float64
 // activations inside, window by window. The twin every fast backend is tested against.
 
-import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights } from "./backend.js";
+import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights, type PackedLayout } from "./backend.js";
 import { logSumExp, matmul, rmsNorm, ropeInverseFrequencies } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
 import { OptionError } from "../errors.js";
@@ -11,8 +11,8 @@ export function createReferenceBackend(): DecoderBackend {
     name: "reference",
     threads: 1,
     // async, so argument errors reject the promise like the other backends' do
-    async runLayer(x, nWindows, seqLen, weights, shape) {
-      checkLayerArgs(x, nWindows, seqLen, weights, shape);
+    async runLayer(x, nWindows, seqLen, weights, shape, layout) {
+      checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
       const { dim } = shape;
       const out = new Float32Array(x.length);
       const win = new Float64Array(seqLen * dim);
@@ -23,7 +23,8 @@ export function createReferenceBackend(): DecoderBackend {
       for (let b = 0; b < nWindows; b++) {
         const span = x.subarray(b * seqLen * dim, (b + 1) * seqLen * dim);
         win.set(span);
-        referenceDecoderLayer(win, seqLen, 0, weights, shape, keys, values, invFreq);
+        const windowLayout = layout && { positions: layout.positions.subarray(b * seqLen, (b + 1) * seqLen), branches: layout.branches.subarray(b * seqLen, (b + 1) * seqLen) };
+        referenceDecoderLayer(win, seqLen, 0, weights, shape, keys, values, invFreq, windowLayout);
         out.set(win, b * seqLen * dim);
       }
       return out;
@@ -53,8 +54,8 @@ function expectLength(name: string, got: number, expected: number): void {
   if (got !== expected) throw new OptionError(`${name} has ${got} values, expected ${expected}`, { expected, got });
 }
 
-/** Checks x and the nine weights against the layer shape. */
-export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape): void {
+/** Checks x, the nine weights (and the optional ones) and a packed layout against the layer shape. */
+export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): void {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   if (!(Number.isInteger(nWindows) && nWindows > 0 && Number.isInteger(seqLen) && seqLen > 0)) {
     throw new OptionError(`runLayer needs positive integer nWindows and seqLen, got ${nWindows} and ${seqLen}`);
@@ -77,6 +78,16 @@ export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number
     const v = w[name];
     if (!v) throw new OptionError(`the layer shape needs weight ${name}, which is missing`);
     expectLength(name, v.length, optional[name]!);
+  }
+  if (layout) checkLayout(layout, nWindows, seqLen);
+}
+
+/** One position and one branch per token, neither negative. */
+function checkLayout(layout: PackedLayout, nWindows: number, seqLen: number): void {
+  expectLength("layout.positions", layout.positions.length, nWindows * seqLen);
+  expectLength("layout.branches", layout.branches.length, nWindows * seqLen);
+  for (let i = 0; i < layout.positions.length; i++) {
+    if (layout.positions[i]! < 0 || layout.branches[i]! < 0) throw new OptionError(`layout token ${i} has a negative position or branch`);
   }
 }
 

@@ -1,7 +1,7 @@
 // One Llama decoder layer on the reference kernels, shared by the in-memory model (with a
 // key/value cache, for generation) and the reference backend (fresh windows).
 
-import type { LayerShape, LayerWeightsF32 } from "./backend.js";
+import type { LayerShape, LayerWeightsF32, PackedLayout } from "./backend.js";
 import { addInPlace, causalAttention, geluTanhMul, matmul, rmsNorm, ropeHalf, siluMul } from "./reference.js";
 
 /** rows x cols += bias (cols) on every row. */
@@ -14,10 +14,11 @@ function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: num
  *   h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x)); x = h + down(silu(gate @ rms(h)) * (up @ rms(h))).
  * keys, values: (>= startPos+T, kvDim); rows startPos.. are written here, rows before are the cache.
  * invFreq: RoPE inverse frequencies (headDim/2).
+ * layout: this window's packed sequences (startPos 0), see PackedLayout.
  */
 export function referenceDecoderLayer(
   x: Float64Array, T: number, startPos: number, w: LayerWeightsF32, shape: LayerShape,
-  keys: Float64Array, values: Float64Array, invFreq: Float64Array,
+  keys: Float64Array, values: Float64Array, invFreq: Float64Array, layout?: PackedLayout,
 ): void {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps } = shape;
   const qDim = nHeads * headDim;
@@ -46,9 +47,9 @@ export function referenceDecoderLayer(
     rmsNorm(q, q, w.qNorm!, T * nHeads, headDim, normEps);
     rmsNorm(k, k, w.kNorm!, T * nKvHeads, headDim, normEps);
   }
-  ropeHalf(q, T, nHeads, headDim, startPos, invFreq);
-  ropeHalf(k, T, nKvHeads, headDim, startPos, invFreq);
-  causalAttention(att, q, keys, values, scores, T, startPos, nHeads, nKvHeads, headDim);
+  ropeHalf(q, T, nHeads, headDim, startPos, invFreq, layout?.positions);
+  ropeHalf(k, T, nKvHeads, headDim, startPos, invFreq, layout?.positions);
+  causalAttention(att, q, keys, values, scores, T, startPos, nHeads, nKvHeads, headDim, layout?.branches);
   matmul(proj, att, w.wo, T, qDim, dim);
   addInPlace(x, proj, T * dim);
   // MLP block

@@ -1,5 +1,6 @@
 // How documents are cut into the windows the model sees, for scoring and for perplexity.
 
+import type { PackedLayout } from "../backend/backend.js";
 import { DataError } from "../errors.js";
 
 export interface Window {
@@ -7,6 +8,8 @@ export interface Window {
   /** Index of the window's first token in its document. */
   begin: number;
   tokens: number[];
+  /** Several sequences packed behind a shared prefix (evaluation), one value per token; absent for one causal sequence. */
+  layout?: PackedLayout;
 }
 
 export interface WindowOptions {

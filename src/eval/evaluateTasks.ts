@@ -73,7 +73,7 @@ export async function evaluateTask(source: StreamingSource, tokenizer: Tokenizer
   const items: TaskItem[] = task.load(options.dataDir, { shots: options.shots, ...(options.limit === undefined ? {} : { limit: options.limit }) });
   const requests = items.flatMap((item) => item.requests);
   const scored = await scoreRequests(source, tokenizer, requests, {
-    backend: options.backend, ...(options.bos === undefined ? {} : { bos: options.bos }), ...(options.skip ? { skip: options.skip } : {}),
+    backend: options.backend, groupSizes: items.map((item) => item.requests.length), ...(options.bos === undefined ? {} : { bos: options.bos }), ...(options.skip ? { skip: options.skip } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   let at = 0;

@@ -7,7 +7,10 @@
 //    the model's context length; the continuation's tokens are scored at the last positions;
 //  * `greedy`: every continuation token is the argmax at its position.
 // Requests with the same input share one window (every single-token answer to one question
-// costs one forward pass), and requests scoring the same positions share the head rows.
+// costs one forward pass); the different inputs of one item (multi-token choices, WinoGrande's
+// two contexts) are packed behind one copy of their common prefix, with tree attention (each
+// choice sees the prefix and itself, at its own positions); requests scoring the same
+// positions share the head rows.
 
 import type { DecoderBackend } from "../backend/backend.js";
 import type { Window } from "../data/windows.js";
@@ -31,6 +34,10 @@ export interface LoglikelihoodOptions {
   bos?: boolean;
   /** Layers left out. */
   skip?: ReadonlySet<number>;
+  /** Consecutive requests that may share a prefix, as counts (see PlanOptions). */
+  groupSizes?: readonly number[];
+  /** Pack the inputs sharing a prefix into one window (default true). */
+  sharePrefixes?: boolean;
   /** Tokens per group of windows run through all layers together; bounds the residual memory. */
   groupTokens?: number;
   onProgress?: (done: number, total: number) => void;
@@ -57,9 +64,29 @@ export function encodePair(tokenizer: Tokenizer, request: LoglikelihoodRequest, 
 
 interface Job {
   window: number;
-  /** The window position whose hidden state predicts targets[0]; targets[k] is predicted at first + k. */
-  first: number;
+  /** rows[k]: the window index whose hidden state predicts targets[k]. */
+  rows: number[];
   targets: number[];
+}
+
+/** The windows that answer a list of requests, and where each request's targets are scored. */
+export interface RequestPlan {
+  windows: Window[];
+  /** One per request, in order. */
+  jobs: Job[];
+}
+
+export interface PlanOptions {
+  /** The model's context length: inputs are cut from the left to it. */
+  maxLength: number;
+  bos: boolean;
+  /**
+   * Consecutive requests that may share a prefix (an item's choices), as counts; by default,
+   * runs of requests with the same context.
+   */
+  groupSizes?: readonly number[];
+  /** Pack the inputs of a group behind their common prefix (default true). */
+  sharePrefixes?: boolean;
 }
 
 const HEAD_ROWS = 512;
@@ -71,32 +98,152 @@ const HEAD_ROWS = 512;
  */
 const PAD_MULTIPLE = 32;
 
+function paddedLength(length: number, maxLength: number): number {
+  return Math.max(length, Math.min(maxLength, Math.ceil(length / PAD_MULTIPLE) * PAD_MULTIPLE));
+}
+
 function padToBucket(tokens: number[], maxLength: number): number[] {
-  const length = Math.min(maxLength, Math.ceil(tokens.length / PAD_MULTIPLE) * PAD_MULTIPLE);
+  const length = paddedLength(tokens.length, maxLength);
   return length <= tokens.length ? tokens : [...tokens, ...new Array<number>(length - tokens.length).fill(0)];
 }
 
-export async function scoreRequests(source: StreamingSource, tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: LoglikelihoodOptions): Promise<ScoredRequest[]> {
-  const maxLength = source.config.contextLength;
-  const bos = options.bos ?? false;
-  // Windows, deduplicated by their input tokens.
+/** A request's model input and targets, before windows are chosen. */
+interface Encoded {
+  input: number[];
+  /** Index in input whose hidden state predicts targets[0]. */
+  first: number;
+  targets: number[];
+  /** The input lost tokens on the left (it cannot share a prefix with its group). */
+  truncated: boolean;
+}
+
+function encodeRequest(tokenizer: Tokenizer, request: LoglikelihoodRequest, bos: boolean, maxLength: number): Encoded {
+  const { context, continuation } = encodePair(tokenizer, request, bos);
+  const all = [...context, ...continuation];
+  const input = all.slice(Math.max(0, all.length - 1 - maxLength), all.length - 1);
+  // A continuation longer than the model's context loses its first tokens, as in the harness.
+  const first = input.length - continuation.length;
+  return { input, first: Math.max(0, first), targets: continuation.slice(Math.max(0, -first)), truncated: all.length - 1 > maxLength };
+}
+
+function commonPrefixLength(inputs: readonly number[][]): number {
+  let p = 0;
+  const shortest = Math.min(...inputs.map((i) => i.length));
+  while (p < shortest && inputs.every((i) => i[p] === inputs[0]![p])) p++;
+  return p;
+}
+
+function groupsOf(requests: readonly LoglikelihoodRequest[], sizes: readonly number[] | undefined): number[][] {
+  const groups: number[][] = [];
+  if (sizes) {
+    let at = 0;
+    for (const size of sizes) {
+      groups.push(Array.from({ length: size }, (_, i) => at + i));
+      at += size;
+    }
+    if (at !== requests.length) throw new Error(`internal: group sizes add up to ${at}, not the ${requests.length} requests`);
+    return groups;
+  }
+  requests.forEach((r, i) => {
+    const last = groups.at(-1);
+    if (last && requests[last[0]!]!.context === r.context) last.push(i);
+    else groups.push([i]);
+  });
+  return groups;
+}
+
+/**
+ * Chooses the windows: identical inputs share one plain window; the distinct inputs of a group
+ * that share a prefix are packed behind one copy of it (branches in order, as many per window
+ * as fit the context), so e.g. HellaSwag's context is computed once for its four endings.
+ */
+export function planRequests(tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: PlanOptions): RequestPlan {
+  const { maxLength, bos } = options;
+  const encoded = requests.map((r) => encodeRequest(tokenizer, r, bos, maxLength));
   const windows: Window[] = [];
-  const windowOf = new Map<string, number>();
-  const jobs: Job[] = requests.map((request) => {
-    const { context, continuation } = encodePair(tokenizer, request, bos);
-    if (continuation.length === 0) return { window: -1, first: 0, targets: [] }; // nothing to score
-    const all = [...context, ...continuation];
-    const input = all.slice(Math.max(0, all.length - 1 - maxLength), all.length - 1);
+  const jobs: Job[] = encoded.map((e) => ({ window: -1, rows: [], targets: e.targets }));
+  const plainWindowOf = new Map<string, number>();
+  const plain = (input: number[]): number => {
     const key = input.join(",");
-    let window = windowOf.get(key);
+    let window = plainWindowOf.get(key);
     if (window === undefined) {
       window = windows.length;
       windows.push({ document: window, begin: 0, tokens: padToBucket(input, maxLength) });
-      windowOf.set(key, window);
+      plainWindowOf.set(key, window);
     }
-    // A continuation longer than the model's context loses its first tokens, as in the harness.
-    const first = input.length - continuation.length;
-    return { window, first: Math.max(0, first), targets: continuation.slice(Math.max(0, -first)) };
+    return window;
+  };
+  const rowsFrom = (e: Encoded, at: (i: number) => number): number[] => e.targets.map((_, k) => at(e.first + k));
+  for (const group of groupsOf(requests, options.groupSizes)) {
+    const scored = group.filter((r) => encoded[r]!.targets.length > 0); // nothing to score otherwise
+    const packable = options.sharePrefixes === false ? [] : scored.filter((r) => !encoded[r]!.truncated);
+    const distinct = [...new Map(packable.map((r) => [encoded[r]!.input.join(","), encoded[r]!.input])).values()];
+    const p = distinct.length >= 2 ? commonPrefixLength(distinct) : 0;
+    for (const r of scored) {
+      if (p > 0 && packable.includes(r)) continue;
+      jobs[r]!.window = plain(encoded[r]!.input);
+      jobs[r]!.rows = rowsFrom(encoded[r]!, (i) => i);
+    }
+    if (p === 0) continue;
+    // Branches: each distinct input past the prefix, placed in the first window with room.
+    const prefix = distinct[0]!.slice(0, p);
+    const packs: { branches: number[][]; used: number }[] = [];
+    const placed = new Map<string, { pack: number; branch: number; offset: number }>();
+    for (const input of distinct) {
+      const branch = input.slice(p);
+      let pack = packs.findIndex((k) => p + k.used + branch.length <= maxLength);
+      if (pack < 0) pack = packs.push({ branches: [], used: 0 }) - 1;
+      const k = packs[pack]!;
+      placed.set(input.join(","), { pack, branch: k.branches.length + 1, offset: k.used });
+      k.branches.push(branch);
+      k.used += branch.length;
+    }
+    const windowOfPack = packs.map((k) => {
+      const nonEmpty = k.branches.filter((b) => b.length > 0);
+      // One sequence needs no packing: a plain window computes it (and may be shared).
+      if (nonEmpty.length <= 1) return plain([...prefix, ...(nonEmpty[0] ?? [])]);
+      windows.push(packedWindow(windows.length, prefix, k.branches, maxLength));
+      return windows.length - 1;
+    });
+    for (const r of packable) {
+      const e = encoded[r]!;
+      const where = placed.get(e.input.join(","))!;
+      const k = packs[where.pack]!;
+      const single = k.branches.filter((b) => b.length > 0).length <= 1;
+      jobs[r]!.window = windowOfPack[where.pack]!;
+      // In a plain window of prefix + the one branch, input indices are window indices.
+      jobs[r]!.rows = rowsFrom(e, (i) => (i < p || single ? i : p + where.offset + (i - p)));
+    }
+  }
+  return { windows, jobs };
+}
+
+/** prefix, then each branch; padding after them is a branch of its own (it sees only the prefix and itself). */
+function packedWindow(document: number, prefix: readonly number[], branches: readonly number[][], maxLength: number): Window {
+  const tokens = [...prefix];
+  const positions = prefix.map((_, i) => i);
+  const ids = prefix.map(() => 0);
+  branches.forEach((branch, b) => {
+    branch.forEach((token, i) => {
+      tokens.push(token);
+      positions.push(prefix.length + i);
+      ids.push(b + 1);
+    });
+  });
+  const real = tokens.length;
+  const length = paddedLength(real, maxLength);
+  for (let j = real; j < length; j++) {
+    tokens.push(0);
+    positions.push(prefix.length + (j - real));
+    ids.push(branches.length + 1);
+  }
+  return { document, begin: 0, tokens, layout: { positions: Int32Array.from(positions), branches: Int32Array.from(ids) } };
+}
+
+export async function scoreRequests(source: StreamingSource, tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: LoglikelihoodOptions): Promise<ScoredRequest[]> {
+  const { windows, jobs } = planRequests(tokenizer, requests, {
+    maxLength: source.config.contextLength, bos: options.bos ?? false,
+    ...(options.groupSizes ? { groupSizes: options.groupSizes } : {}), ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
   });
   const results: ScoredRequest[] = jobs.map((j) => ({ loglikelihood: 0, greedy: true, tokens: j.targets.length }));
   const { finalNorm, classifier } = loadLlamaGlobals(source.provider, source.config, source.names);
@@ -133,7 +280,7 @@ async function scoreGroup(
   jobs.forEach((job, j) => {
     if (!members.has(job.window)) return;
     job.targets.forEach((target, k) => {
-      const position = job.first + k;
+      const position = job.rows[k]!;
       const key = `${job.window}:${position}`;
       const row = rows.get(key) ?? { window: job.window, position, uses: [] };
       row.uses.push({ job: j, target });

@@ -2,7 +2,7 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import type { DecoderBackend } from "../backend/backend.js";
+import type { DecoderBackend, PackedLayout } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import type { PerplexityResult } from "../eval/perplexity.js";
@@ -34,28 +34,44 @@ export interface Batch<W extends Window = Window> {
   windows: W[];
   seqLen: number;
   hidden: Float32Array;
+  /** The windows' packed layouts end to end, when they are packed (all or none of a batch's are). */
+  layout?: PackedLayout;
 }
 
 export const DEFAULT_BATCH_TOKENS = 4096;
 
 
-/** Groups windows by length and cuts each group into batches of at most batchTokens tokens. */
+/**
+ * Groups windows by length (packed and plain apart: they run different graphs) and cuts each
+ * group into batches of at most batchTokens tokens.
+ */
 export function makeBatches<W extends Window>(windows: readonly W[], dim: number, batchTokens: number): Batch<W>[] {
-  const byLength = new Map<number, W[]>();
+  const byKind = new Map<number, W[]>(); // key: length, negated for packed windows
   for (const w of windows) {
-    const group = byLength.get(w.tokens.length) ?? [];
+    const key = w.layout ? -w.tokens.length : w.tokens.length;
+    const group = byKind.get(key) ?? [];
     group.push(w);
-    byLength.set(w.tokens.length, group);
+    byKind.set(key, group);
   }
   const batches: Batch<W>[] = [];
-  for (const [seqLen, group] of [...byLength].sort((a, b) => b[0] - a[0])) {
+  for (const [key, group] of [...byKind].sort((a, b) => Math.abs(b[0]) - Math.abs(a[0]) || b[0] - a[0])) {
+    const seqLen = Math.abs(key);
     const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
     for (let i = 0; i < group.length; i += perBatch) {
       const chunk = group.slice(i, i + perBatch);
-      batches.push({ windows: chunk, seqLen, hidden: new Float32Array(chunk.length * seqLen * dim) });
+      batches.push({ windows: chunk, seqLen, hidden: new Float32Array(chunk.length * seqLen * dim), ...(key < 0 ? { layout: joinLayouts(chunk, seqLen) } : {}) });
     }
   }
   return batches;
+}
+
+function joinLayouts(windows: readonly Window[], seqLen: number): PackedLayout {
+  const layout: PackedLayout = { positions: new Int32Array(windows.length * seqLen), branches: new Int32Array(windows.length * seqLen) };
+  windows.forEach((w, i) => {
+    layout.positions.set(w.layout!.positions, i * seqLen);
+    layout.branches.set(w.layout!.branches, i * seqLen);
+  });
+  return layout;
 }
 
 /** Runs every window through every layer not skipped; returns the batches with the final residual stream. */
@@ -89,7 +105,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
     let next: LlamaLayerWeights | undefined;
     for (const [b, batch] of batches.entries()) {
       const nTokens = batch.windows.length * batch.seqLen;
-      const pending = options.backend.runLayer(batch.hidden, batch.windows.length, batch.seqLen, weights!, shape);
+      const pending = options.backend.runLayer(batch.hidden, batch.windows.length, batch.seqLen, weights!, shape, batch.layout);
       // Read and expand the next layer's weights while the backend computes this one.
       if (b === 0 && i + 1 < running.length) next = loadLlamaLayer(provider, config, names, running[i + 1]!);
       const out = await pending;

@@ -2,7 +2,7 @@
 // standard opset-17 operators only so the same bytes run in onnxruntime-node and -web.
 // Weights are graph inputs, not initializers: one session serves every layer of a model.
 
-import type { LayerShape, LayerWeightsF32 } from "../backend.js";
+import type { LayerShape, LayerWeightsF32, PackedLayout } from "../backend.js";
 import { attr, GraphBuilder, type GraphSpec } from "./model.js";
 
 /**
@@ -90,13 +90,52 @@ export function causalMask(seqLen: number): Float32Array {
   return mask;
 }
 
+/** The extra graph inputs of a packed layer: per-token RoPE rows and per-window masks. */
+export interface PackedInputs {
+  /** (N, d) each: the RoPE tables' rows at each token's own position. */
+  cosQ: Float32Array;
+  sinQ: Float32Array;
+  cosK: Float32Array;
+  sinK: Float32Array;
+  /** (N, T): row t of window b's additive mask, 0 where token t sees the key. */
+  mask: Float32Array;
+}
+
+/** The packed graph's inputs for windows of seqLen tokens laid out as `layout` says. */
+export function packedInputs(layout: PackedLayout, nWindows: number, seqLen: number, headDim: number, theta: number): PackedInputs {
+  const T = seqLen;
+  const d = headDim;
+  const n = nWindows * T;
+  const qTables = ropeTables(T, d, theta, 1 / Math.sqrt(d));
+  const kTables = ropeTables(T, d, theta, 1);
+  const out: PackedInputs = { cosQ: new Float32Array(n * d), sinQ: new Float32Array(n * d), cosK: new Float32Array(n * d), sinK: new Float32Array(n * d), mask: new Float32Array(n * T) };
+  for (let i = 0; i < n; i++) {
+    // A token's own position never exceeds its packed index, so it is inside the T-row tables.
+    const row = layout.positions[i]! * d;
+    out.cosQ.set(qTables.cos2.subarray(row, row + d), i * d);
+    out.sinQ.set(qTables.sin2.subarray(row, row + d), i * d);
+    out.cosK.set(kTables.cos2.subarray(row, row + d), i * d);
+    out.sinK.set(kTables.sin2.subarray(row, row + d), i * d);
+  }
+  for (let b = 0; b < nWindows; b++) {
+    const branches = layout.branches.subarray(b * T, (b + 1) * T);
+    for (let t = 0; t < T; t++) {
+      const mask = out.mask.subarray((b * T + t) * T, (b * T + t + 1) * T);
+      for (let j = 0; j < T; j++) mask[j] = j <= t && (branches[j] === 0 || branches[j] === branches[t]) ? 0 : -Infinity;
+    }
+  }
+  return out;
+}
+
 /**
  * One decoder layer over B = N / T independent causal windows of T = seqLen tokens.
  * Inputs: x (N, C) and the nine weights named as in LayerWeightsF32; output y (N, C).
+ * `packed`: the windows hold packed sequences; the RoPE rows and the mask are inputs
+ * (PackedInputs) instead of constants for positions 0..T-1 and the causal mask.
  * Grouped-query attention never copies K/V per query head: the G = nHeads/nKvHeads query
  * heads that share a KV head are stacked into one (G*T, d) matrix against that head's keys.
  */
-export function buildLayerGraph(shape: LayerShape, seqLen: number, options: GraphOptions = DEFAULT_GRAPH_OPTIONS): GraphSpec {
+export function buildLayerGraph(shape: LayerShape, seqLen: number, options: GraphOptions = DEFAULT_GRAPH_OPTIONS, packed = false): GraphSpec {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim: d, normEps, ropeTheta } = shape;
   const T = seqLen;
   const G = nHeads / nKvHeads;
@@ -126,14 +165,23 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
     return norm ? rmsNorm(g, shaped, norm, normEps) : shaped;
   };
 
-  const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d));
-  const kTables = ropeTables(T, d, ropeTheta, 1);
-  const cosQ = g.constFloat(qTables.cos2, [T, 1, d]);
-  const sinQ = g.constFloat(qTables.sin2, [T, 1, d]);
-  const cosK = g.constFloat(kTables.cos2, [T, 1, d]);
-  const sinK = g.constFloat(kTables.sin2, [T, 1, d]);
-  const mask = g.constFloat(causalMask(T), [T, T]);
   const reshape = (v: string, dims: number[]): string => g.op("Reshape", [v, g.constInt64(dims)]);
+  // RoPE tables broadcast over heads: (T, 1, d) shared by all windows, or (B, T, 1, d) per token
+  // when packed; the mask broadcasts over the (B, Hkv, G, T, T) scores: (T, T) or (B, 1, 1, T, T).
+  let cosQ: string, sinQ: string, cosK: string, sinK: string, mask: string;
+  if (packed) {
+    const table = (name: string): string => reshape(g.input(name, "float", [TOKENS, d]), [-1, T, 1, d]);
+    [cosQ, sinQ, cosK, sinK] = [table("cosQ"), table("sinQ"), table("cosK"), table("sinK")];
+    mask = reshape(g.input("mask", "float", [TOKENS, T]), [-1, 1, 1, T, T]);
+  } else {
+    const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d));
+    const kTables = ropeTables(T, d, ropeTheta, 1);
+    cosQ = g.constFloat(qTables.cos2, [T, 1, d]);
+    sinQ = g.constFloat(qTables.sin2, [T, 1, d]);
+    cosK = g.constFloat(kTables.cos2, [T, 1, d]);
+    sinK = g.constFloat(kTables.sin2, [T, 1, d]);
+    mask = g.constFloat(causalMask(T), [T, T]);
+  }
   const transpose = (v: string, perm: number[]): string => g.op("Transpose", [v], [attr.ints("perm", perm)]);
 
   // Attention block. xn: (N, C)
