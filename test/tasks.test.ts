@@ -9,7 +9,7 @@ import { after, test } from "node:test";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { OptionError } from "../src/errors.js";
 import { evaluateTask, meanWithStderr } from "../src/eval/evaluateTasks.js";
-import { encodePair, planRequests, scoreRequests } from "../src/eval/loglikelihood.js";
+import { encodePair, layerWindowCost, planRequests, scoreRequests } from "../src/eval/loglikelihood.js";
 import { countWords, perplexityVariants, textSize } from "../src/eval/perplexityVariants.js";
 import { parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
 import { openModel } from "../src/load.js";
@@ -59,7 +59,7 @@ test("prefix sharing: an item's inputs are packed behind their common prefix, fe
     const items = TASKS.find((task) => task.name === name)!.load(DATA, { shots: 0, limit: 12 });
     const requests = items.flatMap((i) => i.requests);
     const groupSizes = items.map((i) => i.requests.length);
-    const options = { maxLength: opened.config.contextLength, bos: false, groupSizes };
+    const options = { maxLength: opened.config.contextLength, bos: false, groupSizes, windowCost: layerWindowCost(opened.config) };
     const packed = planRequests(opened.tokenizer, requests, options);
     const plain = planRequests(opened.tokenizer, requests, { ...options, sharePrefixes: false });
     const tokens = (plan: typeof packed): number => plan.windows.reduce((n, w) => n + w.tokens.length, 0);

@@ -7,7 +7,7 @@ import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
 import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights, type PackedLayout } from "./backend.js";
-import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, LAYER_WEIGHT_INPUTS, packedInputs } from "./onnx/llamaGraphs.js";
+import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, LAYER_WEIGHT_INPUTS, type PackedInputs, packedInputs } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
 
@@ -118,6 +118,16 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
     return s.run(feeds);
   };
   const f32 = (data: Float32Array, dims: readonly number[]): OrtTensor => new ort.Tensor("float32", data, dims);
+  // A batch's packed layout runs through every layer: its mask and RoPE rows are built once.
+  const packedCache = new WeakMap<PackedLayout, { key: string; inputs: PackedInputs }>();
+  const packedInputsOf = (layout: PackedLayout, nWindows: number, seqLen: number, headDim: number, theta: number): PackedInputs => {
+    const key = `${nWindows} ${seqLen} ${headDim} ${theta}`;
+    const cached = packedCache.get(layout);
+    if (cached?.key === key) return cached.inputs;
+    const inputs = packedInputs(layout, nWindows, seqLen, headDim, theta);
+    packedCache.set(layout, { key, inputs });
+    return inputs;
+  };
 
   /**
    * Runs `s` over nUnits units (windows or rows) in chunks of at most perRun, with the shared
@@ -162,7 +172,7 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
       for (const name of optionalLayerWeights(shape)) shared[name] = f32(weights[name]!, optionalDims[name]!);
       const window = seqLen * dim;
       const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
-      const extra = layout && packedInputs(layout, nWindows, seqLen, headDim, shape.ropeTheta);
+      const extra = layout && packedInputsOf(layout, nWindows, seqLen, headDim, shape.ropeTheta);
       const rows = (data: Float32Array, first: number, count: number, width: number): OrtTensor => f32(data.subarray(first * seqLen * width, (first + count) * seqLen * width), [count * seqLen, width]);
       const chunk = (first: number, count: number): Feeds => ({
         x: rows(x, first, count, dim),

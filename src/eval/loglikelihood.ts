@@ -85,8 +85,25 @@ export interface PlanOptions {
    * runs of requests with the same context.
    */
   groupSizes?: readonly number[];
-  /** Pack the inputs of a group behind their common prefix (default true). */
+  /** Pack the inputs of a group behind their common prefix (default true) when the cost says it pays. */
   sharePrefixes?: boolean;
+  /** Relative cost of a window of T tokens (default T): packing is chosen only where it costs less. */
+  windowCost?: (tokens: number) => number;
+}
+
+/**
+ * Relative cost of a window of T tokens through one decoder layer: the linear layers grow
+ * with T, the attention scores with T^2 (dense: a packed window computes the scores between
+ * its branches too, then masks them). Per score: 2 headDim multiply-adds for q.k and p.v,
+ * and about 8 more operations for the mask, softmax and reshapes.
+ */
+export function layerWindowCost(shape: { dim: number; hiddenDim: number; nHeads: number; nKvHeads: number; headDim: number }): (tokens: number) => number {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const linear = 2 * (dim * (qDim + 2 * kvDim) + qDim * dim + 3 * dim * hiddenDim);
+  const perScore = nHeads * (4 * headDim + 8);
+  return (T) => linear * T + perScore * T * T;
 }
 
 const HEAD_ROWS = 512;
@@ -159,6 +176,7 @@ function groupsOf(requests: readonly LoglikelihoodRequest[], sizes: readonly num
  */
 export function planRequests(tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: PlanOptions): RequestPlan {
   const { maxLength, bos } = options;
+  const cost = options.windowCost ?? ((T: number): number => T);
   const encoded = requests.map((r) => encodeRequest(tokenizer, r, bos, maxLength));
   const windows: Window[] = [];
   const jobs: Job[] = encoded.map((e) => ({ window: -1, rows: [], targets: e.targets }));
@@ -198,22 +216,26 @@ export function planRequests(tokenizer: Tokenizer, requests: readonly Loglikelih
       k.branches.push(branch);
       k.used += branch.length;
     }
-    const windowOfPack = packs.map((k) => {
-      const nonEmpty = k.branches.filter((b) => b.length > 0);
-      // One sequence needs no packing: a plain window computes it (and may be shared).
-      if (nonEmpty.length <= 1) return plain([...prefix, ...(nonEmpty[0] ?? [])]);
+    packs.forEach((k, index) => {
+      const members = packable.filter((r) => placed.get(encoded[r]!.input.join(","))!.pack === index);
+      const packedCost = cost(paddedLength(p + k.used, maxLength));
+      const plainCost = k.branches.reduce((n, b) => n + cost(paddedLength(p + b.length, maxLength)), 0);
+      if (k.branches.filter((b) => b.length > 0).length < 2 || packedCost >= plainCost) {
+        // One sequence needs no packing, and long branches can cost more packed (their dense
+        // attention scores cross each other) than apart: plain windows (which may be shared).
+        for (const r of members) {
+          jobs[r]!.window = plain(encoded[r]!.input);
+          jobs[r]!.rows = rowsFrom(encoded[r]!, (i) => i);
+        }
+        return;
+      }
       windows.push(packedWindow(windows.length, prefix, k.branches, maxLength));
-      return windows.length - 1;
+      for (const r of members) {
+        const { offset } = placed.get(encoded[r]!.input.join(","))!;
+        jobs[r]!.window = windows.length - 1;
+        jobs[r]!.rows = rowsFrom(encoded[r]!, (i) => (i < p ? i : p + offset + (i - p)));
+      }
     });
-    for (const r of packable) {
-      const e = encoded[r]!;
-      const where = placed.get(e.input.join(","))!;
-      const k = packs[where.pack]!;
-      const single = k.branches.filter((b) => b.length > 0).length <= 1;
-      jobs[r]!.window = windowOfPack[where.pack]!;
-      // In a plain window of prefix + the one branch, input indices are window indices.
-      jobs[r]!.rows = rowsFrom(e, (i) => (i < p || single ? i : p + where.offset + (i - p)));
-    }
   }
   return { windows, jobs };
 }
@@ -242,7 +264,7 @@ function packedWindow(document: number, prefix: readonly number[], branches: rea
 
 export async function scoreRequests(source: StreamingSource, tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: LoglikelihoodOptions): Promise<ScoredRequest[]> {
   const { windows, jobs } = planRequests(tokenizer, requests, {
-    maxLength: source.config.contextLength, bos: options.bos ?? false,
+    maxLength: source.config.contextLength, bos: options.bos ?? false, windowCost: layerWindowCost(source.config),
     ...(options.groupSizes ? { groupSizes: options.groupSizes } : {}), ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
   });
   const results: ScoredRequest[] = jobs.map((j) => ({ loglikelihood: 0, greedy: true, tokens: j.targets.length }));

@@ -34,7 +34,7 @@ export interface Batch<W extends Window = Window> {
   windows: W[];
   seqLen: number;
   hidden: Float32Array;
-  /** The windows' packed layouts end to end, when they are packed (all or none of a batch's are). */
+  /** The windows' packed layouts end to end, when the batch runs packed. */
   layout?: PackedLayout;
 }
 
@@ -42,24 +42,24 @@ export const DEFAULT_BATCH_TOKENS = 4096;
 
 
 /**
- * Groups windows by length (packed and plain apart: they run different graphs) and cuts each
- * group into batches of at most batchTokens tokens.
+ * Groups windows by length and cuts each group into batches of at most batchTokens tokens.
+ * A length with any packed window runs all its windows packed (a plain window is one branch-0
+ * sequence), so that each length compiles one graph and fills whole batches.
  */
 export function makeBatches<W extends Window>(windows: readonly W[], dim: number, batchTokens: number): Batch<W>[] {
-  const byKind = new Map<number, W[]>(); // key: length, negated for packed windows
+  const byLength = new Map<number, W[]>();
   for (const w of windows) {
-    const key = w.layout ? -w.tokens.length : w.tokens.length;
-    const group = byKind.get(key) ?? [];
+    const group = byLength.get(w.tokens.length) ?? [];
     group.push(w);
-    byKind.set(key, group);
+    byLength.set(w.tokens.length, group);
   }
   const batches: Batch<W>[] = [];
-  for (const [key, group] of [...byKind].sort((a, b) => Math.abs(b[0]) - Math.abs(a[0]) || b[0] - a[0])) {
-    const seqLen = Math.abs(key);
+  for (const [seqLen, group] of [...byLength].sort((a, b) => b[0] - a[0])) {
+    const packed = group.some((w) => w.layout);
     const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
     for (let i = 0; i < group.length; i += perBatch) {
       const chunk = group.slice(i, i + perBatch);
-      batches.push({ windows: chunk, seqLen, hidden: new Float32Array(chunk.length * seqLen * dim), ...(key < 0 ? { layout: joinLayouts(chunk, seqLen) } : {}) });
+      batches.push({ windows: chunk, seqLen, hidden: new Float32Array(chunk.length * seqLen * dim), ...(packed ? { layout: joinLayouts(chunk, seqLen) } : {}) });
     }
   }
   return batches;
@@ -68,8 +68,12 @@ export function makeBatches<W extends Window>(windows: readonly W[], dim: number
 function joinLayouts(windows: readonly Window[], seqLen: number): PackedLayout {
   const layout: PackedLayout = { positions: new Int32Array(windows.length * seqLen), branches: new Int32Array(windows.length * seqLen) };
   windows.forEach((w, i) => {
-    layout.positions.set(w.layout!.positions, i * seqLen);
-    layout.branches.set(w.layout!.branches, i * seqLen);
+    if (w.layout) {
+      layout.positions.set(w.layout.positions, i * seqLen);
+      layout.branches.set(w.layout.branches, i * seqLen);
+    } else {
+      for (let t = 0; t < seqLen; t++) layout.positions[i * seqLen + t] = t; // one causal sequence, all branch 0
+    }
   });
   return layout;
 }
