@@ -13,9 +13,11 @@ import { ggufArchitectureOf, ggufNames } from "../models/ggufFamilies.js";
 import { halfRowsToInterleaved, interleavedToHalfRows, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
+import { bpeTokenizerConfig, bpeTokenizerJson } from "../tokenizer/bpe.js";
+import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
 import { SentencePieceTokenizer } from "../tokenizer/sentencepiece.js";
 import { checkOutputPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
-import { ggufLlamaMetadata, GGUF_FILE_TYPE } from "./ggufMetadata.js";
+import { ggufLlamaMetadata, GGUF_FILE_TYPE, type GgufVocabulary } from "./ggufMetadata.js";
 import { hfLlamaConfigJson, HF_TOKENIZER_FILES } from "./hfOutput.js";
 import { sentencePieceToTokenizerJson, sentencePieceTokenizerConfig } from "./hfTokenizerJson.js";
 
@@ -152,16 +154,21 @@ export function convertModel(input: string, output: string, options: ConvertOpti
   }
 }
 
+/**
+ * The vocabulary for a GGUF file: the model's own SentencePiece one; a llama2.c tokenizer.bin
+ * named with --tokenizer (for a Hugging Face input); or a byte-level BPE tokenizer.json.
+ */
+function ggufVocabularyOf(opened: OpenedModel, options: ConvertOptions): GgufVocabulary {
+  if (opened.format === "hf" && options.tokenizer !== undefined) return { kind: "sentencepiece", vocab: readLlama2cTokenizer(options.tokenizer, opened.config.vocabSize).vocabulary };
+  if (opened.tokenizer instanceof SentencePieceTokenizer) return { kind: "sentencepiece", vocab: opened.tokenizer.vocabulary };
+  if (opened.tokenizer instanceof HfTokenizer) return { kind: "bpe", vocab: opened.tokenizer.bpeVocabulary() };
+  throw new UnsupportedError(`${opened.path}: its tokenizer (${opened.tokenizer.description}) cannot be written as a GGUF vocabulary`, {
+    file: opened.path, hint: "give a llama2.c tokenizer.bin with --tokenizer, or add the model's tokenizer.json to the directory",
+  });
+}
+
 function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
-  // The vocabulary: the model's own SentencePiece one, or (for a Hugging Face input) a llama2.c
-  // tokenizer.bin named with --tokenizer.
-  const vocabulary = opened.tokenizer instanceof SentencePieceTokenizer ? opened.tokenizer
-    : opened.format === "hf" && options.tokenizer !== undefined ? readLlama2cTokenizer(options.tokenizer, opened.config.vocabSize) : undefined;
-  if (!vocabulary) {
-    throw new UnsupportedError(`${opened.path}: its tokenizer (${opened.tokenizer.description}) cannot be written as a GGUF vocabulary yet; only SentencePiece vocabularies can`, {
-      file: opened.path, hint: "convert from a llama2.c or GGUF checkpoint, give a llama2.c tokenizer.bin with --tokenizer, or use llama.cpp's convert_hf_to_gguf.py for Hugging Face tokenizers",
-    });
-  }
+  const vocabulary = ggufVocabularyOf(opened, options);
   const arch = ggufArchitectureOf(opened.config);
   const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
@@ -181,7 +188,7 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
       },
     };
   });
-  const metadata = ggufLlamaMetadata(arch, opened.config, vocabulary.vocabulary, {
+  const metadata = ggufLlamaMetadata(arch, opened.config, vocabulary, {
     name: basename(opened.path).replace(/\.(gguf|bin)$/, ""),
     fileType: GGUF_FILE_TYPE[dtype],
     quantized: dtype === "Q8_0" || dtype === "Q4_0",
@@ -222,6 +229,12 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
       const vocab = opened.tokenizer.vocabulary;
       writeFileSync(join(temp, "tokenizer.json"), JSON.stringify(sentencePieceToTokenizerJson(vocab), null, 2) + "\n", { flag: "wx" });
       writeFileSync(join(temp, "tokenizer_config.json"), JSON.stringify(sentencePieceTokenizerConfig(vocab), null, 2) + "\n", { flag: "wx" });
+      tokenizer = "written";
+    } else if (opened.format === "gguf" && opened.tokenizer instanceof HfTokenizer) {
+      // A GGUF BPE vocabulary: its tokenizer.json was built from the file's tokens and merges.
+      const vocab = opened.tokenizer.bpeVocabulary();
+      writeFileSync(join(temp, "tokenizer.json"), JSON.stringify(bpeTokenizerJson(vocab, opened.path), null, 2) + "\n", { flag: "wx" });
+      writeFileSync(join(temp, "tokenizer_config.json"), JSON.stringify(bpeTokenizerConfig(vocab), null, 2) + "\n", { flag: "wx" });
       tokenizer = "written";
     } else if (opened.format === "hf") {
       for (const f of HF_TOKENIZER_FILES) {

@@ -1,10 +1,11 @@
 // The GGUF metadata llama.cpp needs to load a Llama-family model: hyperparameters under `<arch>.` and the
-// SentencePiece vocabulary under `tokenizer.ggml.` (keys as in llama.cpp's GGUF spec).
+// vocabulary (SentencePiece, or byte-level BPE) under `tokenizer.ggml.` (keys as in llama.cpp's GGUF spec).
 
 import { type GgufValue, GgufValueType } from "../formats/gguf.js";
 import type { GgufArchitecture } from "../models/ggufFamilies.js";
 import type { LlamaConfig } from "../models/llama.js";
 import type { WritableDtype } from "../tensor/encode.js";
+import type { BpeVocab } from "../tokenizer/bpe.js";
 import type { SentencePieceVocab } from "../tokenizer/sentencepiece.js";
 import { portablePieces } from "./pieces.js";
 
@@ -21,7 +22,10 @@ export interface GgufGeneral {
   quantized: boolean;
 }
 
-export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, vocab: Readonly<SentencePieceVocab>, general: GgufGeneral): Map<string, GgufValue> {
+/** The vocabulary a GGUF file carries: SentencePiece (tokenizer.ggml.model=llama) or byte-level BPE (gpt2). */
+export type GgufVocabulary = { kind: "sentencepiece"; vocab: Readonly<SentencePieceVocab> } | { kind: "bpe"; vocab: Readonly<BpeVocab> };
+
+export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, vocabulary: GgufVocabulary, general: GgufGeneral): Map<string, GgufValue> {
   const m = new Map<string, GgufValue>();
   m.set("general.architecture", str(arch));
   m.set("general.name", str(general.name));
@@ -41,14 +45,33 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
   m.set(`${arch}.rope.dimension_count`, u32(config.headDim));
   m.set(`${arch}.rope.freq_base`, f32(config.ropeTheta));
   m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
-  const pieces = portablePieces(vocab);
+  if (vocabulary.kind === "sentencepiece") setSentencePieceVocabulary(m, vocabulary.vocab);
+  else setBpeVocabulary(m, vocabulary.vocab);
+  return m;
+}
+
+const strings = (value: string[]): GgufValue => ({ type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, value });
+const int32s = (value: number[]): GgufValue => ({ type: GgufValueType.ARRAY, itemType: GgufValueType.INT32, value });
+
+function setSentencePieceVocabulary(m: Map<string, GgufValue>, vocab: Readonly<SentencePieceVocab>): void {
   m.set("tokenizer.ggml.model", str("llama"));
-  m.set("tokenizer.ggml.tokens", { type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, value: pieces });
+  m.set("tokenizer.ggml.tokens", strings(portablePieces(vocab)));
   m.set("tokenizer.ggml.scores", { type: GgufValueType.ARRAY, itemType: GgufValueType.FLOAT32, value: Array.from(vocab.scores) });
-  m.set("tokenizer.ggml.token_type", { type: GgufValueType.ARRAY, itemType: GgufValueType.INT32, value: [...vocab.types] });
+  m.set("tokenizer.ggml.token_type", int32s([...vocab.types]));
   m.set("tokenizer.ggml.bos_token_id", u32(vocab.bosId));
   m.set("tokenizer.ggml.eos_token_id", u32(vocab.eosId));
   m.set("tokenizer.ggml.unknown_token_id", u32(vocab.unkId));
   m.set("tokenizer.ggml.add_space_prefix", { type: GgufValueType.BOOL, value: vocab.addSpacePrefix });
-  return m;
+}
+
+/** As llama.cpp's converter writes a GPT-2-style vocabulary: tokens, types, merges, the named pre-tokenizer. */
+function setBpeVocabulary(m: Map<string, GgufValue>, vocab: Readonly<BpeVocab>): void {
+  m.set("tokenizer.ggml.model", str("gpt2"));
+  m.set("tokenizer.ggml.pre", str(vocab.pre));
+  m.set("tokenizer.ggml.tokens", strings(vocab.tokens));
+  m.set("tokenizer.ggml.token_type", int32s([...vocab.types]));
+  m.set("tokenizer.ggml.merges", strings(vocab.merges));
+  if (vocab.bosId >= 0) m.set("tokenizer.ggml.bos_token_id", u32(vocab.bosId));
+  if (vocab.eosId >= 0) m.set("tokenizer.ggml.eos_token_id", u32(vocab.eosId));
+  m.set("tokenizer.ggml.add_bos_token", { type: GgufValueType.BOOL, value: vocab.addBos });
 }

@@ -2,6 +2,8 @@
 
 import { TokenizerError, UnsupportedError } from "../errors.js";
 import { type GgufFile, ggufArray, ggufNumber, ggufString } from "../formats/gguf.js";
+import { type BpeVocab, BpeTokenType, bpePreTokenizer, bpeTokenizerConfig, bpeTokenizerJson } from "./bpe.js";
+import { createHfTokenizer, type HfTokenizer } from "./hfTokenizer.js";
 import { PieceType, SentencePieceTokenizer } from "./sentencepiece.js";
 import type { Tokenizer } from "./tokenizer.js";
 
@@ -11,8 +13,9 @@ export function readGgufTokenizer(gguf: GgufFile): Tokenizer {
   if (model === undefined || pieces === undefined) {
     throw new TokenizerError(`${gguf.path} has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)`, { file: gguf.path });
   }
+  if (model === "gpt2") return readGgufBpeTokenizer(gguf, pieces.map(String));
   if (model !== "llama") {
-    throw new UnsupportedError(`${gguf.path}: GGUF tokenizer model "${model}" is not supported yet (only "llama", SentencePiece)`, { file: gguf.path, got: model });
+    throw new UnsupportedError(`${gguf.path}: GGUF tokenizer model "${model}" is not supported (supported: "llama", SentencePiece; "gpt2", byte-level BPE)`, { file: gguf.path, got: model });
   }
   const n = pieces.length;
   const scores = ggufArray(gguf, "tokenizer.ggml.scores") ?? new Array<number>(n).fill(0);
@@ -33,4 +36,27 @@ export function readGgufTokenizer(gguf: GgufFile): Tokenizer {
     description: `SentencePiece BPE (GGUF tokenizer.ggml.model=llama), ${n} tokens`,
     source: gguf.path,
   });
+}
+
+/**
+ * A byte-level BPE vocabulary (tokenizer.ggml.model = "gpt2"), read as llama.cpp reads it: the
+ * merges are required, a missing token_type means every token is normal, a missing
+ * tokenizer.ggml.pre means llama.cpp's "default" pre-tokenizer, and BOS is added when
+ * tokenizer.ggml.add_bos_token says so, else as the pre-tokenizer's default.
+ */
+function readGgufBpeTokenizer(gguf: GgufFile, tokens: string[]): HfTokenizer {
+  const n = tokens.length;
+  const merges = ggufArray(gguf, "tokenizer.ggml.merges");
+  if (merges === undefined) throw new TokenizerError(`${gguf.path}: a BPE vocabulary (tokenizer.ggml.model=gpt2) needs tokenizer.ggml.merges, which is missing`, { file: gguf.path });
+  const types = ggufArray(gguf, "tokenizer.ggml.token_type") ?? new Array<number>(n).fill(BpeTokenType.Normal);
+  if (types.length !== n) throw new TokenizerError(`${gguf.path}: tokenizer.ggml.token_type has ${types.length} entries for ${n} tokens`, { file: gguf.path });
+  const pre = bpePreTokenizer(ggufString(gguf, "tokenizer.ggml.pre") ?? "default", gguf.path);
+  const addBos = gguf.metadata.get("tokenizer.ggml.add_bos_token");
+  const vocab: BpeVocab = {
+    tokens, types: types.map(Number) as BpeTokenType[], merges: merges.map(String), pre: pre.name,
+    bosId: ggufNumber(gguf, "tokenizer.ggml.bos_token_id") ?? -1,
+    eosId: ggufNumber(gguf, "tokenizer.ggml.eos_token_id") ?? -1,
+    addBos: addBos === undefined ? pre.addBos : Boolean(addBos.value),
+  };
+  return createHfTokenizer(bpeTokenizerJson(vocab, gguf.path), bpeTokenizerConfig(vocab), {}, n, gguf.path, `byte-level BPE (GGUF tokenizer.ggml.model=gpt2, pre-tokenizer ${pre.name}), ${n} tokens`);
 }

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizerImpl } from "@huggingface/tokenizers";
 import { TokenizerError } from "../errors.js";
+import { type BpeVocab, bpeVocabFromTokenizerJson } from "./bpe.js";
 import type { Tokenizer } from "./tokenizer.js";
 
 function readJson(path: string): Record<string, unknown> {
@@ -25,17 +26,32 @@ function tokenText(value: unknown): string | undefined {
   return undefined;
 }
 
-class HfTokenizer implements Tokenizer {
+/** A tokenizer.json run by @huggingface/tokenizers; keeps the JSON so the vocabulary can be written to other formats. */
+export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
+  /** BOS added to documents, or -1 when the tokenizer adds none (see specialIds for the token itself). */
   readonly bosId: number;
   readonly eosId: number;
   readonly description: string;
 
-  constructor(private readonly impl: HfTokenizerImpl, vocabSize: number, bosId: number, eosId: number, path: string) {
+  constructor(
+    private readonly impl: HfTokenizerImpl,
+    readonly json: Record<string, unknown>,
+    /** The BOS and EOS tokens (-1 when there is none) and whether BOS is added. */
+    readonly specialIds: { bosId: number; eosId: number; addBos: boolean },
+    vocabSize: number,
+    readonly source: string,
+    description?: string,
+  ) {
     this.vocabSize = vocabSize;
-    this.bosId = bosId;
-    this.eosId = eosId;
-    this.description = `Hugging Face tokenizer.json (${path}), ${vocabSize} tokens`;
+    this.bosId = specialIds.addBos ? specialIds.bosId : -1;
+    this.eosId = specialIds.eosId;
+    this.description = description ?? `Hugging Face tokenizer.json (${source}), ${vocabSize} tokens`;
+  }
+
+  /** The byte-level BPE vocabulary, for a GGUF file (UnsupportedError when the tokenizer is of another kind). */
+  bpeVocabulary(): BpeVocab {
+    return bpeVocabFromTokenizerJson(this.json, this.vocabSize, this.specialIds, this.source);
   }
 
   encode(text: string, options: { bos?: boolean } = {}): number[] {
@@ -66,11 +82,16 @@ export function readHfTokenizer(dir: string, config: Record<string, unknown>, vo
   const json = readJson(path);
   const configPath = join(dir, "tokenizer_config.json");
   const tokenizerConfig = existsSync(configPath) ? readJson(configPath) : {};
+  return createHfTokenizer(json, tokenizerConfig, config, vocabSize, path);
+}
+
+/** A tokenizer from tokenizer.json and tokenizer_config.json contents (config: the model's config.json, for *_token_id). */
+export function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string, description?: string): HfTokenizer {
   let impl: HfTokenizerImpl;
   try {
     impl = new HfTokenizerImpl(json, tokenizerConfig);
   } catch (err) {
-    throw new TokenizerError(`${path}: cannot build the tokenizer (${(err as Error).message})`, { file: path, hint: "the tokenizer type may not be supported by @huggingface/tokenizers" });
+    throw new TokenizerError(`${source}: cannot build the tokenizer (${(err as Error).message})`, { file: source, hint: "the tokenizer type may not be supported by @huggingface/tokenizers" });
   }
   const idOf = (key: "bos" | "eos"): number => {
     const text = tokenText(tokenizerConfig[`${key}_token`]);
@@ -80,6 +101,6 @@ export function readHfTokenizer(dir: string, config: Record<string, unknown>, vo
     return typeof fromConfig === "number" ? fromConfig : -1;
   };
   // add_bos_token: false (e.g. Qwen) means documents start without BOS, as the model was trained.
-  const bosId = tokenizerConfig["add_bos_token"] === false ? -1 : idOf("bos");
-  return new HfTokenizer(impl, vocabSize, bosId, idOf("eos"), path);
+  const bosId = idOf("bos");
+  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: tokenizerConfig["add_bos_token"] !== false && bosId >= 0 }, vocabSize, source, description);
 }
