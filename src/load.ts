@@ -7,7 +7,7 @@ import { basename, dirname, join } from "node:path";
 import { CheckpointError, TokenizerError, UnsupportedError } from "./errors.js";
 import { RandomAccessFile } from "./formats/file.js";
 import { GGUF_MAGIC, type GgufFile, ggufNumber, ggufString, readGguf, readGgufTensorBytes } from "./formats/gguf.js";
-import { hfTensorProvider, isHfDirectory, openHfDirectory } from "./formats/hfDirectory.js";
+import { type HfDirectory, hfTensorProvider, isHfDirectory, openHfDirectory } from "./formats/hfDirectory.js";
 import { LLAMA2C_MAGIC, type Llama2cFile, readLlama2c, readLlama2cTensor } from "./formats/llama2c.js";
 import {
   assertLlamaSupported, checkLlamaConfig, checkLlamaTensors, GGUF_LLAMA_NAMES, LLAMA2C_NAMES, type LlamaConfig, LlamaModel,
@@ -18,6 +18,7 @@ import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
 import { parseHfLlamaConfig, resolveHfLlamaConfig, hfLlamaTensorNames } from "./models/hfLlamaConfig.js";
 import { readGgufTokenizer } from "./tokenizer/gguf.js";
 import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
+import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
@@ -142,7 +143,7 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
     headDim: optional("attention.key_length") ?? dim / nHeads,
     vocabSize: optional("vocab_size") ?? embedding?.dims[1] ?? 0,
     contextLength: need("context_length"),
-    normEps: need("attention.layer_norm_rms_epsilon"),
+    normEps: need(arch === "gpt2" ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon"),
     ropeTheta: optional("rope.freq_base") ?? 10000,
     ...ggufFamilyFlags(arch, dim),
   };
@@ -182,22 +183,33 @@ export interface OpenedModel {
   close(): void;
 }
 
+/** The family of a Hugging Face directory: its config resolved once, its tensor names, and the view its quirks need. */
+function hfFamily(hf: HfDirectory): { modelType: string; config: LlamaConfig; names: LlamaTensorNames; provider: TensorProvider } {
+  const stored = hfTensorProvider(hf);
+  if (hf.config["model_type"] === "gpt2") {
+    const config = resolveHfGpt2Config(hf.config, hf.configPath);
+    const tied = hf.config["tie_word_embeddings"] !== false;
+    return { modelType: "gpt2", config, names: hfGpt2Names(hfGpt2Prefix(hf.tensors.map((t) => t.name)), config.nLayers, tied), provider: gpt2View(stored, { conv1d: true }) };
+  }
+  const raw = parseHfLlamaConfig(hf.config, hf.configPath);
+  const config = resolveHfLlamaConfig(raw, hf.configPath);
+  const names = hfLlamaTensorNames(raw, config, hf.tensors.map((t) => t.name), hf.dir);
+  // Baichuan2 (its config has z_loss_weight; its vocabulary is 125696) normalizes the head; Baichuan 1 does not.
+  const normalizeHead = "z_loss_weight" in hf.config || config.vocabSize === BAICHUAN2_VOCAB_SIZE;
+  const provider = raw.model_type === "baichuan" ? baichuanView(stored, { normalizeHead }) : stored;
+  return { modelType: raw.model_type ?? "llama", config, names, provider };
+}
+
 /** Opens a Hugging Face directory: config.json resolved once, tensors indexed across shards. */
 function openHfModel(path: string): OpenedModel {
   const hf = openHfDirectory(path);
   try {
-    const raw = parseHfLlamaConfig(hf.config, hf.configPath);
-    const config = resolveHfLlamaConfig(raw, hf.configPath);
-    const names = hfLlamaTensorNames(raw, config, hf.tensors.map((t) => t.name), hf.dir);
-    const stored = hfTensorProvider(hf);
-    // Baichuan2 (its config has z_loss_weight; its vocabulary is 125696) normalizes the head; Baichuan 1 does not.
-    const normalizeHead = "z_loss_weight" in hf.config || config.vocabSize === BAICHUAN2_VOCAB_SIZE;
-    const provider = raw.model_type === "baichuan" ? baichuanView(stored, { normalizeHead }) : stored;
+    const { modelType, config, names, provider } = hfFamily(hf);
     checkLlamaTensors(provider, config, names);
     const id = (key: string): number => (typeof hf.config[key] === "number" ? (hf.config[key] as number) : -1);
     const tokenizer = readHfTokenizer(path, hf.config, config.vocabSize) ?? new MissingTokenizer(config.vocabSize, id("bos_token_id"), id("eos_token_id"), path);
     return {
-      path, format: "hf", architecture: raw.model_type ?? "llama", config, tokenizer, tokenizerPath: join(path, "tokenizer.json"), dtypes: countDtypes(provider.entries()),
+      path, format: "hf", architecture: modelType, config, tokenizer, tokenizerPath: join(path, "tokenizer.json"), dtypes: countDtypes(provider.entries()),
       provider, names, close: () => hf.close(),
     };
   } catch (err) {
@@ -217,8 +229,9 @@ export function openModel(path: string, options: LoadOptions = {}): OpenedModel 
       const config = llamaConfigFromGguf(gguf);
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
-      const provider = ggufProvider(gguf);
-      const names = ggufNames(ggufString(gguf, "general.architecture") as GgufArchitecture);
+      const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
+      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : ggufProvider(gguf);
+      const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {
         path, format, architecture: ggufString(gguf, "general.architecture")!, config, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()),

@@ -119,12 +119,12 @@ for (const flavor of FLAVORS) {
     const norm = uniform(r, GQA.dim, 0.3, 1);
     const classifier = uniform(r, VOCAB * GQA.dim, 0.5);
     const targets = Int32Array.from({ length: n }, () => Math.floor(r() * VOCAB));
-    const got = await fast.runHead(x, n, norm, classifier, VOCAB, 1e-5);
-    const want = await reference.runHead(x, n, norm, classifier, VOCAB, 1e-5);
+    const got = await fast.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5);
+    const want = await reference.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5);
     assert.ok(got.kind === "logits" && want.kind === "logits");
     assertClose(t, `${flavor} head logits`, got.logits, want.logits);
-    const gotNll = await fast.runHead(x, n, norm, classifier, VOCAB, 1e-5, targets);
-    const wantNll = await reference.runHead(x, n, norm, classifier, VOCAB, 1e-5, targets);
+    const gotNll = await fast.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5, targets);
+    const wantNll = await reference.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5, targets);
     assert.ok(gotNll.kind === "nll" && wantNll.kind === "nll");
     assertClose(t, `${flavor} head logSumExp`, gotNll.logSumExp, wantNll.logSumExp);
     assertClose(t, `${flavor} head targetLogit`, gotNll.targetLogit, wantNll.targetLogit);
@@ -199,13 +199,13 @@ test("onnxruntime-node splits large batches into runs of whole windows (rows) an
     const norm = uniform(r, GQA.dim, 0.3, 1);
     const classifier = uniform(r, VOCAB * GQA.dim, 0.5);
     const targets = Int32Array.from({ length: n }, () => Math.floor(r() * VOCAB));
-    const nll = await chunked.runHead(x, n, norm, classifier, VOCAB, 1e-5, targets);
-    const nllWhole = await whole.runHead(x, n, norm, classifier, VOCAB, 1e-5, targets);
+    const nll = await chunked.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5, targets);
+    const nllWhole = await whole.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5, targets);
     assert.equal(chunked.stats.sessionRuns, B + 3, "99 rows in runs of at most 40");
     assert.ok(nll.kind === "nll" && nllWhole.kind === "nll");
     assert.ok(scaledError(nll.logSumExp, nllWhole.logSumExp) < 1e-6 && scaledError(nll.targetLogit, nllWhole.targetLogit) < 1e-6);
-    const logits = await chunked.runHead(x, n, norm, classifier, VOCAB, 1e-5);
-    const logitsWhole = await whole.runHead(x, n, norm, classifier, VOCAB, 1e-5);
+    const logits = await chunked.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5);
+    const logitsWhole = await whole.runHead(x, n, { finalNorm: norm, classifier }, VOCAB, 1e-5);
     assert.ok(logits.kind === "logits" && logitsWhole.kind === "logits");
     assert.ok(scaledError(logits.logits, logitsWhole.logits) < 1e-6);
   } finally {
@@ -246,7 +246,7 @@ test("stories260K: layers one by one through onnxruntime match the reference for
     let x: Float32Array = new Float32Array(2 * seqLen * dim);
     windows.flat().forEach((id, row) => x.set(model.weights.embedding.subarray(id * dim, (id + 1) * dim), row * dim));
     for (const layer of model.weights.layers) x = await fast.runLayer(x, 2, seqLen, layer, shape);
-    const head = await fast.runHead(x, 2 * seqLen, model.weights.finalNorm, model.weights.classifier, vocabSize, normEps);
+    const head = await fast.runHead(x, 2 * seqLen, model.weights, vocabSize, normEps);
     assert.ok(head.kind === "logits");
     assert.equal(fast.stats.sessionRuns, runsBefore + nLayers + 1, "every layer and the head ran in onnxruntime");
     assertClose(t, `stories260K ${flavor} final hidden state`, x, wantHidden);
@@ -254,7 +254,7 @@ test("stories260K: layers one by one through onnxruntime match the reference for
     // log p(next token) through the nll head, against log-softmax of the reference logits
     const rows = 2 * seqLen - 1;
     const targets = Int32Array.from(windows.flat().slice(1));
-    const nll = await fast.runHead(x.subarray(0, rows * dim), rows, model.weights.finalNorm, model.weights.classifier, vocabSize, normEps, targets);
+    const nll = await fast.runHead(x.subarray(0, rows * dim), rows, model.weights, vocabSize, normEps, targets);
     assert.ok(nll.kind === "nll");
     const wantLogProb = Float32Array.from(targets, (id, r) => logProb(Float64Array.from(wantLogits.subarray(r * vocabSize, (r + 1) * vocabSize)), 0, vocabSize, id));
     assertClose(t, `stories260K ${flavor} log p(next)`, nll.targetLogit.map((v, r) => v - nll.logSumExp[r]!), wantLogProb);

@@ -351,7 +351,7 @@ test("HF config: transformers' defaults, the mistral alias and unsupported featu
   const refuses = (json: Record<string, unknown>, type: typeof CheckpointError | typeof UnsupportedError, re: RegExp): void => {
     assert.throws(() => resolve(json), (e: unknown) => e instanceof type && re.test((e as Error).message) && (e as ShortgptError).details.file === src);
   };
-  refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma, baichuan\)/);
+  refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma, baichuan, gpt2\)/);
   refuses({ ...minimal, model_type: undefined }, UnsupportedError, /model_type null is not supported/);
   refuses({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } }, UnsupportedError, /RoPE scaling \(rope_scaling type "llama3"\) is not supported yet/);
   refuses({ ...minimal, rope_scaling: { type: "linear", factor: 2 } }, UnsupportedError, /rope_scaling type "linear"/);
@@ -401,9 +401,9 @@ test("fixture encoders: bf16 and f16 rounding to nearest even, subnormals, overf
 });
 
 /** Golden cases of the other families (F32 weights). */
-const FIXTURE_FAMILY: Record<string, FixtureFamily> = { qwen2: "qwen2", qwen3: "qwen3", gemma: "gemma" };
+const FIXTURE_FAMILY: Record<string, FixtureFamily> = { qwen2: "qwen2", qwen3: "qwen3", gemma: "gemma", gpt2: "gpt2" };
 
-test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights; Qwen2 biases, Qwen3 q/k norms, Gemma) and the residual stream`, (t) => {
+test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights; Qwen2 biases, Qwen3 q/k norms, Gemma, GPT-2) and the residual stream`, (t) => {
   const dir = tempDir();
   const ids = golden.ids;
   assert.equal(ids.length, 17);
@@ -611,11 +611,11 @@ test("removeHfLayers on a broken input fails with a typed error and writes nothi
   assert.deepEqual(readdirSync(dir).sort(), ["in", "mismatch"], "no output and no temporary directory");
 });
 
-test("Qwen2, Qwen3 and Gemma directories: the onnxruntime graph (biases, per-head q/k norms, GELU) agrees with the reference; pruning keeps their extra tensors", async () => {
+test("Qwen2, Qwen3, Gemma and GPT-2 directories: the onnxruntime graph (biases, per-head q/k norms, GELU, LayerNorm, learned positions) agrees with the reference; pruning keeps their extra tensors", async () => {
   const dir = tempDir();
   const ort = await createOrtBackend({ threads: 2, flavor: "node" });
   try {
-    for (const family of ["qwen2", "qwen3", "gemma"] as const) {
+    for (const family of ["qwen2", "qwen3", "gemma", "gpt2"] as const) {
       const path = join(dir, family);
       writeHfLlamaFixture(path, { family });
       const opened = openModel(path);
@@ -632,7 +632,8 @@ test("Qwen2, Qwen3 and Gemma directories: the onnxruntime graph (biases, per-hea
         opened.close();
       }
       const pruned = join(dir, `${family}-pruned`);
-      removeHfLayers(path, pruned, [1]);
+      const removal = removeHfLayers(path, pruned, [1]);
+      assert.equal(removal.layersAfter, 3, `${family}: layer count patched`);
       const ids = [1, 37, 402, 11, 250, 99];
       assert.deepEqual(loadModel(pruned).model.forward(ids).logits, loadModel(path).model.forward(ids, { skip: new Set([1]) }).logits, `${family}: pruned = skipped`);
     }

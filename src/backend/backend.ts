@@ -16,8 +16,16 @@ export interface LayerShape {
   qkvBias?: boolean;
   /** Qwen3: q and k are RMS-normalized per head, before RoPE (weights qNorm, kNorm of headDim). */
   qkNorm?: boolean;
-  /** The MLP's gate activation: silu (default) or, for Gemma, GELU with the tanh approximation. */
+  /** The MLP's activation: silu (default) or, for Gemma and GPT-2, GELU with the tanh approximation. */
   activation?: "gelu_tanh";
+  /** GPT-2: the norms are LayerNorm (mean removed, then weight and bias: attnNormBias, ffnNormBias) instead of RMSNorm. */
+  layerNorm?: boolean;
+  /** GPT-2: no rotary embedding (positions are learned and added to the input before layer 0). */
+  noRope?: boolean;
+  /** GPT-2: the MLP is wDown @ act(wUp @ h + bUp) + bDown, without a gate (wGate absent). */
+  plainMlp?: boolean;
+  /** GPT-2: the output projection and the MLP's linear layers add biases (bo, bUp, bDown). */
+  outputBiases?: boolean;
 }
 
 /**
@@ -32,7 +40,7 @@ export interface LayerWeightsF32 {
   wv: Float32Array; // (nKvHeads*headDim, dim)
   wo: Float32Array; // (dim, nHeads*headDim)
   ffnNorm: Float32Array; // (dim)
-  wGate: Float32Array; // (hiddenDim, dim)
+  wGate?: Float32Array; // (hiddenDim, dim), unless shape.plainMlp
   wDown: Float32Array; // (dim, hiddenDim)
   wUp: Float32Array; // (hiddenDim, dim)
   bq?: Float32Array; // (nHeads*headDim), with shape.qkvBias
@@ -40,11 +48,36 @@ export interface LayerWeightsF32 {
   bv?: Float32Array; // (nKvHeads*headDim)
   qNorm?: Float32Array; // (headDim), with shape.qkNorm
   kNorm?: Float32Array; // (headDim)
+  attnNormBias?: Float32Array; // (dim), with shape.layerNorm
+  ffnNormBias?: Float32Array; // (dim)
+  bo?: Float32Array; // (dim), with shape.outputBiases
+  bUp?: Float32Array; // (hiddenDim)
+  bDown?: Float32Array; // (dim)
 }
 
-/** The optional weights a layer shape asks for. */
-export function optionalLayerWeights(shape: LayerShape): ("bq" | "bk" | "bv" | "qNorm" | "kNorm")[] {
-  return [...(shape.qkvBias ? (["bq", "bk", "bv"] as const) : []), ...(shape.qkNorm ? (["qNorm", "kNorm"] as const) : [])];
+export type LayerWeightName = keyof LayerWeightsF32;
+
+/** Every weight a layer of this shape needs, with its dimensions (row-major, linear weights (out, in)). */
+export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightName, number[]>> {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  return {
+    attnNorm: [dim], wq: [qDim, dim], wk: [kvDim, dim], wv: [kvDim, dim], wo: [dim, qDim],
+    ffnNorm: [dim], ...(shape.plainMlp ? {} : { wGate: [hiddenDim, dim] }), wDown: [dim, hiddenDim], wUp: [hiddenDim, dim],
+    ...(shape.qkvBias ? { bq: [qDim], bk: [kvDim], bv: [kvDim] } : {}),
+    ...(shape.qkNorm ? { qNorm: [headDim], kNorm: [headDim] } : {}),
+    ...(shape.layerNorm ? { attnNormBias: [dim], ffnNormBias: [dim] } : {}),
+    ...(shape.outputBiases ? { bo: [dim], bUp: [hiddenDim], bDown: [dim] } : {}),
+  };
+}
+
+/** The final norm (and its bias, with LayerNorm) and the classifier, as runHead takes them. */
+export interface HeadWeights {
+  finalNorm: Float32Array; // (dim)
+  /** With it, the final norm is LayerNorm (GPT-2); without, RMSNorm. */
+  finalNormBias?: Float32Array; // (dim)
+  classifier: Float32Array; // (vocabSize, dim)
 }
 
 /**
@@ -74,11 +107,11 @@ export interface DecoderBackend {
    */
   runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array>;
   /**
-   * Final RMSNorm and classifier for nRows rows of x (nRows, dim). With targets (one token id per
+   * Final norm (RMSNorm, or LayerNorm with head.finalNormBias) and classifier for nRows rows of x (nRows, dim). With targets (one token id per
    * row), returns per row the log-sum-exp of the logits and the target's logit (log p = target - lse);
    * without, the logits (nRows, vocab).
    */
-  runHead(x: Float32Array, nRows: number, finalNorm: Float32Array, classifier: Float32Array, vocabSize: number, normEps: number, targets?: Int32Array): Promise<HeadResult>;
+  runHead(x: Float32Array, nRows: number, head: HeadWeights, vocabSize: number, normEps: number, targets?: Int32Array): Promise<HeadResult>;
   dispose(): Promise<void>;
 }
 

@@ -6,8 +6,8 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
-import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights, type PackedLayout } from "./backend.js";
-import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, LAYER_WEIGHT_INPUTS, type PackedInputs, packedInputs } from "./onnx/llamaGraphs.js";
+import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
+import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, type PackedInputs, packedInputs } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
 
@@ -159,38 +159,36 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
       // The batch dim is symbolic, so one session per (shape, seqLen, packed or not) serves every batch size.
       const packed = layout !== undefined;
       const s = await session(`layer ${JSON.stringify(shape)} T=${seqLen} ${graphOptions.linear}${packed ? " packed" : ""}`, () => encodeModel(buildLayerGraph(shape, seqLen, graphOptions, packed)));
-      const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
-      const qDim = nHeads * headDim;
-      const kvDim = nKvHeads * headDim;
-      const dims: Record<(typeof LAYER_WEIGHT_INPUTS)[number], number[]> = {
-        attnNorm: [dim], wq: [qDim, dim], wk: [kvDim, dim], wv: [kvDim, dim], wo: [dim, qDim],
-        ffnNorm: [dim], wGate: [hiddenDim, dim], wDown: [dim, hiddenDim], wUp: [hiddenDim, dim],
-      };
+      const { dim, headDim } = shape;
       const shared: Feeds = {};
-      for (const name of LAYER_WEIGHT_INPUTS) shared[name] = f32(weights[name], dims[name]);
-      const optionalDims: Record<string, number[]> = { bq: [qDim], bk: [kvDim], bv: [kvDim], qNorm: [headDim], kNorm: [headDim] };
-      for (const name of optionalLayerWeights(shape)) shared[name] = f32(weights[name]!, optionalDims[name]!);
+      for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) shared[name] = f32(weights[name]!, dims);
       const window = seqLen * dim;
       const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
       const extra = layout && packedInputsOf(layout, nWindows, seqLen, headDim, shape.ropeTheta);
       const rows = (data: Float32Array, first: number, count: number, width: number): OrtTensor => f32(data.subarray(first * seqLen * width, (first + count) * seqLen * width), [count * seqLen, width]);
       const chunk = (first: number, count: number): Feeds => ({
         x: rows(x, first, count, dim),
-        ...(extra
+        ...(extra ? { mask: rows(extra.mask, first, count, seqLen) } : {}),
+        ...(extra && !shape.noRope
           ? {
               cosQ: rows(extra.cosQ, first, count, headDim), sinQ: rows(extra.sinQ, first, count, headDim),
-              cosK: rows(extra.cosK, first, count, headDim), sinK: rows(extra.sinK, first, count, headDim), mask: rows(extra.mask, first, count, seqLen),
+              cosK: rows(extra.cosK, first, count, headDim), sinK: rows(extra.sinK, first, count, headDim),
             }
           : {}),
       });
       const { y } = await runChunked(s, nWindows, perRun, shared, chunk, { y: window });
       return y!;
     },
-    async runHead(x, nRows, finalNorm, classifier, vocabSize, normEps, targets): Promise<HeadResult> {
-      const dim = checkHeadArgs(x, nRows, finalNorm, classifier, vocabSize, targets);
+    async runHead(x, nRows, head, vocabSize, normEps, targets): Promise<HeadResult> {
+      const dim = checkHeadArgs(x, nRows, head, vocabSize, targets);
       const mode: HeadMode = targets ? "nll" : "logits";
-      const s = await session(`head C=${dim} V=${vocabSize} eps=${normEps} ${mode} ${graphOptions.linear}`, () => encodeModel(buildHeadGraph(dim, vocabSize, normEps, mode, graphOptions)));
-      const shared: Feeds = { finalNorm: f32(finalNorm, [dim]), classifier: f32(classifier, [vocabSize, dim]) };
+      const withLayerNorm = head.finalNormBias !== undefined;
+      const key = `head C=${dim} V=${vocabSize} eps=${normEps} ${mode} ${graphOptions.linear}${withLayerNorm ? " layernorm" : ""}`;
+      const s = await session(key, () => encodeModel(buildHeadGraph(dim, vocabSize, normEps, mode, graphOptions, withLayerNorm)));
+      const shared: Feeds = {
+        finalNorm: f32(head.finalNorm, [dim]), classifier: f32(head.classifier, [vocabSize, dim]),
+        ...(head.finalNormBias ? { finalNormBias: f32(head.finalNormBias, [dim]) } : {}),
+      };
       const ids = targets ? BigInt64Array.from(targets, (t) => BigInt(t)) : undefined;
       const chunk = (first: number, count: number): Feeds => ({
         x: f32(x.subarray(first * dim, (first + count) * dim), [count, dim]),

@@ -38,6 +38,20 @@ export function rmsNorm(out: Activations, x: Activations, weight: Weights, nToke
   }
 }
 
+/** LayerNorm (GPT-2): out = (x - mean) / sqrt(var + eps) * weight + bias, per token; may run in place. */
+export function layerNorm(out: Activations, x: Activations, weight: Weights, bias: Weights, nTokens: number, dim: number, eps: number): void {
+  for (let t = 0; t < nTokens; t++) {
+    const off = t * dim;
+    let sum = 0;
+    for (let i = 0; i < dim; i++) sum += x[off + i]!;
+    const mean = sum / dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += (x[off + i]! - mean) ** 2;
+    const scale = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) out[off + i] = (x[off + i]! - mean) * scale * weight[i]! + bias[i]!;
+  }
+}
+
 /**
  * Rotary position embedding in the rotate-half layout (Hugging Face convention): within each
  * head, element i pairs with i + headDim/2 and turns by pos * theta^(-2i/headDim).
@@ -138,6 +152,15 @@ export function geluTanhMul(gate: Activations, up: Activations, n: number): void
   for (let i = 0; i < n; i++) {
     const x = gate[i]!;
     gate[i] = 0.5 * x * (1 + Math.tanh(c * (x + 0.044715 * x * x * x))) * up[i]!;
+  }
+}
+
+/** x = act(x) in place over n elements: GELU (tanh approximation) or SiLU. */
+export function activate(x: Activations, n: number, activation: "gelu_tanh" | "silu"): void {
+  const c = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < n; i++) {
+    const v = x[i]!;
+    x[i] = activation === "gelu_tanh" ? 0.5 * v * (1 + Math.tanh(c * (v + 0.044715 * v * v * v))) : v / (1 + Math.exp(-v));
   }
 }
 

@@ -1,8 +1,8 @@
 // The DecoderBackend built on the plain reference kernels: float32 in and out, float64
 // activations inside, window by window. The twin every fast backend is tested against.
 
-import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightsF32, optionalLayerWeights, type PackedLayout } from "./backend.js";
-import { logSumExp, matmul, rmsNorm, ropeInverseFrequencies } from "./reference.js";
+import { type DecoderBackend, type HeadResult, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
+import { layerNorm, logSumExp, matmul, rmsNorm, ropeInverseFrequencies } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
 import { OptionError } from "../errors.js";
 
@@ -29,12 +29,13 @@ export function createReferenceBackend(): DecoderBackend {
       }
       return out;
     },
-    async runHead(x, nRows, finalNorm, classifier, vocabSize, normEps, targets): Promise<HeadResult> {
-      const dim = checkHeadArgs(x, nRows, finalNorm, classifier, vocabSize, targets);
+    async runHead(x, nRows, head, vocabSize, normEps, targets): Promise<HeadResult> {
+      const dim = checkHeadArgs(x, nRows, head, vocabSize, targets);
       const normed = new Float64Array(nRows * dim);
-      rmsNorm(normed, Float64Array.from(x), finalNorm, nRows, dim, normEps);
+      if (head.finalNormBias) layerNorm(normed, Float64Array.from(x), head.finalNorm, head.finalNormBias, nRows, dim, normEps);
+      else rmsNorm(normed, Float64Array.from(x), head.finalNorm, nRows, dim, normEps);
       const logits = new Float64Array(nRows * vocabSize);
-      matmul(logits, normed, classifier, nRows, dim, vocabSize);
+      matmul(logits, normed, head.classifier, nRows, dim, vocabSize);
       if (!targets) return { kind: "logits", logits: Float32Array.from(logits) };
       const lse = new Float32Array(nRows);
       const target = new Float32Array(nRows);
@@ -54,30 +55,18 @@ function expectLength(name: string, got: number, expected: number): void {
   if (got !== expected) throw new OptionError(`${name} has ${got} values, expected ${expected}`, { expected, got });
 }
 
-/** Checks x, the nine weights (and the optional ones) and a packed layout against the layer shape. */
+/** Checks x, every weight the shape needs, and a packed layout against the layer shape. */
 export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): void {
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+  const { dim, nHeads, nKvHeads, headDim } = shape;
   if (!(Number.isInteger(nWindows) && nWindows > 0 && Number.isInteger(seqLen) && seqLen > 0)) {
     throw new OptionError(`runLayer needs positive integer nWindows and seqLen, got ${nWindows} and ${seqLen}`);
   }
   if (nHeads % nKvHeads !== 0 || headDim % 2 !== 0) throw new OptionError(`layer shape ${nHeads} heads / ${nKvHeads} KV heads / head size ${headDim} is not a valid Llama layer`);
   expectLength("x", x.length, nWindows * seqLen * dim);
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
-  expectLength("attnNorm", w.attnNorm.length, dim);
-  expectLength("wq", w.wq.length, qDim * dim);
-  expectLength("wk", w.wk.length, kvDim * dim);
-  expectLength("wv", w.wv.length, kvDim * dim);
-  expectLength("wo", w.wo.length, dim * qDim);
-  expectLength("ffnNorm", w.ffnNorm.length, dim);
-  expectLength("wGate", w.wGate.length, hiddenDim * dim);
-  expectLength("wDown", w.wDown.length, dim * hiddenDim);
-  expectLength("wUp", w.wUp.length, hiddenDim * dim);
-  const optional: Record<string, number> = { bq: qDim, bk: kvDim, bv: kvDim, qNorm: headDim, kNorm: headDim };
-  for (const name of optionalLayerWeights(shape)) {
+  for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) {
     const v = w[name];
     if (!v) throw new OptionError(`the layer shape needs weight ${name}, which is missing`);
-    expectLength(name, v.length, optional[name]!);
+    expectLength(name, v.length, dims.reduce((a, b) => a * b, 1));
   }
   if (layout) checkLayout(layout, nWindows, seqLen);
 }
@@ -92,11 +81,12 @@ function checkLayout(layout: PackedLayout, nWindows: number, seqLen: number): vo
 }
 
 /** Checks the head's arguments; returns dim. */
-export function checkHeadArgs(x: Float32Array, nRows: number, finalNorm: Float32Array, classifier: Float32Array, vocabSize: number, targets?: Int32Array): number {
-  const dim = finalNorm.length;
+export function checkHeadArgs(x: Float32Array, nRows: number, head: HeadWeights, vocabSize: number, targets?: Int32Array): number {
+  const dim = head.finalNorm.length;
   if (!(Number.isInteger(nRows) && nRows > 0)) throw new OptionError(`runHead needs a positive integer row count, got ${nRows}`);
   expectLength("x", x.length, nRows * dim);
-  expectLength("classifier", classifier.length, vocabSize * dim);
+  expectLength("classifier", head.classifier.length, vocabSize * dim);
+  if (head.finalNormBias) expectLength("finalNormBias", head.finalNormBias.length, dim);
   if (targets) {
     expectLength("targets", targets.length, nRows);
     for (const t of targets) if (!(t >= 0 && t < vocabSize)) throw new OptionError(`target id ${t} is outside the vocabulary (0..${vocabSize - 1})`);

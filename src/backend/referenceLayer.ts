@@ -2,7 +2,7 @@
 // key/value cache, for generation) and the reference backend (fresh windows).
 
 import type { LayerShape, LayerWeightsF32, PackedLayout } from "./backend.js";
-import { addInPlace, causalAttention, geluTanhMul, matmul, rmsNorm, ropeHalf, siluMul } from "./reference.js";
+import { activate, addInPlace, causalAttention, geluTanhMul, layerNorm, matmul, rmsNorm, ropeHalf, siluMul } from "./reference.js";
 
 /** rows x cols += bias (cols) on every row. */
 function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: number): void {
@@ -11,7 +11,9 @@ function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: num
 
 /**
  * x: (T, C) float64 at positions startPos..startPos+T-1, updated in place:
- *   h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x)); x = h + down(silu(gate @ rms(h)) * (up @ rms(h))).
+ *   h = x + wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x)); x = h + mlp(norm(h)),
+ *   mlp(y) = down(act(gate @ y) * (up @ y)), or down(act(up @ y)) for a plain MLP; norm = RMSNorm or
+ *   LayerNorm, biases and RoPE as the shape's flags say (see LayerShape).
  * keys, values: (>= startPos+T, kvDim); rows startPos.. are written here, rows before are the cache.
  * invFreq: RoPE inverse frequencies (headDim/2).
  * layout: this window's packed sequences (startPos 0), see PackedLayout.
@@ -29,11 +31,14 @@ export function referenceDecoderLayer(
   const v = values.subarray(startPos * kvDim, (startPos + T) * kvDim);
   const att = new Float64Array(T * qDim);
   const proj = new Float64Array(T * dim);
-  const gate = new Float64Array(T * hiddenDim);
   const up = new Float64Array(T * hiddenDim);
   const scores = new Float64Array(startPos + T);
+  const norm = (out: Float64Array, input: Float64Array, weight: Float32Array, bias: Float32Array | undefined): void => {
+    if (shape.layerNorm) layerNorm(out, input, weight, bias!, T, dim, normEps);
+    else rmsNorm(out, input, weight, T, dim, normEps);
+  };
   // Attention block
-  rmsNorm(xn, x, w.attnNorm, T, dim, normEps);
+  norm(xn, x, w.attnNorm, w.attnNormBias);
   matmul(q, xn, w.wq, T, dim, qDim);
   matmul(k, xn, w.wk, T, dim, kvDim);
   matmul(v, xn, w.wv, T, dim, kvDim);
@@ -47,17 +52,28 @@ export function referenceDecoderLayer(
     rmsNorm(q, q, w.qNorm!, T * nHeads, headDim, normEps);
     rmsNorm(k, k, w.kNorm!, T * nKvHeads, headDim, normEps);
   }
-  ropeHalf(q, T, nHeads, headDim, startPos, invFreq, layout?.positions);
-  ropeHalf(k, T, nKvHeads, headDim, startPos, invFreq, layout?.positions);
+  if (!shape.noRope) {
+    ropeHalf(q, T, nHeads, headDim, startPos, invFreq, layout?.positions);
+    ropeHalf(k, T, nKvHeads, headDim, startPos, invFreq, layout?.positions);
+  }
   causalAttention(att, q, keys, values, scores, T, startPos, nHeads, nKvHeads, headDim, layout?.branches);
   matmul(proj, att, w.wo, T, qDim, dim);
+  if (shape.outputBiases) addRowBias(proj, w.bo!, T, dim);
   addInPlace(x, proj, T * dim);
   // MLP block
-  rmsNorm(xn, x, w.ffnNorm, T, dim, normEps);
-  matmul(gate, xn, w.wGate, T, dim, hiddenDim);
+  norm(xn, x, w.ffnNorm, w.ffnNormBias);
   matmul(up, xn, w.wUp, T, dim, hiddenDim);
-  if (shape.activation === "gelu_tanh") geluTanhMul(gate, up, T * hiddenDim);
-  else siluMul(gate, up, T * hiddenDim);
-  matmul(proj, gate, w.wDown, T, hiddenDim, dim);
+  if (shape.outputBiases) addRowBias(up, w.bUp!, T, hiddenDim);
+  if (shape.plainMlp) {
+    activate(up, T * hiddenDim, shape.activation ?? "silu");
+  } else {
+    const gate = new Float64Array(T * hiddenDim);
+    matmul(gate, xn, w.wGate!, T, dim, hiddenDim);
+    if (shape.activation === "gelu_tanh") geluTanhMul(gate, up, T * hiddenDim);
+    else siluMul(gate, up, T * hiddenDim);
+    up.set(gate);
+  }
+  matmul(proj, up, w.wDown, T, hiddenDim, dim);
+  if (shape.outputBiases) addRowBias(proj, w.bDown!, T, dim);
   addInPlace(x, proj, T * dim);
 }

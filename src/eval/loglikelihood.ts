@@ -12,7 +12,7 @@
 // choice sees the prefix and itself, at its own positions); requests scoring the same
 // positions share the head rows.
 
-import type { DecoderBackend } from "../backend/backend.js";
+import type { DecoderBackend, HeadWeights } from "../backend/backend.js";
 import type { Window } from "../data/windows.js";
 import { loadLlamaGlobals } from "../models/llama.js";
 import { runLayersStreaming, type StreamingSource } from "../models/streaming.js";
@@ -268,7 +268,7 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
     ...(options.groupSizes ? { groupSizes: options.groupSizes } : {}), ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
   });
   const results: ScoredRequest[] = jobs.map((j) => ({ loglikelihood: 0, greedy: true, tokens: j.targets.length }));
-  const { finalNorm, classifier } = loadLlamaGlobals(source.provider, source.config, source.names);
+  const head = loadLlamaGlobals(source.provider, source.config, source.names);
   const groupTokens = options.groupTokens ?? 1 << 16;
   const totalTokens = windows.reduce((n, w) => n + w.tokens.length, 0);
   let doneTokens = 0;
@@ -284,7 +284,7 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
     const batches = await runLayersStreaming(source, group, { backend: options.backend, ...(options.skip ? { skip: options.skip } : {}) });
     const rowOf = new Map<Window, { hidden: Float32Array; offset: number }>();
     for (const batch of batches) batch.windows.forEach((w, i) => rowOf.set(w, { hidden: batch.hidden, offset: i * batch.seqLen }));
-    await scoreGroup(jobs, results, members, windows, rowOf, source, finalNorm, classifier, options.backend);
+    await scoreGroup(jobs, results, members, windows, rowOf, source, head, options.backend);
     doneTokens += tokens;
     options.onProgress?.(doneTokens, totalTokens);
     start = end;
@@ -295,7 +295,7 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
 /** The head over every distinct (window, position) the group's jobs score, HEAD_ROWS at a time. */
 async function scoreGroup(
   jobs: readonly Job[], results: ScoredRequest[], members: ReadonlySet<number>, windows: readonly Window[],
-  rowOf: Map<Window, { hidden: Float32Array; offset: number }>, source: StreamingSource, finalNorm: Float32Array, classifier: Float32Array, backend: DecoderBackend,
+  rowOf: Map<Window, { hidden: Float32Array; offset: number }>, source: StreamingSource, headWeights: HeadWeights, backend: DecoderBackend,
 ): Promise<void> {
   const { dim, vocabSize, normEps } = source.config;
   const rows = new Map<string, { window: number; position: number; uses: { job: number; target: number }[] }>();
@@ -317,7 +317,7 @@ async function scoreGroup(
       const { hidden, offset } = rowOf.get(windows[row.window]!)!;
       x.set(hidden.subarray((offset + row.position) * dim, (offset + row.position + 1) * dim), i * dim);
     });
-    const head = await backend.runHead(x, chunk.length, finalNorm, classifier, vocabSize, normEps);
+    const head = await backend.runHead(x, chunk.length, headWeights, vocabSize, normEps);
     if (head.kind !== "logits") throw new Error("internal: the backend returned log-likelihoods where logits were asked for");
     chunk.forEach((row, i) => {
       const logits = head.logits.subarray(i * vocabSize, (i + 1) * vocabSize);

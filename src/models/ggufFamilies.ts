@@ -3,10 +3,12 @@
 // (plus attn_{q,k,v}.bias for qwen2 and attn_{q,k}_norm for qwen3), and the RoPE layout: only
 // "llama" stores Q/K rows interleaved; qwen2, qwen3 and gemma use the rotate-half ("NEOX")
 // layout. Gemma's GGUF norm weights already hold 1 + w, and its embedding is scaled by sqrt(dim).
+// gpt2 has its own names and layout (models/gpt2.ts).
 
+import { GGUF_GPT2_NAMES, GPT2_FLAGS, isGpt2Config } from "./gpt2.js";
 import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gpt2"] as const;
 export type GgufArchitecture = (typeof GGUF_ARCHITECTURES)[number];
 
 export function isGgufArchitecture(arch: string | undefined): arch is GgufArchitecture {
@@ -14,6 +16,7 @@ export function isGgufArchitecture(arch: string | undefined): arch is GgufArchit
 }
 
 export function ggufNames(arch: GgufArchitecture): LlamaTensorNames {
+  if (arch === "gpt2") return GGUF_GPT2_NAMES;
   return arch === "llama" ? GGUF_LLAMA_NAMES : { ...GGUF_LLAMA_NAMES, interleavedRope: false };
 }
 
@@ -26,6 +29,8 @@ export function ggufFamilyFlags(arch: GgufArchitecture, dim: number): Partial<Ll
       return { qkNorm: true };
     case "gemma":
       return { activation: "gelu_tanh", embeddingScale: Math.fround(Math.sqrt(dim)) };
+    case "gpt2":
+      return GPT2_FLAGS;
     default:
       return {};
   }
@@ -33,6 +38,7 @@ export function ggufFamilyFlags(arch: GgufArchitecture, dim: number): Partial<Ll
 
 /** The architecture a config runs as in GGUF. */
 export function ggufArchitectureOf(config: LlamaConfig): GgufArchitecture {
+  if (isGpt2Config(config)) return "gpt2";
   if (config.qkvBias) return "qwen2";
   if (config.qkNorm) return "qwen3";
   if (config.activation === "gelu_tanh") return "gemma";

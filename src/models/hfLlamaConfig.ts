@@ -168,8 +168,9 @@ function ropeTheta(raw: HfLlamaRawConfig, source: string): number {
 export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): LlamaConfig {
   const modelType = raw.model_type;
   if (modelType === undefined || !(modelType in HF_LLAMA_MODEL_TYPES)) {
-    throw new UnsupportedError(`${source}: model_type ${JSON.stringify(modelType ?? null)} is not supported yet (supported: ${Object.keys(HF_LLAMA_MODEL_TYPES).join(", ")})`, {
-      file: source, got: modelType ?? "(missing)", hint: `config.json model_type must be one of: ${Object.keys(HF_LLAMA_MODEL_TYPES).join(", ")}`,
+    const supported = [...Object.keys(HF_LLAMA_MODEL_TYPES), "gpt2"].join(", "); // gpt2: models/gpt2.ts
+    throw new UnsupportedError(`${source}: model_type ${JSON.stringify(modelType ?? null)} is not supported yet (supported: ${supported})`, {
+      file: source, got: modelType ?? "(missing)", hint: `config.json model_type must be one of: ${supported}`,
     });
   }
   const qwen = modelType === "qwen2" || modelType === "qwen3";

@@ -1,8 +1,8 @@
 // The Llama family: resolved config, strict weight loading, and the forward pass
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
-import { logSumExp, matmul, rmsNorm, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
-import type { LayerShape, LayerWeightsF32 } from "../backend/backend.js";
+import { layerNorm, logSumExp, matmul, rmsNorm, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
+import { type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../backend/backend.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
@@ -28,6 +28,14 @@ export interface LlamaConfig {
   embeddingScale?: number;
   /** Gemma: RMSNorm weights are stored as w with scale 1 + w; the loader adds this to every norm weight. */
   normWeightOffset?: number;
+  /** GPT-2: LayerNorm (with biases) instead of RMSNorm, everywhere including the final norm. */
+  layerNorm?: boolean;
+  /** GPT-2: a learned position embedding (contextLength, dim) is added to the input; no RoPE. */
+  learnedPositions?: boolean;
+  /** GPT-2: the MLP has no gate (up, activation, down). */
+  plainMlp?: boolean;
+  /** GPT-2: the attention output and the MLP's projections have biases. */
+  outputBiases?: boolean;
 }
 
 /** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
@@ -35,7 +43,11 @@ export type LlamaLayerWeights = LayerWeightsF32;
 
 export interface LlamaWeights {
   embedding: Weights;
+  /** GPT-2's learned positions (contextLength, dim), with config.learnedPositions. */
+  positionEmbedding?: Weights;
   finalNorm: Weights;
+  /** With config.layerNorm. */
+  finalNormBias?: Weights;
   /** The same array as `embedding` when the classifier is tied. */
   classifier: Weights;
   layers: LlamaLayerWeights[];
@@ -43,7 +55,7 @@ export interface LlamaWeights {
 
 /** The stored names of one layer's tensors; the optional ones only where the family has them. */
 export type LayerTensorNames = Record<Exclude<keyof LlamaLayerWeights, OptionalLayerKey>, string> & Partial<Record<OptionalLayerKey, string>>;
-type OptionalLayerKey = "bq" | "bk" | "bv" | "qNorm" | "kNorm";
+type OptionalLayerKey = "wGate" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "attnNormBias" | "ffnNormBias" | "bo" | "bUp" | "bDown";
 
 /** A norm weight as the kernels use it: Gemma's stored w becomes 1 + w (in float32, as transformers computes it). */
 function normWeight(w: Weights, config: LlamaConfig): Weights {
@@ -52,13 +64,21 @@ function normWeight(w: Weights, config: LlamaConfig): Weights {
   return w;
 }
 
-/** One embedding row as the first layer sees it (scaled for Gemma, in float32). */
-export function embeddingRow(embedding: Weights, id: number, dim: number, config: LlamaConfig): Float32Array {
+/**
+ * One input row as the first layer sees it: the token's embedding (scaled for Gemma, in float32),
+ * plus the position's row for learned positions (GPT-2).
+ */
+export function embeddingRow(embedding: Weights, id: number, dim: number, config: LlamaConfig, positions?: { table: Weights; position: number }): Float32Array {
   const row = embedding.subarray(id * dim, (id + 1) * dim);
-  if (config.embeddingScale === undefined) return row;
-  const scaled = new Float32Array(dim);
-  for (let i = 0; i < dim; i++) scaled[i] = row[i]! * config.embeddingScale;
-  return scaled;
+  if (config.embeddingScale === undefined && !positions) return row;
+  const out = new Float32Array(dim);
+  for (let i = 0; i < dim; i++) out[i] = config.embeddingScale === undefined ? row[i]! : row[i]! * config.embeddingScale;
+  if (positions) {
+    const { table, position } = positions;
+    if (!((position + 1) * dim <= table.length)) throw new OptionError(`position ${position} is beyond the model's ${table.length / dim} learned positions`, { hint: "use shorter windows (--seq-len)" });
+    for (let i = 0; i < dim; i++) out[i] = out[i]! + table[position * dim + i]!;
+  }
+  return out;
 }
 
 /** The backend's layer shape for this config. */
@@ -68,13 +88,19 @@ export function layerShape(config: LlamaConfig): LayerShape {
   return {
     dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta,
     ...(config.qkvBias ? { qkvBias: true } : {}), ...(config.qkNorm ? { qkNorm: true } : {}), ...(config.activation ? { activation: config.activation } : {}),
+    ...(config.layerNorm ? { layerNorm: true } : {}), ...(config.learnedPositions ? { noRope: true } : {}),
+    ...(config.plainMlp ? { plainMlp: true } : {}), ...(config.outputBiases ? { outputBiases: true } : {}),
   };
 }
 
 /** How one file format names the Llama tensors. */
 export interface LlamaTensorNames {
   embedding: string;
+  /** GPT-2's learned position embedding. */
+  positionEmbedding?: string;
   finalNorm: string;
+  /** GPT-2's final LayerNorm bias. */
+  finalNormBias?: string;
   /** Absent from a file when the classifier is tied to the embedding. */
   classifier: string;
   layer(layer: number): LayerTensorNames;
@@ -176,31 +202,19 @@ export function halfRowsToInterleaved(w: Weights, nHeads: number, headDim: numbe
 
 /** The shape every tensor of a Llama with this config must have, by stored name. */
 export function expectedLlamaShapes(config: LlamaConfig, names: LlamaTensorNames, hasClassifier: boolean): Map<string, number[]> {
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize } = config;
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
+  const { dim, vocabSize } = config;
   const shapes = new Map<string, number[]>([[names.embedding, [vocabSize, dim]], [names.finalNorm, [dim]]]);
+  const needed = (name: string | undefined, what: string): string => {
+    if (name === undefined) throw new UnsupportedError(`this format has no name for the ${what} this model needs`);
+    return name;
+  };
+  if (config.learnedPositions) shapes.set(needed(names.positionEmbedding, "position embedding"), [config.contextLength, dim]);
+  if (config.layerNorm) shapes.set(needed(names.finalNormBias, "final norm bias"), [dim]);
   if (hasClassifier) shapes.set(names.classifier, [vocabSize, dim]);
+  const dims = Object.entries(layerWeightDims(layerShape(config))) as [LayerWeightName, number[]][];
   for (let layer = 0; layer < config.nLayers; layer++) {
     const n = names.layer(layer);
-    shapes.set(n.attnNorm, [dim]);
-    shapes.set(n.wq, [qDim, dim]);
-    shapes.set(n.wk, [kvDim, dim]);
-    shapes.set(n.wv, [kvDim, dim]);
-    shapes.set(n.wo, [dim, qDim]);
-    shapes.set(n.ffnNorm, [dim]);
-    shapes.set(n.wGate, [hiddenDim, dim]);
-    shapes.set(n.wDown, [dim, hiddenDim]);
-    shapes.set(n.wUp, [hiddenDim, dim]);
-    const optional: [string | undefined, number[], boolean | undefined][] = [
-      [n.bq, [qDim], config.qkvBias], [n.bk, [kvDim], config.qkvBias], [n.bv, [kvDim], config.qkvBias],
-      [n.qNorm, [config.headDim], config.qkNorm], [n.kNorm, [config.headDim], config.qkNorm],
-    ];
-    for (const [name, shape, wanted] of optional) {
-      if (!wanted) continue;
-      if (name === undefined) throw new UnsupportedError(`this format has no names for the ${config.qkvBias ? "q/k/v biases" : "q/k norms"} this model needs`);
-      shapes.set(name, shape);
-    }
+    for (const [key, shape] of dims) shapes.set(needed(n[key], `weight ${key}`), shape);
   }
   return shapes;
 }
@@ -250,39 +264,26 @@ export function loadLlamaGlobals(provider: TensorProvider, config: LlamaConfig, 
   const finalNorm = normWeight(readChecked(provider, names.finalNorm, dim), config);
   const hasClassifier = provider.entries().some((e) => e.name === names.classifier);
   const classifier = hasClassifier ? readChecked(provider, names.classifier, vocabSize * dim) : embedding;
-  return { embedding, finalNorm, classifier };
+  return {
+    embedding, finalNorm, classifier,
+    ...(config.learnedPositions ? { positionEmbedding: readChecked(provider, names.positionEmbedding!, config.contextLength * dim) } : {}),
+    ...(config.layerNorm ? { finalNormBias: readChecked(provider, names.finalNormBias!, dim) } : {}),
+  };
 }
 
-/** One layer's weights as float32, Q/K rows reordered to the rotate-half layout if needed. */
+/** One layer's weights as float32, Q/K rows (and their biases) reordered to the rotate-half layout if needed. */
 export function loadLlamaLayer(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames, layer: number): LlamaLayerWeights {
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = config;
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
+  const { nHeads, nKvHeads, headDim, dim } = config;
   const n = names.layer(layer);
-  let wq = readChecked(provider, n.wq, qDim * dim);
-  let wk = readChecked(provider, n.wk, kvDim * dim);
-  if (names.interleavedRope) {
-    wq = interleavedToHalfRows(wq, nHeads, headDim, dim);
-    wk = interleavedToHalfRows(wk, nKvHeads, headDim, dim);
+  const weights: Partial<LlamaLayerWeights> = {};
+  for (const [key, shape] of Object.entries(layerWeightDims(layerShape(config))) as [LayerWeightName, number[]][]) {
+    let w = readChecked(provider, n[key]!, shape.reduce((a, b) => a * b, 1));
+    if (names.interleavedRope && (key === "wq" || key === "bq")) w = interleavedToHalfRows(w, nHeads, headDim, key === "wq" ? dim : 1);
+    if (names.interleavedRope && (key === "wk" || key === "bk")) w = interleavedToHalfRows(w, nKvHeads, headDim, key === "wk" ? dim : 1);
+    if (key === "attnNorm" || key === "ffnNorm") w = normWeight(w, config);
+    weights[key] = w;
   }
-  return {
-    attnNorm: normWeight(readChecked(provider, n.attnNorm, dim), config),
-    wq,
-    wk,
-    wv: readChecked(provider, n.wv, kvDim * dim),
-    wo: readChecked(provider, n.wo, dim * qDim),
-    ffnNorm: normWeight(readChecked(provider, n.ffnNorm, dim), config),
-    wGate: readChecked(provider, n.wGate, hiddenDim * dim),
-    wDown: readChecked(provider, n.wDown, dim * hiddenDim),
-    wUp: readChecked(provider, n.wUp, hiddenDim * dim),
-    ...(config.qkvBias ? {
-      // A bias follows its rows: the Q/K reorder applies to it as to a one-column matrix.
-      bq: names.interleavedRope ? interleavedToHalfRows(readChecked(provider, n.bq!, qDim), nHeads, headDim, 1) : readChecked(provider, n.bq!, qDim),
-      bk: names.interleavedRope ? interleavedToHalfRows(readChecked(provider, n.bk!, kvDim), nKvHeads, headDim, 1) : readChecked(provider, n.bk!, kvDim),
-      bv: readChecked(provider, n.bv!, kvDim),
-    } : {}),
-    ...(config.qkNorm ? { qNorm: readChecked(provider, n.qNorm!, headDim), kNorm: readChecked(provider, n.kNorm!, headDim) } : {}),
-  };
+  return weights as LlamaLayerWeights;
 }
 
 /**
@@ -368,7 +369,8 @@ export class LlamaModel {
     for (let t = 0; t < T; t++) {
       const id = tokens[t]!;
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} at position ${t} is outside the vocabulary (0..${vocabSize - 1})`);
-      x.set(embeddingRow(this.weights.embedding, id, dim, this.config), t * dim);
+      const positions = this.weights.positionEmbedding && { table: this.weights.positionEmbedding, position: startPos + t };
+      x.set(embeddingRow(this.weights.embedding, id, dim, this.config, positions), t * dim);
     }
     const input = options.hooks ? new Float64Array(T * dim) : undefined;
     const shape = layerShape(this.config);
@@ -386,7 +388,8 @@ export class LlamaModel {
     const rows = T - first;
     const last = x.subarray(first * dim);
     const normed = new Float64Array(rows * dim);
-    rmsNorm(normed, last, this.weights.finalNorm, rows, dim, normEps);
+    if (this.weights.finalNormBias) layerNorm(normed, last, this.weights.finalNorm, this.weights.finalNormBias, rows, dim, normEps);
+    else rmsNorm(normed, last, this.weights.finalNorm, rows, dim, normEps);
     const logits = new Float64Array(rows * vocabSize);
     matmul(logits, normed, this.weights.classifier, rows, dim, vocabSize);
     return { logits, rows };

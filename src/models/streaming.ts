@@ -85,14 +85,17 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const batches = makeBatches(windows, dim, options.batchTokens ?? DEFAULT_BATCH_TOKENS);
   const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
   const batchWindows = batches.map((batch) => batch.windows.map((w) => windowIndex.get(w)!));
-  // The embedding is needed once, to start the residual stream; it is dropped before the layers run.
+  // The embeddings are needed once, to start the residual stream; they are dropped before the layers run.
   {
     const embedding = provider.readF32(names.embedding);
+    const positionTable = config.learnedPositions ? provider.readF32(names.positionEmbedding!) : undefined;
     for (const batch of batches) {
       batch.windows.forEach((w, i) => {
         w.tokens.forEach((id, pos) => {
           if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
-          batch.hidden.set(embeddingRow(embedding, id, dim, config), (i * batch.seqLen + pos) * dim);
+          // A packed window's tokens sit at their own sequence's positions.
+          const positions = positionTable && { table: positionTable, position: w.layout ? w.layout.positions[pos]! : pos };
+          batch.hidden.set(embeddingRow(embedding, id, dim, config, positions), (i * batch.seqLen + pos) * dim);
         });
       });
     }
@@ -139,7 +142,7 @@ export async function streamingPerplexity(source: StreamingSource, windows: read
   const { config } = source;
   const { dim } = config;
   const batches = await runLayersStreaming(source, windows, options);
-  const { finalNorm, classifier } = loadLlamaGlobals(source.provider, config, source.names);
+  const head = loadLlamaGlobals(source.provider, config, source.names);
   let nllSum = 0;
   let tokens = 0;
   // Gather (hidden row, target) pairs: position p-1 predicts token p for p in [firstTarget, length).
@@ -159,10 +162,10 @@ export async function streamingPerplexity(source: StreamingSource, windows: read
       x.set(r.batch.hidden.subarray(r.offset, r.offset + dim), i * dim);
       targets[i] = r.target;
     });
-    const head = await options.backend.runHead(x, chunk.length, finalNorm, classifier, config.vocabSize, config.normEps, targets);
-    if (head.kind !== "nll") throw new Error("internal: the backend returned logits where log-likelihoods were asked for");
+    const result = await options.backend.runHead(x, chunk.length, head, config.vocabSize, config.normEps, targets);
+    if (result.kind !== "nll") throw new Error("internal: the backend returned logits where log-likelihoods were asked for");
     for (let i = 0; i < chunk.length; i++) {
-      const nll = head.logSumExp[i]! - head.targetLogit[i]!;
+      const nll = result.logSumExp[i]! - result.targetLogit[i]!;
       nllSum += nll;
       perWindow.nll[chunk[i]!.window]! += nll;
       perWindow.tokens[chunk[i]!.window]! += 1;

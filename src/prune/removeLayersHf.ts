@@ -1,5 +1,5 @@
-// Removes whole layers from a Hugging Face model directory: drop model.layers.N.* of the
-// removed layers, renumber the rest densely, patch config.json's per-layer fields and the
+// Removes whole layers from a Hugging Face model directory: drop model.layers.N.* (GPT-2:
+// h.N.*) of the removed layers, renumber the rest densely, patch config.json's per-layer fields and the
 // shard index, copy the other files. Tensor bytes are streamed unchanged; no forward pass runs.
 
 import { copyFileSync, existsSync, mkdirSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -36,7 +36,10 @@ export interface RemoveHfLayersResult {
   skipped: string[];
 }
 
-const LAYER_TENSOR = /^model\.layers\.(\d+)\.(.+)$/;
+/** A layer's tensor: Llama-style model.layers.N.*, or GPT-2's h.N.* (with or without "transformer."). */
+const LAYER_TENSOR = /^(model\.layers\.|(?:transformer\.)?h\.)(\d+)\.(.+)$/;
+/** The config.json fields that count the layers: transformers' usual name, GPT-2's. */
+const LAYER_COUNT_KEYS = ["num_hidden_layers", "n_layer"];
 /** Top-level config arrays that are never per-layer even when their length happens to match. */
 const NOT_PER_LAYER = new Set(["architectures", "eos_token_id", "bos_token_id", "pad_token_id", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids"]);
 /** Weights of the unpruned model in other formats; copying them would leave a stale model beside the new one. */
@@ -78,21 +81,22 @@ export function checkHfOutputDir(input: string, output: string, force: boolean):
 
 /** The number of layers config.json declares. */
 function configLayerCount(hf: HfDirectory): number {
-  const n = hf.config["num_hidden_layers"];
+  const key = LAYER_COUNT_KEYS.find((k) => k in hf.config) ?? LAYER_COUNT_KEYS[0]!;
+  const n = hf.config[key];
   if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 1) {
-    throw new CheckpointError(`${hf.configPath}: num_hidden_layers is ${JSON.stringify(n) ?? "missing"}`, {
+    throw new CheckpointError(`${hf.configPath}: ${key} is ${JSON.stringify(n) ?? "missing"}`, {
       file: hf.configPath, hint: "cannot tell how many layers the model has",
     });
   }
   return n;
 }
 
-/** config.json with num_hidden_layers patched and every top-level per-layer array filtered. */
+/** config.json with the layer count (num_hidden_layers or n_layer) patched and every top-level per-layer array filtered. */
 export function patchHfConfig(config: Readonly<Record<string, unknown>>, nLayers: number, newIndex: ReadonlyMap<number, number>): { config: Record<string, unknown>; patched: string[] } {
   const out: Record<string, unknown> = {};
   const patched: string[] = [];
   for (const [key, value] of Object.entries(config)) {
-    if (key === "num_hidden_layers") {
+    if (LAYER_COUNT_KEYS.includes(key)) {
       out[key] = newIndex.size;
       patched.push(key);
     } else if (Array.isArray(value) && value.length === nLayers && !NOT_PER_LAYER.has(key)) {
@@ -143,7 +147,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
       const match = LAYER_TENSOR.exec(t.name);
       let name = t.name;
       if (match) {
-        const layer = Number(match[1]);
+        const layer = Number(match[2]);
         if (layer >= nLayers) {
           throw new CheckpointError(`${join(inputDir, t.file)}: tensor ${t.name} belongs to layer ${layer} but num_hidden_layers is ${nLayers}`, {
             file: join(inputDir, t.file), tensor: t.name, hint: "config.json does not match the weights",
@@ -151,7 +155,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
         }
         const to = newIndex.get(layer);
         if (to === undefined) continue;
-        name = `model.layers.${to}.${match[2]}`;
+        name = `${match[1]}${to}.${match[3]}`;
       }
       groups[hf.weightFiles.indexOf(t.file)]!.push({ from: t, name });
     }

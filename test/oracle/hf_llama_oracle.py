@@ -2,15 +2,18 @@
 """Golden values for Hugging Face Llama directories, computed by transformers + torch (CPU).
 
 Independent of the TypeScript code: the weights are read by the `safetensors` library and run
-by `AutoModelForCausalLM` (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM; eager attention, float32). For each case it records the logits at every
+by `AutoModelForCausalLM` (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM,
+GPT2LMHeadModel; eager attention, float32). For each case it records the logits at every
 position and the residual stream entering each layer.
 
 Hidden states: transformers' `output_hidden_states=True` returns L+1 tensors; element i < L
 is the residual stream entering layer i (element 0 is the embedding), but element L has the
 final RMSNorm applied. We store
   residual[i], i = 0..L   the raw residual stream entering layer i, and leaving the last layer
-                          for i = L (captured by a pre-hook on model.norm, so never normed)
+                          for i = L (captured by a pre-hook on the final norm, so never normed)
   final_normed            transformers' hidden_states[L] (= model.norm(residual[L]))
+The final norm is model.model.norm, or for GPT-2 model.transformer.ln_f (a LayerNorm; GPT-2's
+hidden_states[L] is likewise ln_f(residual[L]), and residual[0] is wte + wpe).
 (residual[i] is hidden_states[i] for i < L; the script asserts that hidden_states[L] equals
 model.norm(residual[L]) exactly). With --f64 a case also records the
 last position's logits from the model loaded in float64 (logits_f64_last, full precision).
@@ -60,13 +63,21 @@ def floats(t):
     return [float(f"{x:.8g}") for x in t.reshape(-1).tolist()]
 
 
+def final_norm(model):
+    # GPT2LMHeadModel keeps its blocks under model.transformer (h, ln_f); the others under model.model.
+    if hasattr(model, "transformer"):
+        return model.transformer.ln_f
+    return model.model.norm
+
+
 def run(model, ids):
     captured = {}
 
     def before_norm(_module, args):
         captured["residual"] = args[0].detach().clone()
 
-    handle = model.model.norm.register_forward_pre_hook(before_norm)
+    norm = final_norm(model)
+    handle = norm.register_forward_pre_hook(before_norm)
     try:
         with torch.no_grad():
             out = model(torch.tensor([ids]), output_hidden_states=True, use_cache=False)
@@ -75,7 +86,7 @@ def run(model, ids):
     hidden = out.hidden_states
     n_layers = model.config.num_hidden_layers
     assert len(hidden) == n_layers + 1
-    normed = model.model.norm(captured["residual"])
+    normed = norm(captured["residual"])
     assert torch.equal(normed, hidden[n_layers]), "hidden_states[L] is expected to be the normed output"
     residual = [hidden[i][0] for i in range(n_layers)] + [captured["residual"][0]]
     return out.logits[0], residual, hidden[n_layers][0]

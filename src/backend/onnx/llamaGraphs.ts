@@ -2,7 +2,7 @@
 // standard opset-17 operators only so the same bytes run in onnxruntime-node and -web.
 // Weights are graph inputs, not initializers: one session serves every layer of a model.
 
-import type { LayerShape, LayerWeightsF32, PackedLayout } from "../backend.js";
+import { type LayerShape, type LayerWeightName, layerWeightDims, type PackedLayout } from "../backend.js";
 import { attr, GraphBuilder, type GraphSpec } from "./model.js";
 
 /**
@@ -18,8 +18,6 @@ export interface GraphOptions {
 
 export const DEFAULT_GRAPH_OPTIONS: GraphOptions = { linear: "gemm" };
 
-/** The graph input names of the layer weights, identical to the LayerWeightsF32 keys. */
-export const LAYER_WEIGHT_INPUTS = ["attnNorm", "wq", "wk", "wv", "wo", "ffnNorm", "wGate", "wDown", "wUp"] as const satisfies readonly (keyof LayerWeightsF32)[];
 
 /** Symbolic dim names: tokens = nWindows * seqLen (rows of x), rows of the head input. */
 const TOKENS = "tokens";
@@ -31,6 +29,11 @@ function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number): strin
   const ms = g.op("ReduceMean", [sq], [attr.ints("axes", [-1]), attr.int("keepdims", 1)]);
   const rms = g.op("Sqrt", [g.op("Add", [ms, g.constFloat([eps], [])])]);
   return g.op("Mul", [g.op("Div", [x, rms]), weight]);
+}
+
+/** x: (N, C), weight, bias: (C) -> LayerNorm over the last axis (opset 17's LayerNormalization). */
+function layerNorm(g: GraphBuilder, x: string, weight: string, bias: string, eps: number): string {
+  return g.op("LayerNormalization", [x, weight, bias], [attr.int("axis", -1), attr.float("epsilon", eps)]);
 }
 
 /** GELU with the tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in opset-17 ops. */
@@ -136,77 +139,72 @@ export function packedInputs(layout: PackedLayout, nWindows: number, seqLen: num
  * heads that share a KV head are stacked into one (G*T, d) matrix against that head's keys.
  */
 export function buildLayerGraph(shape: LayerShape, seqLen: number, options: GraphOptions = DEFAULT_GRAPH_OPTIONS, packed = false): GraphSpec {
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim: d, normEps, ropeTheta } = shape;
+  const { dim, nHeads, nKvHeads, headDim: d, normEps, ropeTheta } = shape;
   const T = seqLen;
   const G = nHeads / nKvHeads;
   const qDim = nHeads * d;
-  const kvDim = nKvHeads * d;
   const g = new GraphBuilder("llama_layer");
   const x = g.input("x", "float", [TOKENS, dim]);
-  const w = {
-    attnNorm: g.input("attnNorm", "float", [dim]),
-    wq: g.input("wq", "float", [qDim, dim]),
-    wk: g.input("wk", "float", [kvDim, dim]),
-    wv: g.input("wv", "float", [kvDim, dim]),
-    wo: g.input("wo", "float", [dim, qDim]),
-    ffnNorm: g.input("ffnNorm", "float", [dim]),
-    wGate: g.input("wGate", "float", [hiddenDim, dim]),
-    wDown: g.input("wDown", "float", [dim, hiddenDim]),
-    wUp: g.input("wUp", "float", [hiddenDim, dim]),
-  } satisfies Record<(typeof LAYER_WEIGHT_INPUTS)[number], string>;
-  const bias = shape.qkvBias ? { q: g.input("bq", "float", [qDim]), k: g.input("bk", "float", [kvDim]), v: g.input("bv", "float", [kvDim]) } : undefined;
-  const headNorm = shape.qkNorm ? { q: g.input("qNorm", "float", [d]), k: g.input("kNorm", "float", [d]) } : undefined;
-  // (Closures over xn, defined below with the attention block; they run after it is.)
-  /** A q/k/v projection (N, out), with its bias when the family has one. */
-  const project = (weight: string, b: string | undefined): string => (b ? g.op("Add", [linear(g, xn, weight, options.linear), b]) : linear(g, xn, weight, options.linear));
+  // Every weight the shape needs is an input named as in LayerWeightsF32.
+  const w: Partial<Record<LayerWeightName, string>> = {};
+  for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) w[name] = g.input(name, "float", dims);
+  const reshape = (v: string, dims: number[]): string => g.op("Reshape", [v, g.constInt64(dims)]);
+  const transpose = (v: string, perm: number[]): string => g.op("Transpose", [v], [attr.ints("perm", perm)]);
+  const norm = (v: string, weight: string, bias: string | undefined): string => (shape.layerNorm ? layerNorm(g, v, weight, bias!, normEps) : rmsNorm(g, v, weight, normEps));
+  /** x @ w^T (+ b): (N, out). */
+  const affine = (v: string, weight: string, b: string | undefined): string => (b ? g.op("Add", [linear(g, v, weight, options.linear), b]) : linear(g, v, weight, options.linear));
   /** (B, T, H, d) heads, RMS-normed over d when the family does (Qwen3), before RoPE. */
-  const heads = (v: string, heads: number, norm: string | undefined): string => {
-    const shaped = reshape(v, [-1, T, heads, d]);
-    return norm ? rmsNorm(g, shaped, norm, normEps) : shaped;
+  const heads = (v: string, n: number, headNorm: string | undefined): string => {
+    const shaped = reshape(v, [-1, T, n, d]);
+    return headNorm ? rmsNorm(g, shaped, headNorm, normEps) : shaped;
   };
 
-  const reshape = (v: string, dims: number[]): string => g.op("Reshape", [v, g.constInt64(dims)]);
   // RoPE tables broadcast over heads: (T, 1, d) shared by all windows, or (B, T, 1, d) per token
   // when packed; the mask broadcasts over the (B, Hkv, G, T, T) scores: (T, T) or (B, 1, 1, T, T).
-  let cosQ: string, sinQ: string, cosK: string, sinK: string, mask: string;
-  if (packed) {
+  // Without RoPE (GPT-2), q is only scaled by 1/sqrt(d).
+  let placeQ: (v: string) => string;
+  let placeK: (v: string) => string;
+  if (shape.noRope) {
+    const scale = g.constFloat([1 / Math.sqrt(d)], []);
+    placeQ = (v) => g.op("Mul", [v, scale]);
+    placeK = (v) => v;
+  } else if (packed) {
     const table = (name: string): string => reshape(g.input(name, "float", [TOKENS, d]), [-1, T, 1, d]);
-    [cosQ, sinQ, cosK, sinK] = [table("cosQ"), table("sinQ"), table("cosK"), table("sinK")];
-    mask = reshape(g.input("mask", "float", [TOKENS, T]), [-1, 1, 1, T, T]);
+    const [cosQ, sinQ, cosK, sinK] = [table("cosQ"), table("sinQ"), table("cosK"), table("sinK")];
+    placeQ = (v) => rope(g, v, cosQ, sinQ, d);
+    placeK = (v) => rope(g, v, cosK, sinK, d);
   } else {
     const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d));
     const kTables = ropeTables(T, d, ropeTheta, 1);
-    cosQ = g.constFloat(qTables.cos2, [T, 1, d]);
-    sinQ = g.constFloat(qTables.sin2, [T, 1, d]);
-    cosK = g.constFloat(kTables.cos2, [T, 1, d]);
-    sinK = g.constFloat(kTables.sin2, [T, 1, d]);
-    mask = g.constFloat(causalMask(T), [T, T]);
+    const [cosQ, sinQ] = [g.constFloat(qTables.cos2, [T, 1, d]), g.constFloat(qTables.sin2, [T, 1, d])];
+    const [cosK, sinK] = [g.constFloat(kTables.cos2, [T, 1, d]), g.constFloat(kTables.sin2, [T, 1, d])];
+    placeQ = (v) => rope(g, v, cosQ, sinQ, d);
+    placeK = (v) => rope(g, v, cosK, sinK, d);
   }
-  const transpose = (v: string, perm: number[]): string => g.op("Transpose", [v], [attr.ints("perm", perm)]);
+  const mask = packed ? reshape(g.input("mask", "float", [TOKENS, T]), [-1, 1, 1, T, T]) : g.constFloat(causalMask(T), [T, T]);
 
   // Attention block. xn: (N, C)
-  const xn = rmsNorm(g, x, w.attnNorm, normEps);
+  const xn = norm(x, w.attnNorm!, w.attnNormBias);
   // q: (N, Hq*d) -> (B, T, Hq, d) roped and scaled -> (B, T, Hkv, G, d) -> (B, Hkv, G, T, d) -> (B, Hkv, G*T, d)
-  const qRoped = rope(g, heads(project(w.wq, bias?.q), nHeads, headNorm?.q), cosQ, sinQ, d);
-  const q = reshape(transpose(reshape(qRoped, [-1, T, nKvHeads, G, d]), [0, 2, 3, 1, 4]), [-1, nKvHeads, G * T, d]);
+  const qPlaced = placeQ(heads(affine(xn, w.wq!, w.bq), nHeads, w.qNorm));
+  const q = reshape(transpose(reshape(qPlaced, [-1, T, nKvHeads, G, d]), [0, 2, 3, 1, 4]), [-1, nKvHeads, G * T, d]);
   // k: (N, Hkv*d) -> (B, T, Hkv, d) roped -> kT: (B, Hkv, d, T)
-  const kRoped = rope(g, heads(project(w.wk, bias?.k), nKvHeads, headNorm?.k), cosK, sinK, d);
-  const kT = transpose(kRoped, [0, 2, 3, 1]);
+  const kT = transpose(placeK(heads(affine(xn, w.wk!, w.bk), nKvHeads, w.kNorm)), [0, 2, 3, 1]);
   // v: (N, Hkv*d) -> (B, Hkv, T, d)
-  const v = transpose(reshape(project(w.wv, bias?.v), [-1, T, nKvHeads, d]), [0, 2, 1, 3]);
-  // scores: (B, Hkv, G*T, T) viewed as (B, Hkv, G, T, T) so the (T, T) mask broadcasts
+  const v = transpose(reshape(affine(xn, w.wv!, w.bv), [-1, T, nKvHeads, d]), [0, 2, 1, 3]);
+  // scores: (B, Hkv, G*T, T) viewed as (B, Hkv, G, T, T) so the mask broadcasts
   const scores = reshape(g.op("MatMul", [q, kT]), [-1, nKvHeads, G, T, T]);
   const probs = reshape(g.op("Softmax", [g.op("Add", [scores, mask])], [attr.int("axis", -1)]), [-1, nKvHeads, G * T, T]);
   // att: (B, Hkv, G*T, d) -> (B, Hkv, G, T, d) -> (B, T, Hkv, G, d) -> (N, Hq*d), head h = kvHead*G + g
   const att = reshape(transpose(reshape(g.op("MatMul", [probs, v]), [-1, nKvHeads, G, T, d]), [0, 3, 1, 2, 4]), [-1, qDim]);
-  const h = g.op("Add", [x, linear(g, att, w.wo, options.linear)]);
+  const h = g.op("Add", [x, affine(att, w.wo!, w.bo)]);
 
-  // MLP block: y = h + wDown @ (silu(wGate @ hn) * (wUp @ hn)). gate, up: (N, F)
-  const hn = rmsNorm(g, h, w.ffnNorm, normEps);
-  const gate = linear(g, hn, w.wGate, options.linear);
-  const up = linear(g, hn, w.wUp, options.linear);
-  const act = g.op("Mul", [shape.activation === "gelu_tanh" ? geluTanh(g, gate) : g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up]);
-  const y = g.op("Add", [h, linear(g, act, w.wDown, options.linear)]);
+  // MLP block: y = h + down(act(gate(hn)) * up(hn)), or h + down(act(up(hn))) without a gate. (N, F)
+  const hn = norm(h, w.ffnNorm!, w.ffnNormBias);
+  const up = affine(hn, w.wUp!, w.bUp);
+  const act = (v: string): string => (shape.activation === "gelu_tanh" ? geluTanh(g, v) : g.op("Mul", [v, g.op("Sigmoid", [v])]));
+  const inner = shape.plainMlp ? act(up) : g.op("Mul", [act(linear(g, hn, w.wGate!, options.linear)), up]);
+  const y = g.op("Add", [h, affine(inner, w.wDown!, w.bDown)]);
   g.output(y, "y", "float", [TOKENS, dim]);
   return g.build();
 }
@@ -214,15 +212,17 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
 export type HeadMode = "logits" | "nll";
 
 /**
- * Final RMSNorm and classifier over N rows. Inputs: x (N, C), finalNorm (C), classifier (V, C),
- * and for "nll" targets (N) int64. Outputs: logits (N, V); or logSumExp (N) and targetLogit (N).
+ * Final norm and classifier over N rows. Inputs: x (N, C), finalNorm (C), with `layerNorm` also
+ * finalNormBias (C) (LayerNorm instead of RMSNorm), classifier (V, C), and for "nll" targets (N)
+ * int64. Outputs: logits (N, V); or logSumExp (N) and targetLogit (N).
  */
-export function buildHeadGraph(dim: number, vocabSize: number, normEps: number, mode: HeadMode, options: GraphOptions = DEFAULT_GRAPH_OPTIONS): GraphSpec {
+export function buildHeadGraph(dim: number, vocabSize: number, normEps: number, mode: HeadMode, options: GraphOptions = DEFAULT_GRAPH_OPTIONS, withLayerNorm = false): GraphSpec {
   const g = new GraphBuilder(`llama_head_${mode}`);
   const x = g.input("x", "float", [ROWS, dim]);
   const norm = g.input("finalNorm", "float", [dim]);
+  const normed = withLayerNorm ? layerNorm(g, x, norm, g.input("finalNormBias", "float", [dim]), normEps) : rmsNorm(g, x, norm, normEps);
   const classifier = g.input("classifier", "float", [vocabSize, dim]);
-  const logits = linear(g, rmsNorm(g, x, norm, normEps), classifier, options.linear);
+  const logits = linear(g, normed, classifier, options.linear);
   if (mode === "logits") {
     g.output(logits, "logits", "float", [ROWS, vocabSize]);
     return g.build();
