@@ -178,13 +178,13 @@ test("a quantized GGUF pruned by `shortgpt prune` keeps its bytes and loads in l
   assert.ok(diff < 0.05 && argmaxAgree);
 });
 
-test("every family (llama, qwen2, qwen3, gemma): HF fixture -> shortgpt convert -> GGUF that llama.cpp runs like shortgpt; pruned too", async (t) => {
+test("every family (llama, qwen2, qwen3, gemma, gpt2): HF fixture -> shortgpt convert -> GGUF that llama.cpp runs like shortgpt; pruned too", async (t) => {
   const dir = tempDir();
   const ids = [1, 37, 402, 11, 250, 99, 500, 3, 77, 128, 256, 311];
-  // llama.cpp computes GELU through a float16 lookup table, which moves Gemma's probabilities by
-  // ~6e-4; the SiLU families agree to ~1e-8.
-  const bounds: Record<string, number> = { llama: 1e-4, qwen2: 1e-4, qwen3: 1e-4, gemma: 2e-3 };
-  for (const family of ["llama", "qwen2", "qwen3", "gemma"] as const) {
+  // llama.cpp computes GELU through a float16 lookup table, which moves Gemma's and GPT-2's
+  // probabilities by up to ~1e-3; the SiLU families agree to ~1e-8.
+  const bounds: Record<string, number> = { llama: 1e-4, qwen2: 1e-4, qwen3: 1e-4, gemma: 2e-3, gpt2: 2e-3 };
+  for (const family of ["llama", "qwen2", "qwen3", "gemma", "gpt2"] as const) {
     const hf = writeHfLlamaFixture(join(dir, family), { family });
     const gguf = join(dir, `${family}.gguf`);
     // The fixture has no tokenizer.json; stories260K's 512-token vocabulary stands in (vocab 512).

@@ -10,7 +10,9 @@ import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite 
 import { type OpenedModel, openModel } from "../load.js";
 import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
 import { ggufArchitectureOf, ggufNames } from "../models/ggufFamilies.js";
-import { halfRowsToInterleaved, interleavedToHalfRows, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
+import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
+import { fusedPart } from "../models/gpt2.js";
+import { halfRowsToInterleaved, interleavedToHalfRows, layerShape, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
 import { bpeTokenizerConfig, bpeTokenizerJson } from "../tokenizer/bpe.js";
@@ -68,25 +70,20 @@ interface LogicalTensor {
 function logicalTensors(opened: OpenedModel): LogicalTensor[] {
   const { config, provider, names } = opened;
   const stored = new Set(provider.entries().map((e) => e.name));
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize } = config;
-  const tensors: LogicalTensor[] = [
-    { role: "embedding", shape: [vocabSize, dim], read: () => provider.readF32(names.embedding) },
-    { role: "finalNorm", shape: [dim], read: () => provider.readF32(names.finalNorm) },
-  ];
+  const { dim, nHeads, nKvHeads, headDim, vocabSize } = config;
+  const tensors: LogicalTensor[] = [{ role: "embedding", shape: [vocabSize, dim], read: () => provider.readF32(names.embedding) }];
+  if (config.learnedPositions) tensors.push({ role: "positionEmbedding", shape: [config.contextLength, dim], read: () => provider.readF32(names.positionEmbedding!) });
+  tensors.push({ role: "finalNorm", shape: [dim], read: () => provider.readF32(names.finalNorm) });
+  if (config.layerNorm) tensors.push({ role: "finalNormBias", shape: [dim], read: () => provider.readF32(names.finalNormBias!) });
   if (stored.has(names.classifier)) tensors.push({ role: "classifier", shape: [vocabSize, dim], read: () => provider.readF32(names.classifier) });
-  const shapes: Record<string, number[]> = {
-    attnNorm: [dim], wq: [nHeads * headDim, dim], wk: [nKvHeads * headDim, dim], wv: [nKvHeads * headDim, dim], wo: [dim, nHeads * headDim],
-    ffnNorm: [dim], wGate: [hiddenDim, dim], wDown: [dim, hiddenDim], wUp: [hiddenDim, dim],
-    ...(config.qkvBias ? { bq: [nHeads * headDim], bk: [nKvHeads * headDim], bv: [nKvHeads * headDim] } : {}),
-    ...(config.qkNorm ? { qNorm: [headDim], kNorm: [headDim] } : {}),
-  };
+  const shapes = layerWeightDims(layerShape(config));
   for (let layer = 0; layer < config.nLayers; layer++) {
     const n = names.layer(layer);
-    for (const [key, storedName] of Object.entries(n)) {
-      if (!(key in shapes)) continue; // names a format has for other families' tensors
+    for (const [key, shape] of Object.entries(shapes) as [LayerWeightName, number[]][]) {
+      const storedName = n[key]!;
       const rows = key === "wq" ? nHeads : key === "wk" ? nKvHeads : 0;
       tensors.push({
-        role: "layer", key, layer, shape: shapes[key]!,
+        role: "layer", key, layer, shape,
         read: () => {
           const w = provider.readF32(storedName);
           return rows > 0 && names.interleavedRope ? interleavedToHalfRows(w, rows, headDim, dim) : w;
@@ -117,10 +114,57 @@ function forGguf(t: LogicalTensor, config: LlamaConfig, names: LlamaTensorNames)
   return w;
 }
 
+/** A tensor as the GGUF file stores it: its name, shape and values in the file's layout. */
+interface StoredTensor {
+  name: string;
+  shape: number[];
+  values(): Float32Array;
+}
+
+/**
+ * The GGUF tensors, in order: one per logical tensor, except that parts named "<name>#q|#k|#v"
+ * (GPT-2's attn_qkv) are stacked, rows of q then k then v, into one tensor.
+ */
+function ggufTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, names: LlamaTensorNames): StoredTensor[] {
+  const out: StoredTensor[] = [];
+  const fused = new Map<string, { tensor: StoredTensor; parts: LogicalTensor[] }>();
+  for (const t of logical) {
+    const name = targetName(t, names);
+    const part = fusedPart(name);
+    if (!part) {
+      out.push({ name, shape: t.shape, values: () => forGguf(t, config, names) });
+      continue;
+    }
+    let group = fused.get(part.fused);
+    if (!group) {
+      const parts: LogicalTensor[] = [];
+      const tensor: StoredTensor = {
+        name: part.fused, shape: [0, ...t.shape.slice(1)],
+        values: () => {
+          const values = parts.map((p) => forGguf(p, config, names));
+          const all = new Float32Array(values.reduce((n, v) => n + v.length, 0));
+          let at = 0;
+          for (const v of values) {
+            all.set(v, at);
+            at += v.length;
+          }
+          return all;
+        },
+      };
+      group = { tensor, parts };
+      fused.set(part.fused, group);
+      out.push(tensor);
+    }
+    group.parts[part.index] = t;
+    group.tensor.shape[0]! += t.shape[0]!;
+  }
+  return out;
+}
+
 /** The dtype one tensor is stored in: 1-D tensors F32; quantized only when rows split into whole blocks. */
-function chooseDtype(t: LogicalTensor, dtype: WritableDtype, fallbacks: ConvertResult["fallbacks"], name: string): WritableDtype {
-  if (t.shape.length === 1) return "F32";
-  const rowLength = t.shape[t.shape.length - 1]!;
+function chooseDtype(shape: readonly number[], dtype: WritableDtype, fallbacks: ConvertResult["fallbacks"], name: string): WritableDtype {
+  if (shape.length === 1) return "F32";
+  const rowLength = shape[shape.length - 1]!;
   if (fitsRows(dtype, rowLength)) return dtype;
   fallbacks.push({ tensor: name, dtype: "F16", reason: `rows of ${rowLength} elements are not whole ${dtype} blocks of 32` });
   return "F16";
@@ -172,18 +216,17 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
   const arch = ggufArchitectureOf(opened.config);
   const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
-  const logical = logicalTensors(opened);
+  const stored = ggufTensorList(logicalTensors(opened), opened.config, names);
   let done = 0;
-  const tensors: GgufTensorToWrite[] = logical.map((t) => {
-    const name = targetName(t, names);
-    const stored = chooseDtype(t, dtype, fallbacks, name);
-    const type = GGML_TYPE_BY_NAME.get(stored)!;
+  const tensors: GgufTensorToWrite[] = stored.map((t) => {
+    const storedDtype = chooseDtype(t.shape, dtype, fallbacks, t.name);
+    const type = GGML_TYPE_BY_NAME.get(storedDtype)!;
     const count = t.shape.reduce((a, b) => a * b, 1);
     return {
-      name, dims: [...t.shape].reverse(), type, byteLength: (count / type.blockSize) * type.blockBytes,
+      name: t.name, dims: [...t.shape].reverse(), type, byteLength: (count / type.blockSize) * type.blockBytes,
       bytes: () => {
-        const bytes = encodeF32(forGguf(t, opened.config, names), stored);
-        options.onTensor?.(++done, logical.length, name);
+        const bytes = encodeF32(t.values(), storedDtype);
+        options.onTensor?.(++done, stored.length, t.name);
         return bytes;
       },
     };

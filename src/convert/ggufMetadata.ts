@@ -42,9 +42,14 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
     m.set(`${arch}.attention.key_length`, u32(config.headDim));
     m.set(`${arch}.attention.value_length`, u32(config.headDim));
   }
-  m.set(`${arch}.rope.dimension_count`, u32(config.headDim));
-  m.set(`${arch}.rope.freq_base`, f32(config.ropeTheta));
-  m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
+  if (config.layerNorm) {
+    // gpt2: LayerNorm, learned positions (no rope.* keys)
+    m.set(`${arch}.attention.layer_norm_epsilon`, f32(config.normEps));
+  } else {
+    m.set(`${arch}.rope.dimension_count`, u32(config.headDim));
+    m.set(`${arch}.rope.freq_base`, f32(config.ropeTheta));
+    m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
+  }
   if (vocabulary.kind === "sentencepiece") setSentencePieceVocabulary(m, vocabulary.vocab);
   else setBpeVocabulary(m, vocabulary.vocab);
   return m;
