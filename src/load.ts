@@ -133,6 +133,8 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   const optional = (key: string): number | undefined => ggufNumber(gguf, `${arch}.${key}`);
   const dim = need("embedding_length");
   const nHeads = need("attention.head_count");
+  // llama.cpp runs a 40-layer baichuan as Baichuan-13B, with ALiBi instead of RoPE.
+  if (arch === "baichuan" && need("block_count") === 40) throw new UnsupportedError(`${gguf.path}: Baichuan 13B (ALiBi position bias) is not supported yet`, { file: gguf.path });
   const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
   const config: LlamaConfig = {
     nLayers: need("block_count"),

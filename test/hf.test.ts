@@ -13,7 +13,9 @@ import { perplexityWindows } from "../src/data/windows.js";
 import { perplexity } from "../src/eval/perplexity.js";
 import { streamingPerplexity } from "../src/models/streaming.js";
 import { CheckpointError, OutputError, ShortgptError, UnsupportedError } from "../src/errors.js";
+import { GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
 import { openHfDirectory } from "../src/formats/hfDirectory.js";
+import { convertModel } from "../src/convert/convertModel.js";
 import {
   findDuplicateJsonKey, readSafetensors, readTensorBytes, readTensorChunks, safetensorsByteLength, type SafetensorsTensorToWrite, writeSafetensors,
 } from "../src/formats/safetensors.js";
@@ -25,7 +27,7 @@ import { repoRoot } from "../src/shared.js";
 import { decodeF16 } from "../src/tensor/dtype.js";
 import { f32ToBf16Bits, f32ToF16Bits } from "../src/tensor/half.js";
 import { type FixtureDtype, type FixtureFamily, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
-import { scaledError, sha256, tempDir } from "./helpers.js";
+import { scaledError, sha256, tempDir, TOKENIZER } from "./helpers.js";
 
 interface GoldenCase {
   name: string;
@@ -682,4 +684,28 @@ test("Baichuan2: W_pack is split into q, k and v and the head is row-normalized,
   removeHfLayers(baichuan.dir, pruned, [2]);
   assert.ok(openHfDirectory(pruned).tensors.some((t) => t.name === "model.layers.2.self_attn.W_pack.weight"));
   assert.deepEqual(loadModel(pruned).model.forward(ids).logits, loadModel(llamaDir).model.forward(ids, { skip: new Set([2]) }).logits);
+});
+
+test("Baichuan in GGUF: convert writes it as llama (head normalized); a file in llama.cpp's baichuan layout reads the same; 40 layers (ALiBi) is refused", () => {
+  const dir = tempDir();
+  const baichuan = writeHfLlamaFixture(join(dir, "baichuan"), { family: "baichuan" });
+  const gguf = join(dir, "baichuan.gguf");
+  convertModel(baichuan.dir, gguf, { to: "gguf", dtype: "F32", tokenizer: TOKENIZER });
+  const ids = [1, 37, 402, 11, 250, 99, 500, 3];
+  const want = loadModel(baichuan.dir).model.forward(ids).logits;
+  assert.ok(scaledError(loadModel(gguf).model.forward(ids).logits, want) < 1e-9, "the llama-architecture GGUF is the same model");
+  // llama.cpp's converter names: general.architecture baichuan, hyperparameters under baichuan.*.
+  const rewrite = (out: string, blockCount?: number): string => {
+    const file = readGguf(gguf);
+    const metadata = new Map([...file.metadata].map(([k, v]) => [k.startsWith("llama.") ? `baichuan.${k.slice(6)}` : k, v]));
+    metadata.set("general.architecture", { type: GgufValueType.STRING, value: "baichuan" });
+    if (blockCount !== undefined) metadata.set("baichuan.block_count", { type: GgufValueType.UINT32, value: blockCount });
+    writeGguf(out, { version: 3, alignment: 32, metadata, tensors: file.tensors.map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) })) });
+    file.file.close();
+    return out;
+  };
+  const asBaichuan = loadModel(rewrite(join(dir, "arch-baichuan.gguf")));
+  assert.equal(openModel(join(dir, "arch-baichuan.gguf")).architecture, "baichuan");
+  assert.ok(scaledError(asBaichuan.model.forward(ids).logits, want) < 1e-9);
+  assert.throws(() => openModel(rewrite(join(dir, "thirteen.gguf"), 40)), (e: unknown) => e instanceof UnsupportedError && /ALiBi/.test((e as Error).message));
 });

@@ -3,12 +3,16 @@
 // (plus attn_{q,k,v}.bias for qwen2 and attn_{q,k}_norm for qwen3), and the RoPE layout: only
 // "llama" stores Q/K rows interleaved; qwen2, qwen3 and gemma use the rotate-half ("NEOX")
 // layout. Gemma's GGUF norm weights already hold 1 + w, and its embedding is scaled by sqrt(dim).
-// gpt2 has its own names and layout (models/gpt2.ts).
+// gpt2 has its own names and layout (models/gpt2.ts). "baichuan" files (llama.cpp's converter)
+// are Llama tensors; their output.weight is Baichuan2's head as stored, not row-normalized, and
+// llama.cpp runs it so: shortgpt reads it the same way. shortgpt's own convert writes Baichuan
+// as "llama" with the head normalized (the Hugging Face model's meaning), which llama.cpp runs
+// at any depth (its baichuan graph only knows 32 and 40 layers).
 
 import { GGUF_GPT2_NAMES, GPT2_FLAGS, isGpt2Config } from "./gpt2.js";
 import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gpt2"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gpt2", "baichuan"] as const;
 export type GgufArchitecture = (typeof GGUF_ARCHITECTURES)[number];
 
 export function isGgufArchitecture(arch: string | undefined): arch is GgufArchitecture {
@@ -17,7 +21,8 @@ export function isGgufArchitecture(arch: string | undefined): arch is GgufArchit
 
 export function ggufNames(arch: GgufArchitecture): LlamaTensorNames {
   if (arch === "gpt2") return GGUF_GPT2_NAMES;
-  return arch === "llama" ? GGUF_LLAMA_NAMES : { ...GGUF_LLAMA_NAMES, interleavedRope: false };
+  // llama.cpp's converter splits Baichuan's W_pack into attn_q/k/v and permutes q and k like Llama's.
+  return arch === "llama" || arch === "baichuan" ? GGUF_LLAMA_NAMES : { ...GGUF_LLAMA_NAMES, interleavedRope: false };
 }
 
 /** The family's flags on top of the shared hyperparameters. */
