@@ -9,9 +9,9 @@ import { GGML_TYPE_BY_NAME, type GgufTensorToWrite, writeGguf } from "../formats
 import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite } from "../formats/safetensors.js";
 import { type OpenedModel, openModel } from "../load.js";
 import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
-import { ggufArchitectureOf, ggufNames } from "../models/ggufFamilies.js";
+import { ggufArchitectureOf, type GgufArchitecture, ggufNames } from "../models/ggufFamilies.js";
 import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
-import { fusedPart } from "../models/gpt2.js";
+import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt2.js";
 import { halfRowsToInterleaved, interleavedToHalfRows, layerShape, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
@@ -20,7 +20,7 @@ import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
 import { SentencePieceTokenizer } from "../tokenizer/sentencepiece.js";
 import { checkOutputPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
 import { ggufLlamaMetadata, GGUF_FILE_TYPE, type GgufVocabulary } from "./ggufMetadata.js";
-import { hfLlamaConfigJson, HF_TOKENIZER_FILES } from "./hfOutput.js";
+import { hfConfigJson, HF_TOKENIZER_FILES } from "./hfOutput.js";
 import { sentencePieceToTokenizerJson, sentencePieceTokenizerConfig } from "./hfTokenizerJson.js";
 
 export const CONVERT_TARGETS = ["gguf", "safetensors"] as const;
@@ -122,17 +122,18 @@ interface StoredTensor {
 }
 
 /**
- * The GGUF tensors, in order: one per logical tensor, except that parts named "<name>#q|#k|#v"
- * (GPT-2's attn_qkv) are stacked, rows of q then k then v, into one tensor.
+ * The tensors a file of `names` stores, in order: one per logical tensor, except that parts
+ * named "<name>#q|#k|#v" (GPT-2's attn_qkv / c_attn) are stacked, rows of q then k then v,
+ * into one tensor. `valuesOf` gives a logical tensor's values in the file's layout.
  */
-function ggufTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, names: LlamaTensorNames): StoredTensor[] {
+function storedTensorList(logical: readonly LogicalTensor[], names: LlamaTensorNames, valuesOf: (t: LogicalTensor) => Float32Array): StoredTensor[] {
   const out: StoredTensor[] = [];
   const fused = new Map<string, { tensor: StoredTensor; parts: LogicalTensor[] }>();
   for (const t of logical) {
     const name = targetName(t, names);
     const part = fusedPart(name);
     if (!part) {
-      out.push({ name, shape: t.shape, values: () => forGguf(t, config, names) });
+      out.push({ name, shape: t.shape, values: () => valuesOf(t) });
       continue;
     }
     let group = fused.get(part.fused);
@@ -141,7 +142,7 @@ function ggufTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, 
       const tensor: StoredTensor = {
         name: part.fused, shape: [0, ...t.shape.slice(1)],
         values: () => {
-          const values = parts.map((p) => forGguf(p, config, names));
+          const values = parts.map(valuesOf);
           const all = new Float32Array(values.reduce((n, v) => n + v.length, 0));
           let at = 0;
           for (const v of values) {
@@ -159,6 +160,23 @@ function ggufTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, 
     group.tensor.shape[0]! += t.shape[0]!;
   }
   return out;
+}
+
+/**
+ * A Hugging Face file's tensors: Llama-family names, or GPT-2's with c_attn stacked and every
+ * Conv1D weight stored (in, out); Gemma's norms as w where the source holds 1 + w (GGUF).
+ */
+function hfTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, family: GgufArchitecture): StoredTensor[] {
+  if (family !== "gpt2") {
+    const sourceHoldsOnePlusW = family === "gemma" && !config.normWeightOffset;
+    const isNorm = (t: LogicalTensor): boolean => t.role === "finalNorm" || t.key === "attnNorm" || t.key === "ffnNorm";
+    return storedTensorList(logical, HF_LLAMA_NAMES, (t) => (sourceHoldsOnePlusW && isNorm(t) ? t.read().map((v) => v - 1) : t.read()));
+  }
+  return storedTensorList(logical, hfGpt2Names("transformer.", config.nLayers, true), (t) => t.read()).map((t) => {
+    if (!isConv1dWeight(t.name)) return t;
+    const [rows, cols] = t.shape as [number, number];
+    return { name: t.name, shape: [cols, rows], values: () => transpose(t.values(), rows, cols) };
+  });
 }
 
 /** The dtype one tensor is stored in: 1-D tensors F32; quantized only when rows split into whole blocks. */
@@ -187,11 +205,6 @@ export function convertModel(input: string, output: string, options: ConvertOpti
   checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
-    if (options.to === "safetensors" && ggufArchitectureOf(opened.config) !== "llama") {
-      throw new UnsupportedError(`${input}: writing a ${opened.architecture} model as a Hugging Face directory is not supported yet (Llama only); --to gguf is`, {
-        file: input, got: opened.architecture, hint: "prune it in its own format with shortgpt prune, or convert it to GGUF",
-      });
-    }
     return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
   } finally {
     opened.close();
@@ -216,7 +229,7 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
   const arch = ggufArchitectureOf(opened.config);
   const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
-  const stored = ggufTensorList(logicalTensors(opened), opened.config, names);
+  const stored = storedTensorList(logicalTensors(opened), names, (t) => forGguf(t, opened.config, names));
   let done = 0;
   const tensors: GgufTensorToWrite[] = stored.map((t) => {
     const storedDtype = chooseDtype(t.shape, dtype, fallbacks, t.name);
@@ -245,17 +258,18 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
 
 function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
   const logical = logicalTensors(opened);
+  const family = ggufArchitectureOf(opened.config);
   const tied = !logical.some((t) => t.role === "classifier");
+  const stored = hfTensorList(logical, opened.config, family);
   let done = 0;
-  const tensors: SafetensorsTensorToWrite[] = logical.map((t) => {
-    const name = targetName(t, HF_LLAMA_NAMES);
+  const tensors: SafetensorsTensorToWrite[] = stored.map((t) => {
     // Hugging Face checkpoints keep every tensor, norms included, in the model's dtype.
     const count = t.shape.reduce((a, b) => a * b, 1);
     return {
-      name, dtype: dtype as SafetensorsDtype, shape: t.shape, byteLength: count * (dtype === "F32" ? 4 : 2),
+      name: t.name, dtype: dtype as SafetensorsDtype, shape: t.shape, byteLength: count * (dtype === "F32" ? 4 : 2),
       bytes: () => {
-        const bytes = encodeF32(t.read(), dtype);
-        options.onTensor?.(++done, logical.length, name);
+        const bytes = encodeF32(t.values(), dtype);
+        options.onTensor?.(++done, stored.length, t.name);
         return bytes;
       },
     };
@@ -267,7 +281,7 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
   try {
     mkdirSync(temp);
     bytesWritten = writeSafetensors(join(temp, "model.safetensors"), tensors, { format: "pt" }).dataBytes;
-    writeFileSync(join(temp, "config.json"), JSON.stringify(hfLlamaConfigJson(opened.config, opened.tokenizer, dtype, tied), null, 2) + "\n", { flag: "wx" });
+    writeFileSync(join(temp, "config.json"), JSON.stringify(hfConfigJson(family, opened.config, opened.tokenizer, dtype, tied), null, 2) + "\n", { flag: "wx" });
     if (opened.tokenizer instanceof SentencePieceTokenizer) {
       const vocab = opened.tokenizer.vocabulary;
       writeFileSync(join(temp, "tokenizer.json"), JSON.stringify(sentencePieceToTokenizerJson(vocab), null, 2) + "\n", { flag: "wx" });

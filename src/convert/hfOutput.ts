@@ -1,5 +1,6 @@
-// The config.json of a Hugging Face Llama checkpoint written by shortgpt convert.
+// The config.json of a Hugging Face checkpoint written by shortgpt convert, per family.
 
+import type { GgufArchitecture } from "../models/ggufFamilies.js";
 import type { LlamaConfig } from "../models/llama.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
@@ -8,10 +9,25 @@ export const HF_TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "s
 
 const TORCH_DTYPE: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
-export function hfLlamaConfigJson(config: LlamaConfig, tokenizer: Tokenizer, dtype: string, tiedEmbeddings: boolean): Record<string, unknown> {
+/** config.json for the family, with the fields transformers reads for it (GPT-2 spells its own). */
+export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, tokenizer: Tokenizer, dtype: string, tiedEmbeddings: boolean): Record<string, unknown> {
+  const special = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, torch_dtype: TORCH_DTYPE[dtype] ?? "float32" };
+  if (family === "gpt2") {
+    return {
+      architectures: ["GPT2LMHeadModel"], model_type: "gpt2",
+      n_embd: config.dim, n_layer: config.nLayers, n_head: config.nHeads, n_positions: config.contextLength, n_ctx: config.contextLength,
+      n_inner: config.hiddenDim, activation_function: "gelu_new", layer_norm_epsilon: config.normEps, vocab_size: config.vocabSize,
+      scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false, reorder_and_upcast_attn: false, tie_word_embeddings: true, ...special,
+    };
+  }
+  const architecture: Record<Exclude<GgufArchitecture, "gpt2">, [string, string]> = {
+    llama: ["LlamaForCausalLM", "llama"], baichuan: ["LlamaForCausalLM", "llama"], qwen2: ["Qwen2ForCausalLM", "qwen2"], qwen3: ["Qwen3ForCausalLM", "qwen3"], gemma: ["GemmaForCausalLM", "gemma"],
+  };
+  const [className, modelType] = architecture[family];
+  const act = family === "gemma" ? { hidden_act: "gelu_pytorch_tanh", hidden_activation: "gelu_pytorch_tanh" } : { hidden_act: "silu" };
   return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
+    architectures: [className],
+    model_type: modelType,
     hidden_size: config.dim,
     intermediate_size: config.hiddenDim,
     num_hidden_layers: config.nLayers,
@@ -22,12 +38,12 @@ export function hfLlamaConfigJson(config: LlamaConfig, tokenizer: Tokenizer, dty
     max_position_embeddings: config.contextLength,
     rms_norm_eps: config.normEps,
     rope_theta: config.ropeTheta,
-    hidden_act: "silu",
-    attention_bias: false,
-    mlp_bias: false,
+    ...act,
+    // Qwen2's q/k/v biases are implied by its model type; Llama and Qwen3 say they have none.
+    ...(family === "qwen2" ? { use_sliding_window: false } : { attention_bias: false }),
+    ...(family === "qwen3" ? { use_sliding_window: false } : {}),
+    ...(family === "llama" || family === "baichuan" ? { mlp_bias: false } : {}),
     tie_word_embeddings: tiedEmbeddings,
-    bos_token_id: tokenizer.bosId,
-    eos_token_id: tokenizer.eosId,
-    torch_dtype: TORCH_DTYPE[dtype] ?? "float32",
+    ...special,
   };
 }

@@ -150,8 +150,13 @@ const PARTS = ["q", "k", "v"] as const;
 const FUSED = /\.(attn\.c_attn|attn_qkv)\.(weight|bias)$/;
 const CONV1D = /\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/;
 
+/** Whether a Hugging Face GPT-2 tensor is a Conv1D weight (stored (in, out)). */
+export function isConv1dWeight(name: string): boolean {
+  return CONV1D.test(name);
+}
+
 /** (rows, cols) row-major -> (cols, rows). */
-function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
+export function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(w.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c]!;
   return out;

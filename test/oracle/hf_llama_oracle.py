@@ -20,7 +20,7 @@ last position's logits from the model loaded in float64 (logits_f64_last, full p
 
 Usage (see make_hf_golden.sh):
   hf_llama_oracle.py --ids 1,2,3 --case NAME DIR [--case NAME DIR ...] [--hidden NAME] [--f64 NAME]
-                     [--pruned NAME DIR FROM_CASE_DIR LAYERS] --out golden.json
+                     [--last-only NAME] [--pruned NAME DIR FROM_CASE_DIR LAYERS] --out golden.json
 """
 
 import argparse
@@ -99,6 +99,8 @@ def main():
     p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="cases that also record hidden states")
     p.add_argument("--f64", action="append", default=[], metavar="NAME",
                    help="cases that also record the last position's logits with the model run in float64")
+    p.add_argument("--last-only", action="append", default=[], metavar="NAME",
+                   help="cases that record only the last position's logits (logits_last), to keep the golden small")
     p.add_argument("--pruned", nargs=4, action="append", default=[], metavar=("NAME", "DIR", "FROM_DIR", "LAYERS"),
                    help="a directory pruned by shortgpt, checked against FROM_DIR with LAYERS deleted in torch")
     p.add_argument("--out", required=True)
@@ -123,8 +125,11 @@ def main():
             "name": name,
             "config": json.load(open(os.path.join(directory, "config.json"))),
             "weight_sha256": weight_hashes(directory),
-            "logits": floats(logits),
         }
+        if name in args.last_only:
+            case["logits_last"] = floats(logits[-1])
+        else:
+            case["logits"] = floats(logits)
         if name in args.hidden:
             case["residual"] = [floats(r) for r in residual]
             case["final_normed"] = floats(final_normed)

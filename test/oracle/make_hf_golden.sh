@@ -21,10 +21,19 @@ node --input-type=module -e "
   import { removeHfLayers } from './dist/src/prune/removeLayersHf.js';
   removeHfLayers('$work/f32-sharded', '$work/f32-sharded-pruned', [1, 2]);
 "
+# Round trips through shortgpt convert: HF -> GGUF (F32, stories260K's vocabulary) -> HF, for
+# transformers to load the directories shortgpt writes (cases "<name>-rt").
+shared="${SHORTGPT_SHARED:-../shared}"
+rt_cases=()
+for name in f32 qwen2 qwen3 gemma gpt2; do
+  node dist/src/cli/main.js convert "$work/$name" --to gguf "$work/$name.gguf" --tokenizer "$shared/models/stories260K/tok512.bin" >/dev/null
+  node dist/src/cli/main.js convert "$work/$name.gguf" --to safetensors "$work/$name-rt" >/dev/null
+  rt_cases+=(--case "$name-rt" "$work/$name-rt" --last-only "$name-rt")
+done
 "$PYTHON" test/oracle/hf_llama_oracle.py \
   --ids 1,37,402,11,250,99,500,3,77,128,256,311,42,7,480,199,65 \
   --case f32 "$work/f32" --case bf16 "$work/bf16" --case f16 "$work/f16" --case qwen2 "$work/qwen2" --case qwen3 "$work/qwen3" --case gemma "$work/gemma" \
-  --case gpt2 "$work/gpt2" \
+  --case gpt2 "$work/gpt2" "${rt_cases[@]}" \
   --hidden f32 --f64 f32 --f64 gemma --f64 gpt2 \
   --pruned f32-sharded-pruned "$work/f32-sharded-pruned" "$work/f32-sharded" 1,2 \
   --out test/oracle/golden/hf_llama_tiny.json
