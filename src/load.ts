@@ -10,7 +10,7 @@ import { GGUF_MAGIC, type GgufFile, ggufNumber, ggufString, readGguf, readGgufTe
 import { type HfDirectory, hfTensorProvider, isHfDirectory, openHfDirectory } from "./formats/hfDirectory.js";
 import { LLAMA2C_MAGIC, type Llama2cFile, readLlama2c, readLlama2cTensor } from "./formats/llama2c.js";
 import {
-  assertLlamaSupported, checkLlamaConfig, checkLlamaTensors, GGUF_LLAMA_NAMES, LLAMA2C_NAMES, type LlamaConfig, LlamaModel,
+  assertLlamaSupported, checkLlamaConfig, checkLlamaTensors, GGUF_LLAMA_NAMES, GGUF_ROPE_FREQS, LLAMA2C_NAMES, type LlamaConfig, LlamaModel,
   type LlamaTensorNames, loadLlamaWeights,
 } from "./models/llama.js";
 import { COMPUTE_DTYPES, decodeToF32 } from "./tensor/dtype.js";
@@ -150,11 +150,35 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
     ...ggufFamilyFlags(arch, dim),
   };
   assertLlamaSupported(optional("rope.dimension_count"), config.headDim, gguf.path);
-  if (gguf.metadata.has(`${arch}.rope.scaling.type`) && ggufString(gguf, `${arch}.rope.scaling.type`) !== "none") {
-    throw new UnsupportedError(`${gguf.path}: RoPE scaling is not supported yet`, { file: gguf.path });
-  }
+  const factors = ggufRopeFreqFactors(gguf, arch, config.headDim);
+  if (factors) config.ropeFreqFactors = factors;
   checkLlamaConfig(config, gguf.path);
   return config;
+}
+
+/**
+ * RoPE scaling in a GGUF file, as llama.cpp applies it: a rope_freqs tensor of headDim/2
+ * divisors (how llama.cpp's converter stores Llama 3's scaling), or rope.scaling.type "linear"
+ * with rope.scaling.factor. Other scaling types are refused.
+ */
+function ggufRopeFreqFactors(gguf: GgufFile, arch: string, headDim: number): number[] | undefined {
+  const type = ggufString(gguf, `${arch}.rope.scaling.type`) ?? "none";
+  const tensor = gguf.tensors.find((t) => t.name === GGUF_ROPE_FREQS);
+  if (type !== "none" && type !== "linear") throw new UnsupportedError(`${gguf.path}: RoPE scaling type "${type}" is not supported yet (none, linear and rope_freqs are)`, { file: gguf.path, got: type });
+  if (tensor) {
+    if (tensor.type.name !== "F32" || tensor.dims.length !== 1 || tensor.dims[0] !== headDim / 2) {
+      throw new CheckpointError(`${gguf.path}: tensor ${GGUF_ROPE_FREQS} is ${tensor.type.name} [${tensor.dims.join(", ")}], expected F32 [${headDim / 2}]`, { file: gguf.path, tensor: GGUF_ROPE_FREQS });
+    }
+    const bytes = readGgufTensorBytes(gguf, tensor);
+    const values = Array.from(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+    if (values.some((v) => !(v > 0))) throw new CheckpointError(`${gguf.path}: tensor ${GGUF_ROPE_FREQS} holds a factor that is not positive`, { file: gguf.path, tensor: GGUF_ROPE_FREQS });
+    if (type === "linear") throw new UnsupportedError(`${gguf.path}: both rope_freqs and linear RoPE scaling are set`, { file: gguf.path });
+    return values;
+  }
+  if (type !== "linear") return undefined;
+  const factor = ggufNumber(gguf, `${arch}.rope.scaling.factor`);
+  if (!(factor !== undefined && factor > 0)) throw new CheckpointError(`${gguf.path}: ${arch}.rope.scaling.factor is ${factor ?? "missing"}`, { file: gguf.path });
+  return new Array<number>(headDim / 2).fill(factor);
 }
 
 export function llamaConfigFromLlama2c(ckpt: Llama2cFile): LlamaConfig {

@@ -13,7 +13,7 @@ import { perplexityWindows } from "../src/data/windows.js";
 import { perplexity } from "../src/eval/perplexity.js";
 import { streamingPerplexity } from "../src/models/streaming.js";
 import { CheckpointError, OutputError, ShortgptError, UnsupportedError } from "../src/errors.js";
-import { GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
+import { type GgufValue, GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
 import { openHfDirectory } from "../src/formats/hfDirectory.js";
 import { convertModel } from "../src/convert/convertModel.js";
 import {
@@ -380,9 +380,14 @@ test("HF config: transformers' defaults, the mistral alias and unsupported featu
   };
   refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma, baichuan, gpt2\)/);
   refuses({ ...minimal, model_type: undefined }, UnsupportedError, /model_type null is not supported/);
-  refuses({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } }, UnsupportedError, /RoPE scaling \(rope_scaling type "llama3"\) is not supported yet/);
-  refuses({ ...minimal, rope_scaling: { type: "linear", factor: 2 } }, UnsupportedError, /rope_scaling type "linear"/);
-  refuses({ ...minimal, rope_parameters: { rope_type: "yarn" } }, UnsupportedError, /rope_parameters type "yarn"/);
+  // RoPE scaling: linear divides every frequency; llama3 keeps the fast, divides the slow, blends between.
+  assert.deepEqual(resolve({ ...minimal, rope_scaling: { type: "linear", factor: 2 } }).ropeFreqFactors, [2, 2, 2, 2]);
+  const llama3 = resolve({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } }).ropeFreqFactors!;
+  // wavelengths 2pi * 10000^(i/4): 6.3 (< 64/4: kept), 62.8 (between 16 and 64: blended), 628 and 6283 (> 64: divided by 8)
+  const smooth = (64 / (2 * Math.PI * 10)) / 3 - 1 / 3;
+  assert.deepEqual(llama3.map((f) => Number(f.toFixed(12))), [1, Number((1 / ((1 - smooth) / 8 + smooth)).toFixed(12)), 8, 8]);
+  refuses({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } }, CheckpointError, /rope_scaling low_freq_factor is missing/);
+  refuses({ ...minimal, rope_parameters: { rope_type: "yarn" } }, UnsupportedError, /rope_parameters type "yarn"\) is not supported yet; unscaled, linear and llama3 are/);
   refuses({ ...minimal, hidden_act: "gelu" }, UnsupportedError, /hidden activation "gelu" \(only silu\)/);
   refuses({ ...minimal, attention_bias: true }, UnsupportedError, /attention_bias/);
   refuses({ ...minimal, layer_types: ["full_attention", "sliding_attention"] }, UnsupportedError, /layer type "sliding_attention"/);
@@ -428,9 +433,9 @@ test("fixture encoders: bf16 and f16 rounding to nearest even, subnormals, overf
 });
 
 /** Golden cases of the other families (F32 weights). */
-const FIXTURE_FAMILY: Record<string, FixtureFamily> = { qwen2: "qwen2", qwen3: "qwen3", gemma: "gemma", gpt2: "gpt2" };
+const FIXTURE_FAMILY: Record<string, FixtureFamily> = { qwen2: "qwen2", qwen3: "qwen3", gemma: "gemma", gpt2: "gpt2", llama3: "llama3", "llama-linear": "llama-linear" };
 
-test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights; Qwen2 biases, Qwen3 q/k norms, Gemma, GPT-2) and the residual stream`, (t) => {
+test(`the fixture matches transformers ${golden.transformers_version}: logits (F32, BF16, F16 weights; Qwen2 biases, Qwen3 q/k norms, Gemma, GPT-2, Llama 3 and linear RoPE scaling) and the residual stream`, (t) => {
   const dir = tempDir();
   const ids = golden.ids;
   assert.equal(ids.length, 17);
@@ -709,6 +714,43 @@ test("Baichuan2: W_pack is split into q, k and v and the head is row-normalized,
   removeHfLayers(baichuan.dir, pruned, [2]);
   assert.ok(openHfDirectory(pruned).tensors.some((t) => t.name === "model.layers.2.self_attn.W_pack.weight"));
   assert.deepEqual(loadModel(pruned).model.forward(ids).logits, loadModel(llamaDir).model.forward(ids, { skip: new Set([2]) }).logits);
+});
+
+test("RoPE scaling in GGUF: rope_freqs or linear metadata mean the same; other types are refused; HF output keeps rope_scaling", () => {
+  const dir = tempDir();
+  const ids = [1, 37, 402, 11, 250, 99, 500, 3];
+  const linear = writeHfLlamaFixture(join(dir, "linear"), { family: "llama-linear" });
+  const want = loadModel(linear.dir).model.forward(ids).logits;
+  const gguf = join(dir, "linear.gguf");
+  convertModel(linear.dir, gguf, { to: "gguf", dtype: "F32", tokenizer: TOKENIZER });
+  // llama.cpp's converter writes linear scaling as metadata rather than rope_freqs: the same model.
+  const rewrite = (out: string, edit: (m: Map<string, GgufValue>) => void): string => {
+    const file = readGguf(gguf);
+    const metadata = new Map(file.metadata);
+    edit(metadata);
+    const tensors = file.tensors.filter((t) => t.name !== "rope_freqs.weight").map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) }));
+    writeGguf(out, { version: 3, alignment: 32, metadata, tensors });
+    file.file.close();
+    return out;
+  };
+  const asMetadata = rewrite(join(dir, "metadata.gguf"), (m) => {
+    m.set("llama.rope.scaling.type", { type: GgufValueType.STRING, value: "linear" });
+    m.set("llama.rope.scaling.factor", { type: GgufValueType.FLOAT32, value: 4 });
+  });
+  assert.ok(scaledError(loadModel(asMetadata).model.forward(ids).logits, want) < 1e-9);
+  assert.ok(scaledError(loadModel(gguf).model.forward(ids).logits, want) < 1e-9);
+  const yarn = rewrite(join(dir, "yarn.gguf"), (m) => m.set("llama.rope.scaling.type", { type: GgufValueType.STRING, value: "yarn" }));
+  assert.throws(() => openModel(yarn), (e: unknown) => e instanceof UnsupportedError && /RoPE scaling type "yarn"/.test((e as Error).message));
+  // Back to Hugging Face: linear factors become rope_scaling again; Llama 3's dict is kept from an HF source,
+  // but cannot be recovered from a GGUF rope_freqs tensor.
+  convertModel(asMetadata, join(dir, "linear-hf"), { to: "safetensors", dtype: "F32" });
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, "linear-hf", "config.json"), "utf8")).rope_scaling, { rope_type: "linear", factor: 4 });
+  const llama3 = writeHfLlamaFixture(join(dir, "llama3"), { family: "llama3" });
+  convertModel(llama3.dir, join(dir, "llama3-hf"), { to: "safetensors", dtype: "F32", tokenizer: TOKENIZER });
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, "llama3-hf", "config.json"), "utf8")).rope_scaling, llama3.config["rope_scaling"]);
+  convertModel(llama3.dir, join(dir, "llama3.gguf"), { to: "gguf", dtype: "F32", tokenizer: TOKENIZER });
+  assert.throws(() => convertModel(join(dir, "llama3.gguf"), join(dir, "never"), { to: "safetensors", dtype: "F32" }), (e: unknown) => e instanceof UnsupportedError && /rope_freqs/.test((e as Error).message));
+  assert.ok(!existsSync(join(dir, "never")));
 });
 
 test("Baichuan in GGUF: convert writes it as llama (head normalized); a file in llama.cpp's baichuan layout reads the same; 40 layers (ALiBi) is refused", () => {

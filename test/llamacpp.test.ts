@@ -178,24 +178,28 @@ test("a quantized GGUF pruned by `shortgpt prune` keeps its bytes and loads in l
   assert.ok(diff < 0.05 && argmaxAgree);
 });
 
-test("every family (llama, qwen2, qwen3, gemma, gpt2): HF fixture -> shortgpt convert -> GGUF that llama.cpp runs like shortgpt; pruned too", async (t) => {
+test("every family (llama with and without RoPE scaling, qwen2, qwen3, gemma, gpt2): HF fixture -> shortgpt convert -> GGUF that llama.cpp runs like shortgpt; pruned too", async (t) => {
   const dir = tempDir();
   const ids = [1, 37, 402, 11, 250, 99, 500, 3, 77, 128, 256, 311];
   // llama.cpp computes GELU through a float16 lookup table, which moves Gemma's and GPT-2's
   // probabilities by up to ~1e-3; the SiLU families agree to ~1e-8.
-  const bounds: Record<string, number> = { llama: 1e-4, qwen2: 1e-4, qwen3: 1e-4, gemma: 2e-3, gpt2: 2e-3 };
-  for (const family of ["llama", "qwen2", "qwen3", "gemma", "gpt2"] as const) {
+  const bounds: Record<string, number> = { llama: 1e-4, qwen2: 1e-4, qwen3: 1e-4, gemma: 2e-3, gpt2: 2e-3, llama3: 1e-4, "llama-linear": 1e-4 };
+  // llama3: Llama 3's RoPE scaling, written as llama.cpp's rope_freqs tensor; llama-linear: linear scaling, the same way.
+  for (const family of ["llama", "qwen2", "qwen3", "gemma", "gpt2", "llama3", "llama-linear"] as const) {
     const hf = writeHfLlamaFixture(join(dir, family), { family });
     const gguf = join(dir, `${family}.gguf`);
     // The fixture has no tokenizer.json; stories260K's 512-token vocabulary stands in (vocab 512).
     const run = runCli(["convert", hf.dir, "--to", "gguf", gguf, "--tokenizer", TOKENIZER]);
     assert.equal(run.status, 0, run.stderr);
     const header = readGguf(gguf);
-    assert.equal(header.metadata.get("general.architecture")?.value, family);
+    assert.equal(header.metadata.get("general.architecture")?.value, family.startsWith("llama") ? "llama" : family);
+    assert.equal(header.tensors.some((t) => t.name === "rope_freqs.weight"), family === "llama3" || family === "llama-linear");
     header.file.close();
     const fromHf = loadModel(hf.dir).model.forward(ids).logits;
     const fromGguf = loadModel(gguf);
-    assert.ok(scaledError(fromGguf.model.forward(ids).logits, fromHf) < 1e-9, `${family}: the GGUF means the same model`);
+    // (rope_freqs holds float32 divisors: Llama 3's blended one moves by ~1e-8.)
+    const sameModel = scaledError(fromGguf.model.forward(ids).logits, fromHf);
+    assert.ok(sameModel < (family === "llama3" ? 1e-6 : 1e-9), `${family}: the GGUF means the same model (${sameModel})`);
     const diff = maxProbabilityDifference(ourProbabilities(fromGguf, ids), await llamaCppProbabilities(gguf, ids));
     t.diagnostic(`${family}: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)}`);
     assert.ok(diff < bounds[family]!, `${family}: ${diff}`);
@@ -203,7 +207,7 @@ test("every family (llama, qwen2, qwen3, gemma, gpt2): HF fixture -> shortgpt co
     const pruned = join(dir, `${family}-pruned.gguf`);
     assert.equal(runCli(["prune", gguf, "--out", pruned, "--layers", "1"]).status, 0);
     const prunedModel = loadModel(pruned);
-    assert.ok(scaledError(prunedModel.model.forward(ids).logits, loadModel(hf.dir).model.forward(ids, { skip: new Set([1]) }).logits) < 1e-9);
+    assert.ok(scaledError(prunedModel.model.forward(ids).logits, loadModel(hf.dir).model.forward(ids, { skip: new Set([1]) }).logits) < (family === "llama3" ? 1e-6 : 1e-9));
     const prunedDiff = maxProbabilityDifference(ourProbabilities(prunedModel, ids), await llamaCppProbabilities(pruned, ids));
     t.diagnostic(`${family} pruned: max |p_ours - p_llama.cpp| = ${prunedDiff.toExponential(2)}`);
     assert.ok(prunedDiff < bounds[family]!, `${family} pruned: ${prunedDiff}`);

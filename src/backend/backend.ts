@@ -16,6 +16,11 @@ export interface LayerShape {
   qkvBias?: boolean;
   /** Qwen3: q and k are RMS-normalized per head, before RoPE (weights qNorm, kNorm of headDim). */
   qkNorm?: boolean;
+  /**
+   * RoPE scaling (linear, Llama 3): frequency i turns by theta^(-2i/headDim) / ropeFreqFactors[i]
+   * (headDim/2 factors, as llama.cpp's rope_freqs tensor); absent means unscaled.
+   */
+  ropeFreqFactors?: readonly number[];
   /** The MLP's activation: silu (default) or, for Gemma and GPT-2, GELU with the tanh approximation. */
   activation?: "gelu_tanh";
   /** GPT-2: the norms are LayerNorm (mean removed, then weight and bias: attnNormBias, ffnNormBias) instead of RMSNorm. */

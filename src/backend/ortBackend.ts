@@ -120,11 +120,11 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
   const f32 = (data: Float32Array, dims: readonly number[]): OrtTensor => new ort.Tensor("float32", data, dims);
   // A batch's packed layout runs through every layer: its mask and RoPE rows are built once.
   const packedCache = new WeakMap<PackedLayout, { key: string; inputs: PackedInputs }>();
-  const packedInputsOf = (layout: PackedLayout, nWindows: number, seqLen: number, headDim: number, theta: number): PackedInputs => {
-    const key = `${nWindows} ${seqLen} ${headDim} ${theta}`;
+  const packedInputsOf = (layout: PackedLayout, nWindows: number, seqLen: number, shape: LayerShape): PackedInputs => {
+    const key = `${nWindows} ${seqLen} ${shape.headDim} ${shape.ropeTheta} ${JSON.stringify(shape.ropeFreqFactors ?? [])}`;
     const cached = packedCache.get(layout);
     if (cached?.key === key) return cached.inputs;
-    const inputs = packedInputs(layout, nWindows, seqLen, headDim, theta);
+    const inputs = packedInputs(layout, nWindows, seqLen, shape.headDim, shape.ropeTheta, shape.ropeFreqFactors);
     packedCache.set(layout, { key, inputs });
     return inputs;
   };
@@ -164,7 +164,7 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
       for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) shared[name] = f32(weights[name]!, dims);
       const window = seqLen * dim;
       const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
-      const extra = layout && packedInputsOf(layout, nWindows, seqLen, headDim, shape.ropeTheta);
+      const extra = layout && packedInputsOf(layout, nWindows, seqLen, shape);
       const rows = (data: Float32Array, first: number, count: number, width: number): OrtTensor => f32(data.subarray(first * seqLen * width, (first + count) * seqLen * width), [count * seqLen, width]);
       const chunk = (first: number, count: number): Feeds => ({
         x: rows(x, first, count, dim),

@@ -77,10 +77,10 @@ export function ropeHalf(x: Activations, nTokens: number, nHeads: number, headDi
   }
 }
 
-/** theta^(-2i/dim) for i in 0..dim/2-1. */
-export function ropeInverseFrequencies(dim: number, theta: number): Float64Array {
+/** theta^(-2i/dim) for i in 0..dim/2-1, divided by the scaling factors when given (see LayerShape.ropeFreqFactors). */
+export function ropeInverseFrequencies(dim: number, theta: number, factors?: readonly number[]): Float64Array {
   const inv = new Float64Array(dim / 2);
-  for (let i = 0; i < dim / 2; i++) inv[i] = Math.pow(theta, (-2 * i) / dim);
+  for (let i = 0; i < dim / 2; i++) inv[i] = Math.pow(theta, (-2 * i) / dim) / (factors?.[i] ?? 1);
   return inv;
 }
 

@@ -19,7 +19,7 @@ export function createReferenceBackend(): DecoderBackend {
       const kvDim = shape.nKvHeads * shape.headDim;
       const keys = new Float64Array(seqLen * kvDim);
       const values = new Float64Array(seqLen * kvDim);
-      const invFreq = ropeInverseFrequencies(shape.headDim, shape.ropeTheta);
+      const invFreq = ropeInverseFrequencies(shape.headDim, shape.ropeTheta, shape.ropeFreqFactors);
       for (let b = 0; b < nWindows; b++) {
         const span = x.subarray(b * seqLen * dim, (b + 1) * seqLen * dim);
         win.set(span);

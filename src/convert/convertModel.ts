@@ -12,7 +12,7 @@ import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
 import { ggufArchitectureOf, type GgufArchitecture, ggufNames } from "../models/ggufFamilies.js";
 import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
 import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt2.js";
-import { halfRowsToInterleaved, interleavedToHalfRows, layerShape, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
+import { GGUF_ROPE_FREQS, halfRowsToInterleaved, interleavedToHalfRows, layerShape, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
 import { bpeTokenizerConfig, bpeTokenizerJson } from "../tokenizer/bpe.js";
@@ -230,6 +230,9 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
   const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
   const stored = storedTensorList(logicalTensors(opened), names, (t) => forGguf(t, opened.config, names));
+  // Llama 3's RoPE scaling travels as llama.cpp's rope_freqs tensor (other architectures: metadata, see ggufMetadata).
+  const factors = opened.config.ropeFreqFactors;
+  if (factors && arch === "llama") stored.push({ name: GGUF_ROPE_FREQS, shape: [factors.length], values: () => Float32Array.from(factors) });
   let done = 0;
   const tensors: GgufTensorToWrite[] = stored.map((t) => {
     const storedDtype = chooseDtype(t.shape, dtype, fallbacks, t.name);

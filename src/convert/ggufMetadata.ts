@@ -1,6 +1,7 @@
 // The GGUF metadata llama.cpp needs to load a Llama-family model: hyperparameters under `<arch>.` and the
 // vocabulary (SentencePiece, or byte-level BPE) under `tokenizer.ggml.` (keys as in llama.cpp's GGUF spec).
 
+import { UnsupportedError } from "../errors.js";
 import { type GgufValue, GgufValueType } from "../formats/gguf.js";
 import type { GgufArchitecture } from "../models/ggufFamilies.js";
 import type { LlamaConfig } from "../models/llama.js";
@@ -8,6 +9,11 @@ import type { WritableDtype } from "../tensor/encode.js";
 import type { BpeVocab } from "../tokenizer/bpe.js";
 import type { SentencePieceVocab } from "../tokenizer/sentencepiece.js";
 import { portablePieces } from "./pieces.js";
+
+/** The factor when every RoPE frequency is divided by the same one (linear scaling); undefined otherwise. */
+export function linearRopeFactor(factors: readonly number[]): number | undefined {
+  return factors.every((f) => f === factors[0]) ? factors[0] : undefined;
+}
 
 /** general.file_type: llama.cpp's llama_ftype for a file whose matrices are all in one dtype. */
 export const GGUF_FILE_TYPE: Record<WritableDtype, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, BF16: 32 };
@@ -48,6 +54,13 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
   } else {
     m.set(`${arch}.rope.dimension_count`, u32(config.headDim));
     m.set(`${arch}.rope.freq_base`, f32(config.ropeTheta));
+    if (config.ropeFreqFactors && arch !== "llama") {
+      // "llama" files carry the divisors as the rope_freqs tensor; the others say linear scaling.
+      const factor = linearRopeFactor(config.ropeFreqFactors);
+      if (factor === undefined) throw new UnsupportedError(`a ${arch} GGUF file cannot carry per-frequency RoPE scaling (only "llama" files have rope_freqs)`, { got: arch });
+      m.set(`${arch}.rope.scaling.type`, str("linear"));
+      m.set(`${arch}.rope.scaling.factor`, f32(factor));
+    }
     m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
   }
   if (vocabulary.kind === "sentencepiece") setSentencePieceVocabulary(m, vocabulary.vocab);

@@ -1,6 +1,8 @@
 // The config.json of a Hugging Face checkpoint written by shortgpt convert, per family.
 
+import { UnsupportedError } from "../errors.js";
 import type { GgufArchitecture } from "../models/ggufFamilies.js";
+import { linearRopeFactor } from "./ggufMetadata.js";
 import type { LlamaConfig } from "../models/llama.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
@@ -8,6 +10,20 @@ import type { Tokenizer } from "../tokenizer/tokenizer.js";
 export const HF_TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json"];
 
 const TORCH_DTYPE: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+
+/**
+ * rope_scaling for config.json: the dict the model came with, or "linear" when every frequency
+ * has one divisor. Llama 3's parameters cannot be recovered from a GGUF rope_freqs tensor.
+ */
+function ropeScalingJson(config: LlamaConfig): Record<string, unknown> | undefined {
+  if (!config.ropeFreqFactors) return undefined;
+  if (config.ropeScaling) return { ...config.ropeScaling };
+  const factor = linearRopeFactor(config.ropeFreqFactors);
+  if (factor !== undefined) return { rope_type: "linear", factor };
+  throw new UnsupportedError("the model's RoPE scaling (per-frequency factors from a GGUF rope_freqs tensor) has no Hugging Face rope_scaling equivalent shortgpt can write", {
+    hint: "convert from the original Hugging Face checkpoint, or keep the model as GGUF",
+  });
+}
 
 /** config.json for the family, with the fields transformers reads for it (GPT-2 spells its own). */
 export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, tokenizer: Tokenizer, dtype: string, tiedEmbeddings: boolean): Record<string, unknown> {
@@ -24,6 +40,7 @@ export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, toke
     llama: ["LlamaForCausalLM", "llama"], baichuan: ["LlamaForCausalLM", "llama"], qwen2: ["Qwen2ForCausalLM", "qwen2"], qwen3: ["Qwen3ForCausalLM", "qwen3"], gemma: ["GemmaForCausalLM", "gemma"],
   };
   const [className, modelType] = architecture[family];
+  const scaling = ropeScalingJson(config);
   const act = family === "gemma" ? { hidden_act: "gelu_pytorch_tanh", hidden_activation: "gelu_pytorch_tanh" } : { hidden_act: "silu" };
   return {
     architectures: [className],
@@ -38,6 +55,7 @@ export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, toke
     max_position_embeddings: config.contextLength,
     rms_norm_eps: config.normEps,
     rope_theta: config.ropeTheta,
+    ...(scaling ? { rope_scaling: scaling } : {}),
     ...act,
     // Qwen2's q/k/v biases are implied by its model type; Llama and Qwen3 say they have none.
     ...(family === "qwen2" ? { use_sliding_window: false } : { attention_bias: false }),

@@ -126,7 +126,40 @@ export function parseHfLlamaConfig(json: Readonly<Record<string, unknown>>, sour
   return raw as HfLlamaRawConfig;
 }
 
-function ropeTheta(raw: HfLlamaRawConfig, source: string): number {
+/** RoPE's base, and its scaling as per-frequency divisors (llama.cpp's rope_freqs) with the dict it came from. */
+interface RopeSettings {
+  theta: number;
+  factors?: number[];
+  scaling?: Record<string, unknown>;
+}
+
+/**
+ * The divisor of each RoPE frequency, as transformers computes the scaled inverse frequencies:
+ * "linear" divides every frequency by `factor`; "llama3" keeps the fast ones (wavelength below
+ * original_max_position_embeddings / high_freq_factor), divides the slow ones (above
+ * original / low_freq_factor) by `factor`, and blends in between.
+ */
+export function ropeScalingFactors(type: string, params: Readonly<Record<string, unknown>>, headDim: number, theta: number, source: string): number[] {
+  const number = (key: string): number => {
+    const v = params[key];
+    if (typeof v !== "number" || !(v > 0)) throw new CheckpointError(`${source}: rope_scaling ${key} is ${JSON.stringify(v) ?? "missing"}`, { file: source, hint: "config.json is corrupt" });
+    return v;
+  };
+  const factor = number("factor");
+  if (type === "linear") return new Array<number>(headDim / 2).fill(factor);
+  const low = number("low_freq_factor");
+  const high = number("high_freq_factor");
+  const original = number("original_max_position_embeddings");
+  return Array.from({ length: headDim / 2 }, (_, i) => {
+    const wavelength = (2 * Math.PI) / Math.pow(theta, (-2 * i) / headDim);
+    if (wavelength < original / high) return 1;
+    if (wavelength > original / low) return factor;
+    const smooth = (original / wavelength - low) / (high - low);
+    return 1 / ((1 - smooth) / factor + smooth);
+  });
+}
+
+function ropeSettings(raw: HfLlamaRawConfig, headDim: number, source: string): RopeSettings {
   // As transformers does: rope_scaling (legacy) wins over rope_parameters; a rope_theta inside
   // the parameters wins over the top-level one.
   let params = (raw.rope_scaling && Object.keys(raw.rope_scaling).length > 0 ? raw.rope_scaling : raw.rope_parameters) ?? {};
@@ -142,10 +175,14 @@ function ropeTheta(raw: HfLlamaRawConfig, source: string): number {
     params = first;
   }
   const type = params["rope_type"] ?? params["type"] ?? "default";
-  if (type !== "default") {
-    throw new UnsupportedError(`${source}: RoPE scaling (${key} type ${JSON.stringify(type)}) is not supported yet; only unscaled RoPE is`, {
-      file: source, got: JSON.stringify(type) ?? "", hint: "models with rope_scaling (Llama 3.1+, long-context variants) cannot be evaluated by this version",
+  if (type !== "default" && type !== "linear" && type !== "llama3") {
+    throw new UnsupportedError(`${source}: RoPE scaling (${key} type ${JSON.stringify(type)}) is not supported yet; unscaled, linear and llama3 are`, {
+      file: source, got: JSON.stringify(type) ?? "", hint: "models with YaRN, dynamic or LongRoPE scaling cannot be evaluated by this version",
     });
+  }
+  const attentionFactor = params["attention_factor"];
+  if (attentionFactor !== undefined && attentionFactor !== null && attentionFactor !== 1) {
+    throw new UnsupportedError(`${source}: RoPE attention_factor ${JSON.stringify(attentionFactor)} is not supported yet`, { file: source });
   }
   const partial = params["partial_rotary_factor"] ?? raw.partial_rotary_factor;
   if (partial !== undefined && partial !== 1) {
@@ -155,7 +192,8 @@ function ropeTheta(raw: HfLlamaRawConfig, source: string): number {
   if (typeof theta !== "number" || !(theta > 0)) {
     throw new CheckpointError(`${source}: rope_theta is ${JSON.stringify(theta)}`, { file: source, hint: "config.json is corrupt" });
   }
-  return theta;
+  if (type === "default") return { theta };
+  return { theta, factors: ropeScalingFactors(type as string, params, headDim, theta, source), scaling: { ...params } };
 }
 
 /**
@@ -213,6 +251,8 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   if (nHeads <= 0 || (raw.head_dim == null && dim % nHeads !== 0)) {
     throw new CheckpointError(`${source}: hidden_size ${dim} is not a multiple of num_attention_heads ${nHeads}`, { file: source, hint: "config.json is corrupt" });
   }
+  const headDim = raw.head_dim ?? (modelType === "qwen3" ? 128 : gemma ? 256 : Math.floor(dim / nHeads));
+  const rope = ropeSettings(raw, headDim, source);
   const config: LlamaConfig = {
     nLayers,
     dim,
@@ -220,11 +260,12 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     nHeads,
     // An explicit null means "same as num_attention_heads"; absent means the family's default.
     nKvHeads: (raw.num_key_value_heads === undefined ? defaults.num_key_value_heads : raw.num_key_value_heads) ?? nHeads,
-    headDim: raw.head_dim ?? (modelType === "qwen3" ? 128 : gemma ? 256 : Math.floor(dim / nHeads)),
+    headDim,
     vocabSize: raw.vocab_size ?? defaults.vocab_size,
     contextLength,
     normEps: raw.rms_norm_eps ?? defaults.rms_norm_eps,
-    ropeTheta: ropeTheta(raw, source),
+    ropeTheta: rope.theta,
+    ...(rope.factors ? { ropeFreqFactors: rope.factors, ropeScaling: rope.scaling! } : {}),
     ...(modelType === "qwen2" ? { qkvBias: true } : {}),
     ...(modelType === "qwen3" ? { qkNorm: true } : {}),
     ...(gemma ? { activation: "gelu_tanh" as const, embeddingScale: Math.fround(Math.sqrt(dim)), normWeightOffset: 1 } : {}),

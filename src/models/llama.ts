@@ -18,6 +18,10 @@ export interface LlamaConfig {
   contextLength: number;
   normEps: number;
   ropeTheta: number;
+  /** RoPE scaling as per-frequency divisors (headDim/2), see LayerShape.ropeFreqFactors. */
+  ropeFreqFactors?: readonly number[];
+  /** The Hugging Face rope_scaling it came from, kept to write config.json back. */
+  ropeScaling?: Readonly<Record<string, unknown>>;
   /** Qwen2: biases on the q, k and v projections. */
   qkvBias?: boolean;
   /** Qwen3: per-head RMSNorm of q and k before RoPE. */
@@ -87,6 +91,7 @@ export function layerShape(config: LlamaConfig): LayerShape {
   // The family flags only when set, so a plain Llama keeps the same compiled graphs.
   return {
     dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta,
+    ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),
     ...(config.qkvBias ? { qkvBias: true } : {}), ...(config.qkNorm ? { qkNorm: true } : {}), ...(config.activation ? { activation: config.activation } : {}),
     ...(config.layerNorm ? { layerNorm: true } : {}), ...(config.learnedPositions ? { noRope: true } : {}),
     ...(config.plainMlp ? { plainMlp: true } : {}), ...(config.outputBiases ? { outputBiases: true } : {}),
@@ -110,6 +115,9 @@ export interface LlamaTensorNames {
   interleavedRope: boolean;
 }
 
+/** llama.cpp's tensor of RoPE frequency divisors (Llama 3's scaling); read into the config, not a weight. */
+export const GGUF_ROPE_FREQS = "rope_freqs.weight";
+
 export const GGUF_LLAMA_NAMES: LlamaTensorNames = {
   embedding: "token_embd.weight",
   finalNorm: "output_norm.weight",
@@ -130,7 +138,7 @@ export const GGUF_LLAMA_NAMES: LlamaTensorNames = {
     qNorm: `blk.${i}.attn_q_norm.weight`,
     kNorm: `blk.${i}.attn_k_norm.weight`,
   }),
-  ignored: new Set(),
+  ignored: new Set([GGUF_ROPE_FREQS]),
   interleavedRope: true,
 };
 
@@ -163,7 +171,7 @@ export function checkLlamaConfig(config: LlamaConfig, source: string): void {
     throw new CheckpointError(`${source}: ${nHeads} attention heads are not a multiple of ${nKvHeads} KV heads`, { file: source });
   }
   for (const [name, v] of Object.entries(config)) {
-    if (typeof v === "boolean" || typeof v === "string") continue; // family flags
+    if (typeof v === "boolean" || typeof v === "string" || typeof v === "object") continue; // family flags, RoPE scaling
     if (!(typeof v === "number" && v > 0 && Number.isFinite(v))) {
       throw new CheckpointError(`${source}: config ${name} is ${v}`, { file: source, hint: "the checkpoint's metadata is incomplete or corrupt" });
     }
@@ -341,7 +349,7 @@ export class LlamaModel {
   private readonly invFreq: Float64Array;
 
   constructor(readonly config: LlamaConfig, readonly weights: LlamaWeights) {
-    this.invFreq = ropeInverseFrequencies(config.headDim, config.ropeTheta);
+    this.invFreq = ropeInverseFrequencies(config.headDim, config.ropeTheta, config.ropeFreqFactors);
   }
 
   get nLayers(): number {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates test/oracle/golden/hf_llama_tiny.json: writes the tiny HF Llama (and Qwen2, Qwen3, Gemma, GPT-2) fixtures with the
-# project's own generator, prunes one with removeHfLayers, and runs transformers on them.
+# Regenerates test/oracle/golden/hf_llama_tiny.json: writes the tiny HF Llama (and Qwen2, Qwen3, Gemma, GPT-2, and Llama with
+# llama3 or linear RoPE scaling) fixtures with the project's own generator, prunes one with removeHfLayers, and runs transformers on them.
 # Needs a Python with torch, transformers, safetensors and numpy ($PYTHON, default python3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +17,8 @@ node dist/test/fixtures/hfLlama.js "$work/qwen2" --dtype F32 --family qwen2
 node dist/test/fixtures/hfLlama.js "$work/qwen3" --dtype F32 --family qwen3
 node dist/test/fixtures/hfLlama.js "$work/gemma" --dtype F32 --family gemma
 node dist/test/fixtures/hfLlama.js "$work/gpt2" --dtype F32 --family gpt2
+node dist/test/fixtures/hfLlama.js "$work/llama3" --dtype F32 --family llama3
+node dist/test/fixtures/hfLlama.js "$work/llama-linear" --dtype F32 --family llama-linear
 node --input-type=module -e "
   import { removeHfLayers } from './dist/src/prune/removeLayersHf.js';
   removeHfLayers('$work/f32-sharded', '$work/f32-sharded-pruned', [1, 2]);
@@ -33,8 +35,8 @@ done
 "$PYTHON" test/oracle/hf_llama_oracle.py \
   --ids 1,37,402,11,250,99,500,3,77,128,256,311,42,7,480,199,65 \
   --case f32 "$work/f32" --case bf16 "$work/bf16" --case f16 "$work/f16" --case qwen2 "$work/qwen2" --case qwen3 "$work/qwen3" --case gemma "$work/gemma" \
-  --case gpt2 "$work/gpt2" "${rt_cases[@]}" \
-  --hidden f32 --f64 f32 --f64 gemma --f64 gpt2 \
+  --case gpt2 "$work/gpt2" --case llama3 "$work/llama3" --case llama-linear "$work/llama-linear" "${rt_cases[@]}" \
+  --hidden f32 --f64 f32 --f64 gemma --f64 gpt2 --f64 llama3 --f64 llama-linear \
   --pruned f32-sharded-pruned "$work/f32-sharded-pruned" "$work/f32-sharded" 1,2 \
   --out test/oracle/golden/hf_llama_tiny.json
 ls -l test/oracle/golden/hf_llama_tiny.json

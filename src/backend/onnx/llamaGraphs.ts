@@ -3,6 +3,7 @@
 // Weights are graph inputs, not initializers: one session serves every layer of a model.
 
 import { type LayerShape, type LayerWeightName, layerWeightDims, type PackedLayout } from "../backend.js";
+import { ropeInverseFrequencies } from "../reference.js";
 import { attr, GraphBuilder, type GraphSpec } from "./model.js";
 
 /**
@@ -67,13 +68,14 @@ function rope(g: GraphBuilder, v: string, cos2: string, sin2: string, headDim: n
  * The cos2/sin2 tables (T, 1, d) for positions 0..T-1, computed in float64 like the
  * reference and scaled by `scale` (1/sqrt(d) folds the attention scale into q for free).
  */
-export function ropeTables(seqLen: number, headDim: number, theta: number, scale: number): { cos2: Float32Array; sin2: Float32Array } {
+export function ropeTables(seqLen: number, headDim: number, theta: number, scale: number, factors?: readonly number[]): { cos2: Float32Array; sin2: Float32Array } {
   const half = headDim / 2;
+  const inverseFrequencies = ropeInverseFrequencies(headDim, theta, factors);
   const cos2 = new Float32Array(seqLen * headDim);
   const sin2 = new Float32Array(seqLen * headDim);
   for (let pos = 0; pos < seqLen; pos++) {
     for (let i = 0; i < half; i++) {
-      const angle = pos * Math.pow(theta, (-2 * i) / headDim);
+      const angle = pos * inverseFrequencies[i]!;
       const c = Math.cos(angle) * scale;
       const s = Math.sin(angle) * scale;
       const off = pos * headDim;
@@ -105,12 +107,12 @@ export interface PackedInputs {
 }
 
 /** The packed graph's inputs for windows of seqLen tokens laid out as `layout` says. */
-export function packedInputs(layout: PackedLayout, nWindows: number, seqLen: number, headDim: number, theta: number): PackedInputs {
+export function packedInputs(layout: PackedLayout, nWindows: number, seqLen: number, headDim: number, theta: number, factors?: readonly number[]): PackedInputs {
   const T = seqLen;
   const d = headDim;
   const n = nWindows * T;
-  const qTables = ropeTables(T, d, theta, 1 / Math.sqrt(d));
-  const kTables = ropeTables(T, d, theta, 1);
+  const qTables = ropeTables(T, d, theta, 1 / Math.sqrt(d), factors);
+  const kTables = ropeTables(T, d, theta, 1, factors);
   const out: PackedInputs = { cosQ: new Float32Array(n * d), sinQ: new Float32Array(n * d), cosK: new Float32Array(n * d), sinK: new Float32Array(n * d), mask: new Float32Array(n * T) };
   for (let i = 0; i < n; i++) {
     // A token's own position never exceeds its packed index, so it is inside the T-row tables.
@@ -174,8 +176,8 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
     placeQ = (v) => rope(g, v, cosQ, sinQ, d);
     placeK = (v) => rope(g, v, cosK, sinK, d);
   } else {
-    const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d));
-    const kTables = ropeTables(T, d, ropeTheta, 1);
+    const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d), shape.ropeFreqFactors);
+    const kTables = ropeTables(T, d, ropeTheta, 1, shape.ropeFreqFactors);
     const [cosQ, sinQ] = [g.constFloat(qTables.cos2, [T, 1, d]), g.constFloat(qTables.sin2, [T, 1, d])];
     const [cosK, sinK] = [g.constFloat(kTables.cos2, [T, 1, d]), g.constFloat(kTables.sin2, [T, 1, d])];
     placeQ = (v) => rope(g, v, cosQ, sinQ, d);
