@@ -14,6 +14,8 @@ import { countWords, perplexityVariants, textSize } from "../src/eval/perplexity
 import { parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
 import { openModel } from "../src/load.js";
 import { repoRoot, sharedPath } from "../src/shared.js";
+import { writeBpeTokenizer } from "./fixtures/bpeTokenizer.js";
+import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { MODEL_BIN, runCli, tempDir } from "./helpers.js";
 
 interface GoldenItem { id: string; gold: number; loglikelihoods: number[]; greedy: boolean[]; predicted: number; predicted_norm: number }
@@ -73,6 +75,25 @@ test("prefix sharing: an item's inputs are packed behind their common prefix, fe
       assert.equal(g.greedy, want[i]!.greedy);
       assert.equal(g.tokens, want[i]!.tokens);
     });
+  }
+});
+
+test("prefix sharing with learned positions (GPT-2): packed windows give each branch its own position rows", async () => {
+  const dir = join(tempDir(), "gpt2");
+  writeHfLlamaFixture(dir, { family: "gpt2" });
+  writeBpeTokenizer(dir, readFileSync(sharedPath("data", "tinystories", "tinystories_val.txt"), "utf8").slice(0, 30_000), 512, "gpt-2");
+  const gpt2 = openModel(dir);
+  try {
+    const items = TASKS.find((task) => task.name === "hellaswag")!.load(DATA, { shots: 0, limit: 6 });
+    const requests = items.flatMap((i) => i.requests);
+    const groupSizes = items.map((i) => i.requests.length);
+    const plan = planRequests(gpt2.tokenizer, requests, { maxLength: gpt2.config.contextLength, bos: false, groupSizes, windowCost: layerWindowCost(gpt2.config) });
+    assert.ok(plan.windows.some((w) => w.layout), "packed");
+    const got = await scoreRequests(gpt2, gpt2.tokenizer, requests, { backend: fast, groupSizes });
+    const want = await scoreRequests(gpt2, gpt2.tokenizer, requests, { backend: fast, groupSizes, sharePrefixes: false });
+    got.forEach((g, i) => assert.ok(Math.abs(g.loglikelihood - want[i]!.loglikelihood) <= 1e-5 * Math.max(1, Math.abs(want[i]!.loglikelihood)), `request ${i}: ${g.loglikelihood} vs ${want[i]!.loglikelihood}`));
+  } finally {
+    gpt2.close();
   }
 });
 

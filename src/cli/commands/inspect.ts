@@ -23,7 +23,9 @@ export const inspectCommand: Command = {
     const json = {
       path, format: loaded.format, architecture: loaded.architecture,
       layers: c.nLayers, dim: c.dim, hiddenDim: c.hiddenDim, heads: c.nHeads, kvHeads: c.nKvHeads, headDim: c.headDim,
-      vocabSize: c.vocabSize, contextLength: c.contextLength, normEps: c.normEps, ropeTheta: c.ropeTheta,
+      vocabSize: c.vocabSize, contextLength: c.contextLength, normEps: c.normEps, norm: c.layerNorm ? "LayerNorm" : "RMSNorm",
+      positions: c.learnedPositions ? "learned" : "RoPE", ...(c.learnedPositions ? {} : { ropeTheta: c.ropeTheta }),
+      ...(c.ropeFreqFactors ? { ropeFreqFactors: c.ropeFreqFactors } : {}),
       parameters: entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0),
       tiedClassifier: !entries.some((e) => e.name === loaded.names.classifier),
       dtypes: loaded.dtypes,
@@ -32,7 +34,8 @@ export const inspectCommand: Command = {
     const rows: [string, string | number][] = [
       ["format", loaded.format], ["architecture", loaded.architecture], ["layers", c.nLayers], ["hidden size", c.dim],
       ["MLP size", c.hiddenDim], ["heads / KV heads", `${c.nHeads} / ${c.nKvHeads}`], ["head size", c.headDim],
-      ["vocabulary", c.vocabSize], ["context", c.contextLength], ["RMSNorm eps", c.normEps], ["RoPE theta", c.ropeTheta],
+      ["vocabulary", c.vocabSize], ["context", c.contextLength], [`${json.norm} eps`, c.normEps],
+      ["positions", c.learnedPositions ? "learned (added to the input)" : `RoPE, theta ${c.ropeTheta}${c.ropeFreqFactors ? `, scaled (frequency divisors ${c.ropeFreqFactors.map((f) => Number(f.toPrecision(4))).join(", ")})` : ""}`],
       ["parameters", json.parameters.toLocaleString("en-US")], ["classifier", json.tiedClassifier ? "tied to embedding" : "separate"],
       ["dtypes", Object.entries(loaded.dtypes).map(([k, v]) => `${k} x${v}`).join(", ")], ["tokenizer", loaded.tokenizer.description],
     ];
