@@ -63,7 +63,7 @@ test("a GGUF with an unknown tensor type", () => {
 });
 
 test("a GGUF with an unknown architecture lists the supported ones", () => {
-  expectFailure((d) => ["score", join(d, "m.gguf"), "--data", TINYSTORIES], /m\.gguf: architecture "mamba9" is not supported yet \(supported: llama, qwen2, qwen3, gemma\)/, (d) => {
+  expectFailure((d) => ["score", join(d, "m.gguf"), "--data", TINYSTORIES], /m\.gguf: architecture "mamba9" is not supported yet \(supported: llama, qwen2, qwen3, gemma, gpt2, baichuan\)/, (d) => {
     rewriteGguf(join(d, "m.gguf"), (meta) => {
       meta.set("general.architecture", { type: GgufValueType.STRING, value: "mamba9" } as never);
     });

@@ -6,21 +6,12 @@
 // it came from tokenize alike.
 
 import { TokenizerError, UnsupportedError } from "../errors.js";
-
-/** llama.cpp's token types (tokenizer.ggml.token_type). */
-export const enum BpeTokenType {
-  Normal = 1,
-  Unknown = 2,
-  Control = 3,
-  UserDefined = 4,
-  Unused = 5,
-  Byte = 6,
-}
+import { PieceType } from "./sentencepiece.js";
 
 export interface BpeVocab {
   /** Token text by id, in the byte-level alphabet (a space is "Ġ"). */
   tokens: string[];
-  types: BpeTokenType[];
+  types: PieceType[];
   /** Merge rules, best first, as "left right". */
   merges: string[];
   /** llama.cpp's pre-tokenizer name (one of BPE_PRE_TOKENIZERS). */
@@ -78,7 +69,7 @@ export function bpeTokenizerJson(vocab: Readonly<BpeVocab>, source: string): Rec
   const pre = bpePreTokenizer(vocab.pre, source);
   const added = vocab.tokens.flatMap((text, id) => {
     const type = vocab.types[id];
-    return type === BpeTokenType.Control || type === BpeTokenType.UserDefined ? [addedToken(id, text, type === BpeTokenType.Control)] : [];
+    return type === PieceType.Control || type === PieceType.UserDefined ? [addedToken(id, text, type === PieceType.Control)] : [];
   });
   const ids: Record<string, number> = {};
   vocab.tokens.forEach((text, id) => {
@@ -150,20 +141,20 @@ export function bpeVocabFromTokenizerJson(json: Json, vocabSize: number, ids: { 
   const pre = BPE_PRE_TOKENIZERS.find((p) => p.regexes.length === regexes.length && p.regexes.every((r, i) => r === regexes[i]));
   if (!pre) throw unsupported(`its pre-tokenizer regexes (${JSON.stringify(regexes)}) match none of llama.cpp's named pre-tokenizers (${PRE_NAMES.join(", ")})`);
   const tokens: (string | undefined)[] = [];
-  const types: BpeTokenType[] = [];
+  const types: PieceType[] = [];
   for (const [text, id] of Object.entries(model["vocab"])) {
     if (typeof id !== "number" || !Number.isInteger(id) || id < 0) throw new TokenizerError(`${source}: vocab entry ${JSON.stringify(text)} has id ${String(id)}`, { file: source });
     tokens[id] = text;
-    types[id] = BpeTokenType.Normal;
+    types[id] = PieceType.Normal;
   }
   for (const token of Array.isArray(json["added_tokens"]) ? (json["added_tokens"] as unknown[]) : []) {
     if (!isObject(token) || typeof token["id"] !== "number" || typeof token["content"] !== "string") continue;
     tokens[token["id"]] = token["content"];
-    types[token["id"]] = token["special"] === true ? BpeTokenType.Control : BpeTokenType.UserDefined;
+    types[token["id"]] = token["special"] === true ? PieceType.Control : PieceType.UserDefined;
   }
   if (tokens.length > vocabSize) throw new TokenizerError(`${source}: the tokenizer has ids up to ${tokens.length - 1}, beyond the model's ${vocabSize} embeddings`, { file: source });
   const filled = Array.from({ length: vocabSize }, (_, id) => tokens[id] ?? `[PAD${id}]`);
-  const filledTypes = Array.from({ length: vocabSize }, (_, id) => (tokens[id] === undefined ? BpeTokenType.UserDefined : types[id]!));
+  const filledTypes = Array.from({ length: vocabSize }, (_, id) => (tokens[id] === undefined ? PieceType.UserDefined : types[id]!));
   const merges = Array.isArray(model["merges"]) ? (model["merges"] as unknown[]).map((m) => (Array.isArray(m) ? m.join(" ") : String(m))) : [];
   return { tokens: filled, types: filledTypes, merges, pre: pre.name, ...ids };
 }

@@ -2,7 +2,7 @@
 
 import { TokenizerError, UnsupportedError } from "../errors.js";
 import { type GgufFile, ggufArray, ggufNumber, ggufString } from "../formats/gguf.js";
-import { type BpeVocab, BpeTokenType, bpePreTokenizer, bpeTokenizerConfig, bpeTokenizerJson } from "./bpe.js";
+import { type BpeVocab, bpePreTokenizer, bpeTokenizerConfig, bpeTokenizerJson } from "./bpe.js";
 import { createHfTokenizer, type HfTokenizer } from "./hfTokenizer.js";
 import { PieceType, SentencePieceTokenizer } from "./sentencepiece.js";
 import type { Tokenizer } from "./tokenizer.js";
@@ -48,12 +48,12 @@ function readGgufBpeTokenizer(gguf: GgufFile, tokens: string[]): HfTokenizer {
   const n = tokens.length;
   const merges = ggufArray(gguf, "tokenizer.ggml.merges");
   if (merges === undefined) throw new TokenizerError(`${gguf.path}: a BPE vocabulary (tokenizer.ggml.model=gpt2) needs tokenizer.ggml.merges, which is missing`, { file: gguf.path });
-  const types = ggufArray(gguf, "tokenizer.ggml.token_type") ?? new Array<number>(n).fill(BpeTokenType.Normal);
+  const types = ggufArray(gguf, "tokenizer.ggml.token_type") ?? new Array<number>(n).fill(PieceType.Normal);
   if (types.length !== n) throw new TokenizerError(`${gguf.path}: tokenizer.ggml.token_type has ${types.length} entries for ${n} tokens`, { file: gguf.path });
   const pre = bpePreTokenizer(ggufString(gguf, "tokenizer.ggml.pre") ?? "default", gguf.path);
   const addBos = gguf.metadata.get("tokenizer.ggml.add_bos_token");
   const vocab: BpeVocab = {
-    tokens, types: types.map(Number) as BpeTokenType[], merges: merges.map(String), pre: pre.name,
+    tokens, types: types.map(Number) as PieceType[], merges: merges.map(String), pre: pre.name,
     bosId: ggufNumber(gguf, "tokenizer.ggml.bos_token_id") ?? -1,
     eosId: ggufNumber(gguf, "tokenizer.ggml.eos_token_id") ?? -1,
     addBos: addBos === undefined ? pre.addBos : Boolean(addBos.value),

@@ -5,6 +5,7 @@
 import { TokenizerError } from "../errors.js";
 import type { Tokenizer } from "./tokenizer.js";
 
+/** llama.cpp's token types (tokenizer.ggml.token_type), for SentencePiece and BPE vocabularies alike. */
 export enum PieceType {
   Normal = 1,
   Unknown = 2,
