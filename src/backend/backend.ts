@@ -21,8 +21,12 @@ export interface LayerShape {
    * (headDim/2 factors, as llama.cpp's rope_freqs tensor); absent means unscaled.
    */
   ropeFreqFactors?: readonly number[];
-  /** The MLP's activation: silu (default) or, for Gemma and GPT-2, GELU with the tanh approximation. */
-  activation?: "gelu_tanh";
+  /**
+   * The MLP's activation: silu (default) or, for Gemma and GPT-2, GELU with the tanh
+   * approximation. "gelu_tanh_f16" is llama.cpp's CPU GELU (a float16 lookup table), for
+   * comparisons with llama.cpp; only the reference backend computes it.
+   */
+  activation?: "gelu_tanh" | "gelu_tanh_f16";
   /** GPT-2: the norms are LayerNorm (mean removed, then weight and bias: attnNormBias, ffnNormBias) instead of RMSNorm. */
   layerNorm?: boolean;
   /** GPT-2: no rotary embedding (positions are learned and added to the input before layer 0). */

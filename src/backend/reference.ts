@@ -2,6 +2,8 @@
 // accumulation, so the forward pass matches a float64 oracle to ~1e-12. Kernels write into
 // `out` and do not allocate (attention takes its scratch row from the caller).
 
+import { f16ToF32, f32ToF16Bits } from "../tensor/half.js";
+
 export type Activations = Float64Array;
 export type Weights = Float32Array;
 
@@ -146,22 +148,45 @@ export function causalAttention(
   }
 }
 
-/** gate = gelu_tanh(gate) * up: GELU with the tanh approximation (Gemma's gelu_pytorch_tanh). */
-export function geluTanhMul(gate: Activations, up: Activations, n: number): void {
-  const c = Math.sqrt(2 / Math.PI);
-  for (let i = 0; i < n; i++) {
-    const x = gate[i]!;
-    gate[i] = 0.5 * x * (1 + Math.tanh(c * (x + 0.044715 * x * x * x))) * up[i]!;
-  }
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+/** GELU with the tanh approximation (transformers' gelu_pytorch_tanh / gelu_new). */
+function geluTanh(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(GELU_C * (x + 0.044715 * x * x * x)));
 }
 
-/** x = act(x) in place over n elements: GELU (tanh approximation) or SiLU. */
-export function activate(x: Activations, n: number, activation: "gelu_tanh" | "silu"): void {
-  const c = Math.sqrt(2 / Math.PI);
-  for (let i = 0; i < n; i++) {
-    const v = x[i]!;
-    x[i] = activation === "gelu_tanh" ? 0.5 * v * (1 + Math.tanh(c * (v + 0.044715 * v * v * v))) : v / (1 + Math.exp(-v));
-  }
+/** float16 rounding (to nearest even), as F16C converts. */
+function toF16(x: number): number {
+  return f16ToF32(f32ToF16Bits(x));
+}
+
+/**
+ * llama.cpp's CPU GELU: a lookup table indexed by the float16 input, holding float16 outputs;
+ * 0 at or below -10, the input itself at or above 10. Only for comparisons with llama.cpp.
+ */
+function geluTanhF16Table(x: number): number {
+  if (x <= -10) return 0;
+  if (x >= 10) return x;
+  return toF16(geluTanh(Math.fround(toF16(x))));
+}
+
+/** The gate activation of a layer shape, as a function. */
+function activation(kind: "gelu_tanh" | "gelu_tanh_f16" | "silu"): (x: number) => number {
+  if (kind === "gelu_tanh") return geluTanh;
+  if (kind === "gelu_tanh_f16") return geluTanhF16Table;
+  return (x) => x / (1 + Math.exp(-x));
+}
+
+/** gate = gelu(gate) * up: GELU with the tanh approximation (Gemma's gelu_pytorch_tanh), or llama.cpp's float16 table. */
+export function geluTanhMul(gate: Activations, up: Activations, n: number, kind: "gelu_tanh" | "gelu_tanh_f16" = "gelu_tanh"): void {
+  const act = activation(kind);
+  for (let i = 0; i < n; i++) gate[i] = act(gate[i]!) * up[i]!;
+}
+
+/** x = act(x) in place over n elements: GELU (tanh approximation, or llama.cpp's table) or SiLU. */
+export function activate(x: Activations, n: number, kind: "gelu_tanh" | "gelu_tanh_f16" | "silu"): void {
+  const act = activation(kind);
+  for (let i = 0; i < n; i++) x[i] = act(x[i]!);
 }
 
 /** SwiGLU: gate = silu(gate) * up, in place over n elements. */

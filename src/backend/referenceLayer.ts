@@ -69,7 +69,7 @@ export function referenceDecoderLayer(
   } else {
     const gate = new Float64Array(T * hiddenDim);
     matmul(gate, xn, w.wGate!, T, dim, hiddenDim);
-    if (shape.activation === "gelu_tanh") geluTanhMul(gate, up, T * hiddenDim);
+    if (shape.activation) geluTanhMul(gate, up, T * hiddenDim, shape.activation);
     else siluMul(gate, up, T * hiddenDim);
     up.set(gate);
   }

@@ -46,6 +46,6 @@ export function ggufArchitectureOf(config: LlamaConfig): GgufArchitecture {
   if (isGpt2Config(config)) return "gpt2";
   if (config.qkvBias) return "qwen2";
   if (config.qkNorm) return "qwen3";
-  if (config.activation === "gelu_tanh") return "gemma";
+  if (config.activation !== undefined) return "gemma";
   return "llama";
 }

@@ -27,7 +27,7 @@ export interface LlamaConfig {
   /** Qwen3: per-head RMSNorm of q and k before RoPE. */
   qkNorm?: boolean;
   /** Gemma: the MLP gate's activation is GELU (tanh approximation) instead of SiLU. */
-  activation?: "gelu_tanh";
+  activation?: "gelu_tanh" | "gelu_tanh_f16";
   /** Gemma: embedding rows are multiplied by this (sqrt(dim), rounded to float32) before layer 0. */
   embeddingScale?: number;
   /** Gemma: RMSNorm weights are stored as w with scale 1 + w; the loader adds this to every norm weight. */

@@ -3,6 +3,7 @@
 // Weights are graph inputs, not initializers: one session serves every layer of a model.
 
 import { type LayerShape, type LayerWeightName, layerWeightDims, type PackedLayout } from "../backend.js";
+import { UnsupportedError } from "../../errors.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { attr, GraphBuilder, type GraphSpec } from "./model.js";
 
@@ -142,6 +143,7 @@ export function packedInputs(layout: PackedLayout, nWindows: number, seqLen: num
  */
 export function buildLayerGraph(shape: LayerShape, seqLen: number, options: GraphOptions = DEFAULT_GRAPH_OPTIONS, packed = false): GraphSpec {
   const { dim, nHeads, nKvHeads, headDim: d, normEps, ropeTheta } = shape;
+  if (shape.activation === "gelu_tanh_f16") throw new UnsupportedError("llama.cpp's float16 GELU table is computed by the reference backend only");
   const T = seqLen;
   const G = nHeads / nKvHeads;
   const qDim = nHeads * d;
