@@ -13,7 +13,10 @@ import { convertModel } from "../src/convert/convertModel.js";
 import { TokenizerError, UnsupportedError } from "../src/errors.js";
 import { GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
-import { type FixturePre, writeBpeTokenizer } from "./fixtures/bpeTokenizer.js";
+import { type BpeVocab, bpeTokenizerConfig, bpeTokenizerJson } from "../src/tokenizer/bpe.js";
+import { createHfTokenizer } from "../src/tokenizer/hfTokenizer.js";
+import { PieceType } from "../src/tokenizer/sentencepiece.js";
+import { byteAlphabet, type FixturePre, writeBpeTokenizer } from "./fixtures/bpeTokenizer.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { tempDir, TINYSTORIES } from "./helpers.js";
 
@@ -86,6 +89,18 @@ for (const pre of ["llama-bpe", "qwen2", "gpt-2"] as const) {
     for (const text of TEXTS) assert.deepEqual(again.tokenizer.encode(text, { bos: false }), hf.tokenizer.encode(text, { bos: false }), `GGUF -> HF: ${JSON.stringify(text)}`);
   });
 }
+
+test("BPE tokens named like Object properties (toString, constructor) are tokens like any other", () => {
+  const alphabet = byteAlphabet();
+  const vocab: BpeVocab = {
+    tokens: [...alphabet, "toString", "constructor"], types: [...alphabet.map(() => PieceType.Normal), PieceType.Normal, PieceType.Normal],
+    merges: [], pre: "llama-bpe", bosId: -1, eosId: -1, addBos: false,
+  };
+  // Llama 3's pre-tokenizer takes a word that is itself a token whole (ignore_merges).
+  const tokenizer = createHfTokenizer(bpeTokenizerJson(vocab, "test"), bpeTokenizerConfig(vocab), {}, vocab.tokens.length, "test");
+  assert.deepEqual(tokenizer.encode("toString", { bos: false }), [256]);
+  assert.deepEqual(tokenizer.encode("constructor", { bos: false }), [257]);
+});
 
 test("bad BPE input: merges missing, an unknown pre-tokenizer, a tokenizer.json of another kind", () => {
   const { dir } = bpeFixture("qwen2");

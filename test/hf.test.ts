@@ -753,6 +753,34 @@ test("RoPE scaling in GGUF: rope_freqs or linear metadata mean the same; other t
   assert.ok(!existsSync(join(dir, "never")));
 });
 
+test("GPT-2 with its own classifier (a GGUF output.weight) becomes an untied Hugging Face GPT-2 with lm_head.weight", () => {
+  const dir = tempDir();
+  const gpt2 = writeHfLlamaFixture(join(dir, "gpt2"), { family: "gpt2" });
+  const tied = join(dir, "tied.gguf");
+  convertModel(gpt2.dir, tied, { to: "gguf", dtype: "F32", tokenizer: TOKENIZER });
+  // Add a separate output.weight (older llama.cpp converters stored one).
+  const file = readGguf(tied);
+  const embedding = file.tensors.find((t) => t.name === "token_embd.weight")!;
+  const classifier = new Float32Array(embedding.byteLength / 4).map((_, i) => Math.sin(i) * 0.3);
+  const untied = join(dir, "untied.gguf");
+  writeGguf(untied, {
+    version: 3, alignment: 32, metadata: file.metadata,
+    tensors: [
+      ...file.tensors.map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) })),
+      { name: "output.weight", dims: embedding.dims, type: embedding.type, byteLength: embedding.byteLength, bytes: () => new Uint8Array(classifier.buffer) },
+    ],
+  });
+  file.file.close();
+  const out = join(dir, "untied-hf");
+  convertModel(untied, out, { to: "safetensors", dtype: "F32" });
+  assert.equal(JSON.parse(readFileSync(join(out, "config.json"), "utf8")).tie_word_embeddings, false);
+  assert.ok(openHfDirectory(out).tensors.some((t) => t.name === "lm_head.weight"));
+  const ids = [1, 37, 402, 11, 250, 99];
+  const want = loadModel(untied).model.forward(ids).logits;
+  assert.ok(scaledError(loadModel(out).model.forward(ids).logits, want) < 1e-12);
+  assert.ok(scaledError(loadModel(gpt2.dir).model.forward(ids).logits, want) > 1e-3, "the classifier matters");
+});
+
 test("Baichuan in GGUF: convert writes it as llama (head normalized); a file in llama.cpp's baichuan layout reads the same; 40 layers (ALiBi) is refused", () => {
   const dir = tempDir();
   const baichuan = writeHfLlamaFixture(join(dir, "baichuan"), { family: "baichuan" });

@@ -7,7 +7,7 @@ import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
 import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
-import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode, type PackedInputs, packedInputs } from "./onnx/llamaGraphs.js";
+import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
 
@@ -118,16 +118,6 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
     return s.run(feeds);
   };
   const f32 = (data: Float32Array, dims: readonly number[]): OrtTensor => new ort.Tensor("float32", data, dims);
-  // A batch's packed layout runs through every layer: its mask and RoPE rows are built once.
-  const packedCache = new WeakMap<PackedLayout, { key: string; inputs: PackedInputs }>();
-  const packedInputsOf = (layout: PackedLayout, nWindows: number, seqLen: number, shape: LayerShape): PackedInputs => {
-    const key = `${nWindows} ${seqLen} ${shape.headDim} ${shape.ropeTheta} ${JSON.stringify(shape.ropeFreqFactors ?? [])}`;
-    const cached = packedCache.get(layout);
-    if (cached?.key === key) return cached.inputs;
-    const inputs = packedInputs(layout, nWindows, seqLen, shape.headDim, shape.ropeTheta, shape.ropeFreqFactors);
-    packedCache.set(layout, { key, inputs });
-    return inputs;
-  };
 
   /**
    * Runs `s` over nUnits units (windows or rows) in chunks of at most perRun, with the shared
@@ -159,22 +149,19 @@ export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtB
       // The batch dim is symbolic, so one session per (shape, seqLen, packed or not) serves every batch size.
       const packed = layout !== undefined;
       const s = await session(`layer ${JSON.stringify(shape)} T=${seqLen} ${graphOptions.linear}${packed ? " packed" : ""}`, () => encodeModel(buildLayerGraph(shape, seqLen, graphOptions, packed)));
-      const { dim, headDim } = shape;
+      const { dim } = shape;
       const shared: Feeds = {};
       for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) shared[name] = f32(weights[name]!, dims);
       const window = seqLen * dim;
       const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
-      const extra = layout && packedInputsOf(layout, nWindows, seqLen, shape);
-      const rows = (data: Float32Array, first: number, count: number, width: number): OrtTensor => f32(data.subarray(first * seqLen * width, (first + count) * seqLen * width), [count * seqLen, width]);
+      // Packed windows: each token's position and branch, as int64 (the graph builds masks and RoPE rows from them).
+      const positions = layout && !shape.noRope ? BigInt64Array.from(layout.positions, (p) => BigInt(p)) : undefined;
+      const branches = layout ? BigInt64Array.from(layout.branches, (b) => BigInt(b)) : undefined;
+      const tokens = (data: BigInt64Array, first: number, count: number): OrtTensor => new ort.Tensor("int64", data.subarray(first * seqLen, (first + count) * seqLen), [count * seqLen]);
       const chunk = (first: number, count: number): Feeds => ({
-        x: rows(x, first, count, dim),
-        ...(extra ? { mask: rows(extra.mask, first, count, seqLen) } : {}),
-        ...(extra && !shape.noRope
-          ? {
-              cosQ: rows(extra.cosQ, first, count, headDim), sinQ: rows(extra.sinQ, first, count, headDim),
-              cosK: rows(extra.cosK, first, count, headDim), sinK: rows(extra.sinK, first, count, headDim),
-            }
-          : {}),
+        x: f32(x.subarray(first * window, (first + count) * window), [count * seqLen, dim]),
+        ...(positions ? { positions: tokens(positions, first, count) } : {}),
+        ...(branches ? { branches: tokens(branches, first, count) } : {}),
       });
       const { y } = await runChunked(s, nWindows, perRun, shared, chunk, { y: window });
       return y!;

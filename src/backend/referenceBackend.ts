@@ -71,12 +71,13 @@ export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number
   if (layout) checkLayout(layout, nWindows, seqLen);
 }
 
-/** One position and one branch per token, neither negative. */
+/** One position and one branch per token, neither negative; a position is below seqLen (it never exceeds the token's index in the window). */
 function checkLayout(layout: PackedLayout, nWindows: number, seqLen: number): void {
   expectLength("layout.positions", layout.positions.length, nWindows * seqLen);
   expectLength("layout.branches", layout.branches.length, nWindows * seqLen);
   for (let i = 0; i < layout.positions.length; i++) {
     if (layout.positions[i]! < 0 || layout.branches[i]! < 0) throw new OptionError(`layout token ${i} has a negative position or branch`);
+    if (layout.positions[i]! >= seqLen) throw new OptionError(`layout token ${i} has position ${layout.positions[i]}, beyond the window of ${seqLen}`);
   }
 }
 

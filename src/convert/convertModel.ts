@@ -172,7 +172,8 @@ function hfTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, fa
     const isNorm = (t: LogicalTensor): boolean => t.role === "finalNorm" || t.key === "attnNorm" || t.key === "ffnNorm";
     return storedTensorList(logical, HF_LLAMA_NAMES, (t) => (sourceHoldsOnePlusW && isNorm(t) ? t.read().map((v) => v - 1) : t.read()));
   }
-  return storedTensorList(logical, hfGpt2Names("transformer.", config.nLayers, true), (t) => t.read()).map((t) => {
+  const tied = !logical.some((t) => t.role === "classifier");
+  return storedTensorList(logical, hfGpt2Names("transformer.", config.nLayers, tied), (t) => t.read()).map((t) => {
     if (!isConv1dWeight(t.name)) return t;
     const [rows, cols] = t.shape as [number, number];
     return { name: t.name, shape: [cols, rows], values: () => transpose(t.values(), rows, cols) };

@@ -4,6 +4,7 @@ import { UnsupportedError } from "../errors.js";
 import type { GgufArchitecture } from "../models/ggufFamilies.js";
 import { linearRopeFactor } from "./ggufMetadata.js";
 import type { LlamaConfig } from "../models/llama.js";
+import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
 /** Files that make up a Hugging Face tokenizer, copied along when the input has them. */
@@ -27,13 +28,15 @@ function ropeScalingJson(config: LlamaConfig): Record<string, unknown> | undefin
 
 /** config.json for the family, with the fields transformers reads for it (GPT-2 spells its own). */
 export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, tokenizer: Tokenizer, dtype: string, tiedEmbeddings: boolean): Record<string, unknown> {
-  const special = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, torch_dtype: TORCH_DTYPE[dtype] ?? "float32" };
+  // The BOS token itself (a tokenizer that does not add it still has one), null when there is none.
+  const bos = tokenizer instanceof HfTokenizer ? tokenizer.specialIds.bosId : tokenizer.bosId;
+  const special = { bos_token_id: bos >= 0 ? bos : null, eos_token_id: tokenizer.eosId >= 0 ? tokenizer.eosId : null, torch_dtype: TORCH_DTYPE[dtype] ?? "float32" };
   if (family === "gpt2") {
     return {
       architectures: ["GPT2LMHeadModel"], model_type: "gpt2",
       n_embd: config.dim, n_layer: config.nLayers, n_head: config.nHeads, n_positions: config.contextLength, n_ctx: config.contextLength,
       n_inner: config.hiddenDim, activation_function: "gelu_new", layer_norm_epsilon: config.normEps, vocab_size: config.vocabSize,
-      scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false, reorder_and_upcast_attn: false, tie_word_embeddings: true, ...special,
+      scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false, reorder_and_upcast_attn: false, tie_word_embeddings: tiedEmbeddings, ...special,
     };
   }
   const architecture: Record<Exclude<GgufArchitecture, "gpt2">, [string, string]> = {

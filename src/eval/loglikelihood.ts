@@ -56,7 +56,7 @@ export function encodePair(tokenizer: Tokenizer, request: LoglikelihoodRequest, 
     continuation = context.slice(context.length - spaces) + continuation;
     context = context.slice(0, context.length - spaces);
   }
-  if (context === "") return { context: [tokenizer.bosId], continuation: tokenizer.encode(continuation, { bos: false }) };
+  if (context === "") return { context: [tokenizer.prefixTokenId ?? tokenizer.bosId], continuation: tokenizer.encode(continuation, { bos: false }) };
   const whole = tokenizer.encode(context + continuation, { bos });
   const contextIds = tokenizer.encode(context, { bos });
   return { context: contextIds, continuation: whole.slice(contextIds.length) };
@@ -97,11 +97,12 @@ export interface PlanOptions {
  * its branches too, then masks them). Per score: 2 headDim multiply-adds for q.k and p.v,
  * and about 8 more operations for the mask, softmax and reshapes.
  */
-export function layerWindowCost(shape: { dim: number; hiddenDim: number; nHeads: number; nKvHeads: number; headDim: number }): (tokens: number) => number {
+export function layerWindowCost(shape: { dim: number; hiddenDim: number; nHeads: number; nKvHeads: number; headDim: number; plainMlp?: boolean }): (tokens: number) => number {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
-  const linear = 2 * (dim * (qDim + 2 * kvDim) + qDim * dim + 3 * dim * hiddenDim);
+  const mlpMatrices = shape.plainMlp ? 2 : 3; // GPT-2's MLP has no gate
+  const linear = 2 * (dim * (qDim + 2 * kvDim) + qDim * dim + mlpMatrices * dim * hiddenDim);
   const perScore = nHeads * (4 * headDim + 8);
   return (T) => linear * T + perScore * T * T;
 }

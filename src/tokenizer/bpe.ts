@@ -71,9 +71,10 @@ export function bpeTokenizerJson(vocab: Readonly<BpeVocab>, source: string): Rec
     const type = vocab.types[id];
     return type === PieceType.Control || type === PieceType.UserDefined ? [addedToken(id, text, type === PieceType.Control)] : [];
   });
-  const ids: Record<string, number> = {};
+  // No prototype: a token may be called "toString" or "constructor".
+  const ids = Object.create(null) as Record<string, number>;
   vocab.tokens.forEach((text, id) => {
-    if (!(text in ids)) ids[text] = id; // a repeated text keeps its first id, as llama.cpp's lookup does
+    if (!Object.hasOwn(ids, text)) ids[text] = id; // a repeated text keeps its first id
   });
   return {
     version: "1.0",
@@ -127,8 +128,8 @@ function byteLevelRegexes(pre: unknown): string[] | undefined {
 
 /**
  * The BPE vocabulary of a Hugging Face tokenizer.json, for a GGUF file: tokens by id (ids the
- * file does not name, up to the model's vocabSize, become "[PADn]" placeholders, as llama.cpp's
- * converter writes them), added special tokens as control tokens, the merges, and the
+ * file does not name, up to the model's vocabSize, become unused "[PADn]" placeholders, as
+ * llama.cpp's converter writes them), added special tokens as control tokens, the merges, and the
  * pre-tokenizer recognized by its regexes.
  */
 export function bpeVocabFromTokenizerJson(json: Json, vocabSize: number, ids: { bosId: number; eosId: number; addBos: boolean }, source: string): BpeVocab {
@@ -154,7 +155,7 @@ export function bpeVocabFromTokenizerJson(json: Json, vocabSize: number, ids: { 
   }
   if (tokens.length > vocabSize) throw new TokenizerError(`${source}: the tokenizer has ids up to ${tokens.length - 1}, beyond the model's ${vocabSize} embeddings`, { file: source });
   const filled = Array.from({ length: vocabSize }, (_, id) => tokens[id] ?? `[PAD${id}]`);
-  const filledTypes = Array.from({ length: vocabSize }, (_, id) => (tokens[id] === undefined ? PieceType.UserDefined : types[id]!));
+  const filledTypes = Array.from({ length: vocabSize }, (_, id) => (tokens[id] === undefined ? PieceType.Unused : types[id]!));
   const merges = Array.isArray(model["merges"]) ? (model["merges"] as unknown[]).map((m) => (Array.isArray(m) ? m.join(" ") : String(m))) : [];
   return { tokens: filled, types: filledTypes, merges, pre: pre.name, ...ids };
 }

@@ -49,6 +49,10 @@ export class HfTokenizer implements Tokenizer {
     this.description = description ?? `Hugging Face tokenizer.json (${source}), ${vocabSize} tokens`;
   }
 
+  get prefixTokenId(): number {
+    return this.specialIds.bosId >= 0 ? this.specialIds.bosId : this.eosId;
+  }
+
   /** The byte-level BPE vocabulary, for a GGUF file (UnsupportedError when the tokenizer is of another kind). */
   bpeVocabulary(): BpeVocab {
     return bpeVocabFromTokenizerJson(this.json, this.vocabSize, this.specialIds, this.source);

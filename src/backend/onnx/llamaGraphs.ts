@@ -2,7 +2,7 @@
 // standard opset-17 operators only so the same bytes run in onnxruntime-node and -web.
 // Weights are graph inputs, not initializers: one session serves every layer of a model.
 
-import { type LayerShape, type LayerWeightName, layerWeightDims, type PackedLayout } from "../backend.js";
+import { type LayerShape, type LayerWeightName, layerWeightDims } from "../backend.js";
 import { UnsupportedError } from "../../errors.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { attr, GraphBuilder, type GraphSpec } from "./model.js";
@@ -96,48 +96,12 @@ export function causalMask(seqLen: number): Float32Array {
   return mask;
 }
 
-/** The extra graph inputs of a packed layer: per-token RoPE rows and per-window masks. */
-export interface PackedInputs {
-  /** (N, d) each: the RoPE tables' rows at each token's own position. */
-  cosQ: Float32Array;
-  sinQ: Float32Array;
-  cosK: Float32Array;
-  sinK: Float32Array;
-  /** (N, T): row t of window b's additive mask, 0 where token t sees the key. */
-  mask: Float32Array;
-}
-
-/** The packed graph's inputs for windows of seqLen tokens laid out as `layout` says. */
-export function packedInputs(layout: PackedLayout, nWindows: number, seqLen: number, headDim: number, theta: number, factors?: readonly number[]): PackedInputs {
-  const T = seqLen;
-  const d = headDim;
-  const n = nWindows * T;
-  const qTables = ropeTables(T, d, theta, 1 / Math.sqrt(d), factors);
-  const kTables = ropeTables(T, d, theta, 1, factors);
-  const out: PackedInputs = { cosQ: new Float32Array(n * d), sinQ: new Float32Array(n * d), cosK: new Float32Array(n * d), sinK: new Float32Array(n * d), mask: new Float32Array(n * T) };
-  for (let i = 0; i < n; i++) {
-    // A token's own position never exceeds its packed index, so it is inside the T-row tables.
-    const row = layout.positions[i]! * d;
-    out.cosQ.set(qTables.cos2.subarray(row, row + d), i * d);
-    out.sinQ.set(qTables.sin2.subarray(row, row + d), i * d);
-    out.cosK.set(kTables.cos2.subarray(row, row + d), i * d);
-    out.sinK.set(kTables.sin2.subarray(row, row + d), i * d);
-  }
-  for (let b = 0; b < nWindows; b++) {
-    const branches = layout.branches.subarray(b * T, (b + 1) * T);
-    for (let t = 0; t < T; t++) {
-      const mask = out.mask.subarray((b * T + t) * T, (b * T + t + 1) * T);
-      for (let j = 0; j < T; j++) mask[j] = j <= t && (branches[j] === 0 || branches[j] === branches[t]) ? 0 : -Infinity;
-    }
-  }
-  return out;
-}
-
 /**
  * One decoder layer over B = N / T independent causal windows of T = seqLen tokens.
  * Inputs: x (N, C) and the nine weights named as in LayerWeightsF32; output y (N, C).
- * `packed`: the windows hold packed sequences; the RoPE rows and the mask are inputs
- * (PackedInputs) instead of constants for positions 0..T-1 and the causal mask.
+ * `packed`: the windows hold packed sequences (PackedLayout); int64 inputs `positions` (N,
+ * unless the shape has no RoPE) and `branches` (N) select each token's RoPE rows and build
+ * each window's mask inside the graph, so per-token data stays O(N).
  * Grouped-query attention never copies K/V per query head: the G = nHeads/nKvHeads query
  * heads that share a KV head are stacked into one (G*T, d) matrix against that head's keys.
  */
@@ -163,29 +127,37 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
     return headNorm ? rmsNorm(g, shaped, headNorm, normEps) : shaped;
   };
 
-  // RoPE tables broadcast over heads: (T, 1, d) shared by all windows, or (B, T, 1, d) per token
-  // when packed; the mask broadcasts over the (B, Hkv, G, T, T) scores: (T, T) or (B, 1, 1, T, T).
-  // Without RoPE (GPT-2), q is only scaled by 1/sqrt(d).
+  // RoPE tables (T, 1, d) for positions 0..T-1 broadcast over heads; packed windows gather each
+  // token's row by its own position: (B, T, 1, d). Without RoPE (GPT-2), q is only scaled by 1/sqrt(d).
   let placeQ: (v: string) => string;
   let placeK: (v: string) => string;
   if (shape.noRope) {
     const scale = g.constFloat([1 / Math.sqrt(d)], []);
     placeQ = (v) => g.op("Mul", [v, scale]);
     placeK = (v) => v;
-  } else if (packed) {
-    const table = (name: string): string => reshape(g.input(name, "float", [TOKENS, d]), [-1, T, 1, d]);
-    const [cosQ, sinQ, cosK, sinK] = [table("cosQ"), table("sinQ"), table("cosK"), table("sinK")];
-    placeQ = (v) => rope(g, v, cosQ, sinQ, d);
-    placeK = (v) => rope(g, v, cosK, sinK, d);
   } else {
     const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d), shape.ropeFreqFactors);
     const kTables = ropeTables(T, d, ropeTheta, 1, shape.ropeFreqFactors);
-    const [cosQ, sinQ] = [g.constFloat(qTables.cos2, [T, 1, d]), g.constFloat(qTables.sin2, [T, 1, d])];
-    const [cosK, sinK] = [g.constFloat(kTables.cos2, [T, 1, d]), g.constFloat(kTables.sin2, [T, 1, d])];
+    const positions = packed ? reshape(g.input("positions", "int64", [TOKENS]), [-1, T]) : undefined;
+    const table = (values: Float32Array): string => {
+      const constant = g.constFloat(values, [T, 1, d]);
+      return positions ? g.op("Gather", [constant, positions], [attr.int("axis", 0)]) : constant;
+    };
+    const [cosQ, sinQ, cosK, sinK] = [table(qTables.cos2), table(qTables.sin2), table(kTables.cos2), table(kTables.sin2)];
     placeQ = (v) => rope(g, v, cosQ, sinQ, d);
     placeK = (v) => rope(g, v, cosK, sinK, d);
   }
-  const mask = packed ? reshape(g.input("mask", "float", [TOKENS, T]), [-1, 1, 1, T, T]) : g.constFloat(causalMask(T), [T, T]);
+  // The mask broadcasts over the (B, Hkv, G, T, T) scores: the causal (T, T), or per packed window
+  // (B, 1, 1, T, T): causal, and key j visible to query t only if branch[j] is 0 or branch[t].
+  const causal = g.constFloat(causalMask(T), [T, T]);
+  let mask = causal;
+  if (packed) {
+    const branches = reshape(g.input("branches", "int64", [TOKENS]), [-1, T]);
+    const ofQuery = g.op("Unsqueeze", [branches, g.constInt64([2])]); // (B, T, 1)
+    const ofKey = g.op("Unsqueeze", [branches, g.constInt64([1])]); // (B, 1, T)
+    const visible = g.op("Or", [g.op("Equal", [ofKey, g.constInt64([0])]), g.op("Equal", [ofKey, ofQuery])]); // (B, T, T)
+    mask = reshape(g.op("Where", [visible, causal, g.constFloat([-Infinity], [])]), [-1, 1, 1, T, T]);
+  }
 
   // Attention block. xn: (N, C)
   const xn = norm(x, w.attnNorm!, w.attnNormBias);
