@@ -74,7 +74,7 @@ export function bpeTokenizerJson(vocab: Readonly<BpeVocab>, source: string): Rec
   // No prototype: a token may be called "toString" or "constructor".
   const ids = Object.create(null) as Record<string, number>;
   vocab.tokens.forEach((text, id) => {
-    if (!Object.hasOwn(ids, text)) ids[text] = id; // a repeated text keeps its first id
+    ids[text] = id; // a repeated text maps to its last id, as llama.cpp's token_to_id does
   });
   return {
     version: "1.0",
@@ -111,11 +111,12 @@ const isObject = (v: unknown): v is Json => v !== null && typeof v === "object" 
 function byteLevelRegexes(pre: unknown): string[] | undefined {
   if (!isObject(pre)) return undefined;
   // GPT-2's own file: one ByteLevel step with its built-in regex.
-  if (pre["type"] === "ByteLevel") return pre["use_regex"] === false ? undefined : [GPT2_REGEX];
+  // (add_prefix_space has no GGUF equivalent: llama.cpp never adds a leading space to BPE text.)
+  if (pre["type"] === "ByteLevel") return pre["use_regex"] === false || pre["add_prefix_space"] === true ? undefined : [GPT2_REGEX];
   if (pre["type"] !== "Sequence" || !Array.isArray(pre["pretokenizers"])) return undefined;
   const steps = pre["pretokenizers"] as unknown[];
   const last = steps.at(-1);
-  if (!isObject(last) || last["type"] !== "ByteLevel" || last["use_regex"] !== false) return undefined;
+  if (!isObject(last) || last["type"] !== "ByteLevel" || last["use_regex"] !== false || last["add_prefix_space"] === true) return undefined;
   const regexes: string[] = [];
   for (const step of steps.slice(0, -1)) {
     if (!isObject(step) || step["type"] !== "Split" || step["behavior"] !== "Isolated" || step["invert"] === true) return undefined;
