@@ -11,7 +11,8 @@ import { OptionError } from "../src/errors.js";
 import { evaluateTask, meanWithStderr } from "../src/eval/evaluateTasks.js";
 import { encodePair, layerWindowCost, planRequests, scoreRequests } from "../src/eval/loglikelihood.js";
 import { countWords, perplexityVariants, textSize } from "../src/eval/perplexityVariants.js";
-import { parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
+import { type LoglikelihoodRequest, parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
+import type { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { openModel } from "../src/load.js";
 import { repoRoot, sharedPath } from "../src/shared.js";
 import { writeBpeTokenizer } from "./fixtures/bpeTokenizer.js";
@@ -76,6 +77,52 @@ test("prefix sharing: an item's inputs are packed behind their common prefix, fe
       assert.equal(g.tokens, want[i]!.tokens);
     });
   }
+});
+
+test("packing plans: every target row sees exactly its request's input, across several packs, truncated requests and empty branches", () => {
+  // One token per character, so requests are easy to build; a context of 24 tokens forces several packs and truncation.
+  const chars: Tokenizer = {
+    vocabSize: 256, bosId: 1, eosId: 2, description: "characters",
+    encode: (text, options = {}) => [...(options.bos ? [1] : []), ...[...text].map((c) => c.charCodeAt(0) % 256)],
+    decode: (ids) => String.fromCharCode(...ids), decodeToken: (id) => Uint8Array.of(id),
+  };
+  const requests: LoglikelihoodRequest[] = [
+    // 4 choices behind a 10-token prefix: two packs of 24 tokens at the most
+    { context: "question:", continuation: " alpha!" }, { context: "question:", continuation: " bravo!" },
+    { context: "question:", continuation: " charl!" }, { context: "question:", continuation: " delta!" },
+    { context: "short", continuation: " one" }, { context: "short", continuation: " two two" }, { context: "short", continuation: " three" },
+    // longer than the window: cut from the left, never packed
+    { context: "a context much longer than the window", continuation: " tail" }, { context: "a context much longer than the window", continuation: " t" },
+    { context: "", continuation: "empty context" },
+    // WinoGrande-style: different contexts, one continuation
+    { context: "the left half", continuation: " same end" }, { context: "the right half", continuation: " same end" },
+    // an input equal to the shared prefix (an empty branch) beside two others
+    { context: "abc", continuation: " d" }, { context: "abc", continuation: " de" }, { context: "abc", continuation: " ef" },
+  ];
+  const maxLength = 24;
+  const plan = planRequests(chars, requests, { maxLength, bos: false, groupSizes: [4, 3, 2, 1, 2, 3] });
+  assert.equal(plan.jobs[0]!.window + 1, plan.jobs[3]!.window, "the question's choices fill two packed windows");
+  assert.equal(plan.windows.filter((w) => w.layout).length, 4, "packed windows: the question (2), \"short\", \"abc\"");
+  requests.forEach((request, j) => {
+    const { context, continuation } = encodePair(chars, request, false);
+    const all = [...context, ...continuation];
+    const input = all.slice(Math.max(0, all.length - 1 - maxLength), all.length - 1);
+    const first = input.length - continuation.length;
+    const job = plan.jobs[j]!;
+    const window = plan.windows[job.window]!;
+    assert.ok(window.tokens.length <= maxLength);
+    job.rows.forEach((row, k) => {
+      // What the row attends to: earlier tokens of the prefix and of its own branch, at consecutive positions.
+      const seen = window.tokens.flatMap((token, i) => {
+        const branch = window.layout?.branches[i] ?? 0;
+        return i <= row && (branch === 0 || branch === (window.layout?.branches[row] ?? 0)) ? [{ token, position: window.layout?.positions[i] ?? i }] : [];
+      });
+      assert.deepEqual(seen.map((s) => s.position), seen.map((_, i) => i), `request ${j} target ${k}: positions`);
+      const offset = Math.max(0, first) + k;
+      assert.deepEqual(seen.map((s) => s.token), input.slice(0, offset + 1), `request ${j} target ${k}: tokens`);
+      assert.equal(job.targets[k], continuation[continuation.length - job.targets.length + k]);
+    });
+  });
 });
 
 test("prefix sharing with learned positions (GPT-2): packed windows give each branch its own position rows", async () => {
