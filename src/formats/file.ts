@@ -25,15 +25,20 @@ export class RandomAccessFile {
 
   /** Reads exactly `length` bytes at `offset`; throws if the range runs past the end of the file. */
   read(offset: number, length: number, what: string): Buffer {
-    this.checkRange(offset, length, what);
     const buf = Buffer.allocUnsafe(length);
+    this.readInto(buf, offset, length, what);
+    return buf;
+  }
+
+  /** Reads exactly `length` bytes at `offset` into the start of `buf` (reused by callers that stream). */
+  readInto(buf: Buffer, offset: number, length: number, what: string): void {
+    this.checkRange(offset, length, what);
     let done = 0;
     while (done < length) {
       const n = readSync(this.fd, buf, done, length - done, offset + done);
       if (n === 0) throw new CheckpointError(`${this.path}: unexpected end of file while reading ${what}`, { file: this.path });
       done += n;
     }
-    return buf;
   }
 
   private checkRange(offset: number, length: number, what: string): void {
@@ -181,6 +186,26 @@ export function writeAll(fd: number, bytes: Uint8Array): void {
 }
 
 /**
+ * One buffer for every user-space range copy: a fresh allocation per chunk costs a page fault
+ * per 4 KiB touched (about 2.5 million for a 7B checkpoint); a reused 1 MiB one stays mapped and
+ * in cache, as GNU cp's 128 KiB buffer does.
+ */
+const COPY_BUFFER_BYTES = 1 << 20;
+let copyBuffer: Buffer | undefined;
+
+function copyRangeInUserSpace(range: FileRange, fd: number): number {
+  copyBuffer ??= Buffer.allocUnsafe(COPY_BUFFER_BYTES);
+  for (let done = 0; done < range.length;) {
+    const n = Math.min(COPY_BUFFER_BYTES, range.length - done);
+    range.file.readInto(copyBuffer, range.offset + done, n, range.what);
+    writeAll(fd, copyBuffer.subarray(0, n));
+    done += n;
+  }
+  copyStats.userSpaceBytes += range.length;
+  return range.length;
+}
+
+/**
  * Writes a tensor's bytes, whole or in chunks, at fd's current position and returns how many
  * were written. A FileRange is copied inside the kernel where possible (see kernelCopy.ts);
  * `limit` stops a source that supplies more bytes than declared (what was written is returned,
@@ -194,6 +219,7 @@ export function writeChunks(fd: number, source: Uint8Array | Iterable<Uint8Array
     if (written === source.length) return written;
     rest = source.rest(written);
   }
+  if (rest instanceof FileRange && rest.length + written <= limit) return written + copyRangeInUserSpace(rest, fd);
   for (const chunk of rest instanceof Uint8Array ? [rest] : rest) {
     written += chunk.byteLength;
     if (written > limit) break;
