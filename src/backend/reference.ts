@@ -177,24 +177,14 @@ function activation(kind: "gelu_tanh" | "gelu_tanh_f16" | "silu"): (x: number) =
   return (x) => x / (1 + Math.exp(-x));
 }
 
-/** gate = gelu(gate) * up: GELU with the tanh approximation (Gemma's gelu_pytorch_tanh), or llama.cpp's float16 table. */
-export function geluTanhMul(gate: Activations, up: Activations, n: number, kind: "gelu_tanh" | "gelu_tanh_f16" = "gelu_tanh"): void {
+/**
+ * x = act(x) in place over n elements, times `up` element by element when given (a gated MLP:
+ * SwiGLU, or Gemma's GELU gate): GELU (tanh approximation, or llama.cpp's table) or SiLU.
+ */
+export function activate(x: Activations, n: number, kind: "gelu_tanh" | "gelu_tanh_f16" | "silu", up?: Activations): void {
   const act = activation(kind);
-  for (let i = 0; i < n; i++) gate[i] = act(gate[i]!) * up[i]!;
-}
-
-/** x = act(x) in place over n elements: GELU (tanh approximation, or llama.cpp's table) or SiLU. */
-export function activate(x: Activations, n: number, kind: "gelu_tanh" | "gelu_tanh_f16" | "silu"): void {
-  const act = activation(kind);
-  for (let i = 0; i < n; i++) x[i] = act(x[i]!);
-}
-
-/** SwiGLU: gate = silu(gate) * up, in place over n elements. */
-export function siluMul(gate: Activations, up: Activations, n: number): void {
-  for (let i = 0; i < n; i++) {
-    const g = gate[i]!;
-    gate[i] = (g / (1 + Math.exp(-g))) * up[i]!;
-  }
+  if (up) for (let i = 0; i < n; i++) x[i] = act(x[i]!) * up[i]!;
+  else for (let i = 0; i < n; i++) x[i] = act(x[i]!);
 }
 
 /** out += x over n elements. */

@@ -2,7 +2,7 @@
 // key/value cache, for generation) and the reference backend (fresh windows).
 
 import type { LayerShape, LayerWeightsF32, PackedLayout } from "./backend.js";
-import { activate, addInPlace, causalAttention, geluTanhMul, layerNorm, matmul, rmsNorm, ropeHalf, siluMul } from "./reference.js";
+import { activate, addInPlace, causalAttention, layerNorm, matmul, rmsNorm, ropeHalf } from "./reference.js";
 
 /** rows x cols += bias (cols) on every row. */
 function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: number): void {
@@ -64,16 +64,15 @@ export function referenceDecoderLayer(
   norm(xn, x, w.ffnNorm, w.ffnNormBias);
   matmul(up, xn, w.wUp, T, dim, hiddenDim);
   if (shape.outputBiases) addRowBias(up, w.bUp!, T, hiddenDim);
+  let inner = up;
   if (shape.plainMlp) {
     activate(up, T * hiddenDim, shape.activation ?? "silu");
   } else {
-    const gate = new Float64Array(T * hiddenDim);
-    matmul(gate, xn, w.wGate!, T, dim, hiddenDim);
-    if (shape.activation) geluTanhMul(gate, up, T * hiddenDim, shape.activation);
-    else siluMul(gate, up, T * hiddenDim);
-    up.set(gate);
+    inner = new Float64Array(T * hiddenDim);
+    matmul(inner, xn, w.wGate!, T, dim, hiddenDim);
+    activate(inner, T * hiddenDim, shape.activation ?? "silu", up);
   }
-  matmul(proj, up, w.wDown, T, hiddenDim, dim);
+  matmul(proj, inner, w.wDown, T, hiddenDim, dim);
   if (shape.outputBiases) addRowBias(proj, w.bDown!, T, dim);
   addInPlace(x, proj, T * dim);
 }
