@@ -12,7 +12,7 @@ import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
 import { ggufArchitectureOf, type GgufArchitecture, ggufNames } from "../models/ggufFamilies.js";
 import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
 import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt2.js";
-import { GGUF_ROPE_FREQS, halfRowsToInterleaved, interleavedToHalfRows, layerShape, type LlamaConfig, type LlamaTensorNames } from "../models/llama.js";
+import { GGUF_ROPE_FREQS, halfRowsToInterleaved, layerShape, type LlamaConfig, type LlamaTensorNames, loadLayerTensor, normWeight } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
 import { bpeTokenizerConfig, bpeTokenizerJson } from "../tokenizer/bpe.js";
@@ -70,25 +70,16 @@ interface LogicalTensor {
 function logicalTensors(opened: OpenedModel): LogicalTensor[] {
   const { config, provider, names } = opened;
   const stored = new Set(provider.entries().map((e) => e.name));
-  const { dim, nHeads, nKvHeads, headDim, vocabSize } = config;
+  const { dim, vocabSize } = config;
   const tensors: LogicalTensor[] = [{ role: "embedding", shape: [vocabSize, dim], read: () => provider.readF32(names.embedding) }];
   if (config.learnedPositions) tensors.push({ role: "positionEmbedding", shape: [config.contextLength, dim], read: () => provider.readF32(names.positionEmbedding!) });
-  tensors.push({ role: "finalNorm", shape: [dim], read: () => provider.readF32(names.finalNorm) });
+  tensors.push({ role: "finalNorm", shape: [dim], read: () => normWeight(provider.readF32(names.finalNorm), config) });
   if (config.layerNorm) tensors.push({ role: "finalNormBias", shape: [dim], read: () => provider.readF32(names.finalNormBias!) });
   if (stored.has(names.classifier)) tensors.push({ role: "classifier", shape: [vocabSize, dim], read: () => provider.readF32(names.classifier) });
   const shapes = layerWeightDims(layerShape(config));
   for (let layer = 0; layer < config.nLayers; layer++) {
-    const n = names.layer(layer);
     for (const [key, shape] of Object.entries(shapes) as [LayerWeightName, number[]][]) {
-      const storedName = n[key]!;
-      const rows = key === "wq" ? nHeads : key === "wk" ? nKvHeads : 0;
-      tensors.push({
-        role: "layer", key, layer, shape,
-        read: () => {
-          const w = provider.readF32(storedName);
-          return rows > 0 && names.interleavedRope ? interleavedToHalfRows(w, rows, headDim, dim) : w;
-        },
-      });
+      tensors.push({ role: "layer", key, layer, shape, read: () => loadLayerTensor(provider, config, names, layer, key) });
     }
   }
   return tensors;
@@ -102,15 +93,12 @@ function targetName(t: LogicalTensor, names: LlamaTensorNames): string {
 
 /**
  * A tensor's values as a GGUF of `names` stores them: Q/K rows interleaved for "llama" (only
- * it uses that RoPE layout), and Gemma's norms as 1 + w (llama.cpp's convention) when the
- * source stores w (the config's normWeightOffset).
+ * it uses that RoPE layout). Norms stay as the scale they apply (llama.cpp's Gemma files hold 1 + w).
  */
 function forGguf(t: LogicalTensor, config: LlamaConfig, names: LlamaTensorNames): Float32Array {
   const w = t.read();
   if (names.interleavedRope && t.key === "wq") return halfRowsToInterleaved(w, config.nHeads, config.headDim, config.dim);
   if (names.interleavedRope && t.key === "wk") return halfRowsToInterleaved(w, config.nKvHeads, config.headDim, config.dim);
-  const isNorm = t.role === "finalNorm" || t.key === "attnNorm" || t.key === "ffnNorm";
-  if (isNorm && config.normWeightOffset) return w.map((v) => v + config.normWeightOffset!);
   return w;
 }
 
@@ -163,16 +151,14 @@ function storedTensorList(logical: readonly LogicalTensor[], names: LlamaTensorN
 }
 
 /**
- * A Hugging Face file's tensors: Llama-family names, or GPT-2's with c_attn stacked and every
- * Conv1D weight stored (in, out); Gemma's norms as w where the source holds 1 + w (GGUF).
+ * A Hugging Face file's tensors: Llama-family names (Gemma's norms stored as w for its scale
+ * 1 + w), or GPT-2's with c_attn stacked and every Conv1D weight stored (in, out).
  */
-function hfTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, family: GgufArchitecture): StoredTensor[] {
+function hfTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, family: GgufArchitecture, tied: boolean): StoredTensor[] {
   if (family !== "gpt2") {
-    const sourceHoldsOnePlusW = family === "gemma" && !config.normWeightOffset;
     const isNorm = (t: LogicalTensor): boolean => t.role === "finalNorm" || t.key === "attnNorm" || t.key === "ffnNorm";
-    return storedTensorList(logical, HF_LLAMA_NAMES, (t) => (sourceHoldsOnePlusW && isNorm(t) ? t.read().map((v) => v - 1) : t.read()));
+    return storedTensorList(logical, HF_LLAMA_NAMES, (t) => (family === "gemma" && isNorm(t) ? t.read().map((v) => v - 1) : t.read()));
   }
-  const tied = !logical.some((t) => t.role === "classifier");
   return storedTensorList(logical, hfGpt2Names("transformer.", config.nLayers, tied), (t) => t.read()).map((t) => {
     if (!isConv1dWeight(t.name)) return t;
     const [rows, cols] = t.shape as [number, number];
@@ -264,7 +250,7 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
   const logical = logicalTensors(opened);
   const family = ggufArchitectureOf(opened.config);
   const tied = !logical.some((t) => t.role === "classifier");
-  const stored = hfTensorList(logical, opened.config, family);
+  const stored = hfTensorList(logical, opened.config, family, tied);
   let done = 0;
   const tensors: SafetensorsTensorToWrite[] = stored.map((t) => {
     // Hugging Face checkpoints keep every tensor, norms included, in the model's dtype.

@@ -62,7 +62,7 @@ export type LayerTensorNames = Record<Exclude<keyof LlamaLayerWeights, OptionalL
 type OptionalLayerKey = "wGate" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "attnNormBias" | "ffnNormBias" | "bo" | "bUp" | "bDown";
 
 /** A norm weight as the kernels use it: Gemma's stored w becomes 1 + w (in float32, as transformers computes it). */
-function normWeight(w: Weights, config: LlamaConfig): Weights {
+export function normWeight(w: Weights, config: LlamaConfig): Weights {
   if (!config.normWeightOffset) return w;
   for (let i = 0; i < w.length; i++) w[i] = w[i]! + config.normWeightOffset;
   return w;
@@ -281,17 +281,23 @@ export function loadLlamaGlobals(provider: TensorProvider, config: LlamaConfig, 
 
 /** One layer's weights as float32, Q/K rows (and their biases) reordered to the rotate-half layout if needed. */
 export function loadLlamaLayer(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames, layer: number): LlamaLayerWeights {
-  const { nHeads, nKvHeads, headDim, dim } = config;
-  const n = names.layer(layer);
   const weights: Partial<LlamaLayerWeights> = {};
-  for (const [key, shape] of Object.entries(layerWeightDims(layerShape(config))) as [LayerWeightName, number[]][]) {
-    let w = readChecked(provider, n[key]!, shape.reduce((a, b) => a * b, 1));
-    if (names.interleavedRope && (key === "wq" || key === "bq")) w = interleavedToHalfRows(w, nHeads, headDim, key === "wq" ? dim : 1);
-    if (names.interleavedRope && (key === "wk" || key === "bk")) w = interleavedToHalfRows(w, nKvHeads, headDim, key === "wk" ? dim : 1);
-    if (key === "attnNorm" || key === "ffnNorm") w = normWeight(w, config);
-    weights[key] = w;
-  }
+  for (const key of Object.keys(layerWeightDims(layerShape(config))) as LayerWeightName[]) weights[key] = loadLayerTensor(provider, config, names, layer, key);
   return weights as LlamaLayerWeights;
+}
+
+/**
+ * One weight of one layer in the engine's canonical layout: Q/K rows (and their biases) in the
+ * rotate-half order, norm weights as the scale they apply (Gemma's 1 + w).
+ */
+export function loadLayerTensor(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames, layer: number, key: LayerWeightName): Weights {
+  const { nHeads, nKvHeads, headDim, dim } = config;
+  const shape = layerWeightDims(layerShape(config))[key]!;
+  let w = readChecked(provider, names.layer(layer)[key]!, shape.reduce((a, b) => a * b, 1));
+  if (names.interleavedRope && (key === "wq" || key === "bq")) w = interleavedToHalfRows(w, nHeads, headDim, key === "wq" ? dim : 1);
+  if (names.interleavedRope && (key === "wk" || key === "bk")) w = interleavedToHalfRows(w, nKvHeads, headDim, key === "wk" ? dim : 1);
+  if (key === "attnNorm" || key === "ffnNorm") w = normWeight(w, config);
+  return w;
 }
 
 /**
