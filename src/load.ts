@@ -260,7 +260,7 @@ export function openModel(path: string, options: LoadOptions = {}): OpenedModel 
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {
-        path, format, architecture: ggufString(gguf, "general.architecture")!, config, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()),
+        path, format, architecture: arch, config, tokenizer, tokenizerPath: path, dtypes: countDtypes(provider.entries()),
         provider, names, close: () => gguf.file.close(),
       };
     } catch (err) {

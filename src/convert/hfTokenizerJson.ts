@@ -3,12 +3,10 @@
 // from the scored pieces the way transformers' SentencePiece converter derives them (every split
 // of a piece into two pieces of the vocabulary, ordered by the merged piece's score).
 
+import { addedToken } from "../tokenizer/bpe.js";
 import { PieceType, type SentencePieceVocab } from "../tokenizer/sentencepiece.js";
 import { portablePieces, SPACE_SYMBOL } from "./pieces.js";
 
-function addedToken(id: number, content: string): Record<string, unknown> {
-  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
-}
 
 /** The merges, best first: for each piece, every split into two vocabulary pieces. */
 function derivedMerges(pieces: readonly string[], scores: ArrayLike<number>, types: readonly PieceType[]): [string, string][] {
@@ -40,7 +38,7 @@ export function sentencePieceToTokenizerJson(vocab: Readonly<SentencePieceVocab>
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: special.map(({ p, id }) => addedToken(id, p)),
+    added_tokens: special.map(({ p, id }) => addedToken(id, p, true)),
     normalizer: { type: "Sequence", normalizers },
     pre_tokenizer: null,
     post_processor: null,

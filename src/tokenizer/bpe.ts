@@ -60,7 +60,8 @@ export function bpePreTokenizer(name: string, source: string): BpePreTokenizer {
   return found;
 }
 
-function addedToken(id: number, content: string, special: boolean): Record<string, unknown> {
+/** An entry of tokenizer.json's added_tokens (matched as a whole before the model runs). */
+export function addedToken(id: number, content: string, special: boolean): Record<string, unknown> {
   return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special };
 }
 
