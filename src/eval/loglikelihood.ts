@@ -128,6 +128,8 @@ function padToBucket(tokens: number[], maxLength: number): number[] {
 /** A request's model input and targets, before windows are chosen. */
 interface Encoded {
   input: number[];
+  /** The input as a map key (identical inputs share windows). */
+  key: string;
   /** Index in input whose hidden state predicts targets[0]. */
   first: number;
   targets: number[];
@@ -141,7 +143,7 @@ function encodeRequest(tokenizer: Tokenizer, request: LoglikelihoodRequest, bos:
   const input = all.slice(Math.max(0, all.length - 1 - maxLength), all.length - 1);
   // A continuation longer than the model's context loses its first tokens, as in the harness.
   const first = input.length - continuation.length;
-  return { input, first: Math.max(0, first), targets: continuation.slice(Math.max(0, -first)), truncated: all.length - 1 > maxLength };
+  return { input, key: input.join(","), first: Math.max(0, first), targets: continuation.slice(Math.max(0, -first)), truncated: all.length - 1 > maxLength };
 }
 
 function commonPrefixLength(inputs: readonly number[][]): number {
@@ -182,57 +184,52 @@ export function planRequests(tokenizer: Tokenizer, requests: readonly Loglikelih
   const windows: Window[] = [];
   const jobs: Job[] = encoded.map((e) => ({ window: -1, rows: [], targets: e.targets }));
   const plainWindowOf = new Map<string, number>();
-  const plain = (input: number[]): number => {
-    const key = input.join(",");
-    let window = plainWindowOf.get(key);
+  const rowsFrom = (e: Encoded, at: (i: number) => number): number[] => e.targets.map((_, k) => at(e.first + k));
+  /** Request r scored in a plain window of its own input (shared by identical inputs). */
+  const assignPlain = (r: number): void => {
+    const e = encoded[r]!;
+    let window = plainWindowOf.get(e.key);
     if (window === undefined) {
       window = windows.length;
-      windows.push({ document: window, begin: 0, tokens: padToBucket(input, maxLength) });
-      plainWindowOf.set(key, window);
+      windows.push({ document: window, begin: 0, tokens: padToBucket(e.input, maxLength) });
+      plainWindowOf.set(e.key, window);
     }
-    return window;
+    jobs[r]!.window = window;
+    jobs[r]!.rows = rowsFrom(e, (i) => i);
   };
-  const rowsFrom = (e: Encoded, at: (i: number) => number): number[] => e.targets.map((_, k) => at(e.first + k));
   for (const group of groupsOf(requests, options.groupSizes)) {
     const scored = group.filter((r) => encoded[r]!.targets.length > 0); // nothing to score otherwise
     const packable = options.sharePrefixes === false ? [] : scored.filter((r) => !encoded[r]!.truncated);
-    const distinct = [...new Map(packable.map((r) => [encoded[r]!.input.join(","), encoded[r]!.input])).values()];
-    const p = distinct.length >= 2 ? commonPrefixLength(distinct) : 0;
-    for (const r of scored) {
-      if (p > 0 && packable.includes(r)) continue;
-      jobs[r]!.window = plain(encoded[r]!.input);
-      jobs[r]!.rows = rowsFrom(encoded[r]!, (i) => i);
-    }
+    const distinct = new Map(packable.map((r) => [encoded[r]!.key, encoded[r]!.input]));
+    const p = distinct.size >= 2 ? commonPrefixLength([...distinct.values()]) : 0;
+    for (const r of scored) if (p === 0 || !packable.includes(r)) assignPlain(r);
     if (p === 0) continue;
     // Branches: each distinct input past the prefix, placed in the first window with room.
-    const prefix = distinct[0]!.slice(0, p);
+    const prefix = distinct.values().next().value!.slice(0, p);
     const packs: { branches: number[][]; used: number }[] = [];
-    const placed = new Map<string, { pack: number; branch: number; offset: number }>();
-    for (const input of distinct) {
+    const placed = new Map<string, { pack: number; offset: number }>();
+    for (const [key, input] of distinct) {
       const branch = input.slice(p);
       let pack = packs.findIndex((k) => p + k.used + branch.length <= maxLength);
       if (pack < 0) pack = packs.push({ branches: [], used: 0 }) - 1;
       const k = packs[pack]!;
-      placed.set(input.join(","), { pack, branch: k.branches.length + 1, offset: k.used });
+      placed.set(key, { pack, offset: k.used });
       k.branches.push(branch);
       k.used += branch.length;
     }
     packs.forEach((k, index) => {
-      const members = packable.filter((r) => placed.get(encoded[r]!.input.join(","))!.pack === index);
+      const members = packable.filter((r) => placed.get(encoded[r]!.key)!.pack === index);
       const packedCost = cost(paddedLength(p + k.used, maxLength));
       const plainCost = k.branches.reduce((n, b) => n + cost(paddedLength(p + b.length, maxLength)), 0);
       if (k.branches.filter((b) => b.length > 0).length < 2 || packedCost >= plainCost) {
         // One sequence needs no packing, and long branches can cost more packed (their dense
         // attention scores cross each other) than apart: plain windows (which may be shared).
-        for (const r of members) {
-          jobs[r]!.window = plain(encoded[r]!.input);
-          jobs[r]!.rows = rowsFrom(encoded[r]!, (i) => i);
-        }
+        for (const r of members) assignPlain(r);
         return;
       }
       windows.push(packedWindow(windows.length, prefix, k.branches, maxLength));
       for (const r of members) {
-        const { offset } = placed.get(encoded[r]!.input.join(","))!;
+        const { offset } = placed.get(encoded[r]!.key)!;
         jobs[r]!.window = windows.length - 1;
         jobs[r]!.rows = rowsFrom(encoded[r]!, (i) => (i < p ? i : p + offset + (i - p)));
       }
