@@ -46,7 +46,16 @@ interface Golden {
   cases: GoldenCase[];
   pruned: (GoldenCase & { removed: number[] })[];
 }
-const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", "hf_llama_tiny.json"), "utf8")) as Golden;
+/** The oracle stores float arrays as base64 little-endian {"f32": ...} or {"f64": ...}: decoded to numbers here. */
+function decodeFloats(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  const { f32, f64 } = value as { f32?: unknown; f64?: unknown };
+  const bytes = typeof f32 === "string" ? Buffer.from(f32, "base64") : typeof f64 === "string" ? Buffer.from(f64, "base64") : undefined;
+  if (!bytes) return value;
+  const copy = new Uint8Array(bytes); // aligned
+  return Array.from(typeof f32 === "string" ? new Float32Array(copy.buffer) : new Float64Array(copy.buffer));
+}
+const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", "hf_llama_tiny.json"), "utf8"), decodeFloats) as Golden;
 
 /** Loads a Llama HF directory the way the CLI does (open, resolve config, strict weights). */
 function loadHfLlama(dir: string): LlamaModel {

@@ -24,6 +24,7 @@ Usage (see make_hf_golden.sh):
 """
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -58,9 +59,15 @@ def load(directory, dtype=torch.float32):
 
 
 def floats(t):
-    # 8 significant digits: within 5e-9 relative of the float32 value (9 would round-trip
-    # exactly but makes the golden file ~10% larger), far below the 1e-4 the tests allow.
-    return [float(f"{x:.8g}") for x in t.reshape(-1).tolist()]
+    # Exact float32 values, little-endian, base64: {"f32": "..."} (a third of the size of the
+    # numbers written out in decimal); the test decodes them when it reads the file.
+    data = t.detach().reshape(-1).to(torch.float32).numpy().astype("<f4").tobytes()
+    return {"f32": base64.b64encode(data).decode("ascii")}
+
+
+def floats64(t):
+    data = t.detach().reshape(-1).to(torch.float64).numpy().astype("<f8").tobytes()
+    return {"f64": base64.b64encode(data).decode("ascii")}
 
 
 def final_norm(model):
@@ -136,7 +143,7 @@ def main():
         if name in args.f64:
             # transformers keeps RoPE's inverse frequencies and angles in float32 even here.
             logits64, _, _ = run(load(directory, torch.float64), ids)
-            case["logits_f64_last"] = logits64[-1].tolist()
+            case["logits_f64_last"] = floats64(logits64[-1])
         golden["cases"].append(case)
         print(f"{name}: logits {tuple(logits.shape)}, |logits| max {logits.abs().max().item():.4g}", file=sys.stderr)
 
