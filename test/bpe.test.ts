@@ -13,8 +13,8 @@ import { convertModel } from "../src/convert/convertModel.js";
 import { TokenizerError, UnsupportedError } from "../src/errors.js";
 import { GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
-import { type BpeVocab, bpeTokenizerConfig, bpeTokenizerJson } from "../src/tokenizer/bpe.js";
-import { createHfTokenizer } from "../src/tokenizer/hfTokenizer.js";
+import type { BpeVocab } from "../src/tokenizer/bpe.js";
+import { bpeTokenizer } from "../src/tokenizer/hfTokenizer.js";
 import { PieceType } from "../src/tokenizer/sentencepiece.js";
 import { byteAlphabet, type FixturePre, writeBpeTokenizer } from "./fixtures/bpeTokenizer.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
@@ -97,7 +97,7 @@ test("BPE tokens named like Object properties (toString, constructor) are tokens
     merges: [], pre: "llama-bpe", bosId: -1, eosId: -1, addBos: false,
   };
   // Llama 3's pre-tokenizer takes a word that is itself a token whole (ignore_merges).
-  const tokenizer = createHfTokenizer(bpeTokenizerJson(vocab, "test"), bpeTokenizerConfig(vocab), {}, vocab.tokens.length, "test");
+  const tokenizer = bpeTokenizer(vocab, "test", "test vocabulary");
   assert.deepEqual(tokenizer.encode("toString", { bos: false }), [256]);
   assert.deepEqual(tokenizer.encode("constructor", { bos: false }), [257]);
 });
@@ -116,6 +116,21 @@ test("bad BPE input: merges missing, an unknown pre-tokenizer, a tokenizer.json 
     file.file.close();
     return out;
   };
+  // GGUF -> GGUF keeps the vocabulary whole, token types included (an unused token stays unused).
+  const withUnused = rewrite((m) => {
+    const types = [...((m.get("tokenizer.ggml.token_type") as { value: number[] }).value)];
+    types[300] = PieceType.Unused;
+    m.set("tokenizer.ggml.token_type", { type: GgufValueType.ARRAY, itemType: GgufValueType.INT32, value: types });
+  });
+  const again = join(tempDir(), "again.gguf");
+  convertModel(withUnused, again, { to: "gguf", dtype: "F16" });
+  const [before, after] = [readGguf(withUnused), readGguf(again)];
+  for (const key of ["tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.pre", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token"]) {
+    assert.deepEqual(after.metadata.get(key)?.value, before.metadata.get(key)?.value, key);
+  }
+  assert.equal((after.metadata.get("tokenizer.ggml.token_type")!.value as number[])[300], PieceType.Unused);
+  before.file.close();
+  after.file.close();
   const noMerges = rewrite((m) => m.delete("tokenizer.ggml.merges"));
   assert.throws(() => openModel(noMerges), (e: unknown) => e instanceof TokenizerError && /tokenizer\.ggml\.merges/.test(e.message) && e.message.includes(noMerges));
   const unknownPre = rewrite((m) => m.set("tokenizer.ggml.pre", { type: GgufValueType.STRING, value: "klingon" }));

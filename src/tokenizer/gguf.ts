@@ -2,8 +2,8 @@
 
 import { TokenizerError, UnsupportedError } from "../errors.js";
 import { type GgufFile, ggufArray, ggufNumber, ggufString } from "../formats/gguf.js";
-import { type BpeVocab, bpePreTokenizer, bpeTokenizerConfig, bpeTokenizerJson } from "./bpe.js";
-import { createHfTokenizer, type HfTokenizer } from "./hfTokenizer.js";
+import { type BpeVocab, bpePreTokenizer } from "./bpe.js";
+import { bpeTokenizer, type HfTokenizer } from "./hfTokenizer.js";
 import { PieceType, SentencePieceTokenizer } from "./sentencepiece.js";
 import type { Tokenizer } from "./tokenizer.js";
 
@@ -58,5 +58,5 @@ function readGgufBpeTokenizer(gguf: GgufFile, tokens: string[]): HfTokenizer {
     eosId: ggufNumber(gguf, "tokenizer.ggml.eos_token_id") ?? -1,
     addBos: addBos === undefined ? pre.addBos : Boolean(addBos.value),
   };
-  return createHfTokenizer(bpeTokenizerJson(vocab, gguf.path), bpeTokenizerConfig(vocab), {}, n, gguf.path, `byte-level BPE (GGUF tokenizer.ggml.model=gpt2, pre-tokenizer ${pre.name}), ${n} tokens`);
+  return bpeTokenizer(vocab, gguf.path, `byte-level BPE (GGUF tokenizer.ggml.model=gpt2, pre-tokenizer ${pre.name}), ${n} tokens`);
 }

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizerImpl } from "@huggingface/tokenizers";
 import { TokenizerError } from "../errors.js";
-import { type BpeVocab, bpeVocabFromTokenizerJson } from "./bpe.js";
+import { type BpeVocab, bpeTokenizerConfig, bpeTokenizerJson, bpeVocabFromTokenizerJson } from "./bpe.js";
 import type { Tokenizer } from "./tokenizer.js";
 
 function readJson(path: string): Record<string, unknown> {
@@ -42,6 +42,8 @@ export class HfTokenizer implements Tokenizer {
     vocabSize: number,
     readonly source: string,
     description?: string,
+    /** The GGUF BPE vocabulary the tokenizer.json was built from, kept whole (token types included). */
+    private readonly bpe?: BpeVocab,
   ) {
     this.vocabSize = vocabSize;
     this.bosId = specialIds.addBos ? specialIds.bosId : -1;
@@ -55,7 +57,7 @@ export class HfTokenizer implements Tokenizer {
 
   /** The byte-level BPE vocabulary, for a GGUF file (UnsupportedError when the tokenizer is of another kind). */
   bpeVocabulary(): BpeVocab {
-    return bpeVocabFromTokenizerJson(this.json, this.vocabSize, this.specialIds, this.source);
+    return this.bpe ?? bpeVocabFromTokenizerJson(this.json, this.vocabSize, this.specialIds, this.source);
   }
 
   encode(text: string, options: { bos?: boolean } = {}): number[] {
@@ -90,13 +92,16 @@ export function readHfTokenizer(dir: string, config: Record<string, unknown>, vo
 }
 
 /** A tokenizer from tokenizer.json and tokenizer_config.json contents (config: the model's config.json, for *_token_id). */
-export function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string, description?: string): HfTokenizer {
-  let impl: HfTokenizerImpl;
+function buildImpl(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, source: string): HfTokenizerImpl {
   try {
-    impl = new HfTokenizerImpl(json, tokenizerConfig);
+    return new HfTokenizerImpl(json, tokenizerConfig);
   } catch (err) {
     throw new TokenizerError(`${source}: cannot build the tokenizer (${(err as Error).message})`, { file: source, hint: "the tokenizer type may not be supported by @huggingface/tokenizers" });
   }
+}
+
+export function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string): HfTokenizer {
+  const impl = buildImpl(json, tokenizerConfig, source);
   const idOf = (key: "bos" | "eos"): number => {
     const text = tokenText(tokenizerConfig[`${key}_token`]);
     const fromText = text === undefined ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
@@ -106,5 +111,12 @@ export function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig
   };
   // add_bos_token: false (e.g. Qwen) means documents start without BOS, as the model was trained.
   const bosId = idOf("bos");
-  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: tokenizerConfig["add_bos_token"] !== false && bosId >= 0 }, vocabSize, source, description);
+  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: tokenizerConfig["add_bos_token"] !== false && bosId >= 0 }, vocabSize, source);
+}
+
+/** The tokenizer of a GGUF byte-level BPE vocabulary: its special ids as the file gives them, the vocabulary kept whole. */
+export function bpeTokenizer(vocab: BpeVocab, source: string, description: string): HfTokenizer {
+  const json = bpeTokenizerJson(vocab, source);
+  const specialIds = { bosId: vocab.bosId, eosId: vocab.eosId, addBos: vocab.addBos && vocab.bosId >= 0 };
+  return new HfTokenizer(buildImpl(json, bpeTokenizerConfig(vocab), source), json, specialIds, vocab.tokens.length, source, description, vocab);
 }
