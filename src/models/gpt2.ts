@@ -190,12 +190,11 @@ export function gpt2View(stored: TensorProvider, options: { conv1d: boolean }): 
       return PARTS.map((part) => ({ ...e, name: `${e.name}#${part}`, shape: [e.shape[0]! / 3, ...e.shape.slice(1)] }));
     }),
     readF32: (name) => {
-      const hash = name.lastIndexOf("#");
-      if (hash < 0) return read(name);
-      const all = read(name.slice(0, hash));
+      const part = fusedPart(name);
+      if (!part) return read(name);
+      const all = read(part.fused);
       const size = all.length / 3;
-      const index = PARTS.indexOf(name.slice(hash + 1) as (typeof PARTS)[number]);
-      return all.slice(index * size, (index + 1) * size);
+      return all.slice(part.index * size, (part.index + 1) * size);
     },
   };
 }
