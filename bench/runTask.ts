@@ -13,7 +13,7 @@ import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { removeLayers } from "../src/prune/removeLayers.js";
 import { evaluateTask } from "../src/eval/evaluateTasks.js";
 import { parseTaskList } from "../src/eval/tasks/tasks.js";
-import { copyStats, setKernelCopy } from "../src/formats/kernelCopy.js";
+import { outputStats, setNativeOutput } from "../src/formats/outputFile.js";
 
 /** Matrix FLOPs per token of the decoder layers (and the head when it runs), for effective GFLOP/s. */
 export function flopsPerToken(m: OpenedModel, seqLen: number, withHead: boolean): number {
@@ -28,7 +28,7 @@ export function flopsPerToken(m: OpenedModel, seqLen: number, withHead: boolean)
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" }, "no-kernel-copy": { type: "boolean" },
+    tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" }, "no-native-output": { type: "boolean" },
     tasks: { type: "string" }, "data-dir": { type: "string" }, limit: { type: "string" },
   },
 });
@@ -48,11 +48,11 @@ if (task === "tasks") {
 } else if (task === "prune") {
   const out = values.out!;
   rmSync(out, { recursive: true, force: true });
-  setKernelCopy(!values["no-kernel-copy"]);
+  setNativeOutput(!values["no-native-output"]);
   const started = process.hrtime.bigint();
   const result = removeLayers(modelPath, out, values.layers!.split(",").map(Number));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  console.log(JSON.stringify({ task, seconds, bytesWritten: result.bytesWritten, mbPerSecond: result.bytesWritten / 1e6 / seconds, layersBefore: result.layersBefore, layersAfter: result.layersAfter, kernelCopiedBytes: copyStats.kernelBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
+  console.log(JSON.stringify({ task, seconds, bytesWritten: result.bytesWritten, mbPerSecond: result.bytesWritten / 1e6 / seconds, layersBefore: result.layersBefore, layersAfter: result.layersAfter, nativeBytes: outputStats.nativeBytes, directBytes: outputStats.directBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
   rmSync(out, { recursive: true, force: true });
 } else {
   const windowsIds = (JSON.parse(readFileSync(values.tokens!, "utf8")) as { windows: number[][] }).windows;

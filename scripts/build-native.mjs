@@ -1,7 +1,7 @@
-// Builds the optional native helper (native/copy_range.c -> build/shortgpt_native.node) with the
-// machine's C compiler. It runs as the package's install script; when no compiler or no Node-API
-// headers are found it says so on one line and exits 0, and shortgpt copies bytes through user
-// space instead (same output, slower pruning). Node-API symbols resolve against the running
+// Builds the optional native helper (native/output_writer.c -> build/shortgpt_native.node) with
+// the machine's C compiler. It runs as the package's install script; when no compiler or no
+// Node-API headers are found it says so on one line and exits 0, and shortgpt writes checkpoints
+// with plain buffered writes instead (same output, slower pruning). Node-API symbols resolve against the running
 // node binary at load time, so a plain shared object is enough: no node-gyp, no downloads.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const source = join(root, "native", "copy_range.c");
+const source = join(root, "native", "output_writer.c");
 const output = join(root, "build", "shortgpt_native.node");
 
 function headerDirs() {
@@ -29,17 +29,17 @@ function firstError(stderr) {
 }
 
 function skip(reason) {
-  console.log(`shortgpt: native copy helper not built (${reason}); pruning will copy through user space`);
+  console.log(`shortgpt: native output helper not built (${reason}); checkpoints will be written with buffered writes`);
   process.exit(0);
 }
 
-if (process.platform !== "linux") skip(`copy_file_range is Linux-only, this is ${process.platform}`);
+if (process.platform !== "linux") skip(`the helper uses Linux O_DIRECT, this is ${process.platform}`);
 const includes = headerDirs();
 if (includes.length === 0) skip("no Node-API headers found");
 const compiler = process.env.CC || "cc";
 mkdirSync(dirname(output), { recursive: true });
 const temp = `${output}.${process.pid}.tmp`;
-const result = spawnSync(compiler, ["-O2", "-Wall", "-shared", "-fPIC", `-I${includes[0]}`, source, "-o", temp], { encoding: "utf8" });
+const result = spawnSync(compiler, ["-O2", "-Wall", "-shared", "-fPIC", "-pthread", `-I${includes[0]}`, source, "-o", temp], { encoding: "utf8" });
 if (result.error || result.status !== 0) {
   rmSync(temp, { force: true });
   skip(result.error ? `${compiler}: ${result.error.message}` : `${compiler} failed: ${firstError(result.stderr)}`);

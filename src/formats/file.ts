@@ -3,7 +3,6 @@
 
 import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
 import { CheckpointError } from "../errors.js";
-import { copyStats, kernelCopy } from "./kernelCopy.js";
 
 export class RandomAccessFile {
   readonly path: string;
@@ -54,14 +53,14 @@ export class RandomAccessFile {
 
   /**
    * The bytes `offset..offset+length` as a FileRange: iterating it reads chunks, so a large
-   * range is never held whole, and writeChunks copies it inside the kernel when it can.
+   * range is never held whole, and an OutputFile copies it without the JavaScript heap.
    */
   readChunks(offset: number, length: number, what: string, chunkBytes = 16 << 20): FileRange {
     this.checkRange(offset, length, what);
     return new FileRange(this, offset, length, what, chunkBytes);
   }
 
-  /** The open descriptor, for kernel-side copies. */
+  /** The open descriptor, for the native output writer's reads. */
   get descriptor(): number {
     return this.fd;
   }
@@ -81,11 +80,6 @@ export class FileRange implements Iterable<Buffer> {
     readonly what: string,
     readonly chunkBytes: number,
   ) {}
-
-  /** The same file from `skip` bytes into this range to its end. */
-  rest(skip: number): FileRange {
-    return new FileRange(this.file, this.offset + skip, this.length - skip, this.what, this.chunkBytes);
-  }
 
   *[Symbol.iterator](): Iterator<Buffer> {
     for (let done = 0; done < this.length; done += this.chunkBytes) {
@@ -183,48 +177,4 @@ export class ByteCursor {
 export function writeAll(fd: number, bytes: Uint8Array): void {
   let done = 0;
   while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done);
-}
-
-/**
- * One buffer for every user-space range copy: a fresh allocation per chunk costs a page fault
- * per 4 KiB touched (about 2.5 million for a 7B checkpoint); a reused 1 MiB one stays mapped and
- * in cache, as GNU cp's 128 KiB buffer does.
- */
-const COPY_BUFFER_BYTES = 1 << 20;
-let copyBuffer: Buffer | undefined;
-
-function copyRangeInUserSpace(range: FileRange, fd: number): number {
-  copyBuffer ??= Buffer.allocUnsafe(COPY_BUFFER_BYTES);
-  for (let done = 0; done < range.length;) {
-    const n = Math.min(COPY_BUFFER_BYTES, range.length - done);
-    range.file.readInto(copyBuffer, range.offset + done, n, range.what);
-    writeAll(fd, copyBuffer.subarray(0, n));
-    done += n;
-  }
-  copyStats.userSpaceBytes += range.length;
-  return range.length;
-}
-
-/**
- * Writes a tensor's bytes, whole or in chunks, at fd's current position and returns how many
- * were written. A FileRange is copied inside the kernel where possible (see kernelCopy.ts);
- * `limit` stops a source that supplies more bytes than declared (what was written is returned,
- * and is more than the limit).
- */
-export function writeChunks(fd: number, source: Uint8Array | Iterable<Uint8Array>, limit = Infinity): number {
-  let rest = source;
-  let written = 0;
-  if (source instanceof FileRange && source.length <= limit) {
-    written = kernelCopy(source.file.descriptor, source.offset, fd, source.length);
-    if (written === source.length) return written;
-    rest = source.rest(written);
-  }
-  if (rest instanceof FileRange && rest.length + written <= limit) return written + copyRangeInUserSpace(rest, fd);
-  for (const chunk of rest instanceof Uint8Array ? [rest] : rest) {
-    written += chunk.byteLength;
-    if (written > limit) break;
-    writeAll(fd, chunk);
-    copyStats.userSpaceBytes += chunk.byteLength;
-  }
-  return written;
 }

@@ -1,9 +1,9 @@
 // GGUF (llama.cpp's model file) reader and writer: metadata of every value type, tensor
 // index, alignment, and byte-exact copying of tensor data. Knows no model.
 
-import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { ByteCursor, type FileRange, RandomAccessFile, writeAll, writeChunks } from "./file.js";
+import { ByteCursor, type FileRange, RandomAccessFile } from "./file.js";
+import { writeChunks, writeOutputFile } from "./outputFile.js";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -420,18 +420,15 @@ export function writeGguf(path: string, gguf: GgufToWrite): void {
     head.u64(offset);
     offset = alignUp(offset + t.byteLength, gguf.alignment);
   }
-  const fd = openSync(path, "wx");
-  try {
+  writeOutputFile(path, (out) => {
     const header = head.concat();
-    writeAll(fd, header);
-    writeAll(fd, Buffer.alloc(alignUp(header.length, gguf.alignment) - header.length));
+    out.write(header);
+    out.write(Buffer.alloc(alignUp(header.length, gguf.alignment) - header.length));
     for (const t of gguf.tensors) {
-      const written = writeChunks(fd, t.bytes());
+      const written = writeChunks(out, t.bytes());
       if (written !== t.byteLength) throw new Error(`tensor ${t.name}: got ${written} bytes, expected ${t.byteLength}`);
       const pad = alignUp(written, gguf.alignment) - written;
-      if (pad > 0) writeAll(fd, Buffer.alloc(pad));
+      if (pad > 0) out.write(Buffer.alloc(pad));
     }
-  } finally {
-    closeSync(fd);
-  }
+  });
 }

@@ -1,9 +1,9 @@
 // llama2.c checkpoints (Karpathy): the legacy header-only format and the versioned "ak42"
 // format, version 1 (fp32). Both store fp32 tensors grouped by kind, layer after layer.
 
-import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { RandomAccessFile, writeAll, writeChunks } from "./file.js";
+import { RandomAccessFile } from "./file.js";
+import { writeChunks, writeOutputFile } from "./outputFile.js";
 
 export const LLAMA2C_MAGIC = 0x616b3432; // "ak42"
 const LEGACY_HEADER_BYTES = 7 * 4;
@@ -199,14 +199,11 @@ export function encodeLlama2cHeader(h: Llama2cHeader): Buffer {
  * lists, in that order, with bytes supplied by name. The caller writes to a temporary path.
  */
 export function writeLlama2c(path: string, header: Llama2cHeader, tensorBytes: (tensor: Llama2cTensor) => Uint8Array | Iterable<Uint8Array>): void {
-  const fd = openSync(path, "wx");
-  try {
-    writeAll(fd, encodeLlama2cHeader(header));
+  writeOutputFile(path, (out) => {
+    out.write(encodeLlama2cHeader(header));
     for (const t of llama2cLayout(header)) {
-      const written = writeChunks(fd, tensorBytes(t));
+      const written = writeChunks(out, tensorBytes(t));
       if (written !== t.byteLength) throw new Error(`tensor ${t.name}: got ${written} bytes, expected ${t.byteLength}`);
     }
-  } finally {
-    closeSync(fd);
-  }
+  });
 }

@@ -3,9 +3,9 @@
 // anything is allocated; tensors are read one at a time. Knows no model.
 
 import { constants as bufferConstants } from "node:buffer";
-import { closeSync, openSync } from "node:fs";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { type FileRange, RandomAccessFile, writeAll, writeChunks } from "./file.js";
+import { type FileRange, RandomAccessFile } from "./file.js";
+import { writeChunks, writeOutputFile } from "./outputFile.js";
 
 /** Element size in bits of every dtype the safetensors format defines. */
 export const SAFETENSORS_DTYPE_BITS = {
@@ -268,7 +268,7 @@ export function readTensorBytes(st: SafetensorsFile, name: string): Buffer {
 
 export const DEFAULT_CHUNK_BYTES = 16 << 20;
 
-/** The bytes of one tensor in pieces of at most `chunkBytes`, read as they are consumed (or copied kernel-side by writeChunks). */
+/** The bytes of one tensor as a file range: read in pieces of at most `chunkBytes` as they are consumed, or copied whole by an OutputFile. */
 export function readTensorChunks(st: SafetensorsFile, name: string, chunkBytes = DEFAULT_CHUNK_BYTES): FileRange {
   const t = tensorInfo(st, name);
   return st.file.readChunks(st.dataOffset + t.begin, t.byteLength, `tensor ${name}`, chunkBytes);
@@ -328,15 +328,14 @@ export function safetensorsHeader(tensors: readonly SafetensorsTensorToWrite[], 
  */
 export function writeSafetensors(path: string, tensors: readonly SafetensorsTensorToWrite[], metadata: Readonly<Record<string, string>> = {}): SafetensorsWriteResult {
   const { json, order } = safetensorsHeader(tensors, metadata);
-  const fd = openSync(path, "wx");
-  try {
+  return writeOutputFile(path, (out) => {
     const length = Buffer.alloc(8);
     length.writeBigUInt64LE(BigInt(json.length));
-    writeAll(fd, length);
-    writeAll(fd, json);
+    out.write(length);
+    out.write(json);
     let dataBytes = 0;
     for (const t of order) {
-      const written = writeChunks(fd, t.bytes(), t.byteLength);
+      const written = writeChunks(out, t.bytes(), t.byteLength);
       if (written !== t.byteLength) {
         throw new CheckpointError(`${path}: tensor ${t.name} supplied ${written > t.byteLength ? "more than" : written} bytes, expected ${t.byteLength}`, {
           file: path, tensor: t.name, expected: t.byteLength, got: written,
@@ -345,7 +344,5 @@ export function writeSafetensors(path: string, tensors: readonly SafetensorsTens
       dataBytes += written;
     }
     return { headerLength: json.length, dataBytes };
-  } finally {
-    closeSync(fd);
-  }
+  });
 }

@@ -51,9 +51,14 @@ export function weightedMean(sums: ArrayLike<number>, counts: ArrayLike<number>,
   return s / c;
 }
 
-/** Angle between two rows in units of pi (0: same direction, 1: opposite). */
+/** The angle of a cosine in units of pi (0: same direction, 1: opposite); rounding past +-1 is clamped. */
+function angleOfCosine(cos: number): number {
+  return Math.acos(Math.min(1, Math.max(-1, cos))) / Math.PI;
+}
+
+/** Angle between two rows in units of pi. */
 export function rowAngle(a: Float32Array | Float64Array, b: Float32Array | Float64Array, offset: number, dim: number): number {
-  return Math.acos(Math.min(1, Math.max(-1, rowCosine(a, b, offset, dim)))) / Math.PI;
+  return angleOfCosine(rowCosine(a, b, offset, dim));
 }
 
 /** ||b - a|| / ||b|| for one row: the size of the layer's update relative to its output. */
@@ -104,7 +109,7 @@ export class LayerStats implements LayerHooks {
       const w = ids[Math.floor(t / seqLen)]!;
       const cos = rowCosine(input, output, t * dim, dim);
       this.cosine.add(k, w, cos);
-      if (this.want.angle) this.angle.add(k, w, Math.acos(Math.min(1, Math.max(-1, cos))) / Math.PI);
+      if (this.want.angle) this.angle.add(k, w, angleOfCosine(cos));
       if (this.want.magnitude) this.magnitude.add(k, w, rowRelativeMagnitude(input, output, t * dim, dim));
     }
     if (this.blockOptions) this.trackBlocks(k, input, output, ids, seqLen, dim);
