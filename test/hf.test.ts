@@ -7,7 +7,6 @@ import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync,
 import { basename, join } from "node:path";
 import { test } from "node:test";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
-import { rmsNorm } from "../src/backend/reference.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { perplexityWindows } from "../src/data/windows.js";
 import { perplexity } from "../src/eval/perplexity.js";
@@ -33,7 +32,11 @@ interface GoldenCase {
   name: string;
   config: Record<string, unknown>;
   weight_sha256: Record<string, string>;
-  /** Every position's logits; the round-trip cases ("-rt") keep only logits_last. */
+  /**
+   * Every position's logits (f32), or the last position's (logits_last) with the final normed
+   * hidden state at every position (final_normed) for the other cases: the classifier is one
+   * matmul, checked in full on f32, and the file stays small. Round-trip cases ("-rt") keep only logits_last.
+   */
   logits?: number[];
   logits_last?: number[];
   residual?: number[][];
@@ -466,18 +469,23 @@ test(`the fixture matches transformers ${golden.transformers_version}: logits (F
         },
       },
     });
-    const scaled = scaledError(logits, c.logits!);
-    // Relative per element, absolute below |1| (many logits are near zero).
+    const vocab = model.config.vocabSize;
+    const lastLogits = logits.subarray((ids.length - 1) * vocab);
     // Gemma's scaled embedding gives logits up to ~90: float32 rounding in transformers moves the
     // small ones by more than 1e-4 of 1, so for it the float64 comparison below is the tight one.
     const floor = c.name === "gemma" ? 10 : 1;
-    const element = elementError(logits, c.logits!, floor);
-    t.diagnostic(`${c.name}: logits max|diff|/max|want| = ${scaled.toExponential(2)}, max |diff|/max(|want|, ${floor}) = ${element.toExponential(2)}`);
-    assert.ok(scaled <= 1e-4 && element <= 1e-4, `${c.name}: logits differ from transformers (${scaled}, ${element})`);
+    for (const [what, got, want] of [["logits", logits, c.logits], ["last-position logits", lastLogits, c.logits_last], ["final normed hidden state", model.finalNorm(lastOutput, ids.length), c.final_normed]] as const) {
+      if (!want) continue;
+      // Relative per element, absolute below `floor` (many values are near zero).
+      const scaled = scaledError(got, want);
+      const element = elementError(got, want, floor);
+      t.diagnostic(`${c.name}: ${what} max|diff|/max|want| = ${scaled.toExponential(2)}, max |diff|/max(|want|, ${floor}) = ${element.toExponential(2)}`);
+      assert.ok(scaled <= 1e-4 && element <= 1e-4, `${c.name}: ${what} differ from transformers (${scaled}, ${element})`);
+    }
+    assert.ok(c.logits ?? (c.logits_last && c.final_normed), `${c.name}: the golden holds every position's logits, or the last position's and the normed hidden states`);
     if (c.logits_f64_last) {
       // transformers in float64 (its RoPE angles stay float32): most of the float32 gap closes.
-      const vocab = model.config.vocabSize;
-      const err64 = scaledError(logits.subarray((ids.length - 1) * vocab), c.logits_f64_last);
+      const err64 = scaledError(lastLogits, c.logits_f64_last);
       t.diagnostic(`${c.name}: last-position logits vs transformers in float64, max|diff|/max|want| = ${err64.toExponential(2)}`);
       assert.ok(err64 <= 1e-5, `${c.name}: float64 logits differ (${err64})`);
     }
@@ -487,9 +495,7 @@ test(`the fixture matches transformers ${golden.transformers_version}: logits (F
       let worst = 0;
       for (let layer = 0; layer < L; layer++) worst = Math.max(worst, scaledError(layerInputs[layer]!, c.residual[layer]!));
       worst = Math.max(worst, scaledError(lastOutput, c.residual[L]!));
-      const normed = new Float64Array(lastOutput.length);
-      rmsNorm(normed, lastOutput, model.weights.finalNorm, ids.length, model.config.dim, model.config.normEps);
-      const normedErr = scaledError(normed, c.final_normed);
+      const normedErr = scaledError(model.finalNorm(lastOutput, ids.length), c.final_normed);
       t.diagnostic(`${c.name}: residual stream max scaled error ${worst.toExponential(2)}, final normed ${normedErr.toExponential(2)}`);
       assert.ok(worst <= 1e-5 && normedErr <= 1e-5, `${c.name}: hidden states differ (${worst}, ${normedErr})`);
       // The fixture is not degenerate: every layer turns the stream noticeably.
@@ -570,9 +576,13 @@ test("removeHfLayers on a sharded directory: loads, equals skipping, patches con
   const g = golden.pruned[0]!;
   assert.deepEqual(g.removed, [1, 2]);
   assert.deepEqual(Object.fromEntries(result.weightFiles.map((f) => [f, sha256(join(out, f))])), g.weight_sha256, "same bytes as the directory transformers loaded");
-  const err = scaledError(got, g.logits!);
-  t.diagnostic(`pruned: logits vs transformers on the pruned directory, max|diff|/max|want| = ${err.toExponential(2)}`);
-  assert.ok(err <= 1e-4);
+  // Every position's final normed hidden state and the last position's logits (the pruned model's classifier is the original's).
+  let hidden = new Float64Array(0);
+  pruned.forward(ids, { logits: "none", hooks: { onLayer: (_layer, _input, output) => void (hidden = Float64Array.from(output)) } });
+  const errHidden = scaledError(pruned.finalNorm(hidden, ids.length), g.final_normed!);
+  const errLast = scaledError(got.subarray((ids.length - 1) * pruned.config.vocabSize), g.logits_last!);
+  t.diagnostic(`pruned: vs transformers on the pruned directory, max|diff|/max|want|: final normed hidden states ${errHidden.toExponential(2)}, last-position logits ${errLast.toExponential(2)}`);
+  assert.ok(errHidden <= 1e-4 && errLast <= 1e-4);
 
   // Refusals: existing output without force, output = input or inside it, replacing a parent of the input.
   const refuses = (o: string, force: boolean, re: RegExp): void => {

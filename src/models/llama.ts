@@ -371,7 +371,7 @@ export class LlamaModel {
 
   /** Runs the tokens through the model as one causal window (prefill). */
   forward(tokens: ArrayLike<number>, options: ForwardOptions = {}): ForwardResult {
-    const { dim, vocabSize, normEps } = this.config;
+    const { dim, vocabSize } = this.config;
     const T = tokens.length;
     const cache = options.cache ?? new KvCache(this.config, T);
     const startPos = options.cache ? cache.length : 0;
@@ -400,13 +400,19 @@ export class LlamaModel {
     if (mode === "none") return { logits: new Float64Array(0), rows: 0 };
     const first = mode === "last" ? T - 1 : 0;
     const rows = T - first;
-    const last = x.subarray(first * dim);
-    const normed = new Float64Array(rows * dim);
-    if (this.weights.finalNormBias) layerNorm(normed, last, this.weights.finalNorm, this.weights.finalNormBias, rows, dim, normEps);
-    else rmsNorm(normed, last, this.weights.finalNorm, rows, dim, normEps);
+    const normed = this.finalNorm(x.subarray(first * dim), rows);
     const logits = new Float64Array(rows * vocabSize);
     matmul(logits, normed, this.weights.classifier, rows, dim, vocabSize);
     return { logits, rows };
+  }
+
+  /** The final norm (RMSNorm, or LayerNorm with its bias) of `rows` residual rows leaving the last layer. */
+  finalNorm(hidden: Float64Array, rows: number): Float64Array {
+    const { dim, normEps } = this.config;
+    const normed = new Float64Array(rows * dim);
+    if (this.weights.finalNormBias) layerNorm(normed, hidden, this.weights.finalNorm, this.weights.finalNormBias, rows, dim, normEps);
+    else rmsNorm(normed, hidden, this.weights.finalNorm, rows, dim, normEps);
+    return normed;
   }
 }
 

@@ -4,7 +4,10 @@
 Independent of the TypeScript code: the weights are read by the `safetensors` library and run
 by `AutoModelForCausalLM` (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM,
 GPT2LMHeadModel; eager attention, float32). For each case it records the logits at every
-position and the residual stream entering each layer.
+position and the residual stream entering each layer; --compact cases (and pruned ones) record
+the final normed hidden state at every position and the last position's logits instead of every
+position's logits (the classifier is one matmul, checked in full on the other cases), which
+keeps the golden file small.
 
 Hidden states: transformers' `output_hidden_states=True` returns L+1 tensors; element i < L
 is the residual stream entering layer i (element 0 is the embedding), but element L has the
@@ -20,7 +23,7 @@ last position's logits from the model loaded in float64 (logits_f64_last, full p
 
 Usage (see make_hf_golden.sh):
   hf_llama_oracle.py --ids 1,2,3 --case NAME DIR [--case NAME DIR ...] [--hidden NAME] [--f64 NAME]
-                     [--last-only NAME] [--pruned NAME DIR FROM_CASE_DIR LAYERS] --out golden.json
+                     [--compact NAME] [--last-only NAME] [--pruned NAME DIR FROM_CASE_DIR LAYERS] --out golden.json
 """
 
 import argparse
@@ -106,6 +109,8 @@ def main():
     p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="cases that also record hidden states")
     p.add_argument("--f64", action="append", default=[], metavar="NAME",
                    help="cases that also record the last position's logits with the model run in float64")
+    p.add_argument("--compact", action="append", default=[], metavar="NAME",
+                   help="cases that record final_normed (every position) and logits_last instead of every position's logits")
     p.add_argument("--last-only", action="append", default=[], metavar="NAME",
                    help="cases that record only the last position's logits (logits_last), to keep the golden small")
     p.add_argument("--pruned", nargs=4, action="append", default=[], metavar=("NAME", "DIR", "FROM_DIR", "LAYERS"),
@@ -133,12 +138,13 @@ def main():
             "config": json.load(open(os.path.join(directory, "config.json"))),
             "weight_sha256": weight_hashes(directory),
         }
-        if name in args.last_only:
+        if name in args.last_only or name in args.compact:
             case["logits_last"] = floats(logits[-1])
         else:
             case["logits"] = floats(logits)
         if name in args.hidden:
             case["residual"] = [floats(r) for r in residual]
+        if name in args.hidden or name in args.compact:
             case["final_normed"] = floats(final_normed)
         if name in args.f64:
             # transformers keeps RoPE's inverse frequencies and angles in float32 even here.
@@ -150,7 +156,7 @@ def main():
     for name, directory, from_dir, layers in args.pruned:
         removed = sorted(int(s) for s in layers.split(","))
         pruned = load(directory)
-        logits, _, _ = run(pruned, ids)
+        logits, _, final_normed = run(pruned, ids)
         # The same removal done in torch on the original model.
         original = load(from_dir)
         original.model.layers = torch.nn.ModuleList(
@@ -169,7 +175,8 @@ def main():
             "config": json.load(open(os.path.join(directory, "config.json"))),
             "weight_sha256": weight_hashes(directory),
             "max_abs_diff_vs_layers_deleted_in_torch": diff,
-            "logits": floats(logits),
+            "final_normed": floats(final_normed),
+            "logits_last": floats(logits[-1]),
         })
         print(f"{name}: pruned directory loads in transformers; equal to layers {removed} deleted in torch", file=sys.stderr)
 

@@ -36,7 +36,8 @@ done
   --ids 1,37,402,11,250,99,500,3,77,128,256,311,42,7,480,199,65 \
   --case f32 "$work/f32" --case bf16 "$work/bf16" --case f16 "$work/f16" --case qwen2 "$work/qwen2" --case qwen3 "$work/qwen3" --case gemma "$work/gemma" \
   --case gpt2 "$work/gpt2" --case llama3 "$work/llama3" --case llama-linear "$work/llama-linear" "${rt_cases[@]}" \
-  --hidden f32 --f64 f32 --f64 gemma --f64 gpt2 --f64 llama3 --f64 llama-linear \
+  --hidden f32 --compact bf16 --compact f16 --compact qwen2 --compact qwen3 --compact gemma --compact gpt2 --compact llama3 --compact llama-linear \
+  --f64 f32 --f64 gemma --f64 gpt2 --f64 llama3 --f64 llama-linear \
   --pruned f32-sharded-pruned "$work/f32-sharded-pruned" "$work/f32-sharded" 1,2 \
   --out test/oracle/golden/hf_llama_tiny.json
 ls -l test/oracle/golden/hf_llama_tiny.json
