@@ -12,12 +12,13 @@ import { perplexityWindows } from "../src/data/windows.js";
 import { perplexity } from "../src/eval/perplexity.js";
 import { streamingPerplexity } from "../src/models/streaming.js";
 import { CheckpointError, OutputError, ShortgptError, UnsupportedError } from "../src/errors.js";
-import { type GgufValue, GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
+import { type GgufValue, GgufValueType } from "../src/formats/gguf.js";
 import { openHfDirectory } from "../src/formats/hfDirectory.js";
 import { convertModel } from "../src/convert/convertModel.js";
 import {
   findDuplicateJsonKey, readSafetensors, readTensorBytes, readTensorChunks, safetensorsByteLength, type SafetensorsTensorToWrite, writeSafetensors,
 } from "../src/formats/safetensors.js";
+import { resolveHfGpt2Config } from "../src/models/gpt2.js";
 import { HF_LLAMA_NAMES, hfLlamaTensorNames, parseHfLlamaConfig, resolveHfLlamaConfig } from "../src/models/hfLlamaConfig.js";
 import type { LlamaModel } from "../src/models/llama.js";
 import { removeHfLayers } from "../src/prune/removeLayersHf.js";
@@ -26,7 +27,7 @@ import { repoRoot } from "../src/shared.js";
 import { decodeF16 } from "../src/tensor/dtype.js";
 import { f32ToBf16Bits, f32ToF16Bits } from "../src/tensor/half.js";
 import { type FixtureDtype, type FixtureFamily, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
-import { scaledError, sha256, tempDir, TOKENIZER } from "./helpers.js";
+import { rewriteGguf, scaledError, sha256, tempDir, TOKENIZER } from "./helpers.js";
 
 interface GoldenCase {
   name: string;
@@ -526,7 +527,7 @@ test("removeHfLayers on a sharded directory: loads, equals skipping, patches con
   const ids = golden.ids;
 
   const out = join(dir, "out");
-  const result = removeHfLayers(input, out, [2, 1], { chunkBytes: 1000 });
+  const result = removeHfLayers(input, out, [2, 1]);
   assert.deepEqual(hashDir(input), before, "input untouched");
   assert.deepEqual(result.removed, [1, 2]);
   assert.equal(result.layersBefore, 4);
@@ -570,15 +571,14 @@ test("removeHfLayers on a sharded directory: loads, equals skipping, patches con
   // computes on the same directory (written by this same code when the golden was made).
   const pruned = loadHfLlama(out);
   assert.equal(pruned.nLayers, 2);
-  const got = pruned.forward(ids).logits;
+  let hidden = new Float64Array(0); // leaving the last layer
+  const got = pruned.forward(ids, { hooks: { onLayer: (_layer, _input, output) => void (hidden = Float64Array.from(output)) } }).logits;
   const want = original.forward(ids, { skip: new Set([1, 2]) }).logits;
   assert.deepEqual([...got], [...want], "bit for bit");
   const g = golden.pruned[0]!;
   assert.deepEqual(g.removed, [1, 2]);
   assert.deepEqual(Object.fromEntries(result.weightFiles.map((f) => [f, sha256(join(out, f))])), g.weight_sha256, "same bytes as the directory transformers loaded");
   // Every position's final normed hidden state and the last position's logits (the pruned model's classifier is the original's).
-  let hidden = new Float64Array(0);
-  pruned.forward(ids, { logits: "none", hooks: { onLayer: (_layer, _input, output) => void (hidden = Float64Array.from(output)) } });
   const errHidden = scaledError(pruned.finalNorm(hidden, ids.length), g.final_normed!);
   const errLast = scaledError(got.subarray((ids.length - 1) * pruned.config.vocabSize), g.logits_last!);
   t.diagnostic(`pruned: vs transformers on the pruned directory, max|diff|/max|want|: final normed hidden states ${errHidden.toExponential(2)}, last-position logits ${errLast.toExponential(2)}`);
@@ -662,16 +662,16 @@ test("removeHfLayers on a broken input fails with a typed error and writes nothi
   assert.deepEqual(readdirSync(dir).sort(), ["in", "mismatch"], "no output and no temporary directory");
 });
 
-test("Qwen2, Qwen3, Gemma and GPT-2 directories: the onnxruntime graph (biases, per-head q/k norms, GELU, LayerNorm, learned positions) agrees with the reference; pruning keeps their extra tensors", async () => {
+test("Qwen2, Qwen3, Gemma, GPT-2 and Llama 3 directories: the onnxruntime graph (biases, per-head q/k norms, GELU, LayerNorm, learned positions, scaled RoPE) agrees with the reference; pruning keeps their extra tensors", async () => {
   const dir = tempDir();
   const ort = await createOrtBackend({ threads: 2, flavor: "node" });
   try {
-    for (const family of ["qwen2", "qwen3", "gemma", "gpt2"] as const) {
+    for (const family of ["qwen2", "qwen3", "gemma", "gpt2", "llama3"] as const) {
       const path = join(dir, family);
       writeHfLlamaFixture(path, { family });
       const opened = openModel(path);
       try {
-        assert.equal(opened.architecture, family);
+        assert.equal(opened.architecture, family === "llama3" ? "llama" : family);
         const docs = [Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 512), Array.from({ length: 33 }, (_, i) => (i * 91 + 5) % 512)];
         const windows = perplexityWindows(docs, { seqLen: 16, stride: 16 });
         const reference = await streamingPerplexity(opened, windows, { backend: createReferenceBackend() });
@@ -743,15 +743,10 @@ test("RoPE scaling in GGUF: rope_freqs or linear metadata mean the same; other t
   const gguf = join(dir, "linear.gguf");
   convertModel(linear.dir, gguf, { to: "gguf", dtype: "F32", tokenizer: TOKENIZER });
   // llama.cpp's converter writes linear scaling as metadata rather than rope_freqs: the same model.
-  const rewrite = (out: string, edit: (m: Map<string, GgufValue>) => void): string => {
-    const file = readGguf(gguf);
-    const metadata = new Map(file.metadata);
+  const rewrite = (out: string, edit: (m: Map<string, GgufValue>) => void): string => rewriteGguf(gguf, out, (metadata, tensors) => {
     edit(metadata);
-    const tensors = file.tensors.filter((t) => t.name !== "rope_freqs.weight").map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) }));
-    writeGguf(out, { version: 3, alignment: 32, metadata, tensors });
-    file.file.close();
-    return out;
-  };
+    return tensors.filter((t) => t.name !== "rope_freqs.weight");
+  });
   const asMetadata = rewrite(join(dir, "metadata.gguf"), (m) => {
     m.set("llama.rope.scaling.type", { type: GgufValueType.STRING, value: "linear" });
     m.set("llama.rope.scaling.factor", { type: GgufValueType.FLOAT32, value: 4 });
@@ -778,18 +773,11 @@ test("GPT-2 with its own classifier (a GGUF output.weight) becomes an untied Hug
   const tied = join(dir, "tied.gguf");
   convertModel(gpt2.dir, tied, { to: "gguf", dtype: "F32", tokenizer: TOKENIZER });
   // Add a separate output.weight (older llama.cpp converters stored one).
-  const file = readGguf(tied);
-  const embedding = file.tensors.find((t) => t.name === "token_embd.weight")!;
-  const classifier = new Float32Array(embedding.byteLength / 4).map((_, i) => Math.sin(i) * 0.3);
-  const untied = join(dir, "untied.gguf");
-  writeGguf(untied, {
-    version: 3, alignment: 32, metadata: file.metadata,
-    tensors: [
-      ...file.tensors.map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) })),
-      { name: "output.weight", dims: embedding.dims, type: embedding.type, byteLength: embedding.byteLength, bytes: () => new Uint8Array(classifier.buffer) },
-    ],
+  const untied = rewriteGguf(tied, join(dir, "untied.gguf"), (_, tensors) => {
+    const embedding = tensors.find((t) => t.name === "token_embd.weight")!;
+    const classifier = new Float32Array(embedding.byteLength / 4).map((_, i) => Math.sin(i) * 0.3);
+    tensors.push({ name: "output.weight", dims: embedding.dims, type: embedding.type, byteLength: embedding.byteLength, bytes: () => new Uint8Array(classifier.buffer) });
   });
-  file.file.close();
   const out = join(dir, "untied-hf");
   convertModel(untied, out, { to: "safetensors", dtype: "F32" });
   assert.equal(JSON.parse(readFileSync(join(out, "config.json"), "utf8")).tie_word_embeddings, false);
@@ -809,17 +797,33 @@ test("Baichuan in GGUF: convert writes it as llama (head normalized); a file in 
   const want = loadModel(baichuan.dir).model.forward(ids).logits;
   assert.ok(scaledError(loadModel(gguf).model.forward(ids).logits, want) < 1e-9, "the llama-architecture GGUF is the same model");
   // llama.cpp's converter names: general.architecture baichuan, hyperparameters under baichuan.*.
-  const rewrite = (out: string, blockCount?: number): string => {
-    const file = readGguf(gguf);
-    const metadata = new Map([...file.metadata].map(([k, v]) => [k.startsWith("llama.") ? `baichuan.${k.slice(6)}` : k, v]));
+  const rewrite = (out: string, blockCount?: number): string => rewriteGguf(gguf, out, (metadata) => {
+    for (const [k, v] of [...metadata]) {
+      if (!k.startsWith("llama.")) continue;
+      metadata.delete(k);
+      metadata.set(`baichuan.${k.slice(6)}`, v);
+    }
     metadata.set("general.architecture", { type: GgufValueType.STRING, value: "baichuan" });
     if (blockCount !== undefined) metadata.set("baichuan.block_count", { type: GgufValueType.UINT32, value: blockCount });
-    writeGguf(out, { version: 3, alignment: 32, metadata, tensors: file.tensors.map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) })) });
-    file.file.close();
-    return out;
-  };
+  });
   const asBaichuan = loadModel(rewrite(join(dir, "arch-baichuan.gguf")));
   assert.equal(openModel(join(dir, "arch-baichuan.gguf")).architecture, "baichuan");
   assert.ok(scaledError(asBaichuan.model.forward(ids).logits, want) < 1e-9);
   assert.throws(() => openModel(rewrite(join(dir, "thirteen.gguf"), 40)), (e: unknown) => e instanceof UnsupportedError && /ALiBi/.test((e as Error).message));
+});
+
+test("GPT-2 config.json: transformers' defaults, fields type-checked, features the engine lacks refused", () => {
+  const small = resolveHfGpt2Config({ model_type: "gpt2", n_inner: null }, "config.json");
+  assert.deepEqual([small.dim, small.nLayers, small.nHeads, small.hiddenDim, small.contextLength, small.vocabSize, small.normEps], [768, 12, 12, 3072, 1024, 50257, 1e-5]);
+  const corrupt: Record<string, unknown>[] = [{ n_embd: "768" }, { n_layer: 1.5 }, { layer_norm_epsilon: "1e-5" }, { tie_word_embeddings: "false" }, { n_inner: "big" }];
+  for (const fields of corrupt) {
+    const key = Object.keys(fields)[0]!;
+    assert.throws(() => resolveHfGpt2Config({ model_type: "gpt2", ...fields }, "config.json"), (e: unknown) => e instanceof CheckpointError && e.message.includes(key), key);
+  }
+  assert.throws(() => resolveHfGpt2Config({ n_embd: 100, n_head: 12 }, "config.json"), (e: unknown) => e instanceof CheckpointError && /not a multiple of n_head/.test((e as Error).message));
+  const lacking: Record<string, unknown>[] = [{ activation_function: "relu" }, { scale_attn_weights: false }, { scale_attn_by_inverse_layer_idx: true }, { add_cross_attention: true }];
+  for (const fields of lacking) {
+    const key = Object.keys(fields)[0]!;
+    assert.throws(() => resolveHfGpt2Config({ model_type: "gpt2", ...fields }, "config.json"), (e: unknown) => e instanceof UnsupportedError && e.message.includes(key), key);
+  }
 });

@@ -9,7 +9,7 @@
 // Pruning renumbers model.layers.N.* generically, so it works on the stored names directly.
 
 import { CheckpointError } from "../errors.js";
-import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
+import { stackedThirds, type TensorEntry, type TensorProvider } from "../tensor/provider.js";
 
 export const BAICHUAN2_VOCAB_SIZE = 125696;
 const W_PACK = /^model\.layers\.(\d+)\.self_attn\.W_pack\.weight$/;
@@ -25,6 +25,7 @@ export function baichuanView(stored: TensorProvider, options: { normalizeHead: b
     }
     for (const [i, part] of ["q_proj", "k_proj", "v_proj"].entries()) packs.set(`model.layers.${m[1]}.self_attn.${part}.weight`, { ...e, name: `${e.name}#${i}` });
   }
+  const readThird = stackedThirds((name) => stored.readF32(name));
   return {
     source: stored.source,
     entries: () => entries.flatMap((e) => {
@@ -37,9 +38,7 @@ export function baichuanView(stored: TensorProvider, options: { normalizeHead: b
       const pack = packs.get(name);
       if (pack) {
         const [packName, index] = pack.name.split("#") as [string, string];
-        const all = stored.readF32(packName);
-        const size = all.length / 3;
-        return all.slice(Number(index) * size, (Number(index) + 1) * size);
+        return readThird(packName, Number(index));
       }
       const w = stored.readF32(name);
       if (name === "lm_head.weight" && options.normalizeHead) normalizeRows(w, entries.find((e) => e.name === name)!.shape[1]!);

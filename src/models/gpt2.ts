@@ -13,7 +13,8 @@
 // transposed to (out, in), so the loader, the engine and convert see one canonical layout.
 
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
+import { stackedThirds, type TensorEntry, type TensorProvider } from "../tensor/provider.js";
+import { type FieldSpec, parseHfConfigFields } from "./hfLlamaConfig.js";
 import { checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
 /** config.json fields of GPT2Config that shape the forward pass, spelled as on disk. */
@@ -44,38 +45,45 @@ export function isGpt2Config(config: LlamaConfig): boolean {
   return config.learnedPositions === true;
 }
 
-function field(json: Readonly<Record<string, unknown>>, key: keyof HfGpt2RawConfig, kind: "int" | "number" | "string" | "boolean", source: string): unknown {
-  const v = json[key];
-  if (v === undefined || (v === null && key === "n_inner")) return undefined;
-  const ok = kind === "int" ? Number.isSafeInteger(v) && (v as number) > 0 : kind === "number" ? typeof v === "number" && Number.isFinite(v) : typeof v === kind;
-  if (!ok) throw new CheckpointError(`${source}: config field ${key} is ${JSON.stringify(v)}, expected ${kind === "int" ? "a positive integer" : `a ${kind}`}`, { file: source, hint: "config.json is corrupt" });
-  return v;
-}
+const FIELDS: Record<keyof HfGpt2RawConfig, FieldSpec> = {
+  n_embd: { kind: "int" },
+  n_layer: { kind: "int" },
+  n_head: { kind: "int" },
+  n_positions: { kind: "int" },
+  n_inner: { kind: "int", nullable: true },
+  vocab_size: { kind: "int" },
+  layer_norm_epsilon: { kind: "number" },
+  activation_function: { kind: "string" },
+  scale_attn_weights: { kind: "boolean" },
+  scale_attn_by_inverse_layer_idx: { kind: "boolean" },
+  add_cross_attention: { kind: "boolean" },
+  tie_word_embeddings: { kind: "boolean" },
+};
 
 /** Resolves a GPT-2 config.json once, with transformers' defaults; features the engine lacks are refused. */
 export function resolveHfGpt2Config(json: Readonly<Record<string, unknown>>, source: string): LlamaConfig {
-  const int = (key: keyof HfGpt2RawConfig): number | undefined => field(json, key, "int", source) as number | undefined;
+  const raw = parseHfConfigFields<HfGpt2RawConfig>(json, FIELDS, source);
   const unsupported = (what: string): never => {
     throw new UnsupportedError(`${source}: ${what} is not supported`, { file: source, hint: "this version runs GPT-2 with scaled dot-product attention and the tanh GELU" });
   };
-  const activation = (field(json, "activation_function", "string", source) as string | undefined) ?? DEFAULTS.activation_function;
+  const activation = raw.activation_function ?? DEFAULTS.activation_function;
   if (!TANH_GELU.has(activation)) unsupported(`activation_function ${JSON.stringify(activation)} (supported: ${[...TANH_GELU].join(", ")})`);
-  if (field(json, "scale_attn_weights", "boolean", source) === false) unsupported("scale_attn_weights false");
-  if (field(json, "scale_attn_by_inverse_layer_idx", "boolean", source) === true) unsupported("scale_attn_by_inverse_layer_idx true");
-  if (field(json, "add_cross_attention", "boolean", source) === true) unsupported("add_cross_attention true (an encoder-decoder model)");
-  const dim = int("n_embd") ?? DEFAULTS.n_embd;
-  const nHeads = int("n_head") ?? DEFAULTS.n_head;
+  if (raw.scale_attn_weights === false) unsupported("scale_attn_weights false");
+  if (raw.scale_attn_by_inverse_layer_idx === true) unsupported("scale_attn_by_inverse_layer_idx true");
+  if (raw.add_cross_attention === true) unsupported("add_cross_attention true (an encoder-decoder model)");
+  const dim = raw.n_embd ?? DEFAULTS.n_embd;
+  const nHeads = raw.n_head ?? DEFAULTS.n_head;
   if (dim % nHeads !== 0) throw new CheckpointError(`${source}: n_embd ${dim} is not a multiple of n_head ${nHeads}`, { file: source, hint: "config.json is corrupt" });
   const config: LlamaConfig = {
-    nLayers: int("n_layer") ?? DEFAULTS.n_layer,
+    nLayers: raw.n_layer ?? DEFAULTS.n_layer,
     dim,
-    hiddenDim: int("n_inner") ?? 4 * dim,
+    hiddenDim: raw.n_inner ?? 4 * dim,
     nHeads,
     nKvHeads: nHeads,
     headDim: dim / nHeads,
-    vocabSize: int("vocab_size") ?? DEFAULTS.vocab_size,
-    contextLength: int("n_positions") ?? DEFAULTS.n_positions,
-    normEps: (field(json, "layer_norm_epsilon", "number", source) as number | undefined) ?? DEFAULTS.layer_norm_epsilon,
+    vocabSize: raw.vocab_size ?? DEFAULTS.vocab_size,
+    contextLength: raw.n_positions ?? DEFAULTS.n_positions,
+    normEps: raw.layer_norm_epsilon ?? DEFAULTS.layer_norm_epsilon,
     ropeTheta: 10000, // unused: GPT-2 has no rotary embedding
     ...GPT2_FLAGS,
   };
@@ -180,6 +188,7 @@ export function gpt2View(stored: TensorProvider, options: { conv1d: boolean }): 
     const w = stored.readF32(name);
     return options.conv1d && CONV1D.test(name) ? transpose(w, e.shape[1]!, e.shape[0]!) : w;
   };
+  const readThird = stackedThirds(read);
   return {
     source: stored.source,
     entries: () => entries.flatMap((e) => {
@@ -191,10 +200,7 @@ export function gpt2View(stored: TensorProvider, options: { conv1d: boolean }): 
     }),
     readF32: (name) => {
       const part = fusedPart(name);
-      if (!part) return read(name);
-      const all = read(part.fused);
-      const size = all.length / 3;
-      return all.slice(part.index * size, (part.index + 1) * size);
+      return part ? readThird(part.fused, part.index) : read(name);
     },
   };
 }

@@ -5,6 +5,7 @@
 // and the HF tensor names.
 
 import { CheckpointError, UnsupportedError } from "../errors.js";
+import { ropeInverseFrequencies } from "../backend/reference.js";
 import { checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
 /** config.json fields this family reads, spelled as on disk; all optional as in the file. */
@@ -59,8 +60,10 @@ const DEFAULTS = {
 } as const;
 const DEFAULT_ROPE_THETA = 10000;
 
-type FieldKind = "int" | "number" | "string" | "boolean" | "object" | "string[]";
-const FIELDS: Record<keyof HfLlamaRawConfig, { kind: FieldKind; nullable?: boolean }> = {
+export type FieldKind = "int" | "number" | "string" | "boolean" | "object" | "string[]";
+/** How one config.json field must look. */
+export type FieldSpec = { kind: FieldKind; nullable?: boolean };
+const FIELDS: Record<keyof HfLlamaRawConfig, FieldSpec> = {
   model_type: { kind: "string" },
   architectures: { kind: "string[]" },
   hidden_size: { kind: "int" },
@@ -108,8 +111,13 @@ function fits(v: unknown, kind: FieldKind): boolean {
 
 /** Type-checks the fields this family reads (others are kept in the file but not looked at). */
 export function parseHfLlamaConfig(json: Readonly<Record<string, unknown>>, source: string): HfLlamaRawConfig {
+  return parseHfConfigFields<HfLlamaRawConfig>(json, FIELDS, source);
+}
+
+/** Type-checks the config.json fields that `fields` lists; absent ones stay absent. */
+export function parseHfConfigFields<T>(json: Readonly<Record<string, unknown>>, fields: Readonly<Record<keyof T, FieldSpec>>, source: string): T {
   const raw: Record<string, unknown> = {};
-  for (const [key, spec] of Object.entries(FIELDS)) {
+  for (const [key, spec] of Object.entries<FieldSpec>(fields)) {
     const v = json[key];
     if (v === undefined) continue;
     if (v === null && spec.nullable) {
@@ -123,7 +131,7 @@ export function parseHfLlamaConfig(json: Readonly<Record<string, unknown>>, sour
     }
     raw[key] = v;
   }
-  return raw as HfLlamaRawConfig;
+  return raw as T;
 }
 
 /** RoPE's base, and its scaling as per-frequency divisors (llama.cpp's rope_freqs) with the dict it came from. */
@@ -139,7 +147,7 @@ interface RopeSettings {
  * original_max_position_embeddings / high_freq_factor), divides the slow ones (above
  * original / low_freq_factor) by `factor`, and blends in between.
  */
-export function ropeScalingFactors(type: string, params: Readonly<Record<string, unknown>>, headDim: number, theta: number, source: string): number[] {
+function ropeScalingFactors(type: string, params: Readonly<Record<string, unknown>>, headDim: number, theta: number, source: string): number[] {
   const number = (key: string): number => {
     const v = params[key];
     if (typeof v !== "number" || !(v > 0)) throw new CheckpointError(`${source}: rope_scaling ${key} is ${JSON.stringify(v) ?? "missing"}`, { file: source, hint: "config.json is corrupt" });
@@ -150,8 +158,9 @@ export function ropeScalingFactors(type: string, params: Readonly<Record<string,
   const low = number("low_freq_factor");
   const high = number("high_freq_factor");
   const original = number("original_max_position_embeddings");
-  return Array.from({ length: headDim / 2 }, (_, i) => {
-    const wavelength = (2 * Math.PI) / Math.pow(theta, (-2 * i) / headDim);
+  const inv = ropeInverseFrequencies(headDim, theta);
+  return Array.from(inv, (freq) => {
+    const wavelength = (2 * Math.PI) / freq;
     if (wavelength < original / high) return 1;
     if (wavelength > original / low) return factor;
     const smooth = (original / wavelength - low) / (high - low);

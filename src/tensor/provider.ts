@@ -20,3 +20,21 @@ export interface TensorProvider {
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
+
+/**
+ * Reads the three row-thirds of tensors that stack q, k and v (GPT-2's c_attn, Baichuan's
+ * W_pack) with one read of the stacked tensor: a layer load asks for q, k and v in turn, and
+ * reading (and, for GPT-2, transposing) the whole stack for each part tripled that work. The
+ * stack is kept until its three parts have been handed out.
+ */
+export function stackedThirds(read: (name: string) => Float32Array): (stacked: string, index: number) => Float32Array {
+  let held: { name: string; data: Float32Array; served: Set<number> } | undefined;
+  return (stacked, index) => {
+    if (held?.name !== stacked) held = { name: stacked, data: read(stacked), served: new Set() };
+    const size = held.data.length / 3;
+    const part = held.data.slice(index * size, (index + 1) * size);
+    held.served.add(index);
+    if (held.served.size === 3) held = undefined;
+    return part;
+  };
+}
