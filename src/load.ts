@@ -166,11 +166,10 @@ function ggufRopeFreqFactors(gguf: GgufFile, arch: string, headDim: number): num
   const tensor = gguf.tensors.find((t) => t.name === GGUF_ROPE_FREQS);
   if (type !== "none" && type !== "linear") throw new UnsupportedError(`${gguf.path}: RoPE scaling type "${type}" is not supported yet (none, linear and rope_freqs are)`, { file: gguf.path, got: type });
   if (tensor) {
-    if (tensor.type.name !== "F32" || tensor.dims.length !== 1 || tensor.dims[0] !== headDim / 2) {
-      throw new CheckpointError(`${gguf.path}: tensor ${GGUF_ROPE_FREQS} is ${tensor.type.name} [${tensor.dims.join(", ")}], expected F32 [${headDim / 2}]`, { file: gguf.path, tensor: GGUF_ROPE_FREQS });
+    if (tensor.dims.length !== 1 || tensor.dims[0] !== headDim / 2) {
+      throw new CheckpointError(`${gguf.path}: tensor ${GGUF_ROPE_FREQS} has shape [${tensor.dims.join(", ")}], expected [${headDim / 2}]`, { file: gguf.path, tensor: GGUF_ROPE_FREQS });
     }
-    const bytes = readGgufTensorBytes(gguf, tensor);
-    const values = Array.from(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+    const values = Array.from(ggufProvider(gguf).readF32(GGUF_ROPE_FREQS));
     if (values.some((v) => !(v > 0))) throw new CheckpointError(`${gguf.path}: tensor ${GGUF_ROPE_FREQS} holds a factor that is not positive`, { file: gguf.path, tensor: GGUF_ROPE_FREQS });
     if (type === "linear") throw new UnsupportedError(`${gguf.path}: both rope_freqs and linear RoPE scaling are set`, { file: gguf.path });
     return values;

@@ -111,6 +111,9 @@ test("packing plans: every target row sees exactly its request's input, across s
     const job = plan.jobs[j]!;
     const window = plan.windows[job.window]!;
     assert.ok(window.tokens.length <= maxLength);
+    // Every continuation token is a target (none of these is longer than the window), one row each.
+    assert.deepEqual(job.targets, continuation, `request ${j}: targets`);
+    assert.equal(job.rows.length, continuation.length, `request ${j}: rows`);
     job.rows.forEach((row, k) => {
       // What the row attends to: earlier tokens of the prefix and of its own branch, at consecutive positions.
       const seen = window.tokens.flatMap((token, i) => {
@@ -120,9 +123,12 @@ test("packing plans: every target row sees exactly its request's input, across s
       assert.deepEqual(seen.map((s) => s.position), seen.map((_, i) => i), `request ${j} target ${k}: positions`);
       const offset = Math.max(0, first) + k;
       assert.deepEqual(seen.map((s) => s.token), input.slice(0, offset + 1), `request ${j} target ${k}: tokens`);
-      assert.equal(job.targets[k], continuation[continuation.length - job.targets.length + k]);
     });
   });
+  // The left truncation, written out: the 37-token context + " tail" keeps the last 24 of its first 41 tokens.
+  const truncated = plan.windows[plan.jobs[7]!.window]!;
+  assert.equal(truncated.layout, undefined);
+  assert.equal(chars.decode(truncated.tokens), "nger than the window tai");
 });
 
 test("prefix sharing with learned positions (GPT-2): packed windows give each branch its own position rows", async () => {

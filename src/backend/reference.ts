@@ -54,6 +54,12 @@ export function layerNorm(out: Activations, x: Activations, weight: Weights, bia
   }
 }
 
+/** The model's final norm: LayerNorm when it has a bias (GPT-2), else RMSNorm. */
+export function finalNorm(out: Activations, x: Activations, head: { finalNorm: Weights; finalNormBias?: Weights | undefined }, nTokens: number, dim: number, eps: number): void {
+  if (head.finalNormBias) layerNorm(out, x, head.finalNorm, head.finalNormBias, nTokens, dim, eps);
+  else rmsNorm(out, x, head.finalNorm, nTokens, dim, eps);
+}
+
 /**
  * Rotary position embedding in the rotate-half layout (Hugging Face convention): within each
  * head, element i pairs with i + headDim/2 and turns by pos * theta^(-2i/headDim).

@@ -2,7 +2,7 @@
 // activations inside, window by window. The twin every fast backend is tested against.
 
 import { type DecoderBackend, type HeadResult, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
-import { layerNorm, logSumExp, matmul, rmsNorm, ropeInverseFrequencies } from "./reference.js";
+import { finalNorm, logSumExp, matmul, ropeInverseFrequencies } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
 import { OptionError } from "../errors.js";
 
@@ -32,8 +32,7 @@ export function createReferenceBackend(): DecoderBackend {
     async runHead(x, nRows, head, vocabSize, normEps, targets): Promise<HeadResult> {
       const dim = checkHeadArgs(x, nRows, head, vocabSize, targets);
       const normed = new Float64Array(nRows * dim);
-      if (head.finalNormBias) layerNorm(normed, Float64Array.from(x), head.finalNorm, head.finalNormBias, nRows, dim, normEps);
-      else rmsNorm(normed, Float64Array.from(x), head.finalNorm, nRows, dim, normEps);
+      finalNorm(normed, Float64Array.from(x), head, nRows, dim, normEps);
       const logits = new Float64Array(nRows * vocabSize);
       matmul(logits, normed, head.classifier, nRows, dim, vocabSize);
       if (!targets) return { kind: "logits", logits: Float32Array.from(logits) };

@@ -15,7 +15,7 @@ import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt
 import { GGUF_ROPE_FREQS, halfRowsToInterleaved, layerShape, type LlamaConfig, type LlamaTensorNames, loadLayerTensor, normWeight } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
-import { bpeTokenizerConfig, bpeTokenizerJson } from "../tokenizer/bpe.js";
+import { bpeTokenizerConfig } from "../tokenizer/bpe.js";
 import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
 import { SentencePieceTokenizer } from "../tokenizer/sentencepiece.js";
 import { checkOutputPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
@@ -278,10 +278,9 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
       writeFileSync(join(temp, "tokenizer_config.json"), JSON.stringify(sentencePieceTokenizerConfig(vocab), null, 2) + "\n", { flag: "wx" });
       tokenizer = "written";
     } else if (opened.format === "gguf" && opened.tokenizer instanceof HfTokenizer) {
-      // A GGUF BPE vocabulary: its tokenizer.json was built from the file's tokens and merges.
-      const vocab = opened.tokenizer.bpeVocabulary();
-      writeFileSync(join(temp, "tokenizer.json"), JSON.stringify(bpeTokenizerJson(vocab, opened.path), null, 2) + "\n", { flag: "wx" });
-      writeFileSync(join(temp, "tokenizer_config.json"), JSON.stringify(bpeTokenizerConfig(vocab), null, 2) + "\n", { flag: "wx" });
+      // A GGUF BPE vocabulary: its tokenizer.json was built from the file's tokens and merges when it was opened.
+      writeFileSync(join(temp, "tokenizer.json"), JSON.stringify(opened.tokenizer.json, null, 2) + "\n", { flag: "wx" });
+      writeFileSync(join(temp, "tokenizer_config.json"), JSON.stringify(bpeTokenizerConfig(opened.tokenizer.bpeVocabulary()), null, 2) + "\n", { flag: "wx" });
       tokenizer = "written";
     } else if (opened.format === "hf") {
       for (const f of HF_TOKENIZER_FILES) {

@@ -14,7 +14,7 @@
 
 import type { DecoderBackend, HeadWeights } from "../backend/backend.js";
 import type { Window } from "../data/windows.js";
-import { loadLlamaGlobals } from "../models/llama.js";
+import { loadHeadWeights } from "../models/llama.js";
 import { runLayersStreaming, type StreamingSource } from "../models/streaming.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import type { LoglikelihoodRequest } from "./tasks/tasks.js";
@@ -35,7 +35,7 @@ export interface LoglikelihoodOptions {
   /** Layers left out. */
   skip?: ReadonlySet<number>;
   /** Consecutive requests that may share a prefix, as counts (see PlanOptions). */
-  groupSizes?: readonly number[];
+  groupSizes: readonly number[];
   /** Pack the inputs sharing a prefix into one window (default true). */
   sharePrefixes?: boolean;
   /** Tokens per group of windows run through all layers together; bounds the residual memory. */
@@ -80,11 +80,8 @@ export interface PlanOptions {
   /** The model's context length: inputs are cut from the left to it. */
   maxLength: number;
   bos: boolean;
-  /**
-   * Consecutive requests that may share a prefix (an item's choices), as counts; by default,
-   * runs of requests with the same context.
-   */
-  groupSizes?: readonly number[];
+  /** Consecutive requests that may share a prefix (an item's requests), as counts adding up to all of them. */
+  groupSizes: readonly number[];
   /** Pack the inputs of a group behind their common prefix (default true) when the cost says it pays. */
   sharePrefixes?: boolean;
   /** Relative cost of a window of T tokens (default T): packing is chosen only where it costs less. */
@@ -153,22 +150,14 @@ function commonPrefixLength(inputs: readonly number[][]): number {
   return p;
 }
 
-function groupsOf(requests: readonly LoglikelihoodRequest[], sizes: readonly number[] | undefined): number[][] {
+function groupsOf(requests: readonly LoglikelihoodRequest[], sizes: readonly number[]): number[][] {
   const groups: number[][] = [];
-  if (sizes) {
-    let at = 0;
-    for (const size of sizes) {
-      groups.push(Array.from({ length: size }, (_, i) => at + i));
-      at += size;
-    }
-    if (at !== requests.length) throw new Error(`internal: group sizes add up to ${at}, not the ${requests.length} requests`);
-    return groups;
+  let at = 0;
+  for (const size of sizes) {
+    groups.push(Array.from({ length: size }, (_, i) => at + i));
+    at += size;
   }
-  requests.forEach((r, i) => {
-    const last = groups.at(-1);
-    if (last && requests[last[0]!]!.context === r.context) last.push(i);
-    else groups.push([i]);
-  });
+  if (at !== requests.length) throw new Error(`internal: group sizes add up to ${at}, not the ${requests.length} requests`);
   return groups;
 }
 
@@ -263,10 +252,10 @@ function packedWindow(document: number, prefix: readonly number[], branches: rea
 export async function scoreRequests(source: StreamingSource, tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: LoglikelihoodOptions): Promise<ScoredRequest[]> {
   const { windows, jobs } = planRequests(tokenizer, requests, {
     maxLength: source.config.contextLength, bos: options.bos ?? false, windowCost: layerWindowCost(source.config),
-    ...(options.groupSizes ? { groupSizes: options.groupSizes } : {}), ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
+    groupSizes: options.groupSizes, ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
   });
   const results: ScoredRequest[] = jobs.map((j) => ({ loglikelihood: 0, greedy: true, tokens: j.targets.length }));
-  const head = loadLlamaGlobals(source.provider, source.config, source.names);
+  const head = loadHeadWeights(source.provider, source.config, source.names);
   const groupTokens = options.groupTokens ?? 1 << 16;
   const totalTokens = windows.reduce((n, w) => n + w.tokens.length, 0);
   let doneTokens = 0;

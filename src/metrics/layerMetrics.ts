@@ -99,7 +99,7 @@ export async function computeMetrics(source: StreamingSource, windows: Calibrati
   const wantsStats = metrics.some((m) => m === "bi" || m === "bi-angular" || m === "relative-magnitude" || m === "angular");
   let stats: LayerStats | undefined;
   if (wantsStats) {
-    const want = { angle: metrics.includes("bi-angular"), magnitude: metrics.includes("relative-magnitude") };
+    const want = { cosine: metrics.includes("bi"), angle: metrics.includes("bi-angular"), magnitude: metrics.includes("relative-magnitude") };
     stats = new LayerStats(running.length, windows.scoring.length, want, metrics.includes("angular") ? { block, tokens: options.tokens ?? "last" } : undefined);
     await runLayersStreaming(source, windows.scoring, { ...options, hooks: stats });
   }
@@ -121,11 +121,11 @@ export async function computeMetrics(source: StreamingSource, windows: Calibrati
     const perLayer = (score: (k: number) => number): { layer: number; score: number }[] => running.map((layer, k) => ({ layer, score: score(k) }));
     switch (metric) {
       case "bi":
-        return fromScores(metric, 1, perLayer((k) => 1 - stats!.cosine.mean(k, scoringWeights)));
+        return fromScores(metric, 1, perLayer((k) => 1 - stats!.cosine!.mean(k, scoringWeights)));
       case "bi-angular":
-        return fromScores(metric, 1, perLayer((k) => stats!.angle.mean(k, scoringWeights)));
+        return fromScores(metric, 1, perLayer((k) => stats!.angle!.mean(k, scoringWeights)));
       case "relative-magnitude":
-        return fromScores(metric, 1, perLayer((k) => stats!.magnitude.mean(k, scoringWeights)));
+        return fromScores(metric, 1, perLayer((k) => stats!.magnitude!.mean(k, scoringWeights)));
       case "angular": {
         const starts = Array.from({ length: stats!.blockStarts }, (_, k) => ({ layer: running[k]!, score: stats!.blockAngle!.mean(k, scoringWeights) }));
         return fromScores(metric, block, starts);

@@ -76,9 +76,10 @@ export function rowRelativeMagnitude(a: Float32Array | Float64Array, b: Float32A
 }
 
 export class LayerStats implements LayerHooks {
-  readonly cosine: WindowSums;
-  readonly angle: WindowSums;
-  readonly magnitude: WindowSums;
+  /** Each present only when asked for (see the constructor). */
+  readonly cosine: WindowSums | undefined;
+  readonly angle: WindowSums | undefined;
+  readonly magnitude: WindowSums | undefined;
   readonly blockAngle: WindowSums | undefined;
   /** Original layer index of each running layer, in order. */
   readonly layers: number[] = [];
@@ -87,14 +88,17 @@ export class LayerStats implements LayerHooks {
   private readonly history: { rows: Float32Array; windowOfRow: Int32Array }[][] = [];
 
   /**
-   * `want` names the per-token quantities beyond the cosine to collect (each costs a pass over
-   * every token row on the scoring hot path, so only the metrics asked for pay for them).
+   * `want` names the per-token quantities to collect: the cosine (BI), its angle (which needs
+   * the cosine) and the relative magnitude. Each costs a pass over every token row on the
+   * scoring hot path, so only the metrics asked for pay for them; `blockOptions` adds the
+   * block angle, on the tokens it names.
    */
-  constructor(nLayers: number, readonly nWindows: number, readonly want: { angle: boolean; magnitude: boolean }, readonly blockOptions?: BlockAngleOptions) {
-    this.cosine = new WindowSums(nLayers, nWindows);
-    this.angle = new WindowSums(nLayers, nWindows);
-    this.magnitude = new WindowSums(nLayers, nWindows);
-    this.blockAngle = blockOptions ? new WindowSums(nLayers, nWindows) : undefined;
+  constructor(nLayers: number, readonly nWindows: number, want: { cosine: boolean; angle: boolean; magnitude: boolean }, readonly blockOptions?: BlockAngleOptions) {
+    const sums = (on: boolean): WindowSums | undefined => (on ? new WindowSums(nLayers, nWindows) : undefined);
+    this.cosine = sums(want.cosine || want.angle);
+    this.angle = sums(want.angle);
+    this.magnitude = sums(want.magnitude);
+    this.blockAngle = sums(blockOptions !== undefined);
   }
 
   onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number, windows?: readonly number[]): void {
@@ -105,12 +109,17 @@ export class LayerStats implements LayerHooks {
     const k = this.layers.length - 1;
     const ids = windows ?? [0];
     const seqLen = nTokens / ids.length;
-    for (let t = 0; t < nTokens; t++) {
-      const w = ids[Math.floor(t / seqLen)]!;
-      const cos = rowCosine(input, output, t * dim, dim);
-      this.cosine.add(k, w, cos);
-      if (this.want.angle) this.angle.add(k, w, angleOfCosine(cos));
-      if (this.want.magnitude) this.magnitude.add(k, w, rowRelativeMagnitude(input, output, t * dim, dim));
+    const { cosine, angle, magnitude } = this;
+    if (cosine || magnitude) {
+      for (let t = 0; t < nTokens; t++) {
+        const w = ids[Math.floor(t / seqLen)]!;
+        if (cosine) {
+          const cos = rowCosine(input, output, t * dim, dim);
+          cosine.add(k, w, cos);
+          angle?.add(k, w, angleOfCosine(cos));
+        }
+        magnitude?.add(k, w, rowRelativeMagnitude(input, output, t * dim, dim));
+      }
     }
     if (this.blockOptions) this.trackBlocks(k, input, output, ids, seqLen, dim);
     this.batchInLayer += 1;

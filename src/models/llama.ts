@@ -1,8 +1,8 @@
 // The Llama family: resolved config, strict weight loading, and the forward pass
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
-import { layerNorm, logSumExp, matmul, rmsNorm, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
-import { type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../backend/backend.js";
+import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
+import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../backend/backend.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
@@ -265,16 +265,28 @@ function readChecked(provider: TensorProvider, name: string, length: number): We
   return data;
 }
 
-/** Embedding, final norm and classifier (the embedding itself when the classifier is tied). */
+/** Embedding, learned positions, final norm and classifier (the embedding itself when the classifier is tied). */
 export function loadLlamaGlobals(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): Omit<LlamaWeights, "layers"> {
   const { dim, vocabSize } = config;
   const embedding = readChecked(provider, names.embedding, vocabSize * dim);
-  const finalNorm = normWeight(readChecked(provider, names.finalNorm, dim), config);
-  const hasClassifier = provider.entries().some((e) => e.name === names.classifier);
-  const classifier = hasClassifier ? readChecked(provider, names.classifier, vocabSize * dim) : embedding;
   return {
-    embedding, finalNorm, classifier,
+    embedding,
+    ...loadHeadWeights(provider, config, names, embedding),
     ...(config.learnedPositions ? { positionEmbedding: readChecked(provider, names.positionEmbedding!, config.contextLength * dim) } : {}),
+  };
+}
+
+/**
+ * What runHead needs and no more: the final norm (and its bias) and the classifier, which is
+ * the embedding when tied (`embedding`, if already read, is reused). Perplexity by layer reloads
+ * the head once per layer, so the embedding and positions of an untied model are not read.
+ */
+export function loadHeadWeights(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames, embedding?: Float32Array): HeadWeights {
+  const { dim, vocabSize } = config;
+  const tied = !provider.entries().some((e) => e.name === names.classifier);
+  return {
+    finalNorm: normWeight(readChecked(provider, names.finalNorm, dim), config),
+    classifier: tied ? (embedding ?? readChecked(provider, names.embedding, vocabSize * dim)) : readChecked(provider, names.classifier, vocabSize * dim),
     ...(config.layerNorm ? { finalNormBias: readChecked(provider, names.finalNormBias!, dim) } : {}),
   };
 }
@@ -410,8 +422,7 @@ export class LlamaModel {
   finalNorm(hidden: Float64Array, rows: number): Float64Array {
     const { dim, normEps } = this.config;
     const normed = new Float64Array(rows * dim);
-    if (this.weights.finalNormBias) layerNorm(normed, hidden, this.weights.finalNorm, this.weights.finalNormBias, rows, dim, normEps);
-    else rmsNorm(normed, hidden, this.weights.finalNorm, rows, dim, normEps);
+    finalNorm(normed, hidden, this.weights, rows, dim, normEps);
     return normed;
   }
 }

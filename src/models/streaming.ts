@@ -8,7 +8,7 @@ import { OptionError } from "../errors.js";
 import type { PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
-import { embeddingRow, type LayerHooks, layerShape, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadLlamaGlobals, loadLlamaLayer } from "./llama.js";
+import { embeddingRow, type LayerHooks, layerShape, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
 
@@ -142,7 +142,7 @@ export async function streamingPerplexity(source: StreamingSource, windows: read
   const { config } = source;
   const { dim } = config;
   const batches = await runLayersStreaming(source, windows, options);
-  const head = loadLlamaGlobals(source.provider, config, source.names);
+  const head = loadHeadWeights(source.provider, config, source.names);
   let nllSum = 0;
   let tokens = 0;
   // Gather (hidden row, target) pairs: position p-1 predicts token p for p in [firstTarget, length).

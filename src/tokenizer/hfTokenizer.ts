@@ -91,7 +91,7 @@ export function readHfTokenizer(dir: string, config: Record<string, unknown>, vo
   return createHfTokenizer(json, tokenizerConfig, config, vocabSize, path);
 }
 
-/** A tokenizer from tokenizer.json and tokenizer_config.json contents (config: the model's config.json, for *_token_id). */
+/** @huggingface/tokenizers' tokenizer for tokenizer.json and tokenizer_config.json contents; a failure names `source`. */
 function buildImpl(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, source: string): HfTokenizerImpl {
   try {
     return new HfTokenizerImpl(json, tokenizerConfig);
@@ -100,7 +100,8 @@ function buildImpl(json: Record<string, unknown>, tokenizerConfig: Record<string
   }
 }
 
-export function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string): HfTokenizer {
+/** A tokenizer from tokenizer.json and tokenizer_config.json contents (config: the model's config.json, for *_token_id). */
+function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string): HfTokenizer {
   const impl = buildImpl(json, tokenizerConfig, source);
   const idOf = (key: "bos" | "eos"): number => {
     const text = tokenText(tokenizerConfig[`${key}_token`]);
