@@ -5,9 +5,9 @@ import assert from "node:assert/strict";
 import { copyFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { GGML_TYPE_BY_NAME, GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
+import { GGML_TYPE_BY_NAME, GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { CheckpointError } from "../src/errors.js";
-import { MODEL_BIN, MODEL_GGUF, TINYSTORIES, TOKENIZER, runCli, sha256, tempDir } from "./helpers.js";
+import { MODEL_BIN, MODEL_GGUF, TINYSTORIES, TOKENIZER, rewriteGguf, runCli, sha256, tempDir } from "./helpers.js";
 
 /** Runs the CLI in a fresh folder and checks: non-zero exit, one error line matching `message`, no new files. */
 function expectFailure(args: (dir: string) => string[], message: RegExp, setup?: (dir: string) => void): void {
@@ -23,16 +23,6 @@ function expectFailure(args: (dir: string) => string[], message: RegExp, setup?:
   assert.doesNotMatch(run.stderr, /internal error|at .*\.js:\d+/, "a typed error, not a crash");
   assert.deepEqual(readdirSync(dir).sort(), before, "nothing written");
   assert.equal(sha256(MODEL_BIN), inputHash, "input untouched");
-}
-
-/** Rewrites stories260K.gguf with changes applied to its metadata or tensor list. */
-function rewriteGguf(out: string, edit: (meta: Map<string, never>, tensors: { name: string; type: { id: number; name: string; blockSize: number; blockBytes: number } }[]) => void): void {
-  const g = readGguf(MODEL_GGUF);
-  const metadata = new Map(g.metadata);
-  const tensors = g.tensors.map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(g, t) }));
-  edit(metadata as Map<string, never>, tensors);
-  writeGguf(out, { version: g.version, alignment: g.alignment, metadata, tensors });
-  g.file.close();
 }
 
 test("a llama2.c checkpoint whose size does not match its header", () => {
@@ -56,7 +46,7 @@ test("a truncated GGUF, cut inside the header, metadata, tensor index and data",
 
 test("a GGUF with an unknown tensor type", () => {
   expectFailure((d) => ["inspect", join(d, "m.gguf")], /m\.gguf: tensor output_norm\.weight has unknown ggml type 99/, (d) => {
-    rewriteGguf(join(d, "m.gguf"), (_, tensors) => {
+    rewriteGguf(MODEL_GGUF, join(d, "m.gguf"), (_, tensors) => {
       tensors[1]!.type = { id: 99, name: "X", blockSize: 1, blockBytes: 4 };
     });
   });
@@ -64,8 +54,8 @@ test("a GGUF with an unknown tensor type", () => {
 
 test("a GGUF with an unknown architecture lists the supported ones", () => {
   expectFailure((d) => ["score", join(d, "m.gguf"), "--data", TINYSTORIES], /m\.gguf: architecture "mamba9" is not supported yet \(supported: llama, qwen2, qwen3, gemma, gpt2, baichuan\)/, (d) => {
-    rewriteGguf(join(d, "m.gguf"), (meta) => {
-      meta.set("general.architecture", { type: GgufValueType.STRING, value: "mamba9" } as never);
+    rewriteGguf(MODEL_GGUF, join(d, "m.gguf"), (meta) => {
+      meta.set("general.architecture", { type: GgufValueType.STRING, value: "mamba9" });
     });
   });
 });

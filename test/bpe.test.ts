@@ -11,14 +11,14 @@ import { after, before, test } from "node:test";
 import { getLlama, type Llama } from "node-llama-cpp";
 import { convertModel } from "../src/convert/convertModel.js";
 import { TokenizerError, UnsupportedError } from "../src/errors.js";
-import { GgufValueType, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
+import { type GgufValue, GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
 import type { BpeVocab } from "../src/tokenizer/bpe.js";
 import { bpeTokenizer } from "../src/tokenizer/hfTokenizer.js";
 import { PieceType } from "../src/tokenizer/sentencepiece.js";
 import { byteAlphabet, type FixturePre, writeBpeTokenizer } from "./fixtures/bpeTokenizer.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
-import { tempDir, TINYSTORIES } from "./helpers.js";
+import { rewriteGguf, tempDir, TINYSTORIES } from "./helpers.js";
 
 const TEXTS = [
   "Once upon a time, there was a little girl named Lily.",
@@ -106,16 +106,7 @@ test("bad BPE input: merges missing, an unknown pre-tokenizer, a tokenizer.json 
   const { dir } = bpeFixture("qwen2");
   const gguf = join(tempDir(), "bpe.gguf");
   convertModel(dir, gguf, { to: "gguf", dtype: "F32" });
-  const rewrite = (edit: (m: Map<string, unknown>) => void): string => {
-    const file = readGguf(gguf);
-    const metadata = new Map(file.metadata);
-    edit(metadata as Map<string, unknown>);
-    const tensors = file.tensors.map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) }));
-    const out = join(tempDir(), "edited.gguf");
-    writeGguf(out, { version: 3, alignment: 32, metadata: metadata as typeof file.metadata, tensors });
-    file.file.close();
-    return out;
-  };
+  const rewrite = (edit: (m: Map<string, GgufValue>) => void): string => rewriteGguf(gguf, join(tempDir(), "edited.gguf"), (m) => void edit(m));
   // GGUF -> GGUF keeps the vocabulary whole, token types included (an unused token stays unused).
   const withUnused = rewrite((m) => {
     const types = [...((m.get("tokenizer.ggml.token_type") as { value: number[] }).value)];

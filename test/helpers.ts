@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type GgufTensorToWrite, type GgufValue, readGguf, readGgufTensorBytes, writeGguf } from "../src/formats/gguf.js";
 import { repoRoot, sharedPath } from "../src/shared.js";
 
 export const MODEL_BIN = sharedPath("models", "stories260K", "stories260K.bin");
@@ -53,4 +54,21 @@ export function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): nu
     scale = Math.max(scale, Math.abs(want[i]!));
   }
   return diff / scale;
+}
+
+/**
+ * Copies the GGUF file `input` to `output` with `edit` applied: it may change the metadata in
+ * place and change the tensor list in place or return a new one (tensor bytes are read lazily
+ * from the input). Returns `output`.
+ */
+export function rewriteGguf(input: string, output: string, edit: (metadata: Map<string, GgufValue>, tensors: GgufTensorToWrite[]) => GgufTensorToWrite[] | void): string {
+  const file = readGguf(input);
+  try {
+    const metadata = new Map(file.metadata);
+    const tensors: GgufTensorToWrite[] = file.tensors.map((t) => ({ name: t.name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorBytes(file, t) }));
+    writeGguf(output, { version: file.version, alignment: file.alignment, metadata, tensors: edit(metadata, tensors) ?? tensors });
+  } finally {
+    file.file.close();
+  }
+  return output;
 }

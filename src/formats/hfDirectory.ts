@@ -9,7 +9,7 @@ import { COMPUTE_DTYPES, decodeToF32 } from "../tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
 import type { FileRange } from "./file.js";
 import {
-  DEFAULT_CHUNK_BYTES, readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks,
+  readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks,
   type SafetensorsDtype, type SafetensorsFile, findDuplicateJsonKey,
 } from "./safetensors.js";
 
@@ -54,7 +54,7 @@ export interface HfDirectory {
   subdirectories: string[];
   tensor(name: string): HfTensor;
   readTensorBytes(name: string): Buffer;
-  readTensorChunks(name: string, chunkBytes?: number): FileRange;
+  readTensorChunks(name: string): FileRange;
   close(): void;
 }
 
@@ -221,7 +221,7 @@ export function openHfDirectory(dir: string): HfDirectory {
       fileMetadata: new Map(weightFiles.map((f) => [f, files.get(f)!.metadata])),
       tensor: lookup,
       readTensorBytes: (name) => readShardTensorBytes(files.get(lookup(name).file)!, name),
-      readTensorChunks: (name, chunkBytes = DEFAULT_CHUNK_BYTES) => readShardTensorChunks(files.get(lookup(name).file)!, name, chunkBytes),
+      readTensorChunks: (name) => readShardTensorChunks(files.get(lookup(name).file)!, name),
       close: closeAll,
     };
   } catch (err) {

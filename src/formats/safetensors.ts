@@ -266,7 +266,7 @@ export function readTensorBytes(st: SafetensorsFile, name: string): Buffer {
   return st.file.read(st.dataOffset + t.begin, t.byteLength, `tensor ${name}`);
 }
 
-export const DEFAULT_CHUNK_BYTES = 16 << 20;
+const DEFAULT_CHUNK_BYTES = 16 << 20;
 
 /** The bytes of one tensor as a file range: read in pieces of at most `chunkBytes` as they are consumed, or copied whole by an OutputFile. */
 export function readTensorChunks(st: SafetensorsFile, name: string, chunkBytes = DEFAULT_CHUNK_BYTES): FileRange {

@@ -7,14 +7,12 @@ import { syncToDisk } from "../util/atomicWrite.js";
 import { basename, dirname, join, relative, resolve, isAbsolute } from "node:path";
 import { CheckpointError, OutputError } from "../errors.js";
 import { HF_CONFIG, HF_SHARD_INDEX, HF_SINGLE_WEIGHTS, type HfDirectory, type HfTensor, openHfDirectory } from "../formats/hfDirectory.js";
-import { DEFAULT_CHUNK_BYTES, type SafetensorsTensorToWrite, writeSafetensors } from "../formats/safetensors.js";
+import { type SafetensorsTensorToWrite, writeSafetensors } from "../formats/safetensors.js";
 import { checkRemovable, renumbering } from "./plan.js";
 
 export interface RemoveHfLayersOptions {
   /** Replace an existing output directory (only once the new one is complete). */
   force?: boolean;
-  /** Size of the pieces tensor bytes are copied in. */
-  chunkBytes?: number;
 }
 
 export interface RemoveHfLayersResult {
@@ -128,7 +126,6 @@ interface PlannedTensor {
 export function removeHfLayers(inputDir: string, outputDir: string, layerList: readonly number[], options: RemoveHfLayersOptions = {}): RemoveHfLayersResult {
   const layers = [...new Set(layerList)].sort((a, b) => a - b);
   const force = options.force ?? false;
-  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   checkHfOutputDir(inputDir, outputDir, force);
   const hf = openHfDirectory(inputDir);
   try {
@@ -177,7 +174,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
         const file = outFiles[i]!;
         const tensors: SafetensorsTensorToWrite[] = group.tensors.map((p) => ({
           name: p.name, dtype: p.from.dtype, shape: p.from.shape, byteLength: p.from.byteLength,
-          bytes: () => hf.readTensorChunks(p.from.name, chunkBytes),
+          bytes: () => hf.readTensorChunks(p.from.name),
         }));
         const result = writeSafetensors(join(temp, file), tensors, hf.fileMetadata.get(group.source) ?? {});
         tensorsWritten += tensors.length;
