@@ -150,6 +150,12 @@ async function main(): Promise<void> {
     // peer is a whole-checkpoint copy + sync.
     const prune = (extra: string[]): { mbPerSecond: number; rss: number } => {
       const pr = ours("prune", dir, ["--out", join(cache, "llama2-7b-pruned"), "--layers", layers, ...extra]);
+      // Each row measures the path it names: the native writer with O_DIRECT, or plain buffered writes.
+      const native = !extra.includes("--no-native-output");
+      const [nativeBytes, directBytes] = [Number(pr["nativeBytes"]), Number(pr["directBytes"])];
+      if (native ? !(nativeBytes > 0 && directBytes === nativeBytes) : nativeBytes !== 0) {
+        throw new Error(`prune${native ? "" : " --no-native-output"} wrote ${nativeBytes} bytes natively, ${directBytes} with O_DIRECT: not the path this row measures (node scripts/build-native.mjs builds the helper)`);
+      }
       return { mbPerSecond: Number(pr["mbPerSecond"]), rss: Number(pr["peakRssBytes"]) };
     };
     const copy = (): number => {

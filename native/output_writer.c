@@ -41,7 +41,9 @@
 typedef struct {
   int fd;
   int saved_flags;   // fd's status flags before startOutput, restored by release()
-  int direct;        // O_DIRECT is on for fd (changed only while no job is out)
+  // O_DIRECT is on for fd. write_block may turn it off, on whichever thread is writing; the
+  // main thread reads it only after wait_idle (under the lock), when no job is out.
+  int direct;
   int64_t direct_bytes; // bytes written with O_DIRECT on (same rule as direct)
   int open;          // 0 after finish or abort
   char *slot[2];
@@ -159,8 +161,6 @@ static int hand_off(output_t *o) {
   return 0;
 }
 
-// Stops the writer thread (after its job, if one is out), restores the descriptor's flags and
-// frees the buffers. Safe to call again.
 // The room left in the slot being filled, at most `want` bytes.
 static size_t room(const output_t *o, uint64_t want) {
   return SLOT_BYTES - o->fill < want ? SLOT_BYTES - o->fill : (size_t)want;
@@ -173,6 +173,8 @@ static int filled(output_t *o, size_t n) {
   return o->fill == SLOT_BYTES ? hand_off(o) : 0;
 }
 
+// Stops the writer thread (after its job, if one is out), restores the descriptor's flags and
+// frees the buffers. Safe to call again.
 static void release(output_t *o) {
   if (o->open) {
     pthread_mutex_lock(&o->lock);

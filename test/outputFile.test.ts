@@ -140,25 +140,36 @@ test("an aborted or finished OutputFile accepts nothing more; abort twice is har
 
 test("a write the file system refuses (a file size limit) is an OutputError; no output, no temp file", () => {
   const dir = tempDir();
-  // A child process under `ulimit -f 256` (KiB) prunes stories260K (1.2 MB): the write fails with EFBIG.
-  const script = join(dir, "prune.mjs");
+  // Child processes under `ulimit -f` (KiB): the writes fail with EFBIG. "prune": stories260K
+  // (1.2 MB) under 256 KiB, where the last block fails; "stream": 80 MiB of 1 MiB writes under
+  // 20 MiB, where the native writer thread fails on a full 32 MiB buffer and the error surfaces
+  // at a later write.
+  const script = join(dir, "child.mjs");
   writeFileSync(script, [
     `import { removeLayers } from ${JSON.stringify(new URL("../src/prune/removeLayers.js", import.meta.url).href)};`,
-    `import { setNativeOutput } from ${JSON.stringify(new URL("../src/formats/outputFile.js", import.meta.url).href)};`,
-    `setNativeOutput(process.argv[2] === "native");`,
-    `try { removeLayers(process.argv[3], process.argv[4], [1]); console.log(JSON.stringify({ ok: true })); }`,
-    `catch (e) { console.log(JSON.stringify({ name: e.constructor.name, message: e.message, hint: e.details?.hint })); }`,
+    `import { setNativeOutput, writeOutputFile } from ${JSON.stringify(new URL("../src/formats/outputFile.js", import.meta.url).href)};`,
+    `const [path, mode, output] = process.argv.slice(2);`,
+    `setNativeOutput(path === "native");`,
+    `let written = 0;`,
+    `try {`,
+    `  if (mode === "prune") removeLayers(${JSON.stringify(MODEL_GGUF)}, output, [1]);`,
+    `  else writeOutputFile(output, (out) => { for (let i = 0; i < 80; i++) { out.write(Buffer.alloc(1 << 20, i)); written += 1 << 20; } });`,
+    `  console.log(JSON.stringify({ ok: true }));`,
+    `} catch (e) { console.log(JSON.stringify({ name: e.constructor.name, message: e.message, hint: e.details?.hint, written })); }`,
   ].join("\n"));
   for (const path of ["native", "buffered"]) {
-    const out = join(dir, `${path}-out`);
-    mkdirSync(out);
-    const child = spawnSync("sh", ["-c", `ulimit -f 256; exec "$0" "$@"`, process.execPath, script, path, MODEL_GGUF, join(out, "pruned.gguf")], { encoding: "utf8" });
-    assert.equal(child.status, 0, child.stderr);
-    const result = JSON.parse(child.stdout) as { name?: string; message?: string; hint?: string };
-    assert.equal(result.name, "OutputError", `${path}: ${child.stdout}`);
-    assert.match(result.message!, /cannot write .*pruned\.gguf/);
-    assert.match(result.hint!, /ulimit -f/);
-    assert.deepEqual(readdirSync(out), [], `${path}: nothing left behind`);
+    for (const [mode, limitKiB] of [["prune", 256], ["stream", 20 << 10]] as const) {
+      const out = join(dir, `${path}-${mode}`);
+      mkdirSync(out);
+      const child = spawnSync("sh", ["-c", `ulimit -f ${limitKiB}; exec "$0" "$@"`, process.execPath, script, path, mode, join(out, "out.bin")], { encoding: "utf8" });
+      assert.equal(child.status, 0, child.stderr);
+      const result = JSON.parse(child.stdout) as { name?: string; message?: string; hint?: string; written: number };
+      assert.equal(result.name, "OutputError", `${path} ${mode}: ${child.stdout}`);
+      assert.match(result.message!, /cannot write .*out\.bin/);
+      assert.match(result.hint!, /ulimit -f/);
+      if (mode === "prune") assert.deepEqual(readdirSync(out), [], `${path}: nothing left behind`);
+      else assert.ok(result.written < 80 << 20, `${path}: the failure surfaced while writing (${result.written} bytes accepted)`);
+    }
   }
 });
 
