@@ -74,7 +74,9 @@ for (const pre of ["llama-bpe", "qwen2", "gpt-2"] as const) {
     file.file.close();
     const ours = loadModel(gguf);
     assert.match(ours.tokenizer.description, new RegExp(`byte-level BPE .*pre-tokenizer ${pre}`));
-    assert.equal(ours.tokenizer.bosId, pre === "llama-bpe" ? bosId : -1, "BOS added as the tokenizer config says");
+    assert.equal(ours.tokenizer.bosId, bosId);
+    assert.equal(hf.tokenizer.addsBos, pre === "llama-bpe", "BOS added as transformers adds it (the template)");
+    assert.equal(ours.tokenizer.addsBos, pre === "llama-bpe", "BOS added as tokenizer.ggml.add_bos_token says");
     for (const text of TEXTS) {
       const want = hf.tokenizer.encode(text, { bos: false });
       assert.ok(want.some((id) => id >= 256), `${JSON.stringify(text)}: merges were used`);
@@ -86,6 +88,7 @@ for (const pre of ["llama-bpe", "qwen2", "gpt-2"] as const) {
     const back = join(tempDir(), "back");
     assert.equal(convertModel(gguf, back, { to: "safetensors", dtype: "F32" }).tokenizer, "written");
     const again = loadModel(back);
+    assert.equal(again.tokenizer.addsBos, pre === "llama-bpe", "GGUF -> HF keeps whether BOS is added");
     for (const text of TEXTS) assert.deepEqual(again.tokenizer.encode(text, { bos: false }), hf.tokenizer.encode(text, { bos: false }), `GGUF -> HF: ${JSON.stringify(text)}`);
   });
 }

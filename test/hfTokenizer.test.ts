@@ -19,11 +19,12 @@ interface Golden {
 const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", "hf_tokenizer.json"), "utf8")) as Golden;
 const dir = join(repoRoot(), "test", "fixtures", "hf-tokenizer");
 
-test("tokenizer.json: ids equal the Rust tokenizers library's, BOS from tokenizer_config.json", () => {
+test("tokenizer.json: ids equal the Rust tokenizers library's, BOS from tokenizer_config.json (a Llama tokenizer class)", () => {
   const tokenizer = readHfTokenizer(dir, {}, golden.vocab_size);
   assert.ok(tokenizer);
   assert.equal(tokenizer.bosId, golden.bos_id);
   assert.equal(tokenizer.eosId, golden.eos_id);
+  assert.equal(tokenizer.addsBos, true);
   for (const c of golden.cases) {
     assert.deepEqual(tokenizer.encode(c.text, { bos: false }), c.ids, JSON.stringify(c.text));
     assert.deepEqual(tokenizer.encode(c.text), [golden.bos_id, ...c.ids]);

@@ -8,10 +8,10 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { OptionError } from "../src/errors.js";
-import { evaluateTask, meanWithStderr } from "../src/eval/evaluateTasks.js";
+import { evaluateTask, meanWithStderr, weightedBySize } from "../src/eval/evaluateTasks.js";
 import { encodePair, layerWindowCost, planRequests, scoreRequests } from "../src/eval/loglikelihood.js";
 import { countWords, perplexityVariants, textSize } from "../src/eval/perplexityVariants.js";
-import { type LoglikelihoodRequest, parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
+import { findTask, type LoglikelihoodRequest, parseTaskList, TASK_NAMES, TASKS } from "../src/eval/tasks/tasks.js";
 import type { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { openModel } from "../src/load.js";
 import { repoRoot, sharedPath } from "../src/shared.js";
@@ -82,7 +82,7 @@ test("prefix sharing: an item's inputs are packed behind their common prefix, fe
 test("packing plans: every target row sees exactly its request's input, across several packs, truncated requests and empty branches", () => {
   // One token per character, so requests are easy to build; a context of 24 tokens forces several packs and truncation.
   const chars: Tokenizer = {
-    vocabSize: 256, bosId: 1, eosId: 2, description: "characters",
+    vocabSize: 256, bosId: 1, eosId: 2, addsBos: false, description: "characters",
     encode: (text, options = {}) => [...(options.bos ? [1] : []), ...[...text].map((c) => c.charCodeAt(0) % 256)],
     decode: (ids) => String.fromCharCode(...ids), decodeToken: (id) => Uint8Array.of(id),
   };
@@ -159,14 +159,27 @@ test("lm-eval's request split: trailing context spaces move to the continuation;
   assert.equal(encodePair(t, { context: "Hi", continuation: " x" }, true).context[0], t.bosId);
 });
 
-test("task metrics: acc, acc_norm and their standard errors; MMLU per subject", async () => {
+test("task metrics: acc, acc_norm and their standard errors; MMLU's subjects and categories aggregated as lm-eval's groups", async () => {
   assert.deepEqual(meanWithStderr([1, 0, 1, 1]), { value: 0.75, stderr: 0.25 });
-  const result = await evaluateTask(opened, opened.tokenizer, TASKS.find((t) => t.name === "mmlu")!, { dataDir: DATA, shots: 0, limit: 2, backend: fast });
-  assert.equal(result.items, 57 * 2);
-  assert.equal(result.groups!.length, 57);
+  // Pooled by hand: two parts of 4 and 2 items, stderrs 0.25 and 0.5.
+  const pooled = weightedBySize([{ items: 4, value: { value: 0.75, stderr: 0.25 } }, { items: 2, value: { value: 0.5, stderr: 0.5 } }]);
+  assert.ok(Math.abs(pooled.value - (0.75 * 4 + 0.5 * 2) / 6) < 1e-15);
+  assert.ok(Math.abs(pooled.stderr - Math.sqrt((3 * 4 * 0.0625 + 1 * 2 * 0.25) / (6 - 2) / 6)) < 1e-15);
+  const result = await evaluateTask(opened, opened.tokenizer, findTask("mmlu")!, { dataDir: DATA, shots: 0, limit: 3, backend: fast });
+  assert.equal(result.items, 57 * 3);
+  assert.equal(result.subtasks!.length, 57);
+  assert.deepEqual(result.groups!.map((g) => g.name), ["mmlu_humanities", "mmlu_other", "mmlu_social_sciences", "mmlu_stem"]);
+  assert.deepEqual(result.groups!.map((g) => g.items), [13 * 3, 13 * 3, 12 * 3, 19 * 3]);
+  assert.deepEqual(Object.keys(result.metrics), ["acc"], "mmlu reports acc only");
+  // Weighted by size, the group's acc is the mean over every item; so is each category's.
   const accuracy = result.results.filter((r) => r.predicted === r.gold).length / result.items;
-  assert.equal(result.metrics["acc"]!.value, accuracy);
-  assert.equal(result.metrics["acc_macro"]!.value, result.groups!.reduce((n, g) => n + g.acc, 0) / 57);
+  assert.ok(Math.abs(result.metrics["acc"]!.value - accuracy) < 1e-12);
+  const stem = result.results.filter((r) => findTask("mmlu_stem")!.group!.subtasks.includes(r.subtask!));
+  assert.ok(Math.abs(result.groups![3]!.metrics["acc"]!.value - stem.filter((r) => r.correct).length / stem.length) < 1e-12);
+  // A subject by its lm-eval name is the same items, ungrouped.
+  const anatomy = await evaluateTask(opened, opened.tokenizer, findTask("mmlu_anatomy")!, { dataDir: DATA, shots: 0, limit: 3, backend: fast });
+  assert.deepEqual(anatomy.results.map((r) => r.loglikelihoods), result.results.filter((r) => r.subtask === "mmlu_anatomy").map((r) => r.loglikelihoods));
+  assert.equal(anatomy.subtasks, undefined);
   assert.ok(result.itemsPerSecond > 0);
 });
 
@@ -191,11 +204,11 @@ test("perplexity variants on a short text, by hand", () => {
   assert.ok(Math.abs(e.bitsPerByte - (e.nll * e.tokens) / e.bytes / Math.LN2) < 1e-12);
 });
 
-test("eval --tasks: a table and JSON with per-item results, deterministic", () => {
+test("eval --tasks: the harness's names and metrics, a table and JSON with per-item results, deterministic; --no-bos", () => {
   const dir = tempDir();
-  const run = (name: string): Record<string, unknown> => {
+  const run = (name: string, extra: string[] = []): Record<string, unknown> => {
     const out = join(dir, name);
-    const r = runCli(["eval", MODEL_BIN, "--tasks", "piqa,lambada,winogrande", "--limit", "4", "--data-dir", DATA, "--json", out]);
+    const r = runCli(["eval", MODEL_BIN, "--tasks", "piqa,lambada,winogrande", "--limit", "4", "--data-dir", DATA, "--json", out, ...extra]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /piqa\s+4\s+0\s+acc/);
     const json = JSON.parse(readFileSync(out, "utf8")) as { tasks: { seconds?: number; itemsPerSecond?: number }[] };
@@ -205,21 +218,31 @@ test("eval --tasks: a table and JSON with per-item results, deterministic", () =
     }
     return json;
   };
-  const a = run("a.json") as { tasks: { task: string; results: unknown[]; metrics: Record<string, unknown> }[] };
+  type Run = { bos: boolean; bosFrom: string; tasks: { task: string; results: { loglikelihoods: number[] }[]; metrics: Record<string, unknown> }[] };
+  const a = run("a.json") as Run;
   assert.deepEqual(a, run("b.json"));
-  assert.deepEqual(a.tasks.map((t) => t.task), ["piqa", "lambada", "winogrande"]);
+  assert.deepEqual(a.tasks.map((t) => t.task), ["piqa", "lambada_openai", "winogrande"], "the alias lambada is lambada_openai");
   assert.equal(a.tasks[0]!.results.length, 4);
-  assert.ok("perplexity" in a.tasks[1]!.metrics);
+  assert.deepEqual(a.tasks.map((t) => Object.keys(t.metrics)), [["acc", "acc_norm"], ["perplexity", "acc"], ["acc"]]);
+  assert.deepEqual([a.bos, a.bosFrom], [true, "tokenizer"], "llama2.c's tokenizer adds BOS, so contexts start with it");
+  const noBos = run("c.json", ["--no-bos"]) as Run;
+  assert.deepEqual([noBos.bos, noBos.bosFrom], [false, "option"]);
+  assert.notDeepEqual(noBos.tasks[0]!.results[0]!.loglikelihoods, a.tasks[0]!.results[0]!.loglikelihoods, "without BOS the log-likelihoods change");
 });
 
 test("bad task input: unknown task, malformed row, --limit 0, --shots beyond the dev split, missing --data-dir", () => {
-  assert.throws(() => parseTaskList("mmlu,hellaswagg"), (err: unknown) => err instanceof OptionError && err.details.hint === `available tasks: ${TASK_NAMES.join(", ")}`);
+  assert.throws(() => parseTaskList("mmlu,hellaswagg"), (err: unknown) => err instanceof OptionError && err.details.hint!.startsWith(`available tasks: ${TASK_NAMES.join(", ")}, mmlu_<subject>`));
+  assert.throws(() => parseTaskList("mmlu_astrology"), /--tasks mmlu_astrology is not a known task/);
+  assert.deepEqual(parseTaskList("siqa,mmlu_anatomy,cmmlu_agronomy,mmlu_stem").map((t) => t.name), ["social_iqa", "mmlu_anatomy", "cmmlu_agronomy", "mmlu_stem"]);
   const dir = tempDir();
   mkdirSync(join(dir, "multiple-choice"));
-  writeFileSync(join(dir, "multiple-choice", "piqa.jsonl"), '{"query": "Q", "choices": ["a", "b"], "gold": 0}\n{"query": "Q2", "choices": ["a"], "gold": 0}\n');
+  writeFileSync(join(dir, "multiple-choice", "piqa.jsonl"), '{"query": "Question: Q\\n", "choices": ["a", "b"], "gold": 0}\n{"query": "Question: Q2\\n", "choices": ["a"], "gold": 0}\n');
+  writeFileSync(join(dir, "multiple-choice", "copa.jsonl"), '{"query": "The man turned on the faucet, therefore", "choices": ["a.", "b."], "gold": 0}\n{"query": "The man turned on the faucet", "choices": ["a.", "b."], "gold": 0}\n');
   const cases: [string[], number, RegExp][] = [
     [["eval", MODEL_BIN, "--tasks", "mmlu,hellaswagg", "--data-dir", DATA], 2, /--tasks hellaswagg is not a known task \(available tasks: mmlu, cmmlu, hellaswag/],
     [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", dir], 1, /piqa\.jsonl:2: field "choices" must be a list of at least 2 strings/],
+    [["eval", MODEL_BIN, "--tasks", "copa", "--data-dir", dir], 1, /copa\.jsonl:2: the query does not end with ", because" or ", therefore"/],
+    [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", DATA, "--bos", "--no-bos"], 2, /give --bos or --no-bos, not both/],
     [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", DATA, "--limit", "0"], 2, /--limit 0 must be between 1/],
     [["eval", MODEL_BIN, "--tasks", "mmlu", "--data-dir", DATA, "--shots", "6"], 2, /--shots 6: mmlu has 5 dev examples per subject/],
     [["eval", MODEL_BIN, "--tasks", "piqa", "--data-dir", DATA, "--shots", "1"], 2, /--shots 1: piqa has no few-shot split in the data/],

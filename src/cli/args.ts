@@ -80,10 +80,18 @@ export const EVAL_OPTIONS: OptionSpec = {
   shots: { type: "string" },
   limit: { type: "string" },
   bos: { type: "boolean" },
+  "no-bos": { type: "boolean" },
 };
 
-export function evalSettingsFromArgs(p: Parsed): { dataDir?: string; shots: number; limit?: number; bos: boolean } {
+/** --bos / --no-bos: BOS before every benchmark context, or none; undefined: as the model's tokenizer does. */
+export function bosFromArgs(p: Parsed): boolean | undefined {
+  if (flag(p, "bos") && flag(p, "no-bos")) throw new OptionError("give --bos or --no-bos, not both", { option: "--bos", hint: "without either, contexts start with BOS exactly when the model's tokenizer adds it" });
+  return flag(p, "bos") ? true : flag(p, "no-bos") ? false : undefined;
+}
+
+export function evalSettingsFromArgs(p: Parsed): { dataDir?: string; shots: number; limit?: number; bos?: boolean } {
   const dataDir = str(p, "data-dir");
   const limit = int(p, "limit", 1);
-  return { shots: int(p, "shots", 0, 1000) ?? 0, bos: flag(p, "bos"), ...(dataDir === undefined ? {} : { dataDir }), ...(limit === undefined ? {} : { limit }) };
+  const bos = bosFromArgs(p);
+  return { shots: int(p, "shots", 0, 1000) ?? 0, ...(bos === undefined ? {} : { bos }), ...(dataDir === undefined ? {} : { dataDir }), ...(limit === undefined ? {} : { limit }) };
 }

@@ -17,7 +17,8 @@ export interface EvalSettings {
   dataDir?: string;
   shots: number;
   limit?: number;
-  bos: boolean;
+  /** BOS before every context; undefined: as the tokenizer does. */
+  bos?: boolean;
 }
 
 /** "ppl:FILE,mmlu,piqa" -> specs; task names are checked now, files when read. */
@@ -25,10 +26,8 @@ export function parseEvalSpecs(text: string, settings: EvalSettings): EvalSpec[]
   const specs = text.split(",").map((s) => s.trim()).filter((s) => s.length > 0).map((spec): EvalSpec => {
     const ppl = /^ppl:(.+)$/.exec(spec);
     if (ppl) return { kind: "ppl", name: `ppl:${ppl[1]}`, file: ppl[1]! };
-    if (!TASK_NAMES.includes(spec)) {
-      throw new OptionError(`--eval ${spec}: expected ppl:FILE or a task name`, { option: "--eval", got: spec, hint: `tasks: ${TASK_NAMES.join(", ")}` });
-    }
-    return { kind: "task", name: spec, task: parseTaskList(spec)[0]! };
+    const task = parseTaskList(spec, "--eval")[0]!;
+    return { kind: "task", name: task.name, task };
   });
   if (specs.length === 0) throw new OptionError("--eval is empty", { option: "--eval", hint: `give ppl:FILE and/or tasks: ${TASK_NAMES.join(", ")}` });
   if (specs.some((s) => s.kind === "task") && settings.dataDir === undefined) {
@@ -68,7 +67,7 @@ export async function runEvals(
         values.push({ name: spec.name, metric: "perplexity", value: r.perplexity, detail: { perplexity: r.perplexity, nll: r.nll, tokens: r.tokens } });
       } else {
         const r = await evaluateTask(opened, opened.tokenizer, spec.task, {
-          dataDir: settings.dataDir!, shots: settings.shots, backend, bos: settings.bos, skip, onProgress: progress.callback,
+          dataDir: settings.dataDir!, shots: settings.shots, backend, ...(settings.bos === undefined ? {} : { bos: settings.bos }), skip, onProgress: progress.callback,
           ...(settings.limit === undefined ? {} : { limit: settings.limit }),
         });
         const detail: Record<string, number> = { items: r.items };

@@ -80,6 +80,7 @@ function setSentencePieceVocabulary(m: Map<string, GgufValue>, vocab: Readonly<S
   m.set("tokenizer.ggml.eos_token_id", u32(vocab.eosId));
   m.set("tokenizer.ggml.unknown_token_id", u32(vocab.unkId));
   m.set("tokenizer.ggml.add_space_prefix", { type: GgufValueType.BOOL, value: vocab.addSpacePrefix });
+  m.set("tokenizer.ggml.add_bos_token", { type: GgufValueType.BOOL, value: vocab.addBos ?? true });
 }
 
 /** As llama.cpp's converter writes a GPT-2-style vocabulary: tokens, types, merges, the named pre-tokenizer. */

@@ -4,7 +4,6 @@ import { UnsupportedError } from "../errors.js";
 import type { GgufArchitecture } from "../models/ggufFamilies.js";
 import { linearRopeFactor } from "./ggufMetadata.js";
 import type { LlamaConfig } from "../models/llama.js";
-import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
 /** Files that make up a Hugging Face tokenizer, copied along when the input has them. */
@@ -29,7 +28,7 @@ function ropeScalingJson(config: LlamaConfig): Record<string, unknown> | undefin
 /** config.json for the family, with the fields transformers reads for it (GPT-2 spells its own). */
 export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, tokenizer: Tokenizer, dtype: string, tiedEmbeddings: boolean): Record<string, unknown> {
   // The BOS token itself (a tokenizer that does not add it still has one), null when there is none.
-  const bos = tokenizer instanceof HfTokenizer ? tokenizer.specialIds.bosId : tokenizer.bosId;
+  const bos = tokenizer.bosId;
   const special = { bos_token_id: bos >= 0 ? bos : null, eos_token_id: tokenizer.eosId >= 0 ? tokenizer.eosId : null, torch_dtype: TORCH_DTYPE[dtype] ?? "float32" };
   if (family === "gpt2") {
     return {

@@ -4,6 +4,7 @@
 // of a piece into two pieces of the vocabulary, ordered by the merged piece's score).
 
 import { addedToken } from "../tokenizer/bpe.js";
+import { bosPostProcessor } from "../tokenizer/bosTemplate.js";
 import { PieceType, type SentencePieceVocab } from "../tokenizer/sentencepiece.js";
 import { portablePieces, SPACE_SYMBOL } from "./pieces.js";
 
@@ -41,7 +42,8 @@ export function sentencePieceToTokenizerJson(vocab: Readonly<SentencePieceVocab>
     added_tokens: special.map(({ p, id }) => addedToken(id, p, true)),
     normalizer: { type: "Sequence", normalizers },
     pre_tokenizer: null,
-    post_processor: null,
+    // transformers then adds BOS exactly when the source tokenizer does (llama2.c and SentencePiece GGUF: yes).
+    post_processor: (vocab.addBos ?? true) ? bosPostProcessor(pieces[vocab.bosId]!, vocab.bosId) : null,
     decoder: { type: "Sequence", decoders },
     model: {
       type: "BPE", dropout: null, unk_token: pieces[vocab.unkId] ?? null, continuing_subword_prefix: null, end_of_word_suffix: null,
@@ -52,9 +54,9 @@ export function sentencePieceToTokenizerJson(vocab: Readonly<SentencePieceVocab>
   };
 }
 
-/** tokenizer_config.json: special tokens by name, and that a BOS token starts every sequence. */
+/** tokenizer_config.json: special tokens by name, and whether a BOS token starts every sequence. */
 export function sentencePieceTokenizerConfig(vocab: Readonly<SentencePieceVocab>): Record<string, unknown> {
   const pieces = portablePieces(vocab);
   const piece = (id: number): string | null => pieces[id] ?? null;
-  return { bos_token: piece(vocab.bosId), eos_token: piece(vocab.eosId), unk_token: piece(vocab.unkId), add_bos_token: true, add_eos_token: false };
+  return { bos_token: piece(vocab.bosId), eos_token: piece(vocab.eosId), unk_token: piece(vocab.unkId), add_bos_token: vocab.addBos ?? true, add_eos_token: false };
 }

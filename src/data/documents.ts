@@ -45,5 +45,5 @@ export function readTextData(path: string, split: SplitMode = "none"): TextData 
 
 /** Token ids of each document, each starting with BOS. */
 export function tokenizeDocuments(tokenizer: Tokenizer, documents: readonly string[]): number[][] {
-  return documents.map((doc) => tokenizer.encode(doc, { bos: true }));
+  return documents.map((doc) => tokenizer.encode(doc));
 }

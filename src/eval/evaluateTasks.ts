@@ -20,12 +20,19 @@ export interface ItemResult {
   correctNorm: boolean;
   /** Cloze tasks: the continuation is the greedy one. */
   greedy?: boolean;
-  group?: string;
+  subtask?: string;
 }
 
 export interface MetricValue {
   value: number;
   stderr: number;
+}
+
+/** A subtask's or a group's metrics, as lm-eval reports them. */
+export interface PartResult {
+  name: string;
+  items: number;
+  metrics: Record<string, MetricValue>;
 }
 
 export interface TaskResult {
@@ -34,9 +41,11 @@ export interface TaskResult {
   kind: "choice" | "cloze";
   shots: number;
   items: number;
+  /** Exactly the metrics lm-eval reports for the task (for a group: its aggregate). */
   metrics: Record<string, MetricValue>;
-  /** MMLU/CMMLU: per subject, and the mean over subjects (macro) beside the mean over items. */
-  groups?: { group: string; items: number; acc: number; accNorm: number }[];
+  /** A group's subtasks (mmlu_anatomy, ...), and its subgroups (mmlu_stem, ...). */
+  subtasks?: PartResult[];
+  groups?: PartResult[];
   seconds: number;
   itemsPerSecond: number;
   results: ItemResult[];
@@ -47,6 +56,7 @@ export interface EvaluateOptions {
   shots: number;
   limit?: number;
   backend: DecoderBackend;
+  /** Put BOS before every context; default: as the model's tokenizer does (Tokenizer.addsBos), as lm-eval's HFLM. */
   bos?: boolean;
   /** Layers left out (the pruned model, without writing it). */
   skip?: ReadonlySet<number>;
@@ -62,10 +72,57 @@ export function meanWithStderr(values: readonly number[]): MetricValue {
   return { value: mean, stderr: Math.sqrt(variance / n) };
 }
 
+/**
+ * A group's metric from its parts', as lm-eval aggregates with weight_by_size: the mean weighted
+ * by item count, and the pooled standard error sqrt(sum((n_i - 1) n_i se_i^2) / (N - k) / N).
+ */
+export function weightedBySize(parts: readonly { items: number; value: MetricValue }[]): MetricValue {
+  const total = parts.reduce((n, p) => n + p.items, 0);
+  const value = parts.reduce((s, p) => s + p.items * p.value.value, 0) / total;
+  const pooled = parts.reduce((s, p) => s + (p.items - 1) * p.items * p.value.stderr ** 2, 0) / (total - parts.length);
+  return { value, stderr: Math.sqrt(pooled / total) };
+}
+
 function argmax(values: readonly number[]): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
   return best;
+}
+
+/** Per-item values of each metric the task reports, and their means. */
+function itemMetrics(task: TaskDefinition, results: readonly ItemResult[]): Record<string, MetricValue> {
+  const metrics: Record<string, MetricValue> = {};
+  for (const name of task.metrics) {
+    if (name === "perplexity") {
+      // lm-eval's perplexity aggregation: exp(-mean log-likelihood) over items; the standard
+      // error by the delta method (the harness bootstraps it).
+      const mean = meanWithStderr(results.map((r) => r.loglikelihoods[0]!));
+      metrics[name] = { value: Math.exp(-mean.value), stderr: Math.exp(-mean.value) * mean.stderr };
+    } else {
+      metrics[name] = meanWithStderr(results.map((r) => ((name === "acc" ? r.correct : r.correctNorm) ? 1 : 0)));
+    }
+  }
+  return metrics;
+}
+
+function aggregate(task: TaskDefinition, parts: readonly PartResult[]): Record<string, MetricValue> {
+  return Object.fromEntries(task.metrics.map((name) => [name, weightedBySize(parts.map((p) => ({ items: p.items, value: p.metrics[name]! })))]));
+}
+
+/** A group's subtasks and subgroups, and its own metrics aggregated from them as lm-eval does. */
+function groupParts(task: TaskDefinition, results: readonly ItemResult[]): Pick<TaskResult, "metrics" | "subtasks" | "groups"> {
+  const group = task.group!;
+  const subtasks = group.subtasks.map((name) => {
+    const mine = results.filter((r) => r.subtask === name);
+    return { name, items: mine.length, metrics: itemMetrics(task, mine) };
+  }).filter((s) => s.items > 0);
+  if (!group.subgroupOf) return { metrics: aggregate(task, subtasks), subtasks };
+  const names = [...new Set(subtasks.map((s) => group.subgroupOf!(s.name)))].sort();
+  const groups = names.map((name) => {
+    const parts = subtasks.filter((s) => group.subgroupOf!(s.name) === name);
+    return { name, items: parts.reduce((n, p) => n + p.items, 0), metrics: aggregate(task, parts) };
+  });
+  return { metrics: aggregate(task, groups), subtasks, groups };
 }
 
 export async function evaluateTask(source: StreamingSource, tokenizer: Tokenizer, task: TaskDefinition, options: EvaluateOptions): Promise<TaskResult> {
@@ -73,7 +130,7 @@ export async function evaluateTask(source: StreamingSource, tokenizer: Tokenizer
   const items: TaskItem[] = task.load(options.dataDir, { shots: options.shots, ...(options.limit === undefined ? {} : { limit: options.limit }) });
   const requests = items.flatMap((item) => item.requests);
   const scored = await scoreRequests(source, tokenizer, requests, {
-    backend: options.backend, groupSizes: items.map((item) => item.requests.length), ...(options.bos === undefined ? {} : { bos: options.bos }), ...(options.skip ? { skip: options.skip } : {}),
+    backend: options.backend, groupSizes: items.map((item) => item.requests.length), bos: options.bos ?? tokenizer.addsBos, ...(options.skip ? { skip: options.skip } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
   let at = 0;
@@ -88,32 +145,14 @@ export async function evaluateTask(source: StreamingSource, tokenizer: Tokenizer
       correct: task.kind === "cloze" ? mine[0]!.greedy : predicted === item.gold,
       correctNorm: predictedNorm === item.gold,
       ...(task.kind === "cloze" ? { greedy: mine[0]!.greedy } : {}),
-      ...(item.group === undefined ? {} : { group: item.group }),
+      ...(item.subtask === undefined ? {} : { subtask: item.subtask }),
     };
     return result;
   });
-  const metrics: Record<string, MetricValue> = { acc: meanWithStderr(results.map((r) => (r.correct ? 1 : 0))) };
-  if (task.kind === "choice") {
-    metrics["acc_norm"] = meanWithStderr(results.map((r) => (r.correctNorm ? 1 : 0)));
-  } else {
-    // lm-eval's perplexity aggregation: exp(-mean log-likelihood) over items.
-    const mean = meanWithStderr(results.map((r) => r.loglikelihoods[0]!));
-    metrics["perplexity"] = { value: Math.exp(-mean.value), stderr: Math.exp(-mean.value) * mean.stderr };
-  }
-  const groups = groupResults(results);
-  if (groups) metrics["acc_macro"] = { value: groups.reduce((n, g) => n + g.acc, 0) / groups.length, stderr: NaN };
+  const parts = task.group ? groupParts(task, results) : { metrics: itemMetrics(task, results) };
   const seconds = (Date.now() - started) / 1000;
   return {
-    task: task.name, follows: task.follows, kind: task.kind, shots: options.shots, items: results.length, metrics,
-    ...(groups ? { groups } : {}), seconds, itemsPerSecond: results.length / seconds, results,
+    task: task.name, follows: task.follows, kind: task.kind, shots: options.shots, items: results.length, ...parts,
+    seconds, itemsPerSecond: results.length / seconds, results,
   };
-}
-
-function groupResults(results: readonly ItemResult[]): TaskResult["groups"] {
-  if (!results.some((r) => r.group !== undefined)) return undefined;
-  const byGroup = new Map<string, ItemResult[]>();
-  for (const r of results) byGroup.set(r.group!, [...(byGroup.get(r.group!) ?? []), r]);
-  return [...byGroup].map(([group, rs]) => ({
-    group, items: rs.length, acc: rs.filter((r) => r.correct).length / rs.length, accNorm: rs.filter((r) => r.correctNorm).length / rs.length,
-  }));
 }

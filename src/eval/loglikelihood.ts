@@ -30,7 +30,7 @@ export interface ScoredRequest {
 
 export interface LoglikelihoodOptions {
   backend: DecoderBackend;
-  /** Add BOS before every context (lm-eval's add_bos_token); default false, as the harness for most models. */
+  /** Put BOS before every context (lm-eval's add_bos_token); default: as the tokenizer does (addsBos). */
   bos?: boolean;
   /** Layers left out. */
   skip?: ReadonlySet<number>;
@@ -56,7 +56,13 @@ export function encodePair(tokenizer: Tokenizer, request: LoglikelihoodRequest, 
     continuation = context.slice(context.length - spaces) + continuation;
     context = context.slice(0, context.length - spaces);
   }
-  if (context === "") return { context: [tokenizer.prefixTokenId ?? tokenizer.bosId], continuation: tokenizer.encode(continuation, { bos: false }) };
+  if (context === "") {
+    // lm-eval's prefix token: BOS when the vocabulary has one (even if texts start without it),
+    // else EOS; a continuation that already starts with it gives its first token as the context.
+    const prefix = tokenizer.bosId >= 0 ? tokenizer.bosId : tokenizer.eosId;
+    const ids = tokenizer.encode(continuation, { bos: false });
+    return ids[0] === prefix ? { context: ids.slice(0, 1), continuation: ids.slice(1) } : { context: [prefix], continuation: ids };
+  }
   const whole = tokenizer.encode(context + continuation, { bos });
   const contextIds = tokenizer.encode(context, { bos });
   return { context: contextIds, continuation: whole.slice(contextIds.length) };
@@ -251,7 +257,7 @@ function packedWindow(document: number, prefix: readonly number[], branches: rea
 
 export async function scoreRequests(source: StreamingSource, tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: LoglikelihoodOptions): Promise<ScoredRequest[]> {
   const { windows, jobs } = planRequests(tokenizer, requests, {
-    maxLength: source.config.contextLength, bos: options.bos ?? false, windowCost: layerWindowCost(source.config),
+    maxLength: source.config.contextLength, bos: options.bos ?? tokenizer.addsBos, windowCost: layerWindowCost(source.config),
     groupSizes: options.groupSizes, ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
   });
   const results: ScoredRequest[] = jobs.map((j) => ({ loglikelihood: 0, greedy: true, tokens: j.targets.length }));

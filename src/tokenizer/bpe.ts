@@ -6,6 +6,7 @@
 // it came from tokenize alike.
 
 import { TokenizerError, UnsupportedError } from "../errors.js";
+import { bosPostProcessor } from "./bosTemplate.js";
 import { PieceType } from "./sentencepiece.js";
 
 export interface BpeVocab {
@@ -90,7 +91,8 @@ export function bpeTokenizerJson(vocab: Readonly<BpeVocab>, source: string): Rec
         { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
       ],
     },
-    post_processor: null,
+    // transformers adds BOS exactly when the vocabulary does (tokenizer.ggml.add_bos_token).
+    post_processor: vocab.addBos && vocab.bosId >= 0 ? bosPostProcessor(vocab.tokens[vocab.bosId]!, vocab.bosId) : null,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
       type: "BPE", dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,

@@ -24,6 +24,8 @@ export function readGgufTokenizer(gguf: GgufFile): Tokenizer {
     throw new TokenizerError(`${gguf.path}: tokenizer.ggml.scores/token_type lengths (${scores.length}/${types.length}) differ from tokens (${n})`, { file: gguf.path });
   }
   const addSpacePrefix = gguf.metadata.get("tokenizer.ggml.add_space_prefix");
+  // llama.cpp adds BOS to SentencePiece text unless tokenizer.ggml.add_bos_token says otherwise.
+  const addBos = gguf.metadata.get("tokenizer.ggml.add_bos_token");
   return new SentencePieceTokenizer({
     pieces: pieces.map(String),
     scores: scores.map(Number),
@@ -33,6 +35,7 @@ export function readGgufTokenizer(gguf: GgufFile): Tokenizer {
     unkId: ggufNumber(gguf, "tokenizer.ggml.unknown_token_id") ?? 0,
     spaceSymbol: "\u2581",
     addSpacePrefix: addSpacePrefix === undefined ? true : Boolean(addSpacePrefix.value),
+    addBos: addBos === undefined ? true : Boolean(addBos.value),
     description: `SentencePiece BPE (GGUF tokenizer.ggml.model=llama), ${n} tokens`,
     source: gguf.path,
   });

@@ -1,12 +1,13 @@
 // A Hugging Face tokenizer.json (with tokenizer_config.json), through the pure TypeScript
 // @huggingface/tokenizers library. The chat template is ignored; BOS is added by shortgpt
-// itself, from the tokenizer config's bos_token, so every format tokenizes documents alike.
+// itself, when transformers would add it (bosTemplate.ts), so every format tokenizes alike.
 
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizerImpl } from "@huggingface/tokenizers";
 import { TokenizerError } from "../errors.js";
 import { type BpeVocab, bpeTokenizerConfig, bpeTokenizerJson, bpeVocabFromTokenizerJson } from "./bpe.js";
+import { addsBosByDefault } from "./bosTemplate.js";
 import type { Tokenizer } from "./tokenizer.js";
 
 function readJson(path: string): Record<string, unknown> {
@@ -29,9 +30,9 @@ function tokenText(value: unknown): string | undefined {
 /** A tokenizer.json run by @huggingface/tokenizers; keeps the JSON so the vocabulary can be written to other formats. */
 export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
-  /** BOS added to documents, or -1 when the tokenizer adds none (see specialIds for the token itself). */
   readonly bosId: number;
   readonly eosId: number;
+  readonly addsBos: boolean;
   readonly description: string;
 
   constructor(
@@ -46,13 +47,10 @@ export class HfTokenizer implements Tokenizer {
     private readonly bpe?: BpeVocab,
   ) {
     this.vocabSize = vocabSize;
-    this.bosId = specialIds.addBos ? specialIds.bosId : -1;
+    this.bosId = specialIds.bosId;
+    this.addsBos = specialIds.addBos && specialIds.bosId >= 0;
     this.eosId = specialIds.eosId;
     this.description = description ?? `Hugging Face tokenizer.json (${source}), ${vocabSize} tokens`;
-  }
-
-  get prefixTokenId(): number {
-    return this.specialIds.bosId >= 0 ? this.specialIds.bosId : this.eosId;
   }
 
   /** The byte-level BPE vocabulary, for a GGUF file (UnsupportedError when the tokenizer is of another kind). */
@@ -62,7 +60,7 @@ export class HfTokenizer implements Tokenizer {
 
   encode(text: string, options: { bos?: boolean } = {}): number[] {
     const ids = this.impl.encode(text, { add_special_tokens: false }).ids.map(Number);
-    return options.bos === false || this.bosId < 0 ? ids : [this.bosId, ...ids];
+    return (options.bos ?? this.addsBos) && this.bosId >= 0 ? [this.bosId, ...ids] : ids;
   }
 
   decode(ids: readonly number[]): string {
@@ -103,16 +101,19 @@ function buildImpl(json: Record<string, unknown>, tokenizerConfig: Record<string
 /** A tokenizer from tokenizer.json and tokenizer_config.json contents (config: the model's config.json, for *_token_id). */
 function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string): HfTokenizer {
   const impl = buildImpl(json, tokenizerConfig, source);
+  const textOf = (key: "bos" | "eos"): string | undefined => tokenText(tokenizerConfig[`${key}_token`]);
   const idOf = (key: "bos" | "eos"): number => {
-    const text = tokenText(tokenizerConfig[`${key}_token`]);
+    const text = textOf(key);
     const fromText = text === undefined ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
     if (fromText && fromText.length === 1) return fromText[0]!;
     const fromConfig = config[`${key}_token_id`];
     return typeof fromConfig === "number" ? fromConfig : -1;
   };
-  // add_bos_token: false (e.g. Qwen) means documents start without BOS, as the model was trained.
+  // Documents and benchmark contexts start with BOS exactly when transformers' encoding does (e.g.
+  // Llama, Mistral, Gemma: yes; GPT-2, Qwen: no), as lm-eval's HFLM with add_bos_token unset.
   const bosId = idOf("bos");
-  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: tokenizerConfig["add_bos_token"] !== false && bosId >= 0 }, vocabSize, source);
+  const bosText = bosId >= 0 ? (textOf("bos") ?? impl.id_to_token(bosId) ?? undefined) : undefined;
+  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: bosId >= 0 && addsBosByDefault(json, tokenizerConfig, bosText) }, vocabSize, source);
 }
 
 /** The tokenizer of a GGUF byte-level BPE vocabulary: its special ids as the file gives them, the vocabulary kept whole. */

@@ -6,7 +6,9 @@ import type { Tokenizer } from "./tokenizer.js";
 
 export class MissingTokenizer implements Tokenizer {
   readonly description: string;
+  readonly addsBos: boolean;
   constructor(readonly vocabSize: number, readonly bosId: number, readonly eosId: number, private readonly dir: string) {
+    this.addsBos = bosId >= 0;
     this.description = `none (${dir} has no tokenizer.json)`;
   }
   private fail(): never {

@@ -21,6 +21,8 @@ export interface SentencePieceVocab {
   scores: Float32Array | number[];
   types: PieceType[];
   bosId: number;
+  /** Whether encoding starts with BOS by default (GGUF tokenizer.ggml.add_bos_token); default true. */
+  addBos?: boolean;
   eosId: number;
   unkId: number;
   /** "▁" (U+2581) in SentencePiece/GGUF vocabularies, " " in llama2.c's tokenizer.bin. */
@@ -84,6 +86,7 @@ export class SentencePieceTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly bosId: number;
   readonly eosId: number;
+  readonly addsBos: boolean;
   readonly description: string;
   private readonly vocab: SentencePieceVocab;
   /** Text -> id for pieces that plain text may produce (not control, unknown or byte pieces). */
@@ -102,6 +105,7 @@ export class SentencePieceTokenizer implements Tokenizer {
     this.vocab = vocab;
     this.vocabSize = vocab.pieces.length;
     this.bosId = vocab.bosId;
+    this.addsBos = vocab.addBos ?? true;
     this.eosId = vocab.eosId;
     this.description = vocab.description;
     const encoder = new TextEncoder();
@@ -120,7 +124,7 @@ export class SentencePieceTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { bos?: boolean } = {}): number[] {
-    const ids: number[] = options.bos === false ? [] : [this.bosId];
+    const ids: number[] = (options.bos ?? this.addsBos) && this.bosId >= 0 ? [this.bosId] : [];
     if (text.length === 0) return ids;
     const space = this.vocab.spaceSymbol;
     const normalized = (this.vocab.addSpacePrefix ? " " + text : text).split(" ").join(space);

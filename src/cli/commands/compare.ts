@@ -15,7 +15,7 @@ import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, 
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { metricsPerLayerChart, overlapChart } from "../../report/charts.js";
 
-const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos] "
+const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
   + "[--backend B] [--threads N] [--json FILE]";
 

@@ -9,7 +9,7 @@ import { perplexityVariants } from "../../eval/perplexityVariants.js";
 import { parseTaskList, TASK_NAMES } from "../../eval/tasks/tasks.js";
 import type { OpenedModel } from "../../load.js";
 import { perplexityData } from "../../pipeline.js";
-import { DATA_OPTIONS, flag, int, MODEL_OPTIONS, onePositional, parse, type Parsed, str } from "../args.js";
+import { bosFromArgs, DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse, type Parsed, str } from "../args.js";
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, windowsFromArgs } from "../common.js";
 import { table } from "../format.js";
@@ -18,7 +18,7 @@ import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } fro
 import { valuesChart } from "../../report/charts.js";
 import type { ReportSection } from "../../report/page.js";
 
-const usage = "shortgpt eval MODEL (--ppl FILE [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] | --tasks a,b,... --data-dir DIR [--shots K] [--limit N] [--bos]) "
+const usage = "shortgpt eval MODEL (--ppl FILE [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] | --tasks a,b,... --data-dir DIR [--shots K] [--limit N] [--bos|--no-bos]) "
   + "[--skip i,j] [--backend auto|onnx|wasm|reference] [--threads N] [--json FILE]";
 
 async function perplexityPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend, skip: Set<number> | undefined): Promise<{ json: Record<string, unknown>; text: string }> {
@@ -43,10 +43,18 @@ async function perplexityPart(p: Parsed, opened: OpenedModel, backend: DecoderBa
   };
 }
 
+/** Rows as lm-eval's table: each task, or a group with its subgroups and subtasks indented below it. */
 function taskTable(results: readonly TaskResult[]): string {
-  const rows = results.flatMap((r) => Object.entries(r.metrics).map(([name, m], i) => [
-    i === 0 ? r.task : "", i === 0 ? r.items : "", i === 0 ? r.shots : "", name, m.value.toFixed(4), Number.isFinite(m.stderr) ? `± ${m.stderr.toFixed(4)}` : "", i === 0 ? r.itemsPerSecond.toFixed(1) : "",
-  ]));
+  const rows = results.flatMap((r) => {
+    const parts = [
+      { name: r.task, items: r.items, metrics: r.metrics, speed: r.itemsPerSecond.toFixed(1) },
+      ...(r.groups ?? []).map((g) => ({ ...g, name: ` - ${g.name}`, speed: "" })),
+      ...(r.subtasks ?? []).map((s) => ({ ...s, name: `  - ${s.name}`, speed: "" })),
+    ];
+    return parts.flatMap((part) => Object.entries(part.metrics).map(([name, m], i) => [
+      i === 0 ? part.name : "", i === 0 ? part.items : "", i === 0 ? r.shots : "", name, m.value.toFixed(4), Number.isFinite(m.stderr) ? `± ${m.stderr.toFixed(4)}` : "", i === 0 ? part.speed : "",
+    ]));
+  });
   return table(["task", "items", "shots", "metric", "value", "stderr", "items/s"], rows);
 }
 
@@ -56,6 +64,7 @@ async function tasksPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend
   if (dataDir === undefined) throw new OptionError("missing --data-dir DIR", { option: "--data-dir", hint: "the folder that holds mmlu/, cmmlu/, hellaswag/ and multiple-choice/ (e.g. ../shared/data)" });
   const shots = int(p, "shots", 0, 1000) ?? 0;
   const limit = int(p, "limit", 1);
+  const bos = bosFromArgs(p);
   for (const task of tasks) {
     if (shots > task.maxShots) {
       throw new OptionError(`--shots ${shots}: ${task.name} ${task.maxShots === 0 ? "has no few-shot split in the data" : `has ${task.maxShots} dev examples per subject`}`, { option: "--shots", expected: `<= ${task.maxShots}`, got: shots });
@@ -65,11 +74,15 @@ async function tasksPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend
   for (const task of tasks) {
     const progress = new Progress(task.name, "tokens");
     const result = await evaluateTask(opened, opened.tokenizer, task, {
-      dataDir, shots, backend, bos: flag(p, "bos"), onProgress: progress.callback, ...(limit === undefined ? {} : { limit }), ...(skip ? { skip } : {}),
+      dataDir, shots, backend, ...(bos === undefined ? {} : { bos }), onProgress: progress.callback, ...(limit === undefined ? {} : { limit }), ...(skip ? { skip } : {}),
     }).finally(() => progress.done());
     results.push(result);
   }
-  return { json: { tasks: results, dataDir, shots, ...(limit === undefined ? {} : { limit }), bos: flag(p, "bos") }, text: taskTable(results) };
+  const bosUsed = { bos: bos ?? opened.tokenizer.addsBos, bosFrom: bos === undefined ? "tokenizer" : "option" };
+  return {
+    json: { tasks: results, dataDir, shots, ...(limit === undefined ? {} : { limit }), ...bosUsed },
+    text: `${taskTable(results)}\ncontexts ${bosUsed.bos ? "start with BOS" : "without BOS"} (${bos === undefined ? "as the tokenizer does; --bos / --no-bos to change" : "as asked"})`,
+  };
 }
 
 export const evalCommand: Command = {
@@ -80,7 +93,7 @@ export const evalCommand: Command = {
     const { data: _data, ...dataOptions } = DATA_OPTIONS;
     const p = parse(argv, {
       ...MODEL_OPTIONS, ...dataOptions, ...ENGINE_OPTIONS, ppl: { type: "string" }, skip: { type: "string" },
-      tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" }, ...REPORT_OPTIONS,
+      tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" }, "no-bos": { type: "boolean" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
     const path = onePositional(p, "MODEL", usage);

@@ -22,7 +22,7 @@ export const generateCommand: Command = {
     // Generation runs token by token with a KV cache on the in-memory reference model.
     const loaded = loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
     const prompt = str(p, "prompt") ?? "";
-    const promptIds = loaded.tokenizer.encode(prompt, { bos: true });
+    const promptIds = loaded.tokenizer.encode(prompt);
     const context = loaded.model.config.contextLength;
     const maxTokens = int(p, "max-tokens", 1, context) ?? Math.min(256, context - promptIds.length);
     const temperature = num(p, "temperature", 0, 100) ?? 0;

@@ -29,7 +29,7 @@ export const inspectCommand: Command = {
       parameters: entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0),
       tiedClassifier: !entries.some((e) => e.name === loaded.names.classifier),
       dtypes: loaded.dtypes,
-      tokenizer: { description: loaded.tokenizer.description, path: loaded.tokenizerPath, vocabSize: loaded.tokenizer.vocabSize, bos: loaded.tokenizer.bosId, eos: loaded.tokenizer.eosId },
+      tokenizer: { description: loaded.tokenizer.description, path: loaded.tokenizerPath, vocabSize: loaded.tokenizer.vocabSize, bos: loaded.tokenizer.bosId, eos: loaded.tokenizer.eosId, addsBos: loaded.tokenizer.addsBos },
     };
     const rows: [string, string | number][] = [
       ["format", loaded.format], ["architecture", loaded.architecture], ["layers", c.nLayers], ["hidden size", c.dim],
@@ -37,7 +37,7 @@ export const inspectCommand: Command = {
       ["vocabulary", c.vocabSize], ["context", c.contextLength], [`${json.norm} eps`, c.normEps],
       ["positions", c.learnedPositions ? "learned (added to the input)" : `RoPE, theta ${c.ropeTheta}${c.ropeFreqFactors ? `, scaled (frequency divisors ${c.ropeFreqFactors.map((f) => Number(f.toPrecision(4))).join(", ")})` : ""}`],
       ["parameters", json.parameters.toLocaleString("en-US")], ["classifier", json.tiedClassifier ? "tied to embedding" : "separate"],
-      ["dtypes", Object.entries(loaded.dtypes).map(([k, v]) => `${k} x${v}`).join(", ")], ["tokenizer", loaded.tokenizer.description],
+      ["dtypes", Object.entries(loaded.dtypes).map(([k, v]) => `${k} x${v}`).join(", ")], ["tokenizer", `${loaded.tokenizer.description}; BOS ${loaded.tokenizer.bosId >= 0 ? `${loaded.tokenizer.bosId}${loaded.tokenizer.addsBos ? ", added to every text" : ", not added"}` : "none"}`],
     ];
     return { json, text: `${path}\n${table(["field", "value"], rows)}` };
   },

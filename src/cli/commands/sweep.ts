@@ -17,7 +17,7 @@ import { layerScoresChart, qualityCurveChart } from "../../report/charts.js";
 import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt sweep MODEL --data CALIB --max-remove K --eval ppl:FILE,mmlu,... [--metric bi] [--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] "
-  + "[--data-dir DIR] [--shots K] [--limit N] [--bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--json FILE]";
+  + "[--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--json FILE]";
 
 export const sweepCommand: Command = {
   name: "sweep",

@@ -87,7 +87,7 @@ export function readBzip2(path: string): string {
 export class RowReader {
   constructor(readonly file: string, readonly line: number, private readonly row: Record<string, unknown>) {}
 
-  private fail(what: string): never {
+  fail(what: string): never {
     throw new DataError(`${this.file}:${this.line}: ${what}`, { file: this.file, hint: "fix or remove that row; no row is skipped silently" });
   }
 
