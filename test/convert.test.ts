@@ -9,11 +9,11 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { convertModel } from "../src/convert/convertModel.js";
 import { UnsupportedError } from "../src/errors.js";
-import { readGguf } from "../src/formats/gguf.js";
+import { GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
-import { MODEL_BIN, MODEL_GGUF, runCli, scaledError, sha256, tempDir, TINYSTORIES } from "./helpers.js";
+import { MODEL_BIN, MODEL_GGUF, rewriteGguf, runCli, scaledError, sha256, tempDir, TINYSTORIES } from "./helpers.js";
 
 const PROMPT = "Once upon a time, there was a little girl named Lily. She loved to play";
 
@@ -69,6 +69,36 @@ test("llama2.c to an HF directory: identical logits, a tokenizer.json that token
     original.close();
     converted.close();
   }
+});
+
+test("BOS survives conversion: transformers' template when the source adds BOS, none when a GGUF says add_bos_token = false", () => {
+  const dir = tempDir();
+  const withBos = join(dir, "with");
+  convertModel(MODEL_BIN, withBos, { to: "safetensors" });
+  const json = JSON.parse(readFileSync(join(withBos, "tokenizer.json"), "utf8")) as { post_processor: { type: string; single: unknown[] } | null };
+  assert.equal(json.post_processor?.type, "TemplateProcessing");
+  assert.deepEqual(json.post_processor.single[0], { SpecialToken: { id: "<s>", type_id: 0 } }, "the template starts with BOS, which transformers applies");
+  const gguf = join(dir, "with.gguf");
+  convertModel(MODEL_BIN, gguf, { to: "gguf" });
+  const noBosGguf = rewriteGguf(MODEL_GGUF, join(dir, "nobos.gguf"), (meta) => {
+    meta.set("tokenizer.ggml.add_bos_token", { type: GgufValueType.BOOL, value: false });
+  });
+  const withoutBos = join(dir, "without");
+  convertModel(noBosGguf, withoutBos, { to: "safetensors" });
+  const without = JSON.parse(readFileSync(join(withoutBos, "tokenizer.json"), "utf8")) as { post_processor: unknown };
+  assert.equal(without.post_processor, null);
+  for (const [path, adds] of [[MODEL_BIN, true], [MODEL_GGUF, true], [withBos, true], [gguf, true], [noBosGguf, false], [withoutBos, false]] as const) {
+    const m = openModel(path);
+    try {
+      assert.equal(m.tokenizer.addsBos, adds, `${path}: adds BOS`);
+      assert.equal(m.tokenizer.encode("Once upon a time")[0] === m.tokenizer.bosId, adds, `${path}: the default encoding`);
+    } finally {
+      m.close();
+    }
+  }
+  const meta = readGguf(gguf);
+  assert.equal(meta.metadata.get("tokenizer.ggml.add_bos_token")?.value, true, "the GGUF written says so, as llama.cpp's converter");
+  meta.file.close();
 });
 
 test("the converted HF directory means the same to transformers and tokenizers (golden)", () => {

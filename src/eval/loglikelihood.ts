@@ -113,14 +113,16 @@ export function layerWindowCost(shape: { dim: number; hiddenDim: number; nHeads:
 const HEAD_ROWS = 512;
 
 /**
- * Right-pads a window to a multiple of PAD_MULTIPLE tokens (never past the model's context).
- * Attention is causal, so padding after the last real token changes nothing before it; it
- * makes windows of nearby lengths one batch and one compiled graph, instead of one per length.
+ * Right-pads a window to a bucket length (never past the model's context). Attention is causal,
+ * so padding after the last real token changes nothing before it; it makes windows of nearby
+ * lengths one batch and one compiled graph, instead of one per length. Buckets are multiples of
+ * 32 up to 256 tokens, then 8 per doubling (multiples of 32 below 512, 64 below 1024, 128 below
+ * 2048, ...): padding stays under 12.5%, and a 5-shot MMLU run compiles a few graphs, not one
+ * per question (each compile costs about as much as running several windows).
  */
-const PAD_MULTIPLE = 32;
-
 function paddedLength(length: number, maxLength: number): number {
-  return Math.max(length, Math.min(maxLength, Math.ceil(length / PAD_MULTIPLE) * PAD_MULTIPLE));
+  const multiple = Math.max(32, 2 ** (Math.floor(Math.log2(Math.max(length, 1))) - 3));
+  return Math.max(length, Math.min(maxLength, Math.ceil(length / multiple) * multiple));
 }
 
 function padToBucket(tokens: number[], maxLength: number): number[] {
