@@ -214,7 +214,7 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     const model = sharedPath("models", "stories260K", "stories260K.bin");
     const dataDir = sharedPath("data");
-    for (const task of ["mmlu", "cmmlu", "hellaswag", "piqa", "boolq", "arc_easy", "arc_challenge", "winogrande", "lambada", "copa", "openbookqa", "siqa", "commonsense_qa"]) {
+    for (const task of ["mmlu", "cmmlu", "hellaswag", "piqa", "boolq", "arc_easy", "arc_challenge", "winogrande", "lambada_openai", "copa", "openbookqa", "social_iqa", "commonsense_qa"]) {
       const limit = task === "mmlu" ? [] : ["--limit", "500"];
       const r = ours("tasks", model, ["--tasks", task, "--data-dir", dataDir, "--backend", "onnx", "--threads", String(THREADS), ...limit]);
       rows.push({ task, items: Number(r["items"]), seconds: Number(r["seconds"]).toFixed(1), "items/s": Number(r["itemsPerSecond"]).toFixed(1), acc: Number(r["acc"]).toFixed(4) });

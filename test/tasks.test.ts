@@ -143,11 +143,22 @@ test("task metrics: acc, acc_norm and their standard errors; MMLU's subjects and
   assert.ok(Math.abs(result.metrics["acc"]!.value - accuracy) < 1e-12);
   const stem = result.results.filter((r) => findTask("mmlu_stem")!.group!.subtasks.includes(r.subtask!));
   assert.ok(Math.abs(result.groups![3]!.metrics["acc"]!.value - stem.filter((r) => r.correct).length / stem.length) < 1e-12);
+  // lm-eval 0.4.13 aggregates a nested group over its leaf subtasks: the pooled stderr is over the 57 subjects.
+  const overSubjects = weightedBySize(result.subtasks!.map((s) => ({ items: s.items, value: s.metrics["acc"]! })));
+  assert.ok(Math.abs(result.metrics["acc"]!.stderr - overSubjects.stderr) < 1e-15);
+  const overCategories = weightedBySize(result.groups!.map((g) => ({ items: g.items, value: g.metrics["acc"]! })));
+  assert.ok(Math.abs(overCategories.stderr - overSubjects.stderr) > 1e-9, "pooling over the categories would differ");
   // A subject by its lm-eval name is the same items, ungrouped.
   const anatomy = await evaluateTask(opened, opened.tokenizer, findTask("mmlu_anatomy")!, { dataDir: DATA, shots: 0, limit: 3, backend: fast });
   assert.deepEqual(anatomy.results.map((r) => r.loglikelihoods), result.results.filter((r) => r.subtask === "mmlu_anatomy").map((r) => r.loglikelihoods));
   assert.equal(anatomy.subtasks, undefined);
   assert.ok(result.itemsPerSecond > 0);
+});
+
+test("--bos on a tokenizer without a BOS token is refused, not ignored", async () => {
+  const t = opened.tokenizer;
+  const noBos: Tokenizer = { vocabSize: t.vocabSize, bosId: -1, eosId: t.eosId, addsBos: false, description: "no BOS", encode: (text) => t.encode(text, { bos: false }), decode: (ids) => t.decode(ids), decodeToken: (id, prev) => t.decodeToken(id, prev) };
+  await assert.rejects(evaluateTask(opened, noBos, findTask("piqa")!, { dataDir: DATA, shots: 0, limit: 2, backend: fast, bos: true }), (err: unknown) => err instanceof OptionError && /--bos: this model's tokenizer has no BOS token/.test(err.message));
 });
 
 test("perplexity variants on a short text, by hand", () => {

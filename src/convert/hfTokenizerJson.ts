@@ -43,7 +43,7 @@ export function sentencePieceToTokenizerJson(vocab: Readonly<SentencePieceVocab>
     normalizer: { type: "Sequence", normalizers },
     pre_tokenizer: null,
     // transformers then adds BOS exactly when the source tokenizer does (llama2.c and SentencePiece GGUF: yes).
-    post_processor: (vocab.addBos ?? true) ? bosPostProcessor(pieces[vocab.bosId]!, vocab.bosId) : null,
+    post_processor: (vocab.addBos ?? true) && vocab.bosId >= 0 ? bosPostProcessor(pieces[vocab.bosId]!, vocab.bosId) : null,
     decoder: { type: "Sequence", decoders },
     model: {
       type: "BPE", dropout: null, unk_token: pieces[vocab.unkId] ?? null, continuing_subword_prefix: null, end_of_word_suffix: null,

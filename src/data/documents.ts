@@ -43,7 +43,7 @@ export function readTextData(path: string, split: SplitMode = "none"): TextData 
   return { path, sha256, documents };
 }
 
-/** Token ids of each document, each starting with BOS. */
+/** Token ids of each document, starting with BOS when the tokenizer adds it. */
 export function tokenizeDocuments(tokenizer: Tokenizer, documents: readonly string[]): number[][] {
   return documents.map((doc) => tokenizer.encode(doc));
 }

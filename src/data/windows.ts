@@ -58,7 +58,7 @@ export function perplexityWindows(documents: readonly number[][], options: Windo
   const windows: PerplexityWindow[] = [];
   for (let d = 0; d < documents.length; d++) {
     const doc = documents[d]!;
-    let scoredUpTo = 1; // position 0 (BOS) is never predicted
+    let scoredUpTo = 1; // position 0 (BOS, or the first token) has nothing before it to predict from
     for (let begin = 0; ; begin += stride) {
       const end = Math.min(begin + seqLen, doc.length);
       const from = Math.max(begin + 1, scoredUpTo);

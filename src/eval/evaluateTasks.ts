@@ -6,6 +6,7 @@
 import type { DecoderBackend } from "../backend/backend.js";
 import type { StreamingSource } from "../models/streaming.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
+import { OptionError } from "../errors.js";
 import { scoreRequests } from "./loglikelihood.js";
 import type { TaskDefinition, TaskItem } from "./tasks/tasks.js";
 
@@ -109,7 +110,11 @@ function aggregate(task: TaskDefinition, parts: readonly PartResult[]): Record<s
   return Object.fromEntries(task.metrics.map((name) => [name, weightedBySize(parts.map((p) => ({ items: p.items, value: p.metrics[name]! })))]));
 }
 
-/** A group's subtasks and subgroups, and its own metrics aggregated from them as lm-eval does. */
+/**
+ * A group's subtasks and subgroups, and its metrics as lm-eval 0.4.13 aggregates them: over its
+ * leaf subtasks (a nested group's categories are reported, not used), so the pooled standard error
+ * is over every subject.
+ */
 function groupParts(task: TaskDefinition, results: readonly ItemResult[]): Pick<TaskResult, "metrics" | "subtasks" | "groups"> {
   const group = task.group!;
   const subtasks = group.subtasks.map((name) => {
@@ -122,11 +127,14 @@ function groupParts(task: TaskDefinition, results: readonly ItemResult[]): Pick<
     const parts = subtasks.filter((s) => group.subgroupOf!(s.name) === name);
     return { name, items: parts.reduce((n, p) => n + p.items, 0), metrics: aggregate(task, parts) };
   });
-  return { metrics: aggregate(task, groups), subtasks, groups };
+  return { metrics: aggregate(task, subtasks), subtasks, groups };
 }
 
 export async function evaluateTask(source: StreamingSource, tokenizer: Tokenizer, task: TaskDefinition, options: EvaluateOptions): Promise<TaskResult> {
   const started = Date.now();
+  if (options.bos === true && tokenizer.bosId < 0) {
+    throw new OptionError("--bos: this model's tokenizer has no BOS token", { option: "--bos", hint: "leave --bos out: contexts then start as the tokenizer starts texts" });
+  }
   const items: TaskItem[] = task.load(options.dataDir, { shots: options.shots, ...(options.limit === undefined ? {} : { limit: options.limit }) });
   const requests = items.flatMap((item) => item.requests);
   const scored = await scoreRequests(source, tokenizer, requests, {

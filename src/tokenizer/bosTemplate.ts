@@ -1,13 +1,10 @@
-// Whether a Hugging Face tokenizer puts BOS before every text, as transformers decides it: the
-// tokenizer.json post-processor's template (what tokenizers-backed classes apply), unless the
-// tokenizer class is one that rebuilds that template from tokenizer_config.json's add_bos_token
-// (Llama's and Gemma's). And the template shortgpt writes so that transformers adds BOS.
+// Whether a Hugging Face tokenizer puts BOS before every text, as transformers 5 decides it: the
+// tokenizer.json post-processor's template alone (transformers 5 drops tokenizer_config.json's
+// add_bos_token when a tokenizer.json exists; 4.x let Llama's and Gemma's classes rebuild the
+// template from it). And the template shortgpt writes so that transformers adds BOS.
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => v !== null && typeof v === "object" && !Array.isArray(v);
-
-/** Tokenizer classes whose add_bos_token setting decides, whatever tokenizer.json's template says. */
-const CLASSES_WITH_ADD_BOS = /^(Llama|CodeLlama|Gemma|Gemma2|Gemma3)Tokenizer(Fast)?$/;
 
 /** The special token a TemplateProcessing's single-sequence template starts with, if any. */
 function templateFirstToken(processor: unknown, depth = 0): string | undefined {
@@ -25,13 +22,9 @@ function templateFirstToken(processor: unknown, depth = 0): string | undefined {
   return isObject(special) && typeof special["id"] === "string" ? special["id"] : undefined;
 }
 
-/** True when encoding with this tokenizer.json and tokenizer_config.json starts with the BOS token `bosText`. */
-export function addsBosByDefault(json: Json, tokenizerConfig: Json, bosText: string | undefined): boolean {
-  if (bosText === undefined) return false;
-  const explicit = tokenizerConfig["add_bos_token"];
-  const tokenizerClass = tokenizerConfig["tokenizer_class"];
-  if (typeof explicit === "boolean" && typeof tokenizerClass === "string" && CLASSES_WITH_ADD_BOS.test(tokenizerClass)) return explicit;
-  return templateFirstToken(json["post_processor"]) === bosText;
+/** True when encoding with this tokenizer.json starts with the BOS token `bosText`. */
+export function addsBosByDefault(json: Json, bosText: string | undefined): boolean {
+  return bosText !== undefined && templateFirstToken(json["post_processor"]) === bosText;
 }
 
 /** tokenizer.json's post-processor that puts BOS before every sequence (and before each of a pair, as Llama's). */

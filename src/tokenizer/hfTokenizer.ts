@@ -103,6 +103,8 @@ function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Recor
   const impl = buildImpl(json, tokenizerConfig, source);
   const textOf = (key: "bos" | "eos"): string | undefined => tokenText(tokenizerConfig[`${key}_token`]);
   const idOf = (key: "bos" | "eos"): number => {
+    // An explicit null (Qwen's bos_token) means none, whatever config.json says, as transformers reads it.
+    if (tokenizerConfig[`${key}_token`] === null) return -1;
     const text = textOf(key);
     const fromText = text === undefined ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
     if (fromText && fromText.length === 1) return fromText[0]!;
@@ -113,7 +115,7 @@ function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Recor
   // Llama, Mistral, Gemma: yes; GPT-2, Qwen: no), as lm-eval's HFLM with add_bos_token unset.
   const bosId = idOf("bos");
   const bosText = bosId >= 0 ? (textOf("bos") ?? impl.id_to_token(bosId) ?? undefined) : undefined;
-  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: bosId >= 0 && addsBosByDefault(json, tokenizerConfig, bosText) }, vocabSize, source);
+  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: bosId >= 0 && addsBosByDefault(json, bosText) }, vocabSize, source);
 }
 
 /** The tokenizer of a GGUF byte-level BPE vocabulary: its special ids as the file gives them, the vocabulary kept whole. */

@@ -59,7 +59,7 @@ def main() -> None:
     os.makedirs(out_dir, exist_ok=True)
     tok.save(os.path.join(out_dir, "tokenizer.json"))
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-        json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True, "tokenizer_class": "LlamaTokenizerFast"}, f, indent=2)
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True}, f, indent=2)
     golden = {
         "tokenizers": __import__("tokenizers").__version__,
         "bos_id": tok.token_to_id("<s>"),

@@ -22,7 +22,9 @@ export const generateCommand: Command = {
     // Generation runs token by token with a KV cache on the in-memory reference model.
     const loaded = loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
     const prompt = str(p, "prompt") ?? "";
-    const promptIds = loaded.tokenizer.encode(prompt);
+    // With nothing to start from (an empty prompt, no BOS added), start from BOS, else EOS, as lm-eval's prefix token.
+    const encoded = loaded.tokenizer.encode(prompt);
+    const promptIds = encoded.length > 0 ? encoded : [loaded.tokenizer.bosId >= 0 ? loaded.tokenizer.bosId : loaded.tokenizer.eosId];
     const context = loaded.model.config.contextLength;
     const maxTokens = int(p, "max-tokens", 1, context) ?? Math.min(256, context - promptIds.length);
     const temperature = num(p, "temperature", 0, 100) ?? 0;

@@ -57,9 +57,14 @@ export interface TaskDefinition {
 const LETTERS = ["A", "B", "C", "D"];
 const ANSWER_LETTERS = ["A", "B", "C", "D", "E"];
 
+/** Length in code points, as Python's len() (lm-eval's acc_norm), not UTF-16 units. */
+function characterCount(text: string): number {
+  return [...text].length;
+}
+
 function choiceItem(id: string, context: string, choices: readonly string[], gold: number, subtask?: string): TaskItem {
   return {
-    id, gold, choiceLengths: choices.map((c) => c.length),
+    id, gold, choiceLengths: choices.map(characterCount),
     requests: choices.map((c) => ({ context, continuation: ` ${c}` })),
     ...(subtask === undefined ? {} : { subtask }),
   };
@@ -296,7 +301,7 @@ const winogrande: TaskDefinition = {
       return {
         id: `winogrande:${line}`, gold: r.index("gold", contexts.length),
         requests: contexts.map((context) => ({ context, continuation: ` ${continuation}` })),
-        choiceLengths: contexts.map((c) => c.length),
+        choiceLengths: contexts.map(characterCount),
       };
     });
   },
@@ -310,7 +315,7 @@ const lambadaOpenai: TaskDefinition = {
     return limitRows(readJsonl(path), limit).map(({ line, row }) => {
       const r = new RowReader(path, line, row);
       const continuation = r.string("continuation");
-      return { id: `lambada_openai:${line}`, gold: 0, requests: [{ context: r.string("context"), continuation: ` ${continuation}` }], choiceLengths: [continuation.length + 1] };
+      return { id: `lambada_openai:${line}`, gold: 0, requests: [{ context: r.string("context"), continuation: ` ${continuation}` }], choiceLengths: [characterCount(continuation) + 1] };
     });
   },
 };
@@ -329,7 +334,7 @@ export const TASKS: readonly TaskDefinition[] = [
   jsonlChoiceTask("commonsense_qa", "commonsense_qa.jsonl", ["acc"], "lm-eval commonsense_qa (question, lettered answers, \"Answer:\", the letters as choices); the data holds 4 of the 5 answers, so items have A-D", commonsenseQaPrompt),
 ];
 
-/** Earlier names of this tool, and the harness's tag names, for the same tasks. */
+/** This tool's earlier names for two of the tasks. */
 const ALIASES: Readonly<Record<string, string>> = { lambada: "lambada_openai", siqa: "social_iqa" };
 
 const BY_NAME = new Map<string, TaskDefinition>([...TASKS, ...mmluCategories, ...mmluSubjectTasks, ...cmmluSubjectTasks].map((t) => [t.name, t]));
