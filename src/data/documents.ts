@@ -2,8 +2,9 @@
 // separated block with split "blank-line"); a .jsonl file has one document per line in "text".
 
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { DataError } from "../errors.js";
+import { readWholeFile } from "../formats/file.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
 export type SplitMode = "none" | "blank-line";
@@ -16,7 +17,7 @@ export interface TextData {
 
 export function readTextData(path: string, split: SplitMode = "none"): TextData {
   if (!existsSync(path)) throw new DataError(`data file not found: ${path}`, { file: path, option: "--data", hint: "check the path" });
-  const bytes = readFileSync(path);
+  const bytes = readWholeFile(path, DataError); // a folder or FIFO is refused, not read or waited on
   const sha256 = createHash("sha256").update(bytes).digest("hex");
   const text = bytes.toString("utf8").replace(/\r\n?/g, "\n");
   let documents: string[];
