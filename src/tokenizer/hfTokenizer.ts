@@ -2,16 +2,19 @@
 // @huggingface/tokenizers library. The chat template is ignored; BOS is added by shortgpt
 // itself, from the tokenizer config's bos_token, so every format tokenizes documents alike.
 
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizerImpl } from "@huggingface/tokenizers";
 import { TokenizerError } from "../errors.js";
+import { readWholeFile } from "../formats/file.js";
+import { parseJson } from "../formats/json.js";
 import { type BpeVocab, bpeTokenizerConfig, bpeTokenizerJson, bpeVocabFromTokenizerJson } from "./bpe.js";
 import type { Tokenizer } from "./tokenizer.js";
 
 function readJson(path: string): Record<string, unknown> {
+  const text = readWholeFile(path, TokenizerError).toString("utf8"); // a folder, FIFO or unreadable file: its own message
   try {
-    const value: unknown = JSON.parse(readFileSync(path, "utf8"));
+    const value: unknown = parseJson(text);
     if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not a JSON object");
     return value as Record<string, unknown>;
   } catch (err) {
