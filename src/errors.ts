@@ -28,10 +28,10 @@ export class ShortgptError extends Error {
     this.details = details;
   }
 
-  /** One line for the terminal: the message, then the hint. */
+  /** One line for the terminal: the message, then the hint (a newline quoted from a file is folded). */
   describe(): string {
     const hint = this.details.hint ? ` (${this.details.hint})` : "";
-    return `${this.message}${hint}`;
+    return `${this.message}${hint}`.replace(/\s*[\r\n]+\s*/g, " ");
   }
 }
 

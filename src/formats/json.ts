@@ -29,7 +29,12 @@ export function jsonTooDeepAt(text: string, maxDepth = MAX_JSON_DEPTH): number {
 export function parseJson(text: string, maxDepth = MAX_JSON_DEPTH): unknown {
   const at = jsonTooDeepAt(text, maxDepth);
   if (at >= 0) throw new SyntaxError(`nesting deeper than ${maxDepth} levels at position ${at}`);
-  return JSON.parse(text);
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    // V8 quotes the text around the error, newlines included; a message must stay one line.
+    throw new SyntaxError((err as Error).message.replace(/\s*\n\s*/g, " "));
+  }
 }
 
 /** A JSON value shortened for a one-line message (a hostile file can hold megabytes in one field). */
