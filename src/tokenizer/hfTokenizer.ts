@@ -10,6 +10,7 @@ import { readWholeFile } from "../formats/file.js";
 import { parseJson } from "../formats/json.js";
 import { type BpeVocab, bpeTokenizerConfig, bpeTokenizerJson, bpeVocabFromTokenizerJson } from "./bpe.js";
 import type { Tokenizer } from "./tokenizer.js";
+import { checkTokenizerJsonShape } from "./tokenizerJsonShape.js";
 
 function readJson(path: string): Record<string, unknown> {
   const text = readWholeFile(path, TokenizerError).toString("utf8"); // a folder, FIFO or unreadable file: its own message
@@ -89,6 +90,7 @@ export function readHfTokenizer(dir: string, config: Record<string, unknown>, vo
   const path = join(dir, "tokenizer.json");
   if (!existsSync(path)) return undefined;
   const json = readJson(path);
+  checkTokenizerJsonShape(json, vocabSize, path);
   const configPath = join(dir, "tokenizer_config.json");
   const tokenizerConfig = existsSync(configPath) ? readJson(configPath) : {};
   return createHfTokenizer(json, tokenizerConfig, config, vocabSize, path);
