@@ -105,12 +105,16 @@ function buildImpl(json: Record<string, unknown>, tokenizerConfig: Record<string
   }
 }
 
+/** Longer than any special token's text (e.g. "<|begin_of_text|>"), so a longer one is not looked up. */
+const MAX_SPECIAL_TOKEN_CHARS = 256;
+
 /** A tokenizer from tokenizer.json and tokenizer_config.json contents (config: the model's config.json, for *_token_id). */
 function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string): HfTokenizer {
   const impl = buildImpl(json, tokenizerConfig, source);
   const idOf = (key: "bos" | "eos"): number => {
     const text = tokenText(tokenizerConfig[`${key}_token`]);
-    const fromText = text === undefined ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
+    // One token's text is short; encoding a megabyte-long "token" took seconds for nothing.
+    const fromText = text === undefined || text.length > MAX_SPECIAL_TOKEN_CHARS ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
     if (fromText && fromText.length === 1) return fromText[0]!;
     const fromConfig = config[`${key}_token_id`];
     return typeof fromConfig === "number" ? fromConfig : -1;
