@@ -3,7 +3,7 @@
 // (read, expanded to float32, re-laid-out, encoded, written), so memory holds one tensor.
 
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, join } from "node:path";
 import { OptionError, UnsupportedError } from "../errors.js";
 import { GGML_TYPE_BY_NAME, type GgufTensorToWrite, writeGguf } from "../formats/gguf.js";
 import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite } from "../formats/safetensors.js";
@@ -18,7 +18,7 @@ import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDty
 import { bpeTokenizerConfig } from "../tokenizer/bpe.js";
 import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
 import { SentencePieceTokenizer } from "../tokenizer/sentencepiece.js";
-import { checkOutputPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
+import { checkOutputPath, claimTempPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
 import { ggufLlamaMetadata, GGUF_FILE_TYPE, type GgufVocabulary } from "./ggufMetadata.js";
 import { hfConfigJson, HF_TOKENIZER_FILES } from "./hfOutput.js";
 import { sentencePieceToTokenizerJson, sentencePieceTokenizerConfig } from "./hfTokenizerJson.js";
@@ -264,8 +264,7 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
       },
     };
   });
-  const parent = dirname(resolve(output));
-  const temp = join(parent, `.${basename(resolve(output))}.tmp-${process.pid}-${Date.now()}`);
+  const temp = claimTempPath(output);
   let tokenizer: ConvertResult["tokenizer"] = "none";
   let bytesWritten = 0;
   try {
