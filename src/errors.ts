@@ -28,10 +28,14 @@ export class ShortgptError extends Error {
     this.details = details;
   }
 
-  /** One line for the terminal: the message, then the hint (a newline quoted from a file is folded). */
+  /**
+   * One line for the terminal: the message, then the hint. A newline quoted from a file is
+   * folded and a run of more than 300 characters without a space (a megabyte-long "name" in a
+   * hostile file) is shortened, so the line stays readable.
+   */
   describe(): string {
     const hint = this.details.hint ? ` (${this.details.hint})` : "";
-    return `${this.message}${hint}`.replace(/\s*[\r\n]+\s*/g, " ");
+    return `${this.message}${hint}`.replace(/\s*[\r\n]+\s*/g, " ").replace(/\S{301,}/g, (run) => `${run.slice(0, 120)}...(${run.length} characters)`);
   }
 }
 

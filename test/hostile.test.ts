@@ -214,3 +214,11 @@ test("the path of a valid HF directory's model.safetensors opens as that directo
   copyFileSync(join(dir, "model.safetensors"), lone);
   expectRefused(lone, /model\.safetensors is a safetensors file without config\.json beside it \(pass the folder of a Hugging Face checkpoint/);
 });
+
+test("a message stays one readable line whatever the file put in it", () => {
+  const e = new CheckpointError(`m.gguf: architecture "${"x".repeat(1_000_000)}" is not supported\n  at line 2`, { hint: "see\nthe list" });
+  const line = e.describe();
+  assert.doesNotMatch(line, /\n/);
+  assert.ok(line.length < 400, `${line.length} characters`);
+  assert.match(line, /^m\.gguf: architecture "x{119}\.\.\.\(1000002 characters\) is not supported at line 2 \(see the list\)$/);
+});

@@ -217,7 +217,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   const modelType = raw.model_type;
   if (modelType === undefined || !(modelType in HF_LLAMA_MODEL_TYPES)) {
     const supported = [...Object.keys(HF_LLAMA_MODEL_TYPES), "gpt2"].join(", "); // gpt2: models/gpt2.ts
-    throw new UnsupportedError(`${source}: model_type ${JSON.stringify(modelType ?? null)} is not supported yet (supported: ${supported})`, {
+    throw new UnsupportedError(`${source}: model_type ${jsonPreview(modelType ?? null)} is not supported yet (supported: ${supported})`, {
       file: source, got: modelType ?? "(missing)", hint: `config.json model_type must be one of: ${supported}`,
     });
   }
@@ -231,7 +231,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   if (modelType === "baichuan" && (raw.hidden_size ?? 4096) === 5120) unsupported("Baichuan 13B (ALiBi position bias)");
   // Gemma runs GELU with the tanh approximation (transformers uses it when hidden_activation is unset).
   const activation = gemma ? raw.hidden_activation ?? "gelu_pytorch_tanh" : raw.hidden_act ?? "silu";
-  if (gemma ? activation !== "gelu_pytorch_tanh" : activation !== "silu") unsupported(`hidden activation ${JSON.stringify(activation)} (${gemma ? "only gelu_pytorch_tanh for gemma" : "only silu"})`);
+  if (gemma ? activation !== "gelu_pytorch_tanh" : activation !== "silu") unsupported(`hidden activation ${jsonPreview(activation)} (${gemma ? "only gelu_pytorch_tanh for gemma" : "only silu"})`);
   if (raw.attention_bias === true) unsupported("attention_bias true");
   if (raw.mlp_bias === true) unsupported("mlp_bias true");
   if (raw.quantization_config) unsupported(`a quantized checkpoint (quant_method ${jsonPreview(raw.quantization_config["quant_method"] ?? "unknown")})`);
@@ -249,7 +249,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
       });
     }
     const other = raw.layer_types.find((t) => t !== "full_attention");
-    if (other !== undefined) unsupported(`layer type ${JSON.stringify(other)} (only full_attention)`);
+    if (other !== undefined) unsupported(`layer type ${jsonPreview(other)} (only full_attention)`);
   }
   let contextLength = raw.max_position_embeddings ?? defaults.max_position_embeddings;
   const slidingWindow = qwen && raw.use_sliding_window !== true ? null : raw.sliding_window === undefined ? defaults.sliding_window : raw.sliding_window;
