@@ -212,6 +212,11 @@ interface Finding {
 
 const STACK = /RangeError|TypeError|ReferenceError|\n\s+at |internal error/;
 
+/** A typed error's message must be one line, without a stack or a JS error name, and short enough to read (class "stack-trace" otherwise). */
+function oneShortLine(message: string): boolean {
+  return !message.includes("\n") && !STACK.test(message) && message.length <= 4000;
+}
+
 /** Classifies one input's run; returns the findings (empty when it was accepted or refused cleanly). */
 export function classify(c: Case, outcome: JobOutcome, wrote: string | undefined): { findings: Omit<Finding, "index" | "format" | "what">[]; accepted: boolean } {
   const findings: Omit<Finding, "index" | "format" | "what">[] = [];
@@ -225,7 +230,7 @@ export function classify(c: Case, outcome: JobOutcome, wrote: string | undefined
   const { result } = outcome;
   for (const o of result.outcomes) {
     if (o.kind === "internal") findings.push({ class: "internal", message: `${o.command}: ${o.message}` });
-    else if (o.kind === "refused" && (o.message.includes("\n") || STACK.test(o.message))) findings.push({ class: "stack-trace", message: `${o.command}: ${o.message}` });
+    else if (o.kind === "refused" && !oneShortLine(o.message)) findings.push({ class: "stack-trace", message: `${o.command}: ${o.message.slice(0, 2000)}` });
   }
   const bound = memoryBoundKb(c.inputBytes);
   if (result.peakDeltaKb > bound) findings.push({ class: "over-allocation", message: `peak RSS grew by ${result.peakDeltaKb} kB, bound ${bound} kB for ${c.inputBytes} input bytes` });
@@ -234,13 +239,16 @@ export function classify(c: Case, outcome: JobOutcome, wrote: string | undefined
 
 /** The real CLI on one input: exit code, one line, no stack, within time and memory. */
 function cliCheck(c: Case, peakScript: string, timeoutMs: number, cwd: string): Omit<Finding, "index" | "format" | "what">[] {
-  const r = spawnSync(process.execPath, ["--require", peakScript, CLI, "inspect", c.model, ...c.extra], { encoding: "utf8", timeout: timeoutMs, cwd, env: { ...process.env, CI: "true" } });
+  const r = spawnSync(process.execPath, ["--require", peakScript, CLI, "inspect", c.model, ...c.extra], {
+    encoding: "utf8", timeout: timeoutMs, cwd, env: { ...process.env, CI: "true" }, maxBuffer: 64 << 20,
+  });
   const stderr = r.stderr ?? "";
-  if (r.error || r.signal) return [{ class: r.signal === "SIGTERM" ? "hang" : "crash", message: `CLI inspect: ${r.error?.message ?? r.signal}` }];
+  const timedOut = (r.error as { code?: string } | undefined)?.code === "ETIMEDOUT" || r.signal === "SIGTERM";
+  if (r.error || r.signal) return [{ class: timedOut ? "hang" : "crash", message: `CLI inspect: ${r.error?.message ?? r.signal}` }];
   const out: Omit<Finding, "index" | "format" | "what">[] = [];
   if (r.status === 70) out.push({ class: "internal", message: `CLI inspect exit 70: ${stderr.slice(0, 500)}` });
   else if (r.status !== 0 && r.status !== 1 && r.status !== 2) out.push({ class: "crash", message: `CLI inspect exit ${r.status}: ${stderr.slice(0, 500)}` });
-  else if (r.status !== 0 && (stderr.trim().split("\n").length !== 1 || STACK.test(stderr))) out.push({ class: "stack-trace", message: `CLI inspect: ${stderr.slice(0, 500)}` });
+  else if (r.status !== 0 && !oneShortLine(stderr.trim())) out.push({ class: "stack-trace", message: `CLI inspect: ${stderr.slice(0, 500)}` });
   const peak = Number(/PEAK (\d+)/.exec(r.stdout ?? "")?.[1] ?? 0);
   // The CLI's own start-up (node, modules) is about 80 MB; the input may add the same bound as in the worker.
   if (peak > 128 * 1024 + memoryBoundKb(c.inputBytes)) out.push({ class: "over-allocation", message: `CLI inspect peak RSS ${peak} kB` });

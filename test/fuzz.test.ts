@@ -45,6 +45,7 @@ test("the fuzzer's classification: each failure becomes the finding it names", (
   assert.deepEqual(classes(result([{ kind: "internal", message: "TypeError: x is undefined" }])), ["internal"]);
   assert.deepEqual(classes(result([{ kind: "refused", message: "RangeError: Maximum call stack size exceeded" }])), ["stack-trace"]);
   assert.deepEqual(classes(result([{ kind: "refused", message: "two\nlines" }])), ["stack-trace"]);
+  assert.deepEqual(classes(result([{ kind: "refused", message: "x".repeat(5000) }])), ["stack-trace"], "a megabyte-long line is not a message");
   assert.deepEqual(classes(result([{ kind: "refused", message: "fine" }], memoryBoundKb(c.inputBytes) + 1)), ["over-allocation"]);
   assert.deepEqual(classes(result([{ kind: "refused", message: "fine" }], memoryBoundKb(c.inputBytes))), []);
   assert.deepEqual(classes(result([{ kind: "accepted", message: "" }]), "the input folder changed"), ["write"]);
