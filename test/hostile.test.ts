@@ -3,11 +3,11 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { CheckpointError, DataError, TokenizerError } from "../src/errors.js";
-import { fileSystemError, readWholeFile } from "../src/formats/file.js";
+import { fileSystemError, RandomAccessFile, readWholeFile } from "../src/formats/file.js";
 import { GgufValueType } from "../src/formats/gguf.js";
 import { jsonTooDeepAt, parseJson } from "../src/formats/json.js";
 import { llama2cFileBytes, llama2cLayout, readLlama2c } from "../src/formats/llama2c.js";
@@ -221,4 +221,16 @@ test("a message stays one readable line whatever the file put in it", () => {
   assert.doesNotMatch(line, /\n/);
   assert.ok(line.length < 400, `${line.length} characters`);
   assert.match(line, /^m\.gguf: architecture "x{119}\.\.\.\(1000002 characters\) is not supported at line 2 \(see the list\)$/);
+});
+
+test("a file that becomes shorter while it is read is a typed error", () => {
+  const path = join(tempDir(), "m.gguf");
+  copyFileSync(MODEL_GGUF, path);
+  const file = new RandomAccessFile(path);
+  try {
+    truncateSync(path, 1000); // another process rewrites the file after it was opened
+    assert.throws(() => file.read(500, 4000, "tensor x"), (e: unknown) => e instanceof CheckpointError && /m\.gguf: unexpected end of file while reading tensor x/.test(e.message) && /became shorter/.test(e.describe()));
+  } finally {
+    file.close();
+  }
 });
