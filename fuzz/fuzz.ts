@@ -296,8 +296,11 @@ export interface FuzzSummary {
   cliChecks: number;
   memoryBound: string;
   classes: Record<"accepted" | "refused" | FindingClass, number>;
-  /** Per format: inputs, outcomes, and the largest peak-RSS growth of one input (kB). */
-  perFormat: Record<Format, { inputs: number; accepted: number; refused: number; findings: number; maxPeakGrowthKb: number }>;
+  /**
+   * Per format: inputs; accepted (inspect opened it) or refused (a typed error) or findings; scored
+   * (score also ran to the end); and the largest peak-RSS growth of one input (kB).
+   */
+  perFormat: Record<Format, { inputs: number; accepted: number; refused: number; findings: number; scored: number; maxPeakGrowthKb: number }>;
   findings: Finding[];
   findingsDir: string;
 }
@@ -314,7 +317,7 @@ async function main(argv: string[]): Promise<number> {
   const seeds = prepareSeeds(work);
   const seedSnapshot = snapshot(seeds.dir);
   const classes = Object.fromEntries(["accepted", "refused", ...FINDING_CLASSES].map((k) => [k, 0])) as FuzzSummary["classes"];
-  const perFormat = Object.fromEntries(FORMATS.map((f) => [f, { inputs: 0, accepted: 0, refused: 0, findings: 0, maxPeakGrowthKb: 0 }])) as FuzzSummary["perFormat"];
+  const perFormat = Object.fromEntries(FORMATS.map((f) => [f, { inputs: 0, accepted: 0, refused: 0, findings: 0, scored: 0, maxPeakGrowthKb: 0 }])) as FuzzSummary["perFormat"];
   const findings: Finding[] = [];
   const saved = new Map<FindingClass, number>();
   const started = Date.now();
@@ -357,7 +360,10 @@ async function main(argv: string[]): Promise<number> {
       const stray = readdirSync(cwd);
       const wrote = before !== after ? "the input folder changed" : stray.length > 0 ? `files appeared in the working folder: ${stray.join(", ")}` : undefined;
       const { findings: found, accepted } = classify(c, outcome, wrote);
-      if (outcome.kind === "result") perFormat[c.format].maxPeakGrowthKb = Math.max(perFormat[c.format].maxPeakGrowthKb, outcome.result.peakDeltaKb);
+      if (outcome.kind === "result") {
+        perFormat[c.format].maxPeakGrowthKb = Math.max(perFormat[c.format].maxPeakGrowthKb, outcome.result.peakDeltaKb);
+        if (outcome.result.outcomes[1]?.kind === "accepted") perFormat[c.format].scored++;
+      }
       if (options.cliEvery > 0 && index % options.cliEvery === 0) {
         cliChecks++;
         found.push(...cliCheck(c, peakScript, options.timeoutMs, cwd));

@@ -27,6 +27,7 @@ test("fuzzing 300 inputs (seed 1) through inspect and score finds no hang, crash
   }
   // Mutations are not all fatal: some inputs of the formats whose fields are mostly weights still load.
   assert.ok(summary.classes.accepted > 0);
+  assert.ok(FORMATS.reduce((n, f) => n + summary.perFormat[f].scored, 0) > 0, "score ran to the end on some inputs");
 });
 
 test("the fuzzer's classification: each failure becomes the finding it names", () => {
