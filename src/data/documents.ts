@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { DataError } from "../errors.js";
 import { readWholeFile } from "../formats/file.js";
+import { parseJson } from "../formats/json.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
 export type SplitMode = "none" | "blank-line";
@@ -27,7 +28,7 @@ export function readTextData(path: string, split: SplitMode = "none"): TextData 
       if (line.trim() === "") return;
       let row: unknown;
       try {
-        row = JSON.parse(line);
+        row = parseJson(line);
       } catch (err) {
         throw new DataError(`${path}:${index + 1}: not valid JSON (${(err as Error).message})`, { file: path, hint: "each line must be a JSON object with a \"text\" field" });
       }
