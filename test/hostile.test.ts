@@ -234,3 +234,11 @@ test("a file that becomes shorter while it is read is a typed error", () => {
     file.close();
   }
 });
+
+test("control characters and very long lines from a file are defused in the message", () => {
+  const name = `blk.0\u001b[31m${"x y".repeat(3000)}`;
+  const line = new CheckpointError(`m.gguf: tensor ${name} is missing`, { hint: "re-convert it" }).describe();
+  assert.doesNotMatch(line, /\u001b/);
+  assert.ok(line.length <= 1000, `${line.length} characters`);
+  assert.match(line, /^m\.gguf: tensor blk\.0\?\[31mx yx y.* \.\.\.\(\d+ characters\)\.\.\. .*is missing \(re-convert it\)$/);
+});

@@ -8,6 +8,8 @@ import { writeChunks, writeOutputFile } from "./outputFile.js";
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_DEFAULT_ALIGNMENT = 32;
 export const GGUF_MAX_ALIGNMENT = 1 << 20;
+/** ggml's GGML_MAX_NAME: a tensor name with its terminating NUL fits 64 bytes. */
+export const GGML_MAX_NAME = 64;
 
 export enum GgufValueType {
   UINT8 = 0,
@@ -210,6 +212,11 @@ export function readGguf(path: string): GgufFile {
     const names = new Set<string>();
     for (let i = 0; i < tensorCount; i++) {
       const name = readString(cur, `tensor #${i} name`);
+      if (Buffer.byteLength(name) >= GGML_MAX_NAME) {
+        throw new CheckpointError(`${path}: tensor #${i} has a ${Buffer.byteLength(name)}-byte name; ggml allows at most ${GGML_MAX_NAME - 1}`, {
+          file: path, expected: `< ${GGML_MAX_NAME}`, got: Buffer.byteLength(name), hint: "the file is corrupt; llama.cpp refuses it too",
+        });
+      }
       const nDims = cur.u32(`tensor ${name} dimension count`);
       if (nDims < 1 || nDims > 4) throw new CheckpointError(`${path}: tensor ${name} has ${nDims} dimensions (1-4 allowed)`, { file: path, tensor: name, got: nDims });
       const dims: number[] = [];
