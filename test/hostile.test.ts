@@ -14,7 +14,7 @@ import { llama2cFileBytes, llama2cLayout, readLlama2c } from "../src/formats/lla
 import { openModel } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
-import { MODEL_BIN, MODEL_GGUF, TOKENIZER, rewriteGguf, tempDir } from "./helpers.js";
+import { MODEL_BIN, MODEL_GGUF, TOKENIZER, rewriteGguf, runCli, tempDir } from "./helpers.js";
 
 interface Refusal {
   status: number;
@@ -209,6 +209,15 @@ test("the path of a valid HF directory's model.safetensors opens as that directo
   } finally {
     opened.close();
   }
+  // Named by its weights file, the folder is still the input: --force cannot replace it.
+  for (const args of [["prune", join(dir, "model.safetensors"), "--out", dir, "--layers", "1", "--force"], ["convert", join(dir, "model.safetensors"), "--to", "safetensors", dir, "--force"]]) {
+    const run = runCli(args);
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stderr, /is the input model; refusing to overwrite it/);
+  }
+  const intact = openModel(dir);
+  intact.close();
+  assert.equal(intact.config.nLayers, 4, "the input is intact");
   // Without config.json beside it, the message says what is missing.
   const lone = join(tempDir(), "model.safetensors");
   copyFileSync(join(dir, "model.safetensors"), lone);

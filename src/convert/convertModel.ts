@@ -7,7 +7,7 @@ import { basename, join } from "node:path";
 import { OptionError, UnsupportedError } from "../errors.js";
 import { GGML_TYPE_BY_NAME, type GgufTensorToWrite, writeGguf } from "../formats/gguf.js";
 import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite } from "../formats/safetensors.js";
-import { type OpenedModel, openModel } from "../load.js";
+import { checkpointLocation, type OpenedModel, openModel } from "../load.js";
 import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
 import { ggufArchitectureOf, type GgufArchitecture, ggufNames } from "../models/ggufFamilies.js";
 import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
@@ -189,7 +189,8 @@ export function convertModel(input: string, output: string, options: ConvertOpti
     throw new OptionError(`--to ${options.to} is not a known target`, { option: "--to", got: options.to, hint: `choose one of: ${CONVERT_TARGETS.join(", ")}` });
   }
   const dtype = parseDtype(options);
-  checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "OUT" });
+  // The input may be named by its model.safetensors: the folder it stands for must not be replaced either.
+  checkOutputPath(output, { inputs: [input, checkpointLocation(input)], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
     return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
