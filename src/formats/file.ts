@@ -2,7 +2,7 @@
 // hostile size field fails with a clear error before anything is allocated. Files are opened
 // without blocking and refused unless regular, so a directory, FIFO or device never reaches a read.
 
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats, statSync, writeSync } from "node:fs";
 import { CheckpointError, type ShortgptError, type ShortgptErrorDetails } from "../errors.js";
 
 /** The typed error a reader raises for its kind of file (CheckpointError, TokenizerError, DataError). */
@@ -30,12 +30,12 @@ export function fileSystemError(err: unknown, path: string, errorClass: FileErro
 }
 
 /** What a path is when it is not a regular file, for messages. */
-function fileKind(stat: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
+function fileKind(stat: Stats): string {
   if (stat.isDirectory()) return "a folder";
   if (stat.isFIFO()) return "a named pipe (FIFO)";
   if (stat.isSocket()) return "a socket";
   if (stat.isCharacterDevice() || stat.isBlockDevice()) return "a device";
-  return "not a regular file";
+  return "a special file";
 }
 
 /**
