@@ -12,6 +12,7 @@ import { GgufValueType } from "../src/formats/gguf.js";
 import { jsonTooDeepAt, parseJson } from "../src/formats/json.js";
 import { llama2cFileBytes, llama2cLayout, readLlama2c } from "../src/formats/llama2c.js";
 import { openModel } from "../src/load.js";
+import { checkTokenizerJsonShape } from "../src/tokenizer/tokenizerJsonShape.js";
 import { repoRoot } from "../src/shared.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { MODEL_BIN, MODEL_GGUF, TOKENIZER, rewriteGguf, runCli, tempDir } from "./helpers.js";
@@ -250,4 +251,30 @@ test("control characters and very long lines from a file are defused in the mess
   assert.doesNotMatch(line, /\u001b/);
   assert.ok(line.length <= 1000, `${line.length} characters`);
   assert.match(line, /^m\.gguf: tensor blk\.0\?\[31mx yx y.* \.\.\.\(\d+ characters\)\.\.\. .*is missing \(re-convert it\)$/);
+});
+
+test("tokenizer.json parts the tokenizer library would iterate or loop on are checked first (found by the fuzzer)", () => {
+  const base = (): Record<string, unknown> => ({
+    added_tokens: [{ id: 1, content: "<s>" }],
+    normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "\u2581" }, { type: "Replace", pattern: { String: " " }, content: "\u2581" }] },
+    decoder: { type: "Sequence", decoders: [{ type: "Strip", content: " ", start: 1, stop: 0 }] },
+    model: { type: "BPE", vocab: { a: 0, "<s>": 1 }, merges: [] },
+  });
+  const refused = (edit: (j: Record<string, unknown>) => void, message: RegExp): void => {
+    const json = base();
+    edit(json);
+    assert.throws(() => checkTokenizerJsonShape(json, 512, "tokenizer.json"), (e: unknown) => e instanceof TokenizerError && message.test(e.message));
+  };
+  checkTokenizerJsonShape(base(), 512, "tokenizer.json");
+  refused((j) => (j["added_tokens"] = "x".repeat(1000)), /added_tokens, expected an array/);
+  refused((j) => ((j["added_tokens"] as { content: string }[])[0]!.content = "x".repeat(1 << 20)), /added_tokens\[0\]\.content, a token of 1048576 characters/);
+  refused((j) => ((j["added_tokens"] as { id: number }[])[0]!.id = 512), /added_tokens\[0\] has id 512, outside the model's 512 tokens/);
+  refused((j) => (((j["normalizer"] as { normalizers: Record<string, unknown>[] }).normalizers[1]!)["content"] = new Array(100_000).fill(0)), /normalizer\.normalizers\[1\]\.content, expected a string/);
+  refused((j) => (((j["decoder"] as { decoders: Record<string, unknown>[] }).decoders[0]!)["start"] = 1e9), /decoder\.decoders\[0\]\.start, expected a small number/);
+  refused((j) => ((j["normalizer"] as Record<string, unknown>)["normalizers"] = "abc"), /normalizer\.normalizers, expected a list of steps/);
+  refused((j) => ((j["model"] as Record<string, unknown>)["vocab"] = { a: 0, b: 9999 }), /model\.vocab entry "b" has id 9999/);
+  // SentencePiece's precompiled map is long by nature.
+  const precompiled = base();
+  precompiled["normalizer"] = { type: "Precompiled", precompiled_charsmap: "A".repeat(300_000) };
+  checkTokenizerJsonShape(precompiled, 512, "tokenizer.json");
 });
