@@ -273,6 +273,7 @@ test("tokenizer.json parts the tokenizer library would iterate or loop on are ch
   refused((j) => (((j["decoder"] as { decoders: Record<string, unknown>[] }).decoders[0]!)["start"] = 1e9), /decoder\.decoders\[0\]\.start, expected a small number/);
   refused((j) => ((j["normalizer"] as Record<string, unknown>)["normalizers"] = "abc"), /normalizer\.normalizers, expected a list of steps/);
   refused((j) => ((j["model"] as Record<string, unknown>)["vocab"] = { a: 0, b: 9999 }), /model\.vocab entry "b" has id 9999/);
+  refused((j) => ((j["model"] as Record<string, unknown>)["end_of_word_suffix"] = new Array(100_000).fill(0)), /model\.end_of_word_suffix, expected a string, number, boolean or null/);
   // SentencePiece's precompiled map is long by nature.
   const precompiled = base();
   precompiled["normalizer"] = { type: "Precompiled", precompiled_charsmap: "A".repeat(300_000) };

@@ -65,12 +65,24 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { bos?: boolean } = {}): number[] {
-    const ids = this.impl.encode(text, { add_special_tokens: false }).ids.map(Number);
+    const ids = this.guard(() => this.impl.encode(text, { add_special_tokens: false }).ids.map(Number));
     return options.bos === false || this.bosId < 0 ? ids : [this.bosId, ...ids];
   }
 
+  /**
+   * Runs the library on a text: what it throws comes from the tokenizer.json it was built from
+   * (the outline is checked, not every field of every step), so it is that file's error.
+   */
+  private guard<T>(call: () => T): T {
+    try {
+      return call();
+    } catch (err) {
+      throw new TokenizerError(`${this.source}: the tokenizer failed (${(err as Error).message})`, { file: this.source, hint: "the tokenizer file is corrupt or of a kind @huggingface/tokenizers does not support" });
+    }
+  }
+
   decode(ids: readonly number[]): string {
-    return this.impl.decode([...ids], { skip_special_tokens: true });
+    return this.guard(() => this.impl.decode([...ids], { skip_special_tokens: true }));
   }
 
   decodeToken(id: number, prev: number | undefined): Uint8Array {

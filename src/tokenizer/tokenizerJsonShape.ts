@@ -61,6 +61,12 @@ export function checkTokenizerJsonShape(json: Readonly<Record<string, unknown>>,
   const model = json["model"];
   if (!isObject(model)) fail("model, expected an object,", model);
   const m = model as Record<string, unknown>;
+  // Besides vocab and merges, a model holds settings: scalars (a list as end_of_word_suffix overflowed the library's stack).
+  for (const [key, v] of Object.entries(m)) {
+    if (key === "vocab" || key === "merges") continue;
+    if (v !== null && typeof v === "object") fail(`model.${key}, expected a string, number, boolean or null,`, v);
+    checkPipelinePart(v, `model.${key}`, fail);
+  }
   const vocab = m["vocab"];
   if (Array.isArray(vocab)) {
     // Unigram: [piece, score] pairs, the id being the position.
