@@ -28,10 +28,19 @@ export class ShortgptError extends Error {
     this.details = details;
   }
 
-  /** One line for the terminal: the message, then the hint. */
+  /**
+   * One line for the terminal: the message, then the hint. What a hostile file can put in a
+   * message is defused: newlines are folded, control characters (escape sequences) become "?",
+   * a run of more than 300 characters without a space is shortened, and so is the whole line
+   * beyond 1000 characters (its start and its end, the hint, are kept).
+   */
   describe(): string {
     const hint = this.details.hint ? ` (${this.details.hint})` : "";
-    return `${this.message}${hint}`;
+    const line = `${this.message}${hint}`
+      .replace(/\s*[\r\n]+\s*/g, " ")
+      .replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "?")
+      .replace(/\S{301,}/g, (run) => `${run.slice(0, 120)}...(${run.length} characters)`);
+    return line.length > 1000 ? `${line.slice(0, 650)} ...(${line.length - 950} characters)... ${line.slice(-300)}` : line;
   }
 }
 

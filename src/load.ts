@@ -1,11 +1,11 @@
 // Opens a checkpoint file, detects its format, resolves the model config once, loads the
 // weights strictly and attaches the tokenizer. The one place that joins formats and models.
 
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { freemem } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { CheckpointError, TokenizerError, UnsupportedError } from "./errors.js";
-import { RandomAccessFile } from "./formats/file.js";
+import { fileSystemError, pathKind, RandomAccessFile } from "./formats/file.js";
 import { GGUF_MAGIC, type GgufFile, ggufNumber, ggufString, readGguf, readGgufTensorBytes } from "./formats/gguf.js";
 import { type HfDirectory, hfTensorProvider, isHfDirectory, openHfDirectory } from "./formats/hfDirectory.js";
 import { LLAMA2C_MAGIC, type Llama2cFile, readLlama2c, readLlama2cTensor } from "./formats/llama2c.js";
@@ -43,9 +43,28 @@ export interface LoadOptions {
   tokenizer?: string;
 }
 
+/** Files of a Hugging Face checkpoint that a user may name instead of its folder. */
+const HF_MEMBER_FILE = /\.safetensors$|^config\.json$|^model\.safetensors\.index\.json$/i;
+
+/**
+ * Where the checkpoint named by `path` is: the folder when `path` is its model.safetensors (a
+ * shard, config.json or the index) and the folder holds config.json; otherwise `path` itself.
+ */
+export function checkpointLocation(path: string): string {
+  if (pathKind(path) !== "file" || !HF_MEMBER_FILE.test(basename(path))) return path;
+  const dir = dirname(path);
+  if (isHfDirectory(dir)) return dir;
+  if (/\.safetensors$/i.test(path)) {
+    throw new CheckpointError(`${path} is a safetensors file without config.json beside it`, {
+      file: path, hint: "pass the folder of a Hugging Face checkpoint (config.json and *.safetensors); the config says how to read the weights",
+    });
+  }
+  return path;
+}
+
 /** A directory is a Hugging Face checkpoint; for files, the first bytes tell GGUF and llama2.c apart. */
 export function detectFormat(path: string): CheckpointFormat {
-  if (existsSync(path) && statSync(path).isDirectory()) {
+  if (pathKind(path) === "dir") {
     if (!isHfDirectory(path)) throw new CheckpointError(`${path} is a directory without config.json`, { file: path, hint: "pass a Hugging Face model directory, a .gguf file or a llama2.c .bin" });
     return "hf";
   }
@@ -65,11 +84,17 @@ export function detectFormat(path: string): CheckpointFormat {
 /** The tokenizer file for a llama2.c checkpoint: given, or tokenizer.bin / tok*.bin beside it. */
 export function findLlama2cTokenizer(checkpoint: string, given?: string): string {
   if (given !== undefined) {
-    if (!existsSync(given)) throw new TokenizerError(`tokenizer file not found: ${given}`, { file: given, option: "--tokenizer" });
+    if (pathKind(given, TokenizerError) === "missing") throw new TokenizerError(`tokenizer file not found: ${given}`, { file: given, option: "--tokenizer" });
     return given;
   }
   const dir = dirname(checkpoint);
-  const candidates = readdirSync(dir).filter((f) => f === "tokenizer.bin" || /^tok.*\.bin$/.test(f)).sort();
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    throw fileSystemError(err, dir, TokenizerError);
+  }
+  const candidates = names.filter((f) => f === "tokenizer.bin" || /^tok.*\.bin$/.test(f)).sort();
   const chosen = candidates.includes("tokenizer.bin") ? "tokenizer.bin" : candidates[0];
   if (chosen === undefined) {
     throw new TokenizerError(`no tokenizer found beside ${checkpoint} (looked for tokenizer.bin or tok*.bin in ${dir})`, {
@@ -149,10 +174,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
     ropeTheta: optional("rope.freq_base") ?? 10000,
     ...ggufFamilyFlags(arch, dim),
   };
+  checkLlamaConfig(config, gguf.path); // before headDim sizes the RoPE factors
   assertLlamaSupported(optional("rope.dimension_count"), config.headDim, gguf.path);
   const factors = ggufRopeFreqFactors(gguf, arch, config.headDim);
   if (factors) config.ropeFreqFactors = factors;
-  checkLlamaConfig(config, gguf.path);
   return config;
 }
 
@@ -244,8 +269,9 @@ function openHfModel(path: string): OpenedModel {
 }
 
 /** Opens a model checkpoint (Hugging Face directory, GGUF or llama2.c) with its tokenizer, reading no weights. */
-export function openModel(path: string, options: LoadOptions = {}): OpenedModel {
-  if (!existsSync(path)) throw new CheckpointError(`model file not found: ${path}`, { file: path, hint: "check the path" });
+export function openModel(named: string, options: LoadOptions = {}): OpenedModel {
+  if (pathKind(named) === "missing") throw new CheckpointError(`model file not found: ${named}`, { file: named, hint: "check the path" });
+  const path = checkpointLocation(named);
   const format = detectFormat(path);
   if (format === "hf") return openHfModel(path);
   if (format === "gguf") {

@@ -3,11 +3,11 @@
 // (read, expanded to float32, re-laid-out, encoded, written), so memory holds one tensor.
 
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, join } from "node:path";
 import { OptionError, UnsupportedError } from "../errors.js";
 import { GGML_TYPE_BY_NAME, type GgufTensorToWrite, writeGguf } from "../formats/gguf.js";
 import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite } from "../formats/safetensors.js";
-import { type OpenedModel, openModel } from "../load.js";
+import { checkpointLocation, type OpenedModel, openModel } from "../load.js";
 import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
 import { ggufArchitectureOf, type GgufArchitecture, ggufNames } from "../models/ggufFamilies.js";
 import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
@@ -18,7 +18,7 @@ import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDty
 import { bpeTokenizerConfig } from "../tokenizer/bpe.js";
 import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
 import { SentencePieceTokenizer } from "../tokenizer/sentencepiece.js";
-import { checkOutputPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
+import { checkOutputPath, claimTempPath, syncToDisk, writeAtomically } from "../util/atomicWrite.js";
 import { ggufLlamaMetadata, GGUF_FILE_TYPE, type GgufVocabulary } from "./ggufMetadata.js";
 import { hfConfigJson, HF_TOKENIZER_FILES } from "./hfOutput.js";
 import { sentencePieceToTokenizerJson, sentencePieceTokenizerConfig } from "./hfTokenizerJson.js";
@@ -189,7 +189,8 @@ export function convertModel(input: string, output: string, options: ConvertOpti
     throw new OptionError(`--to ${options.to} is not a known target`, { option: "--to", got: options.to, hint: `choose one of: ${CONVERT_TARGETS.join(", ")}` });
   }
   const dtype = parseDtype(options);
-  checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "OUT" });
+  // The input may be named by its model.safetensors: the folder it stands for must not be replaced either.
+  checkOutputPath(output, { inputs: [input, checkpointLocation(input)], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
     return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
@@ -264,8 +265,7 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
       },
     };
   });
-  const parent = dirname(resolve(output));
-  const temp = join(parent, `.${basename(resolve(output))}.tmp-${process.pid}-${Date.now()}`);
+  const temp = claimTempPath(output);
   let tokenizer: ConvertResult["tokenizer"] = "none";
   let bytesWritten = 0;
   try {

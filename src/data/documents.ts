@@ -2,8 +2,10 @@
 // separated block with split "blank-line"); a .jsonl file has one document per line in "text".
 
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { DataError } from "../errors.js";
+import { readWholeFile } from "../formats/file.js";
+import { parseJson } from "../formats/json.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
 export type SplitMode = "none" | "blank-line";
@@ -16,7 +18,7 @@ export interface TextData {
 
 export function readTextData(path: string, split: SplitMode = "none"): TextData {
   if (!existsSync(path)) throw new DataError(`data file not found: ${path}`, { file: path, option: "--data", hint: "check the path" });
-  const bytes = readFileSync(path);
+  const bytes = readWholeFile(path, DataError); // a folder or FIFO is refused, not read or waited on
   const sha256 = createHash("sha256").update(bytes).digest("hex");
   const text = bytes.toString("utf8").replace(/\r\n?/g, "\n");
   let documents: string[];
@@ -26,7 +28,7 @@ export function readTextData(path: string, split: SplitMode = "none"): TextData 
       if (line.trim() === "") return;
       let row: unknown;
       try {
-        row = JSON.parse(line);
+        row = parseJson(line);
       } catch (err) {
         throw new DataError(`${path}:${index + 1}: not valid JSON (${(err as Error).message})`, { file: path, hint: "each line must be a JSON object with a \"text\" field" });
       }

@@ -1,25 +1,110 @@
 // Random-access reads from a file with every offset checked against the file size, so a
-// hostile size field fails with a clear error before anything is allocated.
+// hostile size field fails with a clear error before anything is allocated. Files are opened
+// without blocking and refused unless regular, so a directory, FIFO or device never reaches a read.
 
-import { closeSync, fstatSync, openSync, readSync, writeSync } from "node:fs";
-import { CheckpointError } from "../errors.js";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats, statSync, writeSync } from "node:fs";
+import { CheckpointError, type ShortgptError, type ShortgptErrorDetails } from "../errors.js";
+
+/** The typed error a reader raises for its kind of file (CheckpointError, TokenizerError, DataError). */
+export type FileErrorClass = new (message: string, details?: ShortgptErrorDetails) => ShortgptError;
+
+/** What each file-system error code means to a user, for one-line messages. */
+const FS_ERRORS: Record<string, { what: string; hint: string }> = {
+  ENOENT: { what: "does not exist", hint: "check the path" },
+  ENOTDIR: { what: "is not reachable (a part of the path is not a folder)", hint: "check the path" },
+  EACCES: { what: "cannot be read: permission denied", hint: "check the file's permissions" },
+  EPERM: { what: "cannot be read: operation not permitted", hint: "check the file's permissions" },
+  ELOOP: { what: "is a loop of symbolic links", hint: "fix or remove the symbolic link" },
+  ENAMETOOLONG: { what: "has a name too long for the file system", hint: "check the path" },
+  EISDIR: { what: "is a folder, not a file", hint: "pass the model file, or the folder of a Hugging Face checkpoint" },
+  EMFILE: { what: "cannot be opened: too many open files", hint: "raise the open-file limit (ulimit -n)" },
+  EIO: { what: "cannot be read: input/output error", hint: "check the disk" },
+};
+
+/** A file-system error (it carries a `code`) as the reader's typed error naming `path`; other errors pass through. */
+export function fileSystemError(err: unknown, path: string, errorClass: FileErrorClass = CheckpointError): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return err;
+  const known = FS_ERRORS[code];
+  return new errorClass(`${path} ${known?.what ?? `cannot be read (${code})`}`, { file: path, hint: known?.hint ?? "check the path and its permissions" });
+}
+
+/** What a path is when it is not a regular file, for messages. */
+function fileKind(stat: Stats): string {
+  if (stat.isDirectory()) return "a folder";
+  if (stat.isFIFO()) return "a named pipe (FIFO)";
+  if (stat.isSocket()) return "a socket";
+  if (stat.isCharacterDevice() || stat.isBlockDevice()) return "a device";
+  return "a special file";
+}
+
+/**
+ * Opens a regular file for reading. O_NONBLOCK makes opening a FIFO return at once instead of
+ * waiting for a writer; the check on the open descriptor (not the path) leaves no window for a swap.
+ */
+export function openRegularFile(path: string, errorClass: FileErrorClass = CheckpointError): { fd: number; size: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    throw fileSystemError(err, path, errorClass);
+  }
+  const stat = fstatSync(fd);
+  if (!stat.isFile()) {
+    closeSync(fd);
+    const kind = fileKind(stat);
+    throw new errorClass(`${path} is ${kind}, not a file`, { file: path, got: kind, hint: stat.isDirectory() ? "pass the model file, or the folder of a Hugging Face checkpoint" : "pass a regular file" });
+  }
+  return { fd, size: stat.size };
+}
+
+/** The kind of `path` without following a failure into an exception: "file", "dir", "other" or "missing". */
+export function pathKind(path: string, errorClass: FileErrorClass = CheckpointError): "file" | "dir" | "other" | "missing" {
+  try {
+    const stat = statSync(path, { throwIfNoEntry: false });
+    if (stat === undefined) return "missing";
+    return stat.isFile() ? "file" : stat.isDirectory() ? "dir" : "other";
+  } catch (err) {
+    throw fileSystemError(err, path, errorClass);
+  }
+}
+
+/**
+ * A whole small file (a JSON config, a tokenizer, a text) as bytes, refused when it is not a
+ * regular file or larger than `maxBytes`; a file that shrinks while read is an error, not a hang.
+ */
+export function readWholeFile(path: string, errorClass: FileErrorClass = CheckpointError, maxBytes = 1 << 30): Buffer {
+  const { fd, size } = openRegularFile(path, errorClass);
+  try {
+    if (size > maxBytes) throw new errorClass(`${path} has ${size} bytes, more than the ${maxBytes} this file may have`, { file: path, expected: `<= ${maxBytes}`, got: size, hint: "the file is not what its name says" });
+    const buf = Buffer.allocUnsafe(size);
+    let done = 0;
+    while (done < size) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, done, size - done, done);
+      } catch (err) {
+        throw fileSystemError(err, path, errorClass);
+      }
+      if (n === 0) throw new errorClass(`${path} became shorter while it was read (${done} of ${size} bytes)`, { file: path, hint: "the file changed while it was read; retry when it is complete" });
+      done += n;
+    }
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export class RandomAccessFile {
   readonly path: string;
   readonly size: number;
   private fd: number;
 
-  constructor(path: string) {
+  constructor(path: string, readonly errorClass: FileErrorClass = CheckpointError) {
     this.path = path;
-    try {
-      this.fd = openSync(path, "r");
-    } catch (err) {
-      throw new CheckpointError(`cannot open ${path}: ${(err as Error).message}`, {
-        file: path,
-        hint: "check the path and its permissions",
-      });
-    }
-    this.size = fstatSync(this.fd).size;
+    const { fd, size } = openRegularFile(path, errorClass);
+    this.fd = fd;
+    this.size = size;
   }
 
   /** Reads exactly `length` bytes at `offset`; throws if the range runs past the end of the file. */
@@ -34,15 +119,20 @@ export class RandomAccessFile {
     this.checkRange(offset, length, what);
     let done = 0;
     while (done < length) {
-      const n = readSync(this.fd, buf, done, length - done, offset + done);
-      if (n === 0) throw new CheckpointError(`${this.path}: unexpected end of file while reading ${what}`, { file: this.path });
+      let n: number;
+      try {
+        n = readSync(this.fd, buf, done, length - done, offset + done);
+      } catch (err) {
+        throw fileSystemError(err, this.path, this.errorClass);
+      }
+      if (n === 0) throw new this.errorClass(`${this.path}: unexpected end of file while reading ${what}`, { file: this.path, hint: "the file became shorter while it was read; retry when it is complete" });
       done += n;
     }
   }
 
   private checkRange(offset: number, length: number, what: string): void {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
-      throw new CheckpointError(`${this.path}: ${what} needs bytes ${offset}..${offset + length} but the file has ${this.size} bytes`, {
+      throw new this.errorClass(`${this.path}: ${what} needs bytes ${offset}..${offset + length} but the file has ${this.size} bytes`, {
         file: this.path,
         expected: offset + length,
         got: this.size,
@@ -105,10 +195,10 @@ export class ByteCursor {
     return this.file.size - this.pos;
   }
 
-  /** Throws a CheckpointError naming `what` unless `n` more bytes exist. */
+  /** Throws the file's typed error naming `what` unless `n` more bytes exist. */
   need(n: number, what: string): void {
     if (!Number.isSafeInteger(n) || n < 0 || n > this.remaining) {
-      throw new CheckpointError(
+      throw new this.file.errorClass(
         `${this.file.path}: ${what} needs ${n} bytes at offset ${this.pos} but only ${this.remaining} remain`,
         { file: this.file.path, expected: n, got: this.remaining, hint: "the file is truncated or corrupt" },
       );
@@ -163,7 +253,7 @@ export class ByteCursor {
   u64Size(what: string): number {
     const v = this.u64(what);
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new CheckpointError(`${this.file.path}: ${what} is ${v}, larger than any file`, {
+      throw new this.file.errorClass(`${this.file.path}: ${what} is ${v}, larger than any file`, {
         file: this.file.path,
         got: v.toString(),
         hint: "the file is corrupt",

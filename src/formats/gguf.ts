@@ -7,6 +7,9 @@ import { writeChunks, writeOutputFile } from "./outputFile.js";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_DEFAULT_ALIGNMENT = 32;
+export const GGUF_MAX_ALIGNMENT = 1 << 20;
+/** ggml's GGML_MAX_NAME: a tensor name with its terminating NUL fits 64 bytes. */
+export const GGML_MAX_NAME = 64;
 
 export enum GgufValueType {
   UINT8 = 0,
@@ -144,9 +147,20 @@ function readScalar(cur: ByteCursor, type: GgufValueType, what: string): GgufSca
   }
 }
 
-function readValue(cur: ByteCursor, type: GgufValueType, what: string): GgufValue {
+/**
+ * Arrays of arrays may nest this deep. llama.cpp writes none (its reader refuses them); the bound
+ * keeps the recursive reader, and every walker of the value after it, off a stack overflow.
+ */
+export const GGUF_MAX_ARRAY_DEPTH = 8;
+
+function readValue(cur: ByteCursor, type: GgufValueType, what: string, depth = 0): GgufValue {
   if (type !== GgufValueType.ARRAY) {
     return { type, value: readScalar(cur, type, what) } as GgufValue;
+  }
+  if (depth >= GGUF_MAX_ARRAY_DEPTH) {
+    throw new CheckpointError(`${cur.file.path}: ${what} nests arrays more than ${GGUF_MAX_ARRAY_DEPTH} deep`, {
+      file: cur.file.path, expected: `<= ${GGUF_MAX_ARRAY_DEPTH}`, hint: "the file is corrupt or crafted; no GGUF writer nests arrays",
+    });
   }
   const itemType = cur.u32(`${what} array item type`) as GgufValueType;
   const count = cur.u64Size(`${what} array length`);
@@ -155,7 +169,7 @@ function readValue(cur: ByteCursor, type: GgufValueType, what: string): GgufValu
   cur.need(count * minItem, `${what} (${count} array items)`);
   if (itemType === GgufValueType.ARRAY) {
     const items: GgufValue[] = [];
-    for (let i = 0; i < count; i++) items.push(readValue(cur, GgufValueType.ARRAY, `${what}[${i}]`));
+    for (let i = 0; i < count; i++) items.push(readValue(cur, GgufValueType.ARRAY, `${what}[${i}]`, depth + 1));
     return { type, itemType, value: items };
   }
   const items: GgufScalar[] = new Array(count);
@@ -188,8 +202,9 @@ export function readGguf(path: string): GgufFile {
     }
     const alignmentValue = metadata.get("general.alignment");
     const alignment = alignmentValue === undefined ? GGUF_DEFAULT_ALIGNMENT : Number(alignmentValue.value);
-    if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0) {
-      throw new CheckpointError(`${path}: general.alignment is ${alignment}, expected a positive multiple of 8`, { file: path, got: alignment });
+    // Bounded: a writer pads with up to `alignment` bytes, and no file aligns beyond a page or two.
+    if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0 || alignment > GGUF_MAX_ALIGNMENT) {
+      throw new CheckpointError(`${path}: general.alignment is ${alignment}, expected a positive multiple of 8 up to ${GGUF_MAX_ALIGNMENT}`, { file: path, got: alignment });
     }
 
     cur.need(tensorCount * MIN_TENSOR_INFO_BYTES, `tensor index (${tensorCount} tensors)`);
@@ -197,6 +212,11 @@ export function readGguf(path: string): GgufFile {
     const names = new Set<string>();
     for (let i = 0; i < tensorCount; i++) {
       const name = readString(cur, `tensor #${i} name`);
+      if (Buffer.byteLength(name) >= GGML_MAX_NAME) {
+        throw new CheckpointError(`${path}: tensor #${i} has a ${Buffer.byteLength(name)}-byte name; ggml allows at most ${GGML_MAX_NAME - 1}`, {
+          file: path, expected: `< ${GGML_MAX_NAME}`, got: Buffer.byteLength(name), hint: "the file is corrupt; llama.cpp refuses it too",
+        });
+      }
       const nDims = cur.u32(`tensor ${name} dimension count`);
       if (nDims < 1 || nDims > 4) throw new CheckpointError(`${path}: tensor ${name} has ${nDims} dimensions (1-4 allowed)`, { file: path, tensor: name, got: nDims });
       const dims: number[] = [];

@@ -2,12 +2,13 @@
 // model.safetensors or in shards listed by model.safetensors.index.json, seen as one lazy set
 // of tensors, and every other file (tokenizer, generation config, ...) listed as-is. Knows no model.
 
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import { COMPUTE_DTYPES, decodeToF32 } from "../tensor/dtype.js";
 import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
-import type { FileRange } from "./file.js";
+import { type FileRange, fileSystemError, pathKind, readWholeFile } from "./file.js";
+import { jsonPreview, parseJson } from "./json.js";
 import {
   readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks,
   type SafetensorsDtype, type SafetensorsFile, findDuplicateJsonKey,
@@ -64,20 +65,15 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 /** True when `path` is a directory holding config.json (the cheap check used to pick a loader). */
 export function isHfDirectory(path: string): boolean {
-  return existsSync(path) && statSync(path).isDirectory() && existsSync(join(path, HF_CONFIG));
+  return pathKind(path) === "dir" && pathKind(join(path, HF_CONFIG)) !== "missing";
 }
 
 /** Reads a JSON file that must hold an object, with duplicate keys refused. */
 export function readJsonObject(path: string, what: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new CheckpointError(`cannot read ${what} ${path}: ${(err as Error).message}`, { file: path, hint: "check the path and its permissions" });
-  }
+  const text = readWholeFile(path).toString("utf8");
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text);
   } catch (err) {
     throw new CheckpointError(`${path}: ${what} is not valid JSON (${(err as Error).message})`, { file: path, hint: "the file is corrupt; re-download it" });
   }
@@ -89,11 +85,20 @@ export function readJsonObject(path: string, what: string): Record<string, unkno
   return value;
 }
 
+/** The names in a folder, a failure (permission denied, ...) as a typed error naming it. */
+function listDirectory(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (err) {
+    throw fileSystemError(err, dir);
+  }
+}
+
 /** A shard named by the index must be a plain file name inside the directory. */
 function checkShardName(indexPath: string, tensor: string, shard: unknown): string {
   if (typeof shard !== "string" || shard.length === 0 || shard.includes("/") || shard.includes("\\") || shard === "." || shard === "..") {
-    throw new CheckpointError(`${indexPath}: weight_map entry for ${tensor} is ${JSON.stringify(shard)}, expected a file name in the same directory`, {
-      file: indexPath, tensor, got: JSON.stringify(shard) ?? "undefined", hint: "the index is corrupt",
+    throw new CheckpointError(`${indexPath}: weight_map entry for ${tensor} is ${jsonPreview(shard)}, expected a file name in the same directory`, {
+      file: indexPath, tensor, got: jsonPreview(shard), hint: "the index is corrupt",
     });
   }
   return shard;
@@ -123,23 +128,23 @@ function readShardIndex(dir: string): HfShardIndex {
  * on demand. Close it when done.
  */
 export function openHfDirectory(dir: string): HfDirectory {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+  if (pathKind(dir) !== "dir") {
     throw new CheckpointError(`${dir} is not a directory`, { file: dir, hint: "pass a Hugging Face model directory (with config.json and *.safetensors)" });
   }
   const configPath = join(dir, HF_CONFIG);
-  if (!existsSync(configPath)) {
+  if (pathKind(configPath) === "missing") {
     throw new CheckpointError(`${dir} has no config.json`, { file: configPath, hint: "pass a Hugging Face model directory (with config.json and *.safetensors)" });
   }
   const config = readJsonObject(configPath, "config.json");
-  const hasSingle = existsSync(join(dir, HF_SINGLE_WEIGHTS));
-  const hasIndex = existsSync(join(dir, HF_SHARD_INDEX));
+  const hasSingle = pathKind(join(dir, HF_SINGLE_WEIGHTS)) !== "missing";
+  const hasIndex = pathKind(join(dir, HF_SHARD_INDEX)) !== "missing";
   if (hasSingle && hasIndex) {
     throw new CheckpointError(`${dir} holds both ${HF_SINGLE_WEIGHTS} and ${HF_SHARD_INDEX}; it is unclear which is the model`, {
       file: dir, hint: "remove the stale one",
     });
   }
   if (!hasSingle && !hasIndex) {
-    const legacy = readdirSync(dir).filter((f) => /^pytorch_model.*\.bin$|\.pth?$/.test(f));
+    const legacy = listDirectory(dir).filter((f) => /^pytorch_model.*\.bin$|\.pth?$/.test(f));
     if (legacy.length > 0) {
       throw new UnsupportedError(`${dir} holds PyTorch pickle weights (${legacy.join(", ")}), not safetensors`, {
         file: dir, hint: "convert it to safetensors first (e.g. save_pretrained(..., safe_serialization=True) in transformers)",
@@ -157,7 +162,7 @@ export function openHfDirectory(dir: string): HfDirectory {
   try {
     if (index) {
       for (const shard of weightFiles) {
-        if (!existsSync(join(dir, shard))) {
+        if (pathKind(join(dir, shard)) === "missing") {
           const first = [...index.weightMap].find(([, s]) => s === shard)![0];
           throw new CheckpointError(`${index.path}: shard ${shard} (holding ${first}, ...) does not exist`, {
             file: index.path, tensor: first, expected: join(dir, shard), hint: "the download is incomplete; fetch the missing shard",
@@ -203,12 +208,17 @@ export function openHfDirectory(dir: string): HfDirectory {
     const known = new Set([HF_CONFIG, ...(index ? [HF_SHARD_INDEX] : []), ...weightFiles]);
     const otherFiles: string[] = [];
     const subdirectories: string[] = [];
-    for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      if (known.has(entry.name)) continue;
-      // Hugging Face cache snapshots are made of symbolic links; follow them.
-      const stat = entry.isSymbolicLink() ? statSync(join(dir, entry.name), { throwIfNoEntry: false }) : entry;
-      if (stat?.isDirectory()) subdirectories.push(entry.name);
-      else if (stat?.isFile()) otherFiles.push(entry.name);
+    for (const name of listDirectory(dir).sort()) {
+      if (known.has(name)) continue;
+      // Hugging Face cache snapshots are made of symbolic links; follow them (a broken or looping link is skipped).
+      let stat: ReturnType<typeof statSync>;
+      try {
+        stat = statSync(join(dir, name), { throwIfNoEntry: false });
+      } catch {
+        stat = undefined;
+      }
+      if (stat?.isDirectory()) subdirectories.push(name);
+      else if (stat?.isFile()) otherFiles.push(name);
     }
 
     const lookup = (name: string): HfTensor => {

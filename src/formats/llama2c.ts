@@ -73,6 +73,21 @@ function layerShape(h: Llama2cHeader, kind: LayerKind): number[] {
   }
 }
 
+/**
+ * The file size the header implies, by arithmetic: checked against the real size before the
+ * tensor list is built, so a header claiming millions of layers costs nothing. Above 2^53 the
+ * sum is approximate but still larger than any file.
+ */
+export function llama2cFileBytes(h: Llama2cHeader): number {
+  const headDim = h.dim / h.nHeads;
+  const kvDim = headDim * h.nKvHeads;
+  const perLayer = 2 * h.dim + 2 * h.dim * h.dim + 2 * kvDim * h.dim + 3 * h.hiddenDim * h.dim;
+  const ropeTables = h.version === 0 ? 2 * h.seqLen * (headDim / 2) : 0;
+  const classifier = h.sharedClassifier ? 0 : h.vocabSize * h.dim;
+  const floats = h.vocabSize * h.dim + h.nLayers * perLayer + h.dim + ropeTables + classifier;
+  return (h.version === 0 ? LEGACY_HEADER_BYTES : VERSIONED_HEADER_BYTES) + 4 * floats;
+}
+
 /** The ordered list of tensors the header implies, with their offsets. */
 export function llama2cLayout(h: Llama2cHeader): Llama2cTensor[] {
   const tensors: Llama2cTensor[] = [];
@@ -154,18 +169,17 @@ export function readLlama2c(path: string): Llama2cFile {
       };
     }
     checkHeader(path, header);
-    const tensors = llama2cLayout(header);
-    const last = tensors[tensors.length - 1]!;
-    const expected = last.offset + last.byteLength;
+    const expected = llama2cFileBytes(header);
     if (expected !== file.size) {
       throw new CheckpointError(`${path}: the llama2.c header implies ${expected} bytes but the file has ${file.size}`, {
         file: path,
         expected,
         got: file.size,
-        hint: expected > file.size ? "the file is truncated" : "the header does not describe this file (wrong format or version?)",
+        hint: expected > 2 * file.size ? "the header does not fit this file: not a llama2.c checkpoint, or a corrupt one"
+          : expected > file.size ? "the file is truncated" : "the header does not describe this file (wrong format or version?)",
       });
     }
-    return { path, header, tensors, file };
+    return { path, header, tensors: llama2cLayout(header), file };
   } catch (err) {
     file.close();
     throw err;

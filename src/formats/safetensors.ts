@@ -5,6 +5,7 @@
 import { constants as bufferConstants } from "node:buffer";
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import { type FileRange, RandomAccessFile } from "./file.js";
+import { jsonPreview, parseJson } from "./json.js";
 import { writeChunks, writeOutputFile } from "./outputFile.js";
 
 /** Element size in bits of every dtype the safetensors format defines. */
@@ -127,7 +128,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 function checkIndex(path: string, v: unknown, what: string, tensor: string): number {
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-    throw corrupt(path, `tensor ${tensor}: ${what} is ${JSON.stringify(v)}, expected a non-negative integer`, { tensor, got: JSON.stringify(v) ?? "undefined" });
+    throw corrupt(path, `tensor ${tensor}: ${what} is ${jsonPreview(v)}, expected a non-negative integer`, { tensor, got: jsonPreview(v) });
   }
   return v;
 }
@@ -138,14 +139,14 @@ function parseTensorInfo(path: string, name: string, v: unknown): Omit<Safetenso
   const { dtype, shape, data_offsets: offsets } = v;
   if (typeof dtype !== "string") throw corrupt(path, `tensor ${name}: dtype is missing or not a string`, { tensor: name });
   if (!isSafetensorsDtype(dtype)) {
-    throw new UnsupportedError(`${path}: tensor ${name} has unknown dtype ${JSON.stringify(dtype)}`, {
+    throw new UnsupportedError(`${path}: tensor ${name} has unknown dtype ${jsonPreview(dtype)}`, {
       file: path, tensor: name, got: dtype, hint: `known safetensors dtypes: ${Object.keys(SAFETENSORS_DTYPE_BITS).join(", ")}`,
     });
   }
   if (!Array.isArray(shape)) throw corrupt(path, `tensor ${name}: shape is missing or not an array`, { tensor: name });
   const dims = shape.map((d, i) => checkIndex(path, d, `shape[${i}]`, name));
   if (!Array.isArray(offsets) || offsets.length !== 2) {
-    throw corrupt(path, `tensor ${name}: data_offsets must be [begin, end]`, { tensor: name, got: JSON.stringify(offsets) ?? "undefined" });
+    throw corrupt(path, `tensor ${name}: data_offsets must be [begin, end]`, { tensor: name, got: jsonPreview(offsets) });
   }
   const begin = checkIndex(path, offsets[0], "data_offsets[0]", name);
   const end = checkIndex(path, offsets[1], "data_offsets[1]", name);
@@ -189,7 +190,7 @@ export function readSafetensors(path: string): SafetensorsFile {
     }
     let header: unknown;
     try {
-      header = JSON.parse(text);
+      header = parseJson(text);
     } catch (err) {
       throw corrupt(path, `the header is not valid JSON (${(err as Error).message})`);
     }
@@ -205,7 +206,7 @@ export function readSafetensors(path: string): SafetensorsFile {
     if (rawMetadata !== undefined && rawMetadata !== null) {
       if (!isPlainObject(rawMetadata)) throw corrupt(path, `${METADATA_KEY} is not an object`);
       for (const [k, v] of Object.entries(rawMetadata)) {
-        if (typeof v !== "string") throw corrupt(path, `${METADATA_KEY}.${k} is ${JSON.stringify(v)}, expected a string`, { got: JSON.stringify(v) ?? "undefined" });
+        if (typeof v !== "string") throw corrupt(path, `${METADATA_KEY}.${k} is ${jsonPreview(v)}, expected a string`, { got: jsonPreview(v) });
         metadata[k] = v;
       }
     }

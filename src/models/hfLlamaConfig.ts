@@ -6,7 +6,8 @@
 
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import { ropeInverseFrequencies } from "../backend/reference.js";
-import { checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
+import { jsonPreview } from "../formats/json.js";
+import { checkConfigCount, checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
 /** config.json fields this family reads, spelled as on disk; all optional as in the file. */
 export interface HfLlamaRawConfig {
@@ -125,8 +126,8 @@ export function parseHfConfigFields<T>(json: Readonly<Record<string, unknown>>, 
       continue;
     }
     if (!fits(v, spec.kind)) {
-      throw new CheckpointError(`${source}: ${key} is ${JSON.stringify(v)}, expected ${spec.kind === "int" ? "an integer" : `a ${spec.kind}`}${spec.nullable ? " or null" : ""}`, {
-        file: source, got: JSON.stringify(v) ?? "undefined", hint: "config.json is corrupt or from an unsupported model",
+      throw new CheckpointError(`${source}: ${key} is ${jsonPreview(v)}, expected ${spec.kind === "int" ? "an integer" : `a ${spec.kind}`}${spec.nullable ? " or null" : ""}`, {
+        file: source, got: jsonPreview(v), hint: "config.json is corrupt or from an unsupported model",
       });
     }
     raw[key] = v;
@@ -150,7 +151,7 @@ interface RopeSettings {
 function ropeScalingFactors(type: string, params: Readonly<Record<string, unknown>>, headDim: number, theta: number, source: string): number[] {
   const number = (key: string): number => {
     const v = params[key];
-    if (typeof v !== "number" || !(v > 0)) throw new CheckpointError(`${source}: rope_scaling ${key} is ${JSON.stringify(v) ?? "missing"}`, { file: source, hint: "config.json is corrupt" });
+    if (typeof v !== "number" || !(v > 0)) throw new CheckpointError(`${source}: rope_scaling ${key} is ${v === undefined ? "missing" : jsonPreview(v)}`, { file: source, hint: "config.json is corrupt" });
     return v;
   };
   const factor = number("factor");
@@ -185,21 +186,21 @@ function ropeSettings(raw: HfLlamaRawConfig, headDim: number, source: string): R
   }
   const type = params["rope_type"] ?? params["type"] ?? "default";
   if (type !== "default" && type !== "linear" && type !== "llama3") {
-    throw new UnsupportedError(`${source}: RoPE scaling (${key} type ${JSON.stringify(type)}) is not supported yet; unscaled, linear and llama3 are`, {
-      file: source, got: JSON.stringify(type) ?? "", hint: "models with YaRN, dynamic or LongRoPE scaling cannot be evaluated by this version",
+    throw new UnsupportedError(`${source}: RoPE scaling (${key} type ${jsonPreview(type)}) is not supported yet; unscaled, linear and llama3 are`, {
+      file: source, got: jsonPreview(type), hint: "models with YaRN, dynamic or LongRoPE scaling cannot be evaluated by this version",
     });
   }
   const attentionFactor = params["attention_factor"];
   if (attentionFactor !== undefined && attentionFactor !== null && attentionFactor !== 1) {
-    throw new UnsupportedError(`${source}: RoPE attention_factor ${JSON.stringify(attentionFactor)} is not supported yet`, { file: source });
+    throw new UnsupportedError(`${source}: RoPE attention_factor ${jsonPreview(attentionFactor)} is not supported yet`, { file: source });
   }
   const partial = params["partial_rotary_factor"] ?? raw.partial_rotary_factor;
   if (partial !== undefined && partial !== 1) {
-    throw new UnsupportedError(`${source}: partial rotary embeddings (partial_rotary_factor ${JSON.stringify(partial)}) are not supported yet`, { file: source });
+    throw new UnsupportedError(`${source}: partial rotary embeddings (partial_rotary_factor ${jsonPreview(partial)}) are not supported yet`, { file: source });
   }
   const theta = params["rope_theta"] ?? raw.rope_theta ?? DEFAULT_ROPE_THETA;
   if (typeof theta !== "number" || !(theta > 0)) {
-    throw new CheckpointError(`${source}: rope_theta is ${JSON.stringify(theta)}`, { file: source, hint: "config.json is corrupt" });
+    throw new CheckpointError(`${source}: rope_theta is ${jsonPreview(theta)}`, { file: source, hint: "config.json is corrupt" });
   }
   if (type === "default") return { theta };
   return { theta, factors: ropeScalingFactors(type as string, params, headDim, theta, source), scaling: { ...params } };
@@ -216,7 +217,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   const modelType = raw.model_type;
   if (modelType === undefined || !(modelType in HF_LLAMA_MODEL_TYPES)) {
     const supported = [...Object.keys(HF_LLAMA_MODEL_TYPES), "gpt2"].join(", "); // gpt2: models/gpt2.ts
-    throw new UnsupportedError(`${source}: model_type ${JSON.stringify(modelType ?? null)} is not supported yet (supported: ${supported})`, {
+    throw new UnsupportedError(`${source}: model_type ${jsonPreview(modelType ?? null)} is not supported yet (supported: ${supported})`, {
       file: source, got: modelType ?? "(missing)", hint: `config.json model_type must be one of: ${supported}`,
     });
   }
@@ -230,10 +231,10 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   if (modelType === "baichuan" && (raw.hidden_size ?? 4096) === 5120) unsupported("Baichuan 13B (ALiBi position bias)");
   // Gemma runs GELU with the tanh approximation (transformers uses it when hidden_activation is unset).
   const activation = gemma ? raw.hidden_activation ?? "gelu_pytorch_tanh" : raw.hidden_act ?? "silu";
-  if (gemma ? activation !== "gelu_pytorch_tanh" : activation !== "silu") unsupported(`hidden activation ${JSON.stringify(activation)} (${gemma ? "only gelu_pytorch_tanh for gemma" : "only silu"})`);
+  if (gemma ? activation !== "gelu_pytorch_tanh" : activation !== "silu") unsupported(`hidden activation ${jsonPreview(activation)} (${gemma ? "only gelu_pytorch_tanh for gemma" : "only silu"})`);
   if (raw.attention_bias === true) unsupported("attention_bias true");
   if (raw.mlp_bias === true) unsupported("mlp_bias true");
-  if (raw.quantization_config) unsupported(`a quantized checkpoint (quant_method ${JSON.stringify(raw.quantization_config["quant_method"] ?? "unknown")})`);
+  if (raw.quantization_config) unsupported(`a quantized checkpoint (quant_method ${jsonPreview(raw.quantization_config["quant_method"] ?? "unknown")})`);
   if (raw.architectures !== undefined && raw.architectures.length > 0 && !raw.architectures.some((a) => a.endsWith("ForCausalLM"))) {
     unsupported(`architecture ${raw.architectures.join(", ")} (only *ForCausalLM language models)`);
   }
@@ -248,7 +249,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
       });
     }
     const other = raw.layer_types.find((t) => t !== "full_attention");
-    if (other !== undefined) unsupported(`layer type ${JSON.stringify(other)} (only full_attention)`);
+    if (other !== undefined) unsupported(`layer type ${jsonPreview(other)} (only full_attention)`);
   }
   let contextLength = raw.max_position_embeddings ?? defaults.max_position_embeddings;
   const slidingWindow = qwen && raw.use_sliding_window !== true ? null : raw.sliding_window === undefined ? defaults.sliding_window : raw.sliding_window;
@@ -261,6 +262,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     throw new CheckpointError(`${source}: hidden_size ${dim} is not a multiple of num_attention_heads ${nHeads}`, { file: source, hint: "config.json is corrupt" });
   }
   const headDim = raw.head_dim ?? (modelType === "qwen3" ? 128 : gemma ? 256 : Math.floor(dim / nHeads));
+  checkConfigCount("headDim", headDim, source); // RoPE scaling allocates headDim / 2 factors
   const rope = ropeSettings(raw, headDim, source);
   const config: LlamaConfig = {
     nLayers,

@@ -162,7 +162,34 @@ export const LLAMA2C_NAMES: LlamaTensorNames = {
   interleavedRope: true,
 };
 
+/**
+ * Upper bounds on the counts a config declares, far above any real model (the largest have about
+ * 128 layers, a hidden size of 16384 and 256k tokens). Loops over layers and allocations sized
+ * by these fields run before any tensor is read, so a corrupt header must stop here.
+ */
+export const LLAMA_CONFIG_LIMITS: Readonly<Record<"nLayers" | "dim" | "hiddenDim" | "nHeads" | "nKvHeads" | "headDim" | "vocabSize" | "contextLength", number>> = {
+  nLayers: 4096,
+  dim: 1 << 20,
+  hiddenDim: 1 << 22,
+  nHeads: 1 << 16,
+  nKvHeads: 1 << 16,
+  headDim: 1 << 16,
+  vocabSize: 1 << 24,
+  contextLength: 2 ** 31,
+};
+
+/** Refuses a count outside 1..LLAMA_CONFIG_LIMITS[name] (for callers that size something by it before the whole config exists). */
+export function checkConfigCount(name: keyof typeof LLAMA_CONFIG_LIMITS, value: number, source: string): void {
+  const limit = LLAMA_CONFIG_LIMITS[name];
+  if (!Number.isInteger(value) || value <= 0 || value > limit) {
+    throw new CheckpointError(`${source}: config ${name} is ${value}, expected an integer from 1 to ${limit}`, {
+      file: source, expected: `1..${limit}`, got: value, hint: "the checkpoint's metadata is corrupt",
+    });
+  }
+}
+
 export function checkLlamaConfig(config: LlamaConfig, source: string): void {
+  for (const name of Object.keys(LLAMA_CONFIG_LIMITS) as (keyof typeof LLAMA_CONFIG_LIMITS)[]) checkConfigCount(name, config[name], source);
   const { dim, nHeads, nKvHeads, headDim } = config;
   if (nHeads * headDim !== dim && headDim % 2 !== 0) {
     throw new CheckpointError(`${source}: head size ${headDim} must be even`, { file: source });
@@ -233,6 +260,13 @@ export function expectedLlamaShapes(config: LlamaConfig, names: LlamaTensorNames
  */
 export function checkLlamaTensors(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames): void {
   const entries = new Map(provider.entries().map((e) => [e.name, e]));
+  // The layer count against what the file holds, before a map of every expected tensor is built.
+  const perLayer = Object.keys(layerWeightDims(layerShape(config))).length;
+  if (config.nLayers * perLayer > entries.size) {
+    throw new CheckpointError(`${provider.source}: the config says ${config.nLayers} layers, which need ${config.nLayers * perLayer} layer tensors, but the checkpoint holds ${entries.size} tensors`, {
+      file: provider.source, expected: config.nLayers * perLayer, got: entries.size, hint: "the layer count in the metadata does not match the weights; the file is corrupt or incomplete",
+    });
+  }
   const expected = expectedLlamaShapes(config, names, entries.has(names.classifier));
   for (const [name, shape] of expected) {
     const entry = entries.get(name);

@@ -4,7 +4,7 @@
 import { CheckpointError } from "../errors.js";
 import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, readGguf, readGgufTensorChunks, writeGguf } from "../formats/gguf.js";
 import { readLlama2c, writeLlama2c, type Llama2cTensor } from "../formats/llama2c.js";
-import { detectFormat, type CheckpointFormat } from "../load.js";
+import { checkpointLocation, detectFormat, type CheckpointFormat } from "../load.js";
 import { checkOutputPath, writeAtomically } from "../util/atomicWrite.js";
 import { checkRemovable, renumbering } from "./plan.js";
 import { removeHfLayers } from "./removeLayersHf.js";
@@ -24,8 +24,9 @@ export interface RemoveLayersResult {
 }
 
 /** Writes `output`: `input` without `layers` (0-based), in the same format. */
-export function removeLayers(input: string, output: string, layers: readonly number[], options: RemoveLayersOptions = {}): RemoveLayersResult {
-  checkOutputPath(output, { inputs: [input], force: options.force ?? false, option: "--out" });
+export function removeLayers(named: string, output: string, layers: readonly number[], options: RemoveLayersOptions = {}): RemoveLayersResult {
+  const input = checkpointLocation(named);
+  checkOutputPath(output, { inputs: [input, named], force: options.force ?? false, option: "--out" });
   const format = detectFormat(input);
   if (format === "hf") {
     const r = removeHfLayers(input, output, layers, { force: options.force ?? false });

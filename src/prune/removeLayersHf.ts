@@ -3,7 +3,7 @@
 // shard index, copy the other files. Tensor bytes are streamed unchanged; no forward pass runs.
 
 import { copyFileSync, existsSync, mkdirSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { syncToDisk } from "../util/atomicWrite.js";
+import { claimTempPath, syncToDisk } from "../util/atomicWrite.js";
 import { basename, dirname, join, relative, resolve, isAbsolute } from "node:path";
 import { CheckpointError, OutputError } from "../errors.js";
 import { HF_CONFIG, HF_SHARD_INDEX, HF_SINGLE_WEIGHTS, type HfDirectory, type HfTensor, openHfDirectory } from "../formats/hfDirectory.js";
@@ -162,8 +162,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
     const copied = hf.otherFiles.filter((f) => !STALE_WEIGHTS.test(f));
     const skipped = [...hf.otherFiles.filter((f) => STALE_WEIGHTS.test(f)), ...hf.subdirectories.map((d) => `${d}/`)];
 
-    const parent = dirname(resolve(outputDir));
-    const temp = join(parent, `.${basename(resolve(outputDir))}.tmp-${process.pid}-${Date.now()}`);
+    const temp = claimTempPath(outputDir);
     let tensorsWritten = 0;
     let bytesWritten = 0;
     try {
@@ -197,7 +196,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
       // Phase 4: on disk, then into place; an existing output (force) is moved aside first and deleted last.
       syncToDisk(temp);
       if (existsSync(outputDir)) {
-        const old = join(parent, `.${basename(resolve(outputDir))}.old-${process.pid}-${Date.now()}`);
+        const old = claimTempPath(outputDir, "old");
         renameSync(outputDir, old);
         try {
           renameSync(temp, outputDir);

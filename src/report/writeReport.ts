@@ -2,9 +2,9 @@
 // an earlier report: a folder holding anything else is refused.
 
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { OutputError } from "../errors.js";
-import { syncToDisk } from "../util/atomicWrite.js";
+import { claimTempPath, syncToDisk } from "../util/atomicWrite.js";
 
 const REPORT_FILES = ["index.html", "report.json"];
 
@@ -20,7 +20,7 @@ export function checkReportDir(dir: string): void {
 
 export function writeReport(dir: string, html: string, json: unknown): void {
   checkReportDir(dir);
-  const temp = join(dirname(resolve(dir)), `.${basename(resolve(dir))}.tmp-${process.pid}-${Date.now()}`);
+  const temp = claimTempPath(dir);
   try {
     mkdirSync(temp);
     writeFileSync(join(temp, "index.html"), html, { flag: "wx" });

@@ -13,6 +13,7 @@ export function readGgufTokenizer(gguf: GgufFile): Tokenizer {
   if (model === undefined || pieces === undefined) {
     throw new TokenizerError(`${gguf.path} has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens missing)`, { file: gguf.path });
   }
+  checkSpecialTokenIds(gguf, pieces.length);
   if (model === "gpt2") return readGgufBpeTokenizer(gguf, pieces.map(String));
   if (model !== "llama") {
     throw new UnsupportedError(`${gguf.path}: GGUF tokenizer model "${model}" is not supported (supported: "llama", SentencePiece; "gpt2", byte-level BPE)`, { file: gguf.path, got: model });
@@ -62,4 +63,24 @@ function readGgufBpeTokenizer(gguf: GgufFile, tokens: string[]): HfTokenizer {
     addBos: addBos === undefined ? pre.addBos : Boolean(addBos.value),
   };
   return bpeTokenizer(vocab, gguf.path, `byte-level BPE (GGUF tokenizer.ggml.model=gpt2, pre-tokenizer ${pre.name}), ${n} tokens`);
+}
+
+/** The special tokens the tokenizer itself uses; the others (padding, separator, ...) may be absent. */
+const USED_SPECIAL_IDS = new Set(["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id"]);
+
+/**
+ * Every tokenizer.ggml.*_token_id (bos, eos, unknown, padding, ...) must name one of the `n`
+ * tokens: an id past the vocabulary would index outside the embedding when it is used. As in
+ * llama.cpp, -1 stored as a u32 (4294967295) means "no such token", allowed for the unused ones.
+ */
+function checkSpecialTokenIds(gguf: GgufFile, n: number): void {
+  for (const key of gguf.metadata.keys()) {
+    if (!/^tokenizer\.ggml\.\w+_token_id$/.test(key)) continue;
+    const id = ggufNumber(gguf, key)!;
+    if (Number.isInteger(id) && id >= 0 && id < n) continue;
+    if ((id === -1 || id === 0xffffffff) && !USED_SPECIAL_IDS.has(key)) continue;
+    throw new TokenizerError(`${gguf.path}: metadata ${key} is ${id}, outside the ${n} tokens (0..${n - 1})`, {
+      file: gguf.path, expected: `0..${n - 1}`, got: id, hint: "the file's tokenizer metadata is corrupt; re-convert it",
+    });
+  }
 }

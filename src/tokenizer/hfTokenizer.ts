@@ -2,17 +2,21 @@
 // @huggingface/tokenizers library. The chat template is ignored; BOS is added by shortgpt
 // itself, when transformers would add it (bosTemplate.ts), so every format tokenizes alike.
 
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizerImpl } from "@huggingface/tokenizers";
 import { TokenizerError } from "../errors.js";
+import { readWholeFile } from "../formats/file.js";
+import { parseJson } from "../formats/json.js";
 import { type BpeVocab, bpeTokenizerConfig, bpeTokenizerJson, bpeVocabFromTokenizerJson } from "./bpe.js";
 import { addsBosByDefault } from "./bosTemplate.js";
 import type { Tokenizer } from "./tokenizer.js";
+import { checkTokenizerJsonShape } from "./tokenizerJsonShape.js";
 
 function readJson(path: string): Record<string, unknown> {
+  const text = readWholeFile(path, TokenizerError).toString("utf8"); // a folder, FIFO or unreadable file: its own message
   try {
-    const value: unknown = JSON.parse(readFileSync(path, "utf8"));
+    const value: unknown = parseJson(text);
     if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not a JSON object");
     return value as Record<string, unknown>;
   } catch (err) {
@@ -59,12 +63,24 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { bos?: boolean } = {}): number[] {
-    const ids = this.impl.encode(text, { add_special_tokens: false }).ids.map(Number);
+    const ids = this.guard(() => this.impl.encode(text, { add_special_tokens: false }).ids.map(Number));
     return (options.bos ?? this.addsBos) && this.bosId >= 0 ? [this.bosId, ...ids] : ids;
   }
 
+  /**
+   * Runs the library on a text: what it throws comes from the tokenizer.json it was built from
+   * (the outline is checked, not every field of every step), so it is that file's error.
+   */
+  private guard<T>(call: () => T): T {
+    try {
+      return call();
+    } catch (err) {
+      throw new TokenizerError(`${this.source}: the tokenizer failed (${(err as Error).message})`, { file: this.source, hint: "the tokenizer file is corrupt or of a kind @huggingface/tokenizers does not support" });
+    }
+  }
+
   decode(ids: readonly number[]): string {
-    return this.impl.decode([...ids], { skip_special_tokens: true });
+    return this.guard(() => this.impl.decode([...ids], { skip_special_tokens: true }));
   }
 
   decodeToken(id: number, prev: number | undefined): Uint8Array {
@@ -84,6 +100,7 @@ export function readHfTokenizer(dir: string, config: Record<string, unknown>, vo
   const path = join(dir, "tokenizer.json");
   if (!existsSync(path)) return undefined;
   const json = readJson(path);
+  checkTokenizerJsonShape(json, vocabSize, path);
   const configPath = join(dir, "tokenizer_config.json");
   const tokenizerConfig = existsSync(configPath) ? readJson(configPath) : {};
   return createHfTokenizer(json, tokenizerConfig, config, vocabSize, path);
@@ -98,6 +115,9 @@ function buildImpl(json: Record<string, unknown>, tokenizerConfig: Record<string
   }
 }
 
+/** Longer than any special token's text (e.g. "<|begin_of_text|>"), so a longer one is not looked up. */
+const MAX_SPECIAL_TOKEN_CHARS = 256;
+
 /** A tokenizer from tokenizer.json and tokenizer_config.json contents (config: the model's config.json, for *_token_id). */
 function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Record<string, unknown>, config: Record<string, unknown>, vocabSize: number, source: string): HfTokenizer {
   const impl = buildImpl(json, tokenizerConfig, source);
@@ -106,7 +126,8 @@ function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Recor
     // An explicit null (Qwen's bos_token) means none, whatever config.json says, as transformers reads it.
     if (tokenizerConfig[`${key}_token`] === null) return -1;
     const text = textOf(key);
-    const fromText = text === undefined ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
+    // One token's text is short; encoding a megabyte-long "token" took seconds for nothing.
+    const fromText = text === undefined || text.length > MAX_SPECIAL_TOKEN_CHARS ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
     if (fromText && fromText.length === 1) return fromText[0]!;
     const fromConfig = config[`${key}_token_id`];
     return typeof fromConfig === "number" ? fromConfig : -1;

@@ -7,7 +7,7 @@ import { PieceType, SentencePieceTokenizer } from "./sentencepiece.js";
 
 /** Reads `vocabSize` tokens (the model's vocabulary size) and checks the file holds exactly that many. */
 export function readLlama2cTokenizer(path: string, vocabSize: number): SentencePieceTokenizer {
-  const file = new RandomAccessFile(path);
+  const file = new RandomAccessFile(path, TokenizerError);
   try {
     const cur = new ByteCursor(file);
     const maxLength = cur.i32("max token length");

@@ -1,4 +1,6 @@
-// Output files appear whole or not at all: write beside the target, then rename.
+// Output files appear whole or not at all: write beside the target under a recognisable
+// temporary name that carries the writer's pid, then rename. A writer killed mid-way (kill -9,
+// power loss) leaves only such a name, which the next writer in that folder removes.
 
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -49,9 +51,56 @@ export function syncToDisk(path: string): void {
   }
 }
 
+/** `.<name>.shortgpt-tmp-<pid>-<ms>`: an output being written; `-old-`: an output being replaced, moved aside. */
+const TEMP_NAME = /^\.(.+)\.shortgpt-(tmp|old)-(\d+)-\d+$/;
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0); // signal 0: only asks whether the process exists
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === "EPERM"; // exists, owned by someone else
+  }
+}
+
+/**
+ * Removes what writers that no longer run left in `dir`: their temporary outputs, whole or
+ * partial. An output a replace had moved aside is put back when its name is free (the writer
+ * died between the two renames). Returns the names it removed or restored.
+ */
+export function removeStaleTemps(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return []; // an unreadable folder fails later, where the output is written, with a clear error
+  }
+  const handled: string[] = [];
+  for (const name of names) {
+    const m = TEMP_NAME.exec(name);
+    if (!m || processAlive(Number(m[3]))) continue;
+    const target = join(dir, m[1]!);
+    if (m[2] === "old" && !existsSync(target)) renameSync(join(dir, name), target);
+    else rmSync(join(dir, name), { recursive: true, force: true });
+    handled.push(name);
+  }
+  return handled;
+}
+
+/**
+ * A fresh temporary path beside `path` (kind "old" for an output moved aside while it is
+ * replaced), after clearing what dead writers left in that folder.
+ */
+export function claimTempPath(path: string, kind: "tmp" | "old" = "tmp"): string {
+  const dir = dirname(resolve(path));
+  if (kind === "tmp") removeStaleTemps(dir);
+  return join(dir, `.${basename(resolve(path))}.shortgpt-${kind}-${process.pid}-${Date.now()}`);
+}
+
 /** Calls write(tempPath), flushes it, and renames it onto path; the temp file is removed on failure. */
 export function writeAtomically(path: string, write: (tempPath: string) => void): void {
-  const temp = join(dirname(resolve(path)), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
+  const temp = claimTempPath(path);
   try {
     write(temp);
     syncToDisk(temp);
