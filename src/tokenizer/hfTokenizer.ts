@@ -31,6 +31,18 @@ function tokenText(value: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Runs the library on a text: what it throws comes from the tokenizer.json it was built from
+ * (the outline is checked, not every field of every step), so it is that file's error.
+ */
+function guarded<T>(source: string, call: () => T): T {
+  try {
+    return call();
+  } catch (err) {
+    throw new TokenizerError(`${source}: the tokenizer failed (${(err as Error).message})`, { file: source, hint: "the tokenizer file is corrupt or of a kind @huggingface/tokenizers does not support" });
+  }
+}
+
 /** A tokenizer.json run by @huggingface/tokenizers; keeps the JSON so the vocabulary can be written to other formats. */
 export class HfTokenizer implements Tokenizer {
   readonly vocabSize: number;
@@ -67,16 +79,8 @@ export class HfTokenizer implements Tokenizer {
     return (options.bos ?? this.addsBos) && this.bosId >= 0 ? [this.bosId, ...ids] : ids;
   }
 
-  /**
-   * Runs the library on a text: what it throws comes from the tokenizer.json it was built from
-   * (the outline is checked, not every field of every step), so it is that file's error.
-   */
   private guard<T>(call: () => T): T {
-    try {
-      return call();
-    } catch (err) {
-      throw new TokenizerError(`${this.source}: the tokenizer failed (${(err as Error).message})`, { file: this.source, hint: "the tokenizer file is corrupt or of a kind @huggingface/tokenizers does not support" });
-    }
+    return guarded(this.source, call);
   }
 
   decode(ids: readonly number[]): string {
@@ -127,7 +131,7 @@ function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Recor
     if (tokenizerConfig[`${key}_token`] === null) return -1;
     const text = textOf(key);
     // One token's text is short; encoding a megabyte-long "token" took seconds for nothing.
-    const fromText = text === undefined || text.length > MAX_SPECIAL_TOKEN_CHARS ? undefined : impl.encode(text, { add_special_tokens: false }).ids.map(Number);
+    const fromText = text === undefined || text.length > MAX_SPECIAL_TOKEN_CHARS ? undefined : guarded(source, () => impl.encode(text, { add_special_tokens: false }).ids.map(Number));
     if (fromText && fromText.length === 1) return fromText[0]!;
     const fromConfig = config[`${key}_token_id`];
     return typeof fromConfig === "number" ? fromConfig : -1;
@@ -135,7 +139,7 @@ function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Recor
   // Documents and benchmark contexts start with BOS exactly when transformers' encoding does (e.g.
   // Llama, Mistral, Gemma: yes; GPT-2, Qwen: no), as lm-eval's HFLM with add_bos_token unset.
   const bosId = idOf("bos");
-  const bosText = bosId >= 0 ? (textOf("bos") ?? impl.id_to_token(bosId) ?? undefined) : undefined;
+  const bosText = bosId >= 0 ? (textOf("bos") ?? guarded(source, () => impl.id_to_token(bosId)) ?? undefined) : undefined;
   return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: bosId >= 0 && addsBosByDefault(json, bosText) }, vocabSize, source);
 }
 
