@@ -7,7 +7,7 @@
 // a bound tied to the input's size, and any file written or changed. Exits 1 when it finds any.
 
 import { type ChildProcess, fork, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -342,7 +342,8 @@ async function main(argv: string[]): Promise<number> {
         saved.set(f.class, n + 1);
         const dest = join(options.out, `${f.class}-${c.index}-${c.format}`);
         mkdirSync(dest, { recursive: true });
-        cpSync(c.dir, join(dest, "input"), { recursive: true });
+        // The input may be gone (a finding can be that the run removed it): the description is kept regardless.
+        if (existsSync(c.dir)) cpSync(c.dir, join(dest, "input"), { recursive: true });
         writeFileSync(join(dest, "finding.json"), JSON.stringify({ seed: options.seed, index: c.index, format: c.format, what: c.what, class: f.class, message: f.message }, null, 2) + "\n");
       }
     }
