@@ -99,6 +99,35 @@ test("a GGUF whose metadata nests arrays 100,000 deep", () => {
   expectRefused(path, /nested\.gguf: metadata x\.nested(\[0\]){8} nests arrays more than 8 deep/);
 });
 
+/** A GGUF with one metadata entry `x.big`: the given value bytes, then the file grown (sparse) to `size` bytes. */
+function sparseGguf(path: string, value: Buffer, size: number): void {
+  const head = Buffer.alloc(24);
+  head.writeUInt32LE(0x46554747, 0);
+  head.writeUInt32LE(3, 4);
+  head.writeBigUInt64LE(0n, 8);
+  head.writeBigUInt64LE(1n, 16);
+  const key = Buffer.from("x.big");
+  const keyLength = Buffer.alloc(8);
+  keyLength.writeBigUInt64LE(BigInt(key.length));
+  writeFileSync(path, Buffer.concat([head, keyLength, key, value]));
+  truncateSync(path, size);
+}
+
+test("a GGUF array or string whose length a large (sparse) file could back is refused before it is read", () => {
+  const dir = tempDir();
+  const array = Buffer.alloc(16); // type ARRAY, item type UINT8, 5e9 items
+  array.writeUInt32LE(GgufValueType.ARRAY, 0);
+  array.writeUInt32LE(GgufValueType.UINT8, 4);
+  array.writeBigUInt64LE(5_000_000_000n, 8);
+  sparseGguf(join(dir, "array.gguf"), array, 6_000_000_000);
+  expectRefused(join(dir, "array.gguf"), /array\.gguf: metadata x\.big is an array of 5000000000 items, over the 67108864/);
+  const string = Buffer.alloc(12); // type STRING, 7e8 bytes
+  string.writeUInt32LE(GgufValueType.STRING, 0);
+  string.writeBigUInt64LE(700_000_000n, 4);
+  sparseGguf(join(dir, "string.gguf"), string, 800_000_000);
+  expectRefused(join(dir, "string.gguf"), /string\.gguf: metadata x\.big is a string of 700000000 bytes, over the 67108864/);
+});
+
 test("a config.json nested thousands of levels deep", () => {
   const dir = hfFixture();
   // Where the value is a wrong type, the message used to JSON.stringify it and overflow the stack.

@@ -14,7 +14,7 @@ import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { openModel } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
-import { claimTempPath, removeStaleTemps } from "../src/util/atomicWrite.js";
+import { claimTempPath, removeStaleTemps, TEMP_HOST } from "../src/util/atomicWrite.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { MODEL_BIN, MODEL_GGUF, TOKENIZER, runCli, tempDir } from "./helpers.js";
 
@@ -52,7 +52,7 @@ if (process.env.STALL_AT === "rename") {
 Module.syncBuiltinESMExports();
 `;
 
-const TEMP = /^\..+\.shortgpt-(tmp|old)-(\d+)-\d+$/;
+const TEMP = new RegExp(`^\\..+\\.shortgpt-(tmp|old)-${TEMP_HOST}-(\\d+)-\\d+$`);
 
 let preloadPath: string | undefined;
 function preload(): string {
@@ -136,17 +136,25 @@ for (const c of CASES) {
   });
 }
 
-test("stale temporary outputs: dead writers' are removed, a moved-aside output is restored, live ones are kept", () => {
+test("stale temporary outputs: a dead writer's are removed, a moved-aside output restored only if it died between the renames; live writers', other hosts' and other outputs' are kept", () => {
   const dir = tempDir();
   const dead = spawnSync(process.execPath, ["-e", ""]).pid!; // has exited by now
-  mkdirSync(join(dir, `.model.shortgpt-old-${dead}-1`));
-  writeFileSync(join(dir, `.model.shortgpt-old-${dead}-1`, "config.json"), "{}");
-  mkdirSync(join(dir, `.model.shortgpt-tmp-${dead}-2`));
-  writeFileSync(join(dir, `.m.gguf.shortgpt-tmp-${dead}-3`), "partial");
-  writeFileSync(join(dir, `.m.gguf.shortgpt-tmp-${process.pid}-4`), "being written by a live process");
+  const h = TEMP_HOST;
+  // "model": its writer died between moving the old output aside and renaming the new one in.
+  mkdirSync(join(dir, `.model.shortgpt-old-${h}-${dead}-1`));
+  writeFileSync(join(dir, `.model.shortgpt-old-${h}-${dead}-1`, "config.json"), "{}");
+  mkdirSync(join(dir, `.model.shortgpt-tmp-${h}-${dead}-2`));
+  // "gone": an output the user removed after its replace was killed while deleting the old copy.
+  mkdirSync(join(dir, `.gone.shortgpt-old-${h}-${dead}-1`));
+  writeFileSync(join(dir, `.m.gguf.shortgpt-tmp-${h}-${dead}-3`), "partial");
+  writeFileSync(join(dir, `.m.gguf.shortgpt-tmp-${h}-${process.pid}-4`), "being written by a live process");
+  writeFileSync(join(dir, `.m.gguf.shortgpt-tmp-other_host-${dead}-5`), "another machine's writer: its pid means nothing here");
   writeFileSync(join(dir, ".m.gguf.tmp-1-2"), "not ours: another tool's name");
-  assert.deepEqual(removeStaleTemps(dir).sort(), [`.m.gguf.shortgpt-tmp-${dead}-3`, `.model.shortgpt-old-${dead}-1`, `.model.shortgpt-tmp-${dead}-2`]);
-  assert.deepEqual(readdirSync(dir).sort(), [`.m.gguf.shortgpt-tmp-${process.pid}-4`, ".m.gguf.tmp-1-2", "model"]);
+  assert.deepEqual(removeStaleTemps(join(dir, "m.gguf")), [`.m.gguf.shortgpt-tmp-${h}-${dead}-3`]);
+  assert.deepEqual(removeStaleTemps(join(dir, "model")).sort(), [`.model.shortgpt-old-${h}-${dead}-1`, `.model.shortgpt-tmp-${h}-${dead}-2`]);
+  assert.deepEqual(removeStaleTemps(join(dir, "gone")), [`.gone.shortgpt-old-${h}-${dead}-1`]);
+  assert.deepEqual(readdirSync(dir).sort(), [`.m.gguf.shortgpt-tmp-${h}-${process.pid}-4`, `.m.gguf.shortgpt-tmp-other_host-${dead}-5`, ".m.gguf.tmp-1-2", "model"].sort());
   assert.ok(existsSync(join(dir, "model", "config.json")), "the moved-aside output is back under its name");
-  assert.match(claimTempPath(join(dir, "x.bin")), new RegExp(`/\\.x\\.bin\\.shortgpt-tmp-${process.pid}-\\d+$`));
+  assert.ok(!existsSync(join(dir, "gone")), "an output the user emptied is not resurrected");
+  assert.match(claimTempPath(join(dir, "x.bin")), new RegExp(`/\\.x\\.bin\\.shortgpt-tmp-${h}-${process.pid}-\\d+$`));
 });

@@ -107,8 +107,21 @@ const SCALAR_SIZE: Partial<Record<GgufValueType, number>> = {
   [GgufValueType.FLOAT64]: 8,
 };
 
+/**
+ * Limits that no real GGUF comes near (a vocabulary's arrays hold ~10^5-10^6 items, its longest
+ * string is a chat template of some KB) but that keep a crafted count or length, which a
+ * multi-GB file could back with bytes, from exhausting the heap or V8's string limit.
+ */
+const GGUF_MAX_STRING_BYTES = 64 * 1024 * 1024;
+const GGUF_MAX_ARRAY_ITEMS = 1 << 26;
+
 function readString(cur: ByteCursor, what: string): string {
   const length = cur.u64Size(`${what} length`);
+  if (length > GGUF_MAX_STRING_BYTES) {
+    throw new CheckpointError(`${cur.file.path}: ${what} is a string of ${length} bytes, over the ${GGUF_MAX_STRING_BYTES} a GGUF string may hold here`, {
+      file: cur.file.path, expected: `<= ${GGUF_MAX_STRING_BYTES}`, got: length, hint: "the file is corrupt or crafted",
+    });
+  }
   return cur.bytes(length, what).toString("utf8");
 }
 
@@ -164,6 +177,11 @@ function readValue(cur: ByteCursor, type: GgufValueType, what: string, depth = 0
   }
   const itemType = cur.u32(`${what} array item type`) as GgufValueType;
   const count = cur.u64Size(`${what} array length`);
+  if (count > GGUF_MAX_ARRAY_ITEMS) {
+    throw new CheckpointError(`${cur.file.path}: ${what} is an array of ${count} items, over the ${GGUF_MAX_ARRAY_ITEMS} a GGUF array may hold here`, {
+      file: cur.file.path, expected: `<= ${GGUF_MAX_ARRAY_ITEMS}`, got: count, hint: "the file is corrupt or crafted",
+    });
+  }
   // Reject counts the rest of the file cannot hold before allocating anything.
   const minItem = SCALAR_SIZE[itemType] ?? (itemType === GgufValueType.STRING ? 8 : 12);
   cur.need(count * minItem, `${what} (${count} array items)`);

@@ -1,8 +1,10 @@
 // Output files appear whole or not at all: write beside the target under a recognisable
-// temporary name that carries the writer's pid, then rename. A writer killed mid-way (kill -9,
-// power loss) leaves only such a name, which the next writer in that folder removes.
+// temporary name that carries the writer's host and pid, then rename. A writer killed mid-way
+// (kill -9, power loss) leaves only such a name, which the next writer of that output on that
+// host removes.
 
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { OutputError } from "../errors.js";
 
@@ -51,8 +53,14 @@ export function syncToDisk(path: string): void {
   }
 }
 
-/** `.<name>.shortgpt-tmp-<pid>-<ms>`: an output being written; `-old-`: an output being replaced, moved aside. */
-const TEMP_NAME = /^\.(.+)\.shortgpt-(tmp|old)-(\d+)-\d+$/;
+/**
+ * This machine in temporary names: a pid means something only on the host that wrote it (a
+ * folder on NFS or shared between containers is written by processes this one cannot see).
+ */
+export const TEMP_HOST = hostname().replace(/[^A-Za-z0-9_-]/g, "_") || "host";
+
+/** `.<name>.shortgpt-tmp-<host>-<pid>-<ms>`: an output being written; `-old-`: an output being replaced, moved aside. */
+const TEMP_NAME = /^\.(.+)\.shortgpt-(tmp|old)-([A-Za-z0-9_-]+)-(\d+)-\d+$/;
 
 function processAlive(pid: number): boolean {
   if (pid === process.pid) return true;
@@ -65,25 +73,36 @@ function processAlive(pid: number): boolean {
 }
 
 /**
- * Removes what writers that no longer run left in `dir`: their temporary outputs, whole or
- * partial. An output a replace had moved aside is put back when its name is free (the writer
- * died between the two renames). Returns the names it removed or restored.
+ * Removes what writers of `path` on this host that no longer run left beside it: their
+ * temporary outputs, whole or partial. An output a replace had moved aside is put back only when
+ * its writer died between the two renames (its finished temp is still there and the name is
+ * free); otherwise it is removed, never resurrected over a name the user emptied. Best effort:
+ * what cannot be removed stays. Returns the names it removed or restored.
  */
-export function removeStaleTemps(dir: string): string[] {
+export function removeStaleTemps(path: string): string[] {
+  const dir = dirname(resolve(path));
+  const base = basename(resolve(path));
   let names: string[];
   try {
     names = readdirSync(dir);
   } catch {
     return []; // an unreadable folder fails later, where the output is written, with a clear error
   }
-  const handled: string[] = [];
-  for (const name of names) {
+  const stale = names.flatMap((name) => {
     const m = TEMP_NAME.exec(name);
-    if (!m || processAlive(Number(m[3]))) continue;
-    const target = join(dir, m[1]!);
-    if (m[2] === "old" && !existsSync(target)) renameSync(join(dir, name), target);
-    else rmSync(join(dir, name), { recursive: true, force: true });
-    handled.push(name);
+    return m && m[1] === base && m[3] === TEMP_HOST && !processAlive(Number(m[4])) ? [{ name, kind: m[2]!, pid: m[4]! }] : [];
+  });
+  const handled: string[] = [];
+  // Moved-aside outputs first: whether to restore one depends on its writer's temp, removed below.
+  for (const { name, kind, pid } of [...stale].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "old" ? -1 : 1))) {
+    try {
+      const diedBetweenRenames = kind === "old" && !existsSync(join(dir, base)) && stale.some((s) => s.kind === "tmp" && s.pid === pid);
+      if (diedBetweenRenames) renameSync(join(dir, name), join(dir, base));
+      else rmSync(join(dir, name), { recursive: true, force: true });
+      handled.push(name);
+    } catch {
+      // Left for a later writer: cleaning up must never fail the command that is writing.
+    }
   }
   return handled;
 }
@@ -93,9 +112,8 @@ export function removeStaleTemps(dir: string): string[] {
  * replaced), after clearing what dead writers left in that folder.
  */
 export function claimTempPath(path: string, kind: "tmp" | "old" = "tmp"): string {
-  const dir = dirname(resolve(path));
-  if (kind === "tmp") removeStaleTemps(dir);
-  return join(dir, `.${basename(resolve(path))}.shortgpt-${kind}-${process.pid}-${Date.now()}`);
+  if (kind === "tmp") removeStaleTemps(path);
+  return join(dirname(resolve(path)), `.${basename(resolve(path))}.shortgpt-${kind}-${TEMP_HOST}-${process.pid}-${Date.now()}`);
 }
 
 /** Calls write(tempPath), flushes it, and renames it onto path; the temp file is removed on failure. */
