@@ -117,6 +117,7 @@ const GGUF_MAX_ARRAY_ITEMS = 1 << 26;
 
 function readString(cur: ByteCursor, what: string): string {
   const length = cur.u64Size(`${what} length`);
+  cur.need(length, what); // first what the file can hold, then what it may hold
   if (length > GGUF_MAX_STRING_BYTES) {
     throw new CheckpointError(`${cur.file.path}: ${what} is a string of ${length} bytes, over the ${GGUF_MAX_STRING_BYTES} a GGUF string may hold here`, {
       file: cur.file.path, expected: `<= ${GGUF_MAX_STRING_BYTES}`, got: length, hint: "the file is corrupt or crafted",
@@ -177,14 +178,13 @@ function readValue(cur: ByteCursor, type: GgufValueType, what: string, depth = 0
   }
   const itemType = cur.u32(`${what} array item type`) as GgufValueType;
   const count = cur.u64Size(`${what} array length`);
+  const minItem = SCALAR_SIZE[itemType] ?? (itemType === GgufValueType.STRING ? 8 : 12);
+  cur.need(count * minItem, `${what} (${count} array items)`); // before anything is allocated
   if (count > GGUF_MAX_ARRAY_ITEMS) {
     throw new CheckpointError(`${cur.file.path}: ${what} is an array of ${count} items, over the ${GGUF_MAX_ARRAY_ITEMS} a GGUF array may hold here`, {
       file: cur.file.path, expected: `<= ${GGUF_MAX_ARRAY_ITEMS}`, got: count, hint: "the file is corrupt or crafted",
     });
   }
-  // Reject counts the rest of the file cannot hold before allocating anything.
-  const minItem = SCALAR_SIZE[itemType] ?? (itemType === GgufValueType.STRING ? 8 : 12);
-  cur.need(count * minItem, `${what} (${count} array items)`);
   if (itemType === GgufValueType.ARRAY) {
     const items: GgufValue[] = [];
     for (let i = 0; i < count; i++) items.push(readValue(cur, GgufValueType.ARRAY, `${what}[${i}]`, depth + 1));
