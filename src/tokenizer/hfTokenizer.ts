@@ -55,7 +55,7 @@ export class HfTokenizer implements Tokenizer {
     private readonly impl: HfTokenizerImpl,
     readonly json: Record<string, unknown>,
     /** The BOS and EOS tokens (-1 when there is none) and whether BOS is added. */
-    readonly specialIds: { bosId: number; eosId: number; addBos: boolean },
+    specialIds: { bosId: number; eosId: number; addBos: boolean },
     vocabSize: number,
     readonly source: string,
     description?: string,
@@ -71,7 +71,7 @@ export class HfTokenizer implements Tokenizer {
 
   /** The byte-level BPE vocabulary, for a GGUF file (UnsupportedError when the tokenizer is of another kind). */
   bpeVocabulary(): BpeVocab {
-    return this.bpe ?? bpeVocabFromTokenizerJson(this.json, this.vocabSize, this.specialIds, this.source);
+    return this.bpe ?? bpeVocabFromTokenizerJson(this.json, this.vocabSize, { bosId: this.bosId, eosId: this.eosId, addBos: this.addsBos }, this.source);
   }
 
   encode(text: string, options: { bos?: boolean } = {}): number[] {
@@ -140,12 +140,12 @@ function createHfTokenizer(json: Record<string, unknown>, tokenizerConfig: Recor
   // Llama, Mistral, Gemma: yes; GPT-2, Qwen: no), as lm-eval's HFLM with add_bos_token unset.
   const bosId = idOf("bos");
   const bosText = bosId >= 0 ? (textOf("bos") ?? guarded(source, () => impl.id_to_token(bosId)) ?? undefined) : undefined;
-  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: bosId >= 0 && addsBosByDefault(json, bosText) }, vocabSize, source);
+  return new HfTokenizer(impl, json, { bosId, eosId: idOf("eos"), addBos: addsBosByDefault(json, bosText) }, vocabSize, source);
 }
 
 /** The tokenizer of a GGUF byte-level BPE vocabulary: its special ids as the file gives them, the vocabulary kept whole. */
 export function bpeTokenizer(vocab: BpeVocab, source: string, description: string): HfTokenizer {
   const json = bpeTokenizerJson(vocab, source);
-  const specialIds = { bosId: vocab.bosId, eosId: vocab.eosId, addBos: vocab.addBos && vocab.bosId >= 0 };
+  const specialIds = { bosId: vocab.bosId, eosId: vocab.eosId, addBos: vocab.addBos };
   return new HfTokenizer(buildImpl(json, bpeTokenizerConfig(vocab), source), json, specialIds, vocab.tokens.length, source, description, vocab);
 }
