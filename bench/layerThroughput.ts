@@ -9,7 +9,7 @@
 import { parseArgs } from "node:util";
 import type { LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
 import type { LinearMode } from "../src/backend/onnx/llamaGraphs.js";
-import { createOrtBackend, type OrtFlavor } from "../src/backend/ortBackend.js";
+import { createOrtKernels, type OrtFlavor } from "../src/backend/ortBackend.js";
 
 const TINYLLAMA: LayerShape = { dim: 2048, hiddenDim: 5632, nHeads: 32, nKvHeads: 4, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
 
@@ -114,7 +114,7 @@ async function timeCall(run: () => Promise<unknown>): Promise<Timing> {
 const backends = [];
 for (const v of variants) {
   try {
-    const backend = await createOrtBackend({ threads, flavor: v.flavor, graph: { linear: v.linear }, cpuMemArena: v.cpuMemArena, spinning: v.spinning, maxRowsPerRun: v.maxRows });
+    const backend = await createOrtKernels({ threads, flavor: v.flavor, graph: { linear: v.linear }, cpuMemArena: v.cpuMemArena, spinning: v.spinning, maxRowsPerRun: v.maxRows });
     const first = await timeCall(() => backend.runLayer(x, B, T, weights, TINYLLAMA));
     backends.push({ v, backend, first, times: [] as Timing[] });
   } catch (e) {

@@ -37,7 +37,7 @@ if (!task || !modelPath) throw new Error("usage: runTask score|ppl|prune|tasks M
 
 if (task === "tasks") {
   // One benchmark task on one model: items per second, as `shortgpt eval --tasks` runs it.
-  const { backend } = await selectBackend(parseBackendName(values.backend ?? "onnx"), Number(values.threads ?? "2"));
+  const { backend } = await selectBackend(parseBackendName(values.backend ?? "onnx"), { threads: Number(values.threads ?? "2") });
   const opened = openModel(modelPath);
   const definition = parseTaskList(values.tasks!)[0]!;
   const result = await evaluateTask(opened, opened.tokenizer, definition, {
@@ -57,7 +57,7 @@ if (task === "tasks") {
 } else {
   const windowsIds = (JSON.parse(readFileSync(values.tokens!, "utf8")) as { windows: number[][] }).windows;
   const threads = Number(values.threads ?? "2");
-  const { backend } = await selectBackend(parseBackendName(values.backend ?? "onnx"), threads);
+  const { backend } = await selectBackend(parseBackendName(values.backend ?? "onnx"), { threads });
   const opened = openModel(modelPath);
   const seqLen = windowsIds[0]!.length;
   const tokens = windowsIds.length * seqLen;

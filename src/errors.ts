@@ -6,7 +6,8 @@ export type ErrorCode =
   | "DATA" // a text data file is empty, malformed or too short
   | "OPTION" // a command-line or API option is invalid
   | "OUTPUT" // an output path cannot be written safely
-  | "UNSUPPORTED"; // a valid input this version cannot handle
+  | "UNSUPPORTED" // a valid input this version cannot handle
+  | "DEVICE"; // a GPU, its driver or libraries are missing, or the device ran out of memory
 
 export interface ShortgptErrorDetails {
   file?: string;
@@ -77,5 +78,11 @@ export class OutputError extends ShortgptError {
 export class UnsupportedError extends ShortgptError {
   constructor(message: string, details: ShortgptErrorDetails = {}) {
     super("UNSUPPORTED", message, details);
+  }
+}
+
+export class DeviceError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("DEVICE", message, details);
   }
 }

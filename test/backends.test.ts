@@ -6,8 +6,8 @@ import { readFileSync } from "node:fs";
 import { after, test, type TestContext } from "node:test";
 import type { LayerShape, LayerWeightsF32, PackedLayout } from "../src/backend/backend.js";
 import { ProtoWriter } from "../src/backend/onnx/protobuf.js";
-import { createOrtBackend, type OrtBackend, type OrtFlavor } from "../src/backend/ortBackend.js";
-import { createReferenceBackend } from "../src/backend/referenceBackend.js";
+import { createOrtKernels, type OrtKernels, type OrtFlavor } from "../src/backend/ortBackend.js";
+import { createReferenceKernels } from "../src/backend/referenceBackend.js";
 import { OptionError } from "../src/errors.js";
 import { loadModel } from "../src/load.js";
 import { logProb } from "../src/models/llama.js";
@@ -67,12 +67,12 @@ const B = 3;
 const T = 33;
 const VOCAB = 97;
 
-const reference = createReferenceBackend();
-const backends = new Map<OrtFlavor, OrtBackend>();
-async function backend(flavor: OrtFlavor): Promise<OrtBackend> {
+const reference = createReferenceKernels();
+const backends = new Map<OrtFlavor, OrtKernels>();
+async function backend(flavor: OrtFlavor): Promise<OrtKernels> {
   let b = backends.get(flavor);
   if (!b) {
-    b = await createOrtBackend({ threads: 2, flavor });
+    b = await createOrtKernels({ threads: 2, flavor });
     backends.set(flavor, b);
   }
   return b;
@@ -187,7 +187,7 @@ test("packed windows (shared prefix + branches, tree attention): every branch eq
 
 test("onnxruntime-node splits large batches into runs of whole windows (rows) and gives the same results", async () => {
   const whole = await backend("node");
-  const chunked = await createOrtBackend({ threads: 2, flavor: "node", maxRowsPerRun: 40 });
+  const chunked = await createOrtKernels({ threads: 2, flavor: "node", maxRowsPerRun: 40 });
   try {
     const weights = randomLayer(GQA, 1);
     const x = uniform(prng(2), B * T * GQA.dim, 1);

@@ -77,24 +77,24 @@ for (const flavor of ["node", "web"] as const) {
 }
 
 test("backend selection: auto picks onnxruntime-node; bad names and thread counts are clear errors", async () => {
-  const { backend, notes } = await selectBackend("auto", 2);
+  const { backend, notes } = await selectBackend("auto", { threads: 2 });
   backends.push(backend);
   assert.equal(backend.name, "onnxruntime-node");
   assert.deepEqual(notes, []);
-  await assert.rejects(selectBackend("onnx", 0), (e: unknown) => e instanceof OptionError && /--threads 0 must be a positive integer/.test(e.message));
-  assert.throws(() => parseBackendName("cuda"), (e: unknown) => e instanceof OptionError && /choose one of: auto, onnx, wasm, reference/.test(e.describe()));
+  await assert.rejects(selectBackend("onnx", { threads: 0 }), (e: unknown) => e instanceof OptionError && /--threads 0 must be a positive integer/.test(e.message));
+  assert.throws(() => parseBackendName("gpu"), (e: unknown) => e instanceof OptionError && /choose one of: auto, cuda, onnx, wasm, reference/.test(e.describe()));
 });
 
 test("backend selection: a runtime that fails to load falls back with a message naming the reason", async () => {
   const failing = async (): Promise<never> => {
     throw new UnsupportedError("the onnxruntime-node backend cannot load: libonnxruntime.so.1: cannot open shared object file");
   };
-  const { backend, notes } = await selectBackend("auto", 2, { ...BACKEND_FACTORIES, onnx: failing });
+  const { backend, notes } = await selectBackend("auto", { threads: 2 }, { ...BACKEND_FACTORIES, onnx: failing });
   backends.push(backend);
   assert.equal(backend.name, "onnxruntime-web");
   assert.equal(notes.length, 1);
   assert.match(notes[0]!, /backend onnx unavailable \(the onnxruntime-node backend cannot load: libonnxruntime\.so\.1: cannot open shared object file\); falling back/);
-  const last = await selectBackend("auto", 1, { ...BACKEND_FACTORIES, onnx: failing, wasm: failing });
+  const last = await selectBackend("auto", { threads: 1 }, { ...BACKEND_FACTORIES, onnx: failing, wasm: failing });
   backends.push(last.backend);
   assert.equal(last.backend.name, "reference");
   assert.equal(last.notes.length, 2);

@@ -1,7 +1,8 @@
-// The compute backend interface behind the models: one Llama decoder layer over a batch of
-// independent causal windows, and the final norm + classifier. Implementations: the plain
-// TypeScript reference (tests), onnxruntime-node (default fast path), onnxruntime-web's
-// WebAssembly SIMD build (fallback that always installs).
+// The compute backend interface behind the models: where the residual stream lives, one decoder
+// layer over a batch of independent causal windows, the statistics the layer metrics need, and the
+// final norm + classifier. Implementations: the plain TypeScript reference (tests),
+// onnxruntime-node (CPU fast path), onnxruntime-web's WebAssembly SIMD build (fallback that always
+// installs), and cuda (NVIDIA GPUs, through koffi; src/backend/cuda/).
 
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
@@ -102,24 +103,93 @@ export interface PackedLayout {
   branches: Int32Array;
 }
 
+/**
+ * A batch's residual stream (rows x dim, float32), held where the backend computes: a host array
+ * for the CPU backends, device memory for cuda. Only the backend that made it reads it.
+ */
+export interface HiddenStates {
+  readonly rows: number;
+  readonly dim: number;
+  /** The backend that owns the memory (a state passed to another backend is refused). */
+  readonly owner: string;
+}
+
+/** A layer's weights made ready by prepareLayer: host arrays, or device copies. */
+export interface PreparedLayer {
+  readonly key: string;
+  readonly weights: LayerWeightsF32 | undefined;
+}
+
+/** The head's weights made ready by prepareHead. */
+export interface PreparedHead {
+  readonly key: string;
+  readonly weights: HeadWeights | undefined;
+  readonly vocabSize: number;
+}
+
+/** Which per-row statistics rowStats computes between the stream entering and leaving a layer. */
+export interface RowStatsWanted {
+  cosine: boolean;
+  magnitude: boolean;
+}
+
+/** Per row: cos(a, b), and ||b - a|| / ||b|| (1 when b is zero and a is not, 0 when both are). */
+export interface RowStats {
+  cosine?: Float64Array;
+  magnitude?: Float64Array;
+}
+
+/**
+ * The engine's boundary: the backend owns where activations live and does every operation on
+ * them (layers, the statistics the metrics need, the head); only small results come back.
+ */
 export interface DecoderBackend {
   readonly name: string;
-  /** Threads the backend computes with. */
+  /** Threads the backend computes with (CPU backends); 1 for a device backend. */
   readonly threads: number;
+  /** The batch size (tokens per runLayer call) that keeps this backend busy. */
+  readonly batchTokens: number;
+  /** Places embedded rows x (rows, dim) where the backend computes. */
+  upload(x: Float32Array, rows: number, dim: number): Promise<HiddenStates>;
+  /** Copies rows back to the host: all of them, or the listed row indices in that order. */
+  readRows(states: HiddenStates, rows?: Int32Array): Promise<Float32Array>;
+  /** Frees the states' memory now (device backends); the states must not be used again. */
+  release(states: HiddenStates): void;
+  /**
+   * Makes one layer's weights ready. `key` names the layer of one checkpoint for the whole run: a
+   * backend that keeps weights resident (cuda) calls `load` only the first time.
+   */
+  prepareLayer(key: string, load: () => LayerWeightsF32, shape: LayerShape): Promise<PreparedLayer>;
+  /** Makes the final norm and classifier ready, as prepareLayer does for a layer. */
+  prepareHead(key: string, load: () => HeadWeights, vocabSize: number): Promise<PreparedHead>;
   /**
    * x: (nWindows * seqLen, dim), nWindows independent causal windows, each with positions
-   * 0..seqLen-1. Returns the residual stream after the layer, same shape:
-   * h = x + wo @ attn(rope(wq @ rms(x)), rope(wk @ rms(x)), wv @ rms(x)) (+ q/k/v biases with
+   * 0..seqLen-1. Returns new states holding the residual stream after the layer (x stays valid):
+   * h = x + wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x)) (+ q/k/v biases with
    * shape.qkvBias; q and k RMS-normed per head before RoPE with shape.qkNorm);
-   * out = h + wDown @ (act(wGate @ rms(h)) * (wUp @ rms(h))), act = silu or shape.activation.
+   * out = h + wDown @ (act(wGate @ norm(h)) * (wUp @ norm(h))), act = silu or shape.activation.
    * With a layout, the windows hold packed sequences (see PackedLayout) instead.
    */
-  runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array>;
+  runLayer(x: HiddenStates, nWindows: number, seqLen: number, layer: PreparedLayer, shape: LayerShape, layout?: PackedLayout): Promise<HiddenStates>;
+  /** Per-row statistics between a and b (same shape), for every row or the listed ones. */
+  rowStats(a: HiddenStates, b: HiddenStates, wanted: RowStatsWanted, rows?: Int32Array): Promise<RowStats>;
   /**
-   * Final norm (RMSNorm, or LayerNorm with head.finalNormBias) and classifier for nRows rows of x (nRows, dim). With targets (one token id per
-   * row), returns per row the log-sum-exp of the logits and the target's logit (log p = target - lse);
-   * without, the logits (nRows, vocab).
+   * Final norm (RMSNorm, or LayerNorm with a finalNormBias) and classifier on the listed rows of x.
+   * With targets (one token id per listed row), returns per row the log-sum-exp of the logits and
+   * the target's logit (log p = target - lse); without, the logits (rows.length, vocab).
    */
+  runHead(x: HiddenStates, rows: Int32Array, head: PreparedHead, normEps: number, targets?: Int32Array): Promise<HeadResult>;
+  dispose(): Promise<void>;
+}
+
+/**
+ * The arithmetic of a CPU backend on host arrays; hostBackend (hostBackend.ts) turns it into a
+ * DecoderBackend. Same contracts as DecoderBackend's runLayer and runHead, on Float32Arrays.
+ */
+export interface HostKernels {
+  readonly name: string;
+  readonly threads: number;
+  runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array>;
   runHead(x: Float32Array, nRows: number, head: HeadWeights, vocabSize: number, normEps: number, targets?: Int32Array): Promise<HeadResult>;
   dispose(): Promise<void>;
 }

@@ -6,9 +6,10 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
-import { type DecoderBackend, type HeadResult, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
+import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
 import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
+import { type HostBackend, hostBackend } from "./hostBackend.js";
 import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
 
 export type OrtFlavor = "node" | "web";
@@ -46,9 +47,16 @@ export interface OrtBackendStats {
   sessionRuns: number;
 }
 
-export interface OrtBackend extends DecoderBackend {
+export interface OrtKernels extends HostKernels {
   readonly flavor: OrtFlavor;
   readonly stats: Readonly<OrtBackendStats>;
+}
+
+export type OrtBackend = HostBackend<OrtKernels> & { readonly flavor: OrtFlavor; readonly stats: Readonly<OrtBackendStats> };
+
+export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtBackend> {
+  const kernels = await createOrtKernels(options);
+  return { ...hostBackend(kernels), flavor: kernels.flavor, stats: kernels.stats };
 }
 
 const PACKAGE: Record<OrtFlavor, string> = { node: "onnxruntime-node", web: "onnxruntime-web" };
@@ -82,7 +90,8 @@ function floatData(result: Awaited<ReturnType<Session["run"]>>, name: string): F
   return data;
 }
 
-export async function createOrtBackend(options: OrtBackendOptions): Promise<OrtBackend> {
+/** The onnxruntime graphs on host arrays (createOrtBackend wraps them). */
+export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtKernels> {
   const { threads, flavor } = options;
   if (!(Number.isInteger(threads) && threads > 0)) throw new OptionError(`threads must be a positive integer, got ${threads}`, { option: "threads" });
   const graphOptions = options.graph ?? DEFAULT_GRAPH_OPTIONS;

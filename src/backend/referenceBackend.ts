@@ -1,12 +1,18 @@
 // The DecoderBackend built on the plain reference kernels: float32 in and out, float64
 // activations inside, window by window. The twin every fast backend is tested against.
 
-import { type DecoderBackend, type HeadResult, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
+import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
 import { OptionError } from "../errors.js";
+import { hostBackend } from "./hostBackend.js";
 
 export function createReferenceBackend(): DecoderBackend {
+  return hostBackend(createReferenceKernels());
+}
+
+/** The reference arithmetic on host arrays (createReferenceBackend wraps it). */
+export function createReferenceKernels(): HostKernels {
   return {
     name: "reference",
     threads: 1,
@@ -62,16 +68,21 @@ export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number
   }
   if (nHeads % nKvHeads !== 0 || headDim % 2 !== 0) throw new OptionError(`layer shape ${nHeads} heads / ${nKvHeads} KV heads / head size ${headDim} is not a valid Llama layer`);
   expectLength("x", x.length, nWindows * seqLen * dim);
+  checkLayerWeights(w, shape);
+  if (layout) checkLayout(layout, nWindows, seqLen);
+}
+
+/** Every weight the shape needs is there with its length. */
+export function checkLayerWeights(w: LayerWeightsF32, shape: LayerShape): void {
   for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) {
     const v = w[name];
     if (!v) throw new OptionError(`the layer shape needs weight ${name}, which is missing`);
     expectLength(name, v.length, dims.reduce((a, b) => a * b, 1));
   }
-  if (layout) checkLayout(layout, nWindows, seqLen);
 }
 
 /** One position and one branch per token, neither negative; a position is below seqLen (it never exceeds the token's index in the window). */
-function checkLayout(layout: PackedLayout, nWindows: number, seqLen: number): void {
+export function checkLayout(layout: PackedLayout, nWindows: number, seqLen: number): void {
   expectLength("layout.positions", layout.positions.length, nWindows * seqLen);
   expectLength("layout.branches", layout.branches.length, nWindows * seqLen);
   for (let i = 0; i < layout.positions.length; i++) {

@@ -2,7 +2,7 @@
 // backend, reading data with the window options, and printing Block Influence.
 
 import type { DecoderBackend } from "../backend/backend.js";
-import { defaultThreads, parseBackendName, selectBackend } from "../backend/select.js";
+import { defaultThreads, parseBackendName, parsePrecision, selectBackend } from "../backend/select.js";
 import { OptionError } from "../errors.js";
 import { openModel, type OpenedModel } from "../load.js";
 import type { BlockInfluenceResult } from "../metrics/blockInfluence.js";
@@ -15,6 +15,8 @@ import { Progress } from "./progress.js";
 export const ENGINE_OPTIONS: OptionSpec = {
   backend: { type: "string" },
   threads: { type: "string" },
+  device: { type: "string" },
+  precision: { type: "string" },
 };
 
 export function openFromArgs(p: Parsed, path: string): OpenedModel {
@@ -22,11 +24,17 @@ export function openFromArgs(p: Parsed, path: string): OpenedModel {
   return openModel(path, tokenizer === undefined ? {} : { tokenizer });
 }
 
-/** --backend (default auto) and --threads (default: all cores); fallbacks are reported on stderr. */
+/**
+ * --backend (default auto), --threads (default: all cores), --device (GPU index, default 0) and
+ * --precision (GPU GEMM inputs, default bf16); fallbacks are reported on stderr.
+ */
 export async function backendFromArgs(p: Parsed): Promise<DecoderBackend> {
   const name = parseBackendName(str(p, "backend") ?? "auto");
   const threads = int(p, "threads", 1, 1024) ?? defaultThreads();
-  const { backend, notes } = await selectBackend(name, threads);
+  const device = int(p, "device", 0, 1024);
+  const precisionText = str(p, "precision");
+  const precision = precisionText === undefined ? undefined : parsePrecision(precisionText);
+  const { backend, notes } = await selectBackend(name, { threads, ...(device === undefined ? {} : { device }), ...(precision === undefined ? {} : { precision }) });
   for (const note of notes) process.stderr.write(`shortgpt: ${note}\n`);
   return backend;
 }

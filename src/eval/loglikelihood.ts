@@ -12,10 +12,9 @@
 // choice sees the prefix and itself, at its own positions); requests scoring the same
 // positions share the head rows.
 
-import type { DecoderBackend, HeadWeights } from "../backend/backend.js";
+import type { DecoderBackend, HiddenStates, PreparedHead } from "../backend/backend.js";
 import type { Window } from "../data/windows.js";
-import { loadHeadWeights } from "../models/llama.js";
-import { runLayersStreaming, type StreamingSource } from "../models/streaming.js";
+import { prepareHead, releaseBatches, runLayersStreaming, type StreamingSource } from "../models/streaming.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import type { LoglikelihoodRequest } from "./tasks/tasks.js";
 
@@ -263,7 +262,7 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
     groupSizes: options.groupSizes, ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
   });
   const results: ScoredRequest[] = jobs.map((j) => ({ loglikelihood: 0, greedy: true, tokens: j.targets.length }));
-  const head = loadHeadWeights(source.provider, source.config, source.names);
+  const head = await prepareHead(source, options.backend);
   const groupTokens = options.groupTokens ?? 1 << 16;
   const totalTokens = windows.reduce((n, w) => n + w.tokens.length, 0);
   let doneTokens = 0;
@@ -277,9 +276,13 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
     const members = new Set(order.slice(start, end));
     const group = order.slice(start, end).map((i) => windows[i]!);
     const batches = await runLayersStreaming(source, group, { backend: options.backend, ...(options.skip ? { skip: options.skip } : {}) });
-    const rowOf = new Map<Window, { hidden: Float32Array; offset: number }>();
-    for (const batch of batches) batch.windows.forEach((w, i) => rowOf.set(w, { hidden: batch.hidden, offset: i * batch.seqLen }));
-    await scoreGroup(jobs, results, members, windows, rowOf, source, head, options.backend);
+    try {
+      const rowOf = new Map<Window, { hidden: HiddenStates; offset: number }>();
+      for (const batch of batches) batch.windows.forEach((w, i) => rowOf.set(w, { hidden: batch.hidden!, offset: i * batch.seqLen }));
+      await scoreGroup(jobs, results, members, windows, rowOf, source, head, options.backend);
+    } finally {
+      releaseBatches(batches, options.backend);
+    }
     doneTokens += tokens;
     options.onProgress?.(doneTokens, totalTokens);
     start = end;
@@ -287,12 +290,12 @@ export async function scoreRequests(source: StreamingSource, tokenizer: Tokenize
   return results;
 }
 
-/** The head over every distinct (window, position) the group's jobs score, HEAD_ROWS at a time. */
+/** The head over every distinct (window, position) the group's jobs score, HEAD_ROWS at a time per batch. */
 async function scoreGroup(
   jobs: readonly Job[], results: ScoredRequest[], members: ReadonlySet<number>, windows: readonly Window[],
-  rowOf: Map<Window, { hidden: Float32Array; offset: number }>, source: StreamingSource, headWeights: HeadWeights, backend: DecoderBackend,
+  rowOf: Map<Window, { hidden: HiddenStates; offset: number }>, source: StreamingSource, head: PreparedHead, backend: DecoderBackend,
 ): Promise<void> {
-  const { dim, vocabSize, normEps } = source.config;
+  const { vocabSize, normEps } = source.config;
   const rows = new Map<string, { window: number; position: number; uses: { job: number; target: number }[] }>();
   jobs.forEach((job, j) => {
     if (!members.has(job.window)) return;
@@ -304,18 +307,22 @@ async function scoreGroup(
       rows.set(key, row);
     });
   });
-  const list = [...rows.values()];
-  for (let at = 0; at < list.length; at += HEAD_ROWS) {
+  // The rows of each batch's states go to the head together.
+  const byStates = new Map<HiddenStates, (typeof rows extends Map<string, infer R> ? R : never)[]>();
+  for (const row of rows.values()) {
+    const { hidden } = rowOf.get(windows[row.window]!)!;
+    const list = byStates.get(hidden) ?? [];
+    list.push(row);
+    byStates.set(hidden, list);
+  }
+  for (const [hidden, list] of byStates) for (let at = 0; at < list.length; at += HEAD_ROWS) {
     const chunk = list.slice(at, at + HEAD_ROWS);
-    const x = new Float32Array(chunk.length * dim);
+    const indices = Int32Array.from(chunk, (row) => rowOf.get(windows[row.window]!)!.offset + row.position);
+    const result = await backend.runHead(hidden, indices, head, normEps);
+    if (result.kind !== "logits") throw new Error("internal: the backend returned log-likelihoods where logits were asked for");
+    const headLogits = result.logits;
     chunk.forEach((row, i) => {
-      const { hidden, offset } = rowOf.get(windows[row.window]!)!;
-      x.set(hidden.subarray((offset + row.position) * dim, (offset + row.position + 1) * dim), i * dim);
-    });
-    const head = await backend.runHead(x, chunk.length, headWeights, vocabSize, normEps);
-    if (head.kind !== "logits") throw new Error("internal: the backend returned log-likelihoods where logits were asked for");
-    chunk.forEach((row, i) => {
-      const logits = head.logits.subarray(i * vocabSize, (i + 1) * vocabSize);
+      const logits = headLogits.subarray(i * vocabSize, (i + 1) * vocabSize);
       let max = -Infinity;
       let argmax = 0;
       for (let v = 0; v < vocabSize; v++) {

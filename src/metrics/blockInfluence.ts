@@ -33,6 +33,11 @@ export class BlockInfluence implements LayerHooks {
     this.acc.add(layer, input, output, nTokens, dim);
   }
 
+  /** Per-token cosines of one layer computed elsewhere (a backend's rowStats). */
+  addCosines(layer: number, cosines: Float64Array): void {
+    this.acc.addSums(layer, cosines.reduce((a, b) => a + b, 0), cosines.length);
+  }
+
   /** Marks the end of one window (for the token and window counts). */
   windowDone(nTokens: number): void {
     this.windows += 1;

@@ -15,7 +15,7 @@
 
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
-import { runLayersStreaming, type StreamingOptions, type StreamingSource, streamingPerplexity } from "../models/streaming.js";
+import { releaseBatches, runLayersStreaming, type StreamingOptions, type StreamingSource, streamingPerplexity } from "../models/streaming.js";
 import { seededPermutation } from "../util/random.js";
 import { type BlockTokens, LayerStats, weightedMean } from "./layerStats.js";
 
@@ -101,7 +101,7 @@ export async function computeMetrics(source: StreamingSource, windows: Calibrati
   if (wantsStats) {
     const want = { cosine: metrics.includes("bi"), angle: metrics.includes("bi-angular"), magnitude: metrics.includes("relative-magnitude") };
     stats = new LayerStats(running.length, windows.scoring.length, want, metrics.includes("angular") ? { block, tokens: options.tokens ?? "last" } : undefined);
-    await runLayersStreaming(source, windows.scoring, { ...options, hooks: stats });
+    releaseBatches(await runLayersStreaming(source, windows.scoring, { ...options, hooks: stats }), options.backend);
   }
   // ppl: one perplexity pass per layer, that layer skipped (on top of any skipped already).
   const pplRuns: { layer: number; nll: Float64Array; tokens: Float64Array }[] = [];

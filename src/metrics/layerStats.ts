@@ -7,8 +7,11 @@
 //                (Gromov et al.'s angular distance of a block of n layers starting at l)
 // Layer l here is the l-th layer that runs; with no skipped layers that is the layer index.
 
-import type { LayerHooks } from "../models/llama.js";
-import { rowCosine } from "./cosine.js";
+import type { DecoderBackend, HiddenStates } from "../backend/backend.js";
+import { rowCosine, rowRelativeMagnitude } from "../backend/rowStats.js";
+import type { BatchInfo, StreamHooks } from "../models/streaming.js";
+
+export { rowRelativeMagnitude };
 
 export type BlockTokens = "last" | "all";
 
@@ -61,21 +64,7 @@ export function rowAngle(a: Float32Array | Float64Array, b: Float32Array | Float
   return angleOfCosine(rowCosine(a, b, offset, dim));
 }
 
-/** ||b - a|| / ||b|| for one row: the size of the layer's update relative to its output. */
-export function rowRelativeMagnitude(a: Float32Array | Float64Array, b: Float32Array | Float64Array, offset: number, dim: number): number {
-  let update = 0;
-  let out = 0;
-  for (let i = 0; i < dim; i++) {
-    const y = b[offset + i]!;
-    const d = y - a[offset + i]!;
-    update += d * d;
-    out += y * y;
-  }
-  if (out === 0) return update === 0 ? 0 : 1;
-  return Math.sqrt(update / out);
-}
-
-export class LayerStats implements LayerHooks {
+export class LayerStats implements StreamHooks {
   /** Each present only when asked for (see the constructor). */
   readonly cosine: WindowSums | undefined;
   readonly angle: WindowSums | undefined;
@@ -101,44 +90,45 @@ export class LayerStats implements LayerHooks {
     this.blockAngle = sums(blockOptions !== undefined);
   }
 
-  onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number, windows?: readonly number[]): void {
+  async onLayer(layer: number, input: HiddenStates, output: HiddenStates, batch: BatchInfo, backend: DecoderBackend): Promise<void> {
     if (this.layers[this.layers.length - 1] !== layer) {
       this.layers.push(layer);
       this.batchInLayer = 0;
     }
     const k = this.layers.length - 1;
-    const ids = windows ?? [0];
-    const seqLen = nTokens / ids.length;
+    const ids = batch.windows;
+    const { seqLen } = batch;
     const { cosine, angle, magnitude } = this;
     if (cosine || magnitude) {
-      for (let t = 0; t < nTokens; t++) {
+      const stats = await backend.rowStats(input, output, { cosine: cosine !== undefined, magnitude: magnitude !== undefined });
+      for (let t = 0; t < input.rows; t++) {
         const w = ids[Math.floor(t / seqLen)]!;
         if (cosine) {
-          const cos = rowCosine(input, output, t * dim, dim);
+          const cos = stats.cosine![t]!;
           cosine.add(k, w, cos);
           angle?.add(k, w, angleOfCosine(cos));
         }
-        magnitude?.add(k, w, rowRelativeMagnitude(input, output, t * dim, dim));
+        if (magnitude) magnitude.add(k, w, stats.magnitude![t]!);
       }
     }
-    if (this.blockOptions) this.trackBlocks(k, input, output, ids, seqLen, dim);
+    if (this.blockOptions) await this.trackBlocks(k, input, output, ids, seqLen, backend);
     this.batchInLayer += 1;
   }
 
-  /** Keeps the residual rows entering the last `block` layers; pairs the oldest with this layer's output. */
-  private trackBlocks(k: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, ids: readonly number[], seqLen: number, dim: number): void {
+  /** Keeps the residual rows entering the last `block` layers (on the host); pairs the oldest with this layer's output. */
+  private async trackBlocks(k: number, input: HiddenStates, output: HiddenStates, ids: readonly number[], seqLen: number, backend: DecoderBackend): Promise<void> {
     const { block, tokens } = this.blockOptions!;
-    const pick = (x: Float32Array | Float64Array): { rows: Float32Array; windowOfRow: Int32Array } => {
-      if (tokens === "all") return { rows: Float32Array.from(x.subarray(0, ids.length * seqLen * dim)), windowOfRow: Int32Array.from({ length: ids.length * seqLen }, (_, t) => ids[Math.floor(t / seqLen)]!) };
-      const rows = new Float32Array(ids.length * dim);
-      ids.forEach((_, i) => rows.set(x.subarray(((i + 1) * seqLen - 1) * dim, (i + 1) * seqLen * dim), i * dim));
-      return { rows, windowOfRow: Int32Array.from(ids) };
+    const { dim } = input;
+    const lastRows = Int32Array.from(ids, (_, i) => (i + 1) * seqLen - 1);
+    const pick = async (x: HiddenStates): Promise<{ rows: Float32Array; windowOfRow: Int32Array }> => {
+      if (tokens === "all") return { rows: Float32Array.from(await backend.readRows(x)), windowOfRow: Int32Array.from({ length: ids.length * seqLen }, (_, t) => ids[Math.floor(t / seqLen)]!) };
+      return { rows: await backend.readRows(x, lastRows), windowOfRow: Int32Array.from(ids) };
     };
     const queue = (this.history[this.batchInLayer] ??= []);
-    queue.push(pick(input));
+    queue.push(await pick(input));
     if (queue.length === block) {
       const start = queue.shift()!;
-      const end = pick(output);
+      const end = await pick(output);
       for (let r = 0; r < start.windowOfRow.length; r++) this.blockAngle!.add(k + 1 - block, start.windowOfRow[r]!, rowAngle(start.rows, end.rows, r * dim, dim));
     }
   }

@@ -2,13 +2,13 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import type { DecoderBackend, PackedLayout } from "../backend/backend.js";
+import type { DecoderBackend, HiddenStates, PackedLayout, PreparedHead } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import type { PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
-import { embeddingRow, type LayerHooks, layerShape, type LlamaConfig, type LlamaLayerWeights, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
+import { embeddingRow, layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
 
@@ -19,11 +19,27 @@ export interface StreamingSource {
   names: LlamaTensorNames;
 }
 
+/** The windows of one batch, as hooks see them. */
+export interface BatchInfo {
+  /** Indices (into the windows the run was given) of the batch's windows, in row order. */
+  windows: readonly number[];
+  seqLen: number;
+}
+
+/**
+ * Called with the residual stream entering and leaving each layer that runs, batch by batch,
+ * where the backend holds it: hooks ask the backend for the statistics they need, so that on a
+ * GPU only small sums cross to the host. `layer` is the original index.
+ */
+export interface StreamHooks {
+  onLayer(layer: number, input: HiddenStates, output: HiddenStates, batch: BatchInfo, backend: DecoderBackend): Promise<void>;
+}
+
 export interface StreamingOptions {
   backend: DecoderBackend;
   skip?: ReadonlySet<number>;
-  hooks?: LayerHooks;
-  /** Most tokens per backend call; windows of equal length are batched up to it. */
+  hooks?: StreamHooks;
+  /** Most tokens per backend call; windows of equal length are batched up to it (default: the backend's). */
   batchTokens?: number;
   /** Token-layers done so far and in all (for progress bars). */
   onProgress?: (done: number, total: number) => void;
@@ -33,9 +49,32 @@ export interface StreamingOptions {
 export interface Batch<W extends Window = Window> {
   windows: W[];
   seqLen: number;
-  hidden: Float32Array;
+  /** Set once the embeddings are uploaded; replaced layer by layer. */
+  hidden?: HiddenStates;
   /** The windows' packed layouts end to end, when the batch runs packed. */
   layout?: PackedLayout;
+}
+
+/** A run-unique name for a checkpoint, so that a backend can keep its weights resident across passes. */
+const sourceIds = new WeakMap<TensorProvider, number>();
+let nextSourceId = 1;
+function sourceKey(source: StreamingSource): string {
+  let id = sourceIds.get(source.provider);
+  if (id === undefined) {
+    id = nextSourceId++;
+    sourceIds.set(source.provider, id);
+  }
+  return `${source.provider.source}#${id}`;
+}
+
+/** The head's weights, made ready on the backend (resident there when it keeps weights). */
+export function prepareHead(source: StreamingSource, backend: DecoderBackend): Promise<PreparedHead> {
+  return backend.prepareHead(`${sourceKey(source)}/head`, () => loadHeadWeights(source.provider, source.config, source.names), source.config.vocabSize);
+}
+
+/** Frees every batch's states on the backend. */
+export function releaseBatches(batches: readonly Batch[], backend: DecoderBackend): void {
+  for (const b of batches) if (b.hidden) backend.release(b.hidden);
 }
 
 export const DEFAULT_BATCH_TOKENS = 4096;
@@ -46,7 +85,7 @@ export const DEFAULT_BATCH_TOKENS = 4096;
  * A length with any packed window runs all its windows packed (a plain window is one branch-0
  * sequence), so that each length compiles one graph and fills whole batches.
  */
-export function makeBatches<W extends Window>(windows: readonly W[], dim: number, batchTokens: number): Batch<W>[] {
+export function makeBatches<W extends Window>(windows: readonly W[], batchTokens: number): Batch<W>[] {
   const byLength = new Map<number, W[]>();
   for (const w of windows) {
     const group = byLength.get(w.tokens.length) ?? [];
@@ -59,7 +98,7 @@ export function makeBatches<W extends Window>(windows: readonly W[], dim: number
     const perBatch = Math.max(1, Math.floor(batchTokens / seqLen));
     for (let i = 0; i < group.length; i += perBatch) {
       const chunk = group.slice(i, i + perBatch);
-      batches.push({ windows: chunk, seqLen, hidden: new Float32Array(chunk.length * seqLen * dim), ...(packed ? { layout: joinLayouts(chunk, seqLen) } : {}) });
+      batches.push({ windows: chunk, seqLen, ...(packed ? { layout: joinLayouts(chunk, seqLen) } : {}) });
     }
   }
   return batches;
@@ -78,100 +117,125 @@ function joinLayouts(windows: readonly Window[], seqLen: number): PackedLayout {
   return layout;
 }
 
-/** Runs every window through every layer not skipped; returns the batches with the final residual stream. */
+/**
+ * Runs every window through every layer not skipped; returns the batches with the final residual
+ * stream, held by the backend (release them with releaseBatches when done).
+ */
 export async function runLayersStreaming<W extends Window>(source: StreamingSource, windows: readonly W[], options: StreamingOptions): Promise<Batch<W>[]> {
   const { config, provider, names } = source;
   const { dim, vocabSize } = config;
-  const batches = makeBatches(windows, dim, options.batchTokens ?? DEFAULT_BATCH_TOKENS);
+  const { backend } = options;
+  const batches = makeBatches(windows, options.batchTokens ?? backend.batchTokens);
   const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
-  const batchWindows = batches.map((batch) => batch.windows.map((w) => windowIndex.get(w)!));
-  // The embeddings are needed once, to start the residual stream; they are dropped before the layers run.
-  {
-    const embedding = provider.readF32(names.embedding);
-    const positionTable = config.learnedPositions ? provider.readF32(names.positionEmbedding!) : undefined;
-    for (const batch of batches) {
-      batch.windows.forEach((w, i) => {
-        w.tokens.forEach((id, pos) => {
-          if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
-          // A packed window's tokens sit at their own sequence's positions.
-          const positions = positionTable && { table: positionTable, position: w.layout ? w.layout.positions[pos]! : pos };
-          batch.hidden.set(embeddingRow(embedding, id, dim, config, positions), (i * batch.seqLen + pos) * dim);
+  const batchInfo = batches.map((batch): BatchInfo => ({ windows: batch.windows.map((w) => windowIndex.get(w)!), seqLen: batch.seqLen }));
+  try {
+    // The embeddings are needed once, to start the residual stream; they are dropped before the layers run.
+    {
+      const embedding = provider.readF32(names.embedding);
+      const positionTable = config.learnedPositions ? provider.readF32(names.positionEmbedding!) : undefined;
+      for (const batch of batches) {
+        const rows = batch.windows.length * batch.seqLen;
+        const x = new Float32Array(rows * dim);
+        batch.windows.forEach((w, i) => {
+          w.tokens.forEach((id, pos) => {
+            if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
+            // A packed window's tokens sit at their own sequence's positions.
+            const positions = positionTable && { table: positionTable, position: w.layout ? w.layout.positions[pos]! : pos };
+            x.set(embeddingRow(embedding, id, dim, config, positions), (i * batch.seqLen + pos) * dim);
+          });
         });
-      });
+        batch.hidden = await backend.upload(x, rows, dim);
+      }
     }
-  }
-  const shape = layerShape(config);
-  const skip = options.skip ?? new Set<number>();
-  const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !skip.has(l));
-  const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
-  const total = tokens * running.length;
-  let done = 0;
-  let weights = running.length > 0 ? loadLlamaLayer(provider, config, names, running[0]!) : undefined;
-  for (let i = 0; i < running.length; i++) {
-    const layer = running[i]!;
-    let next: LlamaLayerWeights | undefined;
-    for (const [b, batch] of batches.entries()) {
-      const nTokens = batch.windows.length * batch.seqLen;
-      const pending = options.backend.runLayer(batch.hidden, batch.windows.length, batch.seqLen, weights!, shape, batch.layout);
-      // Read and expand the next layer's weights while the backend computes this one.
-      if (b === 0 && i + 1 < running.length) next = loadLlamaLayer(provider, config, names, running[i + 1]!);
-      const out = await pending;
-      options.hooks?.onLayer(layer, batch.hidden, out, nTokens, dim, batchWindows[b]);
-      batch.hidden = out;
-      done += nTokens;
-      options.onProgress?.(done, total);
+    const shape = layerShape(config);
+    const skip = options.skip ?? new Set<number>();
+    const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !skip.has(l));
+    const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
+    const total = tokens * running.length;
+    const key = sourceKey(source);
+    const prepare = (layer: number): ReturnType<DecoderBackend["prepareLayer"]> => backend.prepareLayer(`${key}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), shape);
+    let done = 0;
+    let prepared = running.length > 0 ? await prepare(running[0]!) : undefined;
+    for (let i = 0; i < running.length; i++) {
+      const layer = running[i]!;
+      let next: ReturnType<DecoderBackend["prepareLayer"]> | undefined;
+      for (const [b, batch] of batches.entries()) {
+        const nTokens = batch.windows.length * batch.seqLen;
+        const input = batch.hidden!;
+        const pending = backend.runLayer(input, batch.windows.length, batch.seqLen, prepared!, shape, batch.layout);
+        // Read and expand the next layer's weights while the backend computes this one.
+        if (b === 0 && i + 1 < running.length) next = prepare(running[i + 1]!);
+        const out = await pending;
+        batch.hidden = out;
+        await options.hooks?.onLayer(layer, input, out, batchInfo[b]!, backend);
+        backend.release(input);
+        done += nTokens;
+        options.onProgress?.(done, total);
+      }
+      prepared = next && (await next);
     }
-    weights = next;
+    return batches;
+  } catch (err) {
+    releaseBatches(batches, backend);
+    throw err;
   }
-  return batches;
 }
 
 /** Block Influence of every layer, layer by layer; the vocabulary projection never runs. */
 export async function streamingBlockInfluence(source: StreamingSource, windows: readonly Window[], options: StreamingOptions): Promise<BlockInfluenceResult> {
   const bi = new BlockInfluence(source.config.nLayers);
-  await runLayersStreaming(source, windows, { ...options, hooks: bi });
+  const hooks: StreamHooks = {
+    async onLayer(layer, input, output, _batch, backend) {
+      bi.addCosines(layer, (await backend.rowStats(input, output, { cosine: true, magnitude: false })).cosine!);
+    },
+  };
+  releaseBatches(await runLayersStreaming(source, windows, { ...options, hooks }), options.backend);
   for (const w of windows) bi.windowDone(w.tokens.length);
   return bi.result();
 }
 
 /** Rows of the head per backend call: bounds the logits buffer to rows x vocab floats. */
-const HEAD_ROWS = 1024;
+export const HEAD_ROWS = 1024;
 
 /** Strided perplexity, layer by layer, then the final norm and classifier on the scored positions only. */
 export async function streamingPerplexity(source: StreamingSource, windows: readonly PerplexityWindow[], options: StreamingOptions): Promise<PerplexityResult> {
-  const { config } = source;
-  const { dim } = config;
+  const { backend } = options;
   const batches = await runLayersStreaming(source, windows, options);
-  const head = loadHeadWeights(source.provider, config, source.names);
-  let nllSum = 0;
-  let tokens = 0;
-  // Gather (hidden row, target) pairs: position p-1 predicts token p for p in [firstTarget, length).
-  const windowIndex = new Map<PerplexityWindow, number>(windows.map((w, i) => [w, i]));
-  const rows: { batch: Batch<PerplexityWindow>; offset: number; target: number; window: number }[] = [];
-  for (const batch of batches) {
-    batch.windows.forEach((w, i) => {
-      for (let pos = w.firstTarget; pos < w.tokens.length; pos++) rows.push({ batch, offset: (i * batch.seqLen + pos - 1) * dim, target: w.tokens[pos]!, window: windowIndex.get(w)! });
-    });
-  }
-  const perWindow = { nll: new Float64Array(windows.length), tokens: new Float64Array(windows.length) };
-  for (let start = 0; start < rows.length; start += HEAD_ROWS) {
-    const chunk = rows.slice(start, start + HEAD_ROWS);
-    const x = new Float32Array(chunk.length * dim);
-    const targets = new Int32Array(chunk.length);
-    chunk.forEach((r, i) => {
-      x.set(r.batch.hidden.subarray(r.offset, r.offset + dim), i * dim);
-      targets[i] = r.target;
-    });
-    const result = await options.backend.runHead(x, chunk.length, head, config.vocabSize, config.normEps, targets);
-    if (result.kind !== "nll") throw new Error("internal: the backend returned logits where log-likelihoods were asked for");
-    for (let i = 0; i < chunk.length; i++) {
-      const nll = result.logSumExp[i]! - result.targetLogit[i]!;
-      nllSum += nll;
-      perWindow.nll[chunk[i]!.window]! += nll;
-      perWindow.tokens[chunk[i]!.window]! += 1;
+  try {
+    const head = await prepareHead(source, backend);
+    const { normEps } = source.config;
+    let nllSum = 0;
+    let tokens = 0;
+    const windowIndex = new Map<PerplexityWindow, number>(windows.map((w, i) => [w, i]));
+    const perWindow = { nll: new Float64Array(windows.length), tokens: new Float64Array(windows.length) };
+    for (const batch of batches) {
+      // (row, target, window) triples: position p-1 predicts token p for p in [firstTarget, length).
+      const rows: number[] = [];
+      const targets: number[] = [];
+      const owners: number[] = [];
+      batch.windows.forEach((w, i) => {
+        for (let pos = w.firstTarget; pos < w.tokens.length; pos++) {
+          rows.push(i * batch.seqLen + pos - 1);
+          targets.push(w.tokens[pos]!);
+          owners.push(windowIndex.get(w)!);
+        }
+      });
+      for (let start = 0; start < rows.length; start += HEAD_ROWS) {
+        const end = Math.min(rows.length, start + HEAD_ROWS);
+        const result = await backend.runHead(batch.hidden!, Int32Array.from(rows.slice(start, end)), head, normEps, Int32Array.from(targets.slice(start, end)));
+        if (result.kind !== "nll") throw new Error("internal: the backend returned logits where log-likelihoods were asked for");
+        for (let i = 0; i < end - start; i++) {
+          const nll = result.logSumExp[i]! - result.targetLogit[i]!;
+          nllSum += nll;
+          perWindow.nll[owners[start + i]!]! += nll;
+          perWindow.tokens[owners[start + i]!]! += 1;
+        }
+        tokens += end - start;
+      }
     }
-    tokens += chunk.length;
+    const nll = nllSum / tokens;
+    return { perplexity: Math.exp(nll), nll, tokens, windows: windows.length, perWindow };
+  } finally {
+    releaseBatches(batches, backend);
   }
-  const nll = nllSum / tokens;
-  return { perplexity: Math.exp(nll), nll, tokens, windows: windows.length, perWindow };
 }

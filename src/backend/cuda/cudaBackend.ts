@@ -1,0 +1,496 @@
+// The cuda backend: the residual stream lives in device memory from the embedding to the head;
+// GEMMs run in cuBLAS (bf16 or fp32 inputs, fp32 accumulation and outputs), everything around
+// them in the NVRTC-compiled kernels of kernelSource.ts. Weights are uploaded once and stay
+// resident while device memory allows; beyond that they are uploaded per pass (streamed).
+// Only small results come back to the host: per-row statistics, log-likelihoods, asked-for logits.
+
+import { UnsupportedError, DeviceError, OptionError } from "../../errors.js";
+import type { DecoderBackend, HeadResult, HeadWeights, HiddenStates, LayerShape, LayerWeightsF32, PackedLayout, PreparedHead, PreparedLayer, RowStats, RowStatsWanted } from "../backend.js";
+import { checkRowIndices } from "../hostBackend.js";
+import { ropeInverseFrequencies } from "../reference.js";
+import { checkLayerWeights, checkLayout } from "../referenceBackend.js";
+import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F, CudaApi, type DevicePtr, type KernelArg } from "./api.js";
+import { cachedCompile, compileOptions, kernelCacheDir } from "./compile.js";
+import { KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD } from "./kernelSource.js";
+import { type CudaLibraryPaths, findCudaLibraries } from "./libraries.js";
+
+export type CudaPrecision = "bf16" | "fp32";
+
+export interface CudaBackendOptions {
+  /** GPU index (--device), default 0. */
+  device?: number;
+  /** GEMM inputs: bf16 (default) or fp32 (for fidelity checks). */
+  precision?: CudaPrecision;
+  libraries?: CudaLibraryPaths;
+  cacheDir?: string;
+  /** Tokens per runLayer call (default 16384). */
+  batchTokens?: number;
+  /** Device memory kept free for activations when deciding whether weights stay resident (default: max(4 GiB, 10% of the card)). */
+  reserveBytes?: number;
+  /** Most bytes of attention scores at once (windows are chunked to stay under it); default 2 GiB. */
+  scoresBytes?: number;
+}
+
+export interface CudaBackend extends DecoderBackend {
+  readonly deviceName: string;
+  readonly precision: CudaPrecision;
+  /** What the backend did: for tests, benchmarks and the device check. */
+  readonly stats: { layersUploaded: number; residentLayers: number; streamedLayers: number; kernelsCached: boolean; kernelLaunches: number; gemms: number };
+  /** Synchronizes the device (for timing). */
+  synchronize(): void;
+}
+
+const BLOCK = 256;
+const ALIGN = 256;
+
+/** Device memory, rows x dim float32. */
+interface DeviceStates extends HiddenStates {
+  readonly ptr: DevicePtr;
+  readonly bytes: number;
+  released: boolean;
+}
+
+/** A layer's weights on the device: one allocation, tensors at aligned offsets. */
+interface DeviceLayer extends PreparedLayer {
+  readonly base: DevicePtr;
+  readonly bytes: number;
+  readonly resident: boolean;
+  readonly tensors: Partial<Record<DeviceTensorName, DevicePtr>>;
+  freed: boolean;
+}
+type DeviceTensorName = "attnNorm" | "attnNormBias" | "wqkv" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "wo" | "bo" | "ffnNorm" | "ffnNormBias" | "wUpGate" | "bUp" | "wDown" | "bDown";
+
+interface DeviceHead extends PreparedHead {
+  readonly base: DevicePtr;
+  readonly bytes: number;
+  readonly tensors: { finalNorm: DevicePtr; finalNormBias?: DevicePtr; classifier: DevicePtr };
+  readonly dim: number;
+}
+
+const alignUp = (n: number): number => Math.ceil(n / ALIGN) * ALIGN;
+const blocksFor = (n: number): number => Math.max(1, Math.min(Math.ceil(n / BLOCK), 132 * 32));
+
+export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<CudaBackend> {
+  const precision = options.precision ?? "bf16";
+  if (precision !== "bf16" && precision !== "fp32") throw new OptionError(`--precision ${String(precision)} is not bf16 or fp32`, { option: "--precision" });
+  const api = new CudaApi(options.libraries ?? findCudaLibraries(), options.device ?? 0);
+  try {
+    return buildBackend(api, precision, options);
+  } catch (err) {
+    api.dispose();
+    throw err;
+  }
+}
+
+function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBackendOptions): CudaBackend {
+  const name = `cuda:${api.deviceIndex}`;
+  const ginBytes = precision === "bf16" ? 2 : 4;
+  const ginType = precision === "bf16" ? CUDA_R_16BF : CUDA_R_32F;
+  if (api.computeCapability < 80 && precision === "bf16") {
+    throw new DeviceError(`${api.deviceName} (compute capability ${api.computeCapability / 10}) has no bf16 tensor cores`, { option: "--precision", hint: "use --precision fp32 on this GPU" });
+  }
+  const reserve = options.reserveBytes ?? Math.max(4 * 2 ** 30, api.totalMemory * 0.1);
+  const scoresLimit = options.scoresBytes ?? 2 * 2 ** 30;
+  const stats = { layersUploaded: 0, residentLayers: 0, streamedLayers: 0, kernelsCached: false, kernelLaunches: 0, gemms: 0 };
+
+  // Kernels: compiled for this device once, cached on disk.
+  const compileOpts = compileOptions(api.computeCapability, { GIN_BF16: precision === "bf16" ? 1 : 0 });
+  const loaded = cachedCompile(KERNEL_SOURCE, compileOpts, api.nvrtcVersion(), api.computeCapability,
+    () => api.compile(KERNEL_SOURCE, "shortgpt_kernels.cu", compileOpts),
+    (image) => {
+      try {
+        api.loadModule(image);
+        return true;
+      } catch {
+        return false;
+      }
+    }, options.cacheDir ?? kernelCacheDir());
+  stats.kernelsCached = loaded.cached;
+  const module = api.loadModule(loaded.image);
+  const functions = new Map<KernelName, unknown>(KERNEL_NAMES.map((k) => [k, api.getFunction(module, k)]));
+  const launch = (kernel: KernelName, grid: [number, number?], block: number, args: KernelArg[]): void => {
+    api.launch(functions.get(kernel), kernel, grid, block, args);
+    stats.kernelLaunches++;
+  };
+  const ptr = (p: DevicePtr | null | undefined): KernelArg => ({ ptr: p ?? null });
+  const i32 = (v: number): KernelArg => ({ i32: v });
+  const f32 = (v: number): KernelArg => ({ f32: v });
+  const i64 = (v: number): KernelArg => ({ i64: v });
+
+  // Device memory: hidden states from a free list by size (layers allocate and free them at a
+  // high rate), scratch buffers that grow to the largest request and are kept.
+  const freeStates = new Map<number, DevicePtr[]>();
+  const scratch = new Map<string, { ptr: DevicePtr; bytes: number }>();
+  const allocOrTrim = (bytes: number, what: string): DevicePtr => {
+    try {
+      return api.alloc(bytes, what);
+    } catch (err) {
+      if (!(err instanceof DeviceError)) throw err;
+      trimPools();
+      return api.alloc(bytes, what);
+    }
+  };
+  const trimPools = (): void => {
+    for (const list of freeStates.values()) for (const p of list) api.free(p);
+    freeStates.clear();
+  };
+  const work = (slot: string, bytes: number): DevicePtr => {
+    const have = scratch.get(slot);
+    if (have && have.bytes >= bytes) return have.ptr;
+    if (have) api.free(have.ptr);
+    const size = alignUp(Math.max(bytes, (have?.bytes ?? 0) * 1.25));
+    const p = allocOrTrim(size, `scratch ${slot}`);
+    scratch.set(slot, { ptr: p, bytes: size });
+    return p;
+  };
+  const newStates = (rows: number, dim: number): DeviceStates => {
+    const bytes = rows * dim * 4;
+    const p = freeStates.get(bytes)?.pop() ?? allocOrTrim(bytes, `hidden states (${rows} x ${dim})`);
+    return { rows, dim, owner: name, ptr: p, bytes, released: false };
+  };
+  const own = (states: HiddenStates): DeviceStates => {
+    if (states.owner !== name || !("ptr" in states)) throw new OptionError(`hidden states made by backend ${states.owner} were given to backend ${name}`);
+    const s = states as DeviceStates;
+    if (s.released) throw new OptionError("hidden states were used after release");
+    return s;
+  };
+  const uploadInts = (slot: string, values: Int32Array): DevicePtr => {
+    const p = work(slot, values.byteLength);
+    api.upload(p, values);
+    return p;
+  };
+
+  /** out (rows, n) fp32 = in (rows, k) @ w (n, k)^T (+ out when accumulate). */
+  const linear = (out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, n: number, accumulate: boolean): void => {
+    api.gemm({ transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: n, n: rows, k, a: w, aType: ginType, lda: k, b: input, bType: ginType, ldb: k, beta: accumulate ? 1 : 0, c: out, cType: CUDA_R_32F, ldc: n });
+    stats.gemms++;
+  };
+
+  /** Uploads fp32 host values to dst as GEMM inputs (bf16 converted on the device) or as fp32. */
+  const uploadTensor = (dst: DevicePtr, values: Float32Array, asGin: boolean): void => {
+    if (!asGin || precision === "fp32") {
+      api.upload(dst, values);
+      return;
+    }
+    const staging = work("staging", values.byteLength);
+    api.upload(staging, values);
+    launch("to_gin", [blocksFor(values.length)], BLOCK, [ptr(staging), ptr(dst), i64(values.length)]);
+  };
+
+  /** Lays tensors out in one allocation; returns their pointers. */
+  const uploadGroup = <K extends string>(parts: { name: K; values: Float32Array[]; gin: boolean }[], what: string): { base: DevicePtr; bytes: number; tensors: Record<K, DevicePtr> } => {
+    let bytes = 0;
+    const offsets = parts.map((part) => {
+      const at = bytes;
+      bytes += alignUp(part.values.reduce((n, v) => n + v.length, 0) * (part.gin ? ginBytes : 4));
+      return at;
+    });
+    const base = allocOrTrim(bytes, what);
+    const tensors = {} as Record<K, DevicePtr>;
+    parts.forEach((part, i) => {
+      const start = base + BigInt(offsets[i]!);
+      tensors[part.name] = start;
+      let at = 0;
+      for (const v of part.values) {
+        uploadTensor(start + BigInt(at * (part.gin ? ginBytes : 4)), v, part.gin);
+        at += v.length;
+      }
+    });
+    return { base, bytes, tensors };
+  };
+
+  const residentLayers = new Map<string, DeviceLayer>();
+  const transientLayers: DeviceLayer[] = [];
+  const heads = new Map<string, DeviceHead>();
+  const invFreqs = new Map<string, DevicePtr>();
+
+  const fitsResident = (bytes: number): boolean => api.memoryInfo().free - bytes > reserve;
+
+  const uploadLayer = (key: string, w: LayerWeightsF32, shape: LayerShape): DeviceLayer => {
+    checkLayerWeights(w, shape);
+    const parts: { name: DeviceTensorName; values: Float32Array[]; gin: boolean }[] = [];
+    const add = (n: DeviceTensorName, values: (Float32Array | undefined)[], gin = false): void => {
+      if (values.every((v) => v !== undefined)) parts.push({ name: n, values: values as Float32Array[], gin });
+    };
+    add("attnNorm", [w.attnNorm]);
+    if (shape.layerNorm) add("attnNormBias", [w.attnNormBias]);
+    add("wqkv", [w.wq, w.wk, w.wv], true);
+    if (shape.qkvBias) {
+      add("bq", [w.bq]);
+      add("bk", [w.bk]);
+      add("bv", [w.bv]);
+    }
+    if (shape.qkNorm) {
+      add("qNorm", [w.qNorm]);
+      add("kNorm", [w.kNorm]);
+    }
+    add("wo", [w.wo], true);
+    add("ffnNorm", [w.ffnNorm]);
+    if (shape.layerNorm) add("ffnNormBias", [w.ffnNormBias]);
+    add("wUpGate", shape.plainMlp ? [w.wUp] : [w.wGate, w.wUp], true);
+    add("wDown", [w.wDown], true);
+    if (shape.outputBiases) {
+      add("bo", [w.bo]);
+      add("bUp", [w.bUp]);
+      add("bDown", [w.bDown]);
+    }
+    const bytes = parts.reduce((n, p) => n + alignUp(p.values.reduce((m, v) => m + v.length, 0) * (p.gin ? ginBytes : 4)), 0);
+    const resident = fitsResident(bytes);
+    const group = uploadGroup(parts, `layer weights ${key}`);
+    stats.layersUploaded++;
+    return { key, weights: undefined, base: group.base, bytes: group.bytes, resident, tensors: group.tensors, freed: false };
+  };
+
+  const invFreqFor = (shape: LayerShape): DevicePtr => {
+    const k = `${shape.headDim}/${shape.ropeTheta}/${shape.ropeFreqFactors?.join(",") ?? ""}`;
+    let p = invFreqs.get(k);
+    if (p === undefined) {
+      const values = ropeInverseFrequencies(shape.headDim, shape.ropeTheta, shape.ropeFreqFactors);
+      p = allocOrTrim(values.byteLength, "RoPE frequencies");
+      api.upload(p, values);
+      invFreqs.set(k, p);
+    }
+    return p;
+  };
+
+  const checkShape = (shape: LayerShape): void => {
+    if (shape.activation === "gelu_tanh_f16") throw new UnsupportedError("the cuda backend does not compute llama.cpp's float16 GELU table (gelu_tanh_f16)", { hint: "use the reference backend for comparisons with llama.cpp" });
+    if (shape.nHeads % shape.nKvHeads !== 0 || shape.headDim % 2 !== 0 || shape.headDim > 2048) {
+      throw new OptionError(`layer shape ${shape.nHeads} heads / ${shape.nKvHeads} KV heads / head size ${shape.headDim} is not a valid Llama layer`);
+    }
+  };
+
+  const runLayer = (x: DeviceStates, nWindows: number, seqLen: number, layer: DeviceLayer, shape: LayerShape, layout?: PackedLayout): DeviceStates => {
+    const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps } = shape;
+    const rows = nWindows * seqLen;
+    const qDim = nHeads * headDim;
+    const kvDim = nKvHeads * headDim;
+    const qkvDim = qDim + 2 * kvDim;
+    const group = nHeads / nKvHeads;
+    const t = layer.tensors;
+    const layerNorm = shape.layerNorm ? 1 : 0;
+    const softmaxBlock = seqLen <= SOFTMAX_PER_THREAD * 256 ? 256 : 1024;
+    if (seqLen > SOFTMAX_PER_THREAD * 1024) throw new UnsupportedError(`the cuda backend's attention handles windows of up to ${SOFTMAX_PER_THREAD * 1024} tokens, got ${seqLen}`, { option: "--seq-len" });
+
+    const positions = layout && !shape.noRope ? uploadInts("positions", layout.positions) : undefined;
+    const branches = layout ? uploadInts("branches", layout.branches) : undefined;
+
+    // Attention block
+    const xn = work("xn", rows * Math.max(dim, qDim) * ginBytes);
+    launch("norm_rows", [rows], BLOCK, [ptr(x.ptr), ptr(null), ptr(t.attnNorm), ptr(t.attnNormBias), ptr(xn), i32(dim), f32(normEps), i32(layerNorm)]);
+    const qkv = work("qkv", rows * qkvDim * 4);
+    linear(qkv, xn, t.wqkv!, rows, dim, qkvDim, false);
+    const headBlock = Math.max(32, Math.ceil(headDim / 2 / 32) * 32);
+    const invFreq = shape.noRope ? undefined : invFreqFor(shape);
+    const qh = work("qh", rows * qDim * ginBytes);
+    const kh = work("kh", rows * kvDim * ginBytes);
+    const vh = work("vh", rows * kvDim * ginBytes);
+    const toHeads = (col0: number, bias: DevicePtr | undefined, norm: DevicePtr | undefined, rope: boolean, n: number, dst: DevicePtr): void =>
+      launch("qkv_heads", [rows, n], headBlock, [
+        ptr(qkv), i32(qkvDim), i32(col0), ptr(bias), ptr(norm), f32(normEps), ptr(rope ? invFreq : null), ptr(rope ? positions : null),
+        i32(seqLen), i32(n), i32(headDim), ptr(dst),
+      ]);
+    toHeads(0, t.bq, t.qNorm, !shape.noRope, nHeads, qh);
+    toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, kh);
+    toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, vh);
+
+    // Scores (fp32) for a chunk of windows, softmax over them in place as gin_t, then P @ V.
+    const windowScores = nHeads * seqLen * seqLen * 4;
+    const perChunk = Math.max(1, Math.min(nWindows, Math.floor(scoresLimit / windowScores)));
+    const scores = work("scores", perChunk * windowScores);
+    const oh = work("oh", rows * qDim * ginBytes);
+    const pLd = precision === "bf16" ? 2 * seqLen : seqLen;
+    const scale = 1 / Math.sqrt(headDim);
+    for (let w0 = 0; w0 < nWindows; w0 += perChunk) {
+      const cw = Math.min(perChunk, nWindows - w0);
+      const qAt = qh + BigInt(w0 * seqLen * qDim * ginBytes);
+      const kAt = kh + BigInt(w0 * seqLen * kvDim * ginBytes);
+      const vAt = vh + BigInt(w0 * seqLen * kvDim * ginBytes);
+      const oAt = oh + BigInt(w0 * seqLen * qDim * ginBytes);
+      // scores[(w, g)][(j, t)][s] = sum_d K[s][d] Q[(j, t)][d]; column-major C (s, (j, t)).
+      api.gemmStridedBatched(
+        { transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: seqLen, n: group * seqLen, k: headDim, a: kAt, aType: ginType, lda: headDim, b: qAt, bType: ginType, ldb: headDim, beta: 0, c: scores, cType: CUDA_R_32F, ldc: seqLen },
+        { strideA: seqLen * headDim, strideB: group * seqLen * headDim, strideC: group * seqLen * seqLen, count: cw * nKvHeads },
+      );
+      launch("attention_softmax", [cw * nHeads * seqLen], softmaxBlock, [ptr(scores), i32(seqLen), i32(nHeads), f32(scale), ptr(branches === undefined ? null : branches + BigInt(w0 * seqLen * 4)), i32(pLd)]);
+      // O[(w, g)][(j, t)][d] = sum_s P[(j, t)][s] V[s][d]; column-major C (d, (j, t)).
+      api.gemmStridedBatched(
+        { transA: CUBLAS_OP_N, transB: CUBLAS_OP_N, m: headDim, n: group * seqLen, k: seqLen, a: vAt, aType: ginType, lda: headDim, b: scores, bType: ginType, ldb: pLd, beta: 0, c: oAt, cType: ginType, ldc: headDim },
+        { strideA: seqLen * headDim, strideB: group * seqLen * pLd, strideC: group * seqLen * headDim, count: cw * nKvHeads },
+      );
+      stats.gemms += 2;
+    }
+    const att = work("att", rows * qDim * ginBytes);
+    launch("heads_to_rows", [blocksFor(rows * qDim)], BLOCK, [ptr(oh), ptr(att), i32(seqLen), i32(nHeads), i32(headDim), i64(rows * qDim)]);
+    const out = newStates(rows, dim);
+    api.copy(out.ptr, x.ptr, out.bytes);
+    linear(out.ptr, att, t.wo!, rows, qDim, dim, true);
+    if (t.bo) launch("add_bias", [blocksFor(rows * dim)], BLOCK, [ptr(out.ptr), ptr(t.bo), i32(dim), i64(rows * dim)]);
+
+    // MLP block
+    launch("norm_rows", [rows], BLOCK, [ptr(out.ptr), ptr(null), ptr(t.ffnNorm), ptr(t.ffnNormBias), ptr(xn), i32(dim), f32(normEps), i32(layerNorm)]);
+    const gated = shape.plainMlp ? 0 : 1;
+    const upWidth = (gated ? 2 : 1) * hiddenDim;
+    const gu = work("gu", rows * upWidth * 4);
+    linear(gu, xn, t.wUpGate!, rows, dim, upWidth, false);
+    const act = work("act", rows * hiddenDim * ginBytes);
+    launch("mlp_activation", [blocksFor(rows * hiddenDim)], BLOCK, [ptr(gu), ptr(t.bUp), ptr(act), i32(hiddenDim), i32(gated), i32(shape.activation === "gelu_tanh" ? 1 : 0), i64(rows * hiddenDim)]);
+    linear(out.ptr, act, t.wDown!, rows, hiddenDim, dim, true);
+    if (t.bDown) launch("add_bias", [blocksFor(rows * dim)], BLOCK, [ptr(out.ptr), ptr(t.bDown), i32(dim), i64(rows * dim)]);
+    return out;
+  };
+
+  const freeLayer = (layer: DeviceLayer): void => {
+    if (layer.freed) return;
+    layer.freed = true;
+    api.free(layer.base);
+  };
+
+  const backend: CudaBackend = {
+    name,
+    threads: 1,
+    batchTokens: options.batchTokens ?? 16384,
+    deviceName: api.deviceName,
+    precision,
+    stats,
+    synchronize: () => api.synchronize(),
+    async upload(x, rows, dim) {
+      if (x.length !== rows * dim) throw new OptionError(`hidden states have ${x.length} values, expected ${rows} rows x ${dim}`);
+      const states = newStates(rows, dim);
+      api.upload(states.ptr, x);
+      return states;
+    },
+    async readRows(states, rows) {
+      const s = own(states);
+      if (!rows) {
+        const out = new Float32Array(s.rows * s.dim);
+        api.download(out, s.ptr);
+        return out;
+      }
+      checkRowIndices(rows, s.rows, "readRows");
+      const out = new Float32Array(rows.length * s.dim);
+      if (rows.length === 0) return out;
+      const dst = work("gather", out.byteLength);
+      launch("gather_rows", [rows.length], BLOCK, [ptr(s.ptr), ptr(uploadInts("rows", rows)), ptr(dst), i32(s.dim)]);
+      api.download(out, dst);
+      return out;
+    },
+    release(states) {
+      const s = own(states);
+      s.released = true;
+      const list = freeStates.get(s.bytes) ?? [];
+      list.push(s.ptr);
+      freeStates.set(s.bytes, list);
+    },
+    async prepareLayer(key, load, shape) {
+      checkShape(shape);
+      const have = residentLayers.get(key);
+      if (have) return have;
+      const layer = uploadLayer(key, load(), shape);
+      if (layer.resident) {
+        residentLayers.set(key, layer);
+        stats.residentLayers++;
+      } else {
+        // Streamed: keep the layer in use (the one before this) and this one; free older ones.
+        while (transientLayers.length > 1) freeLayer(transientLayers.shift()!);
+        transientLayers.push(layer);
+        stats.streamedLayers++;
+      }
+      return layer;
+    },
+    async prepareHead(key, load, vocabSize) {
+      const have = heads.get(key);
+      if (have) return have;
+      const h: HeadWeights = load();
+      const dim = h.finalNorm.length;
+      if (h.classifier.length !== vocabSize * dim) throw new OptionError(`classifier has ${h.classifier.length} values, expected ${vocabSize * dim}`);
+      const group = uploadGroup([
+        { name: "finalNorm", values: [h.finalNorm], gin: false },
+        ...(h.finalNormBias ? [{ name: "finalNormBias" as const, values: [h.finalNormBias], gin: false }] : []),
+        { name: "classifier", values: [h.classifier], gin: true },
+      ], `head weights ${key}`);
+      const tensors = group.tensors as DeviceHead["tensors"];
+      const head: DeviceHead = { key, weights: undefined, vocabSize, base: group.base, bytes: group.bytes, tensors, dim };
+      heads.set(key, head);
+      return head;
+    },
+    async runLayer(x, nWindows, seqLen, layer, shape, layout) {
+      const s = own(x);
+      checkShape(shape);
+      if (!(Number.isInteger(nWindows) && nWindows > 0 && Number.isInteger(seqLen) && seqLen > 0)) throw new OptionError(`runLayer needs positive integer nWindows and seqLen, got ${nWindows} and ${seqLen}`);
+      if (s.rows !== nWindows * seqLen || s.dim !== shape.dim) throw new OptionError(`hidden states of ${s.rows} x ${s.dim} do not hold ${nWindows} windows of ${seqLen} x ${shape.dim}`);
+      if (layout) checkLayout(layout, nWindows, seqLen);
+      const l = layer as DeviceLayer;
+      if (!("base" in layer) || l.freed) throw new OptionError(`layer ${layer.key} is not prepared on ${name}`);
+      return runLayer(s, nWindows, seqLen, l, shape, layout);
+    },
+    async rowStats(a, b, wanted: RowStatsWanted, rows): Promise<RowStats> {
+      const x = own(a);
+      const y = own(b);
+      if (x.rows !== y.rows || x.dim !== y.dim) throw new OptionError(`rowStats: states of ${x.rows}x${x.dim} and ${y.rows}x${y.dim} differ in shape`);
+      if (rows) checkRowIndices(rows, x.rows, "rowStats");
+      const n = rows ? rows.length : x.rows;
+      if (n === 0 || (!wanted.cosine && !wanted.magnitude)) return {};
+      const cos = wanted.cosine ? work("cosine", n * 8) : undefined;
+      const mag = wanted.magnitude ? work("magnitude", n * 8) : undefined;
+      launch("row_stats", [n], BLOCK, [ptr(x.ptr), ptr(y.ptr), ptr(rows ? uploadInts("rows", rows) : null), i32(x.dim), ptr(cos), ptr(mag)]);
+      const result: RowStats = {};
+      if (cos !== undefined) {
+        result.cosine = new Float64Array(n);
+        api.download(result.cosine, cos);
+      }
+      if (mag !== undefined) {
+        result.magnitude = new Float64Array(n);
+        api.download(result.magnitude, mag);
+      }
+      return result;
+    },
+    async runHead(x, rows, prepared, normEps, targets): Promise<HeadResult> {
+      const s = own(x);
+      const head = prepared as DeviceHead;
+      if (!("base" in prepared)) throw new OptionError(`head ${prepared.key} is not prepared on ${name}`);
+      checkRowIndices(rows, s.rows, "runHead");
+      const n = rows.length;
+      const vocab = head.vocabSize;
+      if (targets) {
+        if (targets.length !== n) throw new OptionError(`targets has ${targets.length} values, expected ${n}`);
+        for (const id of targets) if (!(id >= 0 && id < vocab)) throw new OptionError(`target id ${id} is outside the vocabulary (0..${vocab - 1})`);
+      }
+      if (n === 0) return targets ? { kind: "nll", logSumExp: new Float32Array(0), targetLogit: new Float32Array(0) } : { kind: "logits", logits: new Float32Array(0) };
+      const xn = work("headNorm", n * s.dim * ginBytes);
+      const layerNorm = head.tensors.finalNormBias !== undefined ? 1 : 0;
+      launch("norm_rows", [n], BLOCK, [ptr(s.ptr), ptr(uploadInts("rows", rows)), ptr(head.tensors.finalNorm), ptr(head.tensors.finalNormBias), ptr(xn), i32(s.dim), f32(normEps), i32(layerNorm)]);
+      const logits = work("logits", n * vocab * 4);
+      linear(logits, xn, head.tensors.classifier, n, s.dim, vocab, false);
+      if (!targets) {
+        const out = new Float32Array(n * vocab);
+        api.download(out, logits);
+        return { kind: "logits", logits: out };
+      }
+      const lse = work("lse", n * 4);
+      const tgt = work("targetLogit", n * 4);
+      launch("head_logsumexp", [n], BLOCK, [ptr(logits), i32(vocab), ptr(uploadInts("targets", targets)), ptr(lse), ptr(tgt)]);
+      const logSumExp = new Float32Array(n);
+      const targetLogit = new Float32Array(n);
+      api.download(logSumExp, lse);
+      api.download(targetLogit, tgt);
+      return { kind: "nll", logSumExp, targetLogit };
+    },
+    async dispose() {
+      api.synchronize();
+      for (const l of residentLayers.values()) freeLayer(l);
+      residentLayers.clear();
+      for (const l of transientLayers) freeLayer(l);
+      transientLayers.length = 0;
+      for (const h of heads.values()) api.free(h.base);
+      heads.clear();
+      for (const p of invFreqs.values()) api.free(p);
+      invFreqs.clear();
+      for (const s of scratch.values()) api.free(s.ptr);
+      scratch.clear();
+      trimPools();
+      api.dispose();
+    },
+  };
+  return backend;
+}

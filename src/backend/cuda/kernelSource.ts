@@ -1,0 +1,266 @@
+// The CUDA C kernels of the cuda backend, compiled at run time by NVRTC (compile.ts). Every
+// kernel has a reference twin on the host (reference.ts, rowStats.ts) that the device check
+// compares it with. GEMMs are cuBLAS's; these are the memory-bound steps around them.
+//
+// GIN_BF16 selects the type of GEMM inputs (gin_t): bf16 (default precision) or fp32
+// (--precision fp32). The residual stream and every GEMM output stay fp32; reductions
+// (norms, statistics, softmax sums) accumulate in double or fp32 as each kernel says.
+// No CUDA headers are included: bf16 is handled as its bits, so NVRTC needs no include path.
+
+export const KERNEL_NAMES = [
+  "to_gin", "norm_rows", "qkv_heads", "attention_softmax", "heads_to_rows", "add_bias", "mlp_activation",
+  "row_stats", "gather_rows", "head_logsumexp",
+] as const;
+export type KernelName = (typeof KERNEL_NAMES)[number];
+
+/** Rows of attention scores one thread of attention_softmax holds in registers (it covers SOFTMAX_PER_THREAD x blockDim keys). */
+export const SOFTMAX_PER_THREAD = 32;
+
+export const KERNEL_SOURCE = String.raw`
+typedef unsigned short bf16_t;
+
+__device__ __forceinline__ float bf16_to_float(bf16_t h) { return __uint_as_float(((unsigned)h) << 16); }
+
+// Round to nearest even, as PyTorch and cuBLAS convert; NaN stays NaN.
+__device__ __forceinline__ bf16_t float_to_bf16(float f) {
+  unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (bf16_t)(u >> 16);
+}
+
+#if GIN_BF16
+typedef bf16_t gin_t;
+__device__ __forceinline__ gin_t to_gin_value(float v) { return float_to_bf16(v); }
+#else
+typedef float gin_t;
+__device__ __forceinline__ gin_t to_gin_value(float v) { return v; }
+#endif
+
+#define SOFTMAX_PER_THREAD ${SOFTMAX_PER_THREAD}
+#define NEG_INF __int_as_float(0xff800000)
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// scratch: 32 elements of shared memory, free to reuse once the call returns.
+template <typename T> __device__ T block_sum(T v, T *scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < n_warps ? scratch[lane] : (T)0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) scratch[0] = v;
+  }
+  __syncthreads();
+  return scratch[0];
+}
+
+__device__ float block_max(float v, float *scratch) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < n_warps ? scratch[lane] : NEG_INF;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if (lane == 0) scratch[0] = v;
+  }
+  __syncthreads();
+  return scratch[0];
+}
+
+// Weights: fp32 (uploaded as stored after expansion) -> GEMM input type. n elements.
+extern "C" __global__ void to_gin(const float *src, gin_t *dst, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) dst[i] = to_gin_value(src[i]);
+}
+
+// RMSNorm (layer_norm 0) or LayerNorm with bias (layer_norm 1) of rows of x (., dim) -> out (rows, dim).
+// Row r of the output normalizes row source_rows[r] of x (all rows in order when source_rows is null).
+// grid: rows; block: 256.
+extern "C" __global__ void norm_rows(const float *x, const int *source_rows, const float *weight, const float *bias, gin_t *out, int dim, float eps, int layer_norm) {
+  __shared__ double scratch[32];
+  const int r = blockIdx.x;
+  const float *row = x + (long long)(source_rows ? source_rows[r] : r) * dim;
+  gin_t *dst = out + (long long)r * dim;
+  if (layer_norm) {
+    double s = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += row[i];
+    const float mean = (float)(block_sum(s, scratch) / dim);
+    double v = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) { const double d = row[i] - mean; v += d * d; }
+    const float inv = (float)(1.0 / sqrt(block_sum(v, scratch) / dim + (double)eps));
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = to_gin_value((row[i] - mean) * inv * weight[i] + bias[i]);
+  } else {
+    double ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)row[i] * row[i];
+    const float inv = (float)(1.0 / sqrt(block_sum(ss, scratch) / dim + (double)eps));
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = to_gin_value(row[i] * inv * weight[i]);
+  }
+}
+
+// One of q, k, v out of the fused projection qkv (rows, ld), columns col0 + head * head_dim ..:
+// + bias, per-head RMSNorm (norm_weight), RoPE (rotate-half, angle pos * inv_freq[i] in double),
+// written head-major for the attention GEMMs: dst[((window * n_heads + head) * seq_len + t) * head_dim + i].
+// positions: each row's position (packed windows), or null for t. grid: (rows, n_heads); block: >= head_dim / 2, a multiple of 32.
+extern "C" __global__ void qkv_heads(const float *qkv, int ld, int col0, const float *bias, const float *norm_weight, float eps,
+                                     const double *inv_freq, const int *positions, int seq_len, int n_heads, int head_dim, gin_t *dst) {
+  __shared__ double scratch[32];
+  const int r = blockIdx.x, head = blockIdx.y, i = threadIdx.x, half = head_dim >> 1;
+  const int window = r / seq_len, t = r - window * seq_len;
+  const bool active = i < half;
+  const float *src = qkv + (long long)r * ld + col0 + head * head_dim;
+  float a = 0.f, b = 0.f;
+  if (active) {
+    a = src[i];
+    b = src[i + half];
+    if (bias) { a += bias[head * head_dim + i]; b += bias[head * head_dim + i + half]; }
+  }
+  if (norm_weight) {
+    const double ss = block_sum(active ? (double)a * a + (double)b * b : 0.0, scratch);
+    const float inv = (float)(1.0 / sqrt(ss / head_dim + (double)eps));
+    if (active) { a = a * inv * norm_weight[i]; b = b * inv * norm_weight[i + half]; }
+  }
+  if (!active) return;
+  if (inv_freq) {
+    const int pos = positions ? positions[r] : t;
+    double s, c;
+    sincos((double)pos * inv_freq[i], &s, &c);
+    const float cf = (float)c, sf = (float)s;
+    const float a2 = a * cf - b * sf, b2 = b * cf + a * sf;
+    a = a2;
+    b = b2;
+  }
+  gin_t *out = dst + (((long long)window * n_heads + head) * seq_len + t) * head_dim;
+  out[i] = to_gin_value(a);
+  out[i + half] = to_gin_value(b);
+}
+
+// Softmax of one row of attention scores, masked causally (key s <= query t) and, with branches,
+// to the query's own branch and the shared prefix (branch 0); written over the scores as gin_t
+// with row stride p_ld elements (scores rows are seq_len floats: p_ld = seq_len for fp32, 2 * seq_len for bf16).
+// Rows: (window, head, t) in the order the score GEMM wrote them; branches is offset to the chunk's first window.
+// grid: rows; block: 256 or more, with seq_len <= SOFTMAX_PER_THREAD * blockDim.
+extern "C" __global__ void attention_softmax(float *scores, int seq_len, int n_heads, float scale, const int *branches, int p_ld) {
+  __shared__ float fscratch[32];
+  __shared__ double dscratch[32];
+  const long long r = blockIdx.x;
+  const int t = (int)(r % seq_len);
+  const int window = (int)(r / ((long long)seq_len * n_heads));
+  const float *row = scores + r * seq_len;
+  const int *br = branches ? branches + (long long)window * seq_len : 0;
+  const int own = br ? br[t] : 0;
+  float v[SOFTMAX_PER_THREAD];
+  float m = NEG_INF;
+#pragma unroll
+  for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
+    const int s = threadIdx.x + k * blockDim.x;
+    bool visible = s <= t;
+    if (visible && br) { const int b = br[s]; visible = b == 0 || b == own; }
+    v[k] = visible ? row[s] * scale : NEG_INF;
+    m = fmaxf(m, v[k]);
+  }
+  const float row_max = block_max(m, fscratch);
+  double sum = 0;
+#pragma unroll
+  for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
+    v[k] = v[k] == NEG_INF ? 0.f : __expf(v[k] - row_max);
+    sum += v[k];
+  }
+  // block_sum ends with a barrier: every thread has read its scores before any probability is written over them.
+  const float inv = (float)(1.0 / block_sum(sum, dscratch));
+  gin_t *p = (gin_t *)scores + r * (long long)p_ld;
+#pragma unroll
+  for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
+    const int s = threadIdx.x + k * blockDim.x;
+    if (s < seq_len) p[s] = to_gin_value(v[k] * inv);
+  }
+}
+
+// Head-major attention output (window, head, t, head_dim) -> rows (window * seq_len + t, n_heads * head_dim).
+extern "C" __global__ void heads_to_rows(const gin_t *src, gin_t *dst, int seq_len, int n_heads, int head_dim, long long n) {
+  const int width = n_heads * head_dim;
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
+    const long long r = e / width;
+    const int c = (int)(e - r * width), head = c / head_dim, i = c - head * head_dim;
+    const long long window = r / seq_len, t = r - window * seq_len;
+    dst[e] = src[((window * n_heads + head) * seq_len + t) * head_dim + i];
+  }
+}
+
+// x (rows, cols) += bias on every row.
+extern "C" __global__ void add_bias(float *x, const float *bias, int cols, long long n) {
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) x[e] += bias[e % cols];
+}
+
+__device__ __forceinline__ float activate(float x, int kind) {
+  if (kind == 1) {
+    const float c = 0.7978845608028654f; // sqrt(2 / pi)
+    return 0.5f * x * (1.f + tanhf(c * (x + 0.044715f * x * x * x)));
+  }
+  return x / (1.f + expf(-x));
+}
+
+// The MLP's middle: gated, out = act(gate) * (up + up_bias); plain, out = act(up + up_bias).
+// src rows hold [gate | up] (gated, ld = 2 * hidden) or [up] (plain, ld = hidden). kind: 0 silu, 1 gelu (tanh).
+extern "C" __global__ void mlp_activation(const float *src, const float *up_bias, gin_t *out, int hidden, int gated, int kind, long long n) {
+  const int ld = gated ? 2 * hidden : hidden;
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
+    const long long r = e / hidden;
+    const int c = (int)(e - r * hidden);
+    const float *row = src + r * ld;
+    float up = row[gated ? hidden + c : c];
+    if (up_bias) up += up_bias[c];
+    out[e] = to_gin_value(gated ? activate(row[c], kind) * up : activate(up, kind));
+  }
+}
+
+// Per row of a and b (., dim): cos(a, b) and ||b - a|| / ||b||, in double (the host twin: rowStats.ts).
+// Row r reads row rows[r] (all rows in order when rows is null). grid: n rows; block: 256.
+extern "C" __global__ void row_stats(const float *a, const float *b, const int *rows, int dim, double *cosine, double *magnitude) {
+  __shared__ double scratch[32];
+  const long long src = rows ? rows[blockIdx.x] : blockIdx.x;
+  const float *x = a + src * dim, *y = b + src * dim;
+  double dot = 0, nx = 0, ny = 0, nd = 0;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const double p = x[i], q = y[i], d = q - p;
+    dot += p * q;
+    nx += p * p;
+    ny += q * q;
+    nd += d * d;
+  }
+  dot = block_sum(dot, scratch);
+  nx = block_sum(nx, scratch);
+  ny = block_sum(ny, scratch);
+  nd = block_sum(nd, scratch);
+  if (threadIdx.x != 0) return;
+  if (cosine) cosine[blockIdx.x] = (nx == 0 || ny == 0) ? (nx == ny ? 1.0 : 0.0) : dot / sqrt(nx * ny);
+  if (magnitude) magnitude[blockIdx.x] = ny == 0 ? (nd == 0 ? 0.0 : 1.0) : sqrt(nd / ny);
+}
+
+// dst (n, dim) = rows rows[0..n) of src. grid: n; block: 256.
+extern "C" __global__ void gather_rows(const float *src, const int *rows, float *dst, int dim) {
+  const float *row = src + (long long)rows[blockIdx.x] * dim;
+  float *out = dst + (long long)blockIdx.x * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = row[i];
+}
+
+// Per row of logits (n, vocab): log-sum-exp (in double) and the target's logit. grid: n; block: 256.
+extern "C" __global__ void head_logsumexp(const float *logits, int vocab, const int *targets, float *lse, float *target_logit) {
+  __shared__ float fscratch[32];
+  __shared__ double dscratch[32];
+  const float *row = logits + (long long)blockIdx.x * vocab;
+  float m = NEG_INF;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, row[i]);
+  m = block_max(m, fscratch);
+  double s = 0;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) s += exp((double)row[i] - m);
+  s = block_sum(s, dscratch);
+  if (threadIdx.x == 0) {
+    lse[blockIdx.x] = (float)(m + log(s));
+    target_logit[blockIdx.x] = row[targets[blockIdx.x]];
+  }
+}
+`;

@@ -1,0 +1,89 @@
+// Turns the host-array kernels of a CPU backend into a DecoderBackend: hidden states are
+// Float32Arrays in host memory, weights are loaded afresh for every pass (so that at most two
+// layers are in memory, and a checkpoint larger than RAM still runs), statistics run in float64.
+
+import { type DecoderBackend, type HeadResult, type HeadWeights, type HiddenStates, type HostKernels, type LayerShape, type LayerWeightsF32, type PreparedHead, type PreparedLayer, type RowStats } from "./backend.js";
+import { rowCosine, rowRelativeMagnitude } from "./rowStats.js";
+import { OptionError } from "../errors.js";
+
+/** Host-memory hidden states: the array is the residual stream itself. */
+export interface HostHiddenStates extends HiddenStates {
+  readonly data: Float32Array;
+}
+
+export type HostBackend<K extends HostKernels = HostKernels> = DecoderBackend & { readonly kernels: K };
+
+export function hostStates(data: Float32Array, rows: number, dim: number, owner: string): HostHiddenStates {
+  if (data.length !== rows * dim) throw new OptionError(`hidden states have ${data.length} values, expected ${rows} rows x ${dim}`);
+  return { data, rows, dim, owner };
+}
+
+/** The listed rows of x (rows, dim), or all of it. */
+export function gatherRows(x: Float32Array, dim: number, rows?: Int32Array): Float32Array {
+  if (!rows) return x;
+  const out = new Float32Array(rows.length * dim);
+  rows.forEach((r, i) => out.set(x.subarray(r * dim, (r + 1) * dim), i * dim));
+  return out;
+}
+
+/** Every listed row index is inside 0..total-1 (a bad index would read another batch's memory on a device). */
+export function checkRowIndices(rows: Int32Array, total: number, what: string): void {
+  for (const r of rows) if (!(r >= 0 && r < total)) throw new OptionError(`${what}: row ${r} is outside 0..${total - 1}`);
+}
+
+export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = 4096): HostBackend<K> {
+  const name = kernels.name;
+  const own = (states: HiddenStates): HostHiddenStates => {
+    if (states.owner !== name || !("data" in states)) throw new OptionError(`hidden states made by backend ${states.owner} were given to backend ${name}`);
+    return states as HostHiddenStates;
+  };
+  return {
+    name,
+    threads: kernels.threads,
+    batchTokens,
+    kernels,
+    async upload(x, rows, dim) {
+      return hostStates(x, rows, dim, name);
+    },
+    async readRows(states, rows) {
+      const s = own(states);
+      if (rows) checkRowIndices(rows, s.rows, "readRows");
+      return rows ? gatherRows(s.data, s.dim, rows) : s.data;
+    },
+    release() {},
+    async prepareLayer(key: string, load: () => LayerWeightsF32, _shape: LayerShape): Promise<PreparedLayer> {
+      return { key, weights: load() };
+    },
+    async prepareHead(key: string, load: () => HeadWeights, vocabSize: number): Promise<PreparedHead> {
+      return { key, weights: load(), vocabSize };
+    },
+    async runLayer(x, nWindows, seqLen, layer, shape, layout) {
+      const s = own(x);
+      if (!layer.weights) throw new OptionError(`layer ${layer.key} was not prepared by backend ${name}`);
+      const out = await kernels.runLayer(s.data, nWindows, seqLen, layer.weights, shape, layout);
+      return hostStates(out, s.rows, s.dim, name);
+    },
+    async rowStats(a, b, wanted, rows): Promise<RowStats> {
+      const x = own(a);
+      const y = own(b);
+      if (x.rows !== y.rows || x.dim !== y.dim) throw new OptionError(`rowStats: states of ${x.rows}x${x.dim} and ${y.rows}x${y.dim} differ in shape`);
+      if (rows) checkRowIndices(rows, x.rows, "rowStats");
+      const n = rows ? rows.length : x.rows;
+      const cosine = wanted.cosine ? new Float64Array(n) : undefined;
+      const magnitude = wanted.magnitude ? new Float64Array(n) : undefined;
+      for (let i = 0; i < n; i++) {
+        const offset = (rows ? rows[i]! : i) * x.dim;
+        if (cosine) cosine[i] = rowCosine(x.data, y.data, offset, x.dim);
+        if (magnitude) magnitude[i] = rowRelativeMagnitude(x.data, y.data, offset, x.dim);
+      }
+      return { ...(cosine ? { cosine } : {}), ...(magnitude ? { magnitude } : {}) };
+    },
+    async runHead(x, rows, head, normEps, targets): Promise<HeadResult> {
+      const s = own(x);
+      if (!head.weights) throw new OptionError(`head ${head.key} was not prepared by backend ${name}`);
+      checkRowIndices(rows, s.rows, "runHead");
+      return kernels.runHead(gatherRows(s.data, s.dim, rows), rows.length, head.weights, head.vocabSize, normEps, targets);
+    },
+    dispose: () => kernels.dispose(),
+  };
+}
