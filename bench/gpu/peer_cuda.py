@@ -7,7 +7,7 @@ Also measures the card's bf16 GEMM peak once so results can be read as a fractio
 
 Usage: python3 bench/gpu/peer_cuda.py --shape tinyllama --windows 8 --seq-len 512 --tasks score,ppl \
            --device cuda --dtype bf16 --repeats 3 --out peer.json
-Writes one JSON object to --out and prints it on stdout.
+Writes one JSON object to --out and prints it on stdout (or a short summary with --print summary).
 """
 import argparse
 import json
@@ -189,6 +189,8 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--print", choices=["json", "summary"], default="json",
+                    help="what goes to stdout: the JSON written to --out, or one line per task (keeps device logs short)")
     args = ap.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     for task in tasks:
@@ -240,7 +242,18 @@ def main() -> None:
     text = json.dumps(result, indent=1)
     with open(args.out, "w") as f:
         f.write(text + "\n")
-    print(text)
+    if args.print == "json":
+        print(text)
+        return
+    gemm = result["gemm_bf16"]
+    print(f"{args.shape} {args.windows}x{args.seq_len} on {result['gpu'] or 'cpu'}: build {result['build_seconds']:.1f} s"
+          + (f", bf16 GEMM {gemm['tflops']:.0f} TFLOP/s" if gemm else ""))
+    for name, t in result["tasks"].items():
+        if t.get("hidden_states_check", 0.0) != 0.0:
+            print(f"  WARNING: hidden_states[n-1] differs from the last layer's input by {t['hidden_states_check']}: BI indexing is off")
+        value = f"nll {t['nll']:.4f}" if "nll" in t else f"bi[0..2] {[round(x, 4) for x in t['bi'][:3]]}"
+        memory = f", peak {t['peak_memory_bytes'] / 2**30:.1f} GiB" if "peak_memory_bytes" in t else ""
+        print(f"  {name}: {t['tokens_per_second']:.0f} tok/s (median {t['seconds'] * 1e3:.1f} ms, batch {t['batch']}{memory}), {value}")
 
 
 if __name__ == "__main__":
