@@ -28,7 +28,7 @@ test("layer parameters match the published model sizes (peer_cuda.py counted the
 test("ratio, peak fraction (best peak over peer files), BI and nll differences", () => {
   const peers = [
     peer("tinyllama", 512, 700, {
-      score: { tokens_per_second: 100_000, seconds: 0.04, bi: [0.5, 0.2, 0.125] },
+      score: { tokens_per_second: 100_000, seconds: 0.04, warmup_seconds: 1.5, bi: [0.5, 0.2, 0.125] },
       ppl: { tokens_per_second: 50_000, nll: 10.25 },
     }),
     peer("llama3-8b", 512, 800, { score: { tokens_per_second: 40_000, bi: [0.1] } }),
@@ -45,6 +45,8 @@ test("ratio, peak fraction (best peak over peer files), BI and nll differences",
   assert.ok(Math.abs(score.peakFraction! - 200_000 * flops / 800e12) < 1e-12);
   assert.ok(Math.abs(score.peerPeakFraction! - 100_000 * flops / 800e12) < 1e-12);
   assert.ok(Math.abs(score.maxBiDiff! - 0.05) < 1e-12);
+  assert.equal(score.peer!.coldSeconds, 1.5);
+  assert.equal(score.shortgpt!.coldSeconds, undefined);
   const ppl = row("tinyllama", "ppl");
   assert.equal(ppl.ratio, 2);
   assert.equal(ppl.nllDiff, 0.25);

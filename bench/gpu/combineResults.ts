@@ -22,7 +22,8 @@ export const SHAPES: Record<string, ModelShape> = {
 export type Task = "score" | "ppl";
 
 /** One measurement from either side, reduced to what the comparison needs. */
-export interface Measurement { tokensPerSecond?: number; seconds?: number; windows?: number; bi?: number[]; nll?: number }
+/** coldSeconds: the first (warm-up) call, which pays for kernel compilation and library setup. */
+export interface Measurement { tokensPerSecond?: number; seconds?: number; coldSeconds?: number; windows?: number; bi?: number[]; nll?: number }
 
 export interface Row {
   shape: string; seqLen: number; task: Task;
@@ -81,12 +82,13 @@ function isTask(v: unknown): v is Task {
 }
 
 /** Copies only the fields present, so exactOptionalPropertyTypes holds and absent stays absent. */
-function measurement(fields: { tokensPerSecond: unknown; seconds: unknown; windows: unknown; bi: unknown; nll: unknown }): Measurement {
+function measurement(fields: { tokensPerSecond: unknown; seconds: unknown; coldSeconds: unknown; windows: unknown; bi: unknown; nll: unknown }): Measurement {
   const m: Measurement = {};
-  const tps = num(fields.tokensPerSecond), seconds = num(fields.seconds), windows = num(fields.windows);
+  const tps = num(fields.tokensPerSecond), seconds = num(fields.seconds), cold = num(fields.coldSeconds), windows = num(fields.windows);
   const bi = numList(fields.bi), nll = num(fields.nll);
   if (tps !== undefined) m.tokensPerSecond = tps;
   if (seconds !== undefined) m.seconds = seconds;
+  if (cold !== undefined) m.coldSeconds = cold;
   if (windows !== undefined) m.windows = windows;
   if (bi !== undefined) m.bi = bi;
   if (nll !== undefined) m.nll = nll;
@@ -129,7 +131,7 @@ export function combine(shortgpt: unknown, peers: unknown[]): Combined {
         continue;
       }
       const k = key(shape, seqLen, s.task);
-      ours.set(k, measurement({ tokensPerSecond: s.tokensPerSecond, seconds: s.seconds, windows: s.windows, bi: s.bi, nll: s.nll }));
+      ours.set(k, measurement({ tokensPerSecond: s.tokensPerSecond, seconds: s.seconds, coldSeconds: s.coldSeconds, windows: s.windows, bi: s.bi, nll: s.nll }));
       remember(k);
     }
   } else {
@@ -153,7 +155,7 @@ export function combine(shortgpt: unknown, peers: unknown[]): Combined {
       const t = tasks[task];
       if (!isRecord(t)) continue;
       const k = key(shape, seqLen, task);
-      theirs.set(k, measurement({ tokensPerSecond: t.tokens_per_second, seconds: t.seconds, windows: p.windows, bi: t.bi, nll: t.nll }));
+      theirs.set(k, measurement({ tokensPerSecond: t.tokens_per_second, seconds: t.seconds, coldSeconds: t.warmup_seconds, windows: p.windows, bi: t.bi, nll: t.nll }));
       remember(k);
     }
   }
