@@ -84,6 +84,19 @@ for (const file of readdirSync(join(root, "bench", "gpu")).filter((f) => f.endsW
 }
 copy(join(root, "bench", "gpu", "device-check.sh"), join(out, "device-check.sh"));
 
+// The real model the correctness checks run (stories260K) and some of its text: ../shared does
+// not travel, so a copy goes into the bundle (build/, never the repository); device-check.sh
+// points SHORTGPT_SHARED at it.
+const shared = resolve(process.env.SHORTGPT_SHARED ?? join(root, "..", "shared"));
+for (const file of ["stories260K.bin", "tok512.bin", "stories260K.gguf"]) {
+  const from = join(shared, "models", "stories260K", file);
+  if (!existsSync(from)) fail(`${from} is missing (set SHORTGPT_SHARED to the shared folder)`);
+  copy(from, join(out, "shared", "models", "stories260K", file));
+}
+const text = readFileSync(join(shared, "data", "tinystories", "tinystories_val.txt"), "utf8");
+mkdirSync(join(out, "shared", "data", "tinystories"), { recursive: true });
+writeFileSync(join(out, "shared", "data", "tinystories", "tinystories_val.txt"), text.slice(0, 200_000));
+
 // Walk the static imports from the device entry points: a bare specifier that is neither node:
 // nor bundled would crash on the device, where there is no node_modules to fall back on.
 const entries = readdirSync(join(out, "dist", "bench", "gpu")).filter((f) => f.endsWith(".js")).map((f) => join(out, "dist", "bench", "gpu", f));

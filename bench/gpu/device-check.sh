@@ -97,7 +97,7 @@ fi
 # --- (a) shortgpt's own device check (correctness, then speed) ---
 # LD_LIBRARY_PATH for node only, so libraries the CUDA libraries load in turn resolve too; the
 # python peer keeps torch's own bundled CUDA libraries.
-run_step shortgpt "$(step_limit "$NODE_TIMEOUT")" env LD_LIBRARY_PATH="$SHORTGPT_CUDA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+run_step shortgpt "$(step_limit "$NODE_TIMEOUT")" env SHORTGPT_SHARED="$BUNDLE/shared" SHORTGPT_CACHE_DIR="${SHORTGPT_CACHE_DIR:-/tmp/shortgpt-cache}" LD_LIBRARY_PATH="$SHORTGPT_CUDA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   "$NODE" dist/bench/gpu/deviceCheck.js --out "$OUT_DIR"
 [ -f "$OUT_DIR/shortgpt.json" ] || log "no shortgpt.json: the table will have peer columns only"
 
@@ -111,5 +111,7 @@ done
 
 # --- (c) combine: gpu-results.json and the markdown table ---
 run_step combine 30 "$NODE" dist/bench/gpu/combineResults.js --dir "$OUT_DIR"
-log "done; results in $OUT_DIR"
+# The device tool brings back at most 8 files: keep the two JSON results and pack the rest.
+( cd "$OUT_DIR" && tar czf details.tar.gz logs peer-*.json 2>/dev/null && rm -rf logs peer-*.json )
+log "done; results in $OUT_DIR: $(ls "$OUT_DIR" | tr '\n' ' ')"
 exit 0

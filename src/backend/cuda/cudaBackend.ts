@@ -95,18 +95,19 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
 
   // Kernels: compiled for this device once, cached on disk.
   const compileOpts = compileOptions(api.computeCapability, { GIN_BF16: precision === "bf16" ? 1 : 0 });
+  let module: unknown;
   const loaded = cachedCompile(KERNEL_SOURCE, compileOpts, api.nvrtcVersion(), api.computeCapability,
     () => api.compile(KERNEL_SOURCE, "shortgpt_kernels.cu", compileOpts),
     (image) => {
       try {
-        api.loadModule(image);
+        module = api.loadModule(image);
         return true;
       } catch {
         return false;
       }
     }, options.cacheDir ?? kernelCacheDir());
   stats.kernelsCached = loaded.cached;
-  const module = api.loadModule(loaded.image);
+  module ??= api.loadModule(loaded.image);
   const functions = new Map<KernelName, unknown>(KERNEL_NAMES.map((k) => [k, api.getFunction(module, k)]));
   const launch = (kernel: KernelName, grid: [number, number?], block: number, args: KernelArg[]): void => {
     api.launch(functions.get(kernel), kernel, grid, block, args);
@@ -269,7 +270,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     const group = nHeads / nKvHeads;
     const t = layer.tensors;
     const layerNorm = shape.layerNorm ? 1 : 0;
-    const softmaxBlock = seqLen <= SOFTMAX_PER_THREAD * 256 ? 256 : 1024;
+    // Threads per softmax row: enough that SOFTMAX_PER_THREAD slots each cover the row, at least 128.
+    const softmaxBlock = Math.max(128, Math.ceil(seqLen / SOFTMAX_PER_THREAD / 32) * 32);
     if (seqLen > SOFTMAX_PER_THREAD * 1024) throw new UnsupportedError(`the cuda backend's attention handles windows of up to ${SOFTMAX_PER_THREAD * 1024} tokens, got ${seqLen}`, { option: "--seq-len" });
 
     const positions = layout && !shape.noRope ? uploadInts("positions", layout.positions) : undefined;

@@ -142,8 +142,8 @@ extern "C" __global__ void qkv_heads(const float *qkv, int ld, int col0, const f
 // to the query's own branch and the shared prefix (branch 0); written over the scores as gin_t
 // with row stride p_ld elements (scores rows are seq_len floats: p_ld = seq_len for fp32, 2 * seq_len for bf16).
 // Rows: (window, head, t) in the order the score GEMM wrote them; branches is offset to the chunk's first window.
-// grid: rows; block: 256 or more, with seq_len <= SOFTMAX_PER_THREAD * blockDim.
-extern "C" __global__ void attention_softmax(float *scores, int seq_len, int n_heads, float scale, const int *branches, int p_ld) {
+// grid: rows; block: a multiple of 32 up to 1024, with seq_len <= SOFTMAX_PER_THREAD * blockDim.
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax(float *scores, int seq_len, int n_heads, float scale, const int *branches, int p_ld) {
   __shared__ float fscratch[32];
   __shared__ double dscratch[32];
   const long long r = blockIdx.x;

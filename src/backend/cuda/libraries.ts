@@ -90,7 +90,7 @@ export function findCudaLibraries(search: LibrarySearchEnv = SYSTEM_SEARCH): Cud
   if (missing.length > 0) {
     const names = missing.map((m) => LIBRARY_FILES[m][0]).join(", ");
     const driverHint = missing.includes("cuda") ? "libcuda comes with the NVIDIA driver: is there a GPU and a driver on this machine? " : "";
-    throw new (missing.includes("cuda") ? NoCudaDriverError : DeviceError)(`the cuda backend needs ${names}, not found; looked in ${folders.join(":")}`, {
+    throw new (missing.includes("cuda") ? NoCudaDriverError : DeviceError)(`the cuda backend needs ${names}: not found in ${folders.join(":")}`, {
       hint: `${driverHint}install the CUDA 12/13 libraries (the toolkit, or pip install nvidia-cublas nvidia-cuda-nvrtc) or set SHORTGPT_CUDA_LIBS to the folders that hold them`,
     });
   }

@@ -1,0 +1,433 @@
+// The cuda backend's check on a machine with an NVIDIA GPU (run by bench/gpu/device-check.sh from
+// the gpu bundle): correctness of every kernel path against the reference backend, on random
+// layers of every family the engine runs and on stories260K end to end; then speed of Block
+// Influence scoring and perplexity on random-weight TinyLlama-1.1B, Llama-2-7B and Llama-3-8B
+// shapes. Writes OUT/shortgpt.json (schema in combineResults.ts) and prints a line per check.
+//
+//   node dist/bench/gpu/deviceCheck.js --out DIR [--skip-speed] [--skip-correctness] [--only-shapes a,b]
+
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { DecoderBackend, LayerShape, LayerWeightsF32, PackedLayout } from "../../src/backend/backend.js";
+import { createCudaBackend, type CudaBackend } from "../../src/backend/cuda/cudaBackend.js";
+import { createReferenceBackend, createReferenceKernels } from "../../src/backend/referenceBackend.js";
+import { rowCosine, rowRelativeMagnitude } from "../../src/backend/rowStats.js";
+import type { PerplexityWindow, Window } from "../../src/data/windows.js";
+import { argmax, generate } from "../../src/eval/generate.js";
+import { loadModel, openModel } from "../../src/load.js";
+import { type LlamaConfig, GGUF_LLAMA_NAMES } from "../../src/models/llama.js";
+import { prepareHead, releaseBatches, runLayersStreaming, type StreamingSource, streamingBlockInfluence, streamingPerplexity } from "../../src/models/streaming.js";
+import { perplexityData, resolveWindows, scoreData, tokenizeFile } from "../../src/pipeline.js";
+import { sharedPath } from "../../src/shared.js";
+import type { TensorEntry, TensorProvider } from "../../src/tensor/provider.js";
+
+const { values: args } = parseArgs({ options: { out: { type: "string" }, "skip-speed": { type: "boolean" }, "skip-correctness": { type: "boolean" }, "only-shapes": { type: "string" }, "dry-run-on-reference": { type: "boolean" } } });
+
+/**
+ * The backend under test. --dry-run-on-reference puts the reference backend in its place, to
+ * check this script itself on a machine without a GPU (every comparison then passes trivially
+ * except that "err > 0" fails: the fast path did not run).
+ */
+async function makeBackend(precision: "bf16" | "fp32"): Promise<CudaBackend> {
+  if (!args["dry-run-on-reference"]) return createCudaBackend({ precision });
+  const stats = { layersUploaded: 0, residentLayers: 0, streamedLayers: 0, kernelsCached: false, kernelLaunches: 0, gemms: 0 };
+  return { ...createReferenceBackend(), deviceName: "reference (dry run)", precision, stats, synchronize() {} };
+}
+const outDir = args.out ?? "gpu-out";
+mkdirSync(outDir, { recursive: true });
+
+interface Check { check: string; ok: boolean; detail: string }
+interface SpeedRow { shape: string; windows: number; seqLen: number; task: "score" | "ppl"; tokensPerSecond: number; seconds: number; coldSeconds: number; bi?: number[]; nll?: number; precision: string }
+const report: { device: string; correctness: Check[]; speed: SpeedRow[]; notes: string[] } = { device: "", correctness: [], speed: [], notes: [] };
+const started = performance.now();
+const log = (line: string): void => console.log(`[deviceCheck +${((performance.now() - started) / 1000).toFixed(1)}s] ${line}`);
+const save = (): void => writeFileSync(join(outDir, "shortgpt.json"), JSON.stringify(report, null, 2));
+
+function record(check: string, ok: boolean, detail: string): void {
+  report.correctness.push({ check, ok, detail });
+  log(`${ok ? "ok  " : "FAIL"} ${check}: ${detail}`);
+  save();
+}
+
+/** Runs one check; an exception is a failed check, not the end of the run. */
+async function guarded(name: string, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (err) {
+    record(name, false, `threw: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
+  }
+}
+
+// --- random data -------------------------------------------------------------------------
+
+function prng(seed: number): () => number {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+}
+
+function uniform(rand: () => number, n: number, scale: number, offset = 0): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = offset + (rand() * 2 - 1) * scale;
+  return out;
+}
+
+function randomLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
+  const r = prng(seed);
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const lin = (out: number, inp: number): Float32Array => uniform(r, out * inp, 1 / Math.sqrt(inp));
+  return {
+    attnNorm: uniform(r, dim, 0.2, 1), wq: lin(qDim, dim), wk: lin(kvDim, dim), wv: lin(kvDim, dim), wo: lin(dim, qDim),
+    ffnNorm: uniform(r, dim, 0.2, 1), ...(shape.plainMlp ? {} : { wGate: lin(hiddenDim, dim) }), wDown: lin(dim, hiddenDim), wUp: lin(hiddenDim, dim),
+    ...(shape.qkvBias ? { bq: uniform(r, qDim, 0.1), bk: uniform(r, kvDim, 0.1), bv: uniform(r, kvDim, 0.1) } : {}),
+    ...(shape.qkNorm ? { qNorm: uniform(r, headDim, 0.2, 1), kNorm: uniform(r, headDim, 0.2, 1) } : {}),
+    ...(shape.layerNorm ? { attnNormBias: uniform(r, dim, 0.1), ffnNormBias: uniform(r, dim, 0.1) } : {}),
+    ...(shape.outputBiases ? { bo: uniform(r, dim, 0.1), bUp: uniform(r, hiddenDim, 0.1), bDown: uniform(r, dim, 0.1) } : {}),
+  };
+}
+
+/** max |got - want| / max |want|: the error relative to the array's scale. */
+function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let err = 0;
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) {
+    err = Math.max(err, Math.abs(got[i]! - want[i]!));
+    scale = Math.max(scale, Math.abs(want[i]!));
+  }
+  return got.length === want.length ? err / scale : Infinity;
+}
+
+// --- correctness ----------------------------------------------------------------------------
+
+/**
+ * Tolerances, as max |error| / max |value| of a layer's output against the float64 reference.
+ * fp32: GEMMs in fp32 with fp32 accumulation, 1e-5 (the issue's bound). bf16: every GEMM input is
+ * rounded to 8 significant bits (relative error up to 2^-9 = 0.2%); an output element sums k
+ * such products whose errors are independent, so its error is ~2^-9 * |typical product| * sqrt(k),
+ * a fraction of a percent of the output's scale, compounded through two GEMMs in each block:
+ * 2e-2 leaves room for that, and a real bug (a wrong head, mask or RoPE angle) gives O(1).
+ */
+const TOLERANCE = { fp32: 1e-5, bf16: 2e-2 } as const;
+
+const BASE: LayerShape = { dim: 256, hiddenDim: 688, nHeads: 8, nKvHeads: 2, headDim: 32, normEps: 1e-5, ropeTheta: 10000 };
+const FAMILY_SHAPES: [string, LayerShape][] = [
+  ["llama GQA 8/2", BASE],
+  ["llama MHA 8/8", { ...BASE, nKvHeads: 8 }],
+  ["llama head 128, 4/1", { ...BASE, dim: 512, nHeads: 4, nKvHeads: 1, headDim: 128 }],
+  ["llama-3 scaled RoPE", { ...BASE, ropeTheta: 500000, ropeFreqFactors: Array.from({ length: 16 }, (_, i) => 1 + i / 4) }],
+  ["qwen2 q/k/v biases", { ...BASE, qkvBias: true }],
+  ["qwen3 q/k norms", { ...BASE, qkNorm: true }],
+  ["gemma GELU", { ...BASE, activation: "gelu_tanh" }],
+  ["gpt-2 LayerNorm, no RoPE, plain MLP, biases", { ...BASE, nKvHeads: 8, layerNorm: true, noRope: true, plainMlp: true, outputBiases: true, activation: "gelu_tanh" }],
+];
+
+/** Two windows of a prefix and two branches each (the evaluation's packed layout). */
+function treeLayout(nWindows: number, seqLen: number): PackedLayout {
+  const positions = new Int32Array(nWindows * seqLen);
+  const branches = new Int32Array(nWindows * seqLen);
+  const prefix = Math.floor(seqLen / 4);
+  const branch = Math.floor((seqLen - prefix) / 2);
+  for (let w = 0; w < nWindows; w++) {
+    for (let t = 0; t < seqLen; t++) {
+      const i = w * seqLen + t;
+      if (t < prefix) { positions[i] = t; branches[i] = 0; } else if (t < prefix + branch) { positions[i] = t; branches[i] = 1; } else { positions[i] = t - branch; branches[i] = 2; }
+    }
+  }
+  return { positions, branches };
+}
+
+async function checkLayers(backend: CudaBackend, label: string, tolerance: number): Promise<void> {
+  const reference = createReferenceKernels();
+  const cases: [string, LayerShape, number, number, PackedLayout | undefined][] = [
+    ...FAMILY_SHAPES.map(([n, s]): [string, LayerShape, number, number, undefined] => [n, s, 3, 67, undefined]),
+    ["llama GQA, packed tree layout", BASE, 2, 48, treeLayout(2, 48)],
+    ["llama MHA, 1 window of 1000 (softmax over several strides)", { ...BASE, nKvHeads: 8 }, 1, 1000, undefined],
+  ];
+  for (const [caseName, shape, nWindows, seqLen, layout] of cases) {
+    await guarded(`${label} layer: ${caseName}`, async () => {
+      const weights = randomLayer(shape, 11);
+      const x = uniform(prng(12), nWindows * seqLen * shape.dim, 1);
+      const want = await reference.runLayer(x, nWindows, seqLen, weights, shape, layout);
+      const states = await backend.upload(x, nWindows * seqLen, shape.dim);
+      const prepared = await backend.prepareLayer(`check/${label}/${caseName}`, () => weights, shape);
+      const out = await backend.runLayer(states, nWindows, seqLen, prepared, shape, layout);
+      const got = await backend.readRows(out);
+      backend.release(states);
+      backend.release(out);
+      const err = scaledError(got, want);
+      record(`${label} layer: ${caseName}`, err <= tolerance && err > 0, `scaled error ${err.toExponential(2)} (bound ${tolerance}; B=${nWindows}, T=${seqLen})`);
+    });
+  }
+  await guarded(`${label} head`, async () => {
+    const r = prng(21);
+    const dim = 256;
+    const vocab = 1000;
+    const rows = 70;
+    const x = uniform(r, rows * dim, 1);
+    const head = { finalNorm: uniform(r, dim, 0.2, 1), classifier: uniform(r, vocab * dim, 0.5) };
+    const pick = Int32Array.from({ length: 33 }, (_, i) => (i * 7) % rows);
+    const targets = Int32Array.from(pick, (_, i) => (i * 131) % vocab);
+    const picked = new Float32Array(pick.length * dim);
+    pick.forEach((row, i) => picked.set(x.subarray(row * dim, (row + 1) * dim), i * dim));
+    const wantLogits = await reference.runHead(picked, pick.length, head, vocab, 1e-5);
+    const wantNll = await reference.runHead(picked, pick.length, head, vocab, 1e-5, targets);
+    const states = await backend.upload(x, rows, dim);
+    const prepared = await backend.prepareHead(`check/${label}/head`, () => head, vocab);
+    const logits = await backend.runHead(states, pick, prepared, 1e-5);
+    const nll = await backend.runHead(states, pick, prepared, 1e-5, targets);
+    backend.release(states);
+    if (logits.kind !== "logits" || wantLogits.kind !== "logits" || nll.kind !== "nll" || wantNll.kind !== "nll") throw new Error("wrong head result kinds");
+    const errLogits = scaledError(logits.logits, wantLogits.logits);
+    const logp = (n: { logSumExp: Float32Array; targetLogit: Float32Array }): Float64Array => Float64Array.from(n.logSumExp, (l, i) => n.targetLogit[i]! - l);
+    const errNll = scaledError(logp(nll), logp(wantNll));
+    record(`${label} head`, errLogits <= tolerance && errNll <= tolerance, `logits scaled error ${errLogits.toExponential(2)}, log p ${errNll.toExponential(2)} (bound ${tolerance})`);
+  });
+  await guarded(`${label} rowStats and readRows`, async () => {
+    const r = prng(31);
+    const dim = 300;
+    const rows = 50;
+    const a = uniform(r, rows * dim, 1);
+    const b = Float32Array.from(a, (v) => v + (r() * 2 - 1) * 0.3);
+    b.fill(0, 0, dim); // a zero output row: cosine 0, magnitude 1
+    const sa = await backend.upload(a, rows, dim);
+    const sb = await backend.upload(b, rows, dim);
+    const stats = await backend.rowStats(sa, sb, { cosine: true, magnitude: true });
+    const subset = Int32Array.of(49, 3, 0, 17);
+    const some = await backend.rowStats(sa, sb, { cosine: true, magnitude: false }, subset);
+    const readBack = await backend.readRows(sb, subset);
+    backend.release(sa);
+    backend.release(sb);
+    let err = 0;
+    for (let i = 0; i < rows; i++) {
+      err = Math.max(err, Math.abs(stats.cosine![i]! - rowCosine(a, b, i * dim, dim)), Math.abs(stats.magnitude![i]! - rowRelativeMagnitude(a, b, i * dim, dim)));
+    }
+    subset.forEach((row, i) => { err = Math.max(err, Math.abs(some.cosine![i]! - rowCosine(a, b, row * dim, dim))); });
+    const rowsOk = [...subset].every((row, i) => readBack.subarray(i * dim, (i + 1) * dim).every((v, j) => v === b[row * dim + j]));
+    record(`${label} rowStats and readRows`, err < 1e-9 && rowsOk && some.magnitude === undefined, `max |difference| from the float64 host statistics ${err.toExponential(2)}; gathered rows exact: ${rowsOk}`);
+  });
+}
+
+/** stories260K end to end: BI, perplexity and the greedy sample against the reference backend. */
+async function checkStories(backend: CudaBackend, label: string, tolerance: number): Promise<void> {
+  const modelPath = sharedPath("models", "stories260K", "stories260K.bin");
+  const textPath = sharedPath("data", "tinystories", "tinystories_val.txt");
+  const opened = openModel(modelPath);
+  const data = tokenizeFile(opened, textPath);
+  const windows = resolveWindows(opened.config.contextLength, { seqLen: 256, maxTokens: 4096 });
+  const reference = createReferenceBackend();
+  await guarded(`${label} stories260K BI`, async () => {
+    const want = await scoreData(opened, data, windows, { backend: reference });
+    const got = await scoreData(opened, data, windows, { backend });
+    const err = Math.max(...got.layers.map((l, i) => Math.abs(l.bi - want.layers[i]!.bi) / Math.max(want.layers[i]!.bi, 1e-3)));
+    const sameRanking = got.ranking.join() === want.ranking.join();
+    record(`${label} stories260K BI`, err <= tolerance * 10 && sameRanking, `max relative BI difference ${err.toExponential(2)} over ${got.tokens} tokens; ranking ${sameRanking ? "identical" : `differs: ${got.ranking} vs ${want.ranking}`}; BI ${got.layers.map((l) => l.bi.toFixed(5)).join(" ")}`);
+  });
+  await guarded(`${label} stories260K perplexity`, async () => {
+    const want = await perplexityData(opened, data, windows, { backend: reference });
+    const got = await perplexityData(opened, data, windows, { backend });
+    const err = Math.abs(got.nll - want.nll) / want.nll;
+    record(`${label} stories260K perplexity`, err <= tolerance, `ppl ${got.perplexity.toFixed(5)} vs reference ${want.perplexity.toFixed(5)} (nll relative difference ${err.toExponential(2)}, ${got.tokens} tokens)`);
+  });
+  await guarded(`${label} stories260K greedy sample`, async () => {
+    const loaded = loadModel(modelPath);
+    const bos = 1;
+    const want = generate(loaded.model, [bos], { maxTokens: 60, temperature: 0, seed: 0 });
+    const got = await greedyOnBackend(opened, backend, [bos], 60);
+    const same = got.join() === want.join();
+    record(`${label} stories260K greedy sample`, same, `${same ? "identical" : "differs"}: "${loaded.tokenizer.decode(got).slice(0, 120)}"`);
+  });
+}
+
+/** Greedy decoding by re-running the whole window each step (no cache: it checks the layers, not generation). */
+async function greedyOnBackend(source: StreamingSource, backend: DecoderBackend, prompt: number[], n: number): Promise<number[]> {
+  const tokens = [...prompt];
+  const head = await prepareHead(source, backend);
+  for (let i = 0; i < n; i++) {
+    const window: Window = { document: 0, begin: 0, tokens: [...tokens] };
+    const batches = await runLayersStreaming(source, [window], { backend });
+    try {
+      const result = await backend.runHead(batches[0]!.hidden!, Int32Array.of(tokens.length - 1), head, source.config.normEps);
+      if (result.kind !== "logits") throw new Error("expected logits");
+      tokens.push(argmax(Float64Array.from(result.logits), 0, source.config.vocabSize));
+    } finally {
+      releaseBatches(batches, backend);
+    }
+  }
+  return tokens.slice(prompt.length);
+}
+
+// --- speed -----------------------------------------------------------------------------------
+
+interface ModelShape { name: string; dim: number; hiddenDim: number; nLayers: number; nHeads: number; nKvHeads: number; vocabSize: number; ropeTheta: number }
+const SHAPES: ModelShape[] = [
+  { name: "tinyllama", dim: 2048, hiddenDim: 5632, nLayers: 22, nHeads: 32, nKvHeads: 4, vocabSize: 32000, ropeTheta: 10000 },
+  { name: "llama2-7b", dim: 4096, hiddenDim: 11008, nLayers: 32, nHeads: 32, nKvHeads: 32, vocabSize: 32000, ropeTheta: 10000 },
+  { name: "llama3-8b", dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, vocabSize: 128256, ropeTheta: 500000 },
+];
+
+/**
+ * Random weights without a file: every tensor is a window into one block of 2^22 uniform values
+ * (std 0.02, as transformers initializes), starting at an offset hashed from its name; norms are 1.
+ * Filling by copies keeps a 7B model's load to seconds; the numbers are random enough for timing.
+ */
+function randomSource(shape: ModelShape): StreamingSource {
+  const config: LlamaConfig = {
+    nLayers: shape.nLayers, dim: shape.dim, hiddenDim: shape.hiddenDim, nHeads: shape.nHeads, nKvHeads: shape.nKvHeads, headDim: shape.dim / shape.nHeads,
+    vocabSize: shape.vocabSize, contextLength: 4096, normEps: 1e-5, ropeTheta: shape.ropeTheta,
+  };
+  const names = { ...GGUF_LLAMA_NAMES, interleavedRope: false };
+  const entries: TensorEntry[] = [
+    { name: names.embedding, shape: [shape.vocabSize, shape.dim], dtype: "BF16" },
+    { name: names.finalNorm, shape: [shape.dim], dtype: "BF16" },
+    { name: names.classifier, shape: [shape.vocabSize, shape.dim], dtype: "BF16" },
+  ];
+  const qDim = shape.dim;
+  const kvDim = shape.nKvHeads * config.headDim;
+  for (let l = 0; l < shape.nLayers; l++) {
+    const n = names.layer(l);
+    entries.push(
+      { name: n.attnNorm!, shape: [shape.dim], dtype: "BF16" }, { name: n.ffnNorm!, shape: [shape.dim], dtype: "BF16" },
+      { name: n.wq!, shape: [qDim, shape.dim], dtype: "BF16" }, { name: n.wk!, shape: [kvDim, shape.dim], dtype: "BF16" }, { name: n.wv!, shape: [kvDim, shape.dim], dtype: "BF16" },
+      { name: n.wo!, shape: [shape.dim, qDim], dtype: "BF16" }, { name: n.wGate!, shape: [shape.hiddenDim, shape.dim], dtype: "BF16" },
+      { name: n.wUp!, shape: [shape.hiddenDim, shape.dim], dtype: "BF16" }, { name: n.wDown!, shape: [shape.dim, shape.hiddenDim], dtype: "BF16" },
+    );
+  }
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const block = uniform(prng(5), 1 << 22, 0.0346);
+  const provider: TensorProvider = {
+    source: `random:${shape.name}`,
+    entries: () => entries,
+    readF32(name) {
+      const e = byName.get(name);
+      if (!e) throw new Error(`no tensor ${name}`);
+      const n = e.shape.reduce((a, b) => a * b, 1);
+      const out = new Float32Array(n);
+      if (e.shape.length === 1) return out.fill(1);
+      let h = 2166136261;
+      for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+      let at = (h >>> 0) % block.length;
+      for (let i = 0; i < n;) {
+        const take = Math.min(block.length - at, n - i);
+        out.set(block.subarray(at, at + take), i);
+        i += take;
+        at = 0;
+      }
+      return out;
+    },
+  };
+  return { config, provider, names };
+}
+
+function randomWindows(shape: ModelShape, nWindows: number, seqLen: number, seed: number): PerplexityWindow[] {
+  const r = prng(seed);
+  return Array.from({ length: nWindows }, (_, d) => ({ document: d, begin: 0, firstTarget: 1, tokens: Array.from({ length: seqLen }, () => Math.floor(r() * shape.vocabSize)) }));
+}
+
+async function timed<T>(backend: CudaBackend, run: () => Promise<T>): Promise<{ seconds: number; result: T }> {
+  backend.synchronize();
+  const t0 = performance.now();
+  const result = await run();
+  backend.synchronize();
+  return { seconds: (performance.now() - t0) / 1000, result };
+}
+
+async function measureShape(shape: ModelShape, runs: [number, number][]): Promise<void> {
+  const backend = await makeBackend("bf16");
+  try {
+    const source = randomSource(shape);
+    for (const [nWindows, seqLen] of runs) {
+      const windows = randomWindows(shape, nWindows, seqLen, 7);
+      const tokens = nWindows * seqLen;
+      for (const task of ["score", "ppl"] as const) {
+        await guarded(`speed ${shape.name} ${nWindows}x${seqLen} ${task}`, async () => {
+          const run = (): Promise<unknown> => (task === "score" ? streamingBlockInfluence(source, windows, { backend }) : streamingPerplexity(source, windows, { backend }));
+          const cold = await timed(backend, run);
+          const warm: { seconds: number; result: unknown }[] = [];
+          for (let i = 0; i < 3; i++) warm.push(await timed(backend, run));
+          const median = [...warm].sort((a, b) => a.seconds - b.seconds)[1]!;
+          const row: SpeedRow = { shape: shape.name, windows: nWindows, seqLen, task, tokensPerSecond: tokens / median.seconds, seconds: median.seconds, coldSeconds: cold.seconds, precision: "bf16" };
+          if (task === "score") row.bi = (median.result as { layers: { bi: number }[] }).layers.map((l) => l.bi);
+          else row.nll = (median.result as { nll: number }).nll;
+          report.speed.push(row);
+          log(`speed ${shape.name} ${nWindows}x${seqLen} ${task}: ${row.tokensPerSecond.toFixed(0)} tokens/s (warm ${median.seconds.toFixed(3)} s, first ${cold.seconds.toFixed(2)} s incl. weight upload); resident layers ${backend.stats.residentLayers}, streamed ${backend.stats.streamedLayers}`);
+          save();
+        });
+      }
+    }
+  } finally {
+    await backend.dispose();
+  }
+}
+
+/** Llama-2-7B shape, one window of 1,024 tokens: BI with bf16 GEMM inputs against fp32 GEMMs (the fp32 path is checked against the reference above). */
+async function checkBf16AgainstFp32(): Promise<void> {
+  await guarded("llama2-7b shape BI: bf16 against fp32, 1 x 1024 tokens", async () => {
+    const shape = SHAPES[1]!;
+    const source = randomSource(shape);
+    const windows = randomWindows(shape, 1, 1024, 9);
+    const bi: Record<string, { bi: number; layer: number }[]> = {};
+    for (const precision of ["fp32", "bf16"] as const) {
+      const backend = await makeBackend(precision);
+      try {
+        bi[precision] = (await streamingBlockInfluence(source, windows, { backend })).layers;
+      } finally {
+        await backend.dispose();
+      }
+    }
+    const diffs = bi["fp32"]!.map((l, i) => Math.abs(l.bi - bi["bf16"]![i]!.bi));
+    const bound = Math.max(...diffs);
+    // Ranking identical except between layers whose fp32 BI differ by less than the bound.
+    const order = (ls: { bi: number; layer: number }[]): number[] => [...ls].sort((a, b) => a.bi - b.bi || a.layer - b.layer).map((l) => l.layer);
+    const a = order(bi["fp32"]!);
+    const b = order(bi["bf16"]!);
+    let swapsBeyondBound = 0;
+    for (let i = 0; i < a.length; i++) for (let j = i + 1; j < a.length; j++) {
+      const bi32 = bi["fp32"]!;
+      const li = a[i]!;
+      const lj = a[j]!;
+      if (b.indexOf(li) > b.indexOf(lj) && Math.abs(bi32[li]!.bi - bi32[lj]!.bi) > 2 * bound) swapsBeyondBound++;
+    }
+    const relative = Math.max(...diffs.map((d, i) => d / bi["fp32"]![i]!.bi));
+    record("llama2-7b shape BI: bf16 against fp32, 1 x 1024 tokens", swapsBeyondBound === 0, `max |BI difference| ${bound.toExponential(2)} (relative ${relative.toExponential(2)}); ranking ${a.join() === b.join() ? "identical" : `differs only between layers closer than 2x that: ${swapsBeyondBound === 0}`}; fp32 BI ${bi["fp32"]!.map((l) => l.bi.toFixed(5)).join(" ")}`);
+  });
+}
+
+// --- main ------------------------------------------------------------------------------------
+
+const probe = await makeBackend("bf16");
+report.device = probe.deviceName;
+log(`device ${probe.deviceName}; kernels ${probe.stats.kernelsCached ? "from the disk cache" : "compiled"}`);
+await probe.dispose();
+if (!args["skip-correctness"]) {
+  for (const precision of ["fp32", "bf16"] as const) {
+    const backend = await makeBackend(precision);
+    try {
+      await checkLayers(backend, precision, TOLERANCE[precision]);
+      await checkStories(backend, precision, TOLERANCE[precision]);
+    } finally {
+      await backend.dispose();
+    }
+  }
+}
+if (!args["skip-speed"]) {
+  const only = args["only-shapes"]?.split(",");
+  // "tiny" only when named: it checks this script's speed path in a dry run.
+  const tiny: ModelShape = { name: "tiny", dim: 128, hiddenDim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 1000, ropeTheta: 10000 };
+  for (const shape of [...SHAPES, tiny].filter((s) => (only ? only.includes(s.name) : s !== tiny))) {
+    await measureShape(shape, shape.name === "llama2-7b" ? [[8, 512], [8, 2048]] : [[8, 512]]);
+  }
+  if (!args["skip-correctness"]) await checkBf16AgainstFp32();
+}
+save();
+const failed = report.correctness.filter((c) => !c.ok).length;
+log(`done: ${report.correctness.length - failed} of ${report.correctness.length} checks passed; ${report.speed.length} speed rows`);
+process.exitCode = failed > 0 ? 1 : 0;
