@@ -12,15 +12,16 @@ import { parseArgs } from "node:util";
 import type { DecoderBackend, LayerShape, LayerWeightsF32, PackedLayout } from "../../src/backend/backend.js";
 import { createCudaBackend, type CudaBackend } from "../../src/backend/cuda/cudaBackend.js";
 import { createReferenceBackend, createReferenceKernels } from "../../src/backend/referenceBackend.js";
+import { embedRows } from "../../src/backend/embedding.js";
 import { rowCosine, rowRelativeMagnitude } from "../../src/backend/rowStats.js";
-import type { PerplexityWindow, Window } from "../../src/data/windows.js";
+import type { Window } from "../../src/data/windows.js";
 import { argmax, generate } from "../../src/eval/generate.js";
 import { loadModel, openModel } from "../../src/load.js";
-import { type LlamaConfig, GGUF_LLAMA_NAMES } from "../../src/models/llama.js";
+import { layerShape, loadLlamaLayer } from "../../src/models/llama.js";
 import { prepareHead, releaseBatches, runLayersStreaming, type StreamingSource, streamingBlockInfluence, streamingPerplexity } from "../../src/models/streaming.js";
 import { perplexityData, resolveWindows, scoreData, tokenizeFile } from "../../src/pipeline.js";
 import { sharedPath } from "../../src/shared.js";
-import type { TensorEntry, TensorProvider } from "../../src/tensor/provider.js";
+import { prng, randomSource, randomWindows, SHAPES, type ModelShape, uniform } from "./randomModel.js";
 
 const { values: args } = parseArgs({ options: { out: { type: "string" }, "skip-speed": { type: "boolean" }, "skip-correctness": { type: "boolean" }, "only-shapes": { type: "string" }, "dry-run-on-reference": { type: "boolean" } } });
 
@@ -60,24 +61,6 @@ async function guarded(name: string, body: () => Promise<void>): Promise<void> {
 }
 
 // --- random data -------------------------------------------------------------------------
-
-function prng(seed: number): () => number {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
-
-function uniform(rand: () => number, n: number, scale: number, offset = 0): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = offset + (rand() * 2 - 1) * scale;
-  return out;
-}
 
 function randomLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
   const r = prng(seed);
@@ -150,7 +133,9 @@ async function checkLayers(backend: CudaBackend, label: string, tolerance: numbe
   const cases: [string, LayerShape, number, number, PackedLayout | undefined][] = [
     ...FAMILY_SHAPES.map(([n, s]): [string, LayerShape, number, number, undefined] => [n, s, 3, 67, undefined]),
     ["llama GQA, packed tree layout", BASE, 2, 48, treeLayout(2, 48)],
-    ["llama MHA, 1 window of 1000 (softmax over several strides)", { ...BASE, nKvHeads: 8 }, 1, 1000, undefined],
+    ["llama MHA, 1 window of 1000 (two query blocks, softmax over several strides)", { ...BASE, nKvHeads: 8 }, 1, 1000, undefined],
+    ["llama GQA 8/2, 2 windows of 700 (two query blocks)", BASE, 2, 700, undefined],
+    ["llama GQA 8/2, packed tree layout over two query blocks", BASE, 2, 600, treeLayout(2, 600)],
   ];
   for (const [caseName, shape, nWindows, seqLen, layout] of cases) {
     await guarded(`${label} layer: ${caseName}`, async () => {
@@ -167,6 +152,24 @@ async function checkLayers(backend: CudaBackend, label: string, tolerance: numbe
       record(`${label} layer: ${caseName}`, err <= tolerance && err > 0, `scaled error ${err.toExponential(2)} (bound ${tolerance}; B=${nWindows}, T=${seqLen})`);
     });
   }
+  await guarded(`${label} embedding`, async () => {
+    const r = prng(41);
+    const dim = 96;
+    const vocab = 50;
+    const weights = { table: uniform(r, vocab * dim, 1), scale: 9.797959, positions: uniform(r, 40 * dim, 0.5) };
+    const ids = Int32Array.from({ length: 60 }, (_, i) => (i * 17) % vocab);
+    const positions = Int32Array.from({ length: 60 }, (_, i) => (i * 7) % 40);
+    let err = 0;
+    for (const [w, pos] of [[weights, positions], [{ table: weights.table }, undefined], [{ table: weights.table, positions: weights.positions }, undefined]] as const) {
+      const want = embedRows(w, ids, dim, 30, pos);
+      const prepared = await backend.prepareEmbedding(`check/${label}/embedding/${err}/${pos ? 1 : 0}/${"positions" in w ? 1 : 0}`, () => w, vocab, dim);
+      const states = await backend.embed(prepared, ids, 30, pos);
+      const got = await backend.readRows(states);
+      backend.release(states);
+      err = Math.max(err, ...got.map((v, i) => Math.abs(v - want[i]!)));
+    }
+    record(`${label} embedding`, err === 0, `max |difference| from the host rows ${err} (scale, learned positions, plain; bit-identical expected)`);
+  });
   await guarded(`${label} head`, async () => {
     const r = prng(21);
     const dim = 256;
@@ -267,71 +270,6 @@ async function greedyOnBackend(source: StreamingSource, backend: DecoderBackend,
 
 // --- speed -----------------------------------------------------------------------------------
 
-interface ModelShape { name: string; dim: number; hiddenDim: number; nLayers: number; nHeads: number; nKvHeads: number; vocabSize: number; ropeTheta: number }
-const SHAPES: ModelShape[] = [
-  { name: "tinyllama", dim: 2048, hiddenDim: 5632, nLayers: 22, nHeads: 32, nKvHeads: 4, vocabSize: 32000, ropeTheta: 10000 },
-  { name: "llama2-7b", dim: 4096, hiddenDim: 11008, nLayers: 32, nHeads: 32, nKvHeads: 32, vocabSize: 32000, ropeTheta: 10000 },
-  { name: "llama3-8b", dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, vocabSize: 128256, ropeTheta: 500000 },
-];
-
-/**
- * Random weights without a file: every tensor is a window into one block of 2^22 uniform values
- * (std 0.02, as transformers initializes), starting at an offset hashed from its name; norms are 1.
- * Filling by copies keeps a 7B model's load to seconds; the numbers are random enough for timing.
- */
-function randomSource(shape: ModelShape): StreamingSource {
-  const config: LlamaConfig = {
-    nLayers: shape.nLayers, dim: shape.dim, hiddenDim: shape.hiddenDim, nHeads: shape.nHeads, nKvHeads: shape.nKvHeads, headDim: shape.dim / shape.nHeads,
-    vocabSize: shape.vocabSize, contextLength: 4096, normEps: 1e-5, ropeTheta: shape.ropeTheta,
-  };
-  const names = { ...GGUF_LLAMA_NAMES, interleavedRope: false };
-  const entries: TensorEntry[] = [
-    { name: names.embedding, shape: [shape.vocabSize, shape.dim], dtype: "BF16" },
-    { name: names.finalNorm, shape: [shape.dim], dtype: "BF16" },
-    { name: names.classifier, shape: [shape.vocabSize, shape.dim], dtype: "BF16" },
-  ];
-  const qDim = shape.dim;
-  const kvDim = shape.nKvHeads * config.headDim;
-  for (let l = 0; l < shape.nLayers; l++) {
-    const n = names.layer(l);
-    entries.push(
-      { name: n.attnNorm!, shape: [shape.dim], dtype: "BF16" }, { name: n.ffnNorm!, shape: [shape.dim], dtype: "BF16" },
-      { name: n.wq!, shape: [qDim, shape.dim], dtype: "BF16" }, { name: n.wk!, shape: [kvDim, shape.dim], dtype: "BF16" }, { name: n.wv!, shape: [kvDim, shape.dim], dtype: "BF16" },
-      { name: n.wo!, shape: [shape.dim, qDim], dtype: "BF16" }, { name: n.wGate!, shape: [shape.hiddenDim, shape.dim], dtype: "BF16" },
-      { name: n.wUp!, shape: [shape.hiddenDim, shape.dim], dtype: "BF16" }, { name: n.wDown!, shape: [shape.dim, shape.hiddenDim], dtype: "BF16" },
-    );
-  }
-  const byName = new Map(entries.map((e) => [e.name, e]));
-  const block = uniform(prng(5), 1 << 22, 0.0346);
-  const provider: TensorProvider = {
-    source: `random:${shape.name}`,
-    entries: () => entries,
-    readF32(name) {
-      const e = byName.get(name);
-      if (!e) throw new Error(`no tensor ${name}`);
-      const n = e.shape.reduce((a, b) => a * b, 1);
-      const out = new Float32Array(n);
-      if (e.shape.length === 1) return out.fill(1);
-      let h = 2166136261;
-      for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
-      let at = (h >>> 0) % block.length;
-      for (let i = 0; i < n;) {
-        const take = Math.min(block.length - at, n - i);
-        out.set(block.subarray(at, at + take), i);
-        i += take;
-        at = 0;
-      }
-      return out;
-    },
-  };
-  return { config, provider, names };
-}
-
-function randomWindows(shape: ModelShape, nWindows: number, seqLen: number, seed: number): PerplexityWindow[] {
-  const r = prng(seed);
-  return Array.from({ length: nWindows }, (_, d) => ({ document: d, begin: 0, firstTarget: 1, tokens: Array.from({ length: seqLen }, () => Math.floor(r() * shape.vocabSize)) }));
-}
-
 async function timed<T>(backend: CudaBackend, run: () => Promise<T>): Promise<{ seconds: number; result: T }> {
   backend.synchronize();
   const t0 = performance.now();
@@ -363,9 +301,35 @@ async function measureShape(shape: ModelShape, runs: [number, number][]): Promis
         });
       }
     }
+    // Where the time goes: one layer alone, repeated on the device (weights resident, no host work between).
+    for (const [nWindows, seqLen] of runs) {
+      await guarded(`profile ${shape.name} ${nWindows}x${seqLen}`, async () => {
+        const config = source.config;
+        const layerShapeOf = layerShape(config);
+        const layer = await backend.prepareLayer(`profile/${shape.name}`, () => loadLayer0(source), layerShapeOf);
+        const rows = nWindows * seqLen;
+        const x = await backend.upload(new Float32Array(rows * config.dim).fill(0.01), rows, config.dim);
+        const runOnce = async (): Promise<void> => backend.release(await backend.runLayer(x, nWindows, seqLen, layer, layerShapeOf));
+        await runOnce();
+        const { seconds } = await timed(backend, async () => {
+          for (let i = 0; i < 10; i++) await runOnce();
+        });
+        backend.release(x);
+        const ms = (seconds / 10) * 1000;
+        const params = 2 * config.dim * config.dim + 2 * config.dim * config.nKvHeads * config.headDim + 3 * config.dim * config.hiddenDim;
+        const tflops = (2 * rows * params) / (seconds / 10) / 1e12;
+        report.notes.push(`${shape.name} ${nWindows}x${seqLen}: one layer ${ms.toFixed(3)} ms on the device (${tflops.toFixed(0)} TFLOP/s of its GEMM work); x ${config.nLayers} layers = ${(ms * config.nLayers).toFixed(1)} ms`);
+        log(report.notes[report.notes.length - 1]!);
+        save();
+      });
+    }
   } finally {
     await backend.dispose();
   }
+}
+
+function loadLayer0(source: StreamingSource): LayerWeightsF32 {
+  return loadLlamaLayer(source.provider, source.config, source.names, 0);
 }
 
 /** Llama-2-7B shape, one window of 1,024 tokens: BI with bf16 GEMM inputs against fp32 GEMMs (the fp32 path is checked against the reference above). */

@@ -127,6 +127,23 @@ export interface PreparedHead {
   readonly vocabSize: number;
 }
 
+/** The input embedding as embed takes it. */
+export interface EmbeddingWeights {
+  table: Float32Array; // (vocabSize, dim)
+  /** Gemma: rows are multiplied by this (in float32) before layer 0. */
+  scale?: number;
+  /** GPT-2: learned positions (nPositions, dim), added to each row at its position. */
+  positions?: Float32Array;
+}
+
+/** The embedding made ready by prepareEmbedding. */
+export interface PreparedEmbedding {
+  readonly key: string;
+  readonly weights: EmbeddingWeights | undefined;
+  readonly vocabSize: number;
+  readonly dim: number;
+}
+
 /** Which per-row statistics rowStats computes between the stream entering and leaving a layer. */
 export interface RowStatsWanted {
   cosine: boolean;
@@ -151,6 +168,13 @@ export interface DecoderBackend {
   readonly batchTokens: number;
   /** Places embedded rows x (rows, dim) where the backend computes. */
   upload(x: Float32Array, rows: number, dim: number): Promise<HiddenStates>;
+  /** Makes the input embedding ready, as prepareLayer does for a layer. */
+  prepareEmbedding(key: string, load: () => EmbeddingWeights, vocabSize: number, dim: number): Promise<PreparedEmbedding>;
+  /**
+   * The residual stream entering layer 0 for token ids (one row each): the embedding row (times
+   * its scale), plus the learned position row at positions[r] (else r % seqLen) where the model has one.
+   */
+  embed(embedding: PreparedEmbedding, ids: Int32Array, seqLen: number, positions?: Int32Array): Promise<HiddenStates>;
   /** Copies rows back to the host: all of them, or the listed row indices in that order. */
   readRows(states: HiddenStates, rows?: Int32Array): Promise<Float32Array>;
   /** Frees the states' memory now (device backends); the states must not be used again. */

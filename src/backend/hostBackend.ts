@@ -2,7 +2,8 @@
 // Float32Arrays in host memory, weights are loaded afresh for every pass (so that at most two
 // layers are in memory, and a checkpoint larger than RAM still runs), statistics run in float64.
 
-import { type DecoderBackend, type HeadResult, type HeadWeights, type HiddenStates, type HostKernels, type LayerShape, type LayerWeightsF32, type PreparedHead, type PreparedLayer, type RowStats } from "./backend.js";
+import { type DecoderBackend, type EmbeddingWeights, type HeadResult, type HeadWeights, type HiddenStates, type HostKernels, type LayerShape, type LayerWeightsF32, type PreparedEmbedding, type PreparedHead, type PreparedLayer, type RowStats } from "./backend.js";
+import { checkTokenIds, embedRows } from "./embedding.js";
 import { rowCosine, rowRelativeMagnitude } from "./rowStats.js";
 import { OptionError } from "../errors.js";
 
@@ -51,6 +52,14 @@ export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = 409
       return rows ? gatherRows(s.data, s.dim, rows) : s.data;
     },
     release() {},
+    async prepareEmbedding(key: string, load: () => EmbeddingWeights, vocabSize: number, dim: number): Promise<PreparedEmbedding> {
+      return { key, weights: load(), vocabSize, dim };
+    },
+    async embed(embedding, ids, seqLen, positions) {
+      if (!embedding.weights) throw new OptionError(`embedding ${embedding.key} was not prepared by backend ${name}`);
+      checkTokenIds(ids, embedding.vocabSize);
+      return hostStates(embedRows(embedding.weights, ids, embedding.dim, seqLen, positions), ids.length, embedding.dim, name);
+    },
     async prepareLayer(key: string, load: () => LayerWeightsF32, _shape: LayerShape): Promise<PreparedLayer> {
       return { key, weights: load() };
     },

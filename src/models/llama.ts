@@ -3,6 +3,7 @@
 
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
 import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../backend/backend.js";
+import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
@@ -68,21 +69,9 @@ export function normWeight(w: Weights, config: LlamaConfig): Weights {
   return w;
 }
 
-/**
- * One input row as the first layer sees it: the token's embedding (scaled for Gemma, in float32),
- * plus the position's row for learned positions (GPT-2).
- */
+/** One input row as the first layer sees it (see backend/embedding.ts). */
 export function embeddingRow(embedding: Weights, id: number, dim: number, config: LlamaConfig, positions?: { table: Weights; position: number }): Float32Array {
-  const row = embedding.subarray(id * dim, (id + 1) * dim);
-  if (config.embeddingScale === undefined && !positions) return row;
-  const out = new Float32Array(dim);
-  for (let i = 0; i < dim; i++) out[i] = config.embeddingScale === undefined ? row[i]! : row[i]! * config.embeddingScale;
-  if (positions) {
-    const { table, position } = positions;
-    if (!((position + 1) * dim <= table.length)) throw new OptionError(`position ${position} is beyond the model's ${table.length / dim} learned positions`, { hint: "use shorter windows (--seq-len)" });
-    for (let i = 0; i < dim; i++) out[i] = out[i]! + table[position * dim + i]!;
-  }
-  return out;
+  return embeddingRowOf(embedding, id, dim, config.embeddingScale, positions);
 }
 
 /** The backend's layer shape for this config. */

@@ -8,7 +8,7 @@ import { OptionError } from "../errors.js";
 import type { PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
-import { embeddingRow, layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
+import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
 
@@ -129,23 +129,20 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
   const batchInfo = batches.map((batch): BatchInfo => ({ windows: batch.windows.map((w) => windowIndex.get(w)!), seqLen: batch.seqLen }));
   try {
-    // The embeddings are needed once, to start the residual stream; they are dropped before the layers run.
-    {
-      const embedding = provider.readF32(names.embedding);
-      const positionTable = config.learnedPositions ? provider.readF32(names.positionEmbedding!) : undefined;
-      for (const batch of batches) {
-        const rows = batch.windows.length * batch.seqLen;
-        const x = new Float32Array(rows * dim);
-        batch.windows.forEach((w, i) => {
-          w.tokens.forEach((id, pos) => {
-            if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new OptionError(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
-            // A packed window's tokens sit at their own sequence's positions.
-            const positions = positionTable && { table: positionTable, position: w.layout ? w.layout.positions[pos]! : pos };
-            x.set(embeddingRow(embedding, id, dim, config, positions), (i * batch.seqLen + pos) * dim);
-          });
-        });
-        batch.hidden = await backend.upload(x, rows, dim);
-      }
+    // The embedding starts the residual stream (a device backend keeps it resident, a host backend drops it after this).
+    const embedding = await backend.prepareEmbedding(`${sourceKey(source)}/embedding`, () => ({
+      table: provider.readF32(names.embedding),
+      ...(config.embeddingScale === undefined ? {} : { scale: config.embeddingScale }),
+      ...(config.learnedPositions ? { positions: provider.readF32(names.positionEmbedding!) } : {}),
+    }), vocabSize, dim);
+    for (const batch of batches) {
+      const ids = new Int32Array(batch.windows.length * batch.seqLen);
+      batch.windows.forEach((w, i) => {
+        for (const id of w.tokens) if (!Number.isInteger(id)) throw new OptionError(`token id ${id} is not an integer`);
+        ids.set(w.tokens, i * batch.seqLen);
+      });
+      // A packed window's tokens sit at their own sequence's positions.
+      batch.hidden = await backend.embed(embedding, ids, batch.seqLen, batch.layout?.positions);
     }
     const shape = layerShape(config);
     const skip = options.skip ?? new Set<number>();

@@ -5,7 +5,8 @@
 // Only small results come back to the host: per-row statistics, log-likelihoods, asked-for logits.
 
 import { UnsupportedError, DeviceError, OptionError } from "../../errors.js";
-import type { DecoderBackend, HeadResult, HeadWeights, HiddenStates, LayerShape, LayerWeightsF32, PackedLayout, PreparedHead, PreparedLayer, RowStats, RowStatsWanted } from "../backend.js";
+import type { DecoderBackend, EmbeddingWeights, HeadResult, HeadWeights, HiddenStates, PreparedEmbedding, LayerShape, LayerWeightsF32, PackedLayout, PreparedHead, PreparedLayer, RowStats, RowStatsWanted } from "../backend.js";
+import { checkPosition, checkTokenIds } from "../embedding.js";
 import { checkRowIndices } from "../hostBackend.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { checkLayerWeights, checkLayout } from "../referenceBackend.js";
@@ -29,6 +30,8 @@ export interface CudaBackendOptions {
   reserveBytes?: number;
   /** Most bytes of attention scores at once (windows are chunked to stay under it); default 2 GiB. */
   scoresBytes?: number;
+  /** Queries per attention block (causal blocks skip the keys after the block); default 512. */
+  attentionBlock?: number;
 }
 
 export interface CudaBackend extends DecoderBackend {
@@ -59,6 +62,13 @@ interface DeviceLayer extends PreparedLayer {
   freed: boolean;
 }
 type DeviceTensorName = "attnNorm" | "attnNormBias" | "wqkv" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "wo" | "bo" | "ffnNorm" | "ffnNormBias" | "wUpGate" | "bUp" | "wDown" | "bDown";
+
+interface DeviceEmbedding extends PreparedEmbedding {
+  readonly base: DevicePtr;
+  readonly tensors: { table: DevicePtr; positions?: DevicePtr };
+  readonly nPositions: number;
+  readonly scale: number | undefined;
+}
 
 interface DeviceHead extends PreparedHead {
   readonly base: DevicePtr;
@@ -91,6 +101,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   }
   const reserve = options.reserveBytes ?? Math.max(4 * 2 ** 30, api.totalMemory * 0.1);
   const scoresLimit = options.scoresBytes ?? 2 * 2 ** 30;
+  const attentionBlock = options.attentionBlock ?? 512;
   const stats = { layersUploaded: 0, residentLayers: 0, streamedLayers: 0, kernelsCached: false, kernelLaunches: 0, gemms: 0 };
 
   // Kernels: compiled for this device once, cached on disk.
@@ -203,6 +214,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   const residentLayers = new Map<string, DeviceLayer>();
   const transientLayers: DeviceLayer[] = [];
   const heads = new Map<string, DeviceHead>();
+  const embeddings = new Map<string, DeviceEmbedding>();
   const invFreqs = new Map<string, DevicePtr>();
 
   const fitsResident = (bytes: number): boolean => api.memoryInfo().free - bytes > reserve;
@@ -270,8 +282,6 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     const group = nHeads / nKvHeads;
     const t = layer.tensors;
     const layerNorm = shape.layerNorm ? 1 : 0;
-    // Threads per softmax row: enough that SOFTMAX_PER_THREAD slots each cover the row, at least 128.
-    const softmaxBlock = Math.max(128, Math.ceil(seqLen / SOFTMAX_PER_THREAD / 32) * 32);
     if (seqLen > SOFTMAX_PER_THREAD * 1024) throw new UnsupportedError(`the cuda backend's attention handles windows of up to ${SOFTMAX_PER_THREAD * 1024} tokens, got ${seqLen}`, { option: "--seq-len" });
 
     const positions = layout && !shape.noRope ? uploadInts("positions", layout.positions) : undefined;
@@ -296,31 +306,55 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, kh);
     toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, vh);
 
-    // Scores (fp32) for a chunk of windows, softmax over them in place as gin_t, then P @ V.
-    const windowScores = nHeads * seqLen * seqLen * 4;
-    const perChunk = Math.max(1, Math.min(nWindows, Math.floor(scoresLimit / windowScores)));
-    const scores = work("scores", perChunk * windowScores);
+    // Attention, by blocks of queries: block [q0, q1) needs only keys [0, q1), so the causal mask
+    // costs no GEMM work or score memory beyond the block's diagonal. For each block and each query
+    // head j of a KV group, over a chunk of windows (batch b = window * nKvHeads + kvHead):
+    //   scores[b][i][s] = sum_d Q[head][q0 + i][d] K[kvHead][s][d]   (fp32, s < q1)
+    //   softmax in place as gin_t, then O[head][q0 + i][d] = sum_s P[b][i][s] V[kvHead][s][d].
+    // Head-major layouts: Q (window, head, t, d), K and V (window, kvHead, t, d), O as Q.
+    const queryBlock = Math.min(seqLen, attentionBlock);
+    // Score bytes per window for the largest block: a whole-window block holds every query head's rows.
+    const blockScores = (queryBlock === seqLen ? nHeads : nKvHeads) * queryBlock * seqLen * 4;
+    const perChunk = Math.max(1, Math.min(nWindows, Math.floor(scoresLimit / blockScores)));
+    const scores = work("scores", perChunk * blockScores);
     const oh = work("oh", rows * qDim * ginBytes);
-    const pLd = precision === "bf16" ? 2 * seqLen : seqLen;
     const scale = 1 / Math.sqrt(headDim);
+    const hd = headDim;
     for (let w0 = 0; w0 < nWindows; w0 += perChunk) {
       const cw = Math.min(perChunk, nWindows - w0);
-      const qAt = qh + BigInt(w0 * seqLen * qDim * ginBytes);
+      const batches = cw * nKvHeads;
       const kAt = kh + BigInt(w0 * seqLen * kvDim * ginBytes);
       const vAt = vh + BigInt(w0 * seqLen * kvDim * ginBytes);
-      const oAt = oh + BigInt(w0 * seqLen * qDim * ginBytes);
-      // scores[(w, g)][(j, t)][s] = sum_d K[s][d] Q[(j, t)][d]; column-major C (s, (j, t)).
-      api.gemmStridedBatched(
-        { transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: seqLen, n: group * seqLen, k: headDim, a: kAt, aType: ginType, lda: headDim, b: qAt, bType: ginType, ldb: headDim, beta: 0, c: scores, cType: CUDA_R_32F, ldc: seqLen },
-        { strideA: seqLen * headDim, strideB: group * seqLen * headDim, strideC: group * seqLen * seqLen, count: cw * nKvHeads },
-      );
-      launch("attention_softmax", [cw * nHeads * seqLen], softmaxBlock, [ptr(scores), i32(seqLen), i32(nHeads), f32(scale), ptr(branches === undefined ? null : branches + BigInt(w0 * seqLen * 4)), i32(pLd)]);
-      // O[(w, g)][(j, t)][d] = sum_s P[(j, t)][s] V[s][d]; column-major C (d, (j, t)).
-      api.gemmStridedBatched(
-        { transA: CUBLAS_OP_N, transB: CUBLAS_OP_N, m: headDim, n: group * seqLen, k: seqLen, a: vAt, aType: ginType, lda: headDim, b: scores, bType: ginType, ldb: pLd, beta: 0, c: oAt, cType: ginType, ldc: headDim },
-        { strideA: seqLen * headDim, strideB: group * seqLen * pLd, strideC: group * seqLen * headDim, count: cw * nKvHeads },
-      );
-      stats.gemms += 2;
+      const branchesAt = branches === undefined ? null : branches + BigInt(w0 * seqLen * 4);
+      for (let q0 = 0; q0 < seqLen; q0 += queryBlock) {
+        const nq = Math.min(queryBlock, seqLen - q0);
+        const keys = q0 + nq;
+        const pLd = precision === "bf16" ? 2 * keys : keys;
+        const softmaxBlock = Math.max(128, Math.ceil(keys / SOFTMAX_PER_THREAD / 32) * 32);
+        // A block of the whole window takes a KV group's query heads in one call: their rows are
+        // contiguous (group * seqLen of them per batch); a smaller block needs one call per head.
+        const fused = nq === seqLen;
+        const heads = fused ? 1 : group;
+        const queryRows = fused ? group * seqLen : nq;
+        for (let j = 0; j < heads; j++) {
+          // Head kvHead * group + j of window w0 + b / nKvHeads, from its row q0; the next batch's heads are group * seqLen rows on.
+          const qAt = qh + BigInt(((w0 * nHeads + j) * seqLen + q0) * hd * ginBytes);
+          const oAt = oh + BigInt(((w0 * nHeads + j) * seqLen + q0) * hd * ginBytes);
+          api.gemmStridedBatched(
+            { transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: keys, n: queryRows, k: hd, a: kAt, aType: ginType, lda: hd, b: qAt, bType: ginType, ldb: hd, beta: 0, c: scores, cType: CUDA_R_32F, ldc: keys },
+            { strideA: seqLen * hd, strideB: group * seqLen * hd, strideC: queryRows * keys, count: batches },
+          );
+          // Fused, score row r is (batch * group + j) * seqLen + t: "batches" of seqLen rows, nHeads of them per window.
+          launch("attention_softmax", [batches * queryRows], softmaxBlock, [
+            ptr(scores), i32(keys), i32(fused ? seqLen : nq), i32(q0), i32(fused ? nHeads : nKvHeads), f32(scale), ptr(branchesAt), i32(seqLen), i32(pLd),
+          ]);
+          api.gemmStridedBatched(
+            { transA: CUBLAS_OP_N, transB: CUBLAS_OP_N, m: hd, n: queryRows, k: keys, a: vAt, aType: ginType, lda: hd, b: scores, bType: ginType, ldb: pLd, beta: 0, c: oAt, cType: ginType, ldc: hd },
+            { strideA: seqLen * hd, strideB: queryRows * pLd, strideC: group * seqLen * hd, count: batches },
+          );
+          stats.gemms += 2;
+        }
+      }
     }
     const att = work("att", rows * qDim * ginBytes);
     launch("heads_to_rows", [blocksFor(rows * qDim)], BLOCK, [ptr(oh), ptr(att), i32(seqLen), i32(nHeads), i32(headDim), i64(rows * qDim)]);
@@ -360,6 +394,41 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       if (x.length !== rows * dim) throw new OptionError(`hidden states have ${x.length} values, expected ${rows} rows x ${dim}`);
       const states = newStates(rows, dim);
       api.upload(states.ptr, x);
+      return states;
+    },
+    async prepareEmbedding(key, load, vocabSize, dim) {
+      const have = embeddings.get(key);
+      if (have) return have;
+      const w: EmbeddingWeights = load();
+      if (w.table.length !== vocabSize * dim) throw new OptionError(`embedding has ${w.table.length} values, expected ${vocabSize} x ${dim}`);
+      if (w.positions && w.positions.length % dim !== 0) throw new OptionError(`position embedding has ${w.positions.length} values, not a multiple of ${dim}`);
+      // fp32, as the residual stream starts from it exactly (a bf16 checkpoint's rows are exact in fp32 too).
+      const group = uploadGroup([
+        { name: "table", values: [w.table], gin: false },
+        ...(w.positions ? [{ name: "positions" as const, values: [w.positions], gin: false }] : []),
+      ], `embedding ${key}`);
+      const embedding: DeviceEmbedding = {
+        key, weights: undefined, vocabSize, dim, base: group.base, tensors: group.tensors as DeviceEmbedding["tensors"],
+        nPositions: w.positions ? w.positions.length / dim : 0, scale: w.scale,
+      };
+      embeddings.set(key, embedding);
+      return embedding;
+    },
+    async embed(prepared, ids, seqLen, positions) {
+      const e = prepared as DeviceEmbedding;
+      if (!("base" in prepared)) throw new OptionError(`embedding ${prepared.key} is not prepared on ${name}`);
+      checkTokenIds(ids, e.vocabSize);
+      if (positions && positions.length !== ids.length) throw new OptionError(`positions has ${positions.length} values, expected ${ids.length}`);
+      if (e.tensors.positions) {
+        if (positions) for (const p of positions) checkPosition(p, e.nPositions);
+        else if (ids.length > 0) checkPosition(Math.min(seqLen, ids.length) - 1, e.nPositions);
+      }
+      const states = newStates(ids.length, e.dim);
+      if (ids.length === 0) return states;
+      launch("embed_rows", [ids.length], BLOCK, [
+        ptr(e.tensors.table), ptr(uploadInts("ids", ids)), f32(e.scale ?? 0), ptr(e.tensors.positions),
+        ptr(e.tensors.positions && positions ? uploadInts("embedPositions", positions) : null), i32(seqLen), ptr(states.ptr), i32(e.dim),
+      ]);
       return states;
     },
     async readRows(states, rows) {
@@ -486,6 +555,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       transientLayers.length = 0;
       for (const h of heads.values()) api.free(h.base);
       heads.clear();
+      for (const e of embeddings.values()) api.free(e.base);
+      embeddings.clear();
       for (const p of invFreqs.values()) api.free(p);
       invFreqs.clear();
       for (const s of scratch.values()) api.free(s.ptr);

@@ -8,7 +8,7 @@
 // No CUDA headers are included: bf16 is handled as its bits, so NVRTC needs no include path.
 
 export const KERNEL_NAMES = [
-  "to_gin", "norm_rows", "qkv_heads", "attention_softmax", "heads_to_rows", "add_bias", "mlp_activation",
+  "embed_rows", "to_gin", "norm_rows", "qkv_heads", "attention_softmax", "heads_to_rows", "add_bias", "mlp_activation",
   "row_stats", "gather_rows", "head_logsumexp",
 ] as const;
 export type KernelName = (typeof KERNEL_NAMES)[number];
@@ -70,6 +70,21 @@ __device__ float block_max(float v, float *scratch) {
   }
   __syncthreads();
   return scratch[0];
+}
+
+// The residual stream entering layer 0 (host twin: embedding.ts): row r = table[ids[r]] * scale
+// (scale 0: none) + pos_table[positions ? positions[r] : r % seq_len] (when pos_table is given).
+// grid: rows; block: 256.
+extern "C" __global__ void embed_rows(const float *table, const int *ids, float scale, const float *pos_table, const int *positions, int seq_len, float *out, int dim) {
+  const int r = blockIdx.x;
+  const float *row = table + (long long)ids[r] * dim;
+  const float *pos = pos_table ? pos_table + (long long)(positions ? positions[r] : r % seq_len) * dim : 0;
+  float *dst = out + (long long)r * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = scale != 0.f ? row[i] * scale : row[i];
+    if (pos) v += pos[i];
+    dst[i] = v;
+  }
 }
 
 // Weights: fp32 (uploaded as stored after expansion) -> GEMM input type. n elements.
@@ -138,18 +153,21 @@ extern "C" __global__ void qkv_heads(const float *qkv, int ld, int col0, const f
   out[i + half] = to_gin_value(b);
 }
 
-// Softmax of one row of attention scores, masked causally (key s <= query t) and, with branches,
-// to the query's own branch and the shared prefix (branch 0); written over the scores as gin_t
-// with row stride p_ld elements (scores rows are seq_len floats: p_ld = seq_len for fp32, 2 * seq_len for bf16).
-// Rows: (window, head, t) in the order the score GEMM wrote them; branches is offset to the chunk's first window.
-// grid: rows; block: a multiple of 32 up to 1024, with seq_len <= SOFTMAX_PER_THREAD * blockDim.
-extern "C" __global__ void __launch_bounds__(1024) attention_softmax(float *scores, int seq_len, int n_heads, float scale, const int *branches, int p_ld) {
+// Softmax of one row of attention scores for one block of queries, masked causally (key s <= query t)
+// and, with branches, to the query's own branch and the shared prefix (branch 0); written over the
+// scores as gin_t with row stride p_ld elements (p_ld = row_len for fp32, 2 * row_len for bf16).
+// The score GEMM wrote rows (batch b, query q0 + i) for i < block_rows, each row_len keys long;
+// batch b belongs to window b / batches_per_window (branches is offset to the chunk's first window,
+// seq_len values per window). grid: rows; block: a multiple of 32 up to 1024, row_len <= SOFTMAX_PER_THREAD * blockDim.
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax(float *scores, int row_len, int block_rows, int q0, int batches_per_window,
+                                                                      float scale, const int *branches, int seq_len, int p_ld) {
   __shared__ float fscratch[32];
   __shared__ double dscratch[32];
   const long long r = blockIdx.x;
-  const int t = (int)(r % seq_len);
-  const int window = (int)(r / ((long long)seq_len * n_heads));
-  const float *row = scores + r * seq_len;
+  const int b = (int)(r / block_rows);
+  const int t = q0 + (int)(r - (long long)b * block_rows);
+  const int window = b / batches_per_window;
+  const float *row = scores + r * row_len;
   const int *br = branches ? branches + (long long)window * seq_len : 0;
   const int own = br ? br[t] : 0;
   float v[SOFTMAX_PER_THREAD];
@@ -158,7 +176,7 @@ extern "C" __global__ void __launch_bounds__(1024) attention_softmax(float *scor
   for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
     const int s = threadIdx.x + k * blockDim.x;
     bool visible = s <= t;
-    if (visible && br) { const int b = br[s]; visible = b == 0 || b == own; }
+    if (visible && br) { const int bs = br[s]; visible = bs == 0 || bs == own; }
     v[k] = visible ? row[s] * scale : NEG_INF;
     m = fmaxf(m, v[k]);
   }
@@ -175,7 +193,7 @@ extern "C" __global__ void __launch_bounds__(1024) attention_softmax(float *scor
 #pragma unroll
   for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
     const int s = threadIdx.x + k * blockDim.x;
-    if (s < seq_len) p[s] = to_gin_value(v[k] * inv);
+    if (s < row_len) p[s] = to_gin_value(v[k] * inv);
   }
 }
 
