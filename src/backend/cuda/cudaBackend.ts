@@ -12,7 +12,7 @@ import { ropeInverseFrequencies } from "../reference.js";
 import { checkLayerWeights, checkLayout } from "../referenceBackend.js";
 import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F, CudaApi, type DevicePtr, type KernelArg } from "./api.js";
 import { cachedCompile, compileOptions, kernelCacheDir } from "./compile.js";
-import { KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD } from "./kernelSource.js";
+import { KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD, SOFTMAX_SLOTS } from "./kernelSource.js";
 import { type CudaLibraryPaths, findCudaLibraries } from "./libraries.js";
 
 export type CudaPrecision = "bf16" | "fp32";
@@ -75,6 +75,12 @@ interface DeviceHead extends PreparedHead {
   readonly bytes: number;
   readonly tensors: { finalNorm: DevicePtr; finalNormBias?: DevicePtr; classifier: DevicePtr };
   readonly dim: number;
+}
+
+/** The softmax variant and block size for rows of `keys` scores: 128 threads with the fewest slots that cover the row, else more threads with 32. */
+export function softmaxLaunch(keys: number): { kernel: KernelName; block: number } {
+  for (const slots of SOFTMAX_SLOTS) if (keys <= slots * 128) return { kernel: `attention_softmax_${slots}`, block: 128 };
+  return { kernel: "attention_softmax_32", block: Math.ceil(keys / SOFTMAX_PER_THREAD / 32) * 32 };
 }
 
 const alignUp = (n: number): number => Math.ceil(n / ALIGN) * ALIGN;
@@ -330,7 +336,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
         const nq = Math.min(queryBlock, seqLen - q0);
         const keys = q0 + nq;
         const pLd = precision === "bf16" ? 2 * keys : keys;
-        const softmaxBlock = Math.max(128, Math.ceil(keys / SOFTMAX_PER_THREAD / 32) * 32);
+        const softmax = softmaxLaunch(keys);
         // A block of the whole window takes a KV group's query heads in one call: their rows are
         // contiguous (group * seqLen of them per batch); a smaller block needs one call per head.
         const fused = nq === seqLen;
@@ -345,7 +351,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
             { strideA: seqLen * hd, strideB: group * seqLen * hd, strideC: queryRows * keys, count: batches },
           );
           // Fused, score row r is (batch * group + j) * seqLen + t: "batches" of seqLen rows, nHeads of them per window.
-          launch("attention_softmax", [batches * queryRows], softmaxBlock, [
+          launch(softmax.kernel, [batches * queryRows], softmax.block, [
             ptr(scores), i32(keys), i32(fused ? seqLen : nq), i32(q0), i32(fused ? nHeads : nKvHeads), f32(scale), ptr(branchesAt), i32(seqLen), i32(pLd),
           ]);
           api.gemmStridedBatched(

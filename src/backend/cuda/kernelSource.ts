@@ -8,12 +8,13 @@
 // No CUDA headers are included: bf16 is handled as its bits, so NVRTC needs no include path.
 
 export const KERNEL_NAMES = [
-  "embed_rows", "to_gin", "norm_rows", "qkv_heads", "attention_softmax", "heads_to_rows", "add_bias", "mlp_activation",
+  "embed_rows", "to_gin", "norm_rows", "qkv_heads", "attention_softmax_4", "attention_softmax_8", "attention_softmax_16", "attention_softmax_32", "heads_to_rows", "add_bias", "mlp_activation",
   "row_stats", "gather_rows", "head_logsumexp",
 ] as const;
 export type KernelName = (typeof KERNEL_NAMES)[number];
 
-/** Rows of attention scores one thread of attention_softmax holds in registers (it covers SOFTMAX_PER_THREAD x blockDim keys). */
+/** Keys one thread of attention_softmax_<slots> holds in registers, smallest first (a row covers slots x blockDim keys). */
+export const SOFTMAX_SLOTS = [4, 8, 16, 32] as const;
 export const SOFTMAX_PER_THREAD = 32;
 
 export const KERNEL_SOURCE = String.raw`
@@ -37,7 +38,6 @@ typedef float gin_t;
 __device__ __forceinline__ gin_t to_gin_value(float v) { return v; }
 #endif
 
-#define SOFTMAX_PER_THREAD ${SOFTMAX_PER_THREAD}
 #define NEG_INF __int_as_float(0xff800000)
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
@@ -81,8 +81,9 @@ extern "C" __global__ void embed_rows(const float *table, const int *ids, float 
   const float *pos = pos_table ? pos_table + (long long)(positions ? positions[r] : r % seq_len) * dim : 0;
   float *dst = out + (long long)r * dim;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = scale != 0.f ? row[i] * scale : row[i];
-    if (pos) v += pos[i];
+    // Rounded multiply, then rounded add (no FMA), as the host computes them.
+    float v = scale != 0.f ? __fmul_rn(row[i], scale) : row[i];
+    if (pos) v = __fadd_rn(v, pos[i]);
     dst[i] = v;
   }
 }
@@ -158,11 +159,13 @@ extern "C" __global__ void qkv_heads(const float *qkv, int ld, int col0, const f
 // scores as gin_t with row stride p_ld elements (p_ld = row_len for fp32, 2 * row_len for bf16).
 // The score GEMM wrote rows (batch b, query q0 + i) for i < block_rows, each row_len keys long;
 // batch b belongs to window b / batches_per_window (branches is offset to the chunk's first window,
-// seq_len values per window). grid: rows; block: a multiple of 32 up to 1024, row_len <= SOFTMAX_PER_THREAD * blockDim.
-extern "C" __global__ void __launch_bounds__(1024) attention_softmax(float *scores, int row_len, int block_rows, int q0, int batches_per_window,
-                                                                      float scale, const int *branches, int seq_len, int p_ld) {
-  __shared__ float fscratch[32];
-  __shared__ double dscratch[32];
+// seq_len values per window). Each thread holds SLOTS keys in registers: the host picks the
+// smallest SLOTS with row_len <= SLOTS * blockDim (attention_softmax_<SLOTS>), since every slot
+// costs instructions even when masked. grid: rows; block: a multiple of 32 up to 1024.
+template <int SLOTS> __device__ __forceinline__ void softmax_row(float *scores, int row_len, int block_rows, int q0, int batches_per_window,
+                                                                  float scale, const int *branches, int seq_len, int p_ld) {
+  __shared__ float max_scratch[32];
+  __shared__ float sum_scratch[32];
   const long long r = blockIdx.x;
   const int b = (int)(r / block_rows);
   const int t = q0 + (int)(r - (long long)b * block_rows);
@@ -170,31 +173,44 @@ extern "C" __global__ void __launch_bounds__(1024) attention_softmax(float *scor
   const float *row = scores + r * row_len;
   const int *br = branches ? branches + (long long)window * seq_len : 0;
   const int own = br ? br[t] : 0;
-  float v[SOFTMAX_PER_THREAD];
+  float v[SLOTS];
   float m = NEG_INF;
 #pragma unroll
-  for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
+  for (int k = 0; k < SLOTS; k++) {
     const int s = threadIdx.x + k * blockDim.x;
     bool visible = s <= t;
     if (visible && br) { const int bs = br[s]; visible = bs == 0 || bs == own; }
     v[k] = visible ? row[s] * scale : NEG_INF;
     m = fmaxf(m, v[k]);
   }
-  const float row_max = block_max(m, fscratch);
-  double sum = 0;
+  const float row_max = block_max(m, max_scratch);
+  float sum = 0.f;
 #pragma unroll
-  for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
+  for (int k = 0; k < SLOTS; k++) {
     v[k] = v[k] == NEG_INF ? 0.f : __expf(v[k] - row_max);
     sum += v[k];
   }
   // block_sum ends with a barrier: every thread has read its scores before any probability is written over them.
-  const float inv = (float)(1.0 / block_sum(sum, dscratch));
+  const float inv = 1.f / block_sum(sum, sum_scratch);
   gin_t *p = (gin_t *)scores + r * (long long)p_ld;
 #pragma unroll
-  for (int k = 0; k < SOFTMAX_PER_THREAD; k++) {
+  for (int k = 0; k < SLOTS; k++) {
     const int s = threadIdx.x + k * blockDim.x;
     if (s < row_len) p[s] = to_gin_value(v[k] * inv);
   }
+}
+
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_4(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
+  softmax_row<4>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
+}
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_8(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
+  softmax_row<8>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
+}
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_16(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
+  softmax_row<16>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
+}
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_32(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
+  softmax_row<32>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
 }
 
 // Head-major attention output (window, head, t, head_dim) -> rows (window * seq_len + t, n_heads * head_dim).
