@@ -156,7 +156,7 @@ async function checkLayers(backend: CudaBackend, label: string, tolerance: numbe
     const r = prng(41);
     const dim = 96;
     const vocab = 50;
-    const weights = { table: uniform(r, vocab * dim, 1), scale: 9.797959, positions: uniform(r, 40 * dim, 0.5) };
+    const weights = { table: uniform(r, vocab * dim, 1), scale: Math.fround(9.797959), positions: uniform(r, 40 * dim, 0.5) };
     const ids = Int32Array.from({ length: 60 }, (_, i) => (i * 17) % vocab);
     const positions = Int32Array.from({ length: 60 }, (_, i) => (i * 7) % 40);
     let err = 0;

@@ -11,7 +11,9 @@ export function embeddingRow(embedding: Float32Array, id: number, dim: number, s
   const row = embedding.subarray(id * dim, (id + 1) * dim);
   if (scale === undefined && !positions) return row;
   const out = new Float32Array(dim);
-  for (let i = 0; i < dim; i++) out[i] = scale === undefined ? row[i]! : row[i]! * scale;
+  // The scale is a float32, as the device kernel takes it (models round sqrt(dim) to float32 already).
+  const s = scale === undefined ? undefined : Math.fround(scale);
+  for (let i = 0; i < dim; i++) out[i] = s === undefined ? row[i]! : row[i]! * s;
   if (positions) {
     const { table, position } = positions;
     checkPosition(position, table.length / dim);
