@@ -102,7 +102,7 @@ test("bad option values name the option", () => {
   expectFailure(() => ["score", "/nonexistent/model.bin", "--data", TINYSTORIES], /model file not found: \/nonexistent\/model\.bin/);
   expectFailure(() => ["score", MODEL_BIN, "--data", TINYSTORIES, "--threads", "0"], /--threads 0 must be between 1 and 1024/);
   expectFailure(() => ["score", MODEL_BIN, "--data", TINYSTORIES, "--threads", "two"], /--threads "two" is not an integer/);
-  expectFailure(() => ["eval", MODEL_BIN, "--ppl", TINYSTORIES, "--backend", "cuda"], /--backend "cuda" is not a backend \(choose one of: auto, onnx, wasm, reference\)/);
+  expectFailure(() => ["eval", MODEL_BIN, "--ppl", TINYSTORIES, "--backend", "gpu"], /--backend "gpu" is not a backend \(choose one of: auto, cuda, onnx, wasm, reference\)/);
 });
 
 test("size fields are checked against the file size before anything is allocated", () => {

@@ -341,7 +341,8 @@ const ONE = Float32Array.of(1);
 const ZERO = Float32Array.of(0);
 
 function mib(bytes: number): string {
-  return (bytes / 2 ** 20).toFixed(0);
+  const m = bytes / 2 ** 20;
+  return m < 10 ? m.toFixed(2) : m.toFixed(0);
 }
 
 /** The bytes a typed array views (koffi passes a Buffer/Uint8Array view as a pointer to its first byte). */
