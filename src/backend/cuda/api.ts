@@ -62,7 +62,7 @@ type Fn = (...args: unknown[]) => unknown;
 export class CudaApi {
   private readonly cu: Record<string, Fn> = {};
   private readonly blas: Record<string, Fn> = {};
-  private readonly rtc: Record<string, Fn> = {};
+  private readonly rtc: Record<string, Fn>;
   private cublasHandle: unknown = null;
   readonly deviceIndex: number;
   readonly deviceName: string;
@@ -71,21 +71,8 @@ export class CudaApi {
   readonly totalMemory: number;
 
   constructor(paths: CudaLibraryPaths, deviceIndex: number) {
-    const load = (path: string): koffi.IKoffiLib => {
-      try {
-        return koffi.load(path);
-      } catch (err) {
-        throw new DeviceError(`cannot load ${path}: ${err instanceof Error ? err.message : String(err)}`, { hint: "set SHORTGPT_CUDA_LIBS to a folder with matching CUDA 12/13 libraries" });
-      }
-    };
-    const driver = load(paths.cuda);
-    const bind = (lib: koffi.IKoffiLib, into: Record<string, Fn>, decls: string[]): void => {
-      for (const decl of decls) {
-        const name = /\s(\w+)\(/.exec(decl)![1]!;
-        into[name] = lib.func(decl) as Fn;
-      }
-    };
-    bind(driver, this.cu, [
+    const driver = loadLibrary(paths.cuda);
+    bindFunctions(driver, this.cu, [
       "int cuInit(unsigned int flags)",
       "int cuDeviceGetCount(_Out_ int *count)",
       "int cuDeviceGet(_Out_ int *device, int ordinal)",
@@ -132,8 +119,8 @@ export class CudaApi {
     this.check("cuCtxSetCurrent", this.cu["cuCtxSetCurrent"]!(ctx[0]));
 
     preloadSiblings(paths.cublas, /^libcublasLt\.so\.\d+$/);
-    const cublas = load(paths.cublas);
-    bind(cublas, this.blas, [
+    const cublas = loadLibrary(paths.cublas);
+    bindFunctions(cublas, this.blas, [
       "int cublasCreate_v2(_Out_ void **handle)",
       "int cublasDestroy_v2(void *handle)",
       "int cublasGemmEx(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, uint64_t A, int Atype, int lda, uint64_t B, int Btype, int ldb, const void *beta, uint64_t C, int Ctype, int ldc, int computeType, int algo)",
@@ -143,18 +130,7 @@ export class CudaApi {
     this.checkBlas("cublasCreate", this.blas["cublasCreate_v2"]!(handle));
     this.cublasHandle = handle[0];
 
-    preloadSiblings(paths.nvrtc, /^libnvrtc-builtins\.so\.[\d.]+$/);
-    const nvrtc = load(paths.nvrtc);
-    bind(nvrtc, this.rtc, [
-      "int nvrtcVersion(_Out_ int *major, _Out_ int *minor)",
-      "int nvrtcCreateProgram(_Out_ void **prog, const char *src, const char *name, int numHeaders, void *headers, void *includeNames)",
-      "int nvrtcCompileProgram(void *prog, int numOptions, const char **options)",
-      "int nvrtcGetCUBINSize(void *prog, _Out_ size_t *size)",
-      "int nvrtcGetCUBIN(void *prog, _Out_ uint8_t *cubin)",
-      "int nvrtcGetProgramLogSize(void *prog, _Out_ size_t *size)",
-      "int nvrtcGetProgramLog(void *prog, _Out_ uint8_t *log)",
-      "int nvrtcDestroyProgram(_Inout_ void **prog)",
-    ]);
+    this.rtc = bindNvrtc(paths.nvrtc);
   }
 
   private check(call: string, status: unknown, what?: string): void {
@@ -297,22 +273,36 @@ export function nvrtcCompile(rtc: Record<string, Fn>, source: string, name: stri
   }
 }
 
-/** Binds NVRTC alone (for compiling without a GPU, as the tests do). */
+const NVRTC_FUNCTIONS = [
+  "int nvrtcVersion(_Out_ int *major, _Out_ int *minor)",
+  "int nvrtcCreateProgram(_Out_ void **prog, const char *src, const char *name, int numHeaders, void *headers, void *includeNames)",
+  "int nvrtcCompileProgram(void *prog, int numOptions, const char **options)",
+  "int nvrtcGetCUBINSize(void *prog, _Out_ size_t *size)",
+  "int nvrtcGetCUBIN(void *prog, _Out_ uint8_t *cubin)",
+  "int nvrtcGetProgramLogSize(void *prog, _Out_ size_t *size)",
+  "int nvrtcGetProgramLog(void *prog, _Out_ uint8_t *log)",
+  "int nvrtcDestroyProgram(_Inout_ void **prog)",
+];
+
+/** Binds NVRTC (alone, it compiles without a GPU, as the tests do). */
 export function bindNvrtc(path: string): Record<string, Fn> {
   preloadSiblings(path, /^libnvrtc-builtins\.so\.[\d.]+$/);
-  const lib = koffi.load(path);
   const rtc: Record<string, Fn> = {};
-  for (const decl of [
-    "int nvrtcCreateProgram(_Out_ void **prog, const char *src, const char *name, int numHeaders, void *headers, void *includeNames)",
-    "int nvrtcCompileProgram(void *prog, int numOptions, const char **options)",
-    "int nvrtcGetCUBINSize(void *prog, _Out_ size_t *size)",
-    "int nvrtcGetCUBIN(void *prog, _Out_ uint8_t *cubin)",
-    "int nvrtcGetProgramLogSize(void *prog, _Out_ size_t *size)",
-    "int nvrtcGetProgramLog(void *prog, _Out_ uint8_t *log)",
-    "int nvrtcDestroyProgram(_Inout_ void **prog)",
-    "int nvrtcVersion(_Out_ int *major, _Out_ int *minor)",
-  ]) rtc[/\s(\w+)\(/.exec(decl)![1]!] = lib.func(decl) as Fn;
+  bindFunctions(loadLibrary(path), rtc, NVRTC_FUNCTIONS);
   return rtc;
+}
+
+function loadLibrary(path: string): koffi.IKoffiLib {
+  try {
+    return koffi.load(path);
+  } catch (err) {
+    throw new DeviceError(`cannot load ${path}: ${err instanceof Error ? err.message : String(err)}`, { hint: "set SHORTGPT_CUDA_LIBS to a folder with matching CUDA 12/13 libraries" });
+  }
+}
+
+/** Declares each C prototype on the library, keyed by the function's name. */
+function bindFunctions(lib: koffi.IKoffiLib, into: Record<string, Fn>, decls: readonly string[]): void {
+  for (const decl of decls) into[/\s(\w+)\(/.exec(decl)![1]!] = lib.func(decl) as Fn;
 }
 
 /**
