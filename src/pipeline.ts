@@ -4,7 +4,7 @@
 
 import type { DecoderBackend } from "./backend/backend.js";
 import { readTextData, tokenizeDocuments, type SplitMode } from "./data/documents.js";
-import { countTokens, perplexityWindows, requireOneWindow, scoringWindows, truncateDocuments } from "./data/windows.js";
+import { countTokens, type PerplexityWindow, perplexityWindows, requireOneWindow, scoringWindows, truncateDocuments } from "./data/windows.js";
 import { OptionError } from "./errors.js";
 import type { PerplexityResult } from "./eval/perplexity.js";
 import { type TextSize, textSize } from "./eval/perplexityVariants.js";
@@ -74,9 +74,14 @@ export function calibrationWindows(data: TokenizedData, windows: WindowChoice): 
   };
 }
 
-/** Strided perplexity; --max-tokens keeps the first N tokens of the text, which are then windowed. */
-export function perplexityData(source: StreamingSource, data: TokenizedData, windows: WindowChoice, options: RunOptions): Promise<PerplexityResult> {
+/** The strided perplexity windows; --max-tokens keeps the first N tokens of the text, which are then windowed. */
+export function perplexityWindowsOf(data: TokenizedData, windows: WindowChoice): PerplexityWindow[] {
   const docs = truncateDocuments(data.documents, windows.maxTokens);
   requireOneWindow(docs, windows.seqLen, data.path);
-  return streamingPerplexity(source, perplexityWindows(docs, windows), options);
+  return perplexityWindows(docs, windows);
+}
+
+/** Strided perplexity over perplexityWindowsOf's windows. */
+export function perplexityData(source: StreamingSource, data: TokenizedData, windows: WindowChoice, options: RunOptions): Promise<PerplexityResult> {
+  return streamingPerplexity(source, perplexityWindowsOf(data, windows), options);
 }

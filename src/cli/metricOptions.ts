@@ -4,7 +4,7 @@
 import type { DecoderBackend } from "../backend/backend.js";
 import { OptionError } from "../errors.js";
 import type { OpenedModel } from "../load.js";
-import { computeMetrics, METRIC_NAMES, type MetricName, type MetricScores, type MetricsOptions, type MetricsRun, parseMetricList } from "../metrics/layerMetrics.js";
+import { type CalibrationWindows, computeMetrics, METRIC_NAMES, type MetricName, type MetricScores, type MetricsOptions, type MetricsRun, parseMetricList } from "../metrics/layerMetrics.js";
 import type { BlockTokens } from "../metrics/layerStats.js";
 import { calibrationWindows, type TokenizedData, type WindowChoice } from "../pipeline.js";
 import { parseStrategy, type Protection, type SelectStrategy } from "../prune/select.js";
@@ -57,8 +57,15 @@ export function selectionFromArgs(p: Parsed): SelectionChoice {
 }
 
 /** Runs the chosen metrics on the calibration data with a progress bar. */
-export async function metricsWithProgress(
+export function metricsWithProgress(
   opened: OpenedModel, data: TokenizedData, windows: WindowChoice, choice: MetricChoice, backend: DecoderBackend, skip?: ReadonlySet<number>,
+): Promise<MetricsRun> {
+  return metricsOnWindows(opened, calibrationWindows(data, windows), choice, backend, skip);
+}
+
+/** Runs the chosen metrics on windows already cut (a shard's share of them) with a progress bar. */
+export async function metricsOnWindows(
+  opened: OpenedModel, calibration: CalibrationWindows, choice: MetricChoice, backend: DecoderBackend, skip?: ReadonlySet<number>,
 ): Promise<MetricsRun> {
   const progress = new Progress("scoring", "token-layers");
   const options: MetricsOptions = {
@@ -67,7 +74,7 @@ export async function metricsWithProgress(
     ...(skip ? { skip } : {}),
   };
   try {
-    return await computeMetrics(opened, calibrationWindows(data, windows), choice.metrics, options);
+    return await computeMetrics(opened, calibration, choice.metrics, options);
   } finally {
     progress.done();
   }

@@ -7,6 +7,7 @@ import type { DecoderBackend } from "../backend/backend.js";
 import type { StreamingSource } from "../models/streaming.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { OptionError } from "../errors.js";
+import { checkShardNotEmpty, type Shard, shardIndices } from "../shards/shard.js";
 import { scoreRequests } from "./loglikelihood.js";
 import type { TaskDefinition, TaskItem } from "./tasks/tasks.js";
 
@@ -131,11 +132,26 @@ function groupParts(task: TaskDefinition, results: readonly ItemResult[]): Pick<
 }
 
 export async function evaluateTask(source: StreamingSource, tokenizer: Tokenizer, task: TaskDefinition, options: EvaluateOptions): Promise<TaskResult> {
+  return (await evaluateTaskShard(source, tokenizer, task, options)).result;
+}
+
+/** What one shard of a task scored: its items' results, their indices among all the task's items, and their number. */
+export interface TaskShardResult {
+  result: TaskResult;
+  indices: number[];
+  totalItems: number;
+}
+
+/** The task on every item, or with `shard` on that part of the items (after --limit), as evaluateTask. */
+export async function evaluateTaskShard(source: StreamingSource, tokenizer: Tokenizer, task: TaskDefinition, options: EvaluateOptions, shard?: Shard): Promise<TaskShardResult> {
   const started = Date.now();
   if (options.bos === true && tokenizer.bosId < 0) {
     throw new OptionError("--bos: this model's tokenizer has no BOS token", { option: "--bos", hint: "leave --bos out: contexts then start as the tokenizer starts texts" });
   }
-  const items: TaskItem[] = task.load(options.dataDir, { shots: options.shots, ...(options.limit === undefined ? {} : { limit: options.limit }) });
+  const all: TaskItem[] = task.load(options.dataDir, { shots: options.shots, ...(options.limit === undefined ? {} : { limit: options.limit }) });
+  if (shard) checkShardNotEmpty(all.length, shard, `${task.name} items`);
+  const indices = shard ? shardIndices(all.length, shard) : all.map((_, i) => i);
+  const items = shard ? indices.map((i) => all[i]!) : all;
   const requests = items.flatMap((item) => item.requests);
   const scored = await scoreRequests(source, tokenizer, requests, {
     backend: options.backend, groupSizes: items.map((item) => item.requests.length), bos: options.bos ?? tokenizer.addsBos, ...(options.skip ? { skip: options.skip } : {}),
@@ -157,10 +173,14 @@ export async function evaluateTask(source: StreamingSource, tokenizer: Tokenizer
     };
     return result;
   });
+  return { result: taskResult(task, options.shots, results, (Date.now() - started) / 1000), indices, totalItems: all.length };
+}
+
+/** A task's result from its items' results (in item order), as lm-eval reports it: also how merged shards are summarized. */
+export function taskResult(task: TaskDefinition, shots: number, results: ItemResult[], seconds: number): TaskResult {
   const parts = task.group ? groupParts(task, results) : { metrics: itemMetrics(task, results) };
-  const seconds = (Date.now() - started) / 1000;
   return {
-    task: task.name, follows: task.follows, kind: task.kind, shots: options.shots, items: results.length, ...parts,
+    task: task.name, follows: task.follows, kind: task.kind, shots, items: results.length, ...parts,
     seconds, itemsPerSecond: results.length / seconds, results,
   };
 }

@@ -13,6 +13,21 @@ export interface PerplexityResult {
   perWindow?: { nll: Float64Array; tokens: Float64Array };
 }
 
+/**
+ * Perplexity from per-window sums, summed in window order: the one place the total is formed, so a
+ * run split into shards and merged gives the same bits as one run.
+ */
+export function perplexityFromWindows(perWindow: { nll: ArrayLike<number>; tokens: ArrayLike<number> }): { perplexity: number; nll: number; tokens: number } {
+  let nllSum = 0;
+  let tokens = 0;
+  for (let w = 0; w < perWindow.nll.length; w++) {
+    nllSum += perWindow.nll[w]!;
+    tokens += perWindow.tokens[w]!;
+  }
+  const nll = nllSum / tokens;
+  return { perplexity: Math.exp(nll), nll, tokens };
+}
+
 export interface PerplexityOptions {
   skip?: ReadonlySet<number>;
   onProgress?: (done: number, total: number) => void;

@@ -59,8 +59,52 @@ export interface CalibrationWindows {
   perplexity: readonly PerplexityWindow[];
 }
 
+/**
+ * A data metric's exact per-window sums: row k (a running layer, or a block start) and window w at
+ * k * windows + w. Every score is a function of the mean over windows (summed per window first,
+ * then over windows in window order), so sums gathered on several machines give the same scores.
+ */
+export interface WindowSumsTable {
+  metric: MetricName;
+  block: number;
+  /** Which calibration windows the columns are: scoring windows, or perplexity windows (`ppl`). */
+  kind: "scoring" | "perplexity";
+  /** The layer (or block start) of each row. */
+  layers: number[];
+  windows: number;
+  sums: Float64Array;
+  counts: Float64Array;
+}
+
+/** The score from a mean over windows: bi is 1 - mean cosine, ppl is exp(mean nll), the others are the mean. */
+function scoreOfMean(metric: MetricName, mean: number): number {
+  if (metric === "bi") return 1 - mean;
+  if (metric === "ppl") return Math.exp(mean);
+  return mean;
+}
+
+/** A data metric's scores from its per-window sums; `weights` counts each window (a bootstrap resample). */
+export function scoresFromSums(table: WindowSumsTable, weights?: ArrayLike<number>): MetricScores {
+  const w = table.windows;
+  return fromScores(table.metric, table.block, table.layers.map((layer, k) => ({
+    layer, score: scoreOfMean(table.metric, weightedMean(table.sums.subarray(k * w, (k + 1) * w), table.counts.subarray(k * w, (k + 1) * w), weights)),
+  })));
+}
+
+/** The order-based metrics: reverse-order and seeded random, from the running layers alone. */
+export function orderScores(metric: "reverse-order" | "random", running: readonly number[], seed: number): MetricScores {
+  if (metric === "reverse-order") return fromOrder(metric, [...running.slice(0, -1).reverse(), running[running.length - 1]!]);
+  return fromOrder(metric, seededPermutation(running.length, seed).map((i) => running[i]!));
+}
+
+export function isDataMetric(metric: MetricName): boolean {
+  return metric !== "reverse-order" && metric !== "random";
+}
+
 export interface MetricsRun {
   results: MetricScores[];
+  /** The per-window sums behind each data metric, in the order of `results` (order metrics have none). */
+  tables: WindowSumsTable[];
   /** The same metrics with each window counted `weights[w]` times (a bootstrap resample); order metrics unchanged. */
   resample(scoringWeights: ArrayLike<number>, perplexityWeights: ArrayLike<number>): MetricScores[];
   tokens: number;
@@ -82,7 +126,7 @@ function fromOrder(metric: MetricName, order: readonly number[]): MetricScores {
 }
 
 /** The running layers (not skipped), in order. */
-function runningLayers(nLayers: number, skip?: ReadonlySet<number>): number[] {
+export function runningLayers(nLayers: number, skip?: ReadonlySet<number>): number[] {
   return Array.from({ length: nLayers }, (_, l) => l).filter((l) => !skip?.has(l));
 }
 
@@ -113,31 +157,43 @@ export async function computeMetrics(source: StreamingSource, windows: Calibrati
       pplRuns.push({ layer, nll: r.perWindow!.nll, tokens: r.perWindow!.tokens });
     }
   }
-  const orderMetrics = new Map<MetricName, MetricScores>();
-  orderMetrics.set("reverse-order", fromOrder("reverse-order", [...running.slice(0, -1).reverse(), running[running.length - 1]!]));
-  orderMetrics.set("random", fromOrder("random", seededPermutation(running.length, options.seed ?? 0).map((i) => running[i]!)));
-
-  const aggregate = (scoringWeights?: ArrayLike<number>, perplexityWeights?: ArrayLike<number>): MetricScores[] => metrics.map((metric) => {
-    const perLayer = (score: (k: number) => number): { layer: number; score: number }[] => running.map((layer, k) => ({ layer, score: score(k) }));
+  const table = (metric: MetricName, sums: { sums: Float64Array; counts: Float64Array }, layers: number[], kind: WindowSumsTable["kind"] = "scoring", tableBlock = 1): WindowSumsTable => ({
+    metric, block: tableBlock, kind, layers, windows: kind === "scoring" ? windows.scoring.length : windows.perplexity.length, sums: sums.sums, counts: sums.counts,
+  });
+  const tables = metrics.filter(isDataMetric).map((metric): WindowSumsTable => {
     switch (metric) {
       case "bi":
-        return fromScores(metric, 1, perLayer((k) => 1 - stats!.cosine!.mean(k, scoringWeights)));
+        return table(metric, stats!.cosine!, running);
       case "bi-angular":
-        return fromScores(metric, 1, perLayer((k) => stats!.angle!.mean(k, scoringWeights)));
+        return table(metric, stats!.angle!, running);
       case "relative-magnitude":
-        return fromScores(metric, 1, perLayer((k) => stats!.magnitude!.mean(k, scoringWeights)));
+        return table(metric, stats!.magnitude!, running);
       case "angular": {
-        const starts = Array.from({ length: stats!.blockStarts }, (_, k) => ({ layer: running[k]!, score: stats!.blockAngle!.mean(k, scoringWeights) }));
-        return fromScores(metric, block, starts);
+        // Only the first blockStarts rows are block starts; the rest were never filled.
+        const rows = stats!.blockStarts;
+        const n = windows.scoring.length;
+        const angle = stats!.blockAngle!;
+        return table(metric, { sums: angle.sums.slice(0, rows * n), counts: angle.counts.slice(0, rows * n) }, running.slice(0, rows), "scoring", block);
       }
-      case "ppl":
-        return fromScores(metric, 1, pplRuns.map((r) => ({ layer: r.layer, score: Math.exp(weightedMean(r.nll, r.tokens, perplexityWeights)) })));
-      default:
-        return orderMetrics.get(metric)!;
+      default: {
+        const concat = (part: "nll" | "tokens"): Float64Array => {
+          const out = new Float64Array(pplRuns.length * windows.perplexity.length);
+          pplRuns.forEach((r, k) => out.set(r[part], k * windows.perplexity.length));
+          return out;
+        };
+        return table(metric, { sums: concat("nll"), counts: concat("tokens") }, pplRuns.map((r) => r.layer), "perplexity");
+      }
     }
+  });
+  const seed = options.seed ?? 0;
+  const aggregate = (scoringWeights?: ArrayLike<number>, perplexityWeights?: ArrayLike<number>): MetricScores[] => metrics.map((metric) => {
+    if (metric === "reverse-order" || metric === "random") return orderScores(metric, running, seed);
+    const t = tables.find((x) => x.metric === metric)!;
+    return scoresFromSums(t, t.kind === "scoring" ? scoringWeights : perplexityWeights);
   });
   return {
     results: aggregate(),
+    tables,
     resample: (scoringWeights, perplexityWeights) => aggregate(scoringWeights, perplexityWeights),
     tokens: windows.scoring.reduce((n, w) => n + w.tokens.length, 0),
     windows: { scoring: windows.scoring.length, perplexity: windows.perplexity.length },

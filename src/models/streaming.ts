@@ -5,7 +5,7 @@
 import type { DecoderBackend, HiddenStates, PackedLayout, PreparedHead } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
-import type { PerplexityResult } from "../eval/perplexity.js";
+import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
 import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
@@ -201,8 +201,6 @@ export async function streamingPerplexity(source: StreamingSource, windows: read
   try {
     const head = await prepareHead(source, backend);
     const { normEps } = source.config;
-    let nllSum = 0;
-    let tokens = 0;
     const windowIndex = new Map<PerplexityWindow, number>(windows.map((w, i) => [w, i]));
     const perWindow = { nll: new Float64Array(windows.length), tokens: new Float64Array(windows.length) };
     for (const batch of batches) {
@@ -223,15 +221,13 @@ export async function streamingPerplexity(source: StreamingSource, windows: read
         if (result.kind !== "nll") throw new Error("internal: the backend returned logits where log-likelihoods were asked for");
         for (let i = 0; i < end - start; i++) {
           const nll = result.logSumExp[i]! - result.targetLogit[i]!;
-          nllSum += nll;
           perWindow.nll[owners[start + i]!]! += nll;
           perWindow.tokens[owners[start + i]!]! += 1;
         }
-        tokens += end - start;
       }
     }
-    const nll = nllSum / tokens;
-    return { perplexity: Math.exp(nll), nll, tokens, windows: windows.length, perWindow };
+    // Summed per window, then over windows: the same arithmetic as merging shards.
+    return { ...perplexityFromWindows(perWindow), windows: windows.length, perWindow };
   } finally {
     releaseBatches(batches, backend);
   }

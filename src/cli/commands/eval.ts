@@ -4,11 +4,15 @@
 
 import type { DecoderBackend } from "../../backend/backend.js";
 import { OptionError } from "../../errors.js";
-import { evaluateTask, type TaskResult } from "../../eval/evaluateTasks.js";
+import { evaluateTaskShard, type TaskResult, type TaskShardResult } from "../../eval/evaluateTasks.js";
 import { perplexityVariants } from "../../eval/perplexityVariants.js";
 import { parseTaskList, TASK_NAMES } from "../../eval/tasks/tasks.js";
 import type { OpenedModel } from "../../load.js";
-import { perplexityData } from "../../pipeline.js";
+import { streamingPerplexity } from "../../models/streaming.js";
+import { perplexityWindowsOf, type WindowChoice } from "../../pipeline.js";
+import { modelIdentity } from "../../shards/identity.js";
+import { PARTIAL_KIND, PARTIAL_VERSION, type PartialResult } from "../../shards/partial.js";
+import { checkShardNotEmpty, parseShard, type Shard, shardIndices } from "../../shards/shard.js";
 import { bosFromArgs, DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse, type Parsed, str } from "../args.js";
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, windowsFromArgs } from "../common.js";
@@ -19,27 +23,60 @@ import { valuesChart } from "../../report/charts.js";
 import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt eval MODEL (--ppl FILE [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] | --tasks a,b,... --data-dir DIR [--shots K] [--limit N] [--bos|--no-bos]) "
-  + "[--skip i,j] [--backend auto|onnx|wasm|reference] [--threads N] [--json FILE]";
+  + "[--skip i,j] [--backend auto|onnx|wasm|reference] [--threads N] [--shard i/n] [--json FILE]";
 
-async function perplexityPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend, skip: Set<number> | undefined): Promise<{ json: Record<string, unknown>; text: string }> {
-  const data = dataFromArgs(p, opened, "ppl", usage);
-  const windows = windowsFromArgs(p, opened);
-  const progress = new Progress("perplexity", "token-layers");
-  const started = Date.now();
-  const result = await perplexityData(opened, data, windows, { backend, ...(skip ? { skip } : {}), onProgress: progress.callback }).finally(() => progress.done());
-  const seconds = (Date.now() - started) / 1000;
+/** What the perplexity JSON needs of the data besides the result: the same for every shard. */
+export interface PerplexityInfo {
+  data: { path: string; sha256: string; split: string };
+  /** Words and bytes of the text, and the tokens a run over all of it scores (word/byte perplexity need them all). */
+  size: { words: number; bytes: number };
+  wholeTextTokens: number;
+  options: WindowChoice;
+}
+
+/** The perplexity fields of the eval JSON and their line, from a run or from merged shards. */
+export function perplexityOutput(result: { perplexity: number; nll: number; tokens: number; windows: number }, info: PerplexityInfo, seconds: number, skipped: readonly number[]): { json: Record<string, unknown>; text: string } {
+  const windows = info.options;
   // Word and byte perplexity need every token of the text scored: not with --max-tokens.
-  const wholeText = windows.maxTokens === undefined && result.tokens === data.tokens - data.documents.length;
-  const variants = wholeText ? perplexityVariants(result.nll * result.tokens, data.size) : undefined;
-  const skipped = skip ? [...skip] : [];
+  const wholeText = windows.maxTokens === undefined && result.tokens === info.wholeTextTokens;
+  const variants = wholeText ? perplexityVariants(result.nll * result.tokens, info.size) : undefined;
   return {
     json: {
       perplexity: result.perplexity, nll: result.nll, tokens: result.tokens, windows: result.windows,
-      ...(variants ? { ...variants, words: data.size.words, bytes: data.size.bytes } : {}),
-      data: { path: data.path, sha256: data.sha256, split: data.split }, options: windows, seconds,
+      ...(variants ? { ...variants, words: info.size.words, bytes: info.size.bytes } : {}),
+      data: info.data, options: windows, seconds,
     },
     text: `perplexity ${result.perplexity.toFixed(4)} (nll ${result.nll.toFixed(6)} over ${result.tokens} tokens, ${result.windows} windows of <= ${windows.seqLen}, stride ${windows.stride}${skipped.length ? `, layers ${skipped.join(",")} skipped` : ""}) in ${seconds.toFixed(1)} s`
-      + (variants ? `\nword perplexity ${variants.wordPerplexity.toFixed(4)} (${data.size.words} words), byte perplexity ${variants.bytePerplexity.toFixed(4)}, bits per byte ${variants.bitsPerByte.toFixed(4)} (${data.size.bytes} bytes)` : ""),
+      + (variants ? `\nword perplexity ${variants.wordPerplexity.toFixed(4)} (${info.size.words} words), byte perplexity ${variants.bytePerplexity.toFixed(4)}, bits per byte ${variants.bitsPerByte.toFixed(4)} (${info.size.bytes} bytes)` : ""),
+  };
+}
+
+interface Part {
+  json: Record<string, unknown>;
+  text: string;
+  /** With --shard: the run identity, the shard-independent fields and the exact sums of this part. */
+  run?: Record<string, unknown>;
+  common?: Record<string, unknown>;
+  partial?: Pick<PartialResult, "perplexity" | "tasks">;
+}
+
+async function perplexityPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend, skip: Set<number> | undefined, shard: Shard | undefined): Promise<Part> {
+  const data = dataFromArgs(p, opened, "ppl", usage);
+  const windows = windowsFromArgs(p, opened);
+  const info: PerplexityInfo = { data: { path: data.path, sha256: data.sha256, split: data.split }, size: data.size, wholeTextTokens: data.tokens - data.documents.length, options: windows };
+  const all = perplexityWindowsOf(data, windows);
+  if (shard) checkShardNotEmpty(all.length, shard, "perplexity windows");
+  const ids = shard ? shardIndices(all.length, shard) : all.map((_, i) => i);
+  const progress = new Progress("perplexity", "token-layers");
+  const started = Date.now();
+  const result = await streamingPerplexity(opened, shard ? ids.map((i) => all[i]!) : all, { backend, ...(skip ? { skip } : {}), onProgress: progress.callback }).finally(() => progress.done());
+  const seconds = (Date.now() - started) / 1000;
+  const output = perplexityOutput(result, info, seconds, skip ? [...skip] : []);
+  if (!shard) return output;
+  return {
+    ...output,
+    run: { ppl: { sha256: data.sha256, split: data.split, options: windows } }, common: { perplexity: info },
+    partial: { perplexity: { totalWindows: all.length, windows: ids, nll: Array.from(result.perWindow!.nll), tokens: Array.from(result.perWindow!.tokens) } },
   };
 }
 
@@ -58,7 +95,24 @@ function taskTable(results: readonly TaskResult[]): string {
   return table(["task", "items", "shots", "metric", "value", "stderr", "items/s"], rows);
 }
 
-async function tasksPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend, skip: Set<number> | undefined): Promise<{ json: Record<string, unknown>; text: string }> {
+/** What the tasks JSON says besides the results: the same for every shard. */
+export interface TasksInfo {
+  dataDir: string;
+  shots: number;
+  limit?: number;
+  bos: boolean;
+  bosFrom: "tokenizer" | "option";
+}
+
+/** The tasks fields of the eval JSON and their table, from a run or from merged shards. */
+export function tasksOutput(results: TaskResult[], info: TasksInfo): { json: Record<string, unknown>; text: string } {
+  return {
+    json: { tasks: results, ...info },
+    text: `${taskTable(results)}\ncontexts ${info.bos ? "start with BOS" : "without BOS"} (${info.bosFrom === "tokenizer" ? "as the tokenizer does; --bos / --no-bos to change" : "as asked"})`,
+  };
+}
+
+async function tasksPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend, skip: Set<number> | undefined, shard: Shard | undefined): Promise<Part> {
   const tasks = parseTaskList(str(p, "tasks")!);
   const dataDir = str(p, "data-dir");
   if (dataDir === undefined) throw new OptionError("missing --data-dir DIR", { option: "--data-dir", hint: "the folder that holds mmlu/, cmmlu/, hellaswag/ and multiple-choice/ (e.g. ../shared/data)" });
@@ -70,18 +124,20 @@ async function tasksPart(p: Parsed, opened: OpenedModel, backend: DecoderBackend
       throw new OptionError(`--shots ${shots}: ${task.name} ${task.maxShots === 0 ? "has no few-shot split in the data" : `has ${task.maxShots} dev examples per subject`}`, { option: "--shots", expected: `<= ${task.maxShots}`, got: shots });
     }
   }
-  const results: TaskResult[] = [];
+  const shards: TaskShardResult[] = [];
   for (const task of tasks) {
     const progress = new Progress(task.name, "tokens");
-    const result = await evaluateTask(opened, opened.tokenizer, task, {
+    shards.push(await evaluateTaskShard(opened, opened.tokenizer, task, {
       dataDir, shots, backend, ...(bos === undefined ? {} : { bos }), onProgress: progress.callback, ...(limit === undefined ? {} : { limit }), ...(skip ? { skip } : {}),
-    }).finally(() => progress.done());
-    results.push(result);
+    }, shard).finally(() => progress.done()));
   }
-  const bosUsed = { bos: bos ?? opened.tokenizer.addsBos, bosFrom: bos === undefined ? "tokenizer" : "option" };
+  const info: TasksInfo = { dataDir, shots, ...(limit === undefined ? {} : { limit }), bos: bos ?? opened.tokenizer.addsBos, bosFrom: bos === undefined ? "tokenizer" : "option" };
+  const output = tasksOutput(shards.map((s) => s.result), info);
+  if (!shard) return output;
   return {
-    json: { tasks: results, dataDir, shots, ...(limit === undefined ? {} : { limit }), ...bosUsed },
-    text: `${taskTable(results)}\ncontexts ${bosUsed.bos ? "start with BOS" : "without BOS"} (${bos === undefined ? "as the tokenizer does; --bos / --no-bos to change" : "as asked"})`,
+    ...output,
+    run: { tasks: { names: tasks.map((t) => t.name), shots, limit: limit ?? null, bos: info.bos } }, common: { tasks: info },
+    partial: { tasks: { tasks: shards.map((s) => ({ task: s.result.task, totalItems: s.totalItems, indices: s.indices, seconds: s.result.seconds, results: s.result.results })) } },
   };
 }
 
@@ -93,19 +149,32 @@ export const evalCommand: Command = {
     const { data: _data, ...dataOptions } = DATA_OPTIONS;
     const p = parse(argv, {
       ...MODEL_OPTIONS, ...dataOptions, ...ENGINE_OPTIONS, ppl: { type: "string" }, skip: { type: "string" },
-      tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" }, "no-bos": { type: "boolean" }, ...REPORT_OPTIONS,
+      tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" }, "no-bos": { type: "boolean" }, shard: { type: "string" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
     const path = onePositional(p, "MODEL", usage);
+    const shardText = str(p, "shard");
+    const shard = shardText === undefined ? undefined : parseShard(shardText);
+    if (shard && str(p, "report") !== undefined) throw new OptionError("--shard writes a partial result: --report belongs to the whole run", { option: "--shard", hint: "merge the parts with shortgpt merge" });
     if (str(p, "ppl") === undefined && str(p, "tasks") === undefined) throw new OptionError("give --ppl FILE or --tasks a,b,...", { option: "--tasks", hint: `usage: ${usage}` });
     const opened = openFromArgs(p, path);
     try {
       const skip = skipFromArgs(p, opened.config.nLayers);
       const backend = await backendFromArgs(p);
       try {
-        const parts = [];
-        if (str(p, "ppl") !== undefined) parts.push(await perplexityPart(p, opened, backend, skip));
-        if (str(p, "tasks") !== undefined) parts.push(await tasksPart(p, opened, backend, skip));
+        const parts: Part[] = [];
+        const started = Date.now();
+        if (str(p, "ppl") !== undefined) parts.push(await perplexityPart(p, opened, backend, skip, shard));
+        if (str(p, "tasks") !== undefined) parts.push(await tasksPart(p, opened, backend, skip, shard));
+        if (shard) {
+          const json: PartialResult = {
+            kind: PARTIAL_KIND, version: PARTIAL_VERSION, command: "eval", shard,
+            run: Object.assign({ model: modelIdentity(opened), skip: skip ? [...skip] : [], backend: backend.name }, ...parts.map((x) => x.run)) as Record<string, unknown>,
+            common: Object.assign({ model: path, skip: skip ? [...skip] : [], backend: { name: backend.name, threads: backend.threads } }, ...parts.map((x) => x.common)) as Record<string, unknown>,
+            seconds: (Date.now() - started) / 1000, ...Object.assign({}, ...parts.map((x) => x.partial)) as Pick<PartialResult, "perplexity" | "tasks">,
+          };
+          return { json, text: `shard ${shard.index}/${shard.count} (a partial result: merge the ${shard.count} parts with shortgpt merge)\n` + parts.map((x) => x.text).join("\n\n") + ` [${backend.name}]` };
+        }
         const json = Object.assign({ model: path, skip: skip ? [...skip] : [], backend: { name: backend.name, threads: backend.threads } }, ...parts.map((x) => x.json)) as Record<string, unknown>;
         const sections: ReportSection[] = [];
         if (typeof json["perplexity"] === "number") {
