@@ -3,7 +3,9 @@
 
 import { OptionError } from "../../errors.js";
 import type { OpenedModel } from "../../load.js";
-import type { MetricScores } from "../../metrics/layerMetrics.js";
+import { type MetricScores, parseMetricList } from "../../metrics/layerMetrics.js";
+import { modelIdentity } from "../../shards/identity.js";
+import { checkScoresFit, readScoresFile } from "../../shards/scoresFile.js";
 import { checkRemovable, parseLayerList } from "../../prune/plan.js";
 import { checkSelection, ITERATIVE_METRICS, selectIteratively, selectLayers } from "../../prune/select.js";
 import { removeLayers } from "../../prune/removeLayers.js";
@@ -16,7 +18,7 @@ import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } fro
 import { layerScoresChart } from "../../report/charts.js";
 import type { ReportSection } from "../../report/page.js";
 
-const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --data FILE [--metric bi|bi-angular|angular|relative-magnitude|ppl|reverse-order|random] "
+const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --from-scores SCORE.json [--metric m] [--select ...] [--keep-first N] [--keep-last N] | --remove K --data FILE [--metric bi|bi-angular|angular|relative-magnitude|ppl|reverse-order|random] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] [--block N] [--tokens last|all] [--seed S] "
   + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--force] [--json FILE]";
 
@@ -66,13 +68,37 @@ async function selectByScore(p: Parsed, opened: OpenedModel, k: number): Promise
   }
 }
 
+/** The K layers the strategy chooses by the scores of a score JSON (a single run or merged shards), with no scoring. */
+function selectFromFile(p: Parsed, opened: OpenedModel, k: number, path: string): Selection {
+  const nLayers = opened.config.nLayers;
+  const metricText = str(p, "metric");
+  const metrics = metricText === undefined ? undefined : parseMetricList(metricText);
+  if (metrics && metrics.length !== 1) throw new OptionError("prune takes one --metric", { option: "--metric", got: metrics.join(",") });
+  for (const option of ["data", "iterative", "block", "tokens", "seed"]) {
+    if (p.values[option] !== undefined) throw new OptionError(`--from-scores takes the scores as they are: --${option} belongs to the run that made them`, { option: `--${option}`, hint: "leave it out, or score again" });
+  }
+  const selection = selectionFromArgs(p);
+  checkSelection(k, nLayers, selection.protection);
+  const file = readScoresFile(path, metrics?.[0]);
+  checkScoresFit(file, path, modelIdentity(opened), nLayers);
+  const scores = file.scores;
+  const layers = selectLayers(selection.strategy, scores, k, nLayers, selection.protection);
+  return {
+    layers, chart: metricChart(scores, layers) + "\n", scores,
+    record: {
+      method: scores.metric, k, select: selection.strategy, protection: selection.protection, block: scores.block, scores: scores.scores, ranking: scores.ranking,
+      data: file.data, options: file.options, backend: file.backend, fromScores: path,
+    },
+  };
+}
+
 export const pruneCommand: Command = {
   name: "prune",
   usage,
   summary: "remove the listed layers, or the K a metric ranks lowest, and write the same format",
   async run(argv) {
     const p = parse(argv, {
-      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, force: { type: "boolean" }, ...REPORT_OPTIONS,
+      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, "from-scores": { type: "string" }, force: { type: "boolean" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
     const input = onePositional(p, "MODEL", usage);
@@ -84,6 +110,7 @@ export const pruneCommand: Command = {
     checkOutputPath(`${out}.json`, { inputs: [input], force, option: "--out" });
     const layersText = str(p, "layers");
     const removeText = str(p, "remove");
+    if (layersText !== undefined && str(p, "from-scores") !== undefined) throw new OptionError("--from-scores chooses the layers: give --remove K, not --layers", { option: "--from-scores" });
     if ((layersText === undefined) === (removeText === undefined)) {
       throw new OptionError("give exactly one of --layers i,j,... or --remove K", { option: "--layers", hint: `usage: ${usage}` });
     }
@@ -95,6 +122,8 @@ export const pruneCommand: Command = {
         const layers = parseLayerList(layersText, nLayers, "--layers");
         checkRemovable(layers, nLayers, "--layers");
         selection = { layers, record: { method: "layers" }, chart: "" };
+      } else if (str(p, "from-scores") !== undefined) {
+        selection = selectFromFile(p, opened, int(p, "remove", 0)!, str(p, "from-scores")!);
       } else {
         selection = await selectByScore(p, opened, int(p, "remove", 0)!);
       }
