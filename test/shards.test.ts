@@ -6,7 +6,10 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { OptionError } from "../src/errors.js";
 import { sharedPath } from "../src/shared.js";
+import { firstDifference } from "../src/shards/partial.js";
+import { parseShard, shardIndices } from "../src/shards/shard.js";
 import { MODEL_BIN, MODEL_GGUF, TINYSTORIES, runCli, sha256, tempDir } from "./helpers.js";
 
 const DATA_DIR = sharedPath("data");
@@ -16,7 +19,22 @@ writeFileSync(TEXT, readFileSync(TINYSTORIES, "utf8").slice(0, 8000));
 const SCORE = ["--data", TEXT, "--seq-len", "64", "--max-tokens", "1024", "--metric", "bi,angular,ppl,random"];
 const EVAL = ["--ppl", TEXT, "--seq-len", "64", "--max-tokens", "1024", "--tasks", "arc_easy", "--limit", "12", "--data-dir", DATA_DIR];
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+interface Scores { metric: string; scores: { layer: number; score: number }[]; ranking: number[] }
+interface Json {
+  [key: string]: unknown;
+  kind?: string;
+  shard?: { index: number; count: number };
+  score?: { scoringWindows: number[] };
+  tokens: number;
+  windows: number;
+  layers: { layer: number; bi: number }[];
+  ranking: number[];
+  metrics: Scores[];
+  perplexity: number;
+  nll: number;
+  tasks: { items: number; metrics: unknown; results: unknown[] }[];
+  selection: { method: string; fromScores: string };
+}
 
 function runJson(args: string[], out: string): Json {
   const run = runCli([...args, "--json", out]);
@@ -31,8 +49,8 @@ function singleAndMerged(command: string, model: string, args: string[]): { sing
   const parts = [1, 2, 3].map((i) => {
     const path = join(dir, `part${i}.json`);
     const part = runJson([command, model, ...args, "--shard", `${i}/3`], path);
-    assert.equal(part["kind"], "shortgpt-partial");
-    assert.deepEqual(part["shard"], { index: i, count: 3 });
+    assert.equal(part.kind, "shortgpt-partial");
+    assert.deepEqual(part.shard, { index: i, count: 3 });
     return path;
   });
   const merged = runJson(["merge", parts[2]!, parts[0]!, parts[1]!], join(dir, "merged.json"));
@@ -49,34 +67,35 @@ const score = (): ReturnType<typeof singleAndMerged> => (scoreRun ??= singleAndM
 
 test("score --shard: three parts merged equal a single run (BI within 1e-12, same tokens, windows and rankings)", () => {
   const { single, merged, parts } = score();
-  assert.equal(merged["tokens"], single["tokens"]);
-  assert.equal(merged["windows"], single["windows"]);
-  assert.ok(maxDiff(merged["layers"].map((l: Json) => l["bi"]), single["layers"].map((l: Json) => l["bi"])) <= 1e-12);
-  assert.deepEqual(merged["ranking"], single["ranking"]);
-  for (const [i, m] of (single["metrics"] as Json[]).entries()) {
-    const got = merged["metrics"][i] as Json;
-    assert.equal(got["metric"], m["metric"]);
-    assert.ok(maxDiff(got["scores"].map((s: Json) => s["score"]), m["scores"].map((s: Json) => s["score"])) <= 1e-12, m["metric"]);
-    assert.deepEqual(got["ranking"], m["ranking"]);
+  assert.equal(merged.tokens, single.tokens);
+  assert.equal(merged.windows, single.windows);
+  assert.ok(maxDiff(merged.layers.map((l) => l.bi), single.layers.map((l) => l.bi)) <= 1e-12);
+  assert.deepEqual(merged.ranking, single.ranking);
+  assert.equal(merged.metrics.length, 4);
+  for (const [i, m] of single.metrics.entries()) {
+    const got = merged.metrics[i]!;
+    assert.equal(got.metric, m.metric);
+    assert.ok(maxDiff(got.scores.map((s) => s.score), m.scores.map((s) => s.score)) <= 1e-12, m.metric);
+    assert.deepEqual(got.ranking, m.ranking);
   }
   assert.deepEqual(merged["kendallTau"], single["kendallTau"]);
   assert.deepEqual(Object.keys(merged), Object.keys(single), "the merged JSON has the single run's shape");
   // The parts are disjoint round-robin shares of the windows.
-  const ids = parts.map((p) => (JSON.parse(readFileSync(p, "utf8")) as Json)["score"]["scoringWindows"] as number[]);
+  const ids = parts.map((p) => (JSON.parse(readFileSync(p, "utf8")) as Json).score!.scoringWindows);
   assert.deepEqual(ids[1]!.slice(0, 2), [1, 4]);
-  assert.deepEqual(ids.flat().sort((a, b) => a - b), Array.from({ length: single["windows"] as number }, (_, i) => i));
+  assert.deepEqual(ids.flat().sort((a, b) => a - b), Array.from({ length: single.windows }, (_, i) => i));
 });
 
 test("eval --shard: three parts merged give the single run's perplexity and task accuracy", () => {
   const { single, merged } = singleAndMerged("eval", MODEL_BIN, EVAL);
-  assert.equal(merged["tokens"], single["tokens"]);
-  assert.equal(merged["windows"], single["windows"]);
-  assert.ok(Math.abs(merged["perplexity"] - single["perplexity"]) <= 1e-12 * single["perplexity"]);
-  assert.ok(Math.abs(merged["nll"] - single["nll"]) <= 1e-12);
-  const [a, b] = [single["tasks"][0] as Json, merged["tasks"][0] as Json];
-  assert.equal(b["items"], 12);
-  assert.deepEqual(b["metrics"], a["metrics"]);
-  assert.deepEqual(b["results"], a["results"], "every item's log-likelihoods, in item order");
+  assert.equal(merged.tokens, single.tokens);
+  assert.equal(merged.windows, single.windows);
+  assert.ok(Math.abs(merged.perplexity - single.perplexity) <= 1e-12 * single.perplexity);
+  assert.ok(Math.abs(merged.nll - single.nll) <= 1e-12);
+  const [a, b] = [single.tasks[0]!, merged.tasks[0]!];
+  assert.equal(b.items, 12);
+  assert.deepEqual(b.metrics, a.metrics);
+  assert.deepEqual(b.results, a.results, "every item's log-likelihoods, in item order");
   assert.deepEqual(Object.keys(merged), Object.keys(single));
 });
 
@@ -125,8 +144,8 @@ test("prune --from-scores MERGED.json writes the checkpoint prune writes when it
   assert.equal(sha256(byMerged), sha256(byScoring));
   assert.equal(sha256(bySingle), sha256(byScoring));
   const record = JSON.parse(readFileSync(`${byMerged}.json`, "utf8")) as Json;
-  assert.equal(record["selection"]["method"], "bi");
-  assert.equal(record["selection"]["fromScores"], join(dir, "merged.json"));
+  assert.equal(record.selection.method, "bi");
+  assert.equal(record.selection.fromScores, join(dir, "merged.json"));
   // Another metric of the file, a part instead of the merge, and another model's scores.
   assert.equal(runCli(["prune", MODEL_BIN, "--out", join(dir, "ppl.bin"), "--remove", "1", "--from-scores", join(dir, "merged.json"), "--metric", "ppl"]).status, 0);
   const part = runCli(["prune", MODEL_BIN, "--out", join(dir, "x.bin"), "--remove", "2", "--from-scores", join(dir, "part1.json")]);
@@ -135,4 +154,14 @@ test("prune --from-scores MERGED.json writes the checkpoint prune writes when it
   const other = runCli(["prune", MODEL_GGUF, "--out", join(dir, "x.gguf"), "--remove", "2", "--from-scores", join(dir, "merged.json")]);
   assert.equal(other.status, 1);
   assert.match(other.stderr, /scored a different model/);
+});
+
+test("shards are round-robin, disjoint and complete; parts are compared field by field", () => {
+  const parts = [1, 2, 3].map((index) => shardIndices(10, { index, count: 3 }));
+  assert.deepEqual(parts, [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]);
+  assert.deepEqual(parseShard("2/8"), { index: 2, count: 8 });
+  for (const bad of ["0/2", "3/2", "1/0", "1", "a/b", "1/2/3", "-1/2"]) assert.throws(() => parseShard(bad), OptionError, bad);
+  assert.equal(firstDifference({ options: { seqLen: 64, stride: 64 } }, { options: { seqLen: 64, stride: 64 } }), undefined);
+  assert.equal(firstDifference({ options: { seqLen: 64 } }, { options: { seqLen: 32 } }), "options.seqLen: 64 vs 32");
+  assert.equal(firstDifference({ skip: [1] }, { skip: [] }), "skip.0: 1 vs (absent)");
 });
