@@ -16,3 +16,6 @@ export { readGguf, writeGguf } from "./formats/gguf.js";
 export { readLlama2c, writeLlama2c } from "./formats/llama2c.js";
 export type { Tokenizer } from "./tokenizer/tokenizer.js";
 export * from "./errors.js";
+export { parseShard, shardIndices, type Shard } from "./shards/shard.js";
+export { readPartial, checkParts, mergeScore, mergePerplexity, mergeTasks, type PartialResult } from "./shards/partial.js";
+export { modelIdentity } from "./shards/identity.js";

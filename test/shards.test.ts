@@ -116,6 +116,10 @@ test("merge refuses parts of different runs, a missing shard and a repeated one,
   refuse([parts[0]!, parts[2]!], /missing shard 2\/3/);
   refuse([parts[0]!, parts[1]!, parts[1]!, parts[2]!], /shard 2\/3 is given twice/);
   refuse([parts[0]!, join(dir, "single.json")], /single\.json is not a partial result/);
+  const damaged = JSON.parse(readFileSync(parts[1]!, "utf8")) as { score: { tables: { sums: number[][] }[] } };
+  damaged.score.tables[0]!.sums[0]!.pop();
+  writeFileSync(join(dir, "damaged.json"), JSON.stringify(damaged));
+  refuse([parts[0]!, join(dir, "damaged.json"), parts[2]!], /damaged\.json: the partial result is damaged \(bi sums\)/);
 });
 
 test("--shard options are checked before any work", () => {

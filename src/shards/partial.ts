@@ -85,6 +85,11 @@ export function readPartial(path: string): PartialResult {
     throw new DataError(`${path} is not a partial result (no "kind": "${PARTIAL_KIND}")`, { file: path, hint: "merge takes the --json files of runs with --shard i/n" });
   }
   if (v.version !== PARTIAL_VERSION) throw new DataError(`${path}: partial format version ${String(v.version)}, this shortgpt reads ${PARTIAL_VERSION}`, { file: path, hint: "run every shard with the same shortgpt version" });
+  const shard = v.shard as Partial<Shard> | undefined;
+  const validShard = Number.isInteger(shard?.index) && Number.isInteger(shard?.count) && shard!.count! >= 1 && shard!.index! >= 1 && shard!.index! <= shard!.count!;
+  if (!validShard || (v.command !== "score" && v.command !== "eval") || typeof v.run !== "object" || v.run === null || typeof v.common !== "object" || v.common === null || typeof v.seconds !== "number") {
+    throw new DataError(`${path}: the partial result is damaged (shard, command, run or common missing or malformed)`, { file: path, hint: "rerun this shard" });
+  }
   return v as PartialResult;
 }
 
@@ -147,6 +152,13 @@ function need<T>(p: NamedPartial, value: T | undefined, what: string): T {
   return value;
 }
 
+/** Refuses a part whose arrays do not fit together (a damaged or hand-edited file) before any number is read. */
+function checkShape(p: NamedPartial, ok: boolean, what: string): void {
+  if (!ok) throw new DataError(`${p.path}: the partial result is damaged (${what})`, { file: p.path, hint: "rerun this shard" });
+}
+
+const isNumbers = (a: unknown, length: number): boolean => Array.isArray(a) && a.length === length && a.every((x) => typeof x === "number");
+
 export interface MergedScore {
   results: MetricScores[];
   tables: WindowSumsTable[];
@@ -157,6 +169,17 @@ export interface MergedScore {
 export function mergeScore(parts: readonly NamedPartial[]): MergedScore {
   const scores = parts.map((p) => need(p, p.partial.score, "score"));
   const head = scores[0]!;
+  parts.forEach((p, i) => {
+    const s = scores[i]!;
+    checkShape(p, Array.isArray(s.scoringWindows) && Array.isArray(s.perplexityWindows) && isNumbers(s.scoringTokens, s.scoringWindows.length), "window lists");
+    checkShape(p, Array.isArray(s.tables) && s.tables.length === head.tables.length, "number of metric tables");
+    s.tables.forEach((t, ti) => {
+      const columns = t.kind === "scoring" ? s.scoringWindows.length : s.perplexityWindows.length;
+      const rows = head.tables[ti]!.layers.length;
+      checkShape(p, t.metric === head.tables[ti]!.metric && t.kind === head.tables[ti]!.kind && Array.isArray(t.sums) && Array.isArray(t.counts) && t.sums.length === rows && t.counts.length === rows
+        && t.sums.every((r) => isNumbers(r, columns)) && t.counts.every((r) => isNumbers(r, columns)), `${t.metric} sums`);
+    });
+  });
   const placeOf = {
     scoring: placeColumns(head.totals.scoring, parts, (p) => p.partial.score!.scoringWindows, "scoring window"),
     perplexity: placeColumns(head.totals.perplexity, parts, (p) => p.partial.score!.perplexityWindows, "perplexity window"),
@@ -183,6 +206,10 @@ export function mergeScore(parts: readonly NamedPartial[]): MergedScore {
 
 export function mergePerplexity(parts: readonly NamedPartial[]): { perplexity: number; nll: number; tokens: number; windows: number } {
   const ppl = parts.map((p) => need(p, p.partial.perplexity, "perplexity"));
+  parts.forEach((p, i) => {
+    const x = ppl[i]!;
+    checkShape(p, Array.isArray(x.windows) && isNumbers(x.nll, x.windows.length) && isNumbers(x.tokens, x.windows.length), "perplexity sums");
+  });
   const place = placeColumns(ppl[0]!.totalWindows, parts, (p) => p.partial.perplexity!.windows, "perplexity window");
   const nll = Float64Array.from(place, ({ part, column }) => ppl[part]!.nll[column]!);
   const tokens = Float64Array.from(place, ({ part, column }) => ppl[part]!.tokens[column]!);
@@ -191,6 +218,11 @@ export function mergePerplexity(parts: readonly NamedPartial[]): { perplexity: n
 
 export function mergeTasks(parts: readonly NamedPartial[], shots: number): TaskResult[] {
   const all = parts.map((p) => need(p, p.partial.tasks, "task"));
+  parts.forEach((p, i) => {
+    const tasks = all[i]!.tasks;
+    checkShape(p, Array.isArray(tasks) && tasks.length === all[0]!.tasks.length && tasks.every((t, ti) => t.task === all[0]!.tasks[ti]!.task
+      && Array.isArray(t.indices) && Array.isArray(t.results) && t.results.length === t.indices.length && typeof t.seconds === "number"), "task results");
+  });
   return all[0]!.tasks.map((t, ti) => {
     const task = findTask(t.task);
     if (!task) throw new DataError(`${parts[0]!.path}: unknown task ${t.task}`, { file: parts[0]!.path });
