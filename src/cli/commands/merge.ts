@@ -1,6 +1,7 @@
 // shortgpt merge PART... --json OUT: the partial results of `score --shard i/n` or `eval --shard i/n`
 // combined into the JSON a single run writes, after checking that they are all the parts of one run.
 
+import { resolve } from "node:path";
 import { OptionError } from "../../errors.js";
 import { checkParts, mergePerplexity, mergeScore, mergeTasks, readPartial } from "../../shards/partial.js";
 import { parse, str } from "../args.js";
@@ -17,7 +18,10 @@ export const mergeCommand: Command = {
   async run(argv): Promise<CommandResult> {
     const p = parse(argv, { json: { type: "string" } }, usage);
     if (p.positionals.length === 0) throw new OptionError("give the partial JSON files to merge", { hint: `usage: ${usage}` });
-    if (str(p, "json") === undefined) throw new OptionError("missing --json OUT: the merged result is a JSON file", { option: "--json", hint: `usage: ${usage}` });
+    const out = str(p, "json");
+    if (out === undefined) throw new OptionError("missing --json OUT: the merged result is a JSON file", { option: "--json", hint: `usage: ${usage}` });
+    // A part overwritten by the merge would be lost if the merge had to be redone.
+    if (p.positionals.some((part) => resolve(part) === resolve(out))) throw new OptionError(`--json ${out} is one of the parts`, { option: "--json", hint: "write the merged result to a new file" });
     const parts = checkParts(p.positionals.map((path) => ({ path, partial: readPartial(path) })));
     const first = parts[0]!.partial;
     const seconds = parts.reduce((s, x) => s + x.partial.seconds, 0);
