@@ -4,7 +4,8 @@
 import type { DecoderBackend } from "../backend/backend.js";
 import { defaultThreads, parseBackendName, parsePrecision, selectBackend } from "../backend/select.js";
 import { OptionError } from "../errors.js";
-import { openModel, type OpenedModel } from "../load.js";
+import { hubSettingsFromEnv } from "../hub/cache.js";
+import { openModel, type OpenedModel, resolveModelPath } from "../load.js";
 import type { BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import { resolveWindows, scoreData, tokenizeFile, type TokenizedData, type WindowChoice } from "../pipeline.js";
 import { parseLayerList } from "../prune/plan.js";
@@ -18,6 +19,22 @@ export const ENGINE_OPTIONS: OptionSpec = {
   device: { type: "string" },
   precision: { type: "string" },
 };
+
+/**
+ * The local path of MODEL: a Hub id owner/name[@revision] that is not a path is downloaded into
+ * the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, HF_HUB_OFFLINE as huggingface_hub
+ * reads them) with a progress bar, and its snapshot folder returned.
+ */
+export async function modelPathFromArgs(named: string): Promise<string> {
+  const progress = new Progress(`downloading ${named}`, "MB");
+  try {
+    return await resolveModelPath(named, hubSettingsFromEnv(process.env), {
+      onProgress: (done, total) => progress.update(Math.round(done / 1e6), Math.round(total / 1e6)),
+    });
+  } finally {
+    progress.done();
+  }
+}
 
 export function openFromArgs(p: Parsed, path: string): OpenedModel {
   const tokenizer = str(p, "tokenizer");

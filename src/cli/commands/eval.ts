@@ -11,7 +11,7 @@ import type { OpenedModel } from "../../load.js";
 import { perplexityData } from "../../pipeline.js";
 import { bosFromArgs, DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse, type Parsed, str } from "../args.js";
 import type { Command } from "../command.js";
-import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { Progress } from "../progress.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
@@ -96,7 +96,7 @@ export const evalCommand: Command = {
       tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" }, "no-bos": { type: "boolean" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     if (str(p, "ppl") === undefined && str(p, "tasks") === undefined) throw new OptionError("give --ppl FILE or --tasks a,b,...", { option: "--tasks", hint: `usage: ${usage}` });
     const opened = openFromArgs(p, path);
     try {

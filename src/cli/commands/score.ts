@@ -7,7 +7,7 @@ import type { MetricScores } from "../../metrics/layerMetrics.js";
 import { selectLayers } from "../../prune/select.js";
 import { DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse } from "../args.js";
 import type { Command } from "../command.js";
-import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
@@ -32,7 +32,7 @@ export const scoreCommand: Command = {
   async run(argv) {
     const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, bootstrap: { type: "string" }, remove: { type: "string" }, ...REPORT_OPTIONS }, usage);
     checkReportOption(p);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const choice = metricsFromArgs(p);
     const selection = selectionFromArgs(p);
     const resamples = int(p, "bootstrap", 1, 100_000);
