@@ -57,7 +57,7 @@ function repoPage(ctx: Ctx): string {
 function headers(ctx: Ctx, url: string, extra: Record<string, string> = {}): Record<string, string> {
   // identity: a gzipped answer would not match Content-Length or the checksum.
   const h: Record<string, string> = { "accept-encoding": "identity", "user-agent": "shortgpt/0.1.0", ...extra };
-  if (ctx.settings.token !== undefined && new URL(url).origin === new URL(ctx.settings.endpoint).origin) h["authorization"] = `Bearer ${ctx.settings.token}`;
+  if (ctx.settings.token !== undefined && new URL(url).hostname === new URL(ctx.settings.endpoint).hostname) h["authorization"] = `Bearer ${ctx.settings.token}`;
   return h;
 }
 
@@ -123,16 +123,16 @@ async function modelInfo(ctx: Ctx): Promise<{ sha: string; siblings: string[] }>
 }
 
 /**
- * HEAD of a file's resolve URL, as huggingface_hub does it: relative redirects (a renamed repo)
- * are followed; an absolute one is the CDN of an LFS file, whose sha256 and size the Hub gives in
- * X-Linked-Etag and X-Linked-Size.
+ * HEAD of a file's resolve URL, as huggingface_hub does it: redirects that stay on the Hub's host
+ * (a renamed repo) are followed; one to another host is the CDN of an LFS file, whose sha256 and
+ * size the Hub gives on the redirect itself, in X-Linked-Etag and X-Linked-Size.
  */
 async function fileMeta(ctx: Ctx, commit: string, file: string): Promise<FileMeta> {
   let url = `${ctx.settings.endpoint}/${ctx.ref.repo}/resolve/${commit}/${file.split("/").map(encodeURIComponent).join("/")}`;
   for (let hop = 0; hop < 10; hop++) {
     const res = await request(ctx, url, { method: "HEAD", redirect: "manual" });
     const location = res.headers.get("location");
-    if (res.status >= 300 && res.status < 400 && location !== null && !/^[a-z][a-z0-9+.-]*:/i.test(location) && !location.startsWith("//")) {
+    if (res.status >= 300 && res.status < 400 && location !== null && new URL(location, url).hostname === new URL(url).hostname) {
       url = new URL(location, url).href;
       continue;
     }
