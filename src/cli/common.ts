@@ -26,13 +26,18 @@ export const ENGINE_OPTIONS: OptionSpec = {
  * reads them) with a progress bar, and its snapshot folder returned.
  */
 export async function modelPathFromArgs(named: string): Promise<string> {
-  const progress = new Progress(`downloading ${named}`, "MB");
+  // Made at the first report, when the size is known: MB for real models, kB for small ones.
+  let bar: { progress: Progress; scale: number } | undefined;
   try {
     return await resolveModelPath(named, hubSettingsFromEnv(process.env), {
-      onProgress: (done, total) => progress.update(Math.round(done / 1e6), Math.round(total / 1e6)),
+      onProgress: (done, total) => {
+        const scale = total >= 100e6 ? 1e6 : 1e3; // a sharded model's total grows once the index is read
+        if (bar?.scale !== scale) bar = { progress: new Progress(`downloading ${named}`, scale === 1e6 ? "MB" : "kB"), scale };
+        bar.progress.update(Math.round(done / bar.scale), Math.round(total / bar.scale));
+      },
     });
   } finally {
-    progress.done();
+    bar?.progress.done();
   }
 }
 

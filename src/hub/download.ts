@@ -353,8 +353,14 @@ export async function downloadHubModel(ref: HubRepoRef, settings: HubSettings, o
     }
   };
   const side = [...SIDE_FILES].filter((f) => siblings.has(f)).sort();
-  await fetchFiles(side);
-  const weights = weightFiles(ctx, dir, siblings);
-  await fetchFiles(weights);
+  let weights: string[];
+  if (siblings.has(INDEX)) {
+    await fetchFiles(side); // the index names the shards
+    weights = weightFiles(ctx, dir, siblings);
+    await fetchFiles(weights);
+  } else {
+    weights = weightFiles(ctx, dir, siblings);
+    await fetchFiles([...side, ...weights]); // one plan, so the progress total is right from the start
+  }
   return { dir, commit, files: [...side, ...weights], downloadedBytes, fromCache: false };
 }
