@@ -17,21 +17,31 @@ import { HubError, OutputError } from "../src/errors.js";
 import { blobPath, type HubSettings, hubSettingsFromEnv, repoFolder } from "../src/hub/cache.js";
 import { downloadHubModel } from "../src/hub/download.js";
 import { parseHubId } from "../src/hub/repoId.js";
-import { resolveModelPath } from "../src/load.js";
+import { openModel, resolveModelPath } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
 import { MODEL_BIN, TINYSTORIES, tempDir } from "./helpers.js";
+import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { startTestHub, type TestHub } from "./hubServer.js";
 
 const REPO = "shortgpt/stories260K";
 const GATED = "shortgpt/gated-260K";
+const SHARDED = "shortgpt/tiny-llama-sharded";
 let hub: TestHub;
 let source: string;
+let sharded: string;
 
 before(async () => {
   source = join(tempDir("shortgpt-hub-src-"), "stories260K");
   convertModel(MODEL_BIN, source, { to: "safetensors" });
+  sharded = join(tempDir("shortgpt-hub-sharded-"), "tiny");
+  mkdirSync(sharded);
+  writeHfLlamaFixture(sharded, { shards: 2 });
   const pickle = Buffer.from("a PyTorch pickle that must never be fetched");
-  hub = await startTestHub({ [REPO]: { dir: source, extra: { "pytorch_model.bin": pickle, "README.md": Buffer.from("# stories260K\n") } }, [GATED]: { dir: source, gated: true } });
+  hub = await startTestHub({
+    [REPO]: { dir: source, extra: { "pytorch_model.bin": pickle, "README.md": Buffer.from("# stories260K\n") } },
+    [GATED]: { dir: source, gated: true },
+    [SHARDED]: { dir: sharded, extra: { "pytorch_model-00001-of-00002.bin": pickle, "pytorch_model.bin.index.json": Buffer.from("{}") } },
+  });
 });
 
 after(async () => {
@@ -106,6 +116,19 @@ test("a download fills the Hugging Face cache layout file by file, and a second 
   assert.equal((await downloadHubModel(ref(`${REPO}@${commit}`), s)).dir, model.dir);
   const renamed = await downloadHubModel(ref("shortgpt/renamed"), settings());
   assert.ok(readFileSync(join(renamed.dir, "model.safetensors")).equals(readFileSync(join(source, "model.safetensors"))));
+});
+
+test("a sharded model: the index first, then the shards it names, and the folder loads", async () => {
+  const from = hub.requests.length;
+  const model = await downloadHubModel(ref(SHARDED), settings());
+  const served = readdirSync(sharded).sort();
+  assert.ok(served.includes("model.safetensors.index.json") && served.filter((f) => f.endsWith(".safetensors")).length === 2, served.join(", "));
+  assert.deepEqual(readdirSync(model.dir).sort(), served.filter((f) => !/\.bin|pytorch/.test(f)).filter((f) => model.files.includes(f)).sort());
+  for (const f of model.files) assert.ok(readFileSync(join(model.dir, f)).equals(readFileSync(join(sharded, f))), f);
+  assert.ok(!hub.requests.slice(from).some((r) => r.path.includes("pytorch_model")), "never asks for the pickles");
+  const opened = openModel(await resolveModelPath(SHARDED, settings({ cacheDir: join(model.dir, "..", "..", "..") })));
+  assert.equal(opened.config.nLayers, 4);
+  opened.close();
 });
 
 test("a dropped connection leaves a .incomplete blob that the next run resumes with a Range request", async () => {
