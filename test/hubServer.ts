@@ -1,6 +1,7 @@
 // A stand-in for the Hugging Face Hub on 127.0.0.1, serving local folders as model repos through
 // the endpoints the downloader and huggingface_hub use, with the Hub's own answers:
 //   GET  /api/models/{repo}/revision/{rev}      {sha, siblings: [{rfilename}], gated}
+//   GET  /api/models/{repo}/tree/{rev}          [{type, path, oid, size, lfs}] (huggingface_hub's snapshot_download)
 //   HEAD /{repo}/resolve/{rev}/{file}           X-Repo-Commit, ETag (git blob sha1); for LFS files
 //   GET                                          (*.safetensors) a 302 to /cdn/{sha256} with
 //                                                X-Linked-Etag (the sha256) and X-Linked-Size
@@ -152,6 +153,18 @@ export async function startTestHub(repos: Record<string, ServedRepo>, token = "h
       if (!map) return;
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ _id: repo, id: repo, modelId: repo, sha: commits.get(repo), private: false, gated: repos[repo]!.gated ? "manual" : false, siblings: [...map.keys()].sort().map((rfilename) => ({ rfilename })) }));
+      return;
+    }
+    // The file list huggingface_hub's snapshot_download reads (flat repos: one page, no folders).
+    m = /^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)$/.exec(path);
+    if (m && req.method === "GET") {
+      const [, repo, rev] = m as unknown as [string, string, string];
+      const map = access(req, res, repo, rev, false);
+      if (!map) return;
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify([...map.entries()].sort().map(([path, s]) => ({
+        type: "file", oid: s.gitSha1, size: s.bytes.length, path, ...(s.lfs ? { lfs: { oid: s.sha256, size: s.bytes.length, pointerSize: 134 } } : {}),
+      }))));
       return;
     }
     m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
