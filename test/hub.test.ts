@@ -26,6 +26,7 @@ import { startTestHub, type TestHub } from "./hubServer.js";
 const REPO = "shortgpt/stories260K";
 const GATED = "shortgpt/gated-260K";
 const SHARDED = "shortgpt/tiny-llama-sharded";
+const HOSTILE = "shortgpt/hostile-index";
 let hub: TestHub;
 let source: string;
 let sharded: string;
@@ -40,6 +41,7 @@ before(async () => {
   hub = await startTestHub({
     [REPO]: { dir: source, extra: { "pytorch_model.bin": pickle, "README.md": Buffer.from("# stories260K\n") } },
     [GATED]: { dir: source, gated: true },
+    [HOSTILE]: { dir: sharded, extra: { "model.safetensors.index.json": Buffer.from(JSON.stringify({ weight_map: { "model.embed_tokens.weight": "../../../../escaped.safetensors" } })) } },
     [SHARDED]: { dir: sharded, extra: { "pytorch_model-00001-of-00002.bin": pickle, "pytorch_model.bin.index.json": Buffer.from("{}") } },
   });
 });
@@ -67,6 +69,7 @@ const fetchedBytes = (from: number) => hub.requests.slice(from).filter((r) => r.
 test("Hub ids are owner/name[@revision]; local paths and malformed names are not", () => {
   assert.deepEqual(parseHubId("TinyLlama/TinyLlama-1.1B-Chat-v1.0"), { repo: "TinyLlama/TinyLlama-1.1B-Chat-v1.0", revision: "main" });
   assert.deepEqual(parseHubId("owner/name@refs/pr/3"), { repo: "owner/name", revision: "refs/pr/3" });
+  assert.throws(() => parseHubId("owner/name@../../escape"), /is not a branch, tag or commit name/);
   for (const notId of ["model.gguf", "a/b/c", "./a/b", "/abs/path", "a--b/c", "a/b..c", "-a/b"]) assert.equal(parseHubId(notId), undefined, notId);
 });
 
@@ -129,6 +132,12 @@ test("a sharded model: the index first, then the shards it names, and the folder
   const opened = openModel(await resolveModelPath(SHARDED, settings({ cacheDir: join(model.dir, "..", "..", "..") })));
   assert.equal(opened.config.nLayers, 4);
   opened.close();
+});
+
+test("an index naming a shard outside the repo is refused before any path is made from it", async () => {
+  const s = settings();
+  await assert.rejects(downloadHubModel(ref(HOSTILE), s), /names a shard "\.\.\/\.\.\/\.\.\/\.\.\/escaped\.safetensors" that is not a safetensors file inside the repo/);
+  assert.ok(!existsSync(join(s.cacheDir, "escaped.safetensors")) && !existsSync(join(s.cacheDir, "..", "escaped.safetensors")));
 });
 
 test("a dropped connection leaves a .incomplete blob that the next run resumes with a Range request", async () => {

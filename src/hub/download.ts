@@ -169,9 +169,15 @@ function diskError(err: unknown, path: string): OutputError | undefined {
 /** Fetches one blob into blobs/{etag}.incomplete, resuming what is there, then checks and renames it. */
 async function downloadBlob(ctx: Ctx, file: string, meta: FileMeta, blob: string, progress: (bytes: number) => void): Promise<number> {
   const partial = `${blob}.incomplete`;
-  mkdirSync(dirname(blob), { recursive: true });
+  try {
+    mkdirSync(dirname(blob), { recursive: true });
+    if (!existsSync(partial)) writeFileSync(partial, ""); // an empty file is complete at once
+  } catch (err) {
+    throw diskError(err, partial) ?? err;
+  }
   let fetched = 0;
   for (let attempt = 0; ; attempt++) {
+    if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(4000, 100 * 2 ** attempt))); // let a flaky link settle
     let have = existsSync(partial) ? statSync(partial).size : 0;
     if (have > meta.size) {
       truncateSync(partial, 0);
@@ -259,6 +265,9 @@ function weightFiles(ctx: Ctx, dir: string, siblings: Set<string>): string[] {
     }
     if (typeof map !== "object" || map === null) throw new HubError(`${INDEX} of ${ctx.ref.repo} has no weight_map`, { hint: `see ${repoPage(ctx)}` });
     const shards = [...new Set(Object.values(map as Record<string, unknown>))].filter((s): s is string => typeof s === "string").sort();
+    // Shard names become paths under the snapshot: a hostile index must not point outside it.
+    const unsafe = shards.find((s) => !/\.safetensors$/.test(s) || s.startsWith("/") || s.includes("\\") || s.split("/").some((seg) => seg === "" || seg === "." || seg === ".."));
+    if (unsafe !== undefined) throw new HubError(`${INDEX} of ${ctx.ref.repo} names a shard "${unsafe}" that is not a safetensors file inside the repo`, { hint: `see ${repoPage(ctx)}` });
     const missing = shards.filter((s) => !siblings.has(s));
     if (missing.length > 0) throw new HubError(`${INDEX} of ${ctx.ref.repo} names shards the repo does not have: ${missing.join(", ")}`, { hint: `see ${repoPage(ctx)}` });
     return shards;

@@ -25,7 +25,8 @@ export function parseHubId(text: string): HubRepoRef | undefined {
   const revision = at < 0 ? "main" : text.slice(at + 1);
   const parts = repo.split("/");
   if (parts.length !== 2 || repo.length > 96 || !parts.every(validPart)) return undefined;
-  if (at >= 0 && !/^[A-Za-z0-9_.\-/]+$/.test(revision)) {
+  // The revision becomes a path under refs/: no empty, "." or ".." segments.
+  if (at >= 0 && (!/^[A-Za-z0-9_.\-/]+$/.test(revision) || revision.split("/").some((seg) => seg === "" || seg === "." || seg === ".."))) {
     throw new OptionError(`"${text}": the revision "${revision}" is not a branch, tag or commit name`, { got: revision, hint: "write owner/name@revision, e.g. gpt2@main" });
   }
   return { repo, revision };
