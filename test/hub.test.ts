@@ -161,6 +161,14 @@ test("a dropped connection leaves a .incomplete blob that the next run resumes w
   assert.ok(readFileSync(join(model.dir, "model.safetensors")).equals(readFileSync(join(source, "model.safetensors"))));
   assert.ok(!existsSync(join(repoFolder(s.cacheDir, REPO), "blobs", partial)));
 
+  // An expired CDN link mid-way: a fresh one is asked of the Hub, and the download goes on.
+  const s3 = settings();
+  hub.expireOnce("model.safetensors");
+  const heads = hub.requests.length;
+  const refreshed = await downloadHubModel(ref(REPO), s3);
+  assert.ok(readFileSync(join(refreshed.dir, "model.safetensors")).equals(readFileSync(join(source, "model.safetensors"))));
+  assert.equal(hub.requests.slice(heads).filter((r) => r.method === "HEAD" && r.path.endsWith("/model.safetensors")).length, 2, "asked the Hub again");
+
   // Within one run, a drop is resumed by itself.
   const s2 = settings();
   hub.dropOnce("model.safetensors", cut);

@@ -39,6 +39,8 @@ export interface TestHub {
   commitOf(repo: string): string;
   /** The next GET of this file's bytes sends `afterBytes` bytes, then drops the connection. */
   dropOnce(file: string, afterBytes: number): void;
+  /** The next GET of this file's bytes from the CDN is refused with 403, as an expired signed URL is. */
+  expireOnce(file: string): void;
   /** The next GET of this file's bytes has one byte flipped. */
   corruptOnce(file: string): void;
   close(): Promise<void>;
@@ -71,6 +73,7 @@ export async function startTestHub(repos: Record<string, ServedRepo>, token = "h
   const requests: LoggedRequest[] = [];
   const drops = new Map<string, number>();
   const corrupt = new Set<string>();
+  const expired = new Set<string>();
   let base = "";
   let cdn = "";
 
@@ -187,6 +190,7 @@ export async function startTestHub(repos: Record<string, ServedRepo>, token = "h
       const served = bySha256.get(m[1]!);
       if (!served) return fail(res, 404, undefined, "no such object");
       const name = [...files.values()].flatMap((map) => [...map.entries()]).find(([, s]) => s === served)![0];
+      if (expired.delete(name)) return fail(res, 403, undefined, "Request has expired");
       return sendBytes(req, res, name, served, { etag: `"${served.sha256}"` });
     }
     fail(res, 404, undefined, "not a Hub endpoint");
@@ -207,6 +211,7 @@ export async function startTestHub(repos: Record<string, ServedRepo>, token = "h
     commitOf: (repo) => commits.get(repo)!,
     dropOnce: (file, afterBytes) => void drops.set(file, afterBytes),
     corruptOnce: (file) => void corrupt.add(file),
+    expireOnce: (file) => void expired.add(file),
     close: async () => {
       for (const srv of [server, cdnServer]) {
         srv.closeAllConnections();

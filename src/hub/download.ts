@@ -167,7 +167,8 @@ function diskError(err: unknown, path: string): OutputError | undefined {
 }
 
 /** Fetches one blob into blobs/{etag}.incomplete, resuming what is there, then checks and renames it. */
-async function downloadBlob(ctx: Ctx, file: string, meta: FileMeta, blob: string, progress: (bytes: number) => void): Promise<number> {
+async function downloadBlob(ctx: Ctx, file: string, first: FileMeta, blob: string, progress: (bytes: number) => void, refresh: () => Promise<FileMeta>): Promise<number> {
+  let meta = first;
   const partial = `${blob}.incomplete`;
   try {
     mkdirSync(dirname(blob), { recursive: true });
@@ -192,7 +193,18 @@ async function downloadBlob(ctx: Ctx, file: string, meta: FileMeta, blob: string
       if (attempt < ctx.retries) continue;
       throw err;
     }
-    if (!res.ok) throw httpError(ctx, res, file);
+    if (!res.ok) {
+      // The CDN's signed URLs expire (about an hour on the Hub): ask the Hub for a fresh one.
+      const offHub = new URL(meta.url).hostname !== new URL(ctx.settings.endpoint).hostname;
+      if (offHub && [400, 403, 410].includes(res.status) && attempt < ctx.retries) {
+        const fresh = await refresh();
+        if (fresh.etag === meta.etag && fresh.size === meta.size) {
+          meta = fresh;
+          continue;
+        }
+      }
+      throw httpError(ctx, res, file);
+    }
     // A server that ignores Range sends the whole file again: start over rather than append.
     if (have > 0 && res.status !== 206) have = 0;
     let handle;
@@ -351,7 +363,7 @@ export async function downloadHubModel(ref: HubRepoRef, settings: HubSettings, o
       const blob = blobPath(settings.cacheDir, ref.repo, meta.etag);
       const before = done;
       // Another revision (or huggingface_hub) may hold the same blob already: then only a link is new.
-      if (!existsSync(blob)) downloadedBytes += await downloadBlob(ctx, file, meta, blob, (bytes) => options.onProgress?.(before + bytes, total));
+      if (!existsSync(blob)) downloadedBytes += await downloadBlob(ctx, file, meta, blob, (bytes) => options.onProgress?.(before + bytes, total), () => fileMeta(ctx, commit, file));
       done = before + meta.size;
       options.onProgress?.(done, total);
       try {
