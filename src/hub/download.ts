@@ -203,6 +203,7 @@ async function downloadBlob(ctx: Ctx, file: string, first: FileMeta, blob: strin
           continue;
         }
       }
+      if ((res.status >= 500 || res.status === 429) && attempt < ctx.retries) continue; // a passing outage
       throw httpError(ctx, res, file);
     }
     // A server that ignores Range sends the whole file again: start over rather than append.
