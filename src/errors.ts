@@ -7,7 +7,8 @@ export type ErrorCode =
   | "OPTION" // a command-line or API option is invalid
   | "OUTPUT" // an output path cannot be written safely
   | "UNSUPPORTED" // a valid input this version cannot handle
-  | "DEVICE"; // a GPU, its driver or libraries are missing, or the device ran out of memory
+  | "DEVICE" // a GPU, its driver or libraries are missing, or the device ran out of memory
+  | "HUB"; // a model on the Hugging Face Hub cannot be found, reached, accessed or downloaded
 
 export interface ShortgptErrorDetails {
   file?: string;
@@ -84,5 +85,11 @@ export class UnsupportedError extends ShortgptError {
 export class DeviceError extends ShortgptError {
   constructor(message: string, details: ShortgptErrorDetails = {}) {
     super("DEVICE", message, details);
+  }
+}
+
+export class HubError extends ShortgptError {
+  constructor(message: string, details: ShortgptErrorDetails = {}) {
+    super("HUB", message, details);
   }
 }

@@ -1,6 +1,9 @@
 // The shortgpt library: load a model, score its layers, remove layers, measure perplexity.
 
-export { loadModel, detectFormat, type LoadedModel, type LoadOptions, type CheckpointFormat } from "./load.js";
+export { loadModel, detectFormat, resolveModelPath, type LoadedModel, type LoadOptions, type CheckpointFormat } from "./load.js";
+export { hubSettingsFromEnv, type HubSettings } from "./hub/cache.js";
+export { downloadHubModel, cachedHubModel, type HubModel, type HubDownloadOptions } from "./hub/download.js";
+export { parseHubId, type HubRepoRef } from "./hub/repoId.js";
 export { LlamaModel, KvCache, type LlamaConfig, type LayerHooks, type ForwardOptions, type ForwardResult } from "./models/llama.js";
 export { blockInfluence } from "./metrics/score.js";
 export { BlockInfluence, type BlockInfluenceResult, type LayerScore } from "./metrics/blockInfluence.js";

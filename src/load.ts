@@ -24,6 +24,9 @@ import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
 import type { Tokenizer } from "./tokenizer/tokenizer.js";
+import type { HubSettings } from "./hub/cache.js";
+import { downloadHubModel, type HubDownloadOptions } from "./hub/download.js";
+import { parseHubId } from "./hub/repoId.js";
 
 export type CheckpointFormat = "gguf" | "llama2c" | "hf";
 
@@ -268,9 +271,33 @@ function openHfModel(path: string): OpenedModel {
   }
 }
 
+/**
+ * The local path of a MODEL argument: the argument itself when it exists; otherwise, when it has
+ * the form owner/name[@revision], the snapshot folder of that Hub model in the Hugging Face
+ * cache, downloaded first where files are missing. openModel takes the result.
+ */
+export async function resolveModelPath(named: string, settings: HubSettings, options: HubDownloadOptions = {}): Promise<string> {
+  if (pathKind(named) !== "missing") return named;
+  const ref = parseHubId(named);
+  if (ref === undefined) return named; // openModel then says the file is missing
+  return (await downloadHubModel(ref, settings, options)).dir;
+}
+
+function looksLikeHubId(named: string): boolean {
+  try {
+    return parseHubId(named) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
 /** Opens a model checkpoint (Hugging Face directory, GGUF or llama2.c) with its tokenizer, reading no weights. */
 export function openModel(named: string, options: LoadOptions = {}): OpenedModel {
-  if (pathKind(named) === "missing") throw new CheckpointError(`model file not found: ${named}`, { file: named, hint: "check the path" });
+  if (pathKind(named) === "missing") {
+    throw new CheckpointError(`model file not found: ${named}`, {
+      file: named, hint: looksLikeHubId(named) ? "for a Hub model owner/name, resolve it to its cached folder first with resolveModelPath (the CLI does)" : "check the path",
+    });
+  }
   const path = checkpointLocation(named);
   const format = detectFormat(path);
   if (format === "hf") return openHfModel(path);

@@ -4,7 +4,8 @@
 import type { DecoderBackend } from "../backend/backend.js";
 import { defaultThreads, parseBackendName, parsePrecision, selectBackend } from "../backend/select.js";
 import { OptionError } from "../errors.js";
-import { openModel, type OpenedModel } from "../load.js";
+import { hubSettingsFromEnv } from "../hub/cache.js";
+import { openModel, type OpenedModel, resolveModelPath } from "../load.js";
 import type { BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import { resolveWindows, scoreData, tokenizeFile, type TokenizedData, type WindowChoice } from "../pipeline.js";
 import { parseLayerList } from "../prune/plan.js";
@@ -18,6 +19,27 @@ export const ENGINE_OPTIONS: OptionSpec = {
   device: { type: "string" },
   precision: { type: "string" },
 };
+
+/**
+ * The local path of MODEL: a Hub id owner/name[@revision] that is not a path is downloaded into
+ * the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE, HF_HUB_OFFLINE as huggingface_hub
+ * reads them) with a progress bar, and its snapshot folder returned.
+ */
+export async function modelPathFromArgs(named: string): Promise<string> {
+  // Made at the first report, when the size is known: MB for real models, kB for small ones.
+  let bar: { progress: Progress; scale: number } | undefined;
+  try {
+    return await resolveModelPath(named, hubSettingsFromEnv(process.env), {
+      onProgress: (done, total) => {
+        const scale = total >= 100e6 ? 1e6 : 1e3; // a sharded model's total grows once the index is read
+        if (bar?.scale !== scale) bar = { progress: new Progress(`downloading ${named}`, scale === 1e6 ? "MB" : "kB"), scale };
+        bar.progress.update(Math.round(done / bar.scale), Math.round(total / bar.scale));
+      },
+    });
+  } finally {
+    bar?.progress.done();
+  }
+}
 
 export function openFromArgs(p: Parsed, path: string): OpenedModel {
   const tokenizer = str(p, "tokenizer");

@@ -8,7 +8,7 @@ import type { MetricScores } from "../../metrics/layerMetrics.js";
 import { checkSelection, selectLayers } from "../../prune/select.js";
 import { DATA_OPTIONS, EVAL_OPTIONS, evalSettingsFromArgs, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
 import type { Command } from "../command.js";
-import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { metricChart, metricsFromArgs, metricsWithProgress, selectionFromArgs } from "../metricOptions.js";
 import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
@@ -35,7 +35,7 @@ export const compareCommand: Command = {
       ...EVAL_OPTIONS, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const evalText = str(p, "eval");
     if (evalText === undefined) throw new OptionError("missing --eval ppl:FILE,task,...", { option: "--eval", hint: `usage: ${usage}` });
     const settings = evalSettingsFromArgs(p);

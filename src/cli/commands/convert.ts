@@ -4,6 +4,7 @@ import { CONVERT_TARGETS, type ConvertTarget, convertModel, TARGET_DTYPES } from
 import { OptionError } from "../../errors.js";
 import { flag, parse, str } from "../args.js";
 import type { Command } from "../command.js";
+import { modelPathFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { Progress } from "../progress.js";
 
@@ -16,7 +17,7 @@ export const convertCommand: Command = {
   async run(argv) {
     const p = parse(argv, { to: { type: "string" }, dtype: { type: "string" }, tokenizer: { type: "string" }, force: { type: "boolean" }, json: { type: "string" } }, usage);
     if (p.positionals.length !== 2) throw new OptionError(`expected IN and OUT, got ${p.positionals.length} paths`, { hint: `usage: ${usage}` });
-    const [input, output] = p.positionals as [string, string];
+    const [named, output] = p.positionals as [string, string];
     const to = str(p, "to");
     if (to === undefined || !(CONVERT_TARGETS as readonly string[]).includes(to)) {
       throw new OptionError(to === undefined ? "missing --to" : `--to ${to} is not a known target`, { option: "--to", hint: `choose one of: ${CONVERT_TARGETS.join(", ")}` });
@@ -27,6 +28,7 @@ export const convertCommand: Command = {
       throw new OptionError(`--dtype ${dtype} cannot be written to ${target}`, { option: "--dtype", got: dtype, hint: `choose one of: ${TARGET_DTYPES[target].join(", ")}` });
     }
     const tokenizer = str(p, "tokenizer");
+    const input = await modelPathFromArgs(named);
     const progress = new Progress("convert", "tensors");
     const result = convertModel(input, output, {
       to: target, force: flag(p, "force"),

@@ -15,7 +15,7 @@ import { PARTIAL_KIND, PARTIAL_VERSION, type PartialResult } from "../../shards/
 import { checkShardNotEmpty, parseShard, type Shard, shardIndices } from "../../shards/shard.js";
 import { bosFromArgs, DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse, type Parsed, str } from "../args.js";
 import type { Command } from "../command.js";
-import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { Progress } from "../progress.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
@@ -152,10 +152,10 @@ export const evalCommand: Command = {
       tasks: { type: "string" }, "data-dir": { type: "string" }, shots: { type: "string" }, limit: { type: "string" }, bos: { type: "boolean" }, "no-bos": { type: "boolean" }, shard: { type: "string" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
-    const path = onePositional(p, "MODEL", usage);
     const shardText = str(p, "shard");
     const shard = shardText === undefined ? undefined : parseShard(shardText);
     if (shard && str(p, "report") !== undefined) throw new OptionError("--shard writes a partial result: --report belongs to the whole run", { option: "--shard", hint: "merge the parts with shortgpt merge" });
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     if (str(p, "ppl") === undefined && str(p, "tasks") === undefined) throw new OptionError("give --ppl FILE or --tasks a,b,...", { option: "--tasks", hint: `usage: ${usage}` });
     const opened = openFromArgs(p, path);
     try {

@@ -4,7 +4,7 @@ import { generate } from "../../eval/generate.js";
 import { MODEL_OPTIONS, int, num, onePositional, parse, str } from "../args.js";
 import type { Command } from "../command.js";
 import { loadModel } from "../../load.js";
-import { skipFromArgs } from "../common.js";
+import { skipFromArgs, modelPathFromArgs } from "../common.js";
 
 const usage = "shortgpt generate MODEL [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--skip i,j] [--json FILE]";
 
@@ -17,7 +17,7 @@ export const generateCommand: Command = {
       ...MODEL_OPTIONS, prompt: { type: "string" }, "max-tokens": { type: "string" }, temperature: { type: "string" },
       "top-p": { type: "string" }, seed: { type: "string" }, skip: { type: "string" },
     }, usage);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const tokenizerPath = str(p, "tokenizer");
     // Generation runs token by token with a KV cache on the in-memory reference model.
     const loaded = loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });

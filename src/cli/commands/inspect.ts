@@ -2,6 +2,7 @@
 
 import { openModel } from "../../load.js";
 import { MODEL_OPTIONS, onePositional, parse, str } from "../args.js";
+import { modelPathFromArgs } from "../common.js";
 import type { Command } from "../command.js";
 import { table } from "../format.js";
 
@@ -13,7 +14,7 @@ export const inspectCommand: Command = {
   summary: "architecture, layers, dimensions, parameter count, dtypes and tokenizer of a model",
   async run(argv) {
     const p = parse(argv, MODEL_OPTIONS, usage);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const tokenizer = str(p, "tokenizer");
     // Only the header and tensor index are read: inspecting a 70B checkpoint costs nothing.
     const loaded = openModel(path, tokenizer === undefined ? {} : { tokenizer });

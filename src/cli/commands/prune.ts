@@ -12,7 +12,7 @@ import { removeLayers } from "../../prune/removeLayers.js";
 import { checkOutputPath, writeJsonAtomically } from "../../util/atomicWrite.js";
 import { DATA_OPTIONS, MODEL_OPTIONS, flag, int, onePositional, parse, type Parsed, str } from "../args.js";
 import type { Command } from "../command.js";
-import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { layerScoresChart } from "../../report/charts.js";
@@ -101,7 +101,7 @@ export const pruneCommand: Command = {
       ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, "from-scores": { type: "string" }, force: { type: "boolean" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
-    const input = onePositional(p, "MODEL", usage);
+    const input = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const out = str(p, "out");
     if (out === undefined) throw new OptionError("missing --out PATH", { option: "--out", hint: `usage: ${usage}` });
     const force = flag(p, "force");

@@ -15,7 +15,7 @@ import type { DecoderBackend } from "../../backend/backend.js";
 import type { OpenedModel } from "../../load.js";
 import type { CalibrationWindows } from "../../metrics/layerMetrics.js";
 import type { Command, CommandResult } from "../command.js";
-import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, modelPathFromArgs, openFromArgs, windowsFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { type MetricChoice, METRIC_OPTIONS, metricChart, metricsFromArgs, metricsOnWindows, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
@@ -76,7 +76,7 @@ export const scoreCommand: Command = {
   async run(argv) {
     const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, bootstrap: { type: "string" }, remove: { type: "string" }, shard: { type: "string" }, ...REPORT_OPTIONS }, usage);
     checkReportOption(p);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const choice = metricsFromArgs(p);
     const selection = selectionFromArgs(p);
     const resamples = int(p, "bootstrap", 1, 100_000);

@@ -8,7 +8,7 @@ import type { MetricScores } from "../../metrics/layerMetrics.js";
 import { checkSelection, ITERATIVE_METRICS, selectIteratively, selectLayers } from "../../prune/select.js";
 import { DATA_OPTIONS, EVAL_OPTIONS, evalSettingsFromArgs, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
 import type { Command } from "../command.js";
-import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs } from "../common.js";
+import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
 import { table } from "../format.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
@@ -26,7 +26,7 @@ export const sweepCommand: Command = {
   async run(argv) {
     const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, ...EVAL_OPTIONS, "max-remove": { type: "string" }, ...REPORT_OPTIONS }, usage);
     checkReportOption(p);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const evalText = str(p, "eval");
     if (evalText === undefined) throw new OptionError("missing --eval ppl:FILE,task,...", { option: "--eval", hint: `usage: ${usage}` });
     const settings = evalSettingsFromArgs(p);

@@ -4,6 +4,7 @@ import { OptionError } from "../../errors.js";
 import { loadModel } from "../../load.js";
 import { tokenizeFile } from "../../pipeline.js";
 import { DATA_OPTIONS, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
+import { modelPathFromArgs } from "../common.js";
 import type { Command } from "../command.js";
 
 const usage = "shortgpt tokenize MODEL --data FILE [--split blank-line] [--tokenizer FILE] --json OUT";
@@ -14,7 +15,7 @@ export const tokenizeCommand: Command = {
   summary: "token ids of each document of a data file, as score and eval see them",
   async run(argv) {
     const p = parse(argv, { ...MODEL_OPTIONS, data: DATA_OPTIONS["data"]!, split: DATA_OPTIONS["split"]! }, usage);
-    const path = onePositional(p, "MODEL", usage);
+    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const dataPath = str(p, "data");
     if (dataPath === undefined) throw new OptionError("missing --data FILE", { option: "--data", hint: `usage: ${usage}` });
     const tokenizer = str(p, "tokenizer");
