@@ -329,3 +329,25 @@ test("huggingface_hub reads the cache shortgpt filled without downloading, and s
   assert.equal(reused.downloadedBytes, 0);
   for (const f of files) assert.ok(readFileSync(join(reused.dir, f)).equals(readFileSync(join(source, f))));
 });
+
+test("two downloads of one model into one cache at once (a job array on a shared cache) fetch each file once; a dead process's lock is taken over", async () => {
+  const s = settings();
+  const from = hub.requests.length;
+  const [a, b] = await Promise.all([downloadHubModel(ref(REPO), s), downloadHubModel(ref(REPO), s)]);
+  assert.equal(a.dir, b.dir);
+  const gets = fetchedBytes(from).map((r) => r.path).filter((p) => !p.startsWith("/cdn/"));
+  assert.equal(new Set(gets).size, gets.length, `each file fetched once: ${gets.join(", ")}`);
+  assert.ok(openModel(a.dir).config.nLayers === 5);
+  const locks = join(s.cacheDir, ".locks");
+  assert.ok(existsSync(locks) && readdirSync(join(locks, readdirSync(locks)[0]!)).length === 0, "locks are released");
+  // A lock left by a process of this host that no longer exists does not block.
+  const fresh = settings();
+  const first = await downloadHubModel(ref(REPO), { ...fresh, offline: false });
+  const blobs = readdirSync(join(repoFolder(fresh.cacheDir, REPO), "blobs"));
+  const other = settings();
+  const lockDir = join(other.cacheDir, ".locks", `models--${REPO.replace("/", "--")}`);
+  mkdirSync(lockDir, { recursive: true });
+  for (const blob of blobs) writeFileSync(join(lockDir, `${blob}.lock`), `${(await import("node:os")).hostname()} 999999999`);
+  const again = await downloadHubModel(ref(REPO), other);
+  assert.ok(existsSync(join(again.dir, "config.json")) && first.dir.endsWith(again.dir.split("/").pop()!));
+});

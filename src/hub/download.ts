@@ -4,11 +4,15 @@
 // are the point for multi-gigabyte shards.
 
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, statSync, symlinkSync, copyFileSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, copyFileSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
+import { hostname } from "node:os";
+import { basename, dirname, join, relative } from "node:path";
 import { HubError, OutputError } from "../errors.js";
-import { blobPath, cachedCommit, type HubSettings, normalizeEtag, refPath, snapshotDir } from "./cache.js";
+import { blobPath, cachedCommit, type HubSettings, normalizeEtag, refPath, repoFolder, snapshotDir } from "./cache.js";
+
+/** How long a download waits for another process filling the same blob (a large shard at a slow link). */
+const LOCK_WAIT_MS = 60 * 60 * 1000;
 import { COMMIT_HASH, type HubRepoRef } from "./repoId.js";
 
 export interface HubDownloadOptions {
@@ -57,7 +61,8 @@ function repoPage(ctx: Ctx): string {
 function headers(ctx: Ctx, url: string, extra: Record<string, string> = {}): Record<string, string> {
   // identity: a gzipped answer would not match Content-Length or the checksum.
   const h: Record<string, string> = { "accept-encoding": "identity", "user-agent": "shortgpt/0.1.0", ...extra };
-  if (ctx.settings.token !== undefined && new URL(url).hostname === new URL(ctx.settings.endpoint).hostname) h["authorization"] = `Bearer ${ctx.settings.token}`;
+  // The token goes to the Hub's own origin only (scheme, host and port), never to a CDN or a downgraded link.
+  if (ctx.settings.token !== undefined && new URL(url).origin === new URL(ctx.settings.endpoint).origin) h["authorization"] = `Bearer ${ctx.settings.token}`;
   return h;
 }
 
@@ -123,16 +128,17 @@ async function modelInfo(ctx: Ctx): Promise<{ sha: string; siblings: string[] }>
 }
 
 /**
- * HEAD of a file's resolve URL, as huggingface_hub does it: redirects that stay on the Hub's host
- * (a renamed repo) are followed; one to another host is the CDN of an LFS file, whose sha256 and
- * size the Hub gives on the redirect itself, in X-Linked-Etag and X-Linked-Size.
+ * HEAD of a file's resolve URL, as huggingface_hub does it: relative redirects (a renamed repo) are
+ * followed; an absolute one is the download link of an LFS file (a CDN), whose sha256 and size the
+ * Hub gives on the redirect itself, in X-Linked-Etag and X-Linked-Size.
  */
 async function fileMeta(ctx: Ctx, commit: string, file: string): Promise<FileMeta> {
   let url = `${ctx.settings.endpoint}/${ctx.ref.repo}/resolve/${commit}/${file.split("/").map(encodeURIComponent).join("/")}`;
   for (let hop = 0; hop < 10; hop++) {
     const res = await request(ctx, url, { method: "HEAD", redirect: "manual" });
     const location = res.headers.get("location");
-    if (res.status >= 300 && res.status < 400 && location !== null && new URL(location, url).hostname === new URL(url).hostname) {
+    // Relative redirects (a renamed repo) are followed, as huggingface_hub does; an absolute one is the file's download link.
+    if (res.status >= 300 && res.status < 400 && location !== null && isRelativeLocation(location)) {
       url = new URL(location, url).href;
       continue;
     }
@@ -195,7 +201,7 @@ async function downloadBlob(ctx: Ctx, file: string, first: FileMeta, blob: strin
     }
     if (!res.ok) {
       // The CDN's signed URLs expire (about an hour on the Hub): ask the Hub for a fresh one.
-      const offHub = new URL(meta.url).hostname !== new URL(ctx.settings.endpoint).hostname;
+      const offHub = new URL(meta.url).origin !== new URL(ctx.settings.endpoint).origin;
       if (offHub && [400, 403, 410].includes(res.status) && attempt < ctx.retries) {
         const fresh = await refresh();
         if (fresh.etag === meta.etag && fresh.size === meta.size) {
@@ -245,6 +251,62 @@ async function downloadBlob(ctx: Ctx, file: string, first: FileMeta, blob: strin
   }
   renameSync(partial, blob);
   return fetched;
+}
+
+/** A Location header without a scheme or host ("/owner/name/resolve/..."). */
+function isRelativeLocation(location: string): boolean {
+  return !/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(location) && !location.startsWith("//");
+}
+
+/**
+ * One process at a time fills a blob: parts of one run started together (a Slurm array on a shared
+ * cache) would otherwise write the same .incomplete file. The lock is a file created exclusively
+ * at {cache}/.locks/{repo folder}/{etag}.lock holding host and pid; a lock left by a dead process
+ * on this host is taken over, one from another host is waited for (up to lockWaitMs).
+ */
+async function withBlobLock<T>(lock: string, waitMs: number, work: () => Promise<T>): Promise<T> {
+  mkdirSync(dirname(lock), { recursive: true });
+  const me = `${hostname()} ${process.pid}`;
+  const started = Date.now();
+  for (;;) {
+    try {
+      writeFileSync(lock, me, { flag: "wx" });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      if (lockIsStale(lock)) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (Date.now() - started > waitMs) {
+        throw new HubError(`another process has been downloading ${basename(lock, ".lock")} for ${Math.round((Date.now() - started) / 1000)} s (lock ${lock})`, { hint: "wait for it, or delete the lock file if that process is gone" });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+/** A lock whose owner is a process of this host that no longer exists (or an unreadable lock file). */
+function lockIsStale(lock: string): boolean {
+  let owner: string[];
+  try {
+    owner = readFileSync(lock, "utf8").split(" ");
+  } catch {
+    return false; // released between our attempts
+  }
+  const [host, pid] = [owner[0], Number(owner[1])];
+  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0) return host === hostname();
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH";
+  }
 }
 
 /** snapshots/{commit}/{file} -> ../../blobs/{etag}, relative as huggingface_hub makes it; a copy where links are refused. */
@@ -364,7 +426,12 @@ export async function downloadHubModel(ref: HubRepoRef, settings: HubSettings, o
       const blob = blobPath(settings.cacheDir, ref.repo, meta.etag);
       const before = done;
       // Another revision (or huggingface_hub) may hold the same blob already: then only a link is new.
-      if (!existsSync(blob)) downloadedBytes += await downloadBlob(ctx, file, meta, blob, (bytes) => options.onProgress?.(before + bytes, total), () => fileMeta(ctx, commit, file));
+      if (!existsSync(blob)) {
+        const lock = join(settings.cacheDir, ".locks", basename(repoFolder(settings.cacheDir, ref.repo)), `${meta.etag}.lock`);
+        downloadedBytes += await withBlobLock(lock, LOCK_WAIT_MS, async () =>
+          // Another process may have finished it while this one waited.
+          existsSync(blob) ? 0 : downloadBlob(ctx, file, meta, blob, (bytes) => options.onProgress?.(before + bytes, total), () => fileMeta(ctx, commit, file)));
+      }
       done = before + meta.size;
       options.onProgress?.(done, total);
       try {

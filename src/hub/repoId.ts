@@ -27,7 +27,7 @@ export function parseHubId(text: string): HubRepoRef | undefined {
   if (parts.length !== 2 || repo.length > 96 || !parts.every(validPart)) return undefined;
   // The revision becomes a path under refs/: no empty, "." or ".." segments.
   if (at >= 0 && (!/^[A-Za-z0-9_.\-/]+$/.test(revision) || revision.split("/").some((seg) => seg === "" || seg === "." || seg === ".."))) {
-    throw new OptionError(`"${text}": the revision "${revision}" is not a branch, tag or commit name`, { got: revision, hint: "write owner/name@revision, e.g. gpt2@main" });
+    throw new OptionError(`"${text}": the revision "${revision}" is not a branch, tag or commit name`, { got: revision, hint: "write owner/name@revision, e.g. openai-community/gpt2@main" });
   }
   return { repo, revision };
 }

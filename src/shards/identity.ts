@@ -40,3 +40,12 @@ export function modelIdentity(opened: OpenedModel): string {
   if (opened.tokenizerPath !== opened.path) hashFileSample(hash, opened.tokenizerPath);
   return hash.digest("hex");
 }
+
+/**
+ * What of the backend decides the numbers, for parts that must merge: its kind and, on a GPU, the
+ * GEMM precision (bf16 and fp32 parts differ), but not which GPU or how many threads.
+ */
+export function backendIdentity(backend: { name: string; precision?: string }): string {
+  const kind = backend.name.replace(/:\d+$/, "");
+  return backend.precision === undefined ? kind : `${kind}/${backend.precision}`;
+}

@@ -10,7 +10,7 @@ import { parseTaskList, TASK_NAMES } from "../../eval/tasks/tasks.js";
 import type { OpenedModel } from "../../load.js";
 import { streamingPerplexity } from "../../models/streaming.js";
 import { perplexityWindowsOf, type WindowChoice } from "../../pipeline.js";
-import { modelIdentity } from "../../shards/identity.js";
+import { backendIdentity, modelIdentity } from "../../shards/identity.js";
 import { PARTIAL_KIND, PARTIAL_VERSION, type PartialResult } from "../../shards/partial.js";
 import { checkShardNotEmpty, parseShard, type Shard, shardIndices } from "../../shards/shard.js";
 import { bosFromArgs, DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse, type Parsed, str } from "../args.js";
@@ -155,8 +155,9 @@ export const evalCommand: Command = {
     const shardText = str(p, "shard");
     const shard = shardText === undefined ? undefined : parseShard(shardText);
     if (shard && str(p, "report") !== undefined) throw new OptionError("--shard writes a partial result: --report belongs to the whole run", { option: "--shard", hint: "merge the parts with shortgpt merge" });
-    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
+    const named = onePositional(p, "MODEL", usage);
     if (str(p, "ppl") === undefined && str(p, "tasks") === undefined) throw new OptionError("give --ppl FILE or --tasks a,b,...", { option: "--tasks", hint: `usage: ${usage}` });
+    const path = await modelPathFromArgs(named);
     const opened = openFromArgs(p, path);
     try {
       const skip = skipFromArgs(p, opened.config.nLayers);
@@ -169,7 +170,7 @@ export const evalCommand: Command = {
         if (shard) {
           const json: PartialResult = {
             kind: PARTIAL_KIND, version: PARTIAL_VERSION, command: "eval", shard,
-            run: Object.assign({ model: modelIdentity(opened), skip: skip ? [...skip] : [], backend: backend.name }, ...parts.map((x) => x.run)) as Record<string, unknown>,
+            run: Object.assign({ model: modelIdentity(opened), skip: skip ? [...skip] : [], backend: backendIdentity(backend) }, ...parts.map((x) => x.run)) as Record<string, unknown>,
             common: Object.assign({ model: path, skip: skip ? [...skip] : [], backend: { name: backend.name, threads: backend.threads } }, ...parts.map((x) => x.common)) as Record<string, unknown>,
             seconds: (Date.now() - started) / 1000, ...Object.assign({}, ...parts.map((x) => x.partial)) as Pick<PartialResult, "perplexity" | "tasks">,
           };

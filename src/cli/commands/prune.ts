@@ -101,9 +101,10 @@ export const pruneCommand: Command = {
       ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, "from-scores": { type: "string" }, force: { type: "boolean" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
-    const input = await modelPathFromArgs(onePositional(p, "MODEL", usage));
+    const named = onePositional(p, "MODEL", usage);
     const out = str(p, "out");
     if (out === undefined) throw new OptionError("missing --out PATH", { option: "--out", hint: `usage: ${usage}` });
+    const input = await modelPathFromArgs(named);
     const force = flag(p, "force");
     // Refuse unsafe outputs before any work is done.
     checkOutputPath(out, { inputs: [input], force, option: "--out" });

@@ -7,7 +7,7 @@ import { bootstrap, type BootstrapResult, rankCorrelations } from "../../metrics
 import { type MetricScores, runningLayers } from "../../metrics/layerMetrics.js";
 import { calibrationWindows } from "../../pipeline.js";
 import { selectLayers } from "../../prune/select.js";
-import { modelIdentity } from "../../shards/identity.js";
+import { backendIdentity, modelIdentity } from "../../shards/identity.js";
 import { PARTIAL_KIND, PARTIAL_VERSION, type PartialResult, scorePart } from "../../shards/partial.js";
 import { checkShardNotEmpty, parseShard, type Shard, shardIndices } from "../../shards/shard.js";
 import { DATA_OPTIONS, int, MODEL_OPTIONS, onePositional, parse, str } from "../args.js";
@@ -76,7 +76,7 @@ export const scoreCommand: Command = {
   async run(argv) {
     const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, bootstrap: { type: "string" }, remove: { type: "string" }, shard: { type: "string" }, ...REPORT_OPTIONS }, usage);
     checkReportOption(p);
-    const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
+    const named = onePositional(p, "MODEL", usage);
     const choice = metricsFromArgs(p);
     const selection = selectionFromArgs(p);
     const resamples = int(p, "bootstrap", 1, 100_000);
@@ -85,6 +85,8 @@ export const scoreCommand: Command = {
     if (shard && (resamples !== undefined || str(p, "report") !== undefined)) {
       throw new OptionError(`--shard writes a partial result: --${resamples !== undefined ? "bootstrap" : "report"} belongs to the whole run`, { option: "--shard", hint: "merge the parts with shortgpt merge, then report on the merged JSON" });
     }
+    // Every option is checked before a Hub model is downloaded.
+    const path = await modelPathFromArgs(named);
     const opened = openFromArgs(p, path);
     try {
       const remove = int(p, "remove", 1, opened.config.nLayers - 1);
@@ -148,7 +150,7 @@ async function scoreShard(opened: OpenedModel, calibration: CalibrationWindows, 
   const { model: _path, data, options, backend: used } = common;
   const json: PartialResult = {
     kind: PARTIAL_KIND, version: PARTIAL_VERSION, command: "score", shard,
-    run: { model: common.modelIdentity, data: { sha256: data.sha256, split: data.split }, options, backend: used.name },
+    run: { model: common.modelIdentity, data: { sha256: data.sha256, split: data.split }, options, backend: backendIdentity(backend) },
     common: { ...common }, seconds,
     score: scorePart(run, choice.metrics, runningLayers(opened.config.nLayers), choice.seed, { scoring: calibration.scoring.length, perplexity: calibration.perplexity.length },
       scoringIds, mine.scoring.map((w) => w.tokens.length), perplexityIds),
