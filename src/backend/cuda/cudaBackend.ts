@@ -12,7 +12,9 @@ import { ropeInverseFrequencies } from "../reference.js";
 import { checkLayerWeights, checkLayout } from "../referenceBackend.js";
 import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F, CudaApi, type DevicePtr, type KernelArg } from "./api.js";
 import { cachedCompile, compileOptions, kernelCacheDir } from "./compile.js";
-import { KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD, SOFTMAX_SLOTS } from "./kernelSource.js";
+import { type AttentionContext, causalAttention } from "./attention.js";
+import { alignUp, DeviceMemory } from "./deviceMemory.js";
+import { KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD } from "./kernelSource.js";
 import { type CudaLibraryPaths, findCudaLibraries } from "./libraries.js";
 
 export type CudaPrecision = "bf16" | "fp32";
@@ -44,7 +46,6 @@ export interface CudaBackend extends DecoderBackend {
 }
 
 const BLOCK = 256;
-const ALIGN = 256;
 
 /** Device memory, rows x dim float32. */
 interface DeviceStates extends HiddenStates {
@@ -77,13 +78,6 @@ interface DeviceHead extends PreparedHead {
   readonly dim: number;
 }
 
-/** The softmax variant and block size for rows of `keys` scores: 128 threads with the fewest slots that cover the row, else more threads with 32. */
-export function softmaxLaunch(keys: number): { kernel: KernelName; block: number } {
-  for (const slots of SOFTMAX_SLOTS) if (keys <= slots * 128) return { kernel: `attention_softmax_${slots}`, block: 128 };
-  return { kernel: "attention_softmax_32", block: Math.ceil(keys / SOFTMAX_PER_THREAD / 32) * 32 };
-}
-
-const alignUp = (n: number): number => Math.ceil(n / ALIGN) * ALIGN;
 const blocksFor = (n: number): number => Math.max(1, Math.min(Math.ceil(n / BLOCK), 132 * 32));
 
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<CudaBackend> {
@@ -135,35 +129,19 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   const f32 = (v: number): KernelArg => ({ f32: v });
   const i64 = (v: number): KernelArg => ({ i64: v });
 
-  // Device memory: hidden states from a free list by size (layers allocate and free them at a
-  // high rate), scratch buffers that grow to the largest request and are kept.
-  const freeStates = new Map<number, DevicePtr[]>();
-  const scratch = new Map<string, { ptr: DevicePtr; bytes: number }>();
-  const allocOrTrim = (bytes: number, what: string): DevicePtr => {
-    try {
-      return api.alloc(bytes, what);
-    } catch (err) {
-      if (!(err instanceof DeviceError)) throw err;
-      trimPools();
-      return api.alloc(bytes, what);
-    }
+  const attention: AttentionContext = {
+    api, ginType, ginBytes, scoresLimit, attentionBlock,
+    scratch: (slot, bytes) => work(slot, bytes),
+    launch: (kernel, grid, block, args) => launch(kernel, grid, block, args),
+    countGemms: (n) => void (stats.gemms += n),
   };
-  const trimPools = (): void => {
-    for (const list of freeStates.values()) for (const p of list) api.free(p);
-    freeStates.clear();
-  };
-  const work = (slot: string, bytes: number): DevicePtr => {
-    const have = scratch.get(slot);
-    if (have && have.bytes >= bytes) return have.ptr;
-    if (have) api.free(have.ptr);
-    const size = alignUp(Math.max(bytes, (have?.bytes ?? 0) * 1.25));
-    const p = allocOrTrim(size, `scratch ${slot}`);
-    scratch.set(slot, { ptr: p, bytes: size });
-    return p;
-  };
+  const memory = new DeviceMemory(api);
+  const allocOrTrim = (bytes: number, what: string): DevicePtr => memory.alloc(bytes, what);
+  const work = (slot: string, bytes: number): DevicePtr => memory.scratch(slot, bytes);
+  const uploadInts = (slot: string, values: Int32Array): DevicePtr => memory.uploadInts(slot, values);
   const newStates = (rows: number, dim: number): DeviceStates => {
     const bytes = rows * dim * 4;
-    const p = freeStates.get(bytes)?.pop() ?? allocOrTrim(bytes, `hidden states (${rows} x ${dim})`);
+    const p = memory.takeStates(bytes, `hidden states (${rows} x ${dim})`);
     return { rows, dim, owner: name, ptr: p, bytes, released: false };
   };
   const own = (states: HiddenStates): DeviceStates => {
@@ -171,11 +149,6 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     const s = states as DeviceStates;
     if (s.released) throw new OptionError("hidden states were used after release");
     return s;
-  };
-  const uploadInts = (slot: string, values: Int32Array): DevicePtr => {
-    const p = work(slot, values.byteLength);
-    api.upload(p, values);
-    return p;
   };
 
   /** out (rows, n) fp32 = in (rows, k) @ w (n, k)^T (+ out when accumulate). */
@@ -285,7 +258,6 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     const qDim = nHeads * headDim;
     const kvDim = nKvHeads * headDim;
     const qkvDim = qDim + 2 * kvDim;
-    const group = nHeads / nKvHeads;
     const t = layer.tensors;
     const layerNorm = shape.layerNorm ? 1 : 0;
     if (seqLen > SOFTMAX_PER_THREAD * 1024) throw new UnsupportedError(`the cuda backend's attention handles windows of up to ${SOFTMAX_PER_THREAD * 1024} tokens, got ${seqLen}`, { option: "--seq-len" });
@@ -312,56 +284,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, kh);
     toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, vh);
 
-    // Attention, by blocks of queries: block [q0, q1) needs only keys [0, q1), so the causal mask
-    // costs no GEMM work or score memory beyond the block's diagonal. For each block and each query
-    // head j of a KV group, over a chunk of windows (batch b = window * nKvHeads + kvHead):
-    //   scores[b][i][s] = sum_d Q[head][q0 + i][d] K[kvHead][s][d]   (fp32, s < q1)
-    //   softmax in place as gin_t, then O[head][q0 + i][d] = sum_s P[b][i][s] V[kvHead][s][d].
-    // Head-major layouts: Q (window, head, t, d), K and V (window, kvHead, t, d), O as Q.
-    const queryBlock = Math.min(seqLen, attentionBlock);
-    // Score bytes per window for the largest block: a whole-window block holds every query head's rows.
-    const blockScores = (queryBlock === seqLen ? nHeads : nKvHeads) * queryBlock * seqLen * 4;
-    const perChunk = Math.max(1, Math.min(nWindows, Math.floor(scoresLimit / blockScores)));
-    const scores = work("scores", perChunk * blockScores);
     const oh = work("oh", rows * qDim * ginBytes);
-    const scale = 1 / Math.sqrt(headDim);
-    const hd = headDim;
-    for (let w0 = 0; w0 < nWindows; w0 += perChunk) {
-      const cw = Math.min(perChunk, nWindows - w0);
-      const batches = cw * nKvHeads;
-      const kAt = kh + BigInt(w0 * seqLen * kvDim * ginBytes);
-      const vAt = vh + BigInt(w0 * seqLen * kvDim * ginBytes);
-      const branchesAt = branches === undefined ? null : branches + BigInt(w0 * seqLen * 4);
-      for (let q0 = 0; q0 < seqLen; q0 += queryBlock) {
-        const nq = Math.min(queryBlock, seqLen - q0);
-        const keys = q0 + nq;
-        const pLd = precision === "bf16" ? 2 * keys : keys;
-        const softmax = softmaxLaunch(keys);
-        // A block of the whole window takes a KV group's query heads in one call: their rows are
-        // contiguous (group * seqLen of them per batch); a smaller block needs one call per head.
-        const fused = nq === seqLen;
-        const heads = fused ? 1 : group;
-        const queryRows = fused ? group * seqLen : nq;
-        for (let j = 0; j < heads; j++) {
-          // Head kvHead * group + j of window w0 + b / nKvHeads, from its row q0; the next batch's heads are group * seqLen rows on.
-          const qAt = qh + BigInt(((w0 * nHeads + j) * seqLen + q0) * hd * ginBytes);
-          const oAt = oh + BigInt(((w0 * nHeads + j) * seqLen + q0) * hd * ginBytes);
-          api.gemmStridedBatched(
-            { transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: keys, n: queryRows, k: hd, a: kAt, aType: ginType, lda: hd, b: qAt, bType: ginType, ldb: hd, beta: 0, c: scores, cType: CUDA_R_32F, ldc: keys },
-            { strideA: seqLen * hd, strideB: group * seqLen * hd, strideC: queryRows * keys, count: batches },
-          );
-          // Fused, score row r is (batch * group + j) * seqLen + t: "batches" of seqLen rows, nHeads of them per window.
-          launch(softmax.kernel, [batches * queryRows], softmax.block, [
-            ptr(scores), i32(keys), i32(fused ? seqLen : nq), i32(q0), i32(fused ? nHeads : nKvHeads), f32(scale), ptr(branchesAt), i32(seqLen), i32(pLd),
-          ]);
-          api.gemmStridedBatched(
-            { transA: CUBLAS_OP_N, transB: CUBLAS_OP_N, m: hd, n: queryRows, k: keys, a: vAt, aType: ginType, lda: hd, b: scores, bType: ginType, ldb: pLd, beta: 0, c: oAt, cType: ginType, ldc: hd },
-            { strideA: seqLen * hd, strideB: queryRows * pLd, strideC: group * seqLen * hd, count: batches },
-          );
-          stats.gemms += 2;
-        }
-      }
-    }
+    causalAttention(attention, { qh, kh, vh, oh, branches, nWindows, seqLen, nHeads, nKvHeads, headDim });
     const att = work("att", rows * qDim * ginBytes);
     launch("heads_to_rows", [blocksFor(rows * qDim)], BLOCK, [ptr(oh), ptr(att), i32(seqLen), i32(nHeads), i32(headDim), i64(rows * qDim)]);
     const out = newStates(rows, dim);
@@ -455,9 +379,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     release(states) {
       const s = own(states);
       s.released = true;
-      const list = freeStates.get(s.bytes) ?? [];
-      list.push(s.ptr);
-      freeStates.set(s.bytes, list);
+      memory.giveStates(s.ptr, s.bytes);
     },
     async prepareLayer(key, load, shape) {
       checkShape(shape);
@@ -565,9 +487,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       embeddings.clear();
       for (const p of invFreqs.values()) api.free(p);
       invFreqs.clear();
-      for (const s of scratch.values()) api.free(s.ptr);
-      scratch.clear();
-      trimPools();
+      memory.dispose();
       api.dispose();
     },
   };
