@@ -136,7 +136,7 @@ test("out of device memory and a missing device index are one-line errors that n
     delete process.env["CUDA_STUB_ALLOC_LIMIT"];
   }
   await assert.rejects(createCudaBackend(options({ device: 1 })), (e: unknown) => e instanceof DeviceError && /--device 1: this machine has 1 CUDA device/.test(e.message));
-  const run = runCli(["score", MODEL_BIN, "--data", TINYSTORIES, "--max-tokens", "600", "--seq-len", "128", "--backend", "cuda", "--device", "2"].concat([]));
+  const run = runCli(["score", MODEL_BIN, "--data", TINYSTORIES, "--max-tokens", "600", "--seq-len", "128", "--backend", "cuda", "--device", "2"]);
   // Without SHORTGPT_CUDA_LIBS pointing at the stand-in, this machine's own libraries decide: a GPU-less machine says libcuda is missing.
   assert.equal(run.status, 1);
   assert.equal(run.stderr.trim().split("\n").length, 1, run.stderr);

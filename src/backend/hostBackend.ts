@@ -32,7 +32,10 @@ export function checkRowIndices(rows: Int32Array, total: number, what: string): 
   for (const r of rows) if (!(r >= 0 && r < total)) throw new OptionError(`${what}: row ${r} is outside 0..${total - 1}`);
 }
 
-export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = 4096): HostBackend<K> {
+/** Tokens per layer call on the CPU: enough to fill the cores, few enough to keep a batch's activations small. */
+export const HOST_BATCH_TOKENS = 4096;
+
+export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = HOST_BATCH_TOKENS): HostBackend<K> {
   const name = kernels.name;
   const own = (states: HiddenStates): HostHiddenStates => {
     if (states.owner !== name || !("data" in states)) throw new OptionError(`hidden states made by backend ${states.owner} were given to backend ${name}`);

@@ -296,7 +296,8 @@ async function scoreGroup(
   rowOf: Map<Window, { hidden: HiddenStates; offset: number }>, source: StreamingSource, head: PreparedHead, backend: DecoderBackend,
 ): Promise<void> {
   const { vocabSize, normEps } = source.config;
-  const rows = new Map<string, { window: number; position: number; uses: { job: number; target: number }[] }>();
+  interface HeadRow { window: number; position: number; uses: { job: number; target: number }[] }
+  const rows = new Map<string, HeadRow>();
   jobs.forEach((job, j) => {
     if (!members.has(job.window)) return;
     job.targets.forEach((target, k) => {
@@ -308,7 +309,7 @@ async function scoreGroup(
     });
   });
   // The rows of each batch's states go to the head together.
-  const byStates = new Map<HiddenStates, (typeof rows extends Map<string, infer R> ? R : never)[]>();
+  const byStates = new Map<HiddenStates, HeadRow[]>();
   for (const row of rows.values()) {
     const { hidden } = rowOf.get(windows[row.window]!)!;
     const list = byStates.get(hidden) ?? [];

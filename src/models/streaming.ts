@@ -77,7 +77,6 @@ export function releaseBatches(batches: readonly Batch[], backend: DecoderBacken
   for (const b of batches) if (b.hidden) backend.release(b.hidden);
 }
 
-export const DEFAULT_BATCH_TOKENS = 4096;
 
 
 /**
@@ -192,7 +191,7 @@ export async function streamingBlockInfluence(source: StreamingSource, windows: 
 }
 
 /** Rows of the head per backend call: bounds the logits buffer to rows x vocab floats. */
-export const HEAD_ROWS = 1024;
+const HEAD_ROWS = 1024;
 
 /** Strided perplexity, layer by layer, then the final norm and classifier on the scored positions only. */
 export async function streamingPerplexity(source: StreamingSource, windows: readonly PerplexityWindow[], options: StreamingOptions): Promise<PerplexityResult> {
