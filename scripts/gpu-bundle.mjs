@@ -93,13 +93,21 @@ for (const file of ["stories260K.bin", "tok512.bin", "stories260K.gguf"]) {
   if (!existsSync(from)) fail(`${from} is missing (set SHORTGPT_SHARED to the shared folder)`);
   copy(from, join(out, "shared", "models", "stories260K", file));
 }
+// MMLU (the device check's items/s row) and stories260K's tokenizer as tokenizer.json (the prune end-to-end row's checkpoint).
+for (const split of ["dev", "test"]) {
+  for (const file of readdirSync(join(shared, "data", "mmlu", split))) copy(join(shared, "data", "mmlu", split, file), join(out, "shared", "data", "mmlu", split, file));
+}
+const hfDir = join(out, "shared", "stories-hf");
+const converted = spawnSync(process.execPath, [join(root, "dist", "src", "cli", "main.js"), "convert", join(shared, "models", "stories260K", "stories260K.bin"), "--to", "safetensors", hfDir], { encoding: "utf8" });
+if (converted.status !== 0) fail(`converting stories260K for its tokenizer.json failed: ${converted.stderr}`);
+for (const file of ["model.safetensors", "config.json"]) rmSync(join(hfDir, file), { force: true });
 const text = readFileSync(join(shared, "data", "tinystories", "tinystories_val.txt"), "utf8");
 mkdirSync(join(out, "shared", "data", "tinystories"), { recursive: true });
 writeFileSync(join(out, "shared", "data", "tinystories", "tinystories_val.txt"), text.slice(0, 200_000));
 
 // Walk the static imports from the device entry points: a bare specifier that is neither node:
 // nor bundled would crash on the device, where there is no node_modules to fall back on.
-const entries = readdirSync(join(out, "dist", "bench", "gpu")).filter((f) => f.endsWith(".js")).map((f) => join(out, "dist", "bench", "gpu", f));
+const entries = [...readdirSync(join(out, "dist", "bench", "gpu")).filter((f) => f.endsWith(".js")).map((f) => join(out, "dist", "bench", "gpu", f)), join(out, "dist", "src", "cli", "main.js")];
 const seen = new Set();
 const missing = new Map();
 const lazy = new Set();

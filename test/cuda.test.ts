@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { bindNvrtc, nvrtcCompile } from "../src/backend/cuda/api.js";
 import { cachedCompile, compileOptions, kernelCacheDir, kernelCachePath } from "../src/backend/cuda/compile.js";
-import { KERNEL_NAMES, KERNEL_SOURCE } from "../src/backend/cuda/kernelSource.js";
+import { BF16_KERNEL_NAMES, KERNEL_NAMES, KERNEL_SOURCE } from "../src/backend/cuda/kernelSource.js";
 import { findCudaLibraries, type LibrarySearchEnv, NoCudaDriverError, searchFolders, SYSTEM_SEARCH } from "../src/backend/cuda/libraries.js";
 import { hostBackend } from "../src/backend/hostBackend.js";
 import { createReferenceBackend, createReferenceKernels } from "../src/backend/referenceBackend.js";
@@ -92,7 +92,8 @@ function findNvrtc(): string | undefined {
 }
 
 test("the kernel source compiles for Hopper in both precisions (NVRTC where found, else nvcc) and defines every kernel the backend launches", (t) => {
-  for (const name of KERNEL_NAMES) assert.match(KERNEL_SOURCE, new RegExp(`extern "C" __global__ void (__launch_bounds__\\(\\d+\\) )?${name}\\(`), `kernel ${name} is defined`);
+  for (const name of [...KERNEL_NAMES, ...BF16_KERNEL_NAMES]) assert.match(KERNEL_SOURCE, new RegExp(`extern "C" __global__ void (__launch_bounds__\\(\\d+\\) )?${name}\\(`), `kernel ${name} is defined`);
+  const namesFor = (bf16: number): readonly string[] => [...KERNEL_NAMES, ...(bf16 ? BF16_KERNEL_NAMES : [])];
   const nvrtc = findNvrtc();
   const nvcc = spawnSync("nvcc", ["--version"], { encoding: "utf8" });
   if (nvrtc) {
@@ -100,7 +101,7 @@ test("the kernel source compiles for Hopper in both precisions (NVRTC where foun
     for (const bf16 of [0, 1]) {
       const cubin = nvrtcCompile(rtc, KERNEL_SOURCE, "kernels.cu", compileOptions(90, { GIN_BF16: bf16 }));
       assert.deepEqual([...cubin.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46], "an ELF cubin");
-      for (const name of KERNEL_NAMES) assert.ok(Buffer.from(cubin).includes(name), `${name} in the cubin`);
+      for (const name of namesFor(bf16)) assert.ok(Buffer.from(cubin).includes(name), `${name} in the cubin`);
     }
     assert.throws(() => nvrtcCompile(rtc, "extern \"C\" __global__ void broken( {", "broken.cu", compileOptions(90, {})), (e: unknown) => e instanceof DeviceError && /NVRTC could not compile broken\.cu/.test(e.message));
     t.diagnostic(`compiled with ${nvrtc}`);
@@ -111,7 +112,7 @@ test("the kernel source compiles for Hopper in both precisions (NVRTC where foun
       const r = spawnSync("nvcc", ["--ptx", "-arch=compute_90", `-DGIN_BF16=${bf16}`, "-o", join(dir, `k${bf16}.ptx`), join(dir, "k.cu")], { encoding: "utf8" });
       assert.equal(r.status, 0, r.stderr);
       const ptx = readFileSync(join(dir, `k${bf16}.ptx`), "utf8");
-      for (const name of KERNEL_NAMES) assert.match(ptx, new RegExp(`\\.entry ${name}\\(`));
+      for (const name of namesFor(bf16)) assert.match(ptx, new RegExp(`\\.entry ${name}\\(`));
     }
     t.diagnostic("no libnvrtc found: compiled with nvcc");
   } else {

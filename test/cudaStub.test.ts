@@ -9,7 +9,10 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { createCudaBackend, type CudaBackendOptions } from "../src/backend/cuda/cudaBackend.js";
+import { type DecodeSupport, type LayerShape, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "../src/backend/backend.js";
+import { type CudaBackend, createCudaBackend, type CudaBackendOptions } from "../src/backend/cuda/cudaBackend.js";
+import { generateOnBackend } from "../src/eval/generate.js";
+import { layerShape } from "../src/models/llama.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { DeviceError } from "../src/errors.js";
 import { openModel } from "../src/load.js";
@@ -40,7 +43,7 @@ const opened = openModel(MODEL_BIN);
 const documents = [opened.tokenizer.encode(readFileSync(TINYSTORIES, "utf8").slice(0, 6000), { bos: true })];
 const options = (extra: Partial<CudaBackendOptions> = {}): CudaBackendOptions => ({ libraries, cacheDir: join(dir, "cache"), ...extra });
 
-test("a layer on the device: the fused QKV, output, gate|up and down GEMMs with the residual accumulated, attention as batched GEMMs around the softmax", async () => {
+test("a layer on the device: the fused QKV, output, gate|up and down GEMMs (q/k/v and gate|up written as bf16, the residual accumulated in fp32), attention as batched GEMMs around the softmax for a head size the fused kernel does not take", async () => {
   calls();
   const backend = await createCudaBackend(options());
   const compiled = calls().filter((l) => l.startsWith("compile"));
@@ -62,9 +65,9 @@ test("a layer on the device: the fused QKV, output, gate|up and down GEMMs with 
   const gemms = log.filter((l) => l.startsWith("gemm"));
   assert.equal(gemms.length, 4 * nLayers, "four GEMMs a layer");
   assert.deepEqual(gemms.slice(0, 4), [
-    `gemm 1 0 m=${qkv} n=${rows} k=${dim} types=${bf16},${bf16},${f32} lda=${dim} ldb=${dim} ldc=${qkv} beta=0 compute=68`,
+    `gemm 1 0 m=${qkv} n=${rows} k=${dim} types=${bf16},${bf16},${bf16} lda=${dim} ldb=${dim} ldc=${qkv} beta=0 compute=68`,
     `gemm 1 0 m=${dim} n=${rows} k=${nHeads * headDim} types=${bf16},${bf16},${f32} lda=${nHeads * headDim} ldb=${nHeads * headDim} ldc=${dim} beta=1 compute=68`,
-    `gemm 1 0 m=${2 * hiddenDim} n=${rows} k=${dim} types=${bf16},${bf16},${f32} lda=${dim} ldb=${dim} ldc=${2 * hiddenDim} beta=0 compute=68`,
+    `gemm 1 0 m=${2 * hiddenDim} n=${rows} k=${dim} types=${bf16},${bf16},${bf16} lda=${dim} ldb=${dim} ldc=${2 * hiddenDim} beta=0 compute=68`,
     `gemm 1 0 m=${dim} n=${rows} k=${hiddenDim} types=${bf16},${bf16},${f32} lda=${hiddenDim} ldb=${hiddenDim} ldc=${dim} beta=1 compute=68`,
   ]);
   const group = nHeads / nKvHeads;
@@ -145,4 +148,70 @@ test("out of device memory and a missing device index are one-line errors that n
   });
   assert.equal(viaStub.status, 1);
   assert.match(viaStub.stderr, /--device 2: this machine has 1 CUDA device/);
+});
+
+/** A random layer of a given shape (values do not matter: the stand-in computes nothing). */
+function zeroLayer(shape: LayerShape): LayerWeightsF32 {
+  const dims = layerWeightDims(shape);
+  return Object.fromEntries(Object.entries(dims).map(([name, d]) => [name, new Float32Array(d!.reduce((a, b) => a * b, 1))])) as unknown as LayerWeightsF32;
+}
+
+test("head sizes 64 and 128 run the fused (flash) attention kernel, one block per 64 queries of each head and window, with no score GEMMs; fp32, packed layouts and other head sizes take the GEMM path", async () => {
+  const shape: LayerShape = { dim: 256, hiddenDim: 512, nHeads: 4, nKvHeads: 2, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
+  const run = async (backend: CudaBackend, s: LayerShape, layout?: PackedLayout): Promise<string[]> => {
+    const x = await backend.upload(new Float32Array(2 * 100 * s.dim), 200, s.dim);
+    const layer = await backend.prepareLayer(`flash/${s.headDim}/${layout ? 1 : 0}`, () => zeroLayer(s), s);
+    calls();
+    backend.release(await backend.runLayer(x, 2, 100, layer, s, layout));
+    return calls();
+  };
+  const bf16 = await createCudaBackend(options());
+  for (const headDim of [64, 128]) {
+    const s = { ...shape, headDim };
+    const log = await run(bf16, s);
+    assert.deepEqual(log.filter((l) => l.includes("flash_attention")), [`launch flash_attention_${headDim} 2 4 128 z=2`], "ceil(100 / 64) query blocks x 4 heads x 2 windows");
+    assert.equal(log.filter((l) => l.startsWith("batched")).length, 0, "no score or P @ V GEMMs");
+    assert.equal(log.filter((l) => l.includes("heads_to_rows") || l.includes("attention_softmax")).length, 0, "the kernel writes rows itself");
+  }
+  const layout = { positions: Int32Array.from({ length: 200 }, (_, i) => i % 100), branches: new Int32Array(200) };
+  const packed = await run(bf16, shape, layout);
+  assert.equal(packed.filter((l) => l.includes("flash_attention")).length, 0, "packed branches: GEMM path");
+  assert.ok(packed.some((l) => l.startsWith("launch attention_softmax")));
+  const odd = await run(bf16, { ...shape, dim: 192, headDim: 48 });
+  assert.equal(odd.filter((l) => l.includes("flash_attention")).length, 0, "head size 48: GEMM path");
+  await bf16.dispose();
+  const fp32 = await createCudaBackend(options({ precision: "fp32" }));
+  const full = await run(fp32, shape);
+  assert.equal(full.filter((l) => l.includes("flash_attention")).length, 0, "fp32: GEMM path");
+  assert.equal(full.filter((l) => l.startsWith("batched")).length, 2);
+  await fp32.dispose();
+  const off = await createCudaBackend(options({ flashAttention: false }));
+  assert.equal((await run(off, shape)).filter((l) => l.includes("flash_attention")).length, 0, "turned off");
+  await off.dispose();
+});
+
+test("generation on the device: the prompt in one step, then one token a step through a key/value cache that each layer appends to and attends over", async () => {
+  const backend = await createCudaBackend(options());
+  assert.ok(backend.decode, "the cuda backend decodes with its own cache");
+  calls();
+  const prompt = opened.tokenizer.encode("Once upon a time", { bos: true });
+  const ids = await generateOnBackend(opened, backend as CudaBackend & { decode: DecodeSupport }, prompt, { maxTokens: 5, temperature: 0, seed: 0 });
+  assert.equal(ids.length, 5);
+  const log = calls();
+  const { nLayers, nHeads, nKvHeads, headDim } = opened.config;
+  const capacity = prompt.length + 5;
+  const group = nHeads / nKvHeads;
+  // Head size 8: scores and P @ V by batched GEMMs over the cache (stride capacity x headDim), keys growing by one each step.
+  const scores = log.filter((l) => l.startsWith("batched 1 0"));
+  assert.equal(scores.length, 5 * nLayers, "one step for the prompt and one per new token but the last, per layer");
+  for (let step = 0; step < 5; step++) {
+    const n = step === 0 ? prompt.length : 1;
+    const keys = prompt.length + step;
+    assert.equal(scores[step * nLayers], `batched 1 0 m=${keys} n=${group * n} k=${headDim} lda=${headDim} ldb=${headDim} ldc=${keys} strides=${capacity * headDim},${group * n * headDim},${group * n * keys} count=${nKvHeads}`);
+  }
+  assert.equal(log.filter((l) => l.startsWith("launch embed_rows")).length, 5);
+  assert.equal(log.filter((l) => l.startsWith("gemm") && l.includes(`m=${opened.config.vocabSize} n=1 `)).length, 5, "the classifier runs on the last position only");
+  await assert.rejects(backend.decode.runLayerCached(await backend.upload(new Float32Array(opened.config.dim * 3), 3, opened.config.dim), await backend.prepareLayer("x", () => zeroLayer(layerShape(opened.config)), layerShape(opened.config)), layerShape(opened.config), backend.decode.createKvCache(1, 2, layerShape(opened.config)), 0),
+    (e: unknown) => e instanceof Error && /3 new tokens after 0 do not fit a cache of 2 positions/.test(e.message));
+  await backend.dispose();
 });

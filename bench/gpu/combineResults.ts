@@ -44,6 +44,32 @@ export interface Combined {
   device: string | null; gpu: string | null; peakTflops: number | null;
   versions: { torch: string | null; transformers: string | null };
   correctness: Correctness[]; rows: Row[]; notes: string[];
+  /** End-to-end rows (MMLU items/s, prune seconds): shortgpt's and the peer's value under one name. */
+  extras: ExtraRow[];
+}
+
+/** A measurement of either side beyond the tokens/s table: `better` says which way is faster. */
+export interface Extra { name: string; unit: string; better: "higher" | "lower"; value: number }
+export interface ExtraRow { name: string; unit: string; shortgpt: number | null; peer: number | null; ratio: number | null }
+
+function extra(v: unknown): Extra | null {
+  if (!isRecord(v)) return null;
+  const name = str(v["name"]), unit = str(v["unit"]), value = num(v["value"]), better = v["better"];
+  return name !== undefined && unit !== undefined && value !== undefined && (better === "higher" || better === "lower") ? { name, unit, better, value } : null;
+}
+
+/** Pairs the two sides' extras by name; ratio > 1 means shortgpt is faster. */
+export function combineExtras(ours: unknown[], peers: unknown[]): ExtraRow[] {
+  const mine = ours.map(extra).filter((e): e is Extra => e !== null);
+  const theirs = peers.map(extra).filter((e): e is Extra => e !== null);
+  const names = [...new Set([...mine, ...theirs].map((e) => e.name))];
+  return names.map((name) => {
+    const a = mine.find((e) => e.name === name);
+    const b = theirs.find((e) => e.name === name);
+    const better = (a ?? b)!.better;
+    const ratio = a && b ? (better === "higher" ? a.value / b.value : b.value / a.value) : null;
+    return { name, unit: (a ?? b)!.unit, shortgpt: a?.value ?? null, peer: b?.value ?? null, ratio };
+  });
 }
 
 /** Parameters inside the decoder layers: attention (q, k, v, o), SwiGLU MLP (gate, up, down), two norms. */
@@ -182,7 +208,7 @@ export function combine(shortgpt: unknown, peers: unknown[]): Combined {
     };
   });
   if (peakTflops === null) notes.push("no bf16 GEMM peak measured: peak fractions are blank");
-  return { device, gpu, peakTflops, versions, correctness, rows, notes };
+  return { device, gpu, peakTflops, versions, correctness, rows, notes, extras: [] };
 }
 
 function fmt(v: number | null | undefined, digits: number): string {
@@ -200,6 +226,10 @@ export function renderMarkdown(c: Combined): string {
   for (const r of c.rows) {
     const pct = (v: number | null): string => (v === null ? "-" : (100 * v).toFixed(1));
     lines.push(`| ${r.shape} | ${r.seqLen} | ${r.task} | ${fmt(r.shortgpt?.tokensPerSecond, 0)} | ${fmt(r.peer?.tokensPerSecond, 0)} | ${fmt(r.ratio, 2)} | ${pct(r.peakFraction)} | ${pct(r.peerPeakFraction)} | ${r.maxBiDiff === null ? "-" : r.maxBiDiff.toExponential(2)} | ${r.nllDiff === null ? "-" : r.nllDiff.toExponential(2)} |`);
+  }
+  if (c.extras.length > 0) {
+    lines.push("", "| end to end | unit | shortgpt | peer | ratio (> 1: shortgpt faster) |", "|---|---|---:|---:|---:|");
+    for (const e of c.extras) lines.push(`| ${e.name} | ${e.unit} | ${fmt(e.shortgpt, 2)} | ${fmt(e.peer, 2)} | ${fmt(e.ratio, 2)} |`);
   }
   if (c.correctness.length > 0) {
     lines.push("", "Correctness:");
@@ -230,9 +260,13 @@ function main(): void {
   const { values } = parseArgs({ options: { dir: { type: "string", default: "gpu-out" } } });
   const dir = values.dir;
   const shortgpt = readJson(join(dir, "shortgpt.json"));
-  const peerFiles = existsSync(dir) ? readdirSync(dir).filter((f) => /^peer-.*\.json$/.test(f)).sort() : [];
+  const files = existsSync(dir) ? readdirSync(dir).sort() : [];
+  const peerFiles = files.filter((f) => /^peer-.*\.json$/.test(f) && !f.startsWith("peer-extra-"));
   const peers = peerFiles.map((f) => readJson(join(dir, f))).filter((p) => p !== null);
-  const combined = combine(shortgpt, peers);
+  // Extras: shortgpt.json's own list and extra-*.json (written by device-check.sh), against peer-extra-*.json.
+  const ours = [...(isRecord(shortgpt) && Array.isArray(shortgpt["extras"]) ? shortgpt["extras"] as unknown[] : []), ...files.filter((f) => /^extra-.*\.json$/.test(f)).map((f) => readJson(join(dir, f)))];
+  const theirs = files.filter((f) => /^peer-extra-.*\.json$/.test(f)).map((f) => readJson(join(dir, f)));
+  const combined = { ...combine(shortgpt, peers), extras: combineExtras(ours, theirs) };
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "gpu-results.json"), JSON.stringify({ ...combined, peerFiles }, null, 1) + "\n");
   console.log(renderMarkdown(combined));

@@ -6,7 +6,9 @@
 #   bash device-check.sh [--dry-run] [OUT_DIR]       (OUT_DIR defaults to $OUT, then ./gpu-out)
 # --dry-run only unpacks node and checks that koffi and the compiled code load from the bundle.
 # Budget: SHORTGPT_CHECK_BUDGET seconds in all (default 480), SHORTGPT_NODE_TIMEOUT for the
-# device check (default 200), SHORTGPT_PEER_TIMEOUT per peer run (default 120).
+# device check (default 200), SHORTGPT_PEER_TIMEOUT per peer run (default 120). SHORTGPT_CHECK_ARGS:
+# extra options for deviceCheck.js (e.g. --only-shapes tinyllama); SHORTGPT_PEER_SPECS: the peer's
+# shape:seqLen runs (default: the four of the table).
 set -u
 
 DRY_RUN=0
@@ -98,20 +100,47 @@ fi
 # LD_LIBRARY_PATH for node only, so libraries the CUDA libraries load in turn resolve too; the
 # python peer keeps torch's own bundled CUDA libraries.
 run_step shortgpt "$(step_limit "$NODE_TIMEOUT")" env SHORTGPT_SHARED="$BUNDLE/shared" SHORTGPT_CACHE_DIR="${SHORTGPT_CACHE_DIR:-/tmp/shortgpt-cache}" LD_LIBRARY_PATH="$SHORTGPT_CUDA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-  "$NODE" dist/bench/gpu/deviceCheck.js --out "$OUT_DIR"
+  "$NODE" dist/bench/gpu/deviceCheck.js --out "$OUT_DIR" ${SHORTGPT_CHECK_ARGS:-}
 [ -f "$OUT_DIR/shortgpt.json" ] || log "no shortgpt.json: the table will have peer columns only"
 
 # --- (b) the transformers + torch peer, one process per shape so each frees its model ---
-for spec in tinyllama:512 llama2-7b:512 llama3-8b:512 llama2-7b:2048; do
+for spec in ${SHORTGPT_PEER_SPECS:-tinyllama:512 llama2-7b:512 llama3-8b:512 llama2-7b:2048}; do
   shape="${spec%%:*}"; seq="${spec##*:}"
   run_step "peer-$shape-$seq" "$(step_limit "$PEER_TIMEOUT")" env PYTHONUNBUFFERED=1 "$PYTHON" bench/gpu/peer_cuda.py \
     --shape "$shape" --windows 8 --seq-len "$seq" --tasks score,ppl --device cuda --dtype bf16 --repeats 3 \
     --out "$OUT_DIR/peer-$shape-$seq.json" --print summary
 done
 
+# --- (b2) the peer on the MMLU requests shortgpt scored (deviceCheck.js --mmlu-limit writes them) ---
+if [ -f "$OUT_DIR/mmlu-requests.json" ]; then
+  run_step peer-mmlu "$(step_limit "$PEER_TIMEOUT")" env PYTHONUNBUFFERED=1 "$PYTHON" bench/gpu/peer_extra.py mmlu --shape llama2-7b \
+    --requests "$OUT_DIR/mmlu-requests.json" --batch 64 --out "$OUT_DIR/peer-extra-mmlu.json"
+  mv "$OUT_DIR/mmlu-requests.json" "$OUT_DIR/logs/" 2>/dev/null
+fi
+
+# --- (b3) prune end to end (SHORTGPT_PRUNE_E2E=1): both sides prune the same random TinyLlama-shaped
+# checkpoint (bf16, saved by transformers, with stories260K's tokenizer) by BI over 16,384 tokens ---
+if [ "${SHORTGPT_PRUNE_E2E:-0}" = "1" ]; then
+  WORK="${TMPDIR:-/tmp}/shortgpt-prune-e2e"
+  rm -rf "$WORK" && mkdir -p "$WORK"
+  if run_step make-checkpoint "$(step_limit 60)" env PYTHONUNBUFFERED=1 "$PYTHON" bench/gpu/peer_extra.py make --shape tinyllama --save "$WORK/model" --out "$OUT_DIR/logs/make-checkpoint.json"; then
+    cp shared/stories-hf/tokenizer.json shared/stories-hf/tokenizer_config.json "$WORK/model/"
+    t0=$(date +%s.%N)
+    if run_step prune-shortgpt "$(step_limit 120)" env SHORTGPT_CACHE_DIR="${SHORTGPT_CACHE_DIR:-/tmp/shortgpt-cache}" LD_LIBRARY_PATH="$SHORTGPT_CUDA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      "$NODE" dist/src/cli/main.js prune "$WORK/model" --data shared/data/tinystories/tinystories_val.txt --remove 5 --max-tokens 16384 --seq-len 2048 \
+      --backend cuda --out "$WORK/ours" --json "$OUT_DIR/logs/prune-shortgpt.json"; then
+      t1=$(date +%s.%N)
+      "$PYTHON" -c 'import json, sys; t = float(sys.argv[2]) - float(sys.argv[1]); json.dump({"name": "tinyllama prune end to end", "unit": "s", "better": "lower", "value": t}, open(sys.argv[3], "w")); print(f"shortgpt prune: {t:.2f} s")' "$t0" "$t1" "$OUT_DIR/extra-prune.json"
+    fi
+    run_step prune-peer "$(step_limit 120)" env PYTHONUNBUFFERED=1 "$PYTHON" bench/gpu/peer_extra.py prune --model "$WORK/model" \
+      --text shared/data/tinystories/tinystories_val.txt --tokens 16384 --seq-len 2048 --remove 5 --save "$WORK/peer" --out "$OUT_DIR/peer-extra-prune.json"
+  fi
+  rm -rf "$WORK"
+fi
+
 # --- (c) combine: gpu-results.json and the markdown table ---
 run_step combine 30 "$NODE" dist/bench/gpu/combineResults.js --dir "$OUT_DIR"
 # The device tool brings back at most 8 files: keep the two JSON results and pack the rest.
-( cd "$OUT_DIR" && tar czf details.tar.gz logs peer-*.json 2>/dev/null && rm -rf logs peer-*.json )
+( cd "$OUT_DIR" && tar czf details.tar.gz logs peer-*.json extra-*.json 2>/dev/null && rm -rf logs peer-*.json extra-*.json )
 log "done; results in $OUT_DIR: $(ls "$OUT_DIR" | tr '\n' ' ')"
 exit 0

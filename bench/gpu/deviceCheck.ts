@@ -9,21 +9,28 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import type { DecoderBackend, LayerShape, LayerWeightsF32, PackedLayout } from "../../src/backend/backend.js";
+import type { DecodeSupport, DecoderBackend, LayerShape, LayerWeightsF32, PackedLayout } from "../../src/backend/backend.js";
 import { createCudaBackend, type CudaBackend } from "../../src/backend/cuda/cudaBackend.js";
 import { createReferenceBackend, createReferenceKernels } from "../../src/backend/referenceBackend.js";
 import { embedRows } from "../../src/backend/embedding.js";
 import { rowCosine, rowRelativeMagnitude } from "../../src/backend/rowStats.js";
 import type { Window } from "../../src/data/windows.js";
-import { argmax, generate } from "../../src/eval/generate.js";
+import { argmax, generate, generateOnBackend } from "../../src/eval/generate.js";
 import { loadModel, openModel } from "../../src/load.js";
 import { layerShape, loadLlamaLayer } from "../../src/models/llama.js";
 import { prepareHead, releaseBatches, runLayersStreaming, type StreamingSource, streamingBlockInfluence, streamingPerplexity } from "../../src/models/streaming.js";
 import { perplexityData, resolveWindows, scoreData, tokenizeFile } from "../../src/pipeline.js";
 import { sharedPath } from "../../src/shared.js";
-import { prng, randomSource, randomWindows, SHAPES, type ModelShape, uniform } from "./randomModel.js";
+import { LLAMA2_70B, prng, randomSource, randomWindows, SHAPES, type ModelShape, uniform } from "./randomModel.js";
+import { evaluateTask, type TaskResult } from "../../src/eval/evaluateTasks.js";
+import { encodePair } from "../../src/eval/loglikelihood.js";
+import { findTask } from "../../src/eval/tasks/tasks.js";
 
-const { values: args } = parseArgs({ options: { out: { type: "string" }, "skip-speed": { type: "boolean" }, "skip-correctness": { type: "boolean" }, "only-shapes": { type: "string" }, "dry-run-on-reference": { type: "boolean" } } });
+const { values: args } = parseArgs({ options: {
+  out: { type: "string" }, "skip-speed": { type: "boolean" }, "skip-correctness": { type: "boolean" }, "only-shapes": { type: "string" }, "dry-run-on-reference": { type: "boolean" },
+  // MMLU 0-shot on the Llama-2-7B shape with this many items per subject (0: skip); the 70B shape (resident weights, 8 x 512).
+  "mmlu-limit": { type: "string" }, "mmlu-shape": { type: "string" }, "with-70b": { type: "boolean" },
+} });
 
 /**
  * The backend under test. --dry-run-on-reference puts the reference backend in its place, to
@@ -40,7 +47,8 @@ mkdirSync(outDir, { recursive: true });
 
 interface Check { check: string; ok: boolean; detail: string }
 interface SpeedRow { shape: string; windows: number; seqLen: number; task: "score" | "ppl"; tokensPerSecond: number; seconds: number; coldSeconds: number; bi?: number[]; nll?: number; precision: string }
-const report: { device: string; correctness: Check[]; speed: SpeedRow[]; notes: string[] } = { device: "", correctness: [], speed: [], notes: [] };
+interface Extra { name: string; unit: string; better: "higher" | "lower"; value: number; detail: string }
+const report: { device: string; correctness: Check[]; speed: SpeedRow[]; notes: string[]; extras: Extra[] } = { device: "", correctness: [], speed: [], notes: [], extras: [] };
 const started = performance.now();
 const log = (line: string): void => console.log(`[deviceCheck +${((performance.now() - started) / 1000).toFixed(1)}s] ${line}`);
 const save = (): void => writeFileSync(join(outDir, "shortgpt.json"), JSON.stringify(report, null, 2));
@@ -113,6 +121,42 @@ const FAMILY_SHAPES: [string, LayerShape][] = [
   ["gpt-2 LayerNorm, no RoPE, plain MLP, biases", { ...BASE, nKvHeads: 8, layerNorm: true, noRope: true, plainMlp: true, outputBiases: true, activation: "gelu_tanh" }],
 ];
 
+const FLASH_64: LayerShape = { ...BASE, dim: 512, nHeads: 8, nKvHeads: 2, headDim: 64 };
+
+/**
+ * Decoding with the device's key/value cache: a prompt of 100 tokens in one step, then 20 single
+ * tokens, then 30 at once, each step's rows against the same rows of one full causal pass (reference).
+ */
+async function checkDecode(backend: CudaBackend, label: string, tolerance: number): Promise<void> {
+  const reference = createReferenceKernels();
+  for (const [caseName, shape] of [["head 32 (GEMM path)", BASE], ["head 64 (flash in bf16)", FLASH_64], ["head 128 (flash in bf16)", { ...FLASH_64, nHeads: 4, nKvHeads: 4, headDim: 128 }]] as [string, LayerShape][]) {
+    await guarded(`${label} decode with the key/value cache: ${caseName}`, async () => {
+      const decode = backend.decode;
+      if (!decode) throw new Error("the backend has no decode support");
+      const total = 150;
+      const weights = randomLayer(shape, 13);
+      const x = uniform(prng(14), total * shape.dim, 1);
+      const want = await reference.runLayer(x, 1, total, weights, shape);
+      const prepared = await backend.prepareLayer(`decode/${label}/${caseName}`, () => weights, shape);
+      const cache = decode.createKvCache(1, total, shape);
+      const got = new Float32Array(total * shape.dim);
+      const steps = [100, ...Array.from({ length: 20 }, () => 1), 30];
+      for (const n of steps) {
+        const start = cache.length;
+        const states = await backend.upload(x.slice(start * shape.dim, (start + n) * shape.dim), n, shape.dim);
+        const out = await decode.runLayerCached(states, prepared, shape, cache, 0);
+        got.set(await backend.readRows(out), start * shape.dim);
+        backend.release(states);
+        backend.release(out);
+        cache.length += n;
+      }
+      decode.releaseKvCache(cache);
+      const err = scaledError(got, want);
+      record(`${label} decode with the key/value cache: ${caseName}`, err <= tolerance && err > 0, `scaled error ${err.toExponential(2)} against one full causal pass (bound ${tolerance}; steps 100, 20 x 1, 30)`);
+    });
+  }
+}
+
 /** Two windows of a prefix and two branches each (the evaluation's packed layout). */
 function treeLayout(nWindows: number, seqLen: number): PackedLayout {
   const positions = new Int32Array(nWindows * seqLen);
@@ -136,6 +180,11 @@ async function checkLayers(backend: CudaBackend, label: string, tolerance: numbe
     ["llama MHA, 1 window of 1000 (two query blocks, softmax over several strides)", { ...BASE, nKvHeads: 8 }, 1, 1000, undefined],
     ["llama GQA 8/2, 2 windows of 700 (two query blocks)", BASE, 2, 700, undefined],
     ["llama GQA 8/2, packed tree layout over two query blocks", BASE, 2, 600, treeLayout(2, 600)],
+    // Head sizes 64 and 128 take the fused (flash) attention kernel in bf16: one and several key tiles, GQA and MHA.
+    ["head 64, GQA 8/2 (flash in bf16), 3 windows of 67", FLASH_64, 3, 67, undefined],
+    ["head 64, GQA 8/2 (flash in bf16), 2 windows of 700", FLASH_64, 2, 700, undefined],
+    ["head 128, MHA 4/4 (flash in bf16), 1 window of 1000", { ...FLASH_64, nHeads: 4, nKvHeads: 4, headDim: 128 }, 1, 1000, undefined],
+    ["head 64, GQA 8/2, packed tree layout (GEMM path)", FLASH_64, 2, 200, treeLayout(2, 200)],
   ];
   for (const [caseName, shape, nWindows, seqLen, layout] of cases) {
     await guarded(`${label} layer: ${caseName}`, async () => {
@@ -247,6 +296,11 @@ async function checkStories(backend: CudaBackend, label: string, tolerance: numb
     const got = await greedyOnBackend(opened, backend, [bos], 60);
     const same = got.join() === want.join();
     record(`${label} stories260K greedy sample`, same, `${same ? "identical" : "differs"}: "${loaded.tokenizer.decode(got).slice(0, 120)}"`);
+    // generate as the CLI runs it on this backend: the key/value cache on the device.
+    if (!backend.decode) throw new Error("the backend has no decode support");
+    const cached = await generateOnBackend(opened, backend as CudaBackend & { decode: DecodeSupport }, [bos], { maxTokens: 60, temperature: 0, seed: 0 });
+    const sameCached = cached.join() === want.join();
+    record(`${label} stories260K greedy sample, generate with the device's key/value cache`, sameCached, `${sameCached ? "identical" : "differs"}: "${loaded.tokenizer.decode(cached).slice(0, 120)}"`);
   });
 }
 
@@ -278,10 +332,10 @@ async function timed<T>(backend: CudaBackend, run: () => Promise<T>): Promise<{ 
   return { seconds: (performance.now() - t0) / 1000, result };
 }
 
-async function measureShape(shape: ModelShape, runs: [number, number][]): Promise<void> {
-  const backend = await makeBackend("bf16");
+async function measureShape(shape: ModelShape, runs: [number, number][], options: { batchTokens?: number; sharedTensors?: boolean } = {}): Promise<void> {
+  const backend = options.batchTokens ? await createCudaBackend({ precision: "bf16", batchTokens: options.batchTokens }) : await makeBackend("bf16");
   try {
-    const source = randomSource(shape);
+    const source = randomSource(shape, options.sharedTensors ? { sharedTensors: true } : {});
     for (const [nWindows, seqLen] of runs) {
       const windows = randomWindows(shape, nWindows, seqLen, 7);
       const tokens = nWindows * seqLen;
@@ -301,6 +355,17 @@ async function measureShape(shape: ModelShape, runs: [number, number][]): Promis
         });
       }
     }
+    // Generation on the device (key/value cache, weights resident): a 512-token prompt, then 64 tokens one at a time.
+    if (backend.decode || !args["dry-run-on-reference"]) await guarded(`speed ${shape.name} generate`, async () => {
+      if (!backend.decode) throw new Error("no decode support");
+      const prompt = randomWindows(shape, 1, 512, 3)[0]!.tokens;
+      const gen = (): Promise<number[]> => generateOnBackend(source, backend as CudaBackend & { decode: DecodeSupport }, prompt, { maxTokens: 64, temperature: 0, seed: 0 });
+      await gen();
+      const { seconds, result } = await timed(backend, gen);
+      report.notes.push(`${shape.name} generate: 512-token prompt + ${result.length} new tokens in ${seconds.toFixed(3)} s (${(result.length / seconds).toFixed(1)} tokens/s with the prompt step included)`);
+      log(report.notes[report.notes.length - 1]!);
+      save();
+    });
     // Where the time goes: one layer alone, repeated on the device (weights resident, no host work between).
     for (const [nWindows, seqLen] of runs) {
       await guarded(`profile ${shape.name} ${nWindows}x${seqLen}`, async () => {
@@ -326,6 +391,36 @@ async function measureShape(shape: ModelShape, runs: [number, number][]): Promis
   } finally {
     await backend.dispose();
   }
+}
+
+/**
+ * MMLU 0-shot on a random-weight model of the shape with stories260K's tokenizer (ids < 512 are
+ * valid in any vocabulary): the rate is the point. Writes the token requests it scored to
+ * OUT/mmlu-requests.json for the peer (peer_extra.py mmlu), which scores the same ids.
+ */
+async function measureMmlu(shape: ModelShape, limit: number): Promise<void> {
+  await guarded(`speed ${shape.name} mmlu 0-shot`, async () => {
+    const backend = await makeBackend("bf16");
+    try {
+      const source = randomSource(shape);
+      const tokenizer = openModel(sharedPath("models", "stories260K", "stories260K.bin")).tokenizer;
+      const task = findTask("mmlu")!;
+      const dataDir = sharedPath("data");
+      const items = task.load(dataDir, { shots: 0, limit });
+      const requests = items.flatMap((item) => item.requests.map((r) => encodePair(tokenizer, r, tokenizer.addsBos)));
+      writeFileSync(join(outDir, "mmlu-requests.json"), JSON.stringify({ items: items.length, requests: requests.map((r) => [r.context, r.continuation]) }));
+      const run = (): Promise<TaskResult> => evaluateTask(source, tokenizer, task, { dataDir, shots: 0, limit, backend });
+      const cold = await timed(backend, run);
+      const warm = await timed(backend, run);
+      const tokens = requests.reduce((n, r) => n + r.context.length + r.continuation.length, 0);
+      const value = items.length / warm.seconds;
+      report.extras.push({ name: `${shape.name} mmlu 0-shot`, unit: "items/s", better: "higher", value, detail: `${items.length} items (${limit} per subject), ${requests.length} requests, ${tokens} request tokens; warm ${warm.seconds.toFixed(2)} s, first ${cold.seconds.toFixed(2)} s; acc ${warm.result.metrics["acc"]?.value.toFixed(4)}` });
+      log(`speed ${shape.name} mmlu 0-shot: ${value.toFixed(1)} items/s (${report.extras[report.extras.length - 1]!.detail})`);
+      save();
+    } finally {
+      await backend.dispose();
+    }
+  });
 }
 
 function loadLayer0(source: StreamingSource): LayerWeightsF32 {
@@ -376,6 +471,7 @@ if (!args["skip-correctness"]) {
     const backend = await makeBackend(precision);
     try {
       await checkLayers(backend, precision, TOLERANCE[precision]);
+      await checkDecode(backend, precision, TOLERANCE[precision]);
       await checkStories(backend, precision, TOLERANCE[precision]);
     } finally {
       await backend.dispose();
@@ -389,6 +485,12 @@ if (!args["skip-speed"]) {
   for (const shape of [...SHAPES, tiny].filter((s) => (only ? only.includes(s.name) : s !== tiny))) {
     await measureShape(shape, shape.name === "llama2-7b" ? [[8, 512], [8, 2048]] : [[8, 512]]);
   }
+  const mmluLimit = Number(args["mmlu-limit"] ?? "0");
+  const mmluShape = [...SHAPES, tiny].find((s) => s.name === (args["mmlu-shape"] ?? "llama2-7b"));
+  if (mmluLimit > 0 && mmluShape) await measureMmlu(mmluShape, mmluLimit);
+  // 70B: 129 GiB of bf16 weights resident on a 141 GB card (batches of 4,096 tokens keep the reserve small);
+  // every layer reads the same host arrays, so the first pass costs uploads, not random numbers.
+  if (args["with-70b"]) await measureShape(LLAMA2_70B, [[8, 512]], { batchTokens: 4096, sharedTensors: true });
   if (!args["skip-correctness"]) await checkBf16AgainstFp32();
 }
 save();

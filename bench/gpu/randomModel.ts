@@ -36,7 +36,14 @@ export const SHAPES: ModelShape[] = [
  * (std 0.02, as transformers initializes), starting at an offset hashed from its name; norms are 1.
  * Filling by copies keeps a 7B model's load to seconds; the numbers are random enough for timing.
  */
-export function randomSource(shape: ModelShape): StreamingSource {
+/** Llama-2-70B: 80 layers, GQA 64/8, 129 GiB in bf16 with embedding and head. Not in SHAPES: run on its own (--with-70b). */
+export const LLAMA2_70B: ModelShape = { name: "llama2-70b", dim: 8192, hiddenDim: 28672, nLayers: 80, nHeads: 64, nKvHeads: 8, vocabSize: 32000, ropeTheta: 10000 };
+
+/**
+ * sharedTensors: tensors of one shape are the same host array (layer l's weights equal layer 0's),
+ * so a 70B model costs uploads only; its BI is then meaningless, its speed is not.
+ */
+export function randomSource(shape: ModelShape, options: { sharedTensors?: boolean } = {}): StreamingSource {
   const config: LlamaConfig = {
     nLayers: shape.nLayers, dim: shape.dim, hiddenDim: shape.hiddenDim, nHeads: shape.nHeads, nKvHeads: shape.nKvHeads, headDim: shape.dim / shape.nHeads,
     vocabSize: shape.vocabSize, contextLength: 4096, normEps: 1e-5, ropeTheta: shape.ropeTheta,
@@ -60,27 +67,39 @@ export function randomSource(shape: ModelShape): StreamingSource {
   }
   const byName = new Map(entries.map((e) => [e.name, e]));
   const block = uniform(prng(5), 1 << 22, 0.0346);
+  const shared = new Map<string, Float32Array>();
   const provider: TensorProvider = {
     source: `random:${shape.name}`,
     entries: () => entries,
     readF32(name) {
       const e = byName.get(name);
       if (!e) throw new Error(`no tensor ${name}`);
-      const n = e.shape.reduce((a, b) => a * b, 1);
-      const out = new Float32Array(n);
-      if (e.shape.length === 1) return out.fill(1);
-      let h = 2166136261;
-      for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
-      let at = (h >>> 0) % block.length;
-      for (let i = 0; i < n;) {
-        const take = Math.min(block.length - at, n - i);
-        out.set(block.subarray(at, at + take), i);
-        i += take;
-        at = 0;
+      if (options.sharedTensors) {
+        const key = `${e.shape.join("x")}/${e.shape.length === 1 ? "norm" : "linear"}`;
+        const have = shared.get(key);
+        if (have) return have;
+        const made = fill(name, e.shape);
+        shared.set(key, made);
+        return made;
       }
-      return out;
+      return fill(name, e.shape);
     },
   };
+  function fill(name: string, dims: readonly number[]): Float32Array {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const out = new Float32Array(n);
+    if (dims.length === 1) return out.fill(1);
+    let h = 2166136261;
+    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+    let at = (h >>> 0) % block.length;
+    for (let i = 0; i < n;) {
+      const take = Math.min(block.length - at, n - i);
+      out.set(block.subarray(at, at + take), i);
+      i += take;
+      at = 0;
+    }
+    return out;
+  }
   return { config, provider, names };
 }
 

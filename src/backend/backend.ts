@@ -203,7 +203,30 @@ export interface DecoderBackend {
    * the target's logit (log p = target - lse); without, the logits (rows.length, vocab).
    */
   runHead(x: HiddenStates, rows: Int32Array, head: PreparedHead, normEps: number, targets?: Int32Array): Promise<HeadResult>;
+  /** Token-by-token decoding with a key/value cache held by the backend (generation); absent where generation runs on the in-memory model instead. */
+  readonly decode?: DecodeSupport;
   dispose(): Promise<void>;
+}
+
+/** A key/value cache for one sequence, held by the backend that made it. */
+export interface KvCacheHandle {
+  readonly owner: string;
+  /** Positions it can hold. */
+  readonly capacity: number;
+  /** Positions filled; the caller advances it after each step has run through every layer. */
+  length: number;
+}
+
+export interface DecodeSupport {
+  /** A cache with one slot per layer (slots 0..nSlots-1), each for `capacity` positions of this layer shape. */
+  createKvCache(nSlots: number, capacity: number, shape: LayerShape): KvCacheHandle;
+  /**
+   * x: (n, dim), n new tokens of one sequence at positions cache.length .. cache.length + n - 1.
+   * Writes their keys and values into the cache's `slot` and attends over the cache up to each
+   * token's own position; otherwise as runLayer.
+   */
+  runLayerCached(x: HiddenStates, layer: PreparedLayer, shape: LayerShape, cache: KvCacheHandle, slot: number): Promise<HiddenStates>;
+  releaseKvCache(cache: KvCacheHandle): void;
 }
 
 /**

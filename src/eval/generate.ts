@@ -1,6 +1,8 @@
 // Text generation with a key/value cache: greedy at temperature 0, else seeded sampling.
 
-import { KvCache, type LlamaModel } from "../models/llama.js";
+import type { DecoderBackend, DecodeSupport } from "../backend/backend.js";
+import { KvCache, layerShape, type LlamaModel } from "../models/llama.js";
+import { prepareEmbedding, prepareHead, prepareLayer, type StreamingSource } from "../models/streaming.js";
 
 export interface GenerateOptions {
   maxTokens: number;
@@ -37,7 +39,7 @@ export function argmax(x: Float64Array, offset: number, n: number): number {
   return best;
 }
 
-function sample(logits: Float64Array, n: number, temperature: number, topP: number, rng: Rng): number {
+export function sample(logits: Float64Array, n: number, temperature: number, topP: number, rng: Rng): number {
   const probs = new Float64Array(n);
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, logits[i]!);
@@ -56,6 +58,11 @@ function sample(logits: Float64Array, n: number, temperature: number, topP: numb
   return order[kept - 1]!;
 }
 
+/** Picks the next token from the last position's logits: argmax at temperature 0, else a seeded sample. */
+function nextToken(logits: Float64Array, vocab: number, options: GenerateOptions, rng: Rng): number {
+  return options.temperature === 0 ? argmax(logits, 0, vocab) : sample(logits, vocab, options.temperature, options.topP ?? 1, rng);
+}
+
 /** Generates up to maxTokens ids after `prompt` (which should start with BOS). */
 export function generate(model: LlamaModel, prompt: readonly number[], options: GenerateOptions): number[] {
   const capacity = Math.min(model.config.contextLength, prompt.length + options.maxTokens);
@@ -66,7 +73,7 @@ export function generate(model: LlamaModel, prompt: readonly number[], options: 
   const skip = options.skip ? { skip: options.skip } : {};
   let logits = model.forward(prompt, { cache, logits: "last", ...skip }).logits;
   while (out.length < options.maxTokens) {
-    const next = options.temperature === 0 ? argmax(logits, 0, vocab) : sample(logits, vocab, options.temperature, options.topP ?? 1, rng);
+    const next = nextToken(logits, vocab, options, rng);
     if (options.stopTokens?.has(next)) break;
     out.push(next);
     options.onToken?.(next);
@@ -75,4 +82,52 @@ export function generate(model: LlamaModel, prompt: readonly number[], options: 
     logits = model.forward([next], { cache, logits: "last", ...skip }).logits;
   }
   return out;
+}
+
+/**
+ * generate() on a backend that decodes with its own key/value cache (the cuda backend: weights,
+ * cache and activations stay on the device; only the last position's logits come back). Same
+ * tokens as generate() up to the backend's arithmetic: the prompt runs as one step, then one
+ * token per step.
+ */
+export async function generateOnBackend(source: StreamingSource, backend: DecoderBackend & { decode: DecodeSupport }, prompt: readonly number[], options: GenerateOptions): Promise<number[]> {
+  const { config } = source;
+  const shape = layerShape(config);
+  const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !options.skip?.has(l));
+  const capacity = Math.min(config.contextLength, prompt.length + options.maxTokens);
+  const cache = backend.decode.createKvCache(Math.max(1, running.length), capacity, shape);
+  const rng = new Rng(options.seed);
+  const out: number[] = [];
+  try {
+    const embedding = await prepareEmbedding(source, backend);
+    const head = await prepareHead(source, backend);
+    const step = async (ids: readonly number[]): Promise<Float64Array> => {
+      const positions = Int32Array.from(ids, (_, i) => cache.length + i);
+      let x = await backend.embed(embedding, Int32Array.from(ids), ids.length, positions);
+      for (const [slot, layer] of running.entries()) {
+        // Resident weights come back at once; streamed ones are uploaded again each step.
+        const prepared = await prepareLayer(source, backend, layer);
+        const y = await backend.decode.runLayerCached(x, prepared, shape, cache, slot);
+        backend.release(x);
+        x = y;
+      }
+      cache.length += ids.length;
+      const result = await backend.runHead(x, Int32Array.of(ids.length - 1), head, config.normEps);
+      backend.release(x);
+      if (result.kind !== "logits") throw new Error("internal: the backend returned log-likelihoods where logits were asked for");
+      return Float64Array.from(result.logits);
+    };
+    let logits = await step(prompt);
+    while (out.length < options.maxTokens) {
+      const next = nextToken(logits, config.vocabSize, options, rng);
+      if (options.stopTokens?.has(next)) break;
+      out.push(next);
+      options.onToken?.(next);
+      if (out.length >= options.maxTokens || cache.length >= capacity) break;
+      logits = await step([next]);
+    }
+    return out;
+  } finally {
+    backend.decode.releaseKvCache(cache);
+  }
 }

@@ -10,6 +10,7 @@
 import type { DecoderBackend, HiddenStates } from "../backend/backend.js";
 import { rowCosine, rowRelativeMagnitude } from "../backend/rowStats.js";
 import type { BatchInfo, StreamHooks } from "../models/streaming.js";
+import { PendingResults } from "../util/pendingResults.js";
 
 export { rowRelativeMagnitude };
 
@@ -75,6 +76,7 @@ export class LayerStats implements StreamHooks {
   private batchInLayer = 0;
   /** Per batch (in call order), the rows the block angle needs at the last `block` boundaries. */
   private readonly history: { rows: Float32Array; windowOfRow: Int32Array }[][] = [];
+  private readonly pending = new PendingResults();
 
   /**
    * `want` names the per-token quantities to collect: the cosine (BI), its angle (which needs
@@ -100,16 +102,19 @@ export class LayerStats implements StreamHooks {
     const { seqLen } = batch;
     const { cosine, angle, magnitude } = this;
     if (cosine || magnitude) {
-      const stats = await backend.rowStats(input, output, { cosine: cosine !== undefined, magnitude: magnitude !== undefined });
-      for (let t = 0; t < input.rows; t++) {
-        const w = ids[Math.floor(t / seqLen)]!;
-        if (cosine) {
-          const cos = stats.cosine![t]!;
-          cosine.add(k, w, cos);
-          angle?.add(k, w, angleOfCosine(cos));
+      const rows = input.rows;
+      // Not awaited: the sums are added when the backend answers (in order), by settle() at the latest.
+      this.pending.add(backend.rowStats(input, output, { cosine: cosine !== undefined, magnitude: magnitude !== undefined }), (stats) => {
+        for (let t = 0; t < rows; t++) {
+          const w = ids[Math.floor(t / seqLen)]!;
+          if (cosine) {
+            const cos = stats.cosine![t]!;
+            cosine.add(k, w, cos);
+            angle?.add(k, w, angleOfCosine(cos));
+          }
+          if (magnitude) magnitude.add(k, w, stats.magnitude![t]!);
         }
-        if (magnitude) magnitude.add(k, w, stats.magnitude![t]!);
-      }
+      });
     }
     if (this.blockOptions) await this.trackBlocks(k, input, output, ids, seqLen, backend);
     this.batchInLayer += 1;
@@ -131,6 +136,10 @@ export class LayerStats implements StreamHooks {
       const end = await pick(output);
       for (let r = 0; r < start.windowOfRow.length; r++) this.blockAngle!.add(k + 1 - block, start.windowOfRow[r]!, rowAngle(start.rows, end.rows, r * dim, dim));
     }
+  }
+
+  settle(): Promise<void> {
+    return this.pending.settle();
   }
 
   /** Number of block starts scored: running layers - block + 1. */

@@ -2,12 +2,13 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import type { DecoderBackend, HiddenStates, PackedLayout, PreparedHead } from "../backend/backend.js";
+import type { DecoderBackend, HiddenStates, PackedLayout, PreparedEmbedding, PreparedHead, PreparedLayer } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
+import { PendingResults } from "../util/pendingResults.js";
 import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
@@ -33,6 +34,11 @@ export interface BatchInfo {
  */
 export interface StreamHooks {
   onLayer(layer: number, input: HiddenStates, output: HiddenStates, batch: BatchInfo, backend: DecoderBackend): Promise<void>;
+  /**
+   * Awaited once after the last layer. A hook may leave the backend's answers pending until
+   * then (rowStats promises): a device backend then never waits for the device between layers.
+   */
+  settle?(): Promise<void>;
 }
 
 export interface StreamingOptions {
@@ -70,6 +76,22 @@ function sourceKey(source: StreamingSource): string {
 /** The head's weights, made ready on the backend (resident there when it keeps weights). */
 export function prepareHead(source: StreamingSource, backend: DecoderBackend): Promise<PreparedHead> {
   return backend.prepareHead(`${sourceKey(source)}/head`, () => loadHeadWeights(source.provider, source.config, source.names), source.config.vocabSize);
+}
+
+/** The input embedding, made ready on the backend. */
+export function prepareEmbedding(source: StreamingSource, backend: DecoderBackend): Promise<PreparedEmbedding> {
+  const { config, provider, names } = source;
+  return backend.prepareEmbedding(`${sourceKey(source)}/embedding`, () => ({
+    table: provider.readF32(names.embedding),
+    ...(config.embeddingScale === undefined ? {} : { scale: config.embeddingScale }),
+    ...(config.learnedPositions ? { positions: provider.readF32(names.positionEmbedding!) } : {}),
+  }), config.vocabSize, config.dim);
+}
+
+/** One layer's weights, made ready on the backend (resident there when it keeps weights). */
+export function prepareLayer(source: StreamingSource, backend: DecoderBackend, layer: number): Promise<PreparedLayer> {
+  const { config, provider, names } = source;
+  return backend.prepareLayer(`${sourceKey(source)}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), layerShape(config));
 }
 
 /** Frees every batch's states on the backend. */
@@ -121,19 +143,14 @@ function joinLayouts(windows: readonly Window[], seqLen: number): PackedLayout {
  * stream, held by the backend (release them with releaseBatches when done).
  */
 export async function runLayersStreaming<W extends Window>(source: StreamingSource, windows: readonly W[], options: StreamingOptions): Promise<Batch<W>[]> {
-  const { config, provider, names } = source;
-  const { dim, vocabSize } = config;
+  const { config } = source;
   const { backend } = options;
   const batches = makeBatches(windows, options.batchTokens ?? backend.batchTokens);
   const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
   const batchInfo = batches.map((batch): BatchInfo => ({ windows: batch.windows.map((w) => windowIndex.get(w)!), seqLen: batch.seqLen }));
   try {
     // The embedding starts the residual stream (a device backend keeps it resident, a host backend drops it after this).
-    const embedding = await backend.prepareEmbedding(`${sourceKey(source)}/embedding`, () => ({
-      table: provider.readF32(names.embedding),
-      ...(config.embeddingScale === undefined ? {} : { scale: config.embeddingScale }),
-      ...(config.learnedPositions ? { positions: provider.readF32(names.positionEmbedding!) } : {}),
-    }), vocabSize, dim);
+    const embedding = await prepareEmbedding(source, backend);
     for (const batch of batches) {
       const ids = new Int32Array(batch.windows.length * batch.seqLen);
       batch.windows.forEach((w, i) => {
@@ -148,8 +165,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
     const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !skip.has(l));
     const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
     const total = tokens * running.length;
-    const key = sourceKey(source);
-    const prepare = (layer: number): ReturnType<DecoderBackend["prepareLayer"]> => backend.prepareLayer(`${key}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), shape);
+    const prepare = (layer: number): ReturnType<DecoderBackend["prepareLayer"]> => prepareLayer(source, backend, layer);
     let done = 0;
     let prepared = running.length > 0 ? await prepare(running[0]!) : undefined;
     for (let i = 0; i < running.length; i++) {
@@ -170,6 +186,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       }
       prepared = next && (await next);
     }
+    await options.hooks?.settle?.();
     return batches;
   } catch (err) {
     releaseBatches(batches, backend);
@@ -180,10 +197,12 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
 /** Block Influence of every layer, layer by layer; the vocabulary projection never runs. */
 export async function streamingBlockInfluence(source: StreamingSource, windows: readonly Window[], options: StreamingOptions): Promise<BlockInfluenceResult> {
   const bi = new BlockInfluence(source.config.nLayers);
+  const pending = new PendingResults();
   const hooks: StreamHooks = {
     async onLayer(layer, input, output, _batch, backend) {
-      bi.addCosines(layer, (await backend.rowStats(input, output, { cosine: true, magnitude: false })).cosine!);
+      pending.add(backend.rowStats(input, output, { cosine: true, magnitude: false }), (stats) => bi.addCosines(layer, stats.cosine!));
     },
+    settle: () => pending.settle(),
   };
   releaseBatches(await runLayersStreaming(source, windows, { ...options, hooks }), options.backend);
   for (const w of windows) bi.windowDone(w.tokens.length);

@@ -1,12 +1,13 @@
 // Vega-Lite specs rendered to SVG in Node (no browser, no canvas): the report's charts are
-// static markup that opens offline.
+// static markup that opens offline. Vega is loaded on the first chart, so commands run without
+// it unless a report is asked for (and start faster).
 
-import * as vega from "vega";
-import * as vegaLite from "vega-lite";
+import type * as VegaLite from "vega-lite";
 
-export type VegaLiteSpec = vegaLite.TopLevelSpec;
+export type VegaLiteSpec = VegaLite.TopLevelSpec;
 
 export async function renderSvg(spec: VegaLiteSpec): Promise<string> {
+  const [vega, vegaLite] = await Promise.all([import("vega"), import("vega-lite")]);
   const compiled = vegaLite.compile(spec).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: "none" });
   try {

@@ -205,14 +205,14 @@ export class CudaApi {
     return fn[0];
   }
 
-  launch(fn: unknown, name: string, grid: [number, number?], block: number, args: readonly KernelArg[]): void {
+  launch(fn: unknown, name: string, grid: [number, number?, number?], block: number, args: readonly KernelArg[]): void {
     const params = args.map((a) => {
       if ("ptr" in a) return BigUint64Array.of(a.ptr ?? 0n);
       if ("i32" in a) return Int32Array.of(a.i32);
       if ("f32" in a) return Float32Array.of(a.f32);
       return BigInt64Array.of(BigInt(a.i64));
     });
-    this.check("cuLaunchKernel", this.cu["cuLaunchKernel"]!(fn, grid[0], grid[1] ?? 1, 1, block, 1, 1, 0, null, params, null), name);
+    this.check("cuLaunchKernel", this.cu["cuLaunchKernel"]!(fn, grid[0], grid[1] ?? 1, grid[2] ?? 1, block, 1, 1, 0, null, params, null), name);
   }
 
   gemm(g: Gemm): void {

@@ -3,7 +3,7 @@
 // score memory beyond each block's diagonal.
 
 import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_32F, type CudaApi, type DevicePtr, type KernelArg } from "./api.js";
-import { type KernelName, SOFTMAX_PER_THREAD, SOFTMAX_SLOTS } from "./kernelSource.js";
+import { FLASH_HEAD_DIMS, type KernelName, SOFTMAX_PER_THREAD, SOFTMAX_SLOTS } from "./kernelSource.js";
 
 /** What attention needs of the backend: the API, the GEMM input type, scratch memory, launches. */
 export interface AttentionContext {
@@ -14,17 +14,19 @@ export interface AttentionContext {
   scoresLimit: number;
   /** Queries per block. */
   attentionBlock: number;
+  /** Whether the fused kernel may run (bf16 GEMM inputs and not turned off). */
+  flash: boolean;
   scratch(slot: string, bytes: number): DevicePtr;
-  launch(kernel: KernelName, grid: [number, number?], block: number, args: KernelArg[]): void;
+  launch(kernel: KernelName, grid: [number, number?, number?], block: number, args: KernelArg[]): void;
   countGemms(n: number): void;
 }
 
-/** Head-major Q (window, head, t, d), K and V (window, kvHead, t, d), O as Q; branches per token (packed windows) or none. */
+/** Head-major Q (window, head, t, d), K and V (window, kvHead, t, d); branches per token (packed windows) or none. Output: rows (window * seqLen + t, head * d) as GEMM inputs. */
 export interface AttentionInputs {
   qh: DevicePtr;
   kh: DevicePtr;
   vh: DevicePtr;
-  oh: DevicePtr;
+  out: DevicePtr;
   branches: DevicePtr | undefined;
   nWindows: number;
   seqLen: number;
@@ -39,8 +41,30 @@ export function softmaxLaunch(keys: number): { kernel: KernelName; block: number
   return { kernel: "attention_softmax_32", block: Math.ceil(keys / SOFTMAX_PER_THREAD / 32) * 32 };
 }
 
+/** The fused kernel for this head size, when it applies: bf16, no packed branches, a compiled head size. */
+export function flashKernel(ctx: Pick<AttentionContext, "flash">, headDim: number, packed: boolean): KernelName | undefined {
+  if (!ctx.flash || packed || !(FLASH_HEAD_DIMS as readonly number[]).includes(headDim)) return undefined;
+  return `flash_attention_${headDim}` as KernelName;
+}
+
 export function causalAttention(ctx: AttentionContext, x: AttentionInputs): void {
-  const { qh, kh, vh, oh, branches, nWindows, seqLen, nHeads, nKvHeads, headDim } = x;
+  const flash = flashKernel(ctx, x.headDim, x.branches !== undefined);
+  if (flash) {
+    const { nWindows, seqLen, nHeads, nKvHeads, headDim } = x;
+    ctx.launch(flash, [Math.ceil(seqLen / 64), nHeads, nWindows], 128, [
+      { ptr: x.qh }, { ptr: x.kh }, { ptr: x.vh }, { ptr: x.out }, { i32: seqLen }, { i32: seqLen }, { i32: seqLen }, { i32: 0 }, { i32: nHeads }, { i32: nKvHeads }, { f32: 1 / Math.sqrt(headDim) },
+    ]);
+    return;
+  }
+  const oh = ctx.scratch("oh", x.nWindows * x.seqLen * x.nHeads * x.headDim * ctx.ginBytes);
+  gemmAttention(ctx, x, oh);
+  const n = x.nWindows * x.seqLen * x.nHeads * x.headDim;
+  ctx.launch("heads_to_rows", [Math.max(1, Math.min(Math.ceil(n / 256), 132 * 32))], 256, [{ ptr: oh }, { ptr: x.out }, { i32: x.seqLen }, { i32: x.nHeads }, { i32: x.headDim }, { i64: n }]);
+}
+
+/** Attention as batched GEMMs around the masked softmax, output head-major into oh (window, head, t, d). */
+function gemmAttention(ctx: AttentionContext, x: AttentionInputs, oh: DevicePtr): void {
+  const { qh, kh, vh, branches, nWindows, seqLen, nHeads, nKvHeads, headDim } = x;
   const kvDim = nKvHeads * headDim;
   const group = nHeads / nKvHeads;
   const ptr = (p: DevicePtr | null | undefined): KernelArg => ({ ptr: p ?? null });
@@ -95,4 +119,55 @@ export function causalAttention(ctx: AttentionContext, x: AttentionInputs): void
       }
     }
   }
+}
+
+/** One sequence's new tokens against a key/value cache: Q (head, n, d); caches (kvHead, capacity, d) holding positions 0..start+n-1. */
+export interface CachedAttentionInputs {
+  qh: DevicePtr;
+  kCache: DevicePtr;
+  vCache: DevicePtr;
+  capacity: number;
+  /** Position of the first new token (keys before it are the cache's). */
+  start: number;
+  n: number;
+  out: DevicePtr;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+}
+
+/** Decoding: each new token attends to the cached keys and the new ones up to its own position. */
+export function cachedAttention(ctx: AttentionContext, x: CachedAttentionInputs): void {
+  const { qh, kCache, vCache, capacity, start, n, nHeads, nKvHeads, headDim: hd } = x;
+  const keys = start + n;
+  const scale = 1 / Math.sqrt(hd);
+  const flash = flashKernel(ctx, hd, false);
+  if (flash) {
+    ctx.launch(flash, [Math.ceil(n / 64), nHeads, 1], 128, [
+      { ptr: qh }, { ptr: kCache }, { ptr: vCache }, { ptr: x.out }, { i32: n }, { i32: keys }, { i32: capacity }, { i32: start }, { i32: nHeads }, { i32: nKvHeads }, { f32: scale },
+    ]);
+    return;
+  }
+  // Per KV head (a batch): its group's query rows (j, t) are contiguous, group * n of them.
+  const group = nHeads / nKvHeads;
+  const rows = group * n;
+  const pLd = ctx.ginBytes === 2 ? 2 * keys : keys;
+  const scores = ctx.scratch("scores", nKvHeads * rows * keys * 4);
+  const oh = ctx.scratch("oh", nHeads * n * hd * ctx.ginBytes);
+  ctx.api.gemmStridedBatched(
+    { transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: keys, n: rows, k: hd, a: kCache, aType: ctx.ginType, lda: hd, b: qh, bType: ctx.ginType, ldb: hd, beta: 0, c: scores, cType: CUDA_R_32F, ldc: keys },
+    { strideA: capacity * hd, strideB: rows * hd, strideC: rows * keys, count: nKvHeads },
+  );
+  // Score row r: batch r / n (one per query head), query start + r % n.
+  const softmax = softmaxLaunch(keys);
+  ctx.launch(softmax.kernel, [nKvHeads * rows], softmax.block, [
+    { ptr: scores }, { i32: keys }, { i32: n }, { i32: start }, { i32: nHeads }, { f32: scale }, { ptr: null }, { i32: keys }, { i32: pLd },
+  ]);
+  ctx.api.gemmStridedBatched(
+    { transA: CUBLAS_OP_N, transB: CUBLAS_OP_N, m: hd, n: rows, k: keys, a: vCache, aType: ctx.ginType, lda: hd, b: scores, bType: ctx.ginType, ldb: pLd, beta: 0, c: oh, cType: ctx.ginType, ldc: hd },
+    { strideA: capacity * hd, strideB: rows * pLd, strideC: rows * hd, count: nKvHeads },
+  );
+  ctx.countGemms(2);
+  const total = n * nHeads * hd;
+  ctx.launch("heads_to_rows", [Math.max(1, Math.min(Math.ceil(total / 256), 132 * 32))], 256, [{ ptr: oh }, { ptr: x.out }, { i32: n }, { i32: nHeads }, { i32: hd }, { i64: total }]);
 }

@@ -5,16 +5,18 @@
 // Only small results come back to the host: per-row statistics, log-likelihoods, asked-for logits.
 
 import { UnsupportedError, DeviceError, OptionError } from "../../errors.js";
-import type { DecoderBackend, EmbeddingWeights, HeadResult, HeadWeights, HiddenStates, PreparedEmbedding, LayerShape, LayerWeightsF32, PackedLayout, PreparedHead, PreparedLayer, RowStats, RowStatsWanted } from "../backend.js";
+import type { DecoderBackend, DecodeSupport, EmbeddingWeights, KvCacheHandle, HeadResult, HeadWeights, HiddenStates, PreparedEmbedding, LayerShape, LayerWeightsF32, PackedLayout, PreparedHead, PreparedLayer, RowStats, RowStatsWanted } from "../backend.js";
 import { checkPosition, checkTokenIds } from "../embedding.js";
 import { checkRowIndices } from "../hostBackend.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { checkLayerWeights, checkLayout } from "../referenceBackend.js";
 import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F, CudaApi, type DevicePtr, type KernelArg } from "./api.js";
 import { cachedCompile, compileOptions, kernelCacheDir } from "./compile.js";
-import { type AttentionContext, causalAttention } from "./attention.js";
+import { type AttentionContext, cachedAttention, causalAttention } from "./attention.js";
 import { alignUp, DeviceMemory } from "./deviceMemory.js";
-import { KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD } from "./kernelSource.js";
+import { DeferredDownloads } from "./deferredDownloads.js";
+import { LayoutCache } from "./layoutCache.js";
+import { BF16_KERNEL_NAMES, KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD } from "./kernelSource.js";
 import { type CudaLibraryPaths, findCudaLibraries } from "./libraries.js";
 
 export type CudaPrecision = "bf16" | "fp32";
@@ -28,12 +30,14 @@ export interface CudaBackendOptions {
   cacheDir?: string;
   /** Tokens per runLayer call (default 16384). */
   batchTokens?: number;
-  /** Device memory kept free for activations when deciding whether weights stay resident (default: max(4 GiB, 10% of the card)). */
+  /** Device memory kept free for activations when deciding whether weights stay resident (default: what a batch of batchTokens needs, see activationReserve). */
   reserveBytes?: number;
   /** Most bytes of attention scores at once (windows are chunked to stay under it); default 2 GiB. */
   scoresBytes?: number;
   /** Queries per attention block (causal blocks skip the keys after the block); default 512. */
   attentionBlock?: number;
+  /** The fused (flash) attention kernel where it applies (bf16, head size 64 or 128, no packed branches); default true. */
+  flashAttention?: boolean;
 }
 
 export interface CudaBackend extends DecoderBackend {
@@ -46,6 +50,23 @@ export interface CudaBackend extends DecoderBackend {
 }
 
 const BLOCK = 256;
+
+/** One layer's slice of a key/value cache: (kvHead, capacity, headDim) keys and values, positions before start filled. */
+interface LayerCache {
+  k: DevicePtr;
+  v: DevicePtr;
+  capacity: number;
+  start: number;
+}
+
+/** A key/value cache on the device: per slot (layer), keys then values. */
+interface DeviceKvCache extends KvCacheHandle {
+  readonly base: DevicePtr;
+  readonly slotBytes: number;
+  readonly kvDim: number;
+  readonly nSlots: number;
+  released: boolean;
+}
 
 /** Device memory, rows x dim float32. */
 interface DeviceStates extends HiddenStates {
@@ -78,6 +99,22 @@ interface DeviceHead extends PreparedHead {
   readonly dim: number;
 }
 
+/**
+ * Device memory to keep free beside resident weights: a batch of `rows` tokens' states (input,
+ * output and one spare) and scratch buffers, the attention scores of the GEMM path, the fp32
+ * staging of the largest weight upload, and 1 GiB each for the head's logits and for the
+ * context, cuBLAS and fragmentation. A 70B model in bf16 (about 129 GiB with its embedding and
+ * head) then stays resident on a 141 GB card for batches of 4,096 tokens.
+ */
+export function activationReserve(shape: LayerShape, rows: number, ginBytes: number, scoresBytes: number): number {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const perRow = 3 * dim * 4 + ginBytes * (Math.max(dim, qDim) + (qDim + 2 * kvDim) + qDim + 2 * kvDim + 2 * qDim + 2 * hiddenDim + hiddenDim);
+  const staging = Math.max(hiddenDim, qDim) * dim * 4;
+  return rows * perRow + scoresBytes + staging + 2 * 2 ** 30;
+}
+
 const blocksFor = (n: number): number => Math.max(1, Math.min(Math.ceil(n / BLOCK), 132 * 32));
 
 export async function createCudaBackend(options: CudaBackendOptions = {}): Promise<CudaBackend> {
@@ -99,7 +136,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   if (api.computeCapability < 80 && precision === "bf16") {
     throw new DeviceError(`${api.deviceName} (compute capability ${api.computeCapability / 10}) has no bf16 tensor cores`, { option: "--precision", hint: "use --precision fp32 on this GPU" });
   }
-  const reserve = options.reserveBytes ?? Math.max(4 * 2 ** 30, api.totalMemory * 0.1);
+  const batchTokens = options.batchTokens ?? 16384;
+  const flash = precision === "bf16" && options.flashAttention !== false;
   const scoresLimit = options.scoresBytes ?? 2 * 2 ** 30;
   const attentionBlock = options.attentionBlock ?? 512;
   const stats = { layersUploaded: 0, residentLayers: 0, streamedLayers: 0, kernelsCached: false, kernelLaunches: 0, gemms: 0 };
@@ -119,8 +157,10 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     }, options.cacheDir ?? kernelCacheDir());
   stats.kernelsCached = loaded.cached;
   module ??= api.loadModule(loaded.image);
-  const functions = new Map<KernelName, unknown>(KERNEL_NAMES.map((k) => [k, api.getFunction(module, k)]));
-  const launch = (kernel: KernelName, grid: [number, number?], block: number, args: KernelArg[]): void => {
+  const kernelNames: KernelName[] = [...KERNEL_NAMES, ...(precision === "bf16" ? BF16_KERNEL_NAMES : [])];
+  const functions = new Map<KernelName, unknown>(kernelNames.map((k) => [k, api.getFunction(module, k)]));
+  const launch = (kernel: KernelName, grid: [number, number?, number?], block: number, args: KernelArg[]): void => {
+    if (!functions.has(kernel)) throw new Error(`internal: kernel ${kernel} is not compiled for ${precision}`);
     api.launch(functions.get(kernel), kernel, grid, block, args);
     stats.kernelLaunches++;
   };
@@ -130,7 +170,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   const i64 = (v: number): KernelArg => ({ i64: v });
 
   const attention: AttentionContext = {
-    api, ginType, ginBytes, scoresLimit, attentionBlock,
+    api, ginType, ginBytes, scoresLimit, attentionBlock, flash,
     scratch: (slot, bytes) => work(slot, bytes),
     launch: (kernel, grid, block, args) => launch(kernel, grid, block, args),
     countGemms: (n) => void (stats.gemms += n),
@@ -151,9 +191,13 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     return s;
   };
 
-  /** out (rows, n) fp32 = in (rows, k) @ w (n, k)^T (+ out when accumulate). */
-  const linear = (out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, n: number, accumulate: boolean): void => {
-    api.gemm({ transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: n, n: rows, k, a: w, aType: ginType, lda: k, b: input, bType: ginType, ldb: k, beta: accumulate ? 1 : 0, c: out, cType: CUDA_R_32F, ldc: n });
+  /**
+   * out (rows, n) = in (rows, k) @ w (n, k)^T (+ out when accumulate); out is fp32 (the residual
+   * stream, logits) unless asGin, for outputs that only feed a kernel making the next GEMM's input
+   * (q/k/v, gate|up): those are written as GEMM inputs, halving their memory traffic.
+   */
+  const linear = (out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, n: number, accumulate: boolean, asGin = false): void => {
+    api.gemm({ transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: n, n: rows, k, a: w, aType: ginType, lda: k, b: input, bType: ginType, ldb: k, beta: accumulate ? 1 : 0, c: out, cType: asGin ? ginType : CUDA_R_32F, ldc: n });
     stats.gemms++;
   };
 
@@ -196,7 +240,15 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   const embeddings = new Map<string, DeviceEmbedding>();
   const invFreqs = new Map<string, DevicePtr>();
 
-  const fitsResident = (bytes: number): boolean => api.memoryInfo().free - bytes > reserve;
+  const fitsResident = (bytes: number, shape: LayerShape): boolean =>
+    api.memoryInfo().free - bytes > (options.reserveBytes ?? activationReserve(shape, batchTokens, ginBytes, flash ? 0 : scoresLimit));
+  // A batch's packed layout goes up once and serves every layer (an upload from pageable memory waits for the device).
+  const layouts = new LayoutCache((values) => {
+    const p = allocOrTrim(values.byteLength, "packed layout");
+    api.upload(p, values);
+    return p;
+  }, (p) => api.free(p));
+  const rowStatsQueue = new DeferredDownloads(api, (bytes) => allocOrTrim(bytes, "row statistics"));
 
   const uploadLayer = (key: string, w: LayerWeightsF32, shape: LayerShape): DeviceLayer => {
     checkLayerWeights(w, shape);
@@ -227,7 +279,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       add("bDown", [w.bDown]);
     }
     const bytes = parts.reduce((n, p) => n + alignUp(p.values.reduce((m, v) => m + v.length, 0) * (p.gin ? ginBytes : 4)), 0);
-    const resident = fitsResident(bytes);
+    const resident = fitsResident(bytes, shape);
     const group = uploadGroup(parts, `layer weights ${key}`);
     stats.layersUploaded++;
     return { key, weights: undefined, base: group.base, bytes: group.bytes, resident, tensors: group.tensors, freed: false };
@@ -252,7 +304,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     }
   };
 
-  const runLayer = (x: DeviceStates, nWindows: number, seqLen: number, layer: DeviceLayer, shape: LayerShape, layout?: PackedLayout): DeviceStates => {
+  /** With a cache: one sequence's seqLen new tokens from position cache.start, keys and values appended to the cache. */
+  const runLayer = (x: DeviceStates, nWindows: number, seqLen: number, layer: DeviceLayer, shape: LayerShape, layout?: PackedLayout, cache?: LayerCache): DeviceStates => {
     const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps } = shape;
     const rows = nWindows * seqLen;
     const qDim = nHeads * headDim;
@@ -262,32 +315,37 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     const layerNorm = shape.layerNorm ? 1 : 0;
     if (seqLen > SOFTMAX_PER_THREAD * 1024) throw new UnsupportedError(`the cuda backend's attention handles windows of up to ${SOFTMAX_PER_THREAD * 1024} tokens, got ${seqLen}`, { option: "--seq-len" });
 
-    const positions = layout && !shape.noRope ? uploadInts("positions", layout.positions) : undefined;
-    const branches = layout ? uploadInts("branches", layout.branches) : undefined;
+    const decodePositions = cache ? Int32Array.from({ length: seqLen }, (_, i) => cache.start + i) : undefined;
+    const packed = layout ? layouts.get(layout) : undefined;
+    const positions = shape.noRope ? undefined : packed ? packed.positions : decodePositions && uploadInts("positions", decodePositions);
+    const branches = packed?.branches;
 
     // Attention block
     const xn = work("xn", rows * Math.max(dim, qDim) * ginBytes);
     launch("norm_rows", [rows], BLOCK, [ptr(x.ptr), ptr(null), ptr(t.attnNorm), ptr(t.attnNormBias), ptr(xn), i32(dim), f32(normEps), i32(layerNorm)]);
-    const qkv = work("qkv", rows * qkvDim * 4);
-    linear(qkv, xn, t.wqkv!, rows, dim, qkvDim, false);
+    const qkv = work("qkv", rows * qkvDim * ginBytes);
+    linear(qkv, xn, t.wqkv!, rows, dim, qkvDim, false, true);
     const headBlock = Math.max(32, Math.ceil(headDim / 2 / 32) * 32);
     const invFreq = shape.noRope ? undefined : invFreqFor(shape);
     const qh = work("qh", rows * qDim * ginBytes);
     const kh = work("kh", rows * kvDim * ginBytes);
     const vh = work("vh", rows * kvDim * ginBytes);
-    const toHeads = (col0: number, bias: DevicePtr | undefined, norm: DevicePtr | undefined, rope: boolean, n: number, dst: DevicePtr): void =>
+    const toHeads = (col0: number, bias: DevicePtr | undefined, norm: DevicePtr | undefined, rope: boolean, n: number, dst: DevicePtr, dstLen = seqLen, dstOffset = 0): void =>
       launch("qkv_heads", [rows, n], headBlock, [
         ptr(qkv), i32(qkvDim), i32(col0), ptr(bias), ptr(norm), f32(normEps), ptr(rope ? invFreq : null), ptr(rope ? positions : null),
-        i32(seqLen), i32(n), i32(headDim), ptr(dst),
+        i32(seqLen), i32(n), i32(headDim), ptr(dst), i32(dstLen), i32(dstOffset),
       ]);
     toHeads(0, t.bq, t.qNorm, !shape.noRope, nHeads, qh);
-    toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, kh);
-    toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, vh);
-
-    const oh = work("oh", rows * qDim * ginBytes);
-    causalAttention(attention, { qh, kh, vh, oh, branches, nWindows, seqLen, nHeads, nKvHeads, headDim });
     const att = work("att", rows * qDim * ginBytes);
-    launch("heads_to_rows", [blocksFor(rows * qDim)], BLOCK, [ptr(oh), ptr(att), i32(seqLen), i32(nHeads), i32(headDim), i64(rows * qDim)]);
+    if (cache) {
+      toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, cache.k, cache.capacity, cache.start);
+      toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, cache.v, cache.capacity, cache.start);
+      cachedAttention(attention, { qh, kCache: cache.k, vCache: cache.v, capacity: cache.capacity, start: cache.start, n: seqLen, out: att, nHeads, nKvHeads, headDim });
+    } else {
+      toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, kh);
+      toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, vh);
+      causalAttention(attention, { qh, kh, vh, out: att, branches, nWindows, seqLen, nHeads, nKvHeads, headDim });
+    }
     const out = newStates(rows, dim);
     api.copy(out.ptr, x.ptr, out.bytes);
     linear(out.ptr, att, t.wo!, rows, qDim, dim, true);
@@ -297,8 +355,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     launch("norm_rows", [rows], BLOCK, [ptr(out.ptr), ptr(null), ptr(t.ffnNorm), ptr(t.ffnNormBias), ptr(xn), i32(dim), f32(normEps), i32(layerNorm)]);
     const gated = shape.plainMlp ? 0 : 1;
     const upWidth = (gated ? 2 : 1) * hiddenDim;
-    const gu = work("gu", rows * upWidth * 4);
-    linear(gu, xn, t.wUpGate!, rows, dim, upWidth, false);
+    const gu = work("gu", rows * upWidth * ginBytes);
+    linear(gu, xn, t.wUpGate!, rows, dim, upWidth, false, true);
     const act = work("act", rows * hiddenDim * ginBytes);
     launch("mlp_activation", [blocksFor(rows * hiddenDim)], BLOCK, [ptr(gu), ptr(t.bUp), ptr(act), i32(hiddenDim), i32(gated), i32(shape.activation === "gelu_tanh" ? 1 : 0), i64(rows * hiddenDim)]);
     linear(out.ptr, act, t.wDown!, rows, hiddenDim, dim, true);
@@ -312,10 +370,43 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     api.free(layer.base);
   };
 
+  const decode: DecodeSupport = {
+    createKvCache(nSlots, capacity, shape) {
+      checkShape(shape);
+      if (!(Number.isInteger(nSlots) && nSlots > 0 && Number.isInteger(capacity) && capacity > 0)) throw new OptionError(`a key/value cache needs positive slots and capacity, got ${nSlots} and ${capacity}`);
+      const kvDim = shape.nKvHeads * shape.headDim;
+      const slotBytes = alignUp(2 * capacity * kvDim * ginBytes);
+      const base = allocOrTrim(nSlots * slotBytes, `key/value cache (${nSlots} layers x ${capacity} positions)`);
+      const cache: DeviceKvCache = { owner: name, capacity, length: 0, base, slotBytes, kvDim, nSlots, released: false };
+      return cache;
+    },
+    async runLayerCached(x, layer, shape, handle, slot) {
+      const s = own(x);
+      const cache = handle as DeviceKvCache;
+      if (handle.owner !== name || !("base" in handle) || cache.released) throw new OptionError(`the key/value cache was not made by ${name} or was released`);
+      checkShape(shape);
+      if (!(Number.isInteger(slot) && slot >= 0 && slot < cache.nSlots)) throw new OptionError(`cache slot ${slot} is outside 0..${cache.nSlots - 1}`);
+      if (shape.nKvHeads * shape.headDim !== cache.kvDim || s.dim !== shape.dim) throw new OptionError("the layer's shape does not match the key/value cache or the hidden states");
+      if (cache.length + s.rows > cache.capacity) throw new OptionError(`${s.rows} new tokens after ${cache.length} do not fit a cache of ${cache.capacity} positions`);
+      const l = layer as DeviceLayer;
+      if (!("base" in layer) || l.freed) throw new OptionError(`layer ${layer.key} is not prepared on ${name}`);
+      const k = cache.base + BigInt(slot * cache.slotBytes);
+      const v = k + BigInt(cache.capacity * cache.kvDim * ginBytes);
+      return runLayer(s, 1, s.rows, l, shape, undefined, { k, v, capacity: cache.capacity, start: cache.length });
+    },
+    releaseKvCache(handle) {
+      const cache = handle as DeviceKvCache;
+      if (cache.released || !("base" in handle)) return;
+      cache.released = true;
+      api.free(cache.base);
+    },
+  };
+
   const backend: CudaBackend = {
     name,
+    decode,
     threads: 1,
-    batchTokens: options.batchTokens ?? 16384,
+    batchTokens,
     deviceName: api.deviceName,
     precision,
     stats,
@@ -423,26 +514,21 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       if (!("base" in layer) || l.freed) throw new OptionError(`layer ${layer.key} is not prepared on ${name}`);
       return runLayer(s, nWindows, seqLen, l, shape, layout);
     },
-    async rowStats(a, b, wanted: RowStatsWanted, rows): Promise<RowStats> {
+    rowStats(a, b, wanted: RowStatsWanted, rows): Promise<RowStats> {
       const x = own(a);
       const y = own(b);
       if (x.rows !== y.rows || x.dim !== y.dim) throw new OptionError(`rowStats: states of ${x.rows}x${x.dim} and ${y.rows}x${y.dim} differ in shape`);
       if (rows) checkRowIndices(rows, x.rows, "rowStats");
       const n = rows ? rows.length : x.rows;
-      if (n === 0 || (!wanted.cosine && !wanted.magnitude)) return {};
-      const cos = wanted.cosine ? work("cosine", n * 8) : undefined;
-      const mag = wanted.magnitude ? work("magnitude", n * 8) : undefined;
+      if (n === 0 || (!wanted.cosine && !wanted.magnitude)) return Promise.resolve({});
+      const at = rowStatsQueue.reserve(n * ((wanted.cosine ? 1 : 0) + (wanted.magnitude ? 1 : 0)));
+      const cos = wanted.cosine ? at.device : undefined;
+      const mag = wanted.magnitude ? at.device + BigInt(wanted.cosine ? n * 8 : 0) : undefined;
       launch("row_stats", [n], BLOCK, [ptr(x.ptr), ptr(y.ptr), ptr(rows ? uploadInts("rows", rows) : null), i32(x.dim), ptr(cos), ptr(mag)]);
-      const result: RowStats = {};
-      if (cos !== undefined) {
-        result.cosine = new Float64Array(n);
-        api.download(result.cosine, cos);
-      }
-      if (mag !== undefined) {
-        result.magnitude = new Float64Array(n);
-        api.download(result.magnitude, mag);
-      }
-      return result;
+      return at.result((values) => ({
+        ...(wanted.cosine ? { cosine: values.slice(0, n) } : {}),
+        ...(wanted.magnitude ? { magnitude: values.slice(wanted.cosine ? n : 0) } : {}),
+      }));
     },
     async runHead(x, rows, prepared, normEps, targets): Promise<HeadResult> {
       const s = own(x);
@@ -476,7 +562,9 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       return { kind: "nll", logSumExp, targetLogit };
     },
     async dispose() {
+      rowStatsQueue.dispose();
       api.synchronize();
+      layouts.dispose();
       for (const l of residentLayers.values()) freeLayer(l);
       residentLayers.clear();
       for (const l of transientLayers) freeLayer(l);

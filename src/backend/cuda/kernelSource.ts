@@ -11,7 +11,11 @@ export const KERNEL_NAMES = [
   "embed_rows", "to_gin", "norm_rows", "qkv_heads", "attention_softmax_4", "attention_softmax_8", "attention_softmax_16", "attention_softmax_32", "heads_to_rows", "add_bias", "mlp_activation",
   "row_stats", "gather_rows", "head_logsumexp",
 ] as const;
-export type KernelName = (typeof KERNEL_NAMES)[number];
+/** Kernels compiled only with bf16 GEMM inputs (GIN_BF16=1): they use the bf16 tensor-core MMA. */
+export const BF16_KERNEL_NAMES = ["flash_attention_64", "flash_attention_128"] as const;
+export type KernelName = (typeof KERNEL_NAMES)[number] | (typeof BF16_KERNEL_NAMES)[number];
+/** Head sizes the flash attention kernel is compiled for. */
+export const FLASH_HEAD_DIMS = [64, 128] as const;
 
 /** Keys one thread of attention_softmax_<slots> holds in registers, smallest first (a row covers slots x blockDim keys). */
 export const SOFTMAX_SLOTS = [4, 8, 16, 32] as const;
@@ -33,9 +37,11 @@ __device__ __forceinline__ bf16_t float_to_bf16(float f) {
 #if GIN_BF16
 typedef bf16_t gin_t;
 __device__ __forceinline__ gin_t to_gin_value(float v) { return float_to_bf16(v); }
+__device__ __forceinline__ float gin_to_float(gin_t v) { return bf16_to_float(v); }
 #else
 typedef float gin_t;
 __device__ __forceinline__ gin_t to_gin_value(float v) { return v; }
+__device__ __forceinline__ float gin_to_float(gin_t v) { return v; }
 #endif
 
 #define NEG_INF __int_as_float(0xff800000)
@@ -117,21 +123,23 @@ extern "C" __global__ void norm_rows(const float *x, const int *source_rows, con
   }
 }
 
-// One of q, k, v out of the fused projection qkv (rows, ld), columns col0 + head * head_dim ..:
+// One of q, k, v out of the fused projection qkv (rows, ld; written by the GEMM as gin_t), columns col0 + head * head_dim ..:
 // + bias, per-head RMSNorm (norm_weight), RoPE (rotate-half, angle pos * inv_freq[i] in double),
-// written head-major for the attention GEMMs: dst[((window * n_heads + head) * seq_len + t) * head_dim + i].
-// positions: each row's position (packed windows), or null for t. grid: (rows, n_heads); block: >= head_dim / 2, a multiple of 32.
-extern "C" __global__ void qkv_heads(const float *qkv, int ld, int col0, const float *bias, const float *norm_weight, float eps,
-                                     const double *inv_freq, const int *positions, int seq_len, int n_heads, int head_dim, gin_t *dst) {
+// written head-major for attention: dst[((window * n_heads + head) * dst_len + dst_offset + t) * head_dim + i]
+// (dst_len = seq_len and dst_offset = 0 for a batch of windows; a key/value cache's capacity and
+// filled length when decoding). positions: each row's position (packed windows, decoding), or null
+// for t. grid: (rows, n_heads); block: >= head_dim / 2, a multiple of 32.
+extern "C" __global__ void qkv_heads(const gin_t *qkv, int ld, int col0, const float *bias, const float *norm_weight, float eps,
+                                     const double *inv_freq, const int *positions, int seq_len, int n_heads, int head_dim, gin_t *dst, int dst_len, int dst_offset) {
   __shared__ double scratch[32];
   const int r = blockIdx.x, head = blockIdx.y, i = threadIdx.x, half = head_dim >> 1;
   const int window = r / seq_len, t = r - window * seq_len;
   const bool active = i < half;
-  const float *src = qkv + (long long)r * ld + col0 + head * head_dim;
+  const gin_t *src = qkv + (long long)r * ld + col0 + head * head_dim;
   float a = 0.f, b = 0.f;
   if (active) {
-    a = src[i];
-    b = src[i + half];
+    a = gin_to_float(src[i]);
+    b = gin_to_float(src[i + half]);
     if (bias) { a += bias[head * head_dim + i]; b += bias[head * head_dim + i + half]; }
   }
   if (norm_weight) {
@@ -149,7 +157,7 @@ extern "C" __global__ void qkv_heads(const float *qkv, int ld, int col0, const f
     a = a2;
     b = b2;
   }
-  gin_t *out = dst + (((long long)window * n_heads + head) * seq_len + t) * head_dim;
+  gin_t *out = dst + (((long long)window * n_heads + head) * dst_len + dst_offset + t) * head_dim;
   out[i] = to_gin_value(a);
   out[i + half] = to_gin_value(b);
 }
@@ -238,18 +246,175 @@ __device__ __forceinline__ float activate(float x, int kind) {
 }
 
 // The MLP's middle: gated, out = act(gate) * (up + up_bias); plain, out = act(up + up_bias).
-// src rows hold [gate | up] (gated, ld = 2 * hidden) or [up] (plain, ld = hidden). kind: 0 silu, 1 gelu (tanh).
-extern "C" __global__ void mlp_activation(const float *src, const float *up_bias, gin_t *out, int hidden, int gated, int kind, long long n) {
+// src rows (gin_t, as the GEMM wrote them) hold [gate | up] (gated, ld = 2 * hidden) or [up] (plain, ld = hidden). kind: 0 silu, 1 gelu (tanh).
+extern "C" __global__ void mlp_activation(const gin_t *src, const float *up_bias, gin_t *out, int hidden, int gated, int kind, long long n) {
   const int ld = gated ? 2 * hidden : hidden;
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
     const long long r = e / hidden;
     const int c = (int)(e - r * hidden);
-    const float *row = src + r * ld;
-    float up = row[gated ? hidden + c : c];
+    const gin_t *row = src + r * ld;
+    float up = gin_to_float(row[gated ? hidden + c : c]);
     if (up_bias) up += up_bias[c];
-    out[e] = to_gin_value(gated ? activate(row[c], kind) * up : activate(up, kind));
+    out[e] = to_gin_value(gated ? activate(gin_to_float(row[c]), kind) * up : activate(up, kind));
   }
 }
+
+#if GIN_BF16
+// Causal attention in one pass (flash attention, bf16 only): each block of 4 warps takes 64 queries of
+// one head (16 per warp), walks the visible keys in tiles of 64 through shared memory, keeps the
+// scores in registers with a running (online) softmax, and multiplies on the tensor cores (mma
+// m16n8k16, bf16 in, fp32 accumulate). No score matrix is written to memory: for 8 windows of 2,048
+// tokens that matrix would be 4 GiB of traffic a layer.
+// q: (window, head, n_queries, HD); k, v: (window, kv_head, kv_stride, HD), kv_stride >= n_keys
+// (a key/value cache is longer than the keys in use); query i sits at position q_offset + i and sees
+// keys s <= q_offset + i, s < n_keys. out: rows (window * n_queries + i, n_heads * HD) bf16.
+// grid: (ceil(n_queries / 64), n_heads, n_windows); block: 128.
+#define FA_TILE 64
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+  return (unsigned)float_to_bf16(lo) | ((unsigned)float_to_bf16(hi) << 16);
+}
+__device__ __forceinline__ void mma_bf16(float *c, const unsigned *a, unsigned b0, unsigned b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
+                                                                  int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale) {
+  // Row strides padded by 8 elements so that the fragment loads below hit 32 different banks.
+  constexpr int KS = HD + 8, VS = FA_TILE + 8;
+  __shared__ __align__(16) bf16_t ks[FA_TILE * KS];
+  __shared__ __align__(16) bf16_t vt[HD * VS];  // V transposed: vt[d][key]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  // The blocks with the most keys start first.
+  const int q_block = gridDim.x - 1 - blockIdx.x, head = blockIdx.y, window = blockIdx.z;
+  const int kv_head = head / (n_heads / n_kv_heads);
+  const int row0 = q_block * FA_TILE + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+  const bf16_t *qh = q + ((long long)window * n_heads + head) * n_queries * HD;
+  const bf16_t *kh = k + ((long long)window * n_kv_heads + kv_head) * kv_stride * HD;
+  const bf16_t *vh = v + ((long long)window * n_kv_heads + kv_head) * kv_stride * HD;
+
+  // Q as A fragments, HD / 16 steps of 4 registers (rows g and g + 8; columns 2 t4 (+8) of each step).
+  unsigned qa[HD / 16][4];
+#pragma unroll
+  for (int s = 0; s < HD / 16; s++) {
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      const int row = row0 + (r & 1) * 8, col = s * 16 + 2 * t4 + (r >> 1) * 8;
+      qa[s][r] = row < n_queries ? *(const unsigned *)(qh + (long long)row * HD + col) : 0u;
+    }
+  }
+  float o[HD / 8][4];
+#pragma unroll
+  for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+  const float scale_log2 = scale * 1.4426950408889634f;
+  const int last_query = min(n_queries, (q_block + 1) * FA_TILE) - 1;
+  const int keys_needed = min(n_keys, q_offset + last_query + 1);
+  const int n_tiles = (keys_needed + FA_TILE - 1) / FA_TILE;
+
+  for (int tile = 0; tile < n_tiles; tile++) {
+    const int key0 = tile * FA_TILE;
+    __syncthreads();  // the previous tile's fragments are read
+    // K rows as stored; V transposed. 16 bytes (8 values) a load; keys past n_keys are zeros.
+    for (int c = threadIdx.x; c < FA_TILE * HD / 8; c += blockDim.x) {
+      const int key = c / (HD / 8), col = (c - key * (HD / 8)) * 8;
+      uint4 kk = make_uint4(0u, 0u, 0u, 0u), vv = make_uint4(0u, 0u, 0u, 0u);
+      if (key0 + key < n_keys) {
+        kk = *(const uint4 *)(kh + (long long)(key0 + key) * HD + col);
+        vv = *(const uint4 *)(vh + (long long)(key0 + key) * HD + col);
+      }
+      *(uint4 *)(ks + key * KS + col) = kk;
+      const bf16_t *vp = (const bf16_t *)&vv;
+#pragma unroll
+      for (int e = 0; e < 8; e++) vt[(col + e) * VS + key] = vp[e];
+    }
+    __syncthreads();
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys: 8 column blocks of 8 keys.
+    float s[FA_TILE / 8][4];
+#pragma unroll
+    for (int j = 0; j < FA_TILE / 8; j++) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+      for (int st = 0; st < HD / 16; st++) {
+        const bf16_t *kr = ks + (j * 8 + g) * KS + st * 16 + 2 * t4;
+        mma_bf16(s[j], qa[st], *(const unsigned *)kr, *(const unsigned *)(kr + 8));
+      }
+    }
+    // Mask (causal, and keys past the end), scale into log2 units, and the tile's row maxima.
+    float tile_max[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+    for (int j = 0; j < FA_TILE / 8; j++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int key = key0 + j * 8 + 2 * t4 + (e & 1), half = e >> 1;
+        const int pos = q_offset + row0 + half * 8;
+        const float x = (key <= pos && key < n_keys) ? s[j][e] * scale_log2 : NEG_INF;
+        s[j][e] = x;
+        tile_max[half] = fmaxf(tile_max[half], x);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      // The four threads of a quad hold the same row.
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      const float m_new = fmaxf(m[h], tile_max[h]);
+      // A row with nothing visible yet keeps m = -inf: exponents are taken against 0 instead.
+      const float base = m_new == NEG_INF ? 0.f : m_new;
+      alpha[h] = exp2f(m[h] - base);
+      m[h] = m_new;
+      l[h] *= alpha[h];
+#pragma unroll
+      for (int j = 0; j < FA_TILE / 8; j++) {
+        const float p0 = exp2f(s[j][2 * h] - base), p1 = exp2f(s[j][2 * h + 1] - base);
+        s[j][2 * h] = p0;
+        s[j][2 * h + 1] = p1;
+        l[h] += p0 + p1;
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+    // O += P V: P's accumulator layout is the A fragment layout of the next MMA (16 keys a step).
+#pragma unroll
+    for (int kk = 0; kk < FA_TILE / 16; kk++) {
+      const unsigned pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int n = 0; n < HD / 8; n++) {
+        const bf16_t *vr = vt + (n * 8 + g) * VS + kk * 16 + 2 * t4;
+        mma_bf16(o[n], pa, *(const unsigned *)vr, *(const unsigned *)(vr + 8));
+      }
+    }
+  }
+  // Each thread holds part of its rows' sums: add the quad's parts, normalize, write bf16 pairs.
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    const int row = row0 + h * 8;
+    if (row >= n_queries) continue;
+    const float inv = l[h] > 0.f ? 1.f / l[h] : 0.f;
+    bf16_t *dst = out + ((long long)window * n_queries + row) * n_heads * HD + head * HD + 2 * t4;
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) *(unsigned *)(dst + n * 8) = pack_bf16x2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
+  }
+}
+extern "C" __global__ void __launch_bounds__(128) flash_attention_64(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
+                                                                     int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale) {
+  flash_attention<64>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) flash_attention_128(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
+                                                                      int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale) {
+  flash_attention<128>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale);
+}
+#endif
 
 // Per row of a and b (., dim): cos(a, b) and ||b - a|| / ||b||, in double (the host twin: rowStats.ts).
 // Row r reads row rows[r] (all rows in order when rows is null). grid: n rows; block: 256.

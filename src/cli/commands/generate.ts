@@ -1,12 +1,13 @@
 // shortgpt generate MODEL: text from the model, greedy by default.
 
-import { generate } from "../../eval/generate.js";
+import type { DecoderBackend, DecodeSupport } from "../../backend/backend.js";
+import { generate, generateOnBackend } from "../../eval/generate.js";
 import { MODEL_OPTIONS, int, num, onePositional, parse, str } from "../args.js";
 import type { Command } from "../command.js";
 import { loadModel } from "../../load.js";
-import { skipFromArgs, modelPathFromArgs } from "../common.js";
+import { backendFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, modelPathFromArgs } from "../common.js";
 
-const usage = "shortgpt generate MODEL [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--skip i,j] [--json FILE]";
+const usage = "shortgpt generate MODEL [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--skip i,j] [--backend B] [--device N] [--precision bf16|fp32] [--json FILE]";
 
 export const generateCommand: Command = {
   name: "generate",
@@ -14,31 +15,48 @@ export const generateCommand: Command = {
   summary: "generate text (temperature 0 = greedy, the default)",
   async run(argv) {
     const p = parse(argv, {
-      ...MODEL_OPTIONS, prompt: { type: "string" }, "max-tokens": { type: "string" }, temperature: { type: "string" },
+      ...MODEL_OPTIONS, ...ENGINE_OPTIONS, prompt: { type: "string" }, "max-tokens": { type: "string" }, temperature: { type: "string" },
       "top-p": { type: "string" }, seed: { type: "string" }, skip: { type: "string" },
     }, usage);
     const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const tokenizerPath = str(p, "tokenizer");
-    // Generation runs token by token with a KV cache on the in-memory reference model.
-    const loaded = loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
+    // A backend with its own key/value cache (cuda) generates where its weights live; the CPU
+    // backends have none, and generation runs token by token on the in-memory reference model.
+    const backend = await backendFromArgs(p);
+    if (!backend.decode) await backend.dispose();
+    const onBackend = backend.decode ? (backend as DecoderBackend & { decode: DecodeSupport }) : undefined;
+    const loaded = onBackend ? openFromArgs(p, path) : loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
     const prompt = str(p, "prompt") ?? "";
     // With nothing to start from (an empty prompt, no BOS added), start from BOS, else EOS, as lm-eval's prefix token.
     const encoded = loaded.tokenizer.encode(prompt);
     const promptIds = encoded.length > 0 ? encoded : [loaded.tokenizer.bosId >= 0 ? loaded.tokenizer.bosId : loaded.tokenizer.eosId];
-    const context = loaded.model.config.contextLength;
+    const config = "model" in loaded ? loaded.model.config : loaded.config;
+    const context = config.contextLength;
     const maxTokens = int(p, "max-tokens", 1, context) ?? Math.min(256, context - promptIds.length);
     const temperature = num(p, "temperature", 0, 100) ?? 0;
     const topP = num(p, "top-p", 0, 1) ?? 1;
     const seed = int(p, "seed", 0) ?? 42;
-    const skip = skipFromArgs(p, loaded.model.nLayers);
-    const ids = generate(loaded.model, promptIds, {
+    const skip = skipFromArgs(p, config.nLayers);
+    const options = {
       maxTokens, temperature, topP, seed,
       stopTokens: new Set([loaded.tokenizer.eosId, loaded.tokenizer.bosId]),
       ...(skip ? { skip } : {}),
-    });
+    };
+    let ids: number[];
+    if (onBackend && !("model" in loaded)) {
+      try {
+        ids = await generateOnBackend(loaded, onBackend, promptIds, options);
+      } finally {
+        await onBackend.dispose();
+      }
+    } else if ("model" in loaded) {
+      ids = generate(loaded.model, promptIds, options);
+    } else {
+      throw new Error("internal: no model to generate with");
+    }
     const text = loaded.tokenizer.decode([...promptIds, ...ids]);
     return {
-      json: { model: path, prompt, promptIds, ids, text, temperature, topP, seed, skip: skip ? [...skip] : [] },
+      json: { model: path, prompt, promptIds, ids, text, temperature, topP, seed, skip: skip ? [...skip] : [], backend: onBackend ? onBackend.name : "reference (in memory)" },
       text,
     };
   },
