@@ -251,6 +251,13 @@ test("K-quant GGUF files (Q4_K, Q5_K, Q6_K) written by `shortgpt convert` load i
     // Both read the same quantized weights: llama.cpp is far closer to shortgpt on this file than to the unquantized model.
     if (dtype === "Q4_K") assert.ok(diff * 5 < vsUnquantized, `Q4_K: ${diff} vs ${vsUnquantized}`);
   }
+  // A K-quant file pruned by `shortgpt prune` (as `study` does) loads and agrees too.
+  const pruned = join(dir, "wide-Q4_K-pruned.gguf");
+  const pruneRun = runCli(["prune", join(dir, "wide-Q4_K.gguf"), "--out", pruned, "--layers", "0"]);
+  assert.equal(pruneRun.status, 0, pruneRun.stderr);
+  const prunedDiff = (await compareOnFile(pruned, ids)).diff;
+  t.diagnostic(`pruned Q4_K: max |p_ours - p_llama.cpp| = ${prunedDiff.toExponential(2)}`);
+  assert.ok(prunedDiff < 5e-3, `pruned Q4_K: ${prunedDiff}`);
   // stories260K (rows of 64 and 172): Q4_K becomes Q5_0 where rows are whole blocks of 32, F16 where not.
   const q4k = join(dir, "stories-Q4_K.gguf");
   const run = runCli(["convert", MODEL_BIN, "--to", "gguf", "--dtype", "Q4_K", q4k, "--json", join(dir, "stories.json")]);
