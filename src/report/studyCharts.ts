@@ -15,10 +15,10 @@ export function qualitySizeChart(points: readonly { model: "original" | "pruned"
     data: { values: points.map((p) => ({ ...p })) },
     facet: { column: { field: "evaluation", type: "nominal", title: null } },
     spec: {
-      width: 260, height: 200,
+      width: 220, height: 200,
       layer: [
         { mark: { type: "point", filled: true, size: 60 }, encoding: { x, y, color: { field: "model", type: "nominal", scale: MODEL_COLOR, title: null }, tooltip: [{ field: "model" }, { field: "quant" }, { field: "megabytes", format: ".3f" }, { field: "value", format: ".4f" }] } },
-        { mark: { type: "text", dx: 6, align: "left", fontSize: 9 }, encoding: { x, y, text: { field: "quant" }, color: { field: "model", type: "nominal", scale: MODEL_COLOR, legend: null } } },
+        { mark: { type: "text", dx: 6, align: "left", fontSize: 9 }, encoding: { x, y, text: { field: "quant" }, color: { field: "model", type: "nominal", scale: MODEL_COLOR, title: null } } },
       ],
     },
     resolve: { scale: { y: "independent" } },
