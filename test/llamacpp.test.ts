@@ -10,6 +10,7 @@ import { readGguf } from "../src/formats/gguf.js";
 import { loadModel, type LoadedModel } from "../src/load.js";
 import { LlamaModel } from "../src/models/llama.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
+import { writeWideLlamaFixture } from "./fixtures/wideLlama.js";
 import { MODEL_BIN, MODEL_GGUF, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
 
 let llama: Llama;
@@ -221,4 +222,53 @@ test("every family (llama with and without RoPE scaling, qwen2, qwen3, gemma, gp
     t.diagnostic(`${family} pruned: max |p_ours - p_llama.cpp| = ${prunedDiff.toExponential(2)}`);
     assert.ok(prunedDiff < bounds[family]!, `${family} pruned: ${prunedDiff}`);
   }
+});
+
+test("K-quant GGUF files (Q4_K, Q5_K, Q6_K) written by `shortgpt convert` load in llama.cpp and agree with shortgpt; stories260K falls back as llama.cpp does", async (t) => {
+  const dir = tempDir();
+  // Every matrix of the wide fixture has rows of 256 or 512: all are K-quantized.
+  const hf = writeWideLlamaFixture(join(dir, "wide"));
+  const ids = [1, 37, 402, 11, 250, 99, 500, 3, 77, 128, 256, 311];
+  const f32 = join(dir, "wide-f32.gguf");
+  assert.equal(runCli(["convert", hf, "--to", "gguf", f32, "--tokenizer", TOKENIZER]).status, 0);
+  const unquantized = ourProbabilities(loadModel(f32), ids);
+  // llama.cpp multiplies K-quant weights with activations rounded to 8-bit blocks (Q8_K); shortgpt
+  // uses the dequantized weights with float activations. The bound allows that rounding. (The random
+  // model's next-token distributions are flat, with near ties: the argmax is not compared here.)
+  const bounds: Record<string, number> = { Q4_K: 5e-3, Q5_K: 5e-3, Q6_K: 5e-3 };
+  for (const [dtype, bound] of Object.entries(bounds)) {
+    const path = join(dir, `wide-${dtype}.gguf`);
+    const run = runCli(["convert", hf, "--to", "gguf", "--dtype", dtype, path, "--tokenizer", TOKENIZER, "--json", join(dir, `${dtype}.json`)]);
+    assert.equal(run.status, 0, run.stderr);
+    const header = readGguf(path);
+    const types = new Set(header.tensors.filter((x) => x.dims.length === 2).map((x) => x.type.name));
+    header.file.close();
+    assert.deepEqual([...types], [dtype], `${dtype}: every matrix is stored as ${dtype}`);
+    const { diff, theirs } = await compareOnFile(path, ids);
+    const vsUnquantized = maxProbabilityDifference(unquantized, theirs);
+    t.diagnostic(`${dtype}: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)} (llama.cpp vs shortgpt on the F32 model: ${vsUnquantized.toExponential(2)})`);
+    assert.ok(diff < bound, `${dtype}: max |p_ours - p_llama.cpp| = ${diff}`);
+    // Both read the same quantized weights: llama.cpp is far closer to shortgpt on this file than to the unquantized model.
+    if (dtype === "Q4_K") assert.ok(diff * 5 < vsUnquantized, `Q4_K: ${diff} vs ${vsUnquantized}`);
+  }
+  // A K-quant file pruned by `shortgpt prune` (as `study` does) loads and agrees too.
+  const pruned = join(dir, "wide-Q4_K-pruned.gguf");
+  const pruneRun = runCli(["prune", join(dir, "wide-Q4_K.gguf"), "--out", pruned, "--layers", "0"]);
+  assert.equal(pruneRun.status, 0, pruneRun.stderr);
+  const prunedDiff = (await compareOnFile(pruned, ids)).diff;
+  t.diagnostic(`pruned Q4_K: max |p_ours - p_llama.cpp| = ${prunedDiff.toExponential(2)}`);
+  assert.ok(prunedDiff < 5e-3, `pruned Q4_K: ${prunedDiff}`);
+  // stories260K (rows of 64 and 172): Q4_K becomes Q5_0 where rows are whole blocks of 32, F16 where not.
+  const q4k = join(dir, "stories-Q4_K.gguf");
+  const run = runCli(["convert", MODEL_BIN, "--to", "gguf", "--dtype", "Q4_K", q4k, "--json", join(dir, "stories.json")]);
+  assert.equal(run.status, 0, run.stderr);
+  const header = readGguf(q4k);
+  const typeOf = new Map(header.tensors.map((x) => [x.name, x.type.name]));
+  header.file.close();
+  assert.equal(typeOf.get("blk.0.attn_q.weight"), "Q5_0");
+  assert.equal(typeOf.get("blk.0.ffn_down.weight"), "F16");
+  const ours = loadModel(q4k);
+  const { diff, argmaxAgree } = await compareOnFile(q4k, ours.tokenizer.encode(PROMPT));
+  t.diagnostic(`stories260K as Q4_K (Q5_0/F16 fallbacks): max |p_ours - p_llama.cpp| = ${diff.toExponential(2)}`);
+  assert.ok(diff < 0.05 && argmaxAgree);
 });

@@ -166,12 +166,25 @@ function hfTensorList(logical: readonly LogicalTensor[], config: LlamaConfig, fa
   });
 }
 
+/**
+ * llama.cpp's replacement for a K-quant whose rows are not whole blocks of 256 (llama_tensor_get_type
+ * in llama-quant.cpp): Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and F16 when that does not fit either.
+ */
+const K_QUANT_FALLBACK: Partial<Record<WritableDtype, WritableDtype>> = { Q4_K: "Q5_0", Q5_K: "Q5_1", Q6_K: "Q8_0" };
+
 /** The dtype one tensor is stored in: 1-D tensors F32; quantized only when rows split into whole blocks. */
 function chooseDtype(shape: readonly number[], dtype: WritableDtype, fallbacks: ConvertResult["fallbacks"], name: string): WritableDtype {
   if (shape.length === 1) return "F32";
   const rowLength = shape[shape.length - 1]!;
   if (fitsRows(dtype, rowLength)) return dtype;
-  fallbacks.push({ tensor: name, dtype: "F16", reason: `rows of ${rowLength} elements are not whole ${dtype} blocks of 32` });
+  const blockSize = GGML_TYPE_BY_NAME.get(dtype)!.blockSize;
+  const reason = `rows of ${rowLength} elements are not whole ${dtype} blocks of ${blockSize}`;
+  const next = K_QUANT_FALLBACK[dtype];
+  if (next !== undefined && fitsRows(next, rowLength)) {
+    fallbacks.push({ tensor: name, dtype: next, reason: `${reason} (llama.cpp's fallback)` });
+    return next;
+  }
+  fallbacks.push({ tensor: name, dtype: "F16", reason });
   return "F16";
 }
 
@@ -238,7 +251,7 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
   const metadata = ggufLlamaMetadata(arch, opened.config, vocabulary, {
     name: basename(opened.path).replace(/\.(gguf|bin)$/, ""),
     fileType: GGUF_FILE_TYPE[dtype],
-    quantized: dtype === "Q8_0" || dtype === "Q4_0",
+    quantized: dtype !== "F32" && dtype !== "F16" && dtype !== "BF16",
   });
   writeAtomically(output, (temp) => writeGguf(temp, { version: 3, alignment: 32, metadata, tensors }));
   return {

@@ -16,7 +16,8 @@ export function linearRopeFactor(factors: readonly number[]): number | undefined
 }
 
 /** general.file_type: llama.cpp's llama_ftype for a file whose matrices are all in one dtype. */
-export const GGUF_FILE_TYPE: Record<WritableDtype, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, BF16: 32 };
+// A file of plain K-quants is labelled with the "_S" (small) mix of its type, the nearest llama_ftype.
+export const GGUF_FILE_TYPE: Record<WritableDtype, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, Q5_0: 8, Q5_1: 9, Q4_K: 14, Q5_K: 16, Q6_K: 18, BF16: 32 };
 
 const u32 = (value: number): GgufValue => ({ type: GgufValueType.UINT32, value });
 const f32 = (value: number): GgufValue => ({ type: GgufValueType.FLOAT32, value });

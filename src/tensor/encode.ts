@@ -1,9 +1,10 @@
-// float32 values to the stored dtypes shortgpt writes: F32, F16, BF16, and ggml's Q8_0 / Q4_0.
+// float32 values to the stored dtypes shortgpt writes: F32, F16, BF16, and ggml's block types
+// (Q8_0, Q4_0, Q5_0, Q5_1, and the K-quants Q4_K, Q5_K, Q6_K).
 
 import { f32ToBf16Bits, f32ToF16Bits } from "./half.js";
 import { QUANT_BLOCKS, QUANTIZERS } from "./quant.js";
 
-export const WRITABLE_DTYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0"] as const;
+export const WRITABLE_DTYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"] as const;
 export type WritableDtype = (typeof WRITABLE_DTYPES)[number];
 
 export function isWritableDtype(name: string): name is WritableDtype {
@@ -12,7 +13,7 @@ export function isWritableDtype(name: string): name is WritableDtype {
 
 /** True when rows of `rowLength` elements can be stored in `dtype` (quantized blocks must not straddle rows). */
 export function fitsRows(dtype: WritableDtype, rowLength: number): boolean {
-  return dtype === "Q8_0" || dtype === "Q4_0" ? rowLength % QUANT_BLOCKS[dtype].blockSize === 0 : true;
+  return dtype === "F32" || dtype === "F16" || dtype === "BF16" ? true : rowLength % QUANT_BLOCKS[dtype].blockSize === 0;
 }
 
 /** The little-endian bytes of `values` in `dtype`. */
@@ -27,8 +28,7 @@ export function encodeF32(values: Float32Array, dtype: WritableDtype): Uint8Arra
       for (let i = 0; i < values.length; i++) words[i] = encode(values[i]!);
       return new Uint8Array(words.buffer);
     }
-    case "Q8_0":
-    case "Q4_0":
+    default:
       return QUANTIZERS[dtype](values);
   }
 }

@@ -1,6 +1,6 @@
 // ggml's block-quantized tensor types (as stored in GGUF files): dequantization to float32,
 // bit-exact with ggml's reference (scalar, unfused float32) dequantization, and the reference
-// quantizers for Q8_0 and Q4_0 used when writing such files.
+// quantizers (Q8_0, Q4_0, Q5_0, Q5_1, and the K-quants Q4_K, Q5_K, Q6_K) used when writing such files.
 //
 // The block layouts and formulas are facts of the GGUF format (ggml-common.h, ggml-quants.c);
 // this is an independent implementation. Each step rounds to float32 where ggml's float code
@@ -8,6 +8,7 @@
 // against gguf-py, llama.cpp's Python reader.
 
 import { f16ToF32, f32ToF16Bits } from "./half.js";
+import { quantizeQ4K, quantizeQ5K, quantizeQ6K } from "./quantizeK.js";
 
 /** Elements per block and bytes per block of each quantized type that can be dequantized. */
 export const QUANT_BLOCKS = {
@@ -265,6 +266,75 @@ export const QUANTIZERS = {
     }
     return out;
   },
+  /** Q5_0: d = (value of largest magnitude) / -16, q = min(31, trunc(x / d + 16.5)); fifth bits in qh. */
+  Q5_0(x: Float32Array): Uint8Array {
+    const out = new Uint8Array((x.length / 32) * 22);
+    for (let blk = 0; blk * 32 < x.length; blk++) {
+      let amax = 0;
+      let max = 0;
+      for (let j = 0; j < 32; j++) {
+        const v = x[32 * blk + j]!;
+        if (amax < Math.abs(v)) {
+          amax = Math.abs(v);
+          max = v;
+        }
+      }
+      const d = fround(max / -16);
+      const id = d !== 0 ? fround(1 / d) : 0;
+      const q = (v: number): number => Math.min(31, Math.trunc(fround(fround(v * id) + 16.5)));
+      writeQ5(out, 22 * blk, d, undefined, x, 32 * blk, q);
+    }
+    return out;
+  },
+  /** Q5_1: d = (max - min) / 31, m = min, q = trunc((x - min) / d + 0.5); fifth bits in qh. */
+  Q5_1(x: Float32Array): Uint8Array {
+    const out = new Uint8Array((x.length / 32) * 24);
+    for (let blk = 0; blk * 32 < x.length; blk++) {
+      let min = Infinity;
+      let max = -Infinity;
+      for (let j = 0; j < 32; j++) {
+        const v = x[32 * blk + j]!;
+        if (v < min) min = v;
+        if (v > max) max = v;
+      }
+      const d = fround(fround(max - min) / 31);
+      const id = d !== 0 ? fround(1 / d) : 0;
+      const q = (v: number): number => Math.trunc(fround(fround(fround(v - min) * id) + 0.5)) & 0xff;
+      writeQ5(out, 24 * blk, d, min, x, 32 * blk, q);
+    }
+    return out;
+  },
+  Q4_K: quantizeQ4K,
+  Q5_K: quantizeQ5K,
+  Q6_K: quantizeQ6K,
 } as const;
+
+/** A Q5_0 (no min) or Q5_1 block at `at`: d, [m], qh (bit 4 of each level), then low nibbles, j and j + 16 per byte. */
+function writeQ5(out: Uint8Array, at: number, d: number, min: number | undefined, x: Float32Array, xo: number, level: (v: number) => number): void {
+  const putHalf = (pos: number, v: number): void => {
+    const h = f32ToF16Bits(v);
+    out[pos] = h & 0xff;
+    out[pos + 1] = h >> 8;
+  };
+  putHalf(at, d);
+  let qsAt = at + 6;
+  if (min !== undefined) {
+    putHalf(at + 2, min);
+    qsAt = at + 8;
+  }
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    const lo = level(x[xo + j]!);
+    const hi = level(x[xo + 16 + j]!);
+    out[qsAt + j] = (lo & 0xf) | ((hi & 0xf) << 4);
+    qh |= ((lo & 0x10) >> 4) << j;
+    qh |= ((hi & 0x10) >> 4) << (j + 16);
+  }
+  const qhAt = qsAt - 4;
+  out[qhAt] = qh & 0xff;
+  out[qhAt + 1] = (qh >>> 8) & 0xff;
+  out[qhAt + 2] = (qh >>> 16) & 0xff;
+  out[qhAt + 3] = (qh >>> 24) & 0xff;
+}
 
 export type WritableQuantType = keyof typeof QUANTIZERS;

@@ -8,12 +8,12 @@ import { modelPathFromArgs } from "../common.js";
 import { table } from "../format.js";
 import { Progress } from "../progress.js";
 
-const usage = "shortgpt convert IN --to gguf|safetensors OUT [--dtype F32|F16|BF16|Q8_0|Q4_0] [--tokenizer FILE] [--force] [--json FILE]";
+const usage = "shortgpt convert IN --to gguf|safetensors OUT [--dtype F32|F16|BF16|Q8_0|Q6_K|Q5_K|Q5_1|Q5_0|Q4_K|Q4_0] [--tokenizer FILE] [--force] [--json FILE]";
 
 export const convertCommand: Command = {
   name: "convert",
   usage,
-  summary: "rewrite a model as GGUF (F32/F16/BF16/Q8_0/Q4_0) or a Hugging Face safetensors directory (F32/F16/BF16)",
+  summary: "rewrite a model as GGUF (F32/F16/BF16/Q8_0/Q4_0/Q5_0/Q5_1 and K-quants Q4_K/Q5_K/Q6_K) or a Hugging Face safetensors directory (F32/F16/BF16)",
   async run(argv) {
     const p = parse(argv, { to: { type: "string" }, dtype: { type: "string" }, tokenizer: { type: "string" }, force: { type: "boolean" }, json: { type: "string" } }, usage);
     if (p.positionals.length !== 2) throw new OptionError(`expected IN and OUT, got ${p.positionals.length} paths`, { hint: `usage: ${usage}` });
