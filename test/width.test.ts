@@ -20,7 +20,7 @@ import { repoRoot } from "../src/shared.js";
 import { depthParameterCounts, widthPrune } from "../src/widthPipeline.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { WIDTH_CASES, writeWidthDirs, type WidthCase } from "./fixtures/widthDirs.js";
-import { MODEL_BIN, tempDir } from "./helpers.js";
+import { MODEL_BIN, runCli, tempDir, TINYSTORIES } from "./helpers.js";
 
 interface GoldenCase {
   hidden_size: number;
@@ -201,4 +201,30 @@ test("bad input: families width pruning cannot rewrite, sizes transformers refus
   } finally {
     opened.close();
   }
+});
+
+test("CLI: `width` writes the directory and its record; `compare --width` rows equal `eval` of those directories, with parameter counts", () => {
+  const window = ["--split", "blank-line", "--seq-len", "64", "--max-tokens", "256", "--backend", "reference"];
+  const input = dirs["stories-hf"];
+  const cmp = join(work, "compare.json");
+  const run = runCli(["compare", input, "--data", TINYSTORIES, ...window, "--metrics", "bi", "--remove", "1", "--width", "--eval", `ppl:${TINYSTORIES}`, "--json", cmp]);
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(run.stdout, /parameters/);
+  const json = JSON.parse(readFileSync(cmp, "utf8")) as { parameters: { full: number; depth: number }; width: { method: string; parameters: number; evals: { value: number }[] }[] };
+  assert.deepEqual(json.parameters, { full: golden.cases["stories-hf"].parameters, depth: golden.cases["stories-hf"].parameters - 45440 });
+  assert.equal(json.width.length, 2);
+  for (const [i, method] of (["ffn-channels", "slicegpt"] as const).entries()) {
+    const out = join(work, `cli-${method}`);
+    const w = runCli(["width", input, "--out", out, "--method", method, "--match-layers", "1", "--data", TINYSTORIES, ...window]);
+    assert.equal(w.status, 0, w.stderr);
+    const record = JSON.parse(readFileSync(`${out}.json`, "utf8")) as { parameters: { after: number; depthPruned: number } };
+    assert.equal(record.parameters.after, json.width[i]!.parameters);
+    const evalOut = join(work, `eval-${method}.json`);
+    const e = runCli(["eval", out, "--ppl", TINYSTORIES, "--split", "blank-line", "--seq-len", "64", "--max-tokens", "256", "--backend", "reference", "--json", evalOut]);
+    assert.equal(e.status, 0, e.stderr);
+    assert.equal(json.width[i]!.evals[0]!.value, (JSON.parse(readFileSync(evalOut, "utf8")) as { perplexity: number }).perplexity, method);
+  }
+  const bin = runCli(["width", MODEL_BIN, "--out", join(work, "x"), "--method", "ffn", "--match-layers", "1", "--data", TINYSTORIES]);
+  assert.notEqual(bin.status, 0);
+  assert.match(bin.stderr, /convert it first/);
 });

@@ -16,8 +16,9 @@ import { pruneCommand } from "./commands/prune.js";
 import { scoreCommand } from "./commands/score.js";
 import { sweepCommand } from "./commands/sweep.js";
 import { tokenizeCommand } from "./commands/tokenize.js";
+import { widthCommand } from "./commands/width.js";
 
-const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, sweepCommand, compareCommand, convertCommand, evalCommand, mergeCommand, generateCommand];
+const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, sweepCommand, compareCommand, widthCommand, convertCommand, evalCommand, mergeCommand, generateCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
