@@ -207,9 +207,13 @@ test("CLI: `width` writes the directory and its record; `compare --width` rows e
   const window = ["--split", "blank-line", "--seq-len", "64", "--max-tokens", "256", "--backend", "reference"];
   const input = dirs["stories-hf"];
   const cmp = join(work, "compare.json");
-  const run = runCli(["compare", input, "--data", TINYSTORIES, ...window, "--metrics", "bi", "--remove", "1", "--width", "--eval", `ppl:${TINYSTORIES}`, "--json", cmp]);
+  const run = runCli(["compare", input, "--data", TINYSTORIES, ...window, "--metrics", "bi", "--remove", "1", "--width", "--eval", `ppl:${TINYSTORIES}`, "--json", cmp, "--report", join(work, "report")]);
   assert.equal(run.status, 0, run.stderr);
   assert.match(run.stdout, /parameters/);
+  // The report's depth-vs-width bars: one chart per evaluation, every row labelled with its parameters.
+  const page = readFileSync(join(work, "report", "index.html"), "utf8");
+  assert.match(page, /depth-vs-width-0/);
+  assert.match(page, /slicegpt \(hidden 48\) \[219600\]/);
   const json = JSON.parse(readFileSync(cmp, "utf8")) as { parameters: { full: number; depth: number }; width: { method: string; parameters: number; evals: { value: number }[] }[] };
   assert.deepEqual(json.parameters, { full: golden.cases["stories-hf"].parameters, depth: golden.cases["stories-hf"].parameters - 45440 });
   assert.equal(json.width.length, 2);
