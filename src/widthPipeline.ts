@@ -25,6 +25,13 @@ export function parseWidthMethod(text: string, option: string): WidthMethod {
 /** How much to prune: as many parameters as `matchLayers` layers, or an explicit size. */
 export type WidthSize = { matchLayers: number } | { channelsRemoved: number } | { hiddenSize: number };
 
+/** Refuses, before any work, a model or a K that width pruning cannot serve (compare --width checks this first). */
+export function checkWidthMatch(opened: OpenedModel, matchLayers: number, option: string): void {
+  checkWidthPrunable(opened.config, opened.architecture, opened.path);
+  ffnChannelsForLayers(opened.config, matchLayers, option);
+  sliceDimForLayers(opened.config, isTied(opened), matchLayers, option);
+}
+
 /** Calibration statistics on the scoring windows of `data` (the windows Block Influence scores). */
 export function widthStatsOf(opened: OpenedModel, data: TokenizedData, windows: WindowChoice, backend: DecoderBackend, onProgress?: (done: number, total: number) => void): Promise<WidthStats> {
   checkWidthPrunable(opened.config, opened.architecture, opened.path);

@@ -17,7 +17,7 @@ import { streamingPerplexity } from "../src/models/streaming.js";
 import { symmetricEigen } from "../src/prune/symmetricEigen.js";
 import { layerParameterCount, llamaParameterCount, widthOpenedModel } from "../src/prune/widthModel.js";
 import { repoRoot } from "../src/shared.js";
-import { depthParameterCounts, widthPrune } from "../src/widthPipeline.js";
+import { checkWidthMatch, depthParameterCounts, widthPrune } from "../src/widthPipeline.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { WIDTH_CASES, writeWidthDirs, type WidthCase } from "./fixtures/widthDirs.js";
 import { MODEL_BIN, runCli, tempDir, TINYSTORIES } from "./helpers.js";
@@ -198,6 +198,9 @@ test("bad input: families width pruning cannot rewrite, sizes transformers refus
     const stats = await statsOf(opened);
     assert.throws(() => widthPrune(opened, stats, "slicegpt", { hiddenSize: 60 }), (e: unknown) => e instanceof OptionError && /multiple of the 8 attention heads/.test(e.message));
     assert.throws(() => widthPrune(opened, stats, "ffn-channels", { channelsRemoved: 172 }), OptionError);
+    // compare --width refuses a K no width baseline can match before any work: 4 layers' parameters exceed the FFN's.
+    assert.throws(() => checkWidthMatch(opened, 4, "--remove"), (e: unknown) => e instanceof OptionError && e.details.option === "--remove");
+    checkWidthMatch(opened, 2, "--remove");
   } finally {
     opened.close();
   }

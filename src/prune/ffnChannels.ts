@@ -20,11 +20,11 @@ export function ffnChannelScores(squares: Float64Array, wDown: Float32Array, dim
 }
 
 /** The channels of each layer removed to save about as many parameters as removing `layers` whole layers. */
-export function ffnChannelsForLayers(config: LlamaConfig, layers: number): number {
+export function ffnChannelsForLayers(config: LlamaConfig, layers: number, option = "--match-layers"): number {
   const perChannel = 3 * config.dim * config.nLayers; // a gate row, an up row and a down column in every layer
   const n = Math.round((layers * layerParameterCount(config)) / perChannel);
   if (n >= config.hiddenDim) {
-    throw new OptionError(`matching ${layers} layers would remove ${n} of ${config.hiddenDim} FFN channels per layer`, { option: "--match-layers", hint: "match fewer layers" });
+    throw new OptionError(`matching ${layers} layers would remove ${n} of ${config.hiddenDim} FFN channels per layer`, { option, hint: "match fewer layers" });
   }
   return n;
 }

@@ -26,13 +26,13 @@ import { hfTensorsOf, layerParameterCount, llamaParameterCount, type WidthPruned
  * `layers` whole layers, among the multiples of the head count: transformers' LlamaConfig refuses
  * a hidden_size that is not a multiple of num_attention_heads, even with head_dim set.
  */
-export function sliceDimForLayers(config: LlamaConfig, tied: boolean, layers: number): number {
+export function sliceDimForLayers(config: LlamaConfig, tied: boolean, layers: number, option = "--match-layers"): number {
   const target = llamaParameterCount(config, tied) - layers * layerParameterCount(config);
   // Every parameter count is linear in the hidden size once head_dim is fixed.
   const fixed = llamaParameterCount({ ...config, dim: 0 }, false);
   const perDim = llamaParameterCount({ ...config, dim: 1 }, false) - fixed;
   const dPrime = Math.round((target - fixed) / perDim / config.nHeads) * config.nHeads;
-  if (dPrime < config.nHeads) throw new OptionError(`matching ${layers} layers leaves no hidden dimension`, { option: "--match-layers", hint: "match fewer layers" });
+  if (dPrime < config.nHeads) throw new OptionError(`matching ${layers} layers leaves no hidden dimension`, { option, hint: "match fewer layers" });
   return Math.min(dPrime, config.dim);
 }
 

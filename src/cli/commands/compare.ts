@@ -15,6 +15,7 @@ import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, 
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { metricsPerLayerChart, overlapChart } from "../../report/charts.js";
 import { compareWidth, depthVsWidthSections, type WidthComparison } from "../compareWidth.js";
+import { checkWidthMatch } from "../../widthPipeline.js";
 
 const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--width] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
@@ -49,6 +50,7 @@ export const compareCommand: Command = {
       const k = int(p, "remove", 1, nLayers - 1);
       if (k === undefined) throw new OptionError("missing --remove K", { option: "--remove", hint: `usage: ${usage}` });
       checkSelection(k, nLayers, selection.protection);
+      if (flag(p, "width")) checkWidthMatch(opened, k, "--remove");
       const data = dataFromArgs(p, opened, "data", usage);
       const windows = windowsFromArgs(p, opened);
       const texts = readEvalTexts(opened, evals, split(p));
