@@ -1,6 +1,6 @@
 // Width pruning (issue #16, RQ3): FFN-channel pruning and SliceGPT slicing write Hugging Face
 // directories that transformers loads with the logits shortgpt computes (golden from
-// test/oracle/width_oracle.py via make_width_golden.sh), at the parameter count of depth pruning
+// test/oracle/width_oracle.py via make_width_golden.sh; Llama, GQA, Qwen2 biases, Qwen3 q/k norms), at the parameter count of depth pruning
 // within one size step; SliceGPT at full width and FFN pruning of 0 channels change nothing.
 
 import assert from "node:assert/strict";
@@ -111,7 +111,7 @@ test("width-pruned HF directories load in transformers with the logits shortgpt 
 });
 
 test("the parameters removed equal those of depth pruning within one size step (FFN: one channel per layer; SliceGPT: one head's worth of dims)", () => {
-  for (const base of ["stories", "tiny"] as const) {
+  for (const base of ["stories", "tiny", "qwen2", "qwen3"] as const) {
     const opened = openModel(dirs[`${base}-hf`]);
     try {
       const { config } = opened;

@@ -37,7 +37,7 @@ def main():
         cases[name] = {
             "hidden_size": cfg.hidden_size,
             "intermediate_size": cfg.intermediate_size,
-            "head_dim": getattr(cfg, "head_dim", None),
+            "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
             "tie_word_embeddings": bool(cfg.tie_word_embeddings),
             "parameters": sum(p.numel() for p in model.parameters()),
             "logits": {str(p): [float("%.9g" % v) for v in logits[p].tolist()] for p in positions},
