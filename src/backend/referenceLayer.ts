@@ -4,6 +4,17 @@
 import type { LayerShape, LayerWeightsF32, PackedLayout } from "./backend.js";
 import { activate, addInPlace, causalAttention, layerNorm, matmul, rmsNorm, ropeHalf } from "./reference.js";
 
+/**
+ * Optional views of a layer's internals while it runs (calibration statistics for width pruning):
+ * each callback gets (T, width) float64 rows valid only during the call.
+ */
+export interface LayerProbe {
+  /** The residual stream entering the MLP block (after attention), (T, dim). */
+  mlpInput?(h: Float64Array): void;
+  /** The gated activation entering the down projection, act(gate) * up, (T, hiddenDim). */
+  gatedActivation?(inner: Float64Array): void;
+}
+
 /** rows x cols += bias (cols) on every row. */
 function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: number): void {
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * cols + c]! += bias[c]!;
@@ -17,10 +28,11 @@ function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: num
  * keys, values: (>= startPos+T, kvDim); rows startPos.. are written here, rows before are the cache.
  * invFreq: RoPE inverse frequencies (headDim/2).
  * layout: this window's packed sequences (startPos 0), see PackedLayout.
+ * probe: views of the MLP's input and gated activation (see LayerProbe).
  */
 export function referenceDecoderLayer(
   x: Float64Array, T: number, startPos: number, w: LayerWeightsF32, shape: LayerShape,
-  keys: Float64Array, values: Float64Array, invFreq: Float64Array, layout?: PackedLayout,
+  keys: Float64Array, values: Float64Array, invFreq: Float64Array, layout?: PackedLayout, probe?: LayerProbe,
 ): void {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps } = shape;
   const qDim = nHeads * headDim;
@@ -61,6 +73,7 @@ export function referenceDecoderLayer(
   if (shape.outputBiases) addRowBias(proj, w.bo!, T, dim);
   addInPlace(x, proj, T * dim);
   // MLP block
+  probe?.mlpInput?.(x);
   norm(xn, x, w.ffnNorm, w.ffnNormBias);
   matmul(up, xn, w.wUp, T, dim, hiddenDim);
   if (shape.outputBiases) addRowBias(up, w.bUp!, T, hiddenDim);
@@ -72,6 +85,7 @@ export function referenceDecoderLayer(
     matmul(inner, xn, w.wGate!, T, dim, hiddenDim);
     activate(inner, T * hiddenDim, shape.activation ?? "silu", up);
   }
+  probe?.gatedActivation?.(inner);
   matmul(proj, inner, w.wDown, T, hiddenDim, dim);
   if (shape.outputBiases) addRowBias(proj, w.bDown!, T, dim);
   addInPlace(x, proj, T * dim);

@@ -41,7 +41,7 @@ const LAYER_COUNT_KEYS = ["num_hidden_layers", "n_layer"];
 /** Top-level config arrays that are never per-layer even when their length happens to match. */
 const NOT_PER_LAYER = new Set(["architectures", "eos_token_id", "bos_token_id", "pad_token_id", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids"]);
 /** Weights of the unpruned model in other formats; copying them would leave a stale model beside the new one. */
-const STALE_WEIGHTS = /^pytorch_model.*\.bin(\.index\.json)?$|^tf_model.*\.h5(\.index\.json)?$|^flax_model.*\.msgpack(\.index\.json)?$|\.safetensors(\.index\.json)?$|\.(pth|pt|gguf|onnx|ckpt)$/;
+export const STALE_WEIGHTS = /^pytorch_model.*\.bin(\.index\.json)?$|^tf_model.*\.h5(\.index\.json)?$|^flax_model.*\.msgpack(\.index\.json)?$|\.safetensors(\.index\.json)?$|\.(pth|pt|gguf|onnx|ckpt)$/;
 
 function isInside(child: string, parent: string): boolean {
   const rel = relative(parent, child);

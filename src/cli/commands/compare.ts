@@ -6,7 +6,7 @@
 import { OptionError } from "../../errors.js";
 import type { MetricScores } from "../../metrics/layerMetrics.js";
 import { checkSelection, selectLayers } from "../../prune/select.js";
-import { DATA_OPTIONS, EVAL_OPTIONS, evalSettingsFromArgs, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
+import { DATA_OPTIONS, EVAL_OPTIONS, evalSettingsFromArgs, flag, int, MODEL_OPTIONS, onePositional, parse, split, str } from "../args.js";
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { table } from "../format.js";
@@ -14,9 +14,11 @@ import { metricChart, metricsFromArgs, metricsWithProgress, selectionFromArgs } 
 import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { metricsPerLayerChart, overlapChart } from "../../report/charts.js";
+import { compareWidth, depthVsWidthSections, type WidthComparison } from "../compareWidth.js";
+import { checkWidthMatch } from "../../widthPipeline.js";
 
 const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] "
-  + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
+  + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--width] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
   + "[--backend B] [--threads N] [--json FILE]";
 
 function jaccard(a: readonly number[], b: readonly number[]): number {
@@ -31,7 +33,7 @@ export const compareCommand: Command = {
   async run(argv) {
     const p = parse(argv, {
       ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, metrics: { type: "string" }, remove: { type: "string" },
-      select: { type: "string" }, "keep-first": { type: "string" }, "keep-last": { type: "string" }, tokens: { type: "string" }, seed: { type: "string" },
+      select: { type: "string" }, "keep-first": { type: "string" }, "keep-last": { type: "string" }, tokens: { type: "string" }, seed: { type: "string" }, width: { type: "boolean" },
       ...EVAL_OPTIONS, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
@@ -48,6 +50,7 @@ export const compareCommand: Command = {
       const k = int(p, "remove", 1, nLayers - 1);
       if (k === undefined) throw new OptionError("missing --remove K", { option: "--remove", hint: `usage: ${usage}` });
       checkSelection(k, nLayers, selection.protection);
+      if (flag(p, "width")) checkWidthMatch(opened, k, "--remove");
       const data = dataFromArgs(p, opened, "data", usage);
       const windows = windowsFromArgs(p, opened);
       const texts = readEvalTexts(opened, evals, split(p));
@@ -62,15 +65,26 @@ export const compareCommand: Command = {
         const variants = [{ metric: "none (full model)", layers: [] as number[] }, ...chosen];
         const results: { metric: string; removed: number[]; evals: EvalValue[] }[] = [];
         for (const v of variants) results.push({ metric: v.metric, removed: v.layers, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(v.layers), v.metric) });
+        // --width: FFN-channel and SliceGPT rows at the parameters of K layers (RQ3).
+        const width: WidthComparison | undefined = flag(p, "width") ? await compareWidth(opened, data, windows, k, evals, texts, settings, backend) : undefined;
         const overlap = chosen.flatMap((a, i) => chosen.slice(i + 1).map((b) => ({ a: a.metric, b: b.metric, jaccard: jaccard(a.layers, b.layers) })));
         const json = {
           model: path, remove: k, select: selection.strategy, protection: selection.protection,
           data: { path: data.path, sha256: data.sha256 }, evals: evals.map((e) => e.name), texts: [...texts.values()].map((d) => ({ path: d.path, sha256: d.sha256 })), evalSettings: settings,
           options: { ...windows, ...choice }, backend: { name: backend.name, threads: backend.threads },
           metrics: runs, results, overlap,
+          ...(width ? { parameters: width.parameters, width: width.rows } : {}),
         };
-        const qualityHeader = ["pruned by", "removed layers", ...evalColumns(evals)];
-        const qualityRows = results.map((r) => [r.metric, r.removed.join(",") || "-", ...evalCells(r.evals)]);
+        const parametersOf = (removed: readonly number[]): number[] => (width ? [removed.length === 0 ? width.parameters.full : width.parameters.depth] : []);
+        const qualityHeader = ["pruned by", "removed layers", ...(width ? ["parameters"] : []), ...evalColumns(evals)];
+        const qualityRows = [
+          ...results.map((r) => [r.metric, r.removed.join(",") || "-", ...parametersOf(r.removed), ...evalCells(r.evals)]),
+          ...(width?.rows ?? []).map((r) => [r.method, "- (width)", r.parameters, ...evalCells(r.evals)]),
+        ];
+        const barRows = [
+          ...results.map((r) => ({ label: r.metric, parameters: parametersOf(r.removed)[0] ?? 0, evals: r.evals })),
+          ...(width?.rows ?? []).map((r) => ({ label: r.method, parameters: r.parameters, evals: r.evals })),
+        ];
         const text = [
           ...runs.map((r) => metricChart(r, chosen.find((c) => c.metric === r.metric)!.layers)),
           table(qualityHeader, qualityRows),
@@ -83,6 +97,7 @@ export const compareCommand: Command = {
             { title: "Each metric per layer", chart: { name: "metrics", spec: metricsPerLayerChart(perLayerResults, new Map(chosen.map((c) => [c.metric, c.layers]))) } },
             { title: "Overlap of the removed sets", chart: { name: "overlap", spec: overlapChart(chosen, nLayers) }, table: { header: ["metric", "metric", "Jaccard"], rows: overlap.map((o) => [o.a, o.b, o.jaccard.toFixed(2)]) } },
             { title: "Quality after pruning by each metric", table: { header: qualityHeader, rows: qualityRows } },
+            ...(width ? depthVsWidthSections(barRows) : []),
           ],
           provenance: provenance("compare", { model: path, data: data.path, "data sha256": data.sha256, options: JSON.stringify({ ...windows, ...choice }), backend: backend.name }),
         }), json);
