@@ -8,6 +8,7 @@ import { OptionError } from "../errors.js";
 import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
+import { assertShapeFeatures } from "../backend/shapeFeatures.js";
 import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
@@ -143,13 +144,15 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       // A packed window's tokens sit at their own sequence's positions.
       batch.hidden = await backend.embed(embedding, ids, batch.seqLen, batch.layout?.positions);
     }
-    const shape = layerShape(config);
+    const shapes = Array.from({ length: config.nLayers }, (_, layer) => layerShape(config, layer));
+    // The cuda backend computes none of Gemma 2/3's or Phi-3's layer features yet: refused before any work.
+    if (backend.name.startsWith("cuda")) for (const shape of shapes) assertShapeFeatures(backend.name, shape, new Set(), { ...(config.logitSoftcap === undefined ? {} : { logitSoftcap: config.logitSoftcap }) });
     const skip = options.skip ?? new Set<number>();
     const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !skip.has(l));
     const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
     const total = tokens * running.length;
     const key = sourceKey(source);
-    const prepare = (layer: number): ReturnType<DecoderBackend["prepareLayer"]> => backend.prepareLayer(`${key}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), shape);
+    const prepare = (layer: number): ReturnType<DecoderBackend["prepareLayer"]> => backend.prepareLayer(`${key}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), shapes[layer]!);
     let done = 0;
     let prepared = running.length > 0 ? await prepare(running[0]!) : undefined;
     for (let i = 0; i < running.length; i++) {
@@ -158,7 +161,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       for (const [b, batch] of batches.entries()) {
         const nTokens = batch.windows.length * batch.seqLen;
         const input = batch.hidden!;
-        const pending = backend.runLayer(input, batch.windows.length, batch.seqLen, prepared!, shape, batch.layout);
+        const pending = backend.runLayer(input, batch.windows.length, batch.seqLen, prepared!, shapes[layer]!, batch.layout);
         // Read and expand the next layer's weights while the backend computes this one.
         if (b === 0 && i + 1 < running.length) next = prepare(running[i + 1]!);
         const out = await pending;

@@ -1,0 +1,192 @@
+// Gemma 2, Gemma 3 (text) and Phi-3 against transformers: tiny random checkpoints written by
+// transformers' save_pretrained (test/fixtures/hf-attn, made by test/oracle/hf_attention_families_oracle.py)
+// and the golden logits, per-layer residual streams (forward hooks), greedy continuations and
+// logits with layers deleted that the same script recorded.
+
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import type { DecoderBackend } from "../src/backend/backend.js";
+import { createOrtBackend } from "../src/backend/ortBackend.js";
+import { createReferenceBackend } from "../src/backend/referenceBackend.js";
+import { assertShapeFeatures } from "../src/backend/shapeFeatures.js";
+import { convertModel } from "../src/convert/convertModel.js";
+import { UnsupportedError } from "../src/errors.js";
+import { floatSpelledKeys, stringifyKeepingFloats } from "../src/formats/jsonFloats.js";
+import { generate } from "../src/eval/generate.js";
+import { loadModel, openModel } from "../src/load.js";
+import { layerShape } from "../src/models/llama.js";
+import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
+import { patchHfConfig, removeHfLayers } from "../src/prune/removeLayersHf.js";
+import { repoRoot } from "../src/shared.js";
+import { scaledError, tempDir } from "./helpers.js";
+
+interface GoldenCase {
+  name: string;
+  config: Record<string, unknown>;
+  logits: number[];
+  residual: number[][];
+  greedy: number[];
+  deleted: { removed: number[]; logits: number[] }[];
+}
+interface Golden {
+  ids: number[];
+  prompt: number[];
+  cases: GoldenCase[];
+  pruned: { name: string; removed: number[]; config: Record<string, unknown>; max_abs_diff: number }[];
+}
+
+function decodeFloats(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  const { f32 } = value as { f32?: unknown };
+  if (typeof f32 !== "string") return value;
+  return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
+}
+
+const golden = JSON.parse(readFileSync(join(repoRoot(), "test/oracle/golden/hf_attention_families.json"), "utf8"), decodeFloats) as Golden;
+const fixture = (name: string): string => join(repoRoot(), "test/fixtures/hf-attn", name);
+const TOLERANCE = 1e-4;
+
+/** Block Influence from transformers' residual streams: 1 - mean cosine of each layer's input and output rows. */
+function goldenBlockInfluence(residual: number[][], dim: number): number[] {
+  const out: number[] = [];
+  for (let layer = 0; layer + 1 < residual.length; layer++) {
+    const a = residual[layer]!;
+    const b = residual[layer + 1]!;
+    let sum = 0;
+    const rows = a.length / dim;
+    for (let r = 0; r < rows; r++) {
+      let ab = 0, aa = 0, bb = 0;
+      for (let i = r * dim; i < (r + 1) * dim; i++) {
+        ab += a[i]! * b[i]!;
+        aa += a[i]! ** 2;
+        bb += b[i]! ** 2;
+      }
+      sum += ab / Math.sqrt(aa * bb);
+    }
+    out.push(1 - sum / rows);
+  }
+  return out;
+}
+
+/** Mean next-token NLL of ids under every position's logits (T, vocab). */
+function goldenNll(logits: number[], ids: number[], vocab: number): number {
+  let nll = 0;
+  for (let t = 0; t + 1 < ids.length; t++) {
+    const row = logits.slice(t * vocab, (t + 1) * vocab);
+    const max = Math.max(...row);
+    const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+    nll += lse - row[ids[t + 1]!]!;
+  }
+  return nll / (ids.length - 1);
+}
+
+for (const c of golden.cases) {
+  test(`${c.name}: logits, residual stream and greedy generation match transformers`, () => {
+    const { model } = loadModel(fixture(c.name));
+    const residual: number[][] = [];
+    const { logits } = model.forward(golden.ids, {
+      hooks: { onLayer: (layer, input, output) => { if (layer === 0) residual.push(Array.from(input)); residual.push(Array.from(output)); } },
+    });
+    const err = scaledError(logits, c.logits);
+    assert.ok(err < TOLERANCE, `${c.name}: logits differ from transformers by ${err} of their scale`);
+    assert.equal(residual.length, c.residual.length);
+    residual.forEach((r, i) => {
+      const e = scaledError(r, c.residual[i]!);
+      assert.ok(e < TOLERANCE, `${c.name}: residual stream ${i} differs by ${e} of its scale`);
+    });
+    const tokens = generate(model, golden.prompt, { maxTokens: 20, temperature: 0, seed: 0 });
+    assert.deepEqual(tokens, c.greedy);
+  });
+
+  test(`${c.name}: logits with layers deleted match transformers, in memory and after removeHfLayers`, () => {
+    const { model } = loadModel(fixture(c.name));
+    for (const d of c.deleted) {
+      const skipped = model.forward(golden.ids, { skip: new Set(d.removed) }).logits;
+      assert.ok(scaledError(skipped, d.logits) < TOLERANCE, `${c.name} without ${d.removed}: skipped layers`);
+      const out = join(tempDir(), "pruned");
+      removeHfLayers(fixture(c.name), out, d.removed);
+      const pruned = loadModel(out).model;
+      assert.equal(pruned.config.nLayers, 4 - d.removed.length);
+      const err = scaledError(pruned.forward(golden.ids).logits, d.logits);
+      assert.ok(err < TOLERANCE, `${c.name} pruned of ${d.removed}: logits differ by ${err}`);
+      const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as Record<string, unknown>;
+      const types = c.config["layer_types"] as string[] | undefined;
+      if (types) assert.deepEqual(config["layer_types"], types.filter((_, i) => !d.removed.includes(i)));
+    }
+  });
+
+  for (const backendName of ["reference", "onnx"] as const) {
+    test(`${c.name}: Block Influence and perplexity on the ${backendName} backend match transformers' hooks and logits`, async () => {
+      const backend: DecoderBackend = backendName === "reference" ? createReferenceBackend() : await createOrtBackend({ threads: 1, flavor: "node" });
+      const opened = openModel(fixture(c.name));
+      try {
+        const window = { document: 0, begin: 0, tokens: golden.ids };
+        const bi = await streamingBlockInfluence(opened, [window], { backend });
+        const want = goldenBlockInfluence(c.residual, opened.config.dim);
+        bi.layers.forEach((l, i) => assert.ok(Math.abs(l.bi - want[i]!) < 1e-5, `${c.name} layer ${i}: BI ${l.bi} vs ${want[i]}`));
+        const ppl = await streamingPerplexity(opened, [{ ...window, firstTarget: 1 }], { backend });
+        const nll = goldenNll(c.logits, golden.ids, opened.config.vocabSize);
+        assert.ok(Math.abs(ppl.nll - nll) < 1e-4 * Math.max(1, nll), `${c.name}: NLL ${ppl.nll} vs transformers ${nll}`);
+      } finally {
+        opened.close();
+        await backend.dispose();
+      }
+    });
+  }
+}
+
+test("the pruned checkpoints loaded in transformers without missing keys and gave the deleted-layer logits", () => {
+  // Recorded by the oracle on directories removeHfLayers wrote (make_attention_golden.sh).
+  assert.deepEqual(golden.pruned.map((p) => p.name).sort(), ["gemma2", "gemma3", "phi3"]);
+  for (const p of golden.pruned) assert.ok(p.max_abs_diff < 1e-4, `${p.name}: ${p.max_abs_diff}`);
+});
+
+test("a Gemma 2 config without layer_types keeps each kept layer's attention type when pruned", () => {
+  // transformers derives the alternation from the layer index: removing layer 0 would shift it.
+  const config = { model_type: "gemma2", num_hidden_layers: 4, sliding_window: 5 };
+  const { config: out } = patchHfConfig(config, 4, new Map([[1, 0], [2, 1], [3, 2]]));
+  assert.deepEqual(out["layer_types"], ["full_attention", "sliding_attention", "full_attention"]);
+  const gemma3 = { model_type: "gemma3_text", num_hidden_layers: 7, sliding_window_pattern: 3 };
+  const { config: out3 } = patchHfConfig(gemma3, 7, new Map([[0, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5]]));
+  // Every third layer global (2, 5); layer 1 removed.
+  assert.deepEqual(out3["layer_types"], ["sliding_attention", "full_attention", "sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]);
+  // Floats keep their spelling in a rewritten config.json (transformers 5 refuses 3 for a float field).
+  assert.equal(stringifyKeepingFloats({ final_logit_softcapping: 3, short_factor: [1, 1.5], n: 4 }, floatSpelledKeys('{"final_logit_softcapping": 3.0, "short_factor": [1.0, 1.5], "n": 4}'), 0),
+    '{"final_logit_softcapping":3.0,"short_factor":[1.0,1.5],"n":4}');
+});
+
+test("the layer shapes carry each layer's own window and RoPE; a backend without the features refuses them", () => {
+  const gemma3 = openModel(fixture("gemma3"));
+  try {
+    const [local, global] = [layerShape(gemma3.config, 0), layerShape(gemma3.config, 1)];
+    assert.equal(local.slidingWindow, 5);
+    assert.equal(local.ropeTheta, 10000);
+    assert.equal(local.ropeFreqFactors, undefined);
+    assert.equal(global.slidingWindow, undefined);
+    assert.equal(global.ropeTheta, 1e6);
+    assert.deepEqual(global.ropeFreqFactors, [2, 2, 2, 2]);
+    assert.throws(() => assertShapeFeatures("cuda:0", local, new Set()), (e: unknown) => e instanceof UnsupportedError && /cuda:0 backend does not compute postNorms, attnScale, slidingWindow/.test(e.message));
+    assert.doesNotThrow(() => assertShapeFeatures("cuda:0", local, new Set(["postNorms", "attnScale", "slidingWindow"])));
+  } finally {
+    gemma3.close();
+  }
+  const phi3 = openModel(fixture("phi3"));
+  try {
+    // LongRoPE: short factors within the original 32 positions, which cap the windows.
+    assert.equal(phi3.config.contextLength, 32);
+    assert.deepEqual(layerShape(phi3.config, 0).ropeFreqFactors, [1.0, 1.3, 2.1, 3.7]);
+    assert.ok(Math.abs(phi3.config.ropeAttentionFactor! - Math.sqrt(1 + Math.log(4) / Math.log(32))) < 1e-12);
+  } finally {
+    phi3.close();
+  }
+});
+
+test("convert refuses Gemma 2/3 and Phi-3 rather than writing them as another family", () => {
+  for (const name of ["gemma2", "gemma3", "phi3"]) {
+    const out = join(tempDir(), `${name}.gguf`);
+    assert.throws(() => convertModel(fixture(name), out, { to: "gguf" }), (e: unknown) => e instanceof UnsupportedError && /converting (gemma2|gemma3_text|phi3) checkpoints is not supported yet/.test(e.message));
+    assert.equal(existsSync(out), false);
+  }
+});
