@@ -9,14 +9,14 @@ import { join } from "node:path";
 import { test } from "node:test";
 import type { DecoderBackend } from "../src/backend/backend.js";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
-import { createReferenceBackend } from "../src/backend/referenceBackend.js";
+import { createReferenceBackend, createReferenceKernels } from "../src/backend/referenceBackend.js";
 import { assertShapeFeatures } from "../src/backend/shapeFeatures.js";
 import { convertModel } from "../src/convert/convertModel.js";
 import { UnsupportedError } from "../src/errors.js";
 import { floatSpelledKeys, stringifyKeepingFloats } from "../src/formats/jsonFloats.js";
 import { generate } from "../src/eval/generate.js";
 import { loadModel, openModel } from "../src/load.js";
-import { layerShape } from "../src/models/llama.js";
+import { layerShape, loadHeadWeights, loadLlamaLayer } from "../src/models/llama.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { patchHfConfig, removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
@@ -119,7 +119,8 @@ for (const c of golden.cases) {
 
   for (const backendName of ["reference", "onnx"] as const) {
     test(`${c.name}: Block Influence and perplexity on the ${backendName} backend match transformers' hooks and logits`, async () => {
-      const backend: DecoderBackend = backendName === "reference" ? createReferenceBackend() : await createOrtBackend({ threads: 1, flavor: "node" });
+      const ort = backendName === "onnx" ? await createOrtBackend({ threads: 1, flavor: "node" }) : undefined;
+      const backend: DecoderBackend = ort ?? createReferenceBackend();
       const opened = openModel(fixture(c.name));
       try {
         const window = { document: 0, begin: 0, tokens: golden.ids };
@@ -129,6 +130,8 @@ for (const c of golden.cases) {
         const ppl = await streamingPerplexity(opened, [{ ...window, firstTarget: 1 }], { backend });
         const nll = goldenNll(c.logits, golden.ids, opened.config.vocabSize);
         assert.ok(Math.abs(ppl.nll - nll) < 1e-4 * Math.max(1, nll), `${c.name}: NLL ${ppl.nll} vs transformers ${nll}`);
+        // The fast path ran: every layer and the head as onnxruntime sessions (4 layers x 2 passes + the head).
+        if (ort) assert.ok(ort.stats.sessionRuns >= 9, `onnxruntime ran ${ort.stats.sessionRuns} sessions`);
       } finally {
         opened.close();
         await backend.dispose();
@@ -188,5 +191,44 @@ test("convert refuses Gemma 2/3 and Phi-3 rather than writing them as another fa
     const out = join(tempDir(), `${name}.gguf`);
     assert.throws(() => convertModel(fixture(name), out, { to: "gguf" }), (e: unknown) => e instanceof UnsupportedError && /converting (gemma2|gemma3_text|phi3) checkpoints is not supported yet/.test(e.message));
     assert.equal(existsSync(out), false);
+  }
+});
+
+test("packed windows (shared prefix, branches): onnxruntime's Gemma 2 / Phi-3 layers and soft-capped head agree with the reference", async () => {
+  const ort = await createOrtBackend({ threads: 1, flavor: "node" });
+  const reference = createReferenceKernels();
+  try {
+    for (const name of ["gemma2", "gemma3", "phi3"]) {
+      const opened = openModel(fixture(name));
+      try {
+        // Two windows of 12: a prefix of 5 then two branches (positions restart after the prefix per branch).
+        const seqLen = 12;
+        const branch = [0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2];
+        const position = [0, 1, 2, 3, 4, 5, 6, 7, 8, 5, 6, 7];
+        const layout = { positions: Int32Array.from([...position, ...position]), branches: Int32Array.from([...branch, ...branch]) };
+        const { dim } = opened.config;
+        const x = new Float32Array(2 * seqLen * dim);
+        const table = opened.provider.readF32(opened.names.embedding);
+        golden.ids.slice(0, 2 * seqLen).forEach((id, r) => x.set(table.subarray(id * dim, (id + 1) * dim), r * dim));
+        for (let layer = 0; layer < opened.config.nLayers; layer++) {
+          const shape = layerShape(opened.config, layer);
+          const weights = loadLlamaLayer(opened.provider, opened.config, opened.names, layer);
+          for (const l of [layout, undefined]) {
+            const want = await reference.runLayer(x, 2, seqLen, weights, shape, l);
+            const got = await ort.kernels.runLayer(x, 2, seqLen, weights, shape, l);
+            assert.ok(scaledError(got, want) < 1e-5, `${name} layer ${layer}${l ? " packed" : ""}: ${scaledError(got, want)}`);
+          }
+        }
+        const head = loadHeadWeights(opened.provider, opened.config, opened.names);
+        const rows = 2 * seqLen;
+        const want = await reference.runHead(x, rows, head, opened.config.vocabSize, opened.config.normEps);
+        const got = await ort.kernels.runHead(x, rows, head, opened.config.vocabSize, opened.config.normEps);
+        assert.ok(want.kind === "logits" && got.kind === "logits" && scaledError(got.logits, want.logits) < 1e-5, `${name} head`);
+      } finally {
+        opened.close();
+      }
+    }
+  } finally {
+    await ort.dispose();
   }
 });

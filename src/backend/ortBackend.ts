@@ -10,8 +10,7 @@ import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightNam
 import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { type HostBackend, hostBackend } from "./hostBackend.js";
-import { checkHeadArgs, checkLayerArgs, createReferenceKernels } from "./referenceBackend.js";
-import { attentionFamilyFeatures } from "./shapeFeatures.js";
+import { checkHeadArgs, checkLayerArgs } from "./referenceBackend.js";
 
 export type OrtFlavor = "node" | "web";
 
@@ -149,7 +148,6 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
     return out;
   };
 
-  const reference = createReferenceKernels();
   return {
     name: `onnxruntime-${flavor}`,
     threads,
@@ -157,8 +155,6 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
     stats,
     async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array> {
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
-      // The graphs do not build Gemma 2/3 or Phi-3 layers yet: those run on the reference kernels (correct, not fast).
-      if (attentionFamilyFeatures(shape).length > 0) return reference.runLayer(x, nWindows, seqLen, weights, shape, layout);
       // The batch dim is symbolic, so one session per (shape, seqLen, packed or not) serves every batch size.
       const packed = layout !== undefined;
       const s = await session(`layer ${JSON.stringify(shape)} T=${seqLen} ${graphOptions.linear}${packed ? " packed" : ""}`, () => encodeModel(buildLayerGraph(shape, seqLen, graphOptions, packed)));
@@ -181,11 +177,11 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
     },
     async runHead(x, nRows, head, vocabSize, normEps, targets): Promise<HeadResult> {
       const dim = checkHeadArgs(x, nRows, head, vocabSize, targets);
-      if (head.logitSoftcap !== undefined) return reference.runHead(x, nRows, head, vocabSize, normEps, targets);
       const mode: HeadMode = targets ? "nll" : "logits";
       const withLayerNorm = head.finalNormBias !== undefined;
-      const key = `head C=${dim} V=${vocabSize} eps=${normEps} ${mode} ${graphOptions.linear}${withLayerNorm ? " layernorm" : ""}`;
-      const s = await session(key, () => encodeModel(buildHeadGraph(dim, vocabSize, normEps, mode, graphOptions, withLayerNorm)));
+      const softcap = head.logitSoftcap;
+      const key = `head C=${dim} V=${vocabSize} eps=${normEps} ${mode} ${graphOptions.linear}${withLayerNorm ? " layernorm" : ""}${softcap === undefined ? "" : ` softcap=${softcap}`}`;
+      const s = await session(key, () => encodeModel(buildHeadGraph(dim, vocabSize, normEps, mode, graphOptions, withLayerNorm, softcap)));
       const shared: Feeds = {
         finalNorm: f32(head.finalNorm, [dim]), classifier: f32(head.classifier, [vocabSize, dim]),
         ...(head.finalNormBias ? { finalNormBias: f32(head.finalNormBias, [dim]) } : {}),
