@@ -16,6 +16,7 @@ import { UnsupportedError } from "../src/errors.js";
 import { floatSpelledKeys, stringifyKeepingFloats } from "../src/formats/jsonFloats.js";
 import { generate } from "../src/eval/generate.js";
 import { loadModel, openModel } from "../src/load.js";
+import { parseHfLlamaConfig, resolveHfLlamaConfig } from "../src/models/hfLlamaConfig.js";
 import { layerShape, loadHeadWeights, loadLlamaLayer } from "../src/models/llama.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { patchHfConfig, removeHfLayers } from "../src/prune/removeLayersHf.js";
@@ -117,9 +118,9 @@ for (const c of golden.cases) {
     }
   });
 
-  for (const backendName of ["reference", "onnx"] as const) {
+  for (const backendName of ["reference", "onnx", "wasm"] as const) {
     test(`${c.name}: Block Influence and perplexity on the ${backendName} backend match transformers' hooks and logits`, async () => {
-      const ort = backendName === "onnx" ? await createOrtBackend({ threads: 1, flavor: "node" }) : undefined;
+      const ort = backendName === "reference" ? undefined : await createOrtBackend({ threads: 1, flavor: backendName === "onnx" ? "node" : "web" });
       const backend: DecoderBackend = ort ?? createReferenceBackend();
       const opened = openModel(fixture(c.name));
       try {
@@ -231,4 +232,31 @@ test("packed windows (shared prefix, branches): onnxruntime's Gemma 2 / Phi-3 la
   } finally {
     await ort.dispose();
   }
+});
+
+test("config.json as the Hub spells it: transformers' defaults for Gemma 2, Gemma 3 before layer_types, Phi-3 windows and su scaling", () => {
+  const resolve = (json: Record<string, unknown>) => resolveHfLlamaConfig(parseHfLlamaConfig(json, "x/config.json"), "x/config.json");
+  const gemma2 = resolve({ model_type: "gemma2", num_hidden_layers: 4, vocab_size: 100, hidden_size: 64, head_dim: 256, query_pre_attn_scalar: 256 });
+  // Gemma2Config: soft-caps 50 and 30, window 4096 on even layers, scale 1/sqrt(256) = 1/sqrt(head_dim).
+  assert.deepEqual([gemma2.attnSoftcap, gemma2.logitSoftcap, gemma2.slidingWindow, gemma2.attnScale], [50, 30, 4096, undefined]);
+  assert.deepEqual(gemma2.layerTypes, ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]);
+  // Gemma 3 as first published: rope_theta (global) 1e6 with linear scaling 8, rope_local_base_freq, every 6th layer global.
+  const gemma3 = resolve({
+    model_type: "gemma3_text", num_hidden_layers: 7, hidden_size: 64, head_dim: 8, vocab_size: 100, sliding_window: 512, sliding_window_pattern: 6,
+    rope_theta: 1e6, rope_local_base_freq: 1e4, rope_scaling: { rope_type: "linear", factor: 8 }, query_pre_attn_scalar: 8,
+  });
+  assert.deepEqual(gemma3.layerTypes!.map((t) => t[0]), ["s", "s", "s", "s", "s", "f", "s"]);
+  assert.deepEqual([layerShape(gemma3, 5).ropeTheta, layerShape(gemma3, 5).ropeFreqFactors, layerShape(gemma3, 5).slidingWindow], [1e6, [8, 8, 8, 8], undefined]);
+  assert.deepEqual([layerShape(gemma3, 0).ropeTheta, layerShape(gemma3, 0).ropeFreqFactors, layerShape(gemma3, 0).slidingWindow], [1e4, undefined, 512]);
+  assert.equal(gemma3.qkNorm, true);
+  assert.equal(gemma3.attnSoftcap, undefined);
+  // Phi-3-mini-4k: a 2047-token window caps the context (exact below it); Phi-3-mini-128k: su/longrope with the original 4096.
+  assert.equal(resolve({ model_type: "phi3", num_hidden_layers: 2, sliding_window: 2047 }).contextLength, 2047);
+  const factors = Array.from({ length: 48 }, (_, i) => 1 + i / 10);
+  const longrope = resolve({ model_type: "phi3", num_hidden_layers: 2, max_position_embeddings: 131072, original_max_position_embeddings: 4096, rope_scaling: { type: "su", short_factor: factors, long_factor: factors } });
+  assert.equal(longrope.contextLength, 4096);
+  assert.ok(Math.abs(longrope.ropeAttentionFactor! - Math.sqrt(1 + Math.log(32) / Math.log(4096))) < 1e-12);
+  assert.throws(() => resolve({ model_type: "phi3", num_hidden_layers: 2, partial_rotary_factor: 0.75 }), /partial rotary/);
+  assert.throws(() => resolve({ model_type: "gemma3_text", num_hidden_layers: 2, use_bidirectional_attention: true }), (e: unknown) => e instanceof UnsupportedError && /use_bidirectional_attention/.test(e.message));
+  assert.throws(() => resolve({ model_type: "phi3", num_hidden_layers: 2, rope_scaling: { type: "longrope", short_factor: [1, 2], long_factor: [1, 2] } }), /short_factor is \[1,2\], expected 48 positive numbers/);
 });
