@@ -173,6 +173,7 @@ test("the layer shapes carry each layer's own window and RoPE; a backend without
     assert.deepEqual(global.ropeFreqFactors, [2, 2, 2, 2]);
     assert.throws(() => assertShapeFeatures("cuda:0", local, new Set()), (e: unknown) => e instanceof UnsupportedError && /cuda:0 backend does not compute postNorms, attnScale, slidingWindow/.test(e.message));
     assert.doesNotThrow(() => assertShapeFeatures("cuda:0", local, new Set(["postNorms", "attnScale", "slidingWindow"])));
+    assert.throws(() => assertShapeFeatures("cuda:0", layerShape(gemma3.config), new Set(["postNorms", "attnScale"]), { logitSoftcap: 30 }), /does not compute logitSoftcap/);
   } finally {
     gemma3.close();
   }
@@ -259,4 +260,16 @@ test("config.json as the Hub spells it: transformers' defaults for Gemma 2, Gemm
   assert.throws(() => resolve({ model_type: "phi3", num_hidden_layers: 2, partial_rotary_factor: 0.75 }), /partial rotary/);
   assert.throws(() => resolve({ model_type: "gemma3_text", num_hidden_layers: 2, use_bidirectional_attention: true }), (e: unknown) => e instanceof UnsupportedError && /use_bidirectional_attention/.test(e.message));
   assert.throws(() => resolve({ model_type: "phi3", num_hidden_layers: 2, rope_scaling: { type: "longrope", short_factor: [1, 2], long_factor: [1, 2] } }), /short_factor is \[1,2\], expected 48 positive numbers/);
+});
+
+test("the engine refuses a Gemma 2 model on a backend that does not declare the features (as the cuda backend does not yet)", async () => {
+  const { shapeFeatures: _all, ...rest } = createReferenceBackend();
+  const backend: DecoderBackend = { ...rest, name: "cuda:0" };
+  const opened = openModel(fixture("gemma2"));
+  try {
+    await assert.rejects(streamingBlockInfluence(opened, [{ document: 0, begin: 0, tokens: golden.ids }], { backend }),
+      (e: unknown) => e instanceof UnsupportedError && /the cuda:0 backend does not compute postNorms, attnScale, attnSoftcap, slidingWindow, logitSoftcap/.test(e.message));
+  } finally {
+    opened.close();
+  }
 });

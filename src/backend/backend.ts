@@ -4,6 +4,8 @@
 // onnxruntime-node (CPU fast path), onnxruntime-web's WebAssembly SIMD build (fallback that always
 // installs), and cuda (NVIDIA GPUs, through koffi; src/backend/cuda/).
 
+import type { AttentionFamilyFeature } from "./shapeFeatures.js";
+
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
   dim: number;
@@ -180,6 +182,11 @@ export interface RowStats {
  */
 export interface DecoderBackend {
   readonly name: string;
+  /**
+   * The Gemma 2/3 and Phi-3 layer features it computes (see shapeFeatures.ts); absent means none,
+   * and the engine refuses such a model on this backend before any work (assertShapeFeatures).
+   */
+  readonly shapeFeatures?: ReadonlySet<AttentionFamilyFeature>;
   /** Threads the backend computes with (CPU backends); 1 for a device backend. */
   readonly threads: number;
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */

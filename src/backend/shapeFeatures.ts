@@ -8,6 +8,9 @@ import type { HeadWeights, LayerShape } from "./backend.js";
 export const ATTENTION_FAMILY_FEATURES = ["postNorms", "attnScale", "attnSoftcap", "slidingWindow", "ropeAttentionFactor", "logitSoftcap"] as const;
 export type AttentionFamilyFeature = (typeof ATTENTION_FAMILY_FEATURES)[number];
 
+/** Every feature: what the CPU backends (reference kernels, onnx/wasm graphs) compute. */
+export const ALL_ATTENTION_FAMILY_FEATURES: ReadonlySet<AttentionFamilyFeature> = new Set(ATTENTION_FAMILY_FEATURES);
+
 /** The Gemma 2/3 / Phi-3 features a layer shape (and the head, when given) asks for. */
 export function attentionFamilyFeatures(shape: LayerShape, head?: Pick<HeadWeights, "logitSoftcap">): AttentionFamilyFeature[] {
   const used = ATTENTION_FAMILY_FEATURES.filter((f) => f !== "logitSoftcap" && shape[f] !== undefined && shape[f] !== false);
@@ -16,8 +19,9 @@ export function attentionFamilyFeatures(shape: LayerShape, head?: Pick<HeadWeigh
 }
 
 /**
- * Throws UnsupportedError when `shape` needs a feature outside `supported`. A backend calls this
- * with the features it implements (the cuda backend: none of these yet) before it computes.
+ * Throws UnsupportedError when `shape` (or the head) needs a feature outside `supported`. The
+ * streaming engine calls it with DecoderBackend.shapeFeatures before running a model; the cuda
+ * backend declares none of these yet, so it refuses Gemma 2/3 and Phi-3 up front.
  */
 export function assertShapeFeatures(backend: string, shape: LayerShape, supported: ReadonlySet<AttentionFamilyFeature>, head?: Pick<HeadWeights, "logitSoftcap">): void {
   const missing = attentionFamilyFeatures(shape, head).filter((f) => !supported.has(f));

@@ -129,6 +129,10 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
   const batchInfo = batches.map((batch): BatchInfo => ({ windows: batch.windows.map((w) => windowIndex.get(w)!), seqLen: batch.seqLen }));
   try {
+    const shapes = Array.from({ length: config.nLayers }, (_, layer) => layerShape(config, layer));
+    // A backend without Gemma 2/3's or Phi-3's layer features (cuda, for now) refuses them before any work.
+    const head = config.logitSoftcap === undefined ? {} : { logitSoftcap: config.logitSoftcap };
+    for (const shape of shapes) assertShapeFeatures(backend.name, shape, backend.shapeFeatures ?? new Set(), head);
     // The embedding starts the residual stream (a device backend keeps it resident, a host backend drops it after this).
     const embedding = await backend.prepareEmbedding(`${sourceKey(source)}/embedding`, () => ({
       table: provider.readF32(names.embedding),
@@ -144,9 +148,6 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       // A packed window's tokens sit at their own sequence's positions.
       batch.hidden = await backend.embed(embedding, ids, batch.seqLen, batch.layout?.positions);
     }
-    const shapes = Array.from({ length: config.nLayers }, (_, layer) => layerShape(config, layer));
-    // The cuda backend computes none of Gemma 2/3's or Phi-3's layer features yet: refused before any work.
-    if (backend.name.startsWith("cuda")) for (const shape of shapes) assertShapeFeatures(backend.name, shape, new Set(), { ...(config.logitSoftcap === undefined ? {} : { logitSoftcap: config.logitSoftcap }) });
     const skip = options.skip ?? new Set<number>();
     const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !skip.has(l));
     const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
