@@ -228,7 +228,7 @@ function ropeSettings(raw: HfLlamaRawConfig, headDim: number, source: string, ma
   let params = (raw.rope_scaling && Object.keys(raw.rope_scaling).length > 0 ? raw.rope_scaling : raw.rope_parameters) ?? {};
   const key = raw.rope_scaling && Object.keys(raw.rope_scaling).length > 0 ? "rope_scaling" : "rope_parameters";
   // Parameters nested by layer type ({"full_attention": {...}}) when layer_types names them.
-  const nested = Object.keys(params).filter((k) => raw.layer_types?.includes(k));
+  const nested = Object.keys(params).filter((k) => raw.layer_types?.includes(k) || k === layerType);
   if (nested.length > 0 && layerType !== undefined) {
     const inner = params[layerType];
     params = typeof inner === "object" && inner !== null && !Array.isArray(inner) ? (inner as Record<string, unknown>) : {};
