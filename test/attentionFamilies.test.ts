@@ -15,6 +15,7 @@ import { convertModel } from "../src/convert/convertModel.js";
 import { UnsupportedError } from "../src/errors.js";
 import { floatSpelledKeys, stringifyKeepingFloats } from "../src/formats/jsonFloats.js";
 import { generate } from "../src/eval/generate.js";
+import { inspectCommand } from "../src/cli/commands/inspect.js";
 import { loadModel, openModel } from "../src/load.js";
 import { parseHfLlamaConfig, resolveHfLlamaConfig } from "../src/models/hfLlamaConfig.js";
 import { layerShape, loadHeadWeights, loadLlamaLayer } from "../src/models/llama.js";
@@ -273,3 +274,14 @@ test("the engine refuses a Gemma 2 model on a backend that does not declare the 
     opened.close();
   }
 });
+
+test("inspect shows the local and global layers, window, score scale and soft-caps", async () => {
+  const { json, text } = await inspectCommand.run([fixture("gemma2")]) as { json: Record<string, unknown>; text: string };
+  assert.deepEqual([json["layerTypes"], json["slidingWindow"], json["attnSoftcap"], json["logitSoftcap"]], [c0Types(), 5, 2, 3]);
+  assert.match(text, /local layers +0, 2 \(window 5\)/);
+  assert.match(text, /soft-caps +scores 2, logits 3/);
+});
+
+function c0Types(): unknown {
+  return golden.cases.find((c) => c.name === "gemma2")!.config["layer_types"];
+}
