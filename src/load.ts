@@ -18,6 +18,7 @@ import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
 import { parseHfLlamaConfig, resolveHfLlamaConfig, hfLlamaTensorNames } from "./models/hfLlamaConfig.js";
 import { readGgufTokenizer } from "./tokenizer/gguf.js";
 import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
+import { phi3View } from "./models/phi3.js";
 import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
@@ -249,7 +250,7 @@ function hfFamily(hf: HfDirectory): { modelType: string; config: LlamaConfig; na
   const names = hfLlamaTensorNames(raw, config, hf.tensors.map((t) => t.name), hf.dir);
   // Baichuan2 (its config has z_loss_weight; its vocabulary is 125696) normalizes the head; Baichuan 1 does not.
   const normalizeHead = "z_loss_weight" in hf.config || config.vocabSize === BAICHUAN2_VOCAB_SIZE;
-  const provider = raw.model_type === "baichuan" ? baichuanView(stored, { normalizeHead }) : stored;
+  const provider = raw.model_type === "baichuan" ? baichuanView(stored, { normalizeHead }) : raw.model_type === "phi3" ? phi3View(stored, config) : stored;
   return { modelType: raw.model_type ?? "llama", config, names, provider };
 }
 

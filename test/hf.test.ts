@@ -391,7 +391,7 @@ test("HF config: transformers' defaults, the mistral alias and unsupported featu
   const refuses = (json: Record<string, unknown>, type: typeof CheckpointError | typeof UnsupportedError, re: RegExp): void => {
     assert.throws(() => resolve(json), (e: unknown) => e instanceof type && re.test((e as Error).message) && (e as ShortgptError).details.file === src);
   };
-  refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma, baichuan, gpt2\)/);
+  refuses({ ...minimal, model_type: "gpt_neox" }, UnsupportedError, /model_type "gpt_neox" is not supported yet \(supported: llama, mistral, qwen2, qwen3, gemma, baichuan, gemma2, gemma3_text, phi3, gpt2\)/);
   refuses({ ...minimal, model_type: undefined }, UnsupportedError, /model_type null is not supported/);
   // RoPE scaling: linear divides every frequency; llama3 keeps the fast, divides the slow, blends between.
   assert.deepEqual(resolve({ ...minimal, rope_scaling: { type: "linear", factor: 2 } }).ropeFreqFactors, [2, 2, 2, 2]);
@@ -400,7 +400,7 @@ test("HF config: transformers' defaults, the mistral alias and unsupported featu
   const smooth = (64 / (2 * Math.PI * 10)) / 3 - 1 / 3;
   assert.deepEqual(llama3.map((f) => Number(f.toFixed(12))), [1, Number((1 / ((1 - smooth) / 8 + smooth)).toFixed(12)), 8, 8]);
   refuses({ ...minimal, rope_scaling: { rope_type: "llama3", factor: 8 } }, CheckpointError, /rope_scaling low_freq_factor is missing/);
-  refuses({ ...minimal, rope_parameters: { rope_type: "yarn" } }, UnsupportedError, /rope_parameters type "yarn"\) is not supported yet; unscaled, linear and llama3 are/);
+  refuses({ ...minimal, rope_parameters: { rope_type: "yarn" } }, UnsupportedError, /rope_parameters type "yarn"\) is not supported yet; unscaled, linear, llama3 and longrope are/);
   refuses({ ...minimal, hidden_act: "gelu" }, UnsupportedError, /hidden activation "gelu" \(only silu\)/);
   refuses({ ...minimal, attention_bias: true }, UnsupportedError, /attention_bias/);
   refuses({ ...minimal, layer_types: ["full_attention", "sliding_attention"] }, UnsupportedError, /layer type "sliding_attention"/);

@@ -4,6 +4,8 @@
 // onnxruntime-node (CPU fast path), onnxruntime-web's WebAssembly SIMD build (fallback that always
 // installs), and cuda (NVIDIA GPUs, through koffi; src/backend/cuda/).
 
+import type { AttentionFamilyFeature } from "./shapeFeatures.js";
+
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
   dim: number;
@@ -36,6 +38,19 @@ export interface LayerShape {
   plainMlp?: boolean;
   /** GPT-2: the output projection and the MLP's linear layers add biases (bo, bUp, bDown). */
   outputBiases?: boolean;
+  /**
+   * Gemma 2/3 sandwich norms: the attention output and the MLP output are each RMS-normed
+   * (weights attnPostNorm, ffnPostNorm) before they are added to the residual stream.
+   */
+  postNorms?: boolean;
+  /** The attention score scale; absent means 1/sqrt(headDim) (Gemma 2/3: query_pre_attn_scalar^-0.5). */
+  attnScale?: number;
+  /** Gemma 2: scores (after scaling) become softcap * tanh(score / softcap) before the mask and softmax. */
+  attnSoftcap?: number;
+  /** Local attention: query at position p sees keys at positions p - slidingWindow + 1 .. p only. */
+  slidingWindow?: number;
+  /** LongRoPE (Phi-3): q and k are multiplied by this after RoPE (transformers scales cos and sin). */
+  ropeAttentionFactor?: number;
 }
 
 /**
@@ -63,6 +78,8 @@ export interface LayerWeightsF32 {
   bo?: Float32Array; // (dim), with shape.outputBiases
   bUp?: Float32Array; // (hiddenDim)
   bDown?: Float32Array; // (dim)
+  attnPostNorm?: Float32Array; // (dim), with shape.postNorms
+  ffnPostNorm?: Float32Array; // (dim)
 }
 
 export type LayerWeightName = keyof LayerWeightsF32;
@@ -79,6 +96,7 @@ export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightNa
     ...(shape.qkNorm ? { qNorm: [headDim], kNorm: [headDim] } : {}),
     ...(shape.layerNorm ? { attnNormBias: [dim], ffnNormBias: [dim] } : {}),
     ...(shape.outputBiases ? { bo: [dim], bUp: [hiddenDim], bDown: [dim] } : {}),
+    ...(shape.postNorms ? { attnPostNorm: [dim], ffnPostNorm: [dim] } : {}),
   };
 }
 
@@ -88,6 +106,8 @@ export interface HeadWeights {
   /** With it, the final norm is LayerNorm (GPT-2); without, RMSNorm. */
   finalNormBias?: Float32Array; // (dim)
   classifier: Float32Array; // (vocabSize, dim)
+  /** Gemma 2: logits become logitSoftcap * tanh(logit / logitSoftcap). */
+  logitSoftcap?: number;
 }
 
 /**
@@ -162,6 +182,11 @@ export interface RowStats {
  */
 export interface DecoderBackend {
   readonly name: string;
+  /**
+   * The Gemma 2/3 and Phi-3 layer features it computes (see shapeFeatures.ts); absent means none,
+   * and the engine refuses such a model on this backend before any work (assertShapeFeatures).
+   */
+  readonly shapeFeatures?: ReadonlySet<AttentionFamilyFeature>;
   /** Threads the backend computes with (CPU backends); 1 for a device backend. */
   readonly threads: number;
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */

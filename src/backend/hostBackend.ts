@@ -6,6 +6,7 @@ import { type DecoderBackend, type EmbeddingWeights, type HeadResult, type HeadW
 import { checkTokenIds, embedRows } from "./embedding.js";
 import { rowCosine, rowRelativeMagnitude } from "./rowStats.js";
 import { OptionError } from "../errors.js";
+import { ALL_ATTENTION_FAMILY_FEATURES } from "./shapeFeatures.js";
 
 /** Host-memory hidden states: the array is the residual stream itself. */
 export interface HostHiddenStates extends HiddenStates {
@@ -43,6 +44,8 @@ export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = HOS
   };
   return {
     name,
+    // The reference kernels and the onnx graphs compute every Gemma 2/3 and Phi-3 feature.
+    shapeFeatures: ALL_ATTENTION_FAMILY_FEATURES,
     threads: kernels.threads,
     batchTokens,
     kernels,

@@ -179,8 +179,9 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
       const dim = checkHeadArgs(x, nRows, head, vocabSize, targets);
       const mode: HeadMode = targets ? "nll" : "logits";
       const withLayerNorm = head.finalNormBias !== undefined;
-      const key = `head C=${dim} V=${vocabSize} eps=${normEps} ${mode} ${graphOptions.linear}${withLayerNorm ? " layernorm" : ""}`;
-      const s = await session(key, () => encodeModel(buildHeadGraph(dim, vocabSize, normEps, mode, graphOptions, withLayerNorm)));
+      const softcap = head.logitSoftcap;
+      const key = `head C=${dim} V=${vocabSize} eps=${normEps} ${mode} ${graphOptions.linear}${withLayerNorm ? " layernorm" : ""}${softcap === undefined ? "" : ` softcap=${softcap}`}`;
+      const s = await session(key, () => encodeModel(buildHeadGraph(dim, vocabSize, normEps, mode, graphOptions, withLayerNorm, softcap)));
       const shared: Feeds = {
         finalNorm: f32(head.finalNorm, [dim]), classifier: f32(head.classifier, [vocabSize, dim]),
         ...(head.finalNormBias ? { finalNormBias: f32(head.finalNormBias, [dim]) } : {}),

@@ -114,6 +114,18 @@ export function logSumExp(x: Float64Array, offset: number, n: number): number {
   return max + Math.log(sum);
 }
 
+/** How attention scores are formed beyond the plain causal mask (see LayerShape). */
+export interface AttentionOptions {
+  /** Score scale; default 1/sqrt(headDim). */
+  scale?: number | undefined;
+  /** Scores become softcap * tanh(score / softcap). */
+  softcap?: number | undefined;
+  /** A query at position p sees keys at positions above p - window only. */
+  window?: number | undefined;
+  /** Packed sequences: each token's position (keys and queries share the window, startPos 0). */
+  positions?: ArrayLike<number> | undefined;
+}
+
 /**
  * Grouped-query causal attention over a key/value cache.
  * q: (T, nHeads * headDim) for positions startPos..startPos+T-1;
@@ -125,13 +137,16 @@ export function logSumExp(x: Float64Array, offset: number, n: number): number {
 export function causalAttention(
   out: Activations, q: Activations, k: Activations, v: Activations, scores: Float64Array,
   nTokens: number, startPos: number, nHeads: number, nKvHeads: number, headDim: number, branches?: ArrayLike<number>,
+  options: AttentionOptions = {},
 ): void {
   const group = nHeads / nKvHeads;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
-  const scale = 1 / Math.sqrt(headDim);
+  const scale = options.scale ?? 1 / Math.sqrt(headDim);
+  const { softcap, window, positions } = options;
   for (let t = 0; t < nTokens; t++) {
     const nKeys = startPos + t + 1;
+    const qPos = positions ? positions[t]! : startPos + t;
     for (let h = 0; h < nHeads; h++) {
       const qOff = t * qDim + h * headDim;
       const kvHead = Math.floor(h / group) * headDim;
@@ -139,8 +154,10 @@ export function causalAttention(
         const kOff = j * kvDim + kvHead;
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += q[qOff + d]! * k[kOff + d]!;
-        const hidden = branches !== undefined && branches[j] !== 0 && branches[j] !== branches[t];
-        scores[j] = hidden ? -Infinity : dot * scale;
+        const outsideWindow = window !== undefined && qPos - (positions ? positions[j]! : j) >= window;
+        const hidden = outsideWindow || (branches !== undefined && branches[j] !== 0 && branches[j] !== branches[t]);
+        const score = dot * scale;
+        scores[j] = hidden ? -Infinity : softcap === undefined ? score : softcap * Math.tanh(score / softcap);
       }
       softmax(scores, 0, nKeys);
       const oOff = t * qDim + h * headDim;
@@ -196,4 +213,9 @@ export function activate(x: Activations, n: number, kind: "gelu_tanh" | "gelu_ta
 /** out += x over n elements. */
 export function addInPlace(out: Activations, x: Activations, n: number): void {
   for (let i = 0; i < n; i++) out[i]! += x[i]!;
+}
+
+/** In place over n elements: x = cap * tanh(x / cap) (Gemma 2's soft-capping of scores and logits). */
+export function softcapInPlace(x: Float64Array | Float32Array, n: number, cap: number): void {
+  for (let i = 0; i < n; i++) x[i] = cap * Math.tanh(x[i]! / cap);
 }

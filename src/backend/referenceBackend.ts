@@ -2,7 +2,7 @@
 // activations inside, window by window. The twin every fast backend is tested against.
 
 import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
-import { finalNorm, logSumExp, matmul, ropeInverseFrequencies } from "./reference.js";
+import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
 import { OptionError } from "../errors.js";
 import { hostBackend } from "./hostBackend.js";
@@ -41,6 +41,7 @@ export function createReferenceKernels(): HostKernels {
       finalNorm(normed, Float64Array.from(x), head, nRows, dim, normEps);
       const logits = new Float64Array(nRows * vocabSize);
       matmul(logits, normed, head.classifier, nRows, dim, vocabSize);
+      if (head.logitSoftcap !== undefined) softcapInPlace(logits, logits.length, head.logitSoftcap);
       if (!targets) return { kind: "logits", logits: Float32Array.from(logits) };
       const lse = new Float32Array(nRows);
       const target = new Float32Array(nRows);

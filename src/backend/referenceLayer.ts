@@ -15,6 +15,11 @@ export interface LayerProbe {
   gatedActivation?(inner: Float64Array): void;
 }
 
+/** x *= factor over n elements. */
+function scaleInPlace(x: Float64Array, n: number, factor: number): void {
+  for (let i = 0; i < n; i++) x[i]! *= factor;
+}
+
 /** rows x cols += bias (cols) on every row. */
 function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: number): void {
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * cols + c]! += bias[c]!;
@@ -24,7 +29,8 @@ function addRowBias(x: Float64Array, bias: Float32Array, rows: number, cols: num
  * x: (T, C) float64 at positions startPos..startPos+T-1, updated in place:
  *   h = x + wo @ attn(rope(wq @ norm(x)), rope(wk @ norm(x)), wv @ norm(x)); x = h + mlp(norm(h)),
  *   mlp(y) = down(act(gate @ y) * (up @ y)), or down(act(up @ y)) for a plain MLP; norm = RMSNorm or
- *   LayerNorm, biases and RoPE as the shape's flags say (see LayerShape).
+ *   LayerNorm, biases and RoPE as the shape's flags say (see LayerShape); with postNorms (Gemma 2/3)
+ *   the attention and MLP outputs are RMS-normed before each residual add.
  * keys, values: (>= startPos+T, kvDim); rows startPos.. are written here, rows before are the cache.
  * invFreq: RoPE inverse frequencies (headDim/2).
  * layout: this window's packed sequences (startPos 0), see PackedLayout.
@@ -68,9 +74,16 @@ export function referenceDecoderLayer(
     ropeHalf(q, T, nHeads, headDim, startPos, invFreq, layout?.positions);
     ropeHalf(k, T, nKvHeads, headDim, startPos, invFreq, layout?.positions);
   }
-  causalAttention(att, q, keys, values, scores, T, startPos, nHeads, nKvHeads, headDim, layout?.branches);
+  if (shape.ropeAttentionFactor !== undefined) {
+    scaleInPlace(q, T * qDim, shape.ropeAttentionFactor);
+    scaleInPlace(k, T * kvDim, shape.ropeAttentionFactor);
+  }
+  causalAttention(att, q, keys, values, scores, T, startPos, nHeads, nKvHeads, headDim, layout?.branches, {
+    scale: shape.attnScale, softcap: shape.attnSoftcap, window: shape.slidingWindow, positions: layout?.positions,
+  });
   matmul(proj, att, w.wo, T, qDim, dim);
   if (shape.outputBiases) addRowBias(proj, w.bo!, T, dim);
+  if (shape.postNorms) rmsNorm(proj, proj, w.attnPostNorm!, T, dim, normEps);
   addInPlace(x, proj, T * dim);
   // MLP block
   probe?.mlpInput?.(x);
@@ -88,5 +101,6 @@ export function referenceDecoderLayer(
   probe?.gatedActivation?.(inner);
   matmul(proj, inner, w.wDown, T, hiddenDim, dim);
   if (shape.outputBiases) addRowBias(proj, w.bDown!, T, dim);
+  if (shape.postNorms) rmsNorm(proj, proj, w.ffnPostNorm!, T, dim, normEps);
   addInPlace(x, proj, T * dim);
 }

@@ -206,9 +206,20 @@ export function convertModel(input: string, output: string, options: ConvertOpti
   checkOutputPath(output, { inputs: [input, checkpointLocation(input)], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
+    refuseAttentionFamilies(opened);
     return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
   } finally {
     opened.close();
+  }
+}
+
+/** Gemma 2/3 and Phi-3 have no writer here yet: writing them as Gemma or Llama would change the model. */
+function refuseAttentionFamilies(opened: OpenedModel): void {
+  const c = opened.config;
+  if (c.postNorms || c.layerTypes !== undefined || c.ropeAttentionFactor !== undefined || c.logitSoftcap !== undefined || c.attnScale !== undefined || opened.architecture === "phi3") {
+    throw new UnsupportedError(`${opened.path}: converting ${opened.architecture} checkpoints is not supported yet`, {
+      file: opened.path, hint: "prune and evaluate the Hugging Face directory directly (shortgpt prune writes the same format back)",
+    });
   }
 }
 

@@ -1,8 +1,8 @@
 // Text generation with a key/value cache: greedy at temperature 0, else seeded sampling.
 
 import type { DecoderBackend, DecodeSupport } from "../backend/backend.js";
-import { KvCache, layerShape, type LlamaModel } from "../models/llama.js";
-import { prepareEmbedding, prepareHead, prepareLayer, type StreamingSource } from "../models/streaming.js";
+import { KvCache, type LlamaModel } from "../models/llama.js";
+import { checkedLayerShapes, prepareEmbedding, prepareHead, prepareLayer, type StreamingSource } from "../models/streaming.js";
 
 export interface GenerateOptions {
   maxTokens: number;
@@ -92,10 +92,10 @@ export function generate(model: LlamaModel, prompt: readonly number[], options: 
  */
 export async function generateOnBackend(source: StreamingSource, backend: DecoderBackend & { decode: DecodeSupport }, prompt: readonly number[], options: GenerateOptions): Promise<number[]> {
   const { config } = source;
-  const shape = layerShape(config);
+  const shapes = checkedLayerShapes(source, backend);
   const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !options.skip?.has(l));
   const capacity = Math.min(config.contextLength, prompt.length + options.maxTokens);
-  const cache = backend.decode.createKvCache(Math.max(1, running.length), capacity, shape);
+  const cache = backend.decode.createKvCache(Math.max(1, running.length), capacity, shapes[running[0] ?? 0]!);
   const rng = new Rng(options.seed);
   const out: number[] = [];
   try {
@@ -107,7 +107,7 @@ export async function generateOnBackend(source: StreamingSource, backend: Decode
       for (const [slot, layer] of running.entries()) {
         // Resident weights come back at once; streamed ones are uploaded again each step.
         const prepared = await prepareLayer(source, backend, layer);
-        const y = await backend.decode.runLayerCached(x, prepared, shape, cache, slot);
+        const y = await backend.decode.runLayerCached(x, prepared, shapes[layer]!, cache, slot);
         backend.release(x);
         x = y;
       }

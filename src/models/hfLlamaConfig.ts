@@ -7,6 +7,7 @@
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import { ropeInverseFrequencies } from "../backend/reference.js";
 import { jsonPreview } from "../formats/json.js";
+import { GEMMA_SANDWICH_MODEL_TYPES, gemmaSandwichLayerNames, resolveGemmaSandwich } from "./gemma2.js";
 import { checkConfigCount, checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
 /** config.json fields this family reads, spelled as on disk; all optional as in the file. */
@@ -43,10 +44,22 @@ export interface HfLlamaRawConfig {
   layer_types?: string[];
   /** Present on GPTQ/AWQ/bitsandbytes/fp8 checkpoints, whose tensors this family cannot run. */
   quantization_config?: Record<string, unknown> | null;
+  /** Gemma 2/3 (models/gemma2.ts). */
+  query_pre_attn_scalar?: number | null;
+  attn_logit_softcapping?: number | null;
+  final_logit_softcapping?: number | null;
+  sliding_window_pattern?: number;
+  use_bidirectional_attention?: boolean | null;
+  /** Gemma 3 before rope_parameters: the RoPE base of the local layers. */
+  rope_local_base_freq?: number;
+  /** Phi-3 LongRoPE: the pretraining context, which picks short_factor (at most this many positions) or long_factor. */
+  original_max_position_embeddings?: number;
 }
 
 /** model_type -> the family that runs it. */
-export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = { llama: "llama", mistral: "llama", qwen2: "llama", qwen3: "llama", gemma: "llama", baichuan: "llama" };
+export const HF_LLAMA_MODEL_TYPES: Readonly<Record<string, "llama">> = {
+  llama: "llama", mistral: "llama", qwen2: "llama", qwen3: "llama", gemma: "llama", baichuan: "llama", gemma2: "llama", gemma3_text: "llama", phi3: "llama",
+};
 
 /** transformers' defaults (LlamaConfig / MistralConfig) for fields a config.json may omit. */
 const DEFAULTS = {
@@ -58,6 +71,10 @@ const DEFAULTS = {
   baichuan: { vocab_size: 125696, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 4096, rms_norm_eps: 1e-6, sliding_window: null },
   gemma: { vocab_size: 256000, hidden_size: 3072, intermediate_size: 24576, num_hidden_layers: 28, num_attention_heads: 16, num_key_value_heads: 16, max_position_embeddings: 8192, rms_norm_eps: 1e-6, sliding_window: null },
   qwen3: { vocab_size: 151936, hidden_size: 4096, intermediate_size: 22016, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 32768, rms_norm_eps: 1e-6, sliding_window: null },
+  // Gemma2Config / Gemma3TextConfig: their sliding_window is per layer (models/gemma2.ts), not a context cap.
+  gemma2: { vocab_size: 256000, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, max_position_embeddings: 8192, rms_norm_eps: 1e-6, sliding_window: null },
+  gemma3_text: { vocab_size: 262208, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, max_position_embeddings: 131072, rms_norm_eps: 1e-6, sliding_window: null },
+  phi3: { vocab_size: 32064, hidden_size: 3072, intermediate_size: 8192, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: undefined, max_position_embeddings: 4096, rms_norm_eps: 1e-5, sliding_window: null },
 } as const;
 const DEFAULT_ROPE_THETA = 10000;
 
@@ -91,6 +108,13 @@ const FIELDS: Record<keyof HfLlamaRawConfig, FieldSpec> = {
   use_sliding_window: { kind: "boolean" },
   layer_types: { kind: "string[]" },
   quantization_config: { kind: "object", nullable: true },
+  query_pre_attn_scalar: { kind: "number", nullable: true },
+  attn_logit_softcapping: { kind: "number", nullable: true },
+  final_logit_softcapping: { kind: "number", nullable: true },
+  sliding_window_pattern: { kind: "int" },
+  use_bidirectional_attention: { kind: "boolean", nullable: true },
+  rope_local_base_freq: { kind: "number" },
+  original_max_position_embeddings: { kind: "int" },
 };
 
 function fits(v: unknown, kind: FieldKind): boolean {
@@ -140,6 +164,10 @@ interface RopeSettings {
   theta: number;
   factors?: number[];
   scaling?: Record<string, unknown>;
+  /** LongRoPE: q and k scaled by this after RoPE. */
+  attentionFactor?: number;
+  /** LongRoPE: the short factors hold up to this many positions (original_max_position_embeddings). */
+  contextCap?: number;
 }
 
 /**
@@ -169,14 +197,42 @@ function ropeScalingFactors(type: string, params: Readonly<Record<string, unknow
   });
 }
 
-function ropeSettings(raw: HfLlamaRawConfig, headDim: number, source: string): RopeSettings {
+/**
+ * LongRoPE (Phi-3's rope_scaling type longrope, formerly su), as transformers computes it: the
+ * inverse frequencies divided by short_factor while the sequence fits the original context
+ * (long_factor beyond it: shortgpt caps its windows there instead), cos and sin multiplied by
+ * attention_factor, by default sqrt(1 + ln(factor) / ln(original)) with factor =
+ * max_position_embeddings / original_max_position_embeddings.
+ */
+function longRopeSettings(raw: HfLlamaRawConfig, params: Readonly<Record<string, unknown>>, headDim: number, theta: number, maxPositions: number, source: string): RopeSettings {
+  const short = params["short_factor"];
+  if (!Array.isArray(short) || short.length !== headDim / 2 || !short.every((v) => typeof v === "number" && v > 0)) {
+    throw new CheckpointError(`${source}: rope_scaling short_factor is ${jsonPreview(short ?? null)}, expected ${headDim / 2} positive numbers`, { file: source, hint: "config.json is corrupt" });
+  }
+  const originalValue = raw.original_max_position_embeddings ?? params["original_max_position_embeddings"] ?? maxPositions;
+  if (typeof originalValue !== "number" || !(originalValue > 1)) throw new CheckpointError(`${source}: original_max_position_embeddings is ${jsonPreview(originalValue)}`, { file: source, hint: "config.json is corrupt" });
+  const factorValue = params["factor"] ?? maxPositions / originalValue;
+  if (typeof factorValue !== "number" || !(factorValue > 0)) throw new CheckpointError(`${source}: rope_scaling factor is ${jsonPreview(factorValue)}`, { file: source, hint: "config.json is corrupt" });
+  const given = params["attention_factor"];
+  if (given != null && !(typeof given === "number" && given > 0)) throw new CheckpointError(`${source}: rope_scaling attention_factor is ${jsonPreview(given)}`, { file: source, hint: "config.json is corrupt" });
+  const attentionFactor = typeof given === "number" ? given : factorValue <= 1 ? 1 : Math.sqrt(1 + Math.log(factorValue) / Math.log(originalValue));
+  return {
+    theta, factors: short as number[], scaling: { ...params }, contextCap: originalValue,
+    ...(attentionFactor === 1 ? {} : { attentionFactor }),
+  };
+}
+
+function ropeSettings(raw: HfLlamaRawConfig, headDim: number, source: string, maxPositions: number, layerType?: string, defaultTheta = DEFAULT_ROPE_THETA): RopeSettings {
   // As transformers does: rope_scaling (legacy) wins over rope_parameters; a rope_theta inside
   // the parameters wins over the top-level one.
   let params = (raw.rope_scaling && Object.keys(raw.rope_scaling).length > 0 ? raw.rope_scaling : raw.rope_parameters) ?? {};
   const key = raw.rope_scaling && Object.keys(raw.rope_scaling).length > 0 ? "rope_scaling" : "rope_parameters";
   // Parameters nested by layer type ({"full_attention": {...}}) when layer_types names them.
-  const nested = Object.keys(params).filter((k) => raw.layer_types?.includes(k));
-  if (nested.length > 0) {
+  const nested = Object.keys(params).filter((k) => raw.layer_types?.includes(k) || k === layerType);
+  if (nested.length > 0 && layerType !== undefined) {
+    const inner = params[layerType];
+    params = typeof inner === "object" && inner !== null && !Array.isArray(inner) ? (inner as Record<string, unknown>) : {};
+  } else if (nested.length > 0) {
     const inner = nested.map((k) => params[k]).filter((v): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v));
     const first = inner[0] ?? {};
     if (inner.some((p) => JSON.stringify(p) !== JSON.stringify(first))) {
@@ -185,25 +241,35 @@ function ropeSettings(raw: HfLlamaRawConfig, headDim: number, source: string): R
     params = first;
   }
   const type = params["rope_type"] ?? params["type"] ?? "default";
+  const theta = params["rope_theta"] ?? raw.rope_theta ?? defaultTheta;
+  if (typeof theta !== "number" || !(theta > 0)) {
+    throw new CheckpointError(`${source}: rope_theta is ${jsonPreview(theta)}`, { file: source, hint: "config.json is corrupt" });
+  }
+  const partialFactor = params["partial_rotary_factor"] ?? raw.partial_rotary_factor;
+  if (partialFactor !== undefined && partialFactor !== 1) {
+    throw new UnsupportedError(`${source}: partial rotary embeddings (partial_rotary_factor ${jsonPreview(partialFactor)}) are not supported yet`, { file: source });
+  }
+  if (type === "longrope" || type === "su") return longRopeSettings(raw, params, headDim, theta, maxPositions, source);
   if (type !== "default" && type !== "linear" && type !== "llama3") {
-    throw new UnsupportedError(`${source}: RoPE scaling (${key} type ${jsonPreview(type)}) is not supported yet; unscaled, linear and llama3 are`, {
-      file: source, got: jsonPreview(type), hint: "models with YaRN, dynamic or LongRoPE scaling cannot be evaluated by this version",
+    throw new UnsupportedError(`${source}: RoPE scaling (${key} type ${jsonPreview(type)}) is not supported yet; unscaled, linear, llama3 and longrope are`, {
+      file: source, got: jsonPreview(type), hint: "models with YaRN or dynamic scaling cannot be evaluated by this version",
     });
   }
   const attentionFactor = params["attention_factor"];
   if (attentionFactor !== undefined && attentionFactor !== null && attentionFactor !== 1) {
     throw new UnsupportedError(`${source}: RoPE attention_factor ${jsonPreview(attentionFactor)} is not supported yet`, { file: source });
   }
-  const partial = params["partial_rotary_factor"] ?? raw.partial_rotary_factor;
-  if (partial !== undefined && partial !== 1) {
-    throw new UnsupportedError(`${source}: partial rotary embeddings (partial_rotary_factor ${jsonPreview(partial)}) are not supported yet`, { file: source });
-  }
-  const theta = params["rope_theta"] ?? raw.rope_theta ?? DEFAULT_ROPE_THETA;
-  if (typeof theta !== "number" || !(theta > 0)) {
-    throw new CheckpointError(`${source}: rope_theta is ${jsonPreview(theta)}`, { file: source, hint: "config.json is corrupt" });
-  }
   if (type === "default") return { theta };
   return { theta, factors: ropeScalingFactors(type as string, params, headDim, theta, source), scaling: { ...params } };
+}
+
+/** Gemma 3's local layers: RoPE unscaled, base rope_parameters.sliding_attention.rope_theta (older configs: rope_local_base_freq, default 10000). */
+function gemma3LocalRope(raw: HfLlamaRawConfig, headDim: number, source: string, maxPositions: number): { theta: number } {
+  const nested = raw.rope_parameters?.["sliding_attention"];
+  if (typeof nested !== "object" || nested === null) return { theta: raw.rope_local_base_freq ?? 10_000 };
+  const local = ropeSettings(raw, headDim, source, maxPositions, "sliding_attention", raw.rope_local_base_freq ?? 10_000);
+  if (local.factors || local.attentionFactor !== undefined) throw new UnsupportedError(`${source}: RoPE scaling on Gemma 3's sliding-window layers is not supported yet`, { file: source });
+  return { theta: local.theta };
 }
 
 /**
@@ -226,7 +292,9 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   const unsupported = (what: string): never => {
     throw new UnsupportedError(`${source}: ${what} is not supported yet`, { file: source, hint: "this version runs Llama, Mistral, Qwen2 and Qwen3 decoders" });
   };
-  const gemma = modelType === "gemma";
+  // Gemma 2/3 are Gemma (scaled embedding, (1 + w) norms, GELU gate) with sandwich norms and more (models/gemma2.ts).
+  const sandwich = GEMMA_SANDWICH_MODEL_TYPES.has(modelType);
+  const gemma = modelType === "gemma" || sandwich;
   // Baichuan2-13B replaces RoPE by ALiBi (same config fields, hidden size 5120).
   if (modelType === "baichuan" && (raw.hidden_size ?? 4096) === 5120) unsupported("Baichuan 13B (ALiBi position bias)");
   // Gemma runs GELU with the tanh approximation (transformers uses it when hidden_activation is unset).
@@ -242,7 +310,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   const dim = raw.hidden_size ?? defaults.hidden_size;
   const nHeads = raw.num_attention_heads ?? defaults.num_attention_heads;
   const nLayers = raw.num_hidden_layers ?? defaults.num_hidden_layers;
-  if (raw.layer_types !== undefined) {
+  if (raw.layer_types !== undefined && !sandwich) {
     if (raw.layer_types.length !== nLayers) {
       throw new CheckpointError(`${source}: layer_types has ${raw.layer_types.length} entries but num_hidden_layers is ${nLayers}`, {
         file: source, expected: nLayers, got: raw.layer_types.length, hint: "config.json is inconsistent",
@@ -251,8 +319,10 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     const other = raw.layer_types.find((t) => t !== "full_attention");
     if (other !== undefined) unsupported(`layer type ${jsonPreview(other)} (only full_attention)`);
   }
-  let contextLength = raw.max_position_embeddings ?? defaults.max_position_embeddings;
-  const slidingWindow = qwen && raw.use_sliding_window !== true ? null : raw.sliding_window === undefined ? defaults.sliding_window : raw.sliding_window;
+  const maxPositions = raw.max_position_embeddings ?? defaults.max_position_embeddings;
+  let contextLength = maxPositions;
+  // Gemma 2/3's window applies to their local layers only (models/gemma2.ts).
+  const slidingWindow = sandwich || (qwen && raw.use_sliding_window !== true) ? null : raw.sliding_window === undefined ? defaults.sliding_window : raw.sliding_window;
   if (slidingWindow !== null) {
     if (!(slidingWindow > 0)) throw new CheckpointError(`${source}: sliding_window is ${slidingWindow}`, { file: source, hint: "config.json is corrupt" });
     // Up to `sliding_window` positions, sliding-window attention equals full causal attention.
@@ -263,7 +333,10 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
   }
   const headDim = raw.head_dim ?? (modelType === "qwen3" ? 128 : gemma ? 256 : Math.floor(dim / nHeads));
   checkConfigCount("headDim", headDim, source); // RoPE scaling allocates headDim / 2 factors
-  const rope = ropeSettings(raw, headDim, source);
+  // Gemma 3: global layers take rope_parameters.full_attention (base 1e6 by default), local ones sliding_attention.
+  const rope = ropeSettings(raw, headDim, source, maxPositions, modelType === "gemma3_text" ? "full_attention" : undefined, modelType === "gemma3_text" ? 1_000_000 : DEFAULT_ROPE_THETA);
+  if (rope.contextCap !== undefined) contextLength = Math.min(contextLength, rope.contextCap);
+  const localRope = modelType === "gemma3_text" ? gemma3LocalRope(raw, headDim, source, maxPositions) : undefined;
   const config: LlamaConfig = {
     nLayers,
     dim,
@@ -280,6 +353,9 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     ...(modelType === "qwen2" ? { qkvBias: true } : {}),
     ...(modelType === "qwen3" ? { qkNorm: true } : {}),
     ...(gemma ? { activation: "gelu_tanh" as const, embeddingScale: Math.fround(Math.sqrt(dim)), normWeightOffset: 1 } : {}),
+    ...(sandwich ? resolveGemmaSandwich(modelType, raw, nLayers, headDim, source) : {}),
+    ...(localRope ? { localRope } : {}),
+    ...(rope.attentionFactor !== undefined ? { ropeAttentionFactor: rope.attentionFactor } : {}),
   };
   checkLlamaConfig(config, source);
   if (config.headDim % 2 !== 0) throw new CheckpointError(`${source}: head_dim ${config.headDim} must be even for RoPE`, { file: source });
@@ -335,17 +411,19 @@ export const HF_LLAMA_NAMES: LlamaTensorNames = {
  * lm_head.weight must be present (transformers would initialise it randomly).
  */
 export function hfLlamaTensorNames(raw: HfLlamaRawConfig, config: LlamaConfig, tensorNames: Iterable<string>, source: string): LlamaTensorNames {
-  const tied = raw.tie_word_embeddings ?? raw.model_type === "gemma"; // GemmaConfig ties by default
+  // GemmaConfig, Gemma2Config and Gemma3TextConfig tie by default.
+  const tied = raw.tie_word_embeddings ?? (raw.model_type === "gemma" || GEMMA_SANDWICH_MODEL_TYPES.has(raw.model_type ?? ""));
   const present = new Set(tensorNames);
   const ignored = new Set(["model.rotary_emb.inv_freq", ...rotaryBuffers(config.nLayers)]);
+  const layer = config.postNorms ? (i: number) => gemmaSandwichLayerNames(hfLayerNames(i), i) : hfLayerNames;
   if (tied) {
     ignored.add(LM_HEAD);
-    return { ...HF_LLAMA_NAMES, classifier: TIED_CLASSIFIER, ignored };
+    return { ...HF_LLAMA_NAMES, layer, classifier: TIED_CLASSIFIER, ignored };
   }
   if (!present.has(LM_HEAD)) {
     throw new CheckpointError(`${source}: tensor ${LM_HEAD} is missing and tie_word_embeddings is false`, {
       file: source, tensor: LM_HEAD, hint: "the checkpoint is incomplete, or config.json should say tie_word_embeddings: true",
     });
   }
-  return { ...HF_LLAMA_NAMES, ignored };
+  return { ...HF_LLAMA_NAMES, layer, ignored };
 }

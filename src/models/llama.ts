@@ -1,7 +1,7 @@
 // The Llama family: resolved config, strict weight loading, and the forward pass
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
-import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
+import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace, type Weights } from "../backend/reference.js";
 import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../backend/backend.js";
 import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
@@ -41,7 +41,27 @@ export interface LlamaConfig {
   plainMlp?: boolean;
   /** GPT-2: the attention output and the MLP's projections have biases. */
   outputBiases?: boolean;
+  /** Gemma 2/3: RMS norms after attention and after the MLP, before each residual add (LayerShape.postNorms). */
+  postNorms?: boolean;
+  /** Gemma 2/3: attention scores scaled by this instead of 1/sqrt(headDim) (query_pre_attn_scalar^-0.5). */
+  attnScale?: number;
+  /** Gemma 2: tanh soft-cap of the attention scores. */
+  attnSoftcap?: number;
+  /** Gemma 2: tanh soft-cap of the output logits. */
+  logitSoftcap?: number;
+  /**
+   * Per layer, whether it attends locally (a sliding window of slidingWindow positions) or to
+   * every earlier position: transformers' layer_types, sliding_attention or full_attention.
+   */
+  layerTypes?: readonly LayerAttentionType[];
+  slidingWindow?: number;
+  /** Gemma 3: the RoPE of sliding layers (its own base, no scaling); full layers use ropeTheta and ropeFreqFactors. */
+  localRope?: { theta: number };
+  /** LongRoPE (Phi-3): q and k scaled after RoPE (LayerShape.ropeAttentionFactor). */
+  ropeAttentionFactor?: number;
 }
+
+export type LayerAttentionType = "sliding_attention" | "full_attention";
 
 /** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
 export type LlamaLayerWeights = LayerWeightsF32;
@@ -60,7 +80,7 @@ export interface LlamaWeights {
 
 /** The stored names of one layer's tensors; the optional ones only where the family has them. */
 export type LayerTensorNames = Record<Exclude<keyof LlamaLayerWeights, OptionalLayerKey>, string> & Partial<Record<OptionalLayerKey, string>>;
-type OptionalLayerKey = "wGate" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "attnNormBias" | "ffnNormBias" | "bo" | "bUp" | "bDown";
+type OptionalLayerKey = "wGate" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "attnNormBias" | "ffnNormBias" | "bo" | "bUp" | "bDown" | "attnPostNorm" | "ffnPostNorm";
 
 /** A norm weight as the kernels use it: Gemma's stored w becomes 1 + w (in float32, as transformers computes it). */
 export function normWeight(w: Weights, config: LlamaConfig): Weights {
@@ -74,13 +94,23 @@ export function embeddingRow(embedding: Weights, id: number, dim: number, config
   return embeddingRowOf(embedding, id, dim, config.embeddingScale, positions);
 }
 
-/** The backend's layer shape for this config. */
-export function layerShape(config: LlamaConfig): LayerShape {
-  const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = config;
+/**
+ * The backend's layer shape for this config: for `layer` when given (local layers have their
+ * sliding window and RoPE), else the features every layer shares (enough for weight shapes).
+ */
+export function layerShape(config: LlamaConfig, layer?: number): LayerShape {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps } = config;
+  const local = layer !== undefined && config.layerTypes?.[layer] === "sliding_attention";
+  const rope = local && config.localRope ? { ropeTheta: config.localRope.theta } : {
+    ropeTheta: config.ropeTheta, ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),
+  };
   // The family flags only when set, so a plain Llama keeps the same compiled graphs.
   return {
-    dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta,
-    ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),
+    dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ...rope,
+    ...(local && config.slidingWindow !== undefined ? { slidingWindow: config.slidingWindow } : {}),
+    ...(config.postNorms ? { postNorms: true } : {}), ...(config.attnScale !== undefined ? { attnScale: config.attnScale } : {}),
+    ...(config.attnSoftcap !== undefined ? { attnSoftcap: config.attnSoftcap } : {}),
+    ...(config.ropeAttentionFactor !== undefined ? { ropeAttentionFactor: config.ropeAttentionFactor } : {}),
     ...(config.qkvBias ? { qkvBias: true } : {}), ...(config.qkNorm ? { qkNorm: true } : {}), ...(config.activation ? { activation: config.activation } : {}),
     ...(config.layerNorm ? { layerNorm: true } : {}), ...(config.learnedPositions ? { noRope: true } : {}),
     ...(config.plainMlp ? { plainMlp: true } : {}), ...(config.outputBiases ? { outputBiases: true } : {}),
@@ -185,6 +215,9 @@ export function checkLlamaConfig(config: LlamaConfig, source: string): void {
   }
   if (nHeads % nKvHeads !== 0) {
     throw new CheckpointError(`${source}: ${nHeads} attention heads are not a multiple of ${nKvHeads} KV heads`, { file: source });
+  }
+  if (config.layerTypes !== undefined && config.layerTypes.length !== config.nLayers) {
+    throw new CheckpointError(`${source}: ${config.layerTypes.length} layer types for ${config.nLayers} layers`, { file: source, expected: config.nLayers, got: config.layerTypes.length, hint: "the checkpoint's metadata is inconsistent" });
   }
   for (const [name, v] of Object.entries(config)) {
     if (typeof v === "boolean" || typeof v === "string" || typeof v === "object") continue; // family flags, RoPE scaling
@@ -311,6 +344,7 @@ export function loadHeadWeights(provider: TensorProvider, config: LlamaConfig, n
     finalNorm: normWeight(readChecked(provider, names.finalNorm, dim), config),
     classifier: tied ? (embedding ?? readChecked(provider, names.embedding, vocabSize * dim)) : readChecked(provider, names.classifier, vocabSize * dim),
     ...(config.layerNorm ? { finalNormBias: readChecked(provider, names.finalNormBias!, dim) } : {}),
+    ...(config.logitSoftcap !== undefined ? { logitSoftcap: config.logitSoftcap } : {}),
   };
 }
 
@@ -331,9 +365,12 @@ export function loadLayerTensor(provider: TensorProvider, config: LlamaConfig, n
   let w = readChecked(provider, names.layer(layer)[key]!, shape.reduce((a, b) => a * b, 1));
   if (names.interleavedRope && (key === "wq" || key === "bq")) w = interleavedToHalfRows(w, nHeads, headDim, key === "wq" ? dim : 1);
   if (names.interleavedRope && (key === "wk" || key === "bk")) w = interleavedToHalfRows(w, nKvHeads, headDim, key === "wk" ? dim : 1);
-  if (key === "attnNorm" || key === "ffnNorm") w = normWeight(w, config);
+  if (NORM_WEIGHTS.has(key)) w = normWeight(w, config);
   return w;
 }
+
+/** The layer weights that scale a norm (Gemma stores them as w for a scale of 1 + w). */
+const NORM_WEIGHTS: ReadonlySet<LayerWeightName> = new Set(["attnNorm", "ffnNorm", "qNorm", "kNorm", "attnPostNorm", "ffnPostNorm"]);
 
 /**
  * Loads every tensor the config implies, shape-checked, and refuses tensors nobody claims.
@@ -387,10 +424,13 @@ export interface ForwardResult {
 
 export class LlamaModel {
   readonly family = "llama";
-  private readonly invFreq: Float64Array;
+  /** Each layer's shape and RoPE inverse frequencies (Gemma 3's local and global layers differ). */
+  private readonly shapes: LayerShape[];
+  private readonly invFreqs: Float64Array[];
 
   constructor(readonly config: LlamaConfig, readonly weights: LlamaWeights) {
-    this.invFreq = ropeInverseFrequencies(config.headDim, config.ropeTheta, config.ropeFreqFactors);
+    this.shapes = Array.from({ length: config.nLayers }, (_, layer) => layerShape(config, layer));
+    this.invFreqs = this.shapes.map((s) => ropeInverseFrequencies(config.headDim, s.ropeTheta, s.ropeFreqFactors));
   }
 
   get nLayers(): number {
@@ -422,11 +462,10 @@ export class LlamaModel {
       x.set(embeddingRow(this.weights.embedding, id, dim, this.config, positions), t * dim);
     }
     const input = options.hooks ? new Float64Array(T * dim) : undefined;
-    const shape = layerShape(this.config);
     for (let layer = 0; layer < this.config.nLayers; layer++) {
       if (skip.has(layer)) continue;
       if (input) input.set(x);
-      referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, shape, cache.keys[layer]!, cache.values[layer]!, this.invFreq);
+      referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, this.shapes[layer]!, cache.keys[layer]!, cache.values[layer]!, this.invFreqs[layer]!);
       if (input) options.hooks!.onLayer(layer, input, x, T, dim);
     }
     if (options.cache) cache.length = startPos + T;
@@ -438,6 +477,7 @@ export class LlamaModel {
     const normed = this.finalNorm(x.subarray(first * dim), rows);
     const logits = new Float64Array(rows * vocabSize);
     matmul(logits, normed, this.weights.classifier, rows, dim, vocabSize);
+    if (this.config.logitSoftcap !== undefined) softcapInPlace(logits, logits.length, this.config.logitSoftcap);
     return { logits, rows };
   }
 

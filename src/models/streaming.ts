@@ -2,13 +2,14 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import type { DecoderBackend, HiddenStates, PackedLayout, PreparedEmbedding, PreparedHead, PreparedLayer } from "../backend/backend.js";
+import type { DecoderBackend, HiddenStates, LayerShape, PackedLayout, PreparedEmbedding, PreparedHead, PreparedLayer } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import type { TensorProvider } from "../tensor/provider.js";
 import { PendingResults } from "../util/pendingResults.js";
+import { assertShapeFeatures } from "../backend/shapeFeatures.js";
 import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
@@ -91,7 +92,17 @@ export function prepareEmbedding(source: StreamingSource, backend: DecoderBacken
 /** One layer's weights, made ready on the backend (resident there when it keeps weights). */
 export function prepareLayer(source: StreamingSource, backend: DecoderBackend, layer: number): Promise<PreparedLayer> {
   const { config, provider, names } = source;
-  return backend.prepareLayer(`${sourceKey(source)}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), layerShape(config));
+  return backend.prepareLayer(`${sourceKey(source)}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), layerShape(config, layer));
+}
+
+/** Each layer's own shape (sliding window, RoPE base); refuses a backend that lacks a feature the model needs, before any work. */
+export function checkedLayerShapes(source: StreamingSource, backend: DecoderBackend): LayerShape[] {
+  const { config } = source;
+  const shapes = Array.from({ length: config.nLayers }, (_, layer) => layerShape(config, layer));
+  // A backend without Gemma 2/3's or Phi-3's layer features (cuda, for now) refuses them.
+  const head = config.logitSoftcap === undefined ? {} : { logitSoftcap: config.logitSoftcap };
+  for (const shape of shapes) assertShapeFeatures(backend.name, shape, backend.shapeFeatures ?? new Set(), head);
+  return shapes;
 }
 
 /** Frees every batch's states on the backend. */
@@ -149,6 +160,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
   const batchInfo = batches.map((batch): BatchInfo => ({ windows: batch.windows.map((w) => windowIndex.get(w)!), seqLen: batch.seqLen }));
   try {
+    const shapes = checkedLayerShapes(source, backend);
     // The embedding starts the residual stream (a device backend keeps it resident, a host backend drops it after this).
     const embedding = await prepareEmbedding(source, backend);
     for (const batch of batches) {
@@ -160,7 +172,6 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       // A packed window's tokens sit at their own sequence's positions.
       batch.hidden = await backend.embed(embedding, ids, batch.seqLen, batch.layout?.positions);
     }
-    const shape = layerShape(config);
     const skip = options.skip ?? new Set<number>();
     const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !skip.has(l));
     const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
@@ -174,7 +185,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
       for (const [b, batch] of batches.entries()) {
         const nTokens = batch.windows.length * batch.seqLen;
         const input = batch.hidden!;
-        const pending = backend.runLayer(input, batch.windows.length, batch.seqLen, prepared!, shape, batch.layout);
+        const pending = backend.runLayer(input, batch.windows.length, batch.seqLen, prepared!, shapes[layer]!, batch.layout);
         // Read and expand the next layer's weights while the backend computes this one.
         if (b === 0 && i + 1 < running.length) next = prepare(running[i + 1]!);
         const out = await pending;

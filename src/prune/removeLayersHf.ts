@@ -2,13 +2,15 @@
 // h.N.*) of the removed layers, renumber the rest densely, patch config.json's per-layer fields and the
 // shard index, copy the other files. Tensor bytes are streamed unchanged; no forward pass runs.
 
-import { copyFileSync, existsSync, mkdirSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { claimTempPath, syncToDisk } from "../util/atomicWrite.js";
 import { basename, dirname, join, relative, resolve, isAbsolute } from "node:path";
 import { CheckpointError, OutputError } from "../errors.js";
 import { HF_CONFIG, HF_SHARD_INDEX, HF_SINGLE_WEIGHTS, type HfDirectory, type HfTensor, openHfDirectory } from "../formats/hfDirectory.js";
+import { floatSpelledKeys, stringifyKeepingFloats } from "../formats/jsonFloats.js";
 import { type SafetensorsTensorToWrite, writeSafetensors } from "../formats/safetensors.js";
 import { checkRemovable, renumbering } from "./plan.js";
+import { defaultGemmaLayerTypes, GEMMA_SANDWICH_MODEL_TYPES } from "../models/gemma2.js";
 
 export interface RemoveHfLayersOptions {
   /** Replace an existing output directory (only once the new one is complete). */
@@ -93,6 +95,10 @@ function configLayerCount(hf: HfDirectory): number {
 export function patchHfConfig(config: Readonly<Record<string, unknown>>, nLayers: number, newIndex: ReadonlyMap<number, number>): { config: Record<string, unknown>; patched: string[] } {
   const out: Record<string, unknown> = {};
   const patched: string[] = [];
+  // Gemma 2/3 without layer_types: transformers derives each layer's attention type from its
+  // index, so the pruned config spells out the original types of the layers it keeps.
+  const derived = derivedLayerTypes(config, nLayers);
+  if (derived) config = { ...config, layer_types: derived };
   for (const [key, value] of Object.entries(config)) {
     if (LAYER_COUNT_KEYS.includes(key)) {
       out[key] = newIndex.size;
@@ -105,6 +111,14 @@ export function patchHfConfig(config: Readonly<Record<string, unknown>>, nLayers
     }
   }
   return { config: out, patched };
+}
+
+/** The layer_types transformers derives for a Gemma 2/3 config that does not list them; undefined otherwise. */
+function derivedLayerTypes(config: Readonly<Record<string, unknown>>, nLayers: number): string[] | undefined {
+  const modelType = config["model_type"];
+  if (typeof modelType !== "string" || !GEMMA_SANDWICH_MODEL_TYPES.has(modelType) || config["layer_types"] !== undefined) return undefined;
+  const pattern = config["sliding_window_pattern"];
+  return defaultGemmaLayerTypes(modelType, nLayers, typeof pattern === "number" ? pattern : undefined);
 }
 
 /** The output shard names: the transformers convention, numbered over the shards that remain. */
@@ -190,7 +204,8 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
         for (const name of Object.keys(weightMap).sort()) sortedMap[name] = weightMap[name]!;
         writeFileSync(join(temp, HF_SHARD_INDEX), JSON.stringify({ metadata, weight_map: sortedMap }, null, 2) + "\n", { flag: "wx" });
       }
-      writeFileSync(join(temp, HF_CONFIG), JSON.stringify(config, null, 2) + "\n", { flag: "wx" });
+      // Floats stay floats (3.0, not 3): transformers 5 refuses an int in a float field.
+      writeFileSync(join(temp, HF_CONFIG), stringifyKeepingFloats(config, floatSpelledKeys(readFileSync(hf.configPath, "utf8"))) + "\n", { flag: "wx" });
       // Phase 3: everything else, unchanged.
       for (const f of copied) copyFileSync(join(inputDir, f), join(temp, f));
       // Phase 4: on disk, then into place; an existing output (force) is moved aside first and deleted last.

@@ -89,11 +89,22 @@ export function ropeTables(seqLen: number, headDim: number, theta: number, scale
   return { cos2, sin2 };
 }
 
-/** (T, T) additive causal mask: 0 where key <= query, -inf above the diagonal. */
-export function causalMask(seqLen: number): Float32Array {
+/**
+ * (T, T) additive causal mask: 0 where key <= query, -inf above the diagonal, and with a sliding
+ * window also -inf where the key is `window` or more positions behind the query.
+ */
+export function causalMask(seqLen: number, window?: number): Float32Array {
   const mask = new Float32Array(seqLen * seqLen);
-  for (let t = 0; t < seqLen; t++) mask.fill(-Infinity, t * seqLen + t + 1, (t + 1) * seqLen);
+  for (let t = 0; t < seqLen; t++) {
+    mask.fill(-Infinity, t * seqLen + t + 1, (t + 1) * seqLen);
+    if (window !== undefined && t - window >= 0) mask.fill(-Infinity, t * seqLen, t * seqLen + t - window + 1);
+  }
   return mask;
+}
+
+/** Gemma 2's soft-cap: cap * tanh(v / cap). */
+function softcap(g: GraphBuilder, v: string, cap: number): string {
+  return g.op("Mul", [g.op("Tanh", [g.op("Div", [v, g.constFloat([cap], [])])]), g.constFloat([cap], [])]);
 }
 
 /**
@@ -129,16 +140,20 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
 
   // RoPE tables (T, 1, d) for positions 0..T-1 broadcast over heads; packed windows gather each
   // token's row by its own position: (B, T, 1, d). Without RoPE (GPT-2), q is only scaled by 1/sqrt(d).
+  // The score scale (Gemma: query_pre_attn_scalar^-0.5) and LongRoPE's factor on q and k ride on the tables.
   let placeQ: (v: string) => string;
   let placeK: (v: string) => string;
+  const scoreScale = shape.attnScale ?? 1 / Math.sqrt(d);
+  const ropeFactor = shape.ropeAttentionFactor ?? 1;
+  const positions = packed && !shape.noRope ? reshape(g.input("positions", "int64", [TOKENS]), [-1, T]) : undefined;
   if (shape.noRope) {
-    const scale = g.constFloat([1 / Math.sqrt(d)], []);
+    if (shape.ropeAttentionFactor !== undefined) throw new UnsupportedError("a RoPE attention factor without RoPE is not a layer any family has");
+    const scale = g.constFloat([scoreScale], []);
     placeQ = (v) => g.op("Mul", [v, scale]);
     placeK = (v) => v;
   } else {
-    const qTables = ropeTables(T, d, ropeTheta, 1 / Math.sqrt(d), shape.ropeFreqFactors);
-    const kTables = ropeTables(T, d, ropeTheta, 1, shape.ropeFreqFactors);
-    const positions = packed ? reshape(g.input("positions", "int64", [TOKENS]), [-1, T]) : undefined;
+    const qTables = ropeTables(T, d, ropeTheta, scoreScale * ropeFactor, shape.ropeFreqFactors);
+    const kTables = ropeTables(T, d, ropeTheta, ropeFactor, shape.ropeFreqFactors);
     const table = (values: Float32Array): string => {
       const constant = g.constFloat(values, [T, 1, d]);
       return positions ? g.op("Gather", [constant, positions], [attr.int("axis", 0)]) : constant;
@@ -149,13 +164,21 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
   }
   // The mask broadcasts over the (B, Hkv, G, T, T) scores: the causal (T, T), or per packed window
   // (B, 1, 1, T, T): causal, and key j visible to query t only if branch[j] is 0 or branch[t].
-  const causal = g.constFloat(causalMask(T), [T, T]);
+  // A sliding window hides keys `window` or more positions back: by index in a plain window, by
+  // the tokens' own positions in a packed one.
+  const window = shape.slidingWindow;
+  const causal = g.constFloat(causalMask(T, packed ? undefined : window), [T, T]);
   let mask = causal;
   if (packed) {
     const branches = reshape(g.input("branches", "int64", [TOKENS]), [-1, T]);
     const ofQuery = g.op("Unsqueeze", [branches, g.constInt64([2])]); // (B, T, 1)
     const ofKey = g.op("Unsqueeze", [branches, g.constInt64([1])]); // (B, 1, T)
-    const visible = g.op("Or", [g.op("Equal", [ofKey, g.constInt64([0])]), g.op("Equal", [ofKey, ofQuery])]); // (B, T, T)
+    let visible = g.op("Or", [g.op("Equal", [ofKey, g.constInt64([0])]), g.op("Equal", [ofKey, ofQuery])]); // (B, T, T)
+    if (window !== undefined) {
+      if (!positions) throw new UnsupportedError("a sliding window without RoPE positions is not a layer any family has");
+      const distance = g.op("Sub", [g.op("Unsqueeze", [positions, g.constInt64([2])]), g.op("Unsqueeze", [positions, g.constInt64([1])])]); // (B, T, T)
+      visible = g.op("And", [visible, g.op("Less", [distance, g.constInt64([window])])]);
+    }
     mask = reshape(g.op("Where", [visible, causal, g.constFloat([-Infinity], [])]), [-1, 1, 1, T, T]);
   }
 
@@ -169,18 +192,21 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
   // v: (N, Hkv*d) -> (B, Hkv, T, d)
   const v = transpose(reshape(affine(xn, w.wv!, w.bv), [-1, T, nKvHeads, d]), [0, 2, 1, 3]);
   // scores: (B, Hkv, G*T, T) viewed as (B, Hkv, G, T, T) so the mask broadcasts
-  const scores = reshape(g.op("MatMul", [q, kT]), [-1, nKvHeads, G, T, T]);
+  const rawScores = reshape(g.op("MatMul", [q, kT]), [-1, nKvHeads, G, T, T]);
+  const scores = shape.attnSoftcap === undefined ? rawScores : softcap(g, rawScores, shape.attnSoftcap);
   const probs = reshape(g.op("Softmax", [g.op("Add", [scores, mask])], [attr.int("axis", -1)]), [-1, nKvHeads, G * T, T]);
   // att: (B, Hkv, G*T, d) -> (B, Hkv, G, T, d) -> (B, T, Hkv, G, d) -> (N, Hq*d), head h = kvHead*G + g
   const att = reshape(transpose(reshape(g.op("MatMul", [probs, v]), [-1, nKvHeads, G, T, d]), [0, 3, 1, 2, 4]), [-1, qDim]);
-  const h = g.op("Add", [x, affine(att, w.wo!, w.bo)]);
+  // Gemma 2/3's sandwich norms: each block's output is RMS-normed before the residual add.
+  const post = (v: string, weight: string | undefined): string => (shape.postNorms ? rmsNorm(g, v, weight!, normEps) : v);
+  const h = g.op("Add", [x, post(affine(att, w.wo!, w.bo), w.attnPostNorm)]);
 
   // MLP block: y = h + down(act(gate(hn)) * up(hn)), or h + down(act(up(hn))) without a gate. (N, F)
   const hn = norm(h, w.ffnNorm!, w.ffnNormBias);
   const up = affine(hn, w.wUp!, w.bUp);
   const act = (v: string): string => (shape.activation === "gelu_tanh" ? geluTanh(g, v) : g.op("Mul", [v, g.op("Sigmoid", [v])]));
   const inner = shape.plainMlp ? act(up) : g.op("Mul", [act(linear(g, hn, w.wGate!, options.linear)), up]);
-  const y = g.op("Add", [h, affine(inner, w.wDown!, w.bDown)]);
+  const y = g.op("Add", [h, post(affine(inner, w.wDown!, w.bDown), w.ffnPostNorm)]);
   g.output(y, "y", "float", [TOKENS, dim]);
   return g.build();
 }
@@ -188,17 +214,18 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
 export type HeadMode = "logits" | "nll";
 
 /**
- * Final norm and classifier over N rows. Inputs: x (N, C), finalNorm (C), with `layerNorm` also
+ * Final norm and classifier over N rows (logits soft-capped with `logitSoftcap`, Gemma 2). Inputs: x (N, C), finalNorm (C), with `layerNorm` also
  * finalNormBias (C) (LayerNorm instead of RMSNorm), classifier (V, C), and for "nll" targets (N)
  * int64. Outputs: logits (N, V); or logSumExp (N) and targetLogit (N).
  */
-export function buildHeadGraph(dim: number, vocabSize: number, normEps: number, mode: HeadMode, options: GraphOptions = DEFAULT_GRAPH_OPTIONS, withLayerNorm = false): GraphSpec {
+export function buildHeadGraph(dim: number, vocabSize: number, normEps: number, mode: HeadMode, options: GraphOptions = DEFAULT_GRAPH_OPTIONS, withLayerNorm = false, logitSoftcap?: number): GraphSpec {
   const g = new GraphBuilder(`llama_head_${mode}`);
   const x = g.input("x", "float", [ROWS, dim]);
   const norm = g.input("finalNorm", "float", [dim]);
   const normed = withLayerNorm ? layerNorm(g, x, norm, g.input("finalNormBias", "float", [dim]), normEps) : rmsNorm(g, x, norm, normEps);
   const classifier = g.input("classifier", "float", [vocabSize, dim]);
-  const logits = linear(g, normed, classifier, options.linear);
+  const rawLogits = linear(g, normed, classifier, options.linear);
+  const logits = logitSoftcap === undefined ? rawLogits : softcap(g, rawLogits, logitSoftcap);
   if (mode === "logits") {
     g.output(logits, "logits", "float", [ROWS, vocabSize]);
     return g.build();

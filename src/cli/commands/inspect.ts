@@ -1,6 +1,7 @@
 // shortgpt inspect MODEL: architecture, layers, dims, parameter count, dtypes, tokenizer.
 
 import { openModel } from "../../load.js";
+import type { LlamaConfig } from "../../models/llama.js";
 import { MODEL_OPTIONS, onePositional, parse, str } from "../args.js";
 import { modelPathFromArgs } from "../common.js";
 import type { Command } from "../command.js";
@@ -27,6 +28,11 @@ export const inspectCommand: Command = {
       vocabSize: c.vocabSize, contextLength: c.contextLength, normEps: c.normEps, norm: c.layerNorm ? "LayerNorm" : "RMSNorm",
       positions: c.learnedPositions ? "learned" : "RoPE", ...(c.learnedPositions ? {} : { ropeTheta: c.ropeTheta }),
       ...(c.ropeFreqFactors ? { ropeFreqFactors: c.ropeFreqFactors } : {}),
+      // Gemma 2/3 and Phi-3 only: each layer's attention type and the extras they add.
+      ...(c.layerTypes ? { layerTypes: c.layerTypes } : {}), ...(c.slidingWindow !== undefined ? { slidingWindow: c.slidingWindow } : {}),
+      ...(c.localRope ? { localRopeTheta: c.localRope.theta } : {}), ...(c.attnScale !== undefined ? { attnScale: c.attnScale } : {}),
+      ...(c.attnSoftcap !== undefined ? { attnSoftcap: c.attnSoftcap } : {}), ...(c.logitSoftcap !== undefined ? { logitSoftcap: c.logitSoftcap } : {}),
+      ...(c.ropeAttentionFactor !== undefined ? { ropeAttentionFactor: c.ropeAttentionFactor } : {}),
       parameters: entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0),
       tiedClassifier: !entries.some((e) => e.name === loaded.names.classifier),
       dtypes: loaded.dtypes,
@@ -37,9 +43,24 @@ export const inspectCommand: Command = {
       ["MLP size", c.hiddenDim], ["heads / KV heads", `${c.nHeads} / ${c.nKvHeads}`], ["head size", c.headDim],
       ["vocabulary", c.vocabSize], ["context", c.contextLength], [`${json.norm} eps`, c.normEps],
       ["positions", c.learnedPositions ? "learned (added to the input)" : `RoPE, theta ${c.ropeTheta}${c.ropeFreqFactors ? `, scaled (frequency divisors ${c.ropeFreqFactors.map((f) => Number(f.toPrecision(4))).join(", ")})` : ""}`],
+      ...attentionRows(c),
       ["parameters", json.parameters.toLocaleString("en-US")], ["classifier", json.tiedClassifier ? "tied to embedding" : "separate"],
       ["dtypes", Object.entries(loaded.dtypes).map(([k, v]) => `${k} x${v}`).join(", ")], ["tokenizer", `${loaded.tokenizer.description}; BOS ${loaded.tokenizer.bosId >= 0 ? `${loaded.tokenizer.bosId}${loaded.tokenizer.addsBos ? ", added to every text" : ", not added"}` : "none"}`],
     ];
     return { json, text: `${path}\n${table(["field", "value"], rows)}` };
   },
 };
+
+/** Rows for Gemma 2/3's local and global layers and soft-caps, and Phi-3's LongRoPE factor; none for other families. */
+function attentionRows(c: LlamaConfig): [string, string][] {
+  const rows: [string, string][] = [];
+  const layersOf = (type: string): string => c.layerTypes!.flatMap((t, i) => (t === type ? [String(i)] : [])).join(", ") || "none";
+  if (c.layerTypes?.includes("sliding_attention")) {
+    rows.push(["local layers", `${layersOf("sliding_attention")} (window ${c.slidingWindow}${c.localRope ? `, RoPE theta ${c.localRope.theta}` : ""})`]);
+    rows.push(["global layers", layersOf("full_attention")]);
+  }
+  if (c.attnScale !== undefined) rows.push(["score scale", String(Number(c.attnScale.toPrecision(6)))]);
+  if (c.attnSoftcap !== undefined || c.logitSoftcap !== undefined) rows.push(["soft-caps", `scores ${c.attnSoftcap ?? "none"}, logits ${c.logitSoftcap ?? "none"}`]);
+  if (c.ropeAttentionFactor !== undefined) rows.push(["LongRoPE factor", String(Number(c.ropeAttentionFactor.toPrecision(6)))]);
+  return rows;
+}
