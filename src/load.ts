@@ -20,6 +20,7 @@ import { readGgufTokenizer } from "./tokenizer/gguf.js";
 import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
 import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
+import { hfMambaNames, isMambaConfigJson, resolveHfMambaConfig } from "./models/mamba.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -243,6 +244,10 @@ function hfFamily(hf: HfDirectory): { modelType: string; config: LlamaConfig; na
     const config = resolveHfGpt2Config(hf.config, hf.configPath);
     const tied = hf.config["tie_word_embeddings"] !== false;
     return { modelType: "gpt2", config, names: hfGpt2Names(hfGpt2Prefix(hf.tensors.map((t) => t.name)), config.nLayers, tied), provider: gpt2View(stored, { conv1d: true }) };
+  }
+  if (isMambaConfigJson(hf.config)) {
+    const config = resolveHfMambaConfig(hf.config, hf.configPath);
+    return { modelType: "mamba", config, names: hfMambaNames(hf.config["tie_word_embeddings"] !== false), provider: stored };
   }
   const raw = parseHfLlamaConfig(hf.config, hf.configPath);
   const config = resolveHfLlamaConfig(raw, hf.configPath);

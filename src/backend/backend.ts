@@ -4,8 +4,36 @@
 // onnxruntime-node (CPU fast path), onnxruntime-web's WebAssembly SIMD build (fallback that always
 // installs), and cuda (NVIDIA GPUs, through koffi; src/backend/cuda/).
 
+import { UnsupportedError } from "../errors.js";
+
+/**
+ * The dimensions of a Mamba block's mixer (transformers' MambaMixer): in_proj to 2 * dInner
+ * (the stream and its gate), a depthwise causal conv of convKernel taps, x_proj to dtRank + 2 *
+ * dState (dt, B, C), dt_proj back to dInner, a selective scan over a (dInner, dState) state.
+ */
+export interface MambaDims {
+  dInner: number;
+  dState: number;
+  dtRank: number;
+  convKernel: number;
+  /** The conv has a bias (use_conv_bias, true in every released Mamba). */
+  convBias: boolean;
+}
+
+/**
+ * What a layer computes: "attention" (the default when absent: a causal self-attention block and
+ * an MLP) or "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add). A recurrent
+ * layer scans each window from a zero state, so windows, streaming, hooks, metrics and pruning
+ * stay the same for every kind.
+ */
+export type LayerKind = "attention" | "mamba";
+
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
+  /** Absent means "attention". */
+  kind?: LayerKind;
+  /** With kind "mamba": the mixer's dimensions (the attention fields are unused). */
+  mamba?: MambaDims;
   dim: number;
   hiddenDim: number;
   nHeads: number;
@@ -39,7 +67,9 @@ export interface LayerShape {
 }
 
 /**
- * One layer's weights expanded to float32, row-major, linear weights stored (out, in).
+ * One layer's weights expanded to float32, row-major, linear weights stored (out, in). Which
+ * fields a layer has is layerWeightDims(shape)'s list: a Mamba layer has attnNorm (its block's
+ * RMSNorm) and the mamba* fields only.
  * wq and wk rows are in the rotate-half RoPE layout (Hugging Face convention): within each
  * head, element i pairs with i + headDim/2 and turns by pos * theta^(-2i/headDim).
  */
@@ -63,12 +93,22 @@ export interface LayerWeightsF32 {
   bo?: Float32Array; // (dim), with shape.outputBiases
   bUp?: Float32Array; // (hiddenDim)
   bDown?: Float32Array; // (dim)
+  mambaInProj?: Float32Array; // (2*dInner, dim): rows 0..dInner-1 the stream, then the gate
+  mambaConv?: Float32Array; // (dInner, 1, convKernel), depthwise
+  mambaConvBias?: Float32Array; // (dInner), with mamba.convBias
+  mambaXProj?: Float32Array; // (dtRank + 2*dState, dInner): dt, B, C
+  mambaDtProj?: Float32Array; // (dInner, dtRank)
+  mambaDtBias?: Float32Array; // (dInner)
+  mambaALog?: Float32Array; // (dInner, dState): A = -exp(A_log)
+  mambaD?: Float32Array; // (dInner): the skip term y += D * u
+  mambaOutProj?: Float32Array; // (dim, dInner)
 }
 
 export type LayerWeightName = keyof LayerWeightsF32;
 
 /** Every weight a layer of this shape needs, with its dimensions (row-major, linear weights (out, in)). */
 export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightName, number[]>> {
+  if (shape.kind === "mamba") return mambaWeightDims(shape.dim, mambaDimsOf(shape));
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
@@ -80,6 +120,44 @@ export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightNa
     ...(shape.layerNorm ? { attnNormBias: [dim], ffnNormBias: [dim] } : {}),
     ...(shape.outputBiases ? { bo: [dim], bUp: [hiddenDim], bDown: [dim] } : {}),
   };
+}
+
+function mambaWeightDims(dim: number, m: MambaDims): Partial<Record<LayerWeightName, number[]>> {
+  const { dInner, dState, dtRank, convKernel } = m;
+  return {
+    attnNorm: [dim], mambaInProj: [2 * dInner, dim], mambaConv: [dInner, 1, convKernel], ...(m.convBias ? { mambaConvBias: [dInner] } : {}),
+    mambaXProj: [dtRank + 2 * dState, dInner], mambaDtProj: [dInner, dtRank], mambaDtBias: [dInner], mambaALog: [dInner, dState], mambaD: [dInner],
+    mambaOutProj: [dim, dInner],
+  };
+}
+
+/** A mamba layer shape's mixer dimensions (a shape of kind "mamba" without them is a programming error). */
+export function mambaDimsOf(shape: LayerShape): MambaDims {
+  if (!shape.mamba) throw new Error("internal: a layer shape of kind mamba has no mamba dimensions");
+  return shape.mamba;
+}
+
+/** The layer's kind, "attention" when the shape does not say. */
+export function layerKind(shape: LayerShape): LayerKind {
+  return shape.kind ?? "attention";
+}
+
+/** Whether the layer carries a recurrent state through a window (a scan) instead of attending to it. */
+export function isRecurrentShape(shape: LayerShape): boolean {
+  return layerKind(shape) !== "attention";
+}
+
+/**
+ * The capability check of a backend that computes attention layers only (cuda): refuses any other
+ * kind with a typed error that names the kind and what to do.
+ */
+export function assertAttentionLayer(shape: LayerShape, backend: string): void {
+  const kind = layerKind(shape);
+  if (kind !== "attention") {
+    throw new UnsupportedError(`backend ${backend} does not compute ${kind} layers (a recurrent scan)`, {
+      got: kind, option: "--backend", hint: "run this model with --backend onnx (or wasm, reference): every CPU backend computes recurrent layers",
+    });
+  }
 }
 
 /** The final norm (and its bias, with LayerNorm) and the classifier, as runHead takes them. */

@@ -2,7 +2,8 @@
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
-import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../backend/backend.js";
+import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type MambaDims } from "../backend/backend.js";
+import { type MambaState, referenceMambaLayer, zeroMambaState } from "../backend/mambaLayer.js";
 import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
@@ -41,6 +42,8 @@ export interface LlamaConfig {
   plainMlp?: boolean;
   /** GPT-2: the attention output and the MLP's projections have biases. */
   outputBiases?: boolean;
+  /** Mamba: every layer is a Mamba block with these mixer dimensions (a recurrence; the attention fields are placeholders). */
+  mamba?: MambaDims;
 }
 
 /** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
@@ -59,8 +62,7 @@ export interface LlamaWeights {
 }
 
 /** The stored names of one layer's tensors; the optional ones only where the family has them. */
-export type LayerTensorNames = Record<Exclude<keyof LlamaLayerWeights, OptionalLayerKey>, string> & Partial<Record<OptionalLayerKey, string>>;
-type OptionalLayerKey = "wGate" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "attnNormBias" | "ffnNormBias" | "bo" | "bUp" | "bDown";
+export type LayerTensorNames = Partial<Record<LayerWeightName, string>>;
 
 /** A norm weight as the kernels use it: Gemma's stored w becomes 1 + w (in float32, as transformers computes it). */
 export function normWeight(w: Weights, config: LlamaConfig): Weights {
@@ -77,6 +79,7 @@ export function embeddingRow(embedding: Weights, id: number, dim: number, config
 /** The backend's layer shape for this config. */
 export function layerShape(config: LlamaConfig): LayerShape {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = config;
+  if (config.mamba) return { kind: "mamba", mamba: config.mamba, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
   // The family flags only when set, so a plain Llama keeps the same compiled graphs.
   return {
     dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta,
@@ -357,13 +360,19 @@ export interface LayerHooks {
   onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number, windows?: readonly number[]): void;
 }
 
-/** Keys and values of every layer for the positions processed so far (for generation). */
+/**
+ * What every layer keeps of the positions processed so far (for generation): keys and values of
+ * attention layers, or the recurrent state of Mamba layers (which needs no room per position).
+ */
 export class KvCache {
   readonly keys: Float64Array[];
   readonly values: Float64Array[];
+  readonly recurrent: MambaState[];
   length = 0;
   constructor(readonly config: LlamaConfig, readonly capacity: number) {
-    const kvDim = config.nKvHeads * config.headDim;
+    const mamba = config.mamba;
+    this.recurrent = mamba ? Array.from({ length: config.nLayers }, () => zeroMambaState(mamba)) : [];
+    const kvDim = mamba ? 0 : config.nKvHeads * config.headDim;
     this.keys = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
     this.values = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
   }
@@ -426,7 +435,8 @@ export class LlamaModel {
     for (let layer = 0; layer < this.config.nLayers; layer++) {
       if (skip.has(layer)) continue;
       if (input) input.set(x);
-      referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, shape, cache.keys[layer]!, cache.values[layer]!, this.invFreq);
+      if (shape.kind === "mamba") referenceMambaLayer(x, T, this.weights.layers[layer]!, shape, cache.recurrent[layer]!);
+      else referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, shape, cache.keys[layer]!, cache.values[layer]!, this.invFreq);
       if (input) options.hooks!.onLayer(layer, input, x, T, dim);
     }
     if (options.cache) cache.length = startPos + T;

@@ -34,8 +34,8 @@ export interface RemoveHfLayersResult {
   skipped: string[];
 }
 
-/** A layer's tensor: Llama-style model.layers.N.*, or GPT-2's h.N.* (with or without "transformer."). */
-const LAYER_TENSOR = /^(model\.layers\.|(?:transformer\.)?h\.)(\d+)\.(.+)$/;
+/** A layer's tensor: Llama-style model.layers.N.*, Mamba's backbone.layers.N.*, or GPT-2's h.N.* (with or without "transformer."). */
+const LAYER_TENSOR = /^(model\.layers\.|backbone\.layers\.|(?:transformer\.)?h\.)(\d+)\.(.+)$/;
 /** The config.json fields that count the layers: transformers' usual name, GPT-2's. */
 const LAYER_COUNT_KEYS = ["num_hidden_layers", "n_layer"];
 /** Top-level config arrays that are never per-layer even when their length happens to match. */

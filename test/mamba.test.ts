@@ -1,0 +1,110 @@
+// Mamba (transformers' MambaForCausalLM) through the shared engine: a tiny random-weight checkpoint
+// saved by transformers' own save_pretrained (test/fixtures/mamba_tiny) against the golden that
+// test/oracle/hf_mamba_oracle.py wrote with transformers' slow path: logits, the residual stream
+// around every block (forward hooks), Block Influence on every CPU backend, a pruned directory, and
+// a 20-token greedy continuation (transformers' generate, which carries the recurrent state).
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { assertAttentionLayer, type DecoderBackend } from "../src/backend/backend.js";
+import { createOrtBackend } from "../src/backend/ortBackend.js";
+import { createReferenceBackend } from "../src/backend/referenceBackend.js";
+import { scoringWindows } from "../src/data/windows.js";
+import { UnsupportedError } from "../src/errors.js";
+import { generate } from "../src/eval/generate.js";
+import { loadModel, openModel } from "../src/load.js";
+import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
+import { perplexity } from "../src/eval/perplexity.js";
+import { perplexityWindows } from "../src/data/windows.js";
+import { removeHfLayers } from "../src/prune/removeLayersHf.js";
+import { repoRoot } from "../src/shared.js";
+import { scaledError, tempDir } from "./helpers.js";
+
+interface RecurrentGolden {
+  ids: number[];
+  prompt: number[];
+  greedy: number[];
+  logits: number[];
+  residual: number[][];
+  block_influence: number[];
+  removed: number[];
+  pruned_logits: number[];
+}
+
+/** The oracle stores float arrays as base64 little-endian {"f32": ...}: decoded to numbers here. */
+function decodeFloats(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  const { f32 } = value as { f32?: unknown };
+  if (typeof f32 !== "string") return value;
+  return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
+}
+
+const fixture = join(repoRoot(), "test", "fixtures", "mamba_tiny");
+const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", "mamba_tiny.json"), "utf8"), decodeFloats) as RecurrentGolden;
+
+test("mamba: logits and every block's residual stream match transformers (slow path)", () => {
+  const { model, architecture } = loadModel(fixture);
+  assert.equal(architecture, "mamba");
+  const streams: number[][] = [];
+  const { logits } = model.forward(golden.ids, {
+    hooks: { onLayer: (layer, input, output) => { if (layer === 0) streams.push(Array.from(input)); streams.push(Array.from(output)); } },
+  });
+  assert.ok(scaledError(logits, golden.logits) < 1e-5, `logits off by ${scaledError(logits, golden.logits)} of their scale`);
+  assert.equal(streams.length, golden.residual.length);
+  streams.forEach((s, i) => assert.ok(scaledError(s, golden.residual[i]!) < 1e-5, `residual stream ${i} off by ${scaledError(s, golden.residual[i]!)}`));
+});
+
+test("mamba: greedy generation carries the recurrent state and matches transformers' generate for 20 tokens", () => {
+  const { model } = loadModel(fixture);
+  assert.deepEqual(generate(model, golden.prompt, { maxTokens: 20, temperature: 0, seed: 0 }), golden.greedy);
+});
+
+test("mamba: Block Influence streams through every CPU backend and matches the hooked transformers blocks", async () => {
+  const opened = openModel(fixture);
+  const backends: DecoderBackend[] = [createReferenceBackend(), await createOrtBackend({ threads: 1, flavor: "node" })];
+  try {
+    for (const backend of backends) {
+      // Two copies of the window in one batch: each must start from a zero state.
+      const window = scoringWindows([golden.ids], { seqLen: golden.ids.length, stride: golden.ids.length })[0]!;
+      const result = await streamingBlockInfluence(opened, [window, { ...window, document: 1 }], { backend });
+      result.layers.forEach((l, i) => assert.ok(Math.abs(l.bi - golden.block_influence[i]!) < 1e-6, `${backend.name} layer ${i}: BI ${l.bi}, transformers ${golden.block_influence[i]}`));
+    }
+  } finally {
+    for (const b of backends) await b.dispose();
+    opened.close();
+  }
+});
+
+test("mamba: streaming perplexity on the onnx backend equals the in-memory model's", async () => {
+  const opened = openModel(fixture);
+  const backend = await createOrtBackend({ threads: 1, flavor: "node" });
+  try {
+    const doc = [...golden.ids, ...golden.ids.slice(1).reverse()];
+    const windows = perplexityWindows([doc], { seqLen: 12, stride: 6 });
+    const streamed = await streamingPerplexity(opened, windows, { backend });
+    const inMemory = perplexity(loadModel(fixture).model, windows);
+    assert.ok(Math.abs(streamed.perplexity - inMemory.perplexity) < 1e-4 * inMemory.perplexity, `${streamed.perplexity} vs ${inMemory.perplexity}`);
+  } finally {
+    await backend.dispose();
+    opened.close();
+  }
+});
+
+test("mamba: a pruned directory has the block renumbered away and gives transformers' logits with that block deleted", () => {
+  const out = join(tempDir(), "pruned");
+  const result = removeHfLayers(fixture, out, golden.removed);
+  assert.equal(result.layersAfter, 2);
+  const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as Record<string, unknown>;
+  assert.equal(config["num_hidden_layers"], 2);
+  const { model } = loadModel(out);
+  const { logits } = model.forward(golden.ids);
+  assert.ok(scaledError(logits, golden.pruned_logits) < 1e-5, `pruned logits off by ${scaledError(logits, golden.pruned_logits)}`);
+});
+
+test("mamba: a backend without recurrent kernels refuses the layer kind with a typed error", () => {
+  const shape = layerShape(openModel(fixture).config);
+  assert.equal(shape.kind, "mamba");
+  assert.throws(() => assertAttentionLayer(shape, "cuda"), (err: unknown) => err instanceof UnsupportedError && /mamba/.test(err.message));
+});
