@@ -2,11 +2,12 @@
 // h.N.*) of the removed layers, renumber the rest densely, patch config.json's per-layer fields and the
 // shard index, copy the other files. Tensor bytes are streamed unchanged; no forward pass runs.
 
-import { copyFileSync, existsSync, mkdirSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { claimTempPath, syncToDisk } from "../util/atomicWrite.js";
 import { basename, dirname, join, relative, resolve, isAbsolute } from "node:path";
 import { CheckpointError, OutputError } from "../errors.js";
 import { HF_CONFIG, HF_SHARD_INDEX, HF_SINGLE_WEIGHTS, type HfDirectory, type HfTensor, openHfDirectory } from "../formats/hfDirectory.js";
+import { floatValuedKeys, stringifyKeepingFloats } from "../formats/jsonFloats.js";
 import { type SafetensorsTensorToWrite, writeSafetensors } from "../formats/safetensors.js";
 import { checkRemovable, renumbering } from "./plan.js";
 
@@ -190,7 +191,9 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
         for (const name of Object.keys(weightMap).sort()) sortedMap[name] = weightMap[name]!;
         writeFileSync(join(temp, HF_SHARD_INDEX), JSON.stringify({ metadata, weight_map: sortedMap }, null, 2) + "\n", { flag: "wx" });
       }
-      writeFileSync(join(temp, HF_CONFIG), JSON.stringify(config, null, 2) + "\n", { flag: "wx" });
+      // Floats stay floats (1.0, not 1): transformers' strict configs refuse an integer for a float field.
+      const floats = floatValuedKeys(readFileSync(hf.configPath, "utf8"));
+      writeFileSync(join(temp, HF_CONFIG), stringifyKeepingFloats(config, floats) + "\n", { flag: "wx" });
       // Phase 3: everything else, unchanged.
       for (const f of copied) copyFileSync(join(inputDir, f), join(temp, f));
       // Phase 4: on disk, then into place; an existing output (force) is moved aside first and deleted last.
