@@ -20,6 +20,9 @@ import { perplexity } from "../src/eval/perplexity.js";
 import { perplexityWindows } from "../src/data/windows.js";
 import { removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
+import { scoreRequests } from "../src/eval/loglikelihood.js";
+import { logProb } from "../src/models/llama.js";
+import type { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { scaledError, tempDir } from "./helpers.js";
 
 interface RecurrentGolden {
@@ -109,4 +112,34 @@ test("mamba: a backend without recurrent kernels refuses the layer kind with a t
   const shape = layerShape(openModel(fixture).config);
   assert.equal(shape.kind, "mamba");
   assert.throws(() => assertAttentionLayer(shape, "cuda"), (err: unknown) => err instanceof UnsupportedError && /mamba/.test(err.message));
+});
+
+/** One token per character (code mod 64): enough to turn task text into ids for the tiny vocabulary. */
+const charTokenizer: Tokenizer = {
+  vocabSize: 64, bosId: 1, eosId: 2, addsBos: true, description: "test: one token per character",
+  encode: (text, options) => [...((options?.bos ?? true) ? [1] : []), ...Array.from(text, (c) => 3 + (c.charCodeAt(0) % 61))],
+  decode: () => "",
+  decodeToken: () => new Uint8Array(0),
+};
+
+test("mamba: multiple-choice requests sharing a context score one sequence per window and equal the in-memory model's", async () => {
+  const opened = openModel(fixture);
+  const backend = await createOrtBackend({ threads: 1, flavor: "node" });
+  try {
+    const requests = [" a", " bc", " def"].map((continuation) => ({ context: "The quick brown fox", continuation }));
+    const got = await scoreRequests(opened, charTokenizer, requests, { backend, groupSizes: [3] });
+    const { model } = loadModel(fixture);
+    requests.forEach((r, i) => {
+      const context = charTokenizer.encode(r.context);
+      const continuation = charTokenizer.encode(r.continuation, { bos: false });
+      const all = [...context, ...continuation];
+      const { logits } = model.forward(all);
+      let want = 0;
+      continuation.forEach((id, j) => { want += logProb(logits, context.length + j - 1, 64, id); });
+      assert.ok(Math.abs(got[i]!.loglikelihood - want) < 1e-4 * Math.max(1, Math.abs(want)), `request ${i}: ${got[i]!.loglikelihood} vs ${want}`);
+    });
+  } finally {
+    await backend.dispose();
+    opened.close();
+  }
 });
