@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import torch
 import transformers
-from transformers import MambaConfig, MambaForCausalLM
+from transformers import MambaConfig, MambaForCausalLM, RwkvConfig, RwkvForCausalLM
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 IDS = [1, 37, 40, 11, 25, 9, 50, 3, 7, 12, 26, 31, 42, 7, 48, 19, 6]
@@ -30,8 +30,14 @@ def perturb(model, seed):
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
             noise = torch.randn(p.shape, generator=g)
-            if name.endswith("norm.weight") or name.endswith("norm_f.weight"):
+            if name.endswith("norm.weight") or name.endswith("norm_f.weight") or (".ln" in name or "pre_ln" in name or "ln_out" in name) and name.endswith("weight"):
                 p.copy_(1 + 0.2 * noise)
+            elif name.endswith("time_mix_key") or name.endswith("time_mix_value") or name.endswith("time_mix_receptance"):
+                p.copy_(torch.rand(p.shape, generator=g))
+            elif name.endswith("time_decay") or name.endswith("time_first"):
+                p.copy_(noise)
+            elif name.endswith("bias"):
+                p.copy_(0.1 * noise)
             elif name.endswith("A_log"):
                 p.copy_(torch.log(torch.rand(p.shape, generator=g) * 4 + 0.5))
             elif name.endswith("embeddings.weight"):
@@ -53,6 +59,10 @@ def block_streams(model, blocks, ids):
         logits = model(torch.tensor([ids])).logits[0]
     for h in hooks:
         h.remove()
+    if hasattr(blocks[0], "pre_ln"):
+        # RWKV: the residual stream entering block 0 is after its pre_ln (ln0), as in the official code.
+        with torch.no_grad():
+            streams[0] = ("in", 0, blocks[0].pre_ln(streams[0][2]))
     return logits, streams
 
 
@@ -69,13 +79,38 @@ def mamba_case():
     torch.manual_seed(0)
     model = MambaForCausalLM(config).eval()
     perturb(model, 1234)
-    return "mamba_tiny", model, model.backbone.layers
+    return "mamba_tiny", model, model.backbone.layers, set_mamba_blocks
+
+
+def set_mamba_blocks(model, blocks):
+    model.backbone.layers = torch.nn.ModuleList(blocks)
+
+
+def rwkv_case():
+    # rescale_every 0: transformers' inference-time halving of the stream every N blocks is off, so the hooked streams
+    # are the model's own (BI is scale-free either way; with 3 blocks and the default 6 it would not trigger).
+    config = RwkvConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3, attention_hidden_size=16, intermediate_size=32,
+                        context_length=64, rescale_every=0, layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=2,
+                        tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = RwkvForCausalLM(config).eval()
+    perturb(model, 4321)
+    return "rwkv4_tiny", model, model.rwkv.blocks, set_rwkv_blocks
+
+
+def set_rwkv_blocks(model, blocks):
+    # The first block applies pre_ln (ln0) to the embedding; a pruned checkpoint keeps it on its new first block.
+    first = blocks[0]
+    if first.layer_id != 0:
+        first.pre_ln = model.rwkv.blocks[0].pre_ln
+        first.layer_id = 0
+    model.rwkv.blocks = torch.nn.ModuleList(blocks)
 
 
 def main():
     torch.set_grad_enabled(False)
-    for make in [mamba_case]:
-        name, model, blocks = make()
+    for make in [mamba_case, rwkv_case]:
+        name, model, blocks, set_blocks = make()
         out_dir = os.path.join(ROOT, "test", "fixtures", name)
         model.save_pretrained(out_dir, safe_serialization=True)
         n = len(blocks)
@@ -87,16 +122,18 @@ def main():
         for _ in range(20):
             seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
         assert seq[len(PROMPT):] == gen, (seq, gen)
-        kept = torch.nn.ModuleList([b for i, b in enumerate(blocks) if i != REMOVED])
-        model.backbone.layers = kept
-        pruned_logits = model(torch.tensor([IDS])).logits[0]
+        pruned = {}
+        for removed in [REMOVED, 0]:
+            set_blocks(model, [b for i, b in enumerate(blocks) if i != removed])
+            pruned[str(removed)] = f32(model(torch.tensor([IDS])).logits[0])
+            set_blocks(model, list(blocks))
         golden = {
             "transformers_version": transformers.__version__,
             "fixture": f"test/fixtures/{name}",
             "ids": IDS, "prompt": PROMPT, "greedy": gen,
             "logits": f32(logits), "residual": [f32(r) for r in residual],
             "block_influence": bi_from_streams(streams, n),
-            "removed": [REMOVED], "pruned_logits": f32(pruned_logits),
+            "pruned_logits": pruned,
         }
         path = os.path.join(ROOT, "test", "oracle", "golden", f"{name}.json")
         with open(path, "w") as f:
