@@ -21,6 +21,7 @@ import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
 import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { hfMambaNames, isMambaConfigJson, resolveHfMambaConfig } from "./models/mamba.js";
+import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -248,6 +249,10 @@ function hfFamily(hf: HfDirectory): { modelType: string; config: LlamaConfig; na
   if (isMambaConfigJson(hf.config)) {
     const config = resolveHfMambaConfig(hf.config, hf.configPath);
     return { modelType: "mamba", config, names: hfMambaNames(hf.config["tie_word_embeddings"] !== false), provider: stored };
+  }
+  if (isRwkvConfigJson(hf.config)) {
+    const config = resolveHfRwkvConfig(hf.config, hf.configPath);
+    return { modelType: "rwkv", config, names: HF_RWKV_NAMES, provider: rwkvView(stored, config.normEps) };
   }
   const raw = parseHfLlamaConfig(hf.config, hf.configPath);
   const config = resolveHfLlamaConfig(raw, hf.configPath);

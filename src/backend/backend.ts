@@ -22,11 +22,12 @@ export interface MambaDims {
 
 /**
  * What a layer computes: "attention" (the default when absent: a causal self-attention block and
- * an MLP) or "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add). A recurrent
+ * an MLP), "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add) or "rwkv4"
+ * (LayerNorm, time mixing with the WKV recurrence; LayerNorm, channel mixing). A recurrent
  * layer scans each window from a zero state, so windows, streaming, hooks, metrics and pruning
  * stay the same for every kind.
  */
-export type LayerKind = "attention" | "mamba";
+export type LayerKind = "attention" | "mamba" | "rwkv4";
 
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
@@ -34,6 +35,8 @@ export interface LayerShape {
   kind?: LayerKind;
   /** With kind "mamba": the mixer's dimensions (the attention fields are unused). */
   mamba?: MambaDims;
+  /** With kind "rwkv4": the width of time mixing's key, value and receptance (attention_hidden_size); hiddenDim is channel mixing's. */
+  rwkvAttDim?: number;
   dim: number;
   hiddenDim: number;
   nHeads: number;
@@ -102,6 +105,18 @@ export interface LayerWeightsF32 {
   mambaALog?: Float32Array; // (dInner, dState): A = -exp(A_log)
   mambaD?: Float32Array; // (dInner): the skip term y += D * u
   mambaOutProj?: Float32Array; // (dim, dInner)
+  // RWKV-4 (with attnNorm/attnNormBias = ln1, ffnNorm/ffnNormBias = ln2; wk, wv: (attDim, dim) and
+  // wo: (dim, attDim) are time mixing's key, value and output; wUp: (hiddenDim, dim) and wDown:
+  // (dim, hiddenDim) channel mixing's key and value).
+  rwkvReceptance?: Float32Array; // (attDim, dim), time mixing
+  rwkvTimeDecay?: Float32Array; // (attDim): the decay per step is exp(-exp(time_decay))
+  rwkvTimeFirst?: Float32Array; // (attDim): the bonus of the current token
+  rwkvMixK?: Float32Array; // (1, 1, dim): key input = x * mix + previous x * (1 - mix)
+  rwkvMixV?: Float32Array; // (1, 1, dim)
+  rwkvMixR?: Float32Array; // (1, 1, dim)
+  rwkvFfnReceptance?: Float32Array; // (dim, dim), channel mixing
+  rwkvFfnMixK?: Float32Array; // (1, 1, dim)
+  rwkvFfnMixR?: Float32Array; // (1, 1, dim)
 }
 
 export type LayerWeightName = keyof LayerWeightsF32;
@@ -109,6 +124,7 @@ export type LayerWeightName = keyof LayerWeightsF32;
 /** Every weight a layer of this shape needs, with its dimensions (row-major, linear weights (out, in)). */
 export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightName, number[]>> {
   if (shape.kind === "mamba") return mambaWeightDims(shape.dim, mambaDimsOf(shape));
+  if (shape.kind === "rwkv4") return rwkv4WeightDims(shape.dim, shape.hiddenDim, rwkvAttDimOf(shape));
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
@@ -129,6 +145,22 @@ function mambaWeightDims(dim: number, m: MambaDims): Partial<Record<LayerWeightN
     mambaXProj: [dtRank + 2 * dState, dInner], mambaDtProj: [dInner, dtRank], mambaDtBias: [dInner], mambaALog: [dInner, dState], mambaD: [dInner],
     mambaOutProj: [dim, dInner],
   };
+}
+
+function rwkv4WeightDims(dim: number, hiddenDim: number, att: number): Partial<Record<LayerWeightName, number[]>> {
+  const mix = [1, 1, dim];
+  return {
+    attnNorm: [dim], attnNormBias: [dim], ffnNorm: [dim], ffnNormBias: [dim],
+    rwkvTimeDecay: [att], rwkvTimeFirst: [att], rwkvMixK: mix, rwkvMixV: mix, rwkvMixR: mix,
+    wk: [att, dim], wv: [att, dim], rwkvReceptance: [att, dim], wo: [dim, att],
+    rwkvFfnMixK: mix, rwkvFfnMixR: mix, wUp: [hiddenDim, dim], rwkvFfnReceptance: [dim, dim], wDown: [dim, hiddenDim],
+  };
+}
+
+/** An rwkv4 layer shape's time-mixing width (a shape of kind "rwkv4" without it is a programming error). */
+export function rwkvAttDimOf(shape: LayerShape): number {
+  if (shape.rwkvAttDim === undefined) throw new Error("internal: a layer shape of kind rwkv4 has no rwkvAttDim");
+  return shape.rwkvAttDim;
 }
 
 /** A mamba layer shape's mixer dimensions (a shape of kind "mamba" without them is a programming error). */

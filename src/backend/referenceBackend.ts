@@ -1,10 +1,10 @@
 // The DecoderBackend built on the plain reference kernels: float32 in and out, float64
 // activations inside, window by window. The twin every fast backend is tested against.
 
-import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, mambaDimsOf, type PackedLayout, isRecurrentShape } from "./backend.js";
+import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, isRecurrentShape } from "./backend.js";
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
-import { referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
+import { referenceRecurrentLayer, zeroRecurrentState } from "./recurrentLayer.js";
 import { OptionError } from "../errors.js";
 import { hostBackend } from "./hostBackend.js";
 
@@ -30,9 +30,9 @@ export function createReferenceKernels(): HostKernels {
       for (let b = 0; b < nWindows; b++) {
         const span = x.subarray(b * seqLen * dim, (b + 1) * seqLen * dim);
         win.set(span);
-        if (shape.kind === "mamba") {
+        if (isRecurrentShape(shape)) {
           // A recurrence scans each window from a zero state (a packed layout cannot share a prefix here: see checkLayerArgs).
-          referenceMambaLayer(win, seqLen, weights, shape, zeroMambaState(mambaDimsOf(shape)));
+          referenceRecurrentLayer(win, seqLen, weights, shape, zeroRecurrentState(shape));
           out.set(win, b * seqLen * dim);
           continue;
         }

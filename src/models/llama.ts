@@ -2,8 +2,8 @@
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, type Weights } from "../backend/reference.js";
-import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type MambaDims } from "../backend/backend.js";
-import { type MambaState, referenceMambaLayer, zeroMambaState } from "../backend/mambaLayer.js";
+import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type MambaDims } from "../backend/backend.js";
+import { type RecurrentState, referenceRecurrentLayer, zeroRecurrentState } from "../backend/recurrentLayer.js";
 import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
@@ -44,6 +44,8 @@ export interface LlamaConfig {
   outputBiases?: boolean;
   /** Mamba: every layer is a Mamba block with these mixer dimensions (a recurrence; the attention fields are placeholders). */
   mamba?: MambaDims;
+  /** RWKV-4: every layer is an RWKV-4 block with this time-mixing width (hiddenDim is channel mixing's; LayerNorm everywhere). */
+  rwkvAttDim?: number;
 }
 
 /** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
@@ -80,6 +82,7 @@ export function embeddingRow(embedding: Weights, id: number, dim: number, config
 export function layerShape(config: LlamaConfig): LayerShape {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta } = config;
   if (config.mamba) return { kind: "mamba", mamba: config.mamba, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
+  if (config.rwkvAttDim !== undefined) return { kind: "rwkv4", rwkvAttDim: config.rwkvAttDim, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   // The family flags only when set, so a plain Llama keeps the same compiled graphs.
   return {
     dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta,
@@ -367,12 +370,13 @@ export interface LayerHooks {
 export class KvCache {
   readonly keys: Float64Array[];
   readonly values: Float64Array[];
-  readonly recurrent: MambaState[];
+  readonly recurrent: RecurrentState[];
   length = 0;
   constructor(readonly config: LlamaConfig, readonly capacity: number) {
-    const mamba = config.mamba;
-    this.recurrent = mamba ? Array.from({ length: config.nLayers }, () => zeroMambaState(mamba)) : [];
-    const kvDim = mamba ? 0 : config.nKvHeads * config.headDim;
+    const shape = layerShape(config);
+    const recurrent = isRecurrentShape(shape);
+    this.recurrent = recurrent ? Array.from({ length: config.nLayers }, () => zeroRecurrentState(shape)) : [];
+    const kvDim = recurrent ? 0 : config.nKvHeads * config.headDim;
     this.keys = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
     this.values = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
   }
@@ -435,7 +439,7 @@ export class LlamaModel {
     for (let layer = 0; layer < this.config.nLayers; layer++) {
       if (skip.has(layer)) continue;
       if (input) input.set(x);
-      if (shape.kind === "mamba") referenceMambaLayer(x, T, this.weights.layers[layer]!, shape, cache.recurrent[layer]!);
+      if (isRecurrentShape(shape)) referenceRecurrentLayer(x, T, this.weights.layers[layer]!, shape, cache.recurrent[layer]!);
       else referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, shape, cache.keys[layer]!, cache.values[layer]!, this.invFreq);
       if (input) options.hooks!.onLayer(layer, input, x, T, dim);
     }

@@ -47,7 +47,7 @@ const FIELDS: Record<keyof HfMambaRawConfig, FieldSpec> = {
 const DEFAULTS = { hidden_size: 768, num_hidden_layers: 32, vocab_size: 50280, state_size: 16, expand: 2, conv_kernel: 4, layer_norm_epsilon: 1e-5 };
 
 /** A recurrence has no position limit; windows are bounded only by this (used where a context length is asked). */
-const RECURRENT_CONTEXT = 1 << 20;
+export const RECURRENT_CONTEXT = 1 << 20;
 
 export function isMambaConfigJson(json: Readonly<Record<string, unknown>>): boolean {
   return json["model_type"] === "mamba";

@@ -16,6 +16,8 @@ kept = torch.nn.ModuleList([b for i, b in enumerate(blocks) if i not in removed]
 if hasattr(original, "backbone"):
     original.backbone.layers = kept
 else:
+    if kept[0].layer_id != 0:  # RWKV's pre_ln (ln0) stays on the first block
+        kept[0].pre_ln, kept[0].layer_id = blocks[0].pre_ln, 0
     original.rwkv.blocks = kept
 with torch.no_grad():
     diff = (pruned(ids).logits - original(ids).logits).abs().max().item()
