@@ -14,10 +14,11 @@ import { inspectCommand } from "./commands/inspect.js";
 import { mergeCommand } from "./commands/merge.js";
 import { pruneCommand } from "./commands/prune.js";
 import { scoreCommand } from "./commands/score.js";
+import { sideBySideCommand } from "./commands/sideBySide.js";
 import { sweepCommand } from "./commands/sweep.js";
 import { tokenizeCommand } from "./commands/tokenize.js";
 
-const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, sweepCommand, compareCommand, convertCommand, evalCommand, mergeCommand, generateCommand];
+const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, sweepCommand, compareCommand, convertCommand, evalCommand, mergeCommand, generateCommand, sideBySideCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
