@@ -73,7 +73,8 @@ def bi_from_streams(streams, n_layers):
 
 
 def mamba_case():
-    config = MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=3, conv_kernel=4, expand=2,
+    # vocab 512: stories260K's tokenizer stands in when the tests convert it to GGUF for llama.cpp.
+    config = MambaConfig(vocab_size=512, hidden_size=16, state_size=4, num_hidden_layers=3, conv_kernel=4, expand=2,
                          time_step_rank=4, use_conv_bias=True, use_bias=False, layer_norm_epsilon=1e-5,
                          bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     torch.manual_seed(0)
@@ -116,7 +117,10 @@ def main():
         n = len(blocks)
         logits, streams = block_streams(model, blocks, IDS)
         residual = [streams[0][2]] + [t for kind, _, t in streams if kind == "out"]
-        gen = model.generate(torch.tensor([PROMPT]), max_new_tokens=20, do_sample=False, min_new_tokens=20)[0, len(PROMPT):].tolist()
+        # No stop token: 20 greedy tokens whatever they are (suppressing EOS instead would change the argmax).
+        model.generation_config.eos_token_id = None
+        gen = model.generate(torch.tensor([PROMPT]), max_new_tokens=20, do_sample=False)[0, len(PROMPT):].tolist()
+        assert len(gen) == 20
         # Greedy again by recomputing the whole sequence each step: the cached (recurrent-state) path must agree.
         seq = list(PROMPT)
         for _ in range(20):
