@@ -20,7 +20,7 @@ import { readGgufTokenizer } from "./tokenizer/gguf.js";
 import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
 import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
-import { hfMambaNames, isMambaConfigJson, resolveHfMambaConfig } from "./models/mamba.js";
+import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, resolveHfMambaConfig } from "./models/mamba.js";
 import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
@@ -154,6 +154,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
     throw new UnsupportedError(`${gguf.path}: architecture "${arch ?? "(missing)"}" is not supported yet (supported: ${GGUF_ARCHITECTURES.join(", ")})`, {
       file: gguf.path, got: arch ?? "(missing)", hint: `general.architecture must be one of: ${GGUF_ARCHITECTURES.join(", ")}`,
     });
+  }
+  if (arch === "mamba") {
+    const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+    return mambaConfigFromGguf((key) => ggufNumber(gguf, `mamba.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
   }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);
@@ -318,7 +322,7 @@ export function openModel(named: string, options: LoadOptions = {}): OpenedModel
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
-      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : ggufProvider(gguf);
+      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf)) : ggufProvider(gguf);
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {

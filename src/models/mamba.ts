@@ -9,6 +9,7 @@
 // hidden_size unless given; time_step_rank "auto" is ceil(hidden_size / 16).
 
 import { CheckpointError, UnsupportedError } from "../errors.js";
+import type { TensorProvider } from "../tensor/provider.js";
 import { type FieldSpec, parseHfConfigFields } from "./hfLlamaConfig.js";
 import { checkConfigCount, checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
@@ -116,4 +117,76 @@ export function hfMambaNames(tied: boolean): LlamaTensorNames {
     ignored: new Set(tied ? ["lm_head.weight"] : []),
     interleavedRope: false,
   };
+}
+
+// llama.cpp's "mamba" GGUF architecture (facts of its converter and loader): metadata
+// mamba.{embedding_length, block_count, ssm.conv_kernel, ssm.inner_size, ssm.state_size,
+// ssm.time_step_rank, attention.layer_norm_rms_epsilon}; tensors blk.N.{attn_norm, ssm_in,
+// ssm_conv1d (stored 2-D: dInner x convKernel), ssm_x, ssm_dt, ssm_a (A = -exp(A_log) itself),
+// ssm_d, ssm_out}. The view below shows them in the engine's layout (conv 3-D, A_log).
+
+export const GGUF_MAMBA_NAMES: LlamaTensorNames = {
+  embedding: "token_embd.weight",
+  finalNorm: "output_norm.weight",
+  classifier: "output.weight",
+  layer: (i) => {
+    const b = `blk.${i}`;
+    return {
+      attnNorm: `${b}.attn_norm.weight`,
+      mambaInProj: `${b}.ssm_in.weight`,
+      mambaConv: `${b}.ssm_conv1d.weight`, mambaConvBias: `${b}.ssm_conv1d.bias`,
+      mambaXProj: `${b}.ssm_x.weight`,
+      mambaDtProj: `${b}.ssm_dt.weight`, mambaDtBias: `${b}.ssm_dt.bias`,
+      mambaALog: `${b}.ssm_a`, mambaD: `${b}.ssm_d`,
+      mambaOutProj: `${b}.ssm_out.weight`,
+    };
+  },
+  ignored: new Set(),
+  interleavedRope: false,
+};
+
+const GGUF_CONV = /\.ssm_conv1d\.weight$/;
+const GGUF_A = /\.ssm_a$/;
+
+/** A mamba GGUF's tensors in the engine's layout: the conv as (dInner, 1, convKernel), ssm_a as A_log = log(-A). */
+export function ggufMambaView(stored: TensorProvider): TensorProvider {
+  return {
+    source: stored.source,
+    entries: () => stored.entries().map((e) => (GGUF_CONV.test(e.name) && e.shape.length === 2 ? { ...e, shape: [e.shape[0]!, 1, e.shape[1]!] } : e)),
+    readF32: (name) => {
+      const w = stored.readF32(name);
+      if (!GGUF_A.test(name)) return w;
+      for (let i = 0; i < w.length; i++) {
+        if (!(w[i]! < 0)) throw new CheckpointError(`${stored.source}: tensor ${name} holds ${w[i]} at ${i}; llama.cpp's A = -exp(A_log) is negative`, { file: stored.source, tensor: name, hint: "the file is corrupt" });
+        w[i] = Math.log(-w[i]!);
+      }
+      return w;
+    },
+  };
+}
+
+/** A tensor's values and shape as a mamba GGUF stores them, from the engine's layout (the inverse of ggufMambaView). */
+export function toGgufMambaLayout(name: string, shape: readonly number[], values: Float32Array): { shape: number[]; values: Float32Array } {
+  if (GGUF_CONV.test(name) && shape.length === 3) return { shape: [shape[0]!, shape[2]!], values };
+  if (GGUF_A.test(name)) return { shape: [...shape], values: values.map((v) => -Math.exp(v)) };
+  return { shape: [...shape], values };
+}
+
+/** The config of a mamba GGUF from its metadata (`meta(key)` reads mamba.<key>), tensors present to tell the conv bias. */
+export function mambaConfigFromGguf(meta: (key: string) => number | undefined, hasTensor: (name: string) => boolean, vocabSize: number, source: string): LlamaConfig {
+  const need = (key: string): number => {
+    const v = meta(key);
+    if (v === undefined) throw new CheckpointError(`${source}: metadata mamba.${key} is missing`, { file: source, hint: "the GGUF file is incomplete" });
+    return v;
+  };
+  const dim = need("embedding_length");
+  const dInner = need("ssm.inner_size");
+  const config: LlamaConfig = {
+    nLayers: need("block_count"), dim, hiddenDim: dInner, nHeads: 1, nKvHeads: 1, headDim: dim,
+    vocabSize: meta("vocab_size") ?? vocabSize, contextLength: RECURRENT_CONTEXT,
+    normEps: need("attention.layer_norm_rms_epsilon"), ropeTheta: 10000,
+    mamba: { dInner, dState: need("ssm.state_size"), dtRank: need("ssm.time_step_rank"), convKernel: need("ssm.conv_kernel"), convBias: hasTensor("blk.0.ssm_conv1d.bias") },
+  };
+  checkLlamaConfig(config, source);
+  return config;
 }
