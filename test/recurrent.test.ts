@@ -129,10 +129,15 @@ for (const family of ["mamba", "rwkv4"] as const) {
     assert.ok(scaledError(model.forward(golden.ids).logits, want) < 1e-5, `pruned logits off by ${scaledError(model.forward(golden.ids).logits, want)}`);
   });
 
-  test(`${family}: a backend without recurrent kernels refuses the layer kind with a typed error`, () => {
+  test(`${family}: a backend without recurrent kernels refuses the layer kind with a typed error`, async () => {
     const shape = layerShape(openModel(fixture).config);
     assert.equal(shape.kind, family);
     assert.throws(() => assertAttentionLayer(shape, "cuda"), (err: unknown) => err instanceof UnsupportedError && err.message.includes(family));
+    // The engine refuses up front on a backend that does not say it computes recurrent layers.
+    const attentionOnly: DecoderBackend = { ...createReferenceBackend(), name: "attention-only", computesRecurrentLayers: false };
+    const opened = openModel(fixture);
+    await assert.rejects(streamingBlockInfluence(opened, scoringWindows([golden.ids], { seqLen: 8, stride: 8 }), { backend: attentionOnly }), (err: unknown) => err instanceof UnsupportedError && err.message.includes("attention-only"));
+    opened.close();
   });
 
   test(`${family}: multiple-choice requests sharing a context score one sequence per window and equal the in-memory model's`, async () => {

@@ -192,6 +192,11 @@ export function assertAttentionLayer(shape: LayerShape, backend: string): void {
   }
 }
 
+/** The engine's capability check before a run: a backend without recurrent kernels refuses a recurrent model up front. */
+export function checkBackendComputes(backend: Pick<DecoderBackend, "name" | "computesRecurrentLayers">, shape: LayerShape): void {
+  if (isRecurrentShape(shape) && backend.computesRecurrentLayers !== true) assertAttentionLayer(shape, backend.name);
+}
+
 /** The final norm (and its bias, with LayerNorm) and the classifier, as runHead takes them. */
 export interface HeadWeights {
   finalNorm: Float32Array; // (dim)
@@ -276,6 +281,11 @@ export interface DecoderBackend {
   readonly threads: number;
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */
   readonly batchTokens: number;
+  /**
+   * True when runLayer computes the recurrent layer kinds (mamba, rwkv4) too; absent means
+   * attention only, and the engine refuses a recurrent model on it (see checkBackendComputes).
+   */
+  readonly computesRecurrentLayers?: boolean;
   /** Places embedded rows x (rows, dim) where the backend computes. */
   upload(x: Float32Array, rows: number, dim: number): Promise<HiddenStates>;
   /** Makes the input embedding ready, as prepareLayer does for a layer. */

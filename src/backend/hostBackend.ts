@@ -45,6 +45,8 @@ export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = HOS
     name,
     threads: kernels.threads,
     batchTokens,
+    // Every host backend runs the recurrent kinds (on the plain kernels where it has no graph for them).
+    computesRecurrentLayers: true,
     kernels,
     async upload(x, rows, dim) {
       return hostStates(x, rows, dim, name);

@@ -2,7 +2,7 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import type { DecoderBackend, HiddenStates, PackedLayout, PreparedHead } from "../backend/backend.js";
+import { checkBackendComputes, type DecoderBackend, type HiddenStates, type PackedLayout, type PreparedHead } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
@@ -124,6 +124,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const { config, provider, names } = source;
   const { dim, vocabSize } = config;
   const { backend } = options;
+  checkBackendComputes(backend, layerShape(config));
   const batches = makeBatches(windows, options.batchTokens ?? backend.batchTokens);
   const windowIndex = new Map<Window, number>(windows.map((w, i) => [w, i]));
   const batchInfo = batches.map((batch): BatchInfo => ({ windows: batch.windows.map((w) => windowIndex.get(w)!), seqLen: batch.seqLen }));
