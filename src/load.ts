@@ -21,6 +21,8 @@ import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
 import { phi3View } from "./models/phi3.js";
 import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
+import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, resolveHfMambaConfig } from "./models/mamba.js";
+import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -154,6 +156,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
       file: gguf.path, got: arch ?? "(missing)", hint: `general.architecture must be one of: ${GGUF_ARCHITECTURES.join(", ")}`,
     });
   }
+  if (arch === "mamba") {
+    const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+    return mambaConfigFromGguf((key) => ggufNumber(gguf, `mamba.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
+  }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);
     if (v === undefined) throw new CheckpointError(`${gguf.path}: metadata ${arch}.${key} is missing`, { file: gguf.path, hint: "the GGUF file is incomplete" });
@@ -245,6 +251,14 @@ function hfFamily(hf: HfDirectory): { modelType: string; config: LlamaConfig; na
     const tied = hf.config["tie_word_embeddings"] !== false;
     return { modelType: "gpt2", config, names: hfGpt2Names(hfGpt2Prefix(hf.tensors.map((t) => t.name)), config.nLayers, tied), provider: gpt2View(stored, { conv1d: true }) };
   }
+  if (isMambaConfigJson(hf.config)) {
+    const config = resolveHfMambaConfig(hf.config, hf.configPath);
+    return { modelType: "mamba", config, names: hfMambaNames(hf.config["tie_word_embeddings"] !== false), provider: stored };
+  }
+  if (isRwkvConfigJson(hf.config)) {
+    const config = resolveHfRwkvConfig(hf.config, hf.configPath);
+    return { modelType: "rwkv", config, names: HF_RWKV_NAMES, provider: rwkvView(stored, config.normEps) };
+  }
   const raw = parseHfLlamaConfig(hf.config, hf.configPath);
   const config = resolveHfLlamaConfig(raw, hf.configPath);
   const names = hfLlamaTensorNames(raw, config, hf.tensors.map((t) => t.name), hf.dir);
@@ -309,7 +323,7 @@ export function openModel(named: string, options: LoadOptions = {}): OpenedModel
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
-      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : ggufProvider(gguf);
+      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf)) : ggufProvider(gguf);
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {

@@ -5,9 +5,39 @@
 // installs), and cuda (NVIDIA GPUs, through koffi; src/backend/cuda/).
 
 import type { AttentionFamilyFeature } from "./shapeFeatures.js";
+import { UnsupportedError } from "../errors.js";
+
+/**
+ * The dimensions of a Mamba block's mixer (transformers' MambaMixer): in_proj to 2 * dInner
+ * (the stream and its gate), a depthwise causal conv of convKernel taps, x_proj to dtRank + 2 *
+ * dState (dt, B, C), dt_proj back to dInner, a selective scan over a (dInner, dState) state.
+ */
+export interface MambaDims {
+  dInner: number;
+  dState: number;
+  dtRank: number;
+  convKernel: number;
+  /** The conv has a bias (use_conv_bias, true in every released Mamba). */
+  convBias: boolean;
+}
+
+/**
+ * What a layer computes: "attention" (the default when absent: a causal self-attention block and
+ * an MLP), "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add) or "rwkv4"
+ * (LayerNorm, time mixing with the WKV recurrence; LayerNorm, channel mixing). A recurrent
+ * layer scans each window from a zero state, so windows, streaming, hooks, metrics and pruning
+ * stay the same for every kind.
+ */
+export type LayerKind = "attention" | "mamba" | "rwkv4";
 
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
+  /** Absent means "attention". */
+  kind?: LayerKind;
+  /** With kind "mamba": the mixer's dimensions (the attention fields are unused). */
+  mamba?: MambaDims;
+  /** With kind "rwkv4": the width of time mixing's key, value and receptance (attention_hidden_size); hiddenDim is channel mixing's. */
+  rwkvAttDim?: number;
   dim: number;
   hiddenDim: number;
   nHeads: number;
@@ -54,7 +84,9 @@ export interface LayerShape {
 }
 
 /**
- * One layer's weights expanded to float32, row-major, linear weights stored (out, in).
+ * One layer's weights expanded to float32, row-major, linear weights stored (out, in). Which
+ * fields a layer has is layerWeightDims(shape)'s list: a Mamba layer has attnNorm (its block's
+ * RMSNorm) and the mamba* fields only.
  * wq and wk rows are in the rotate-half RoPE layout (Hugging Face convention): within each
  * head, element i pairs with i + headDim/2 and turns by pos * theta^(-2i/headDim).
  */
@@ -80,12 +112,35 @@ export interface LayerWeightsF32 {
   bDown?: Float32Array; // (dim)
   attnPostNorm?: Float32Array; // (dim), with shape.postNorms
   ffnPostNorm?: Float32Array; // (dim)
+  mambaInProj?: Float32Array; // (2*dInner, dim): rows 0..dInner-1 the stream, then the gate
+  mambaConv?: Float32Array; // (dInner, 1, convKernel), depthwise
+  mambaConvBias?: Float32Array; // (dInner), with mamba.convBias
+  mambaXProj?: Float32Array; // (dtRank + 2*dState, dInner): dt, B, C
+  mambaDtProj?: Float32Array; // (dInner, dtRank)
+  mambaDtBias?: Float32Array; // (dInner)
+  mambaALog?: Float32Array; // (dInner, dState): A = -exp(A_log)
+  mambaD?: Float32Array; // (dInner): the skip term y += D * u
+  mambaOutProj?: Float32Array; // (dim, dInner)
+  // RWKV-4 (with attnNorm/attnNormBias = ln1, ffnNorm/ffnNormBias = ln2; wk, wv: (attDim, dim) and
+  // wo: (dim, attDim) are time mixing's key, value and output; wUp: (hiddenDim, dim) and wDown:
+  // (dim, hiddenDim) channel mixing's key and value).
+  rwkvReceptance?: Float32Array; // (attDim, dim), time mixing
+  rwkvTimeDecay?: Float32Array; // (attDim): the decay per step is exp(-exp(time_decay))
+  rwkvTimeFirst?: Float32Array; // (attDim): the bonus of the current token
+  rwkvMixK?: Float32Array; // (1, 1, dim): key input = x * mix + previous x * (1 - mix)
+  rwkvMixV?: Float32Array; // (1, 1, dim)
+  rwkvMixR?: Float32Array; // (1, 1, dim)
+  rwkvFfnReceptance?: Float32Array; // (dim, dim), channel mixing
+  rwkvFfnMixK?: Float32Array; // (1, 1, dim)
+  rwkvFfnMixR?: Float32Array; // (1, 1, dim)
 }
 
 export type LayerWeightName = keyof LayerWeightsF32;
 
 /** Every weight a layer of this shape needs, with its dimensions (row-major, linear weights (out, in)). */
 export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightName, number[]>> {
+  if (shape.kind === "mamba") return mambaWeightDims(shape.dim, mambaDimsOf(shape));
+  if (shape.kind === "rwkv4") return rwkv4WeightDims(shape.dim, shape.hiddenDim, rwkvAttDimOf(shape));
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
@@ -98,6 +153,65 @@ export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightNa
     ...(shape.outputBiases ? { bo: [dim], bUp: [hiddenDim], bDown: [dim] } : {}),
     ...(shape.postNorms ? { attnPostNorm: [dim], ffnPostNorm: [dim] } : {}),
   };
+}
+
+function mambaWeightDims(dim: number, m: MambaDims): Partial<Record<LayerWeightName, number[]>> {
+  const { dInner, dState, dtRank, convKernel } = m;
+  return {
+    attnNorm: [dim], mambaInProj: [2 * dInner, dim], mambaConv: [dInner, 1, convKernel], ...(m.convBias ? { mambaConvBias: [dInner] } : {}),
+    mambaXProj: [dtRank + 2 * dState, dInner], mambaDtProj: [dInner, dtRank], mambaDtBias: [dInner], mambaALog: [dInner, dState], mambaD: [dInner],
+    mambaOutProj: [dim, dInner],
+  };
+}
+
+function rwkv4WeightDims(dim: number, hiddenDim: number, att: number): Partial<Record<LayerWeightName, number[]>> {
+  const mix = [1, 1, dim];
+  return {
+    attnNorm: [dim], attnNormBias: [dim], ffnNorm: [dim], ffnNormBias: [dim],
+    rwkvTimeDecay: [att], rwkvTimeFirst: [att], rwkvMixK: mix, rwkvMixV: mix, rwkvMixR: mix,
+    wk: [att, dim], wv: [att, dim], rwkvReceptance: [att, dim], wo: [dim, att],
+    rwkvFfnMixK: mix, rwkvFfnMixR: mix, wUp: [hiddenDim, dim], rwkvFfnReceptance: [dim, dim], wDown: [dim, hiddenDim],
+  };
+}
+
+/** An rwkv4 layer shape's time-mixing width (a shape of kind "rwkv4" without it is a programming error). */
+export function rwkvAttDimOf(shape: LayerShape): number {
+  if (shape.rwkvAttDim === undefined) throw new Error("internal: a layer shape of kind rwkv4 has no rwkvAttDim");
+  return shape.rwkvAttDim;
+}
+
+/** A mamba layer shape's mixer dimensions (a shape of kind "mamba" without them is a programming error). */
+export function mambaDimsOf(shape: LayerShape): MambaDims {
+  if (!shape.mamba) throw new Error("internal: a layer shape of kind mamba has no mamba dimensions");
+  return shape.mamba;
+}
+
+/** The layer's kind, "attention" when the shape does not say. */
+export function layerKind(shape: LayerShape): LayerKind {
+  return shape.kind ?? "attention";
+}
+
+/** Whether the layer carries a recurrent state through a window (a scan) instead of attending to it. */
+export function isRecurrentShape(shape: LayerShape): boolean {
+  return layerKind(shape) !== "attention";
+}
+
+/**
+ * The capability check of a backend that computes attention layers only (cuda): refuses any other
+ * kind with a typed error that names the kind and what to do.
+ */
+export function assertAttentionLayer(shape: LayerShape, backend: string): void {
+  const kind = layerKind(shape);
+  if (kind !== "attention") {
+    throw new UnsupportedError(`backend ${backend} does not compute ${kind} layers (a recurrent scan)`, {
+      got: kind, option: "--backend", hint: "run this model with --backend onnx (or wasm, reference): every CPU backend computes recurrent layers",
+    });
+  }
+}
+
+/** The engine's capability check before a run: a backend without recurrent kernels refuses a recurrent model up front. */
+export function checkBackendComputes(backend: Pick<DecoderBackend, "name" | "computesRecurrentLayers">, shape: LayerShape): void {
+  if (isRecurrentShape(shape) && backend.computesRecurrentLayers !== true) assertAttentionLayer(shape, backend.name);
 }
 
 /** The final norm (and its bias, with LayerNorm) and the classifier, as runHead takes them. */
@@ -191,6 +305,11 @@ export interface DecoderBackend {
   readonly threads: number;
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */
   readonly batchTokens: number;
+  /**
+   * True when runLayer computes the recurrent layer kinds (mamba, rwkv4) too; absent means
+   * attention only, and the engine refuses a recurrent model on it (see checkBackendComputes).
+   */
+  readonly computesRecurrentLayers?: boolean;
   /** Places embedded rows x (rows, dim) where the backend computes. */
   upload(x: Float32Array, rows: number, dim: number): Promise<HiddenStates>;
   /** Makes the input embedding ready, as prepareLayer does for a layer. */

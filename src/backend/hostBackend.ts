@@ -48,6 +48,8 @@ export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = HOS
     shapeFeatures: ALL_ATTENTION_FAMILY_FEATURES,
     threads: kernels.threads,
     batchTokens,
+    // Every host backend runs the recurrent kinds (on the plain kernels where it has no graph for them).
+    computesRecurrentLayers: true,
     kernels,
     async upload(x, rows, dim) {
       return hostStates(x, rows, dim, name);

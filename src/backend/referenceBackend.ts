@@ -1,9 +1,10 @@
 // The DecoderBackend built on the plain reference kernels: float32 in and out, float64
 // activations inside, window by window. The twin every fast backend is tested against.
 
-import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "./backend.js";
+import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, isRecurrentShape } from "./backend.js";
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
+import { referenceRecurrentLayer, zeroRecurrentState } from "./recurrentLayer.js";
 import { OptionError } from "../errors.js";
 import { hostBackend } from "./hostBackend.js";
 
@@ -29,6 +30,12 @@ export function createReferenceKernels(): HostKernels {
       for (let b = 0; b < nWindows; b++) {
         const span = x.subarray(b * seqLen * dim, (b + 1) * seqLen * dim);
         win.set(span);
+        if (isRecurrentShape(shape)) {
+          // A recurrence scans each window from a zero state (a packed layout cannot share a prefix here: see checkLayerArgs).
+          referenceRecurrentLayer(win, seqLen, weights, shape, zeroRecurrentState(shape));
+          out.set(win, b * seqLen * dim);
+          continue;
+        }
         const windowLayout = layout && { positions: layout.positions.subarray(b * seqLen, (b + 1) * seqLen), branches: layout.branches.subarray(b * seqLen, (b + 1) * seqLen) };
         referenceDecoderLayer(win, seqLen, 0, weights, shape, keys, values, invFreq, windowLayout);
         out.set(win, b * seqLen * dim);
@@ -67,7 +74,9 @@ export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number
   if (!(Number.isInteger(nWindows) && nWindows > 0 && Number.isInteger(seqLen) && seqLen > 0)) {
     throw new OptionError(`runLayer needs positive integer nWindows and seqLen, got ${nWindows} and ${seqLen}`);
   }
-  if (nHeads % nKvHeads !== 0 || headDim % 2 !== 0) throw new OptionError(`layer shape ${nHeads} heads / ${nKvHeads} KV heads / head size ${headDim} is not a valid Llama layer`);
+  if (isRecurrentShape(shape)) {
+    if (layout) throw new OptionError(`a ${shape.kind} layer is a recurrence: it cannot run packed windows (tree attention); run one sequence per window`);
+  } else if (nHeads % nKvHeads !== 0 || headDim % 2 !== 0) throw new OptionError(`layer shape ${nHeads} heads / ${nKvHeads} KV heads / head size ${headDim} is not a valid Llama layer`);
   expectLength("x", x.length, nWindows * seqLen * dim);
   checkLayerWeights(w, shape);
   if (layout) checkLayout(layout, nWindows, seqLen);

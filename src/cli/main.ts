@@ -15,11 +15,12 @@ import { mergeCommand } from "./commands/merge.js";
 import { pruneCommand } from "./commands/prune.js";
 import { scoreCommand } from "./commands/score.js";
 import { studyCommand } from "./commands/study.js";
+import { sideBySideCommand } from "./commands/sideBySide.js";
 import { sweepCommand } from "./commands/sweep.js";
 import { tokenizeCommand } from "./commands/tokenize.js";
 import { widthCommand } from "./commands/width.js";
 
-const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, sweepCommand, studyCommand, compareCommand, widthCommand, convertCommand, evalCommand, mergeCommand, generateCommand];
+const COMMANDS: Command[] = [demoCommand, inspectCommand, tokenizeCommand, scoreCommand, pruneCommand, sweepCommand, studyCommand, compareCommand, widthCommand, convertCommand, evalCommand, mergeCommand, generateCommand, sideBySideCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -14,6 +14,7 @@ import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
 import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt2.js";
 import { GGUF_ROPE_FREQS, halfRowsToInterleaved, layerShape, type LlamaConfig, type LlamaTensorNames, loadLayerTensor, normWeight } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
+import { toGgufMambaLayout } from "../models/mamba.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
 import { bpeTokenizerConfig } from "../tokenizer/bpe.js";
 import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
@@ -237,11 +238,15 @@ function ggufVocabularyOf(opened: OpenedModel, options: ConvertOptions): GgufVoc
 }
 
 function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
+  const arch = ggufArchitectureOf(opened.config); // first: a model with no GGUF architecture is refused before its tokenizer is read
   const vocabulary = ggufVocabularyOf(opened, options);
-  const arch = ggufArchitectureOf(opened.config);
   const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
-  const stored = storedTensorList(logicalTensors(opened), names, (t) => forGguf(t, opened.config, names));
+  const listed = storedTensorList(logicalTensors(opened), names, (t) => forGguf(t, opened.config, names));
+  // Mamba: the conv stored 2-D and A instead of A_log, as llama.cpp's converter writes them.
+  const stored = arch !== "mamba" ? listed : listed.map((t): StoredTensor => ({
+    name: t.name, shape: toGgufMambaLayout(t.name, t.shape, new Float32Array(0)).shape, values: () => toGgufMambaLayout(t.name, t.shape, t.values()).values,
+  }));
   // Llama 3's RoPE scaling travels as llama.cpp's rope_freqs tensor (other architectures: metadata, see ggufMetadata).
   const factors = opened.config.ropeFreqFactors;
   if (factors && arch === "llama") stored.push({ name: GGUF_ROPE_FREQS, shape: [factors.length], values: () => Float32Array.from(factors) });
@@ -274,6 +279,7 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
 function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
   const logical = logicalTensors(opened);
   const family = ggufArchitectureOf(opened.config);
+  if (family === "mamba") throw new UnsupportedError(`${opened.path}: writing a Mamba model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });
   const tied = !logical.some((t) => t.role === "classifier");
   const stored = hfTensorList(logical, opened.config, family, tied);
   let done = 0;

@@ -40,6 +40,21 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
   if (general.quantized) m.set("general.quantization_version", u32(2));
   m.set(`${arch}.vocab_size`, u32(config.vocabSize));
   m.set(`${arch}.context_length`, u32(config.contextLength));
+  if (config.mamba) {
+    // llama.cpp's mamba keys: no attention, the SSM's dimensions.
+    m.set(`${arch}.embedding_length`, u32(config.dim));
+    m.set(`${arch}.block_count`, u32(config.nLayers));
+    m.set(`${arch}.feed_forward_length`, u32(0));
+    m.set(`${arch}.attention.head_count`, u32(0));
+    m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
+    m.set(`${arch}.ssm.conv_kernel`, u32(config.mamba.convKernel));
+    m.set(`${arch}.ssm.inner_size`, u32(config.mamba.dInner));
+    m.set(`${arch}.ssm.state_size`, u32(config.mamba.dState));
+    m.set(`${arch}.ssm.time_step_rank`, u32(config.mamba.dtRank));
+    if (vocabulary.kind === "sentencepiece") setSentencePieceVocabulary(m, vocabulary.vocab);
+    else setBpeVocabulary(m, vocabulary.vocab);
+    return m;
+  }
   m.set(`${arch}.embedding_length`, u32(config.dim));
   m.set(`${arch}.block_count`, u32(config.nLayers));
   m.set(`${arch}.feed_forward_length`, u32(config.hiddenDim));

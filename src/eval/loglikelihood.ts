@@ -12,9 +12,9 @@
 // choice sees the prefix and itself, at its own positions); requests scoring the same
 // positions share the head rows.
 
-import type { DecoderBackend, HiddenStates, PreparedHead } from "../backend/backend.js";
+import { type DecoderBackend, type HiddenStates, isRecurrentShape, type PreparedHead } from "../backend/backend.js";
 import type { Window } from "../data/windows.js";
-import { prepareHead, releaseBatches, runLayersStreaming, type StreamingSource } from "../models/streaming.js";
+import { layerShape, prepareHead, releaseBatches, runLayersStreaming, type StreamingSource } from "../models/streaming.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import type { LoglikelihoodRequest } from "./tasks/tasks.js";
 
@@ -257,9 +257,11 @@ function packedWindow(document: number, prefix: readonly number[], branches: rea
 }
 
 export async function scoreRequests(source: StreamingSource, tokenizer: Tokenizer, requests: readonly LoglikelihoodRequest[], options: LoglikelihoodOptions): Promise<ScoredRequest[]> {
+  // A recurrence has no tree mask to share a prefix with: a recurrent model scores one sequence per window.
+  const sharePrefixes = isRecurrentShape(layerShape(source.config)) ? false : options.sharePrefixes;
   const { windows, jobs } = planRequests(tokenizer, requests, {
     maxLength: source.config.contextLength, bos: options.bos ?? tokenizer.addsBos, windowCost: layerWindowCost(source.config),
-    groupSizes: options.groupSizes, ...(options.sharePrefixes === undefined ? {} : { sharePrefixes: options.sharePrefixes }),
+    groupSizes: options.groupSizes, ...(sharePrefixes === undefined ? {} : { sharePrefixes }),
   });
   const results: ScoredRequest[] = jobs.map((j) => ({ loglikelihood: 0, greedy: true, tokens: j.targets.length }));
   const head = await prepareHead(source, options.backend);

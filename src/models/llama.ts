@@ -2,7 +2,8 @@
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace, type Weights } from "../backend/reference.js";
-import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../backend/backend.js";
+import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type MambaDims } from "../backend/backend.js";
+import { type RecurrentState, referenceRecurrentLayer, zeroRecurrentState } from "../backend/recurrentLayer.js";
 import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
 import { CheckpointError, OptionError, UnsupportedError } from "../errors.js";
@@ -59,6 +60,10 @@ export interface LlamaConfig {
   localRope?: { theta: number };
   /** LongRoPE (Phi-3): q and k scaled after RoPE (LayerShape.ropeAttentionFactor). */
   ropeAttentionFactor?: number;
+  /** Mamba: every layer is a Mamba block with these mixer dimensions (a recurrence; the attention fields are placeholders). */
+  mamba?: MambaDims;
+  /** RWKV-4: every layer is an RWKV-4 block with this time-mixing width (hiddenDim is channel mixing's; LayerNorm everywhere). */
+  rwkvAttDim?: number;
 }
 
 export type LayerAttentionType = "sliding_attention" | "full_attention";
@@ -79,8 +84,7 @@ export interface LlamaWeights {
 }
 
 /** The stored names of one layer's tensors; the optional ones only where the family has them. */
-export type LayerTensorNames = Record<Exclude<keyof LlamaLayerWeights, OptionalLayerKey>, string> & Partial<Record<OptionalLayerKey, string>>;
-type OptionalLayerKey = "wGate" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "attnNormBias" | "ffnNormBias" | "bo" | "bUp" | "bDown" | "attnPostNorm" | "ffnPostNorm";
+export type LayerTensorNames = Partial<Record<LayerWeightName, string>>;
 
 /** A norm weight as the kernels use it: Gemma's stored w becomes 1 + w (in float32, as transformers computes it). */
 export function normWeight(w: Weights, config: LlamaConfig): Weights {
@@ -101,8 +105,11 @@ export function embeddingRow(embedding: Weights, id: number, dim: number, config
 export function layerShape(config: LlamaConfig, layer?: number): LayerShape {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps } = config;
   const local = layer !== undefined && config.layerTypes?.[layer] === "sliding_attention";
+  const { ropeTheta } = config;
+  if (config.mamba) return { kind: "mamba", mamba: config.mamba, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
+  if (config.rwkvAttDim !== undefined) return { kind: "rwkv4", rwkvAttDim: config.rwkvAttDim, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   const rope = local && config.localRope ? { ropeTheta: config.localRope.theta } : {
-    ropeTheta: config.ropeTheta, ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),
+    ropeTheta, ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),
   };
   // The family flags only when set, so a plain Llama keeps the same compiled graphs.
   return {
@@ -394,13 +401,20 @@ export interface LayerHooks {
   onLayer(layer: number, input: Float32Array | Float64Array, output: Float32Array | Float64Array, nTokens: number, dim: number, windows?: readonly number[]): void;
 }
 
-/** Keys and values of every layer for the positions processed so far (for generation). */
+/**
+ * What every layer keeps of the positions processed so far (for generation): keys and values of
+ * attention layers, or the recurrent state of Mamba layers (which needs no room per position).
+ */
 export class KvCache {
   readonly keys: Float64Array[];
   readonly values: Float64Array[];
+  readonly recurrent: RecurrentState[];
   length = 0;
   constructor(readonly config: LlamaConfig, readonly capacity: number) {
-    const kvDim = config.nKvHeads * config.headDim;
+    const shape = layerShape(config);
+    const recurrent = isRecurrentShape(shape);
+    this.recurrent = recurrent ? Array.from({ length: config.nLayers }, () => zeroRecurrentState(shape)) : [];
+    const kvDim = recurrent ? 0 : config.nKvHeads * config.headDim;
     this.keys = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
     this.values = Array.from({ length: config.nLayers }, () => new Float64Array(capacity * kvDim));
   }
@@ -465,7 +479,9 @@ export class LlamaModel {
     for (let layer = 0; layer < this.config.nLayers; layer++) {
       if (skip.has(layer)) continue;
       if (input) input.set(x);
-      referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, this.shapes[layer]!, cache.keys[layer]!, cache.values[layer]!, this.invFreqs[layer]!);
+      const shape = this.shapes[layer]!;
+      if (isRecurrentShape(shape)) referenceRecurrentLayer(x, T, this.weights.layers[layer]!, shape, cache.recurrent[layer]!);
+      else referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, shape, cache.keys[layer]!, cache.values[layer]!, this.invFreqs[layer]!);
       if (input) options.hooks!.onLayer(layer, input, x, T, dim);
     }
     if (options.cache) cache.length = startPos + T;

@@ -2,7 +2,7 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import type { DecoderBackend, HiddenStates, LayerShape, PackedLayout, PreparedEmbedding, PreparedHead, PreparedLayer } from "../backend/backend.js";
+import { checkBackendComputes, type DecoderBackend, type HiddenStates, type LayerShape, type PackedLayout, type PreparedEmbedding, type PreparedHead, type PreparedLayer } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
@@ -101,7 +101,10 @@ export function checkedLayerShapes(source: StreamingSource, backend: DecoderBack
   const shapes = Array.from({ length: config.nLayers }, (_, layer) => layerShape(config, layer));
   // A backend without Gemma 2/3's or Phi-3's layer features (cuda, for now) refuses them.
   const head = config.logitSoftcap === undefined ? {} : { logitSoftcap: config.logitSoftcap };
-  for (const shape of shapes) assertShapeFeatures(backend.name, shape, backend.shapeFeatures ?? new Set(), head);
+  for (const shape of shapes) {
+    checkBackendComputes(backend, shape);
+    assertShapeFeatures(backend.name, shape, backend.shapeFeatures ?? new Set(), head);
+  }
   return shapes;
 }
 

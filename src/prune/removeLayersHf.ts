@@ -36,8 +36,10 @@ export interface RemoveHfLayersResult {
   skipped: string[];
 }
 
-/** A layer's tensor: Llama-style model.layers.N.*, or GPT-2's h.N.* (with or without "transformer."). */
-const LAYER_TENSOR = /^(model\.layers\.|(?:transformer\.)?h\.)(\d+)\.(.+)$/;
+/** A layer's tensor: Llama-style model.layers.N.*, Mamba's backbone.layers.N.*, RWKV's rwkv.blocks.N.*, or GPT-2's h.N.* (with or without "transformer."). */
+const LAYER_TENSOR = /^(model\.layers\.|backbone\.layers\.|rwkv\.blocks\.|(?:transformer\.)?h\.)(\d+)\.(.+)$/;
+/** RWKV's ln0: stored in block 0 but applied to the embedding, so it stays with whichever block comes first. */
+const FIRST_BLOCK_ONLY = /^pre_ln\./;
 /** The config.json fields that count the layers: transformers' usual name, GPT-2's. */
 const LAYER_COUNT_KEYS = ["num_hidden_layers", "n_layer"];
 /** Top-level config arrays that are never per-layer even when their length happens to match. */
@@ -164,7 +166,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
             file: join(inputDir, t.file), tensor: t.name, hint: "config.json does not match the weights",
           });
         }
-        const to = newIndex.get(layer);
+        const to = layer === 0 && FIRST_BLOCK_ONLY.test(match[3]!) ? 0 : newIndex.get(layer);
         if (to === undefined) continue;
         name = `${match[1]}${to}.${match[3]}`;
       }

@@ -1,11 +1,23 @@
 // shortgpt generate MODEL: text from the model, greedy by default.
 
 import type { DecoderBackend, DecodeSupport } from "../../backend/backend.js";
+import { UnsupportedError } from "../../errors.js";
 import { generate, generateOnBackend } from "../../eval/generate.js";
+import { checkedLayerShapes, type StreamingSource } from "../../models/streaming.js";
 import { MODEL_OPTIONS, int, num, onePositional, parse, str } from "../args.js";
 import type { Command } from "../command.js";
 import { loadModel } from "../../load.js";
 import { backendFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, modelPathFromArgs } from "../common.js";
+
+function canRun(source: StreamingSource, backend: DecoderBackend): boolean {
+  try {
+    checkedLayerShapes(source, backend);
+    return true;
+  } catch (err) {
+    if (err instanceof UnsupportedError) return false;
+    throw err;
+  }
+}
 
 const usage = "shortgpt generate MODEL [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--skip i,j] [--backend B] [--device N] [--precision bf16|fp32] [--json FILE]";
 
@@ -22,10 +34,12 @@ export const generateCommand: Command = {
     const tokenizerPath = str(p, "tokenizer");
     // A backend with its own key/value cache (cuda) generates where its weights live; the CPU
     // backends have none, and generation runs token by token on the in-memory reference model.
+    // A family the backend does not compute (cuda: Gemma 2/3, Phi-3, Mamba, RWKV for now) generates in memory too.
     const backend = await backendFromArgs(p);
-    if (!backend.decode) await backend.dispose();
-    const onBackend = backend.decode ? (backend as DecoderBackend & { decode: DecodeSupport }) : undefined;
-    const loaded = onBackend ? openFromArgs(p, path) : loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
+    const opened = backend.decode ? openFromArgs(p, path) : undefined;
+    const onBackend = opened && canRun(opened, backend) ? (backend as DecoderBackend & { decode: DecodeSupport }) : undefined;
+    if (!onBackend) await backend.dispose();
+    const loaded = onBackend && opened ? opened : loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
     const prompt = str(p, "prompt") ?? "";
     // With nothing to start from (an empty prompt, no BOS added), start from BOS, else EOS, as lm-eval's prefix token.
     const encoded = loaded.tokenizer.encode(prompt);

@@ -1,0 +1,23 @@
+// The recurrent layer kinds behind one call: a state per kind and the reference block that
+// advances it, for the reference backend (a zero state per window) and generation (a state
+// carried across calls).
+
+import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mambaDimsOf, rwkvAttDimOf } from "./backend.js";
+import { type MambaState, referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
+import { referenceRwkv4Layer, type Rwkv4State, zeroRwkv4State } from "./rwkv4Layer.js";
+
+export type RecurrentState = { kind: "mamba"; mamba: MambaState } | { kind: "rwkv4"; rwkv4: Rwkv4State };
+
+/** The state a sequence starts from, for a layer of a recurrent kind. */
+export function zeroRecurrentState(shape: LayerShape): RecurrentState {
+  if (shape.kind === "mamba") return { kind: "mamba", mamba: zeroMambaState(mambaDimsOf(shape)) };
+  if (shape.kind === "rwkv4") return { kind: "rwkv4", rwkv4: zeroRwkv4State(shape.dim, rwkvAttDimOf(shape)) };
+  throw new Error(`internal: a layer of kind ${shape.kind ?? "attention"} has no recurrent state`);
+}
+
+/** x: (T, dim) float64 through one recurrent layer, in place, continuing from (and advancing) the state. */
+export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeightsF32, shape: LayerShape, state: RecurrentState): void {
+  if (!isRecurrentShape(shape) || state.kind !== shape.kind) throw new Error(`internal: a ${state.kind} state was given to a layer of kind ${shape.kind ?? "attention"}`);
+  if (state.kind === "mamba") referenceMambaLayer(x, T, w, shape, state.mamba);
+  else referenceRwkv4Layer(x, T, w, shape, state.rwkv4);
+}
