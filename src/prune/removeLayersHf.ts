@@ -2,8 +2,8 @@
 // h.N.*) of the removed layers, renumber the rest densely, patch config.json's per-layer fields and the
 // shard index, copy the other files. Tensor bytes are streamed unchanged; no forward pass runs.
 
-import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { claimTempPath, syncToDisk } from "../util/atomicWrite.js";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { claimTempPath, replaceDirectory } from "../util/atomicWrite.js";
 import { basename, dirname, join, relative, resolve, isAbsolute } from "node:path";
 import { CheckpointError, OutputError } from "../errors.js";
 import { HF_CONFIG, HF_SHARD_INDEX, HF_SINGLE_WEIGHTS, type HfDirectory, type HfTensor, openHfDirectory } from "../formats/hfDirectory.js";
@@ -211,20 +211,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
       // Phase 3: everything else, unchanged.
       for (const f of copied) copyFileSync(join(inputDir, f), join(temp, f));
       // Phase 4: on disk, then into place; an existing output (force) is moved aside first and deleted last.
-      syncToDisk(temp);
-      if (existsSync(outputDir)) {
-        const old = claimTempPath(outputDir, "old");
-        renameSync(outputDir, old);
-        try {
-          renameSync(temp, outputDir);
-        } catch (err) {
-          renameSync(old, outputDir);
-          throw err;
-        }
-        rmSync(old, { recursive: true, force: true });
-      } else {
-        renameSync(temp, outputDir);
-      }
+      replaceDirectory(temp, outputDir);
     } catch (err) {
       rmSync(temp, { recursive: true, force: true });
       throw err;

@@ -3,13 +3,13 @@
 // sizes patched, the tokenizer and other side files copied. Built in a temporary folder and
 // renamed into place; the input is only read.
 
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { UnsupportedError } from "../errors.js";
 import { HF_CONFIG, HF_SINGLE_WEIGHTS, openHfDirectory } from "../formats/hfDirectory.js";
 import { writeSafetensors } from "../formats/safetensors.js";
 import { encodeF32 } from "../tensor/encode.js";
-import { claimTempPath, syncToDisk } from "../util/atomicWrite.js";
+import { claimTempPath, replaceDirectory } from "../util/atomicWrite.js";
 import { checkHfOutputDir, STALE_WEIGHTS } from "./removeLayersHf.js";
 import type { WidthPrunedModel } from "./widthModel.js";
 
@@ -51,20 +51,7 @@ export function writeWidthHf(model: WidthPrunedModel, inputDir: string, outputDi
     const written = writeSafetensors(join(temp, HF_SINGLE_WEIGHTS), tensors, { format: "pt" });
     writeFileSync(join(temp, HF_CONFIG), JSON.stringify(files.config, null, 2) + "\n", { flag: "wx" });
     for (const f of files.other) copyFileSync(join(inputDir, f), join(temp, f));
-    syncToDisk(temp);
-    if (existsSync(outputDir)) {
-      const old = claimTempPath(outputDir, "old");
-      renameSync(outputDir, old);
-      try {
-        renameSync(temp, outputDir);
-      } catch (err) {
-        renameSync(old, outputDir);
-        throw err;
-      }
-      rmSync(old, { recursive: true, force: true });
-    } else {
-      renameSync(temp, outputDir);
-    }
+    replaceDirectory(temp, outputDir);
     return {
       output: outputDir, dtype: files.dtype, tensorsWritten: tensors.length, bytesWritten: written.dataBytes,
       patchedConfigKeys: Object.keys(model.configPatch).sort(), copied: files.other,

@@ -225,6 +225,21 @@ function roundAway(x: number): number {
 }
 
 /** Quantizers for the types shortgpt writes: ggml's reference quantize_row_*_ref. */
+
+/** The value of largest magnitude among x[start .. start + n) (the first one on ties), with its sign. */
+function signedLargest(x: Float32Array, start: number, n: number): number {
+  let amax = 0;
+  let max = 0;
+  for (let j = 0; j < n; j++) {
+    const v = x[start + j]!;
+    if (amax < Math.abs(v)) {
+      amax = Math.abs(v);
+      max = v;
+    }
+  }
+  return max;
+}
+
 export const QUANTIZERS = {
   /** Q8_0: d = max|x| / 127, q = round(x / d). */
   Q8_0(x: Float32Array): Uint8Array {
@@ -246,15 +261,7 @@ export const QUANTIZERS = {
   Q4_0(x: Float32Array): Uint8Array {
     const out = new Uint8Array((x.length / 32) * 18);
     for (let blk = 0; blk * 32 < x.length; blk++) {
-      let amax = 0;
-      let max = 0;
-      for (let j = 0; j < 32; j++) {
-        const v = x[32 * blk + j]!;
-        if (amax < Math.abs(v)) {
-          amax = Math.abs(v);
-          max = v;
-        }
-      }
+      const max = signedLargest(x, 32 * blk, 32);
       const d = fround(max / -8);
       const id = d !== 0 ? fround(1 / d) : 0;
       const h = f32ToF16Bits(d);
@@ -270,15 +277,7 @@ export const QUANTIZERS = {
   Q5_0(x: Float32Array): Uint8Array {
     const out = new Uint8Array((x.length / 32) * 22);
     for (let blk = 0; blk * 32 < x.length; blk++) {
-      let amax = 0;
-      let max = 0;
-      for (let j = 0; j < 32; j++) {
-        const v = x[32 * blk + j]!;
-        if (amax < Math.abs(v)) {
-          amax = Math.abs(v);
-          max = v;
-        }
-      }
+      const max = signedLargest(x, 32 * blk, 32);
       const d = fround(max / -16);
       const id = d !== 0 ? fround(1 / d) : 0;
       const q = (v: number): number => Math.min(31, Math.trunc(fround(fround(v * id) + 16.5)));

@@ -132,3 +132,24 @@ export function writeAtomically(path: string, write: (tempPath: string) => void)
 export function writeJsonAtomically(path: string, value: unknown): void {
   writeAtomically(path, (temp) => writeFileSync(temp, JSON.stringify(value, null, 2) + "\n", { flag: "wx" }));
 }
+
+/**
+ * Moves a finished temporary directory to `outputDir`, already synced to disk; an existing output
+ * (--force) is moved aside first, put back if the move fails, and deleted last.
+ */
+export function replaceDirectory(temp: string, outputDir: string): void {
+  syncToDisk(temp);
+  if (!existsSync(outputDir)) {
+    renameSync(temp, outputDir);
+    return;
+  }
+  const old = claimTempPath(outputDir, "old");
+  renameSync(outputDir, old);
+  try {
+    renameSync(temp, outputDir);
+  } catch (err) {
+    renameSync(old, outputDir);
+    throw err;
+  }
+  rmSync(old, { recursive: true, force: true });
+}
