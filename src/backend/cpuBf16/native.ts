@@ -38,9 +38,16 @@ export interface CpuBf16Native {
 export type CpuBf16Availability = { ok: true; native: CpuBf16Native; features: CpuFeatures } | { ok: false; reason: string; features?: CpuFeatures };
 
 let cached: CpuBf16Availability | undefined;
+let disabledBecause: string | undefined;
+
+/** Switches the bf16 engine off (with the reason it reports) or back on: tests take the fallback path with it. */
+export function setCpuBf16Disabled(reason: string | undefined): void {
+  disabledBecause = reason;
+}
 
 /** The helper when it is built and the CPU has bf16 dot products; else why not, in a few words. */
 export function cpuBf16Availability(): CpuBf16Availability {
+  if (disabledBecause !== undefined) return { ok: false, reason: disabledBecause };
   if (cached) return cached;
   let native: CpuBf16Native;
   try {
