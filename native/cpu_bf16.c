@@ -14,7 +14,7 @@
 //   packWeights([w0, w1, ...] Float32Array (rows_i, k) stacked, k) -> Uint16Array packed
 //   gemm(out, a, packed, m, n, k, accumulate, threads)   out (m, n) [+]= a (m, k) @ w^T
 //   rmsNorm(out, x, weight, rows, dim, eps)
-//   attention(out, qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, cos, sin, threads)
+//   attention(out, qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, cos, sin, threads, positions?, branches?)
 //   swiglu(out, gu, rows, hidden, threads)                 out = silu(gu[:, :h]) * gu[:, h:]
 #define _GNU_SOURCE
 #include <math.h>
@@ -238,13 +238,16 @@ AVX512 static void swiglu_worker(void *p, int tid, int nthreads) {
 typedef struct {
   float *out; float *qkv; size_t nw, T, nh, nkv, d; const float *cos, *sin;
   int failed; // a worker could not allocate its buffers
+  // Packed windows (PackedLayout), or NULL: each token's position in its own sequence, and its
+  // branch (0: the shared prefix; key j is visible to query t if branch[j] is 0 or branch[t]).
+  const int32_t *positions, *branches;
 } attn_ctx;
 
 static void rope_rows(const attn_ctx *c, size_t r0, size_t r1) {
   size_t ld = (c->nh + 2 * c->nkv) * c->d, half = c->d / 2;
   float qscale = 1.0f / sqrtf((float)c->d);
   for (size_t r = r0; r < r1; r++) {
-    size_t pos = r % c->T;
+    size_t pos = c->positions ? (size_t)c->positions[r] : r % c->T;
     const float *cs = c->cos + pos * half, *sn = c->sin + pos * half;
     float *row = c->qkv + r * ld;
     for (size_t h = 0; h < c->nh + c->nkv; h++) {
@@ -320,6 +323,12 @@ AVX512 static void attention_worker(void *p, int tid, int nthreads) {
         for (size_t r = 0; r < rows; r++) {
           float *s = scores + r * nkeys;
           size_t n = t0 + r + 1;
+          if (c->branches) {
+            const int32_t *br = c->branches + w * T;
+            int32_t mine = br[t0 + r];
+            for (size_t j = 0; j < n; j++)
+              if (br[j] != 0 && br[j] != mine) s[j] = -INFINITY;
+          }
           __m512 vmax = _mm512_set1_ps(-INFINITY);
           for (size_t j = 0; j < n; j += 16) vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail_mask(n - j), s + j));
           __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
@@ -508,8 +517,22 @@ static napi_value js_swiglu(napi_env env, napi_callback_info info) {
 #endif
 }
 
+static int get_i32_or_null(napi_env env, napi_value v, const int32_t **data, size_t need) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_null || t == napi_undefined) { *data = NULL; return 1; }
+  napi_typedarray_type type;
+  size_t len;
+  void *ptr;
+  if (napi_get_typedarray_info(env, v, &type, &len, &ptr, NULL, NULL) != napi_ok || type != napi_int32_array || len < need) return 0;
+  *data = (const int32_t *)ptr;
+  return 1;
+}
+
 static napi_value js_attention(napi_env env, napi_callback_info info) {
-  ARGS(10);
+  // positions and branches may be left out (plain windows): missing arguments read as undefined.
+  size_t argc = 12; napi_value argv[12];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 10) return throw_error(env, "expected 10 to 12 arguments");
   float *out, *qkv, *cs, *sn; size_t lo, lq, lc, ls, nw, T, nh, nkv, d, threads;
   if (!get_f32(env, argv[0], &out, &lo) || !get_f32(env, argv[1], &qkv, &lq) || !get_f32(env, argv[7], &cs, &lc) || !get_f32(env, argv[8], &sn, &ls)) return throw_error(env, "attention: expected Float32Arrays");
   if (!get_size(env, argv[2], &nw) || !get_size(env, argv[3], &T) || !get_size(env, argv[4], &nh) || !get_size(env, argv[5], &nkv) || !get_size(env, argv[6], &d) || !get_size(env, argv[9], &threads) || threads < 1)
@@ -518,7 +541,12 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   if (lo < nw * T * nh * d || lq < nw * T * (nh + 2 * nkv) * d || lc < T * d / 2 || ls < T * d / 2) return throw_error(env, "attention: an array is smaller than its dimensions");
 #if HAVE_X86
   if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
-  attn_ctx c = {out, qkv, nw, T, nh, nkv, d, cs, sn, 0};
+  const int32_t *positions, *branches;
+  if (!get_i32_or_null(env, argv[10], &positions, nw * T) || !get_i32_or_null(env, argv[11], &branches, nw * T)) return throw_error(env, "attention: positions and branches must be Int32Arrays of one value per token, or null");
+  if (positions)
+    for (size_t i = 0; i < nw * T; i++)
+      if (positions[i] < 0 || (size_t)positions[i] >= T) return throw_error(env, "attention: a position is outside 0..seqLen-1");
+  attn_ctx c = {out, qkv, nw, T, nh, nkv, d, cs, sn, 0, positions, branches};
   parallel((int)threads, rope_worker, &c);
   parallel((int)threads, attention_worker, &c);
   if (c.failed) return throw_error(env, "attention: out of memory");

@@ -112,7 +112,40 @@ test("bf16 layer: the change it makes to the stream is within 1% (relative L2 pe
       // bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per GEMM input); measured 6e-3..7.5e-3.
       assert.ok(worst > 0 && worst < 1e-2, `worst relative error ${worst}`);
     }
-    assert.equal(kernels.stats.bf16Layers, 2);
+    {
+      // Packed windows (tree attention): a prefix of 10 tokens, then branches of 12 and 15 that see it but not each other.
+      const positions = new Int32Array(2 * 37);
+      const branches = new Int32Array(2 * 37);
+      for (let t = 0; t < 37; t++) {
+        const branch = t < 10 ? 0 : t < 22 ? 1 : 2;
+        for (const w of [0, 1]) {
+          branches[w * 37 + t] = branch;
+          positions[w * 37 + t] = branch === 2 ? t - 12 : t;
+        }
+    }
+    const w = randomLayer(SMALL, 40);
+    const x = fill(2 * 37 * SMALL.dim, 1, 13);
+    const want = await reference.runLayer(x, 2, 37, w, SMALL, { positions, branches });
+    const got = await kernels.runLayer(x, 2, 37, w, SMALL, { positions, branches });
+    const plain = await reference.runLayer(x, 2, 37, w, SMALL);
+    let worst = 0;
+    let layoutEffect = 0;
+    for (let r = 22; r < 37; r++) {
+      let diff = 0;
+      let norm = 0;
+      let effect = 0;
+      for (let i = r * SMALL.dim; i < (r + 1) * SMALL.dim; i++) {
+        diff += (got[i]! - want[i]!) ** 2;
+        norm += (want[i]! - x[i]!) ** 2;
+        effect += (plain[i]! - want[i]!) ** 2;
+      }
+      worst = Math.max(worst, Math.sqrt(diff / norm));
+      layoutEffect = Math.max(layoutEffect, Math.sqrt(effect / norm));
+    }
+    t.diagnostic(`packed windows: worst row error ${worst.toExponential(2)} (the layout itself changes rows by up to ${layoutEffect.toExponential(2)})`);
+    assert.ok(worst < 1e-2 && layoutEffect > 10 * worst, `packed: ${worst}, layout effect ${layoutEffect}`);
+    }
+    assert.equal(kernels.stats.bf16Layers, 3);
     assert.equal(kernels.stats.fallbackLayers, 0);
     // A shape the native layer does not compute (Qwen2 biases) runs on the fp32 kernels.
     const biased: LayerShape = { ...SMALL, qkvBias: true };

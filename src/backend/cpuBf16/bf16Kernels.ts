@@ -1,7 +1,7 @@
 // The CPU engine on the CPU's bf16 dot-product units: Llama decoder layers run in the native
 // helper (bf16 GEMM inputs, fp32 accumulation, fp32 residual stream and attention) with the
 // q/k/v and gate/up projections fused into one GEMM each; every other shape (biases, LayerNorm,
-// GELU, packed windows, ...) and the head run on the fp32 onnxruntime kernels.
+// GELU, per-head norms, ...) and the head run on the fp32 onnxruntime kernels.
 
 import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightsF32, type PackedLayout } from "../backend.js";
 import { type HostBackend, hostBackend } from "../hostBackend.js";
@@ -40,8 +40,8 @@ interface PackedLayer {
 }
 
 /** Whether the native layer computes this shape; else the fp32 kernels do. */
-export function nativeLayerSupports(shape: LayerShape, layout?: PackedLayout): boolean {
-  return !layout && !shape.qkvBias && !shape.qkNorm && !shape.layerNorm && !shape.noRope && !shape.plainMlp && !shape.outputBiases &&
+export function nativeLayerSupports(shape: LayerShape): boolean {
+  return !shape.qkvBias && !shape.qkNorm && !shape.layerNorm && !shape.noRope && !shape.plainMlp && !shape.outputBiases &&
     shape.activation === undefined && shape.headDim % 2 === 0 && shape.nHeads % shape.nKvHeads === 0;
 }
 
@@ -105,7 +105,7 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
     stats,
     features,
     async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array> {
-      if (!nativeLayerSupports(shape, layout)) {
+      if (!nativeLayerSupports(shape)) {
         stats.fallbackLayers++;
         return fp32.runLayer(x, nWindows, seqLen, weights, shape, layout);
       }
@@ -119,7 +119,9 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
       const buffers = layerBuffers(shape, rows);
       for (let first = 0; first < nWindows; first += perRun) {
         const count = Math.min(perRun, nWindows - first);
-        runNativeLayer(native, y.subarray(first * seqLen * shape.dim, (first + count) * seqLen * shape.dim), count, seqLen, weights, packed, shape, tables, buffers, threads);
+        const tokens = (a: Int32Array | undefined): Int32Array | null => a?.subarray(first * seqLen, (first + count) * seqLen) ?? null;
+        const chunkLayout = { positions: tokens(layout?.positions), branches: tokens(layout?.branches) };
+        runNativeLayer(native, y.subarray(first * seqLen * shape.dim, (first + count) * seqLen * shape.dim), count, seqLen, weights, packed, shape, tables, buffers, threads, chunkLayout);
       }
       return y;
     },
@@ -151,12 +153,13 @@ function layerBuffers(shape: LayerShape, rows: number): LayerBuffers {
 }
 
 /**
- * y: (nWindows*seqLen, dim), the residual stream, updated in place:
+ * y: (nWindows*seqLen, dim), the residual stream, updated in place (packed windows: see PackedLayout):
  *   y += wo @ attn(rope(qkv @ norm(y))); y += down @ swiglu(gateUp @ norm(y)).
  */
 function runNativeLayer(
   native: CpuBf16Native, y: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, p: PackedLayer,
   shape: LayerShape, tables: { cos: Float32Array; sin: Float32Array }, b: LayerBuffers, threads: number,
+  layout: { positions: Int32Array | null; branches: Int32Array | null },
 ): void {
   const { dim, hiddenDim, nHeads, nKvHeads, headDim, normEps } = shape;
   const rows = nWindows * seqLen;
@@ -164,7 +167,7 @@ function runNativeLayer(
   const qkvDim = qDim + 2 * nKvHeads * headDim;
   native.rmsNorm(b.xn, y, w.attnNorm, rows, dim, normEps);
   native.gemm(b.qkv, b.xn, p.qkv, rows, qkvDim, dim, false, threads);
-  native.attention(b.att, b.qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, tables.cos, tables.sin, threads);
+  native.attention(b.att, b.qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, tables.cos, tables.sin, threads, layout.positions, layout.branches);
   native.gemm(y, b.att, p.wo, rows, dim, qDim, true, threads);
   native.rmsNorm(b.xn, y, w.ffnNorm, rows, dim, normEps);
   native.gemm(b.gateUp, b.xn, p.gateUp, rows, 2 * hiddenDim, dim, false, threads);

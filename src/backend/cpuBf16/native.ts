@@ -30,9 +30,12 @@ export interface CpuBf16Native {
   /**
    * qkv (nWindows*seqLen, (nHeads + 2 nKvHeads) headDim): q and k are roped in place (q scaled
    * by 1/sqrt(headDim)); out (nWindows*seqLen, nHeads*headDim) = causal attention per window.
-   * cos, sin: (seqLen, headDim/2).
+   * cos, sin: (seqLen, headDim/2). positions, branches: packed windows (PackedLayout), or null.
    */
-  attention(out: Float32Array, qkv: Float32Array, nWindows: number, seqLen: number, nHeads: number, nKvHeads: number, headDim: number, cos: Float32Array, sin: Float32Array, threads: number): void;
+  attention(
+    out: Float32Array, qkv: Float32Array, nWindows: number, seqLen: number, nHeads: number, nKvHeads: number, headDim: number,
+    cos: Float32Array, sin: Float32Array, threads: number, positions: Int32Array | null, branches: Int32Array | null,
+  ): void;
 }
 
 export type CpuBf16Availability = { ok: true; native: CpuBf16Native; features: CpuFeatures } | { ok: false; reason: string; features?: CpuFeatures };
