@@ -9,7 +9,8 @@
 //     in the page cache and (where drop_caches is writable) with a cold cache.
 // Each measurement runs in its own process (bench/runTask.ts) so its peak RSS is its own.
 //  4. Benchmark tasks on stories260K: items per second (the full MMLU test, 0-shot; 500 items of each other task).
-// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, and
+// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --score-only
+// (TinyLlama: BI scoring without perplexity), and
 // --only stories|cpu|tinyllama|7b|prune|tasks to rerun one section (the others are kept from results.json).
 
 import { spawnSync } from "node:child_process";
@@ -44,6 +45,7 @@ function runJson(command: string, argv: string[]): Record<string, unknown> {
   const r = spawnSync(command, argv, { encoding: "utf8", maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${command} failed (${r.status}):\n${r.stderr}`);
   const line = r.stdout.trim().split("\n").pop()!;
+  log(`-> ${line.length > 400 ? `${line.slice(0, 400)}...` : line}`);
   return JSON.parse(line) as Record<string, unknown>;
 }
 
@@ -127,7 +129,7 @@ async function main(): Promise<void> {
     const dir = ensureRandomCheckpoint(TINYLLAMA_1B, cache, log);
     const ids = windowsFile(TINYLLAMA_1B, 8, 512);
     const rows: Row[] = [];
-    for (const task of ["score", "ppl"]) {
+    for (const task of args.has("--score-only") ? ["score"] : ["score", "ppl"]) {
       const mine: Record<string, number> = {};
       const taskRows: Row[] = [];
       for (const precision of ["bf16", "fp32"]) {
