@@ -39,7 +39,7 @@ export function parseBackendName(text: string): BackendName {
 
 export function parsePrecision(text: string): Precision {
   if ((PRECISIONS as readonly string[]).includes(text)) return text as Precision;
-  throw new OptionError(`--precision "${text}" is not a precision`, { option: "--precision", hint: `choose one of: ${PRECISIONS.join(", ")} (GEMM inputs on the GPU; the residual stream is fp32 either way)` });
+  throw new OptionError(`--precision "${text}" is not a precision`, { option: "--precision", hint: `choose one of: ${PRECISIONS.join(", ")} (GEMM inputs; the residual stream is fp32 either way)` });
 }
 
 export function defaultThreads(): number {
