@@ -1,15 +1,17 @@
 // npm run bench: shortgpt's engine against PyTorch + transformers, measured in the same run.
 //  1. stories260K: tokens/s of scoring and perplexity on every backend.
+//  1b. The CPU's features and GEMMs: the bf16 kernel against onnxruntime's fp32 Gemm (bench/cpuGemm.ts).
 //  2. TinyLlama-1.1B shape (random BF16 weights): BI scoring and perplexity, 8 x 512 tokens,
-//     2 threads, shortgpt (onnxruntime-node) vs PyTorch fp32 and bf16; ratios.
+//     2 threads, shortgpt bf16 and fp32 (--precision) vs PyTorch bf16 and fp32; ratios.
 //  3. Llama-2-7B shape: scoring peak RSS (streaming); and (section "prune") pruning 8 of 32
 //     layers (MB/s, RSS) with the native O_DIRECT writer and with buffered writes, beside
 //     cp -r + sync of the checkpoint, in interleaved rounds (medians and ranges), with the input
 //     in the page cache and (where drop_caches is writable) with a cold cache.
 // Each measurement runs in its own process (bench/runTask.ts) so its peak RSS is its own.
 //  4. Benchmark tasks on stories260K: items per second (the full MMLU test, 0-shot; 500 items of each other task).
-// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, and
-// --only stories|tinyllama|7b|prune|tasks to rerun one section (the others are kept from results.json).
+// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --score-only
+// (TinyLlama: BI scoring without perplexity), and
+// --only stories|cpu|tinyllama|7b|prune|tasks to rerun one section (the others are kept from results.json).
 
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -43,6 +45,7 @@ function runJson(command: string, argv: string[]): Record<string, unknown> {
   const r = spawnSync(command, argv, { encoding: "utf8", maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`${command} failed (${r.status}):\n${r.stderr}`);
   const line = r.stdout.trim().split("\n").pop()!;
+  log(`-> ${line.length > 400 ? `${line.slice(0, 400)}...` : line}`);
   return JSON.parse(line) as Record<string, unknown>;
 }
 
@@ -108,24 +111,45 @@ async function main(): Promise<void> {
     results.push({ key: "stories", section: "stories260K (8192 tokens in windows of 512)", rows, measured: new Date().toISOString() });
   }
 
-  // 2. TinyLlama-1.1B shape against PyTorch.
+  // 1b. The CPU's GEMM units: CPU features, the bf16 kernel against onnxruntime's fp32 Gemm, and
+  // the bf16 kernel's cache-resident rate, the "peak" the engines' GFLOP/s are measured against.
+  let peakGflops = NaN;
+  let cpuLine = "";
+  if (wants("tinyllama") || wants("7b") || wants("cpu")) {
+    const g = runJson(process.execPath, [join(root, "dist", "bench", "cpuGemm.js"), "--threads", String(THREADS)]);
+    peakGflops = Number(g["bf16PeakGflops"]);
+    cpuLine = `CPU ${String(g["cpu"])}, features ${JSON.stringify(g["features"])}, bf16 engine ${g["bf16Engine"] ? "on" : "off"}, bf16 kernel peak (cache-resident GEMM) ${peakGflops.toFixed(0)} GFLOP/s`;
+    results.push({ key: "cpu", section: `CPU GEMMs, 1024 token rows, ${THREADS} threads (${cpuLine})`, rows: g["rows"] as Row[], measured: new Date().toISOString() });
+  }
+  const ofPeak = (gflops: number): string => (Number.isFinite(peakGflops) ? `${((100 * gflops) / peakGflops).toFixed(0)}%` : "");
+
+  // 2. TinyLlama-1.1B shape against PyTorch: shortgpt bf16 and fp32 against PyTorch bf16 and fp32.
   if (wants("tinyllama")) {
     const python = args.has("--skip-peer") ? undefined : peerPython();
     const dir = ensureRandomCheckpoint(TINYLLAMA_1B, cache, log);
     const ids = windowsFile(TINYLLAMA_1B, 8, 512);
     const rows: Row[] = [];
-    for (const task of ["score", "ppl"]) {
-      const r = ours(task, dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS)]);
-      const mine = Number(r["tokensPerSecond"]);
-      rows.push({ task, engine: "shortgpt onnxruntime-node fp32", "tokens/s": mine.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "peak RSS GiB": gib(r["peakRssBytes"]), "ratio vs this": "1.00" });
-      if (!python) continue;
-      for (const dtype of ["fp32", "bf16"]) {
-        const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS), "--batch", "8"]);
-        const theirs = Number(p["tokens_per_second"]);
-        rows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": theirs.toFixed(1), "GFLOP/s": "", "peak RSS GiB": gib(p["peak_rss_bytes"]), "ratio vs this": (mine / theirs).toFixed(2) });
+    for (const task of args.has("--score-only") ? ["score"] : ["score", "ppl"]) {
+      const mine: Record<string, number> = {};
+      const taskRows: Row[] = [];
+      for (const precision of ["bf16", "fp32"]) {
+        const r = ours(task, dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", precision]);
+        mine[precision] = Number(r["tokensPerSecond"]);
+        taskRows.push({ task, engine: `shortgpt ${String(r["backend"])} ${precision}`, "tokens/s": mine[precision]!.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "of peak": ofPeak(Number(r["gflops"])), "peak RSS GiB": gib(r["peakRssBytes"]) });
+      }
+      if (python) {
+        for (const dtype of ["bf16", "fp32"]) {
+          const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS), "--batch", "8"]);
+          taskRows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": Number(p["tokens_per_second"]).toFixed(1), "GFLOP/s": "", "of peak": "", "peak RSS GiB": gib(p["peak_rss_bytes"]) });
+        }
+      }
+      // Each row against both shortgpt engines: above 1 means shortgpt is faster than that row.
+      for (const row of taskRows) {
+        const theirs = Number(row["tokens/s"]);
+        rows.push({ ...row, "shortgpt bf16 / this": (mine["bf16"]! / theirs).toFixed(2), "shortgpt fp32 / this": (mine["fp32"]! / theirs).toFixed(2) });
       }
     }
-    results.push({ key: "tinyllama", section: `TinyLlama-1.1B shape, 8 x 512 tokens, ${THREADS} threads ("ratio vs this" = shortgpt tokens/s / this row's)`, rows, measured: new Date().toISOString() });
+    results.push({ key: "tinyllama", section: `TinyLlama-1.1B shape, 8 x 512 tokens, ${THREADS} threads (GFLOP/s "of peak": of the bf16 kernel's cache-resident rate)`, rows, measured: new Date().toISOString() });
   }
 
   // 3. Llama-2-7B shape: streaming memory and pruning throughput.
@@ -133,8 +157,10 @@ async function main(): Promise<void> {
     const dir = ensureRandomCheckpoint(LLAMA2_7B, cache, log);
     const ids = windowsFile(LLAMA2_7B, 8, 512);
     const rows: Row[] = [];
-    const r = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS)]);
-    rows.push({ task: "BI scoring 8 x 512", "tokens/s": Number(r["tokensPerSecond"]).toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "peak RSS GiB": gib(r["peakRssBytes"]), "MB/s": "", "vs cp": "" });
+    for (const precision of ["bf16", "fp32"]) {
+      const r = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", precision]);
+      rows.push({ task: `BI scoring 8 x 512, ${String(r["backend"])} ${precision}`, "tokens/s": Number(r["tokensPerSecond"]).toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "of peak": ofPeak(Number(r["gflops"])), "peak RSS GiB": gib(r["peakRssBytes"]) });
+    }
     results.push({ key: "7b", section: "Llama-2-7B shape (13.5 GB of BF16 weights; PyTorch needs all of it in memory)", rows, measured: new Date().toISOString() });
   }
 
@@ -225,10 +251,10 @@ async function main(): Promise<void> {
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
   // Sections not rerun this time are kept from the previous results.json, with their date.
   const previous = existsSync(join(root, "bench", "results.json")) ? (JSON.parse(readFileSync(join(root, "bench", "results.json"), "utf8")) as { results?: Partial<Section>[] }).results ?? [] : [];
-  const merged: Section[] = ["stories", "tinyllama", "7b", "prune", "tasks"].flatMap((key) => {
+  const merged: Section[] = ["stories", "cpu", "tinyllama", "7b", "prune", "tasks"].flatMap((key) => {
     const fresh = results.find((r) => r.key === key);
     // Results written before sections had keys are recognized by their titles.
-    const titles: Record<string, string> = { stories: "stories260K", tinyllama: "TinyLlama", "7b": "Llama-2-7B shape (", prune: "Llama-2-7B shape: pruning", tasks: "Benchmark tasks" };
+    const titles: Record<string, string> = { cpu: "CPU GEMMs", stories: "stories260K", tinyllama: "TinyLlama", "7b": "Llama-2-7B shape (", prune: "Llama-2-7B shape: pruning", tasks: "Benchmark tasks" };
     const old = previous.find((r) => r.key === key || (r.key === undefined && r.section?.startsWith(titles[key]!)));
     // (Earlier 7b sections also held single pruning runs, now measured in the "prune" section.)
     const rows = key === "7b" ? old?.rows?.filter((r) => !/^(prune|peer)/.test(String(r["task"]))) : old?.rows;

@@ -1,12 +1,12 @@
 // One benchmark measurement in its own process, so its peak RSS is its own:
-//   node dist/bench/runTask.js score|ppl MODEL --tokens ids.json [--backend onnx] [--threads 2]
+//   node dist/bench/runTask.js score|ppl MODEL --tokens ids.json [--backend onnx] [--threads 2] [--precision bf16|fp32]
 //   node dist/bench/runTask.js prune MODEL --out DIR --layers i,j,...
 // Prints one JSON object on stdout.
 
 import { rmSync } from "node:fs";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { parseBackendName, selectBackend } from "../src/backend/select.js";
+import { parseBackendName, parsePrecision, selectBackend } from "../src/backend/select.js";
 import { openModel, type OpenedModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
@@ -29,7 +29,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     tokens: { type: "string" }, backend: { type: "string" }, threads: { type: "string" }, out: { type: "string" }, layers: { type: "string" }, "no-native-output": { type: "boolean" },
-    tasks: { type: "string" }, "data-dir": { type: "string" }, limit: { type: "string" },
+    tasks: { type: "string" }, "data-dir": { type: "string" }, limit: { type: "string" }, precision: { type: "string" },
   },
 });
 const [task, modelPath] = positionals;
@@ -57,7 +57,9 @@ if (task === "tasks") {
 } else {
   const windowsIds = (JSON.parse(readFileSync(values.tokens!, "utf8")) as { windows: number[][] }).windows;
   const threads = Number(values.threads ?? "2");
-  const { backend } = await selectBackend(parseBackendName(values.backend ?? "onnx"), { threads });
+  const precision = values.precision === undefined ? {} : { precision: parsePrecision(values.precision) };
+  const { backend, notes } = await selectBackend(parseBackendName(values.backend ?? "onnx"), { threads, ...precision });
+  for (const note of notes) process.stderr.write(`${note}\n`);
   const opened = openModel(modelPath);
   const seqLen = windowsIds[0]!.length;
   const tokens = windowsIds.length * seqLen;

@@ -1,5 +1,6 @@
-// Builds the optional native helper (native/output_writer.c -> build/shortgpt_native.node) with
-// the machine's C compiler. It runs as the package's install script; when no compiler or no
+// Builds the optional native helpers with the machine's C compiler: native/output_writer.c ->
+// build/shortgpt_native.node, and native/cpu_bf16.c -> build/shortgpt_cpu.node (the CPU's bf16
+// GEMM for --precision bf16; without it the CPU engine computes in fp32). It runs as the package's install script; when no compiler or no
 // Node-API headers are found it says so on one line and exits 0, and shortgpt writes checkpoints
 // with plain buffered writes instead (same output, slower pruning). Node-API symbols resolve against the running
 // node binary at load time, so a plain shared object is enough: no node-gyp, no downloads.
@@ -33,11 +34,29 @@ function skip(reason) {
   process.exit(0);
 }
 
+/** Compiles one helper; on failure says so on one line and returns false. */
+function compile(sourceFile, outputFile, flags, what) {
+  const temp = `${outputFile}.${process.pid}.tmp`;
+  const r = spawnSync(compiler, [...flags, "-Wall", "-shared", "-fPIC", "-pthread", `-I${includes[0]}`, sourceFile, "-o", temp], { encoding: "utf8" });
+  if (r.error || r.status !== 0) {
+    rmSync(temp, { force: true });
+    console.log(`shortgpt: ${what} not built (${r.error ? `${compiler}: ${r.error.message}` : `${compiler} failed: ${firstError(r.stderr)}`})`);
+    return false;
+  }
+  renameSync(temp, outputFile);
+  console.log(`shortgpt: built ${outputFile}`);
+  return true;
+}
+
 if (process.platform !== "linux") skip(`the helper uses Linux O_DIRECT, this is ${process.platform}`);
 const includes = headerDirs();
 if (includes.length === 0) skip("no Node-API headers found");
 const compiler = process.env.CC || "cc";
 mkdirSync(dirname(output), { recursive: true });
+// The bf16 helper first: its failure (an old compiler without AVX512_BF16 intrinsics, a CPU
+// that is not x86-64) leaves the CPU engine in fp32 and must not stop the output helper.
+if (process.arch === "x64") compile(join(root, "native", "cpu_bf16.c"), join(root, "build", "shortgpt_cpu.node"), ["-O3"], "CPU bf16 helper (--precision bf16 on the CPU will compute in fp32)");
+else console.log(`shortgpt: CPU bf16 helper not built (it is for x86-64, this is ${process.arch}); the CPU engine computes in fp32`);
 const temp = `${output}.${process.pid}.tmp`;
 const result = spawnSync(compiler, ["-O2", "-Wall", "-shared", "-fPIC", "-pthread", `-I${includes[0]}`, source, "-o", temp], { encoding: "utf8" });
 if (result.error || result.status !== 0) {

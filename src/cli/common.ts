@@ -48,7 +48,8 @@ export function openFromArgs(p: Parsed, path: string): OpenedModel {
 
 /**
  * --backend (default auto), --threads (default: all cores), --device (GPU index, default 0) and
- * --precision (GPU GEMM inputs, default bf16); fallbacks are reported on stderr.
+ * --precision (GEMM inputs: bf16 by default on the GPU; on the CPU fp32 by default, bf16 on request
+ * where the CPU has AVX512_BF16); fallbacks are reported on stderr.
  */
 export async function backendFromArgs(p: Parsed): Promise<DecoderBackend> {
   const name = parseBackendName(str(p, "backend") ?? "auto");

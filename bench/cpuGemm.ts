@@ -1,0 +1,82 @@
+// The CPU's GEMM units, alone: the bf16 kernel (native/cpu_bf16.c) on the GEMMs of a TinyLlama-1.1B
+// and a Llama-2-7B layer (1024 token rows), beside onnxruntime's fp32 Gemm on the same shapes, and
+// the bf16 kernel on a cache-resident GEMM as the attainable peak. Self-contained, for a quick
+// check on another machine (an AMX Xeon, say):
+//   node dist/bench/cpuGemm.js [--threads 2] [--runs 3]
+// Prints a table on stderr and one JSON object on stdout.
+
+import { cpus } from "node:os";
+import { parseArgs } from "node:util";
+import { cpuBf16Availability } from "../src/backend/cpuBf16/native.js";
+import { attr, encodeModel, GraphBuilder } from "../src/backend/onnx/model.js";
+
+const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, runs: { type: "string", default: "3" } } });
+const threads = Number(values.threads);
+const runs = Number(values.runs);
+
+function fill(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = (s >>> 0) / 4294967296 - 0.5;
+  }
+  return out;
+}
+
+/** Best of `runs` timings of fn, in seconds (after one warm-up call). */
+async function best(fn: () => unknown): Promise<number> {
+  await fn();
+  let t = Infinity;
+  for (let r = 0; r < runs; r++) {
+    const started = process.hrtime.bigint();
+    await fn();
+    t = Math.min(t, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+  return t;
+}
+
+// (m, n, k, what): fused q/k/v, o, fused gate/up, down; m = 1024 token rows.
+const SHAPES: [number, number, number, string][] = [
+  [1024, 2560, 2048, "TinyLlama qkv"], [1024, 2048, 2048, "TinyLlama o"], [1024, 11264, 2048, "TinyLlama gate+up"], [1024, 2048, 5632, "TinyLlama down"],
+  [1024, 12288, 4096, "Llama-2-7B qkv"], [1024, 22016, 4096, "Llama-2-7B gate+up"], [1024, 4096, 11008, "Llama-2-7B down"],
+];
+
+const available = cpuBf16Availability();
+const ort = await import("onnxruntime-node");
+const rows: Record<string, string | number>[] = [];
+for (const [m, n, k, what] of SHAPES) {
+  const a = fill(m * k, 1);
+  const w = fill(n * k, 2);
+  const flops = 2 * m * n * k;
+  const g = new GraphBuilder("gemm");
+  g.output(g.op("Gemm", [g.input("a", "float", [m, k]), g.input("w", "float", [n, k])], [attr.int("transB", 1)]), "y", "float", [m, n]);
+  const session = await ort.InferenceSession.create(encodeModel(g.build()), { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: "sequential" });
+  const feeds = { a: new ort.Tensor("float32", a, [m, k]), w: new ort.Tensor("float32", w, [n, k]) };
+  const fp32 = flops / (await best(() => session.run(feeds))) / 1e9;
+  await session.release();
+  let bf16 = NaN;
+  if (available.ok) {
+    const packed = available.native.packWeights([w], k);
+    const out = new Float32Array(m * n);
+    bf16 = flops / (await best(() => available.native.gemm(out, a, packed, m, n, k, false, threads))) / 1e9;
+  }
+  rows.push({ gemm: what, m, n, k, "fp32 onnxruntime GFLOP/s": fp32.toFixed(0), "bf16 native GFLOP/s": bf16.toFixed(0), "bf16 / fp32": (bf16 / fp32).toFixed(2) });
+}
+// Cache-resident: 1200 x 512 x 512 (A and W in L2), the kernel's attainable rate on these cores.
+let peak = NaN;
+if (available.ok) {
+  const [m, n, k] = [1200, 512, 512];
+  const a = fill(m * k, 3);
+  const packed = available.native.packWeights([fill(n * k, 4)], k);
+  const out = new Float32Array(m * n);
+  peak = (2 * m * n * k) / (await best(() => available.native.gemm(out, a, packed, m, n, k, false, threads))) / 1e9;
+}
+const features = available.features;
+const keys = Object.keys(rows[0]!);
+process.stderr.write(`CPU: ${cpus()[0]?.model ?? "?"}; features ${JSON.stringify(features ?? {})}; threads ${threads}; bf16 engine: ${available.ok ? "yes" : `no (${available.reason})`}\n`);
+process.stderr.write([`| ${keys.join(" | ")} |`, `| ${keys.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${keys.map((key) => r[key]).join(" | ")} |`)].join("\n") + "\n");
+process.stderr.write(`bf16 kernel on a cache-resident 1200x512x512 GEMM: ${peak.toFixed(0)} GFLOP/s\n`);
+console.log(JSON.stringify({ cpu: cpus()[0]?.model ?? "", features: features ?? null, threads, bf16Engine: available.ok, rows, bf16PeakGflops: peak }));

@@ -1,0 +1,65 @@
+// Loads the CPU bf16 helper (native/cpu_bf16.c -> build/shortgpt_cpu.node, built at install) and
+// says why it cannot be used when it cannot: not built, or a CPU without AVX512_BF16.
+
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { repoRoot } from "../../shared.js";
+
+export const CPU_BF16_HELPER_PATH = join(repoRoot(), "build", "shortgpt_cpu.node");
+
+/** The CPU features the helper reports (CPUID, with the OS's consent for AVX-512 state). */
+export interface CpuFeatures {
+  avx512f: boolean;
+  avx512bf16: boolean;
+  /** AMX-BF16 tiles: detected only; the AMX code path is not written (no AMX machine to test on). */
+  amxBf16: boolean;
+}
+
+/** Weights packed by packWeights: columns in panels of 16, k in bf16 pairs (opaque to TypeScript). */
+export type PackedWeights = Uint16Array & { readonly __packedBf16: unique symbol };
+
+export interface CpuBf16Native {
+  features(): CpuFeatures;
+  /** Row blocks (rows_i, k) stacked into one (sum rows_i, k) weight, rounded to bf16 and packed. */
+  packWeights(parts: Float32Array[], k: number): PackedWeights;
+  /** out (m, n) = a (m, k) @ w^T, or out += that with accumulate; fp32 accumulation. */
+  gemm(out: Float32Array, a: Float32Array, w: PackedWeights, m: number, n: number, k: number, accumulate: boolean, threads: number): void;
+  rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
+  /** out (rows, hidden) = silu(gu[:, :hidden]) * gu[:, hidden:]. */
+  swiglu(out: Float32Array, gu: Float32Array, rows: number, hidden: number, threads: number): void;
+  /**
+   * qkv (nWindows*seqLen, (nHeads + 2 nKvHeads) headDim): q and k are roped in place (q scaled
+   * by 1/sqrt(headDim)); out (nWindows*seqLen, nHeads*headDim) = causal attention per window.
+   * cos, sin: (seqLen, headDim/2). positions, branches: packed windows (PackedLayout), or null.
+   */
+  attention(
+    out: Float32Array, qkv: Float32Array, nWindows: number, seqLen: number, nHeads: number, nKvHeads: number, headDim: number,
+    cos: Float32Array, sin: Float32Array, threads: number, positions: Int32Array | null, branches: Int32Array | null,
+  ): void;
+}
+
+export type CpuBf16Availability = { ok: true; native: CpuBf16Native; features: CpuFeatures } | { ok: false; reason: string; features?: CpuFeatures };
+
+let cached: CpuBf16Availability | undefined;
+let disabledBecause: string | undefined;
+
+/** Switches the bf16 engine off (with the reason it reports) or back on: tests take the fallback path with it. */
+export function setCpuBf16Disabled(reason: string | undefined): void {
+  disabledBecause = reason;
+}
+
+/** The helper when it is built and the CPU has bf16 dot products; else why not, in a few words. */
+export function cpuBf16Availability(): CpuBf16Availability {
+  if (disabledBecause !== undefined) return { ok: false, reason: disabledBecause };
+  if (cached) return cached;
+  let native: CpuBf16Native;
+  try {
+    native = createRequire(import.meta.url)(CPU_BF16_HELPER_PATH) as CpuBf16Native;
+  } catch {
+    cached = { ok: false, reason: `the native bf16 helper ${CPU_BF16_HELPER_PATH} is not built (npm ci builds it with the machine's C compiler)` };
+    return cached;
+  }
+  const features = native.features();
+  cached = features.avx512bf16 ? { ok: true, native, features } : { ok: false, reason: "this CPU has no AVX512_BF16 instructions", features };
+  return cached;
+}
