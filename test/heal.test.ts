@@ -10,7 +10,7 @@ import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { scoringWindows } from "../src/data/windows.js";
 import { OptionError } from "../src/errors.js";
 import { healCuts } from "../src/heal/collect.js";
-import { foldHealMaps } from "../src/heal/fold.js";
+import { foldHealMaps, healedProvider, storedBytes } from "../src/heal/fold.js";
 import { fitLinearHeal } from "../src/heal/healLinear.js";
 import { LinearHealAccumulator } from "../src/heal/linearFit.js";
 import { loadModel, openModel } from "../src/load.js";
@@ -55,7 +55,7 @@ test("folding T = I gives a checkpoint byte-identical to plain removal (llama2.c
   const dir = tempDir();
   for (const [input, ext] of [[MODEL_BIN, "bin"], [MODEL_GGUF, "gguf"]] as const) {
     const model = openModel(input, { tokenizer: TOKENIZER });
-    const replacedTensors = foldHealMaps(model, new Map([[1, identityMap(model.config.dim)], [3, identityMap(model.config.dim)]]));
+    const replacedTensors = storedBytes(foldHealMaps(model, new Map([[1, identityMap(model.config.dim)], [3, identityMap(model.config.dim)]])));
     model.close();
     assert.equal(replacedTensors.size, 2);
     removeLayers(input, join(dir, `plain.${ext}`), [2, 4]);
@@ -74,14 +74,16 @@ function splitTinyStories(dir: string): { fit: string; heldOut: string } {
   return { fit, heldOut };
 }
 
-async function heldOutPerplexity(path: string, data: string): Promise<number> {
-  const model = openModel(path, { tokenizer: TOKENIZER });
+/** Perplexity of the checkpoint at `path`; with `view`, of that checkpoint seen through it with `skip` skipped (how compare and sweep evaluate). */
+async function heldOutPerplexity(path: string, data: string, view?: (m: ReturnType<typeof openModel>) => ReturnType<typeof openModel>, skip?: ReadonlySet<number>): Promise<number> {
+  const opened = openModel(path, { tokenizer: TOKENIZER });
+  const model = view ? view(opened) : opened;
   const backend = createReferenceBackend();
   try {
-    return (await perplexityData(model, tokenizeFile(model, data), { seqLen: 128, stride: 128, maxTokens: 4096 }, { backend })).perplexity;
+    return (await perplexityData(model, tokenizeFile(model, data), { seqLen: 128, stride: 128, maxTokens: 4096 }, { backend, ...(skip ? { skip } : {}) })).perplexity;
   } finally {
     await backend.dispose();
-    model.close();
+    opened.close();
   }
 }
 
@@ -113,6 +115,9 @@ test("stories260K without its lowest-BI layer (2): healing lowers held-out perpl
   t.diagnostic(`held-out perplexity: full ${full.toFixed(3)}, plain ${plain.toFixed(3)}, healed ${healedPpl.toFixed(3)}; fit residual ${cut.relativeResidualBefore.toFixed(4)} -> ${cut.relativeResidualAfter.toFixed(4)} on ${cut.tokens} tokens`);
   assert.ok(healedPpl < plain * 0.95, `healed ${healedPpl} vs plain ${plain}`);
   assert.ok(healedPpl > full);
+  // compare and sweep evaluate the healed model as a view with the layer skipped: the same number as the file.
+  const viewed = await heldOutPerplexity(MODEL_BIN, heldOut, (m) => ({ ...m, provider: healedProvider(m.provider, healed.folded) }), new Set([2]));
+  assert.equal(viewed, healedPpl);
 });
 
 test("prune --heal linear writes the fit into the sidecar; --heal needs calibration text", () => {

@@ -5,7 +5,9 @@
 import { UnsupportedError } from "../errors.js";
 import type { OpenedModel } from "../load.js";
 import { isConv1dWeight, transpose } from "../models/gpt2.js";
+import { decodeToF32 } from "../tensor/dtype.js";
 import { encodeF32, isWritableDtype } from "../tensor/encode.js";
+import type { TensorProvider } from "../tensor/provider.js";
 
 /** W' = T W for T (dim x dim) and W (dim x cols), both row-major; float64 sums, float32 result. */
 export function applyMap(map: Float64Array, w: Float32Array, dim: number, cols: number): Float32Array {
@@ -24,8 +26,14 @@ export function applyMap(map: Float64Array, w: Float32Array, dim: number, cols: 
   return out;
 }
 
-/** The stored bytes of a tensor the model reads as canonical float32 values. */
-function encodeStored(model: OpenedModel, name: string, canonical: Float32Array, shape: readonly number[]): Uint8Array {
+/** A folded tensor: its stored bytes, and the canonical float32 values a loader reads back from them. */
+export interface FoldedTensor {
+  bytes: Uint8Array;
+  values: Float32Array;
+}
+
+/** The stored bytes of a tensor the model reads as canonical float32 values, and the values read back (after rounding to the dtype). */
+function encodeStored(model: OpenedModel, name: string, canonical: Float32Array, shape: readonly number[]): FoldedTensor {
   const entry = model.provider.entries().find((e) => e.name === name);
   if (!entry) throw new Error(`internal: ${name} is not a tensor of ${model.path}`);
   if (!isWritableDtype(entry.dtype)) {
@@ -34,14 +42,17 @@ function encodeStored(model: OpenedModel, name: string, canonical: Float32Array,
     });
   }
   // Hugging Face GPT-2 stores Conv1D weights (in, out): back from the canonical (out, in).
-  const stored = model.format === "hf" && model.architecture === "gpt2" && isConv1dWeight(name) ? transpose(canonical, shape[0]!, shape[1]!) : canonical;
-  return encodeF32(stored, entry.dtype);
+  const conv1d = model.format === "hf" && model.architecture === "gpt2" && isConv1dWeight(name);
+  const bytes = encodeF32(conv1d ? transpose(canonical, shape[0]!, shape[1]!) : canonical, entry.dtype);
+  const decoded = new Float32Array(canonical.length);
+  if (!decodeToF32(entry.dtype, bytes, decoded)) throw new Error(`internal: cannot decode ${entry.dtype}`);
+  return { bytes, values: conv1d ? transpose(decoded, shape[1]!, shape[0]!) : decoded };
 }
 
 /** For each kept layer and its map, the down projection (and bias) with the map folded in, by stored tensor name. */
-export function foldHealMaps(model: OpenedModel, maps: ReadonlyMap<number, Float64Array>): Map<string, Uint8Array> {
+export function foldHealMaps(model: OpenedModel, maps: ReadonlyMap<number, Float64Array>): Map<string, FoldedTensor> {
   const { dim, hiddenDim } = model.config;
-  const replaced = new Map<string, Uint8Array>();
+  const replaced = new Map<string, FoldedTensor>();
   for (const [layer, map] of maps) {
     const names = model.names.layer(layer);
     const w = applyMap(map, model.provider.readF32(names.wDown), dim, hiddenDim);
@@ -51,4 +62,21 @@ export function foldHealMaps(model: OpenedModel, maps: ReadonlyMap<number, Float
     }
   }
   return replaced;
+}
+
+/** The stored bytes of folded tensors, as removeLayers' replacedTensors takes them. */
+export function storedBytes(folded: ReadonlyMap<string, FoldedTensor>): Map<string, Uint8Array> {
+  return new Map([...folded].map(([name, t]) => [name, t.bytes]));
+}
+
+/**
+ * The checkpoint as the healed file will read: folded tensors replaced, the rest unchanged. With
+ * the removed layers skipped it computes exactly what the written file computes (compare, sweep).
+ */
+export function healedProvider(provider: TensorProvider, folded: ReadonlyMap<string, FoldedTensor>): TensorProvider {
+  return {
+    source: `${provider.source} (healed)`,
+    entries: () => provider.entries(),
+    readF32: (name) => folded.get(name)?.values.slice() ?? provider.readF32(name),
+  };
 }

@@ -6,7 +6,7 @@ import type { Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import type { OpenedModel } from "../load.js";
 import { collectHealStatistics, healCuts } from "./collect.js";
-import { foldHealMaps } from "./fold.js";
+import { type FoldedTensor, foldHealMaps, storedBytes } from "./fold.js";
 
 export const HEAL_METHODS = ["none", "linear"] as const;
 export type HealMethod = (typeof HEAL_METHODS)[number];
@@ -52,22 +52,30 @@ export interface LinearHealOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+export interface LinearHeal {
+  /** Stored bytes of the folded tensors, for removeLayers. */
+  replacedTensors: Map<string, Uint8Array>;
+  /** The same tensors as the written file reads them, for healedProvider. */
+  folded: Map<string, FoldedTensor>;
+  record: HealRecord;
+}
+
 /** Fits every cut's map on `windows` of the unpruned model and returns the replaced tensors for removeLayers. */
-export async function fitLinearHeal(model: OpenedModel, removed: readonly number[], windows: readonly Window[], options: LinearHealOptions): Promise<{ replacedTensors: Map<string, Uint8Array>; record: HealRecord }> {
+export async function fitLinearHeal(model: OpenedModel, removed: readonly number[], windows: readonly Window[], options: LinearHealOptions): Promise<LinearHeal> {
   const ridge = options.ridge ?? DEFAULT_HEAL_RIDGE;
   const cuts = healCuts(removed, model.config.nLayers);
   if (windows.length === 0) throw new OptionError("--heal linear needs calibration text: no windows", { option: "--data" });
   const accumulators = await collectHealStatistics(model, cuts, windows, { backend: options.backend, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
   const fits = accumulators.map((a) => a.solve(ridge));
-  const replacedTensors = foldHealMaps(model, new Map(cuts.map((c, i) => [c.keptLayer, fits[i]!.map])));
+  const folded = foldHealMaps(model, new Map(cuts.map((c, i) => [c.keptLayer, fits[i]!.map])));
   const cutRecords = cuts.map((c, i): HealCutRecord => {
     const fit = fits[i]!;
     const names = model.names.layer(c.keptLayer);
     return {
       removed: Array.from({ length: c.last - c.first + 1 }, (_, k) => c.first + k), foldedInto: c.keptLayer,
-      tensors: [names.wDown, ...(names.bDown !== undefined && replacedTensors.has(names.bDown) ? [names.bDown] : [])],
+      tensors: [names.wDown, ...(names.bDown !== undefined && folded.has(names.bDown) ? [names.bDown] : [])],
       tokens: fit.tokens, lambda: fit.lambda, relativeResidualBefore: fit.residualBefore, relativeResidualAfter: fit.residualAfter,
     };
   });
-  return { replacedTensors, record: { method: "linear", ridge, cuts: cutRecords } };
+  return { replacedTensors: storedBytes(folded), folded, record: { method: "linear", ridge, cuts: cutRecords } };
 }

@@ -14,10 +14,12 @@ import { metricChart, metricsFromArgs, metricsWithProgress, selectionFromArgs } 
 import { evalCells, evalColumns, type EvalValue, parseEvalSpecs, readEvalTexts, runEvals } from "../evalSpecs.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { metricsPerLayerChart, overlapChart } from "../../report/charts.js";
+import { scoringWindows } from "../../data/windows.js";
+import { HEAL_OPTIONS, healChoiceFromArgs, healedVariant } from "../healOptions.js";
 
 const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
-  + "[--backend B] [--threads N] [--json FILE]";
+  + "[--backend B] [--threads N] [--heal none|linear [--heal-ridge R]] [--json FILE]";
 
 function jaccard(a: readonly number[], b: readonly number[]): number {
   const union = new Set([...a, ...b]).size;
@@ -32,8 +34,9 @@ export const compareCommand: Command = {
     const p = parse(argv, {
       ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, metrics: { type: "string" }, remove: { type: "string" },
       select: { type: "string" }, "keep-first": { type: "string" }, "keep-last": { type: "string" }, tokens: { type: "string" }, seed: { type: "string" },
-      ...EVAL_OPTIONS, ...REPORT_OPTIONS,
+      ...EVAL_OPTIONS, ...HEAL_OPTIONS, ...REPORT_OPTIONS,
     }, usage);
+    const heal = healChoiceFromArgs(p);
     checkReportOption(p);
     const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const evalText = str(p, "eval");
@@ -60,8 +63,16 @@ export const compareCommand: Command = {
         if (choice.metrics.includes("angular")) runs.push(...(await metricsWithProgress(opened, data, windows, { ...choice, metrics: ["angular"], block: k }, backend)).results);
         const chosen = runs.map((r) => ({ metric: r.metric, layers: selectLayers(selection.strategy, r, k, nLayers, selection.protection) }));
         const variants = [{ metric: "none (full model)", layers: [] as number[] }, ...chosen];
-        const results: { metric: string; removed: number[]; evals: EvalValue[] }[] = [];
-        for (const v of variants) results.push({ metric: v.metric, removed: v.layers, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(v.layers), v.metric) });
+        const results: { metric: string; removed: number[]; evals: EvalValue[]; heal?: unknown }[] = [];
+        // --heal linear: each metric's pruned model also healed (fitted on the calibration windows), on the row after it.
+        const fitWindows = heal.method === "linear" ? scoringWindows(data.documents, windows) : [];
+        for (const v of variants) {
+          results.push({ metric: v.metric, removed: v.layers, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(v.layers), v.metric) });
+          if (heal.method !== "linear" || v.layers.length === 0) continue;
+          const variant = await healedVariant(opened, v.layers, fitWindows, backend, heal, v.metric);
+          if ("skipped" in variant) results.push({ metric: `${v.metric} + heal linear`, removed: v.layers, evals: [], heal: variant });
+          else results.push({ metric: `${v.metric} + heal linear`, removed: v.layers, evals: await runEvals(variant.model, evals, texts, windows, settings, backend, new Set(v.layers), `${v.metric} healed`), heal: variant.record });
+        }
         const overlap = chosen.flatMap((a, i) => chosen.slice(i + 1).map((b) => ({ a: a.metric, b: b.metric, jaccard: jaccard(a.layers, b.layers) })));
         const json = {
           model: path, remove: k, select: selection.strategy, protection: selection.protection,
@@ -70,7 +81,7 @@ export const compareCommand: Command = {
           metrics: runs, results, overlap,
         };
         const qualityHeader = ["pruned by", "removed layers", ...evalColumns(evals)];
-        const qualityRows = results.map((r) => [r.metric, r.removed.join(",") || "-", ...evalCells(r.evals)]);
+        const qualityRows = results.map((r) => [r.metric, r.removed.join(",") || "-", ...(r.evals.length > 0 ? evalCells(r.evals) : evals.map(() => "-"))]);
         const text = [
           ...runs.map((r) => metricChart(r, chosen.find((c) => c.metric === r.metric)!.layers)),
           table(qualityHeader, qualityRows),
