@@ -16,6 +16,7 @@ import { LinearHealAccumulator } from "../src/heal/linearFit.js";
 import { loadModel, openModel } from "../src/load.js";
 import { perplexityData, tokenizeFile } from "../src/pipeline.js";
 import { removeLayers } from "../src/prune/removeLayers.js";
+import { HEAL_FIXTURE_IDS, writeHealedHfFixture } from "./fixtures/healHf.js";
 import { MODEL_BIN, MODEL_GGUF, runCli, sha256, tempDir, TINYSTORIES, TOKENIZER } from "./helpers.js";
 
 interface GoldenCase { rows: number; dim: number; ridge: number; m: number[]; r: number[]; y: number[]; map: number[]; lambda: number; residualBefore: number; residualAfter: number }
@@ -178,4 +179,41 @@ test("the healed GGUF runs in llama.cpp with shortgpt's probabilities", async (t
   }
   t.diagnostic(`healed GGUF: max |p_shortgpt - p_llama.cpp| over ${ids.length} positions x ${V} tokens = ${worst.toExponential(2)}`);
   assert.ok(worst < 1e-4, `max difference ${worst}`);
+});
+
+test("healed Hugging Face Llama and GPT-2 (Conv1D, down bias) load in transformers with shortgpt's logits (golden)", async (t) => {
+  const hfGolden = JSON.parse(readFileSync(new URL("../../test/oracle/golden/heal_hf.json", import.meta.url), "utf8")) as {
+    ids: number[]; last_positions: number; cases: Record<string, { layers: number; weights: Record<string, string>; logits_last: number[][] }>;
+  };
+  assert.deepEqual(hfGolden.ids, HEAL_FIXTURE_IDS);
+  for (const family of ["llama", "gpt2"] as const) {
+    const g = hfGolden.cases[family]!;
+    const { input, healed, fit } = await writeHealedHfFixture(join(tempDir(), family), family);
+    assert.equal(fit.record.cuts[0]!.tensors.length, family === "gpt2" ? 2 : 1, "GPT-2's down bias is folded too");
+    // The file holds the folded values in its own layout (GPT-2: Conv1D (in, out)): read back canonical, they are the fit's.
+    // (The kept layer 1 keeps its index: layer 2 is the one removed.)
+    const reread = openModel(healed);
+    const original = openModel(input);
+    for (const [name, folded] of fit.folded) {
+      assert.deepEqual(reread.provider.readF32(name), folded.values, `${family} ${name}`);
+      assert.notDeepEqual(original.provider.readF32(name), folded.values, `${family} ${name} was changed by the fit`);
+    }
+    reread.close();
+    original.close();
+    // The directory transformers ran is byte for byte the one rebuilt here.
+    for (const [file, hash] of Object.entries(g.weights)) assert.equal(sha256(join(healed, file)), hash, `${family} ${file}`);
+    const loaded = loadModel(healed);
+    assert.equal(loaded.model.config.nLayers, g.layers);
+    const { logits } = loaded.model.forward(hfGolden.ids);
+    const V = loaded.model.config.vocabSize;
+    const n = hfGolden.ids.length;
+    let worst = 0;
+    let scale = 0;
+    g.logits_last.forEach((row, k) => row.forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(logits[(n - hfGolden.last_positions + k) * V + i]! - v));
+      scale = Math.max(scale, Math.abs(v));
+    }));
+    t.diagnostic(`${family}: max |logit_shortgpt - logit_transformers| = ${worst.toExponential(2)} (logits up to ${scale.toFixed(2)})`);
+    assert.ok(worst < 1e-4 * Math.max(1, scale), `${family}: ${worst}`);
+  }
 });
