@@ -106,9 +106,16 @@ export class LinearHealAccumulator {
     const yNorm = Math.sqrt(this.yySum) || 1;
     return {
       dim: d, map, tokens: this.tokens, lambda,
-      residualBefore: Math.sqrt(Math.max(0, this.squaredResidual(identity(d)))) / yNorm,
+      residualBefore: Math.sqrt(Math.max(0, this.squaredResidualOfIdentity())) / yNorm,
       residualAfter: Math.sqrt(Math.max(0, this.squaredResidual(x))) / yNorm,
     };
+  }
+
+  /** ||M - D||_F^2 = tr(M^T M) - 2 tr(M^T D) + ||D||^2: the residual of plain removal, in O(dim). */
+  private squaredResidualOfIdentity(): number {
+    let s = this.ddSum;
+    for (let i = 0; i < this.dim; i++) s += this.mtm[i * this.dim + i]! - 2 * this.mtd[i * this.dim + i]!;
+    return s;
   }
 
   /** ||M X - D||_F^2 = tr(X^T M^T M X) - 2 tr(X^T M^T D) + ||D||^2, for X = T^T (dim x dim). */
@@ -132,12 +139,6 @@ export class LinearHealAccumulator {
     }
     return quadratic - 2 * cross + this.ddSum;
   }
-}
-
-function identity(d: number): Float64Array {
-  const out = new Float64Array(d * d);
-  for (let i = 0; i < d; i++) out[i * d + i] = 1;
-  return out;
 }
 
 /** Solves A X = B for symmetric positive definite A (n x n) and B (n x n); A is overwritten by its factor. */
