@@ -217,3 +217,19 @@ test("healed Hugging Face Llama and GPT-2 (Conv1D, down bias) load in transforme
     assert.ok(worst < 1e-4 * Math.max(1, scale), `${family}: ${worst}`);
   }
 });
+
+test("sweep --heal linear evaluates each k healed beside plain (JSON rows, gain per k)", () => {
+  const dir = tempDir();
+  const { fit, heldOut } = splitTinyStories(dir);
+  const json = join(dir, "sweep.json");
+  const r = runCli(["sweep", MODEL_BIN, "--data", fit, "--seq-len", "128", "--max-tokens", "2048", "--max-remove", "1", "--eval", `ppl:${heldOut}`, "--heal", "linear", "--backend", "reference", "--json", json]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /healed/);
+  const out = JSON.parse(readFileSync(json, "utf8")) as { heal: string; rows: { layers: number[]; evals: { value: number }[]; healed?: { evals: { value: number }[]; heal: { cuts: unknown[] } } }[] };
+  assert.equal(out.heal, "linear");
+  assert.equal(out.rows[0]!.healed, undefined, "k = 0 has nothing to heal");
+  const k1 = out.rows[1]!;
+  assert.deepEqual(k1.layers, [2]);
+  assert.equal(k1.healed!.heal.cuts.length, 1);
+  assert.ok(k1.healed!.evals[0]!.value < k1.evals[0]!.value, `healed ${k1.healed!.evals[0]!.value} vs plain ${k1.evals[0]!.value}`);
+});
