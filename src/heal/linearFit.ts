@@ -26,7 +26,7 @@ const BLOCK_ROWS = 64;
 export class LinearHealAccumulator {
   readonly dim: number;
   tokens = 0;
-  /** M^T M (dim x dim). */
+  /** M^T M (dim x dim): the upper triangle while accumulating, mirrored by solve. */
   private readonly mtm: Float64Array;
   /** M^T D with D = Y - R (dim x dim): row i, column j = sum_t m_t[i] d_t[j]. */
   private readonly mtd: Float64Array;
@@ -64,18 +64,23 @@ export class LinearHealAccumulator {
           this.yySum += yi * yi;
         }
       }
+      // M^T M is symmetric: only its upper triangle is summed here (solve mirrors it).
       for (let i = 0; i < d; i++) {
         const mi = i * n;
         for (let j = 0; j < d; j++) {
-          let mm = 0;
-          let md = 0;
           const mj = j * n;
-          for (let t = 0; t < n; t++) {
-            const a = this.mBlock[mi + t]!;
-            mm += a * this.mBlock[mj + t]!;
-            md += a * this.dBlock[mj + t]!;
+          let md = 0;
+          if (j >= i) {
+            let mm = 0;
+            for (let t = 0; t < n; t++) {
+              const a = this.mBlock[mi + t]!;
+              mm += a * this.mBlock[mj + t]!;
+              md += a * this.dBlock[mj + t]!;
+            }
+            this.mtm[i * d + j]! += mm;
+          } else {
+            for (let t = 0; t < n; t++) md += this.mBlock[mi + t]! * this.dBlock[mj + t]!;
           }
-          this.mtm[i * d + j]! += mm;
           this.mtd[i * d + j]! += md;
         }
       }
@@ -91,6 +96,7 @@ export class LinearHealAccumulator {
     const d = this.dim;
     if (this.tokens === 0) throw new OptionError("healing fit: no calibration tokens were seen", { hint: "give --data with at least one window" });
     if (!(ridge >= 0)) throw new OptionError(`--heal-ridge ${ridge} must be >= 0`, { option: "--heal-ridge" });
+    for (let i = 0; i < d; i++) for (let j = i + 1; j < d; j++) this.mtm[j * d + i] = this.mtm[i * d + j]!;
     let trace = 0;
     for (let i = 0; i < d; i++) trace += this.mtm[i * d + i]!;
     const lambda = (ridge * trace) / d;
