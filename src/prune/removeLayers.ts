@@ -11,6 +11,20 @@ import { removeHfLayers } from "./removeLayersHf.js";
 
 export interface RemoveLayersOptions {
   force?: boolean;
+  /** New bytes for some kept tensors, by input tensor name (same dtype and byte length): healing's folded maps. */
+  replacedTensors?: ReadonlyMap<string, Uint8Array>;
+}
+
+/** The replacement bytes of a tensor, checked to be a drop-in for the stored ones. */
+export function replacementFor(replaced: ReadonlyMap<string, Uint8Array> | undefined, name: string, byteLength: number): Uint8Array | undefined {
+  const bytes = replaced?.get(name);
+  if (bytes && bytes.byteLength !== byteLength) throw new Error(`internal: replacement for ${name} has ${bytes.byteLength} bytes, the stored tensor ${byteLength}`);
+  return bytes;
+}
+
+/** Every replaced tensor was written (a name that matched nothing would drop a fit silently). */
+function checkAllReplaced(replaced: ReadonlyMap<string, Uint8Array> | undefined, used: ReadonlySet<string>): void {
+  for (const name of replaced?.keys() ?? []) if (!used.has(name)) throw new Error(`internal: replacement for ${name} matched no kept tensor`);
 }
 
 export interface RemoveLayersResult {
@@ -29,10 +43,10 @@ export function removeLayers(named: string, output: string, layers: readonly num
   checkOutputPath(output, { inputs: [input, named], force: options.force ?? false, option: "--out" });
   const format = detectFormat(input);
   if (format === "hf") {
-    const r = removeHfLayers(input, output, layers, { force: options.force ?? false });
+    const r = removeHfLayers(input, output, layers, { force: options.force ?? false, ...(options.replacedTensors ? { replacedTensors: options.replacedTensors } : {}) });
     return { format, input, output, removed: r.removed, layersBefore: r.layersBefore, layersAfter: r.layersAfter, bytesWritten: r.bytesWritten };
   }
-  return format === "gguf" ? removeGgufLayers(input, output, layers) : removeLlama2cLayers(input, output, layers);
+  return format === "gguf" ? removeGgufLayers(input, output, layers, options.replacedTensors) : removeLlama2cLayers(input, output, layers, options.replacedTensors);
 }
 
 const BLOCK_NAME = /^blk\.(\d+)\.(.+)$/;
@@ -47,7 +61,7 @@ function ggufBlockCount(gguf: GgufFile): { key: string; value: GgufValue; count:
   return { key, value, count: Number(value.value) };
 }
 
-function removeGgufLayers(input: string, output: string, layers: readonly number[]): RemoveLayersResult {
+function removeGgufLayers(input: string, output: string, layers: readonly number[], replaced?: ReadonlyMap<string, Uint8Array>): RemoveLayersResult {
   const gguf = readGguf(input);
   try {
     const block = ggufBlockCount(gguf);
@@ -74,6 +88,7 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
 
     // Tensors: drop removed blocks, renumber the rest, keep the original order otherwise.
     const tensors: GgufTensorToWrite[] = [];
+    const used = new Set<string>();
     for (const t of gguf.tensors) {
       const match = BLOCK_NAME.exec(t.name);
       let name = t.name;
@@ -84,8 +99,11 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
         if (to === undefined) continue;
         name = `blk.${to}.${match[2]}`;
       }
-      tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => readGgufTensorChunks(gguf, t) });
+      const replacement = replacementFor(replaced, t.name, t.byteLength);
+      if (replacement) used.add(t.name);
+      tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: () => replacement ?? readGgufTensorChunks(gguf, t) });
     }
+    checkAllReplaced(replaced, used);
     writeAtomically(output, (temp) => {
       writeGguf(temp, { version: gguf.version, alignment: gguf.alignment, metadata, tensors });
     });
@@ -96,7 +114,7 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
   }
 }
 
-function removeLlama2cLayers(input: string, output: string, layers: readonly number[]): RemoveLayersResult {
+function removeLlama2cLayers(input: string, output: string, layers: readonly number[], replaced?: ReadonlyMap<string, Uint8Array>): RemoveLayersResult {
   const ckpt = readLlama2c(input);
   try {
     const nLayers = ckpt.header.nLayers;
@@ -113,13 +131,16 @@ function removeLlama2cLayers(input: string, output: string, layers: readonly num
       if (to !== undefined) source.set(t.name.replace(/^layers\.\d+\./, `layers.${to}.`), t);
     }
     const header = { ...ckpt.header, nLayers: nLayers - layers.length };
+    const used = new Set<string>();
+    for (const t of source.values()) if (replacementFor(replaced, t.name, t.byteLength)) used.add(t.name);
+    checkAllReplaced(replaced, used);
     let bytesWritten = 0;
     writeAtomically(output, (temp) => {
       writeLlama2c(temp, header, (t) => {
         const from = source.get(t.name);
         if (!from) throw new Error(`internal: no source for ${t.name}`);
         bytesWritten += from.byteLength;
-        return ckpt.file.readChunks(from.offset, from.byteLength, `tensor ${from.name}`);
+        return replacementFor(replaced, from.name, from.byteLength) ?? ckpt.file.readChunks(from.offset, from.byteLength, `tensor ${from.name}`);
       });
     });
     return { format: "llama2c", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: header.nLayers, bytesWritten };

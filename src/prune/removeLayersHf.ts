@@ -15,6 +15,8 @@ import { defaultGemmaLayerTypes, GEMMA_SANDWICH_MODEL_TYPES } from "../models/ge
 export interface RemoveHfLayersOptions {
   /** Replace an existing output directory (only once the new one is complete). */
   force?: boolean;
+  /** New bytes for some kept tensors, by input tensor name (same dtype and byte length). */
+  replacedTensors?: ReadonlyMap<string, Uint8Array>;
 }
 
 export interface RemoveHfLayersResult {
@@ -153,6 +155,11 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
       }
     }
     const newIndex = renumbering(layers, nLayers);
+    const replacement = (t: HfTensor): Uint8Array | undefined => {
+      const bytes = options.replacedTensors?.get(t.name);
+      if (bytes && bytes.byteLength !== t.byteLength) throw new Error(`internal: replacement for ${t.name} has ${bytes.byteLength} bytes, the stored tensor ${t.byteLength}`);
+      return bytes;
+    };
 
     // Plan: per input weight file, the tensors it keeps under their new names.
     const groups: PlannedTensor[][] = hf.weightFiles.map(() => []);
@@ -172,6 +179,9 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
       }
       groups[hf.weightFiles.indexOf(t.file)]!.push({ from: t, name });
     }
+    for (const name of options.replacedTensors?.keys() ?? []) {
+      if (!groups.some((g) => g.some((p) => p.from.name === name))) throw new Error(`internal: replacement for ${name} matched no kept tensor`);
+    }
     const kept = hf.index ? groups.map((g, i) => ({ source: hf.weightFiles[i]!, tensors: g })).filter((g) => g.tensors.length > 0) : [{ source: HF_SINGLE_WEIGHTS, tensors: groups[0]! }];
     const outFiles = hf.index ? kept.map((_, i) => shardName(i, kept.length)) : [HF_SINGLE_WEIGHTS];
     const { config, patched } = patchHfConfig(hf.config, nLayers, newIndex);
@@ -189,7 +199,7 @@ export function removeHfLayers(inputDir: string, outputDir: string, layerList: r
         const file = outFiles[i]!;
         const tensors: SafetensorsTensorToWrite[] = group.tensors.map((p) => ({
           name: p.name, dtype: p.from.dtype, shape: p.from.shape, byteLength: p.from.byteLength,
-          bytes: () => hf.readTensorChunks(p.from.name),
+          bytes: () => replacement(p.from) ?? hf.readTensorChunks(p.from.name),
         }));
         const result = writeSafetensors(join(temp, file), tensors, hf.fileMetadata.get(group.source) ?? {});
         tensorsWritten += tensors.length;

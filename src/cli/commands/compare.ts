@@ -16,10 +16,12 @@ import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } fro
 import { metricsPerLayerChart, overlapChart } from "../../report/charts.js";
 import { compareWidth, depthVsWidthSections, type WidthComparison } from "../compareWidth.js";
 import { checkWidthMatch } from "../../widthPipeline.js";
+import { scoringWindows } from "../../data/windows.js";
+import { HEAL_OPTIONS, healChoiceFromArgs, healedVariant } from "../healOptions.js";
 
 const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--width] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
-  + "[--backend B] [--threads N] [--json FILE]";
+  + "[--backend B] [--threads N] [--heal none|linear [--heal-ridge R]] [--json FILE]";
 
 function jaccard(a: readonly number[], b: readonly number[]): number {
   const union = new Set([...a, ...b]).size;
@@ -34,8 +36,9 @@ export const compareCommand: Command = {
     const p = parse(argv, {
       ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, metrics: { type: "string" }, remove: { type: "string" },
       select: { type: "string" }, "keep-first": { type: "string" }, "keep-last": { type: "string" }, tokens: { type: "string" }, seed: { type: "string" }, width: { type: "boolean" },
-      ...EVAL_OPTIONS, ...REPORT_OPTIONS,
+      ...EVAL_OPTIONS, ...HEAL_OPTIONS, ...REPORT_OPTIONS,
     }, usage);
+    const heal = healChoiceFromArgs(p);
     checkReportOption(p);
     const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const evalText = str(p, "eval");
@@ -63,8 +66,16 @@ export const compareCommand: Command = {
         if (choice.metrics.includes("angular")) runs.push(...(await metricsWithProgress(opened, data, windows, { ...choice, metrics: ["angular"], block: k }, backend)).results);
         const chosen = runs.map((r) => ({ metric: r.metric, layers: selectLayers(selection.strategy, r, k, nLayers, selection.protection) }));
         const variants = [{ metric: "none (full model)", layers: [] as number[] }, ...chosen];
-        const results: { metric: string; removed: number[]; evals: EvalValue[] }[] = [];
-        for (const v of variants) results.push({ metric: v.metric, removed: v.layers, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(v.layers), v.metric) });
+        const results: { metric: string; removed: number[]; evals: EvalValue[]; heal?: unknown }[] = [];
+        // --heal linear: each metric's pruned model also healed (fitted on the calibration windows), on the row after it.
+        const fitWindows = heal.method === "linear" ? scoringWindows(data.documents, windows) : [];
+        for (const v of variants) {
+          results.push({ metric: v.metric, removed: v.layers, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(v.layers), v.metric) });
+          if (heal.method !== "linear" || v.layers.length === 0) continue;
+          const variant = await healedVariant(opened, v.layers, fitWindows, backend, heal, v.metric);
+          if ("skipped" in variant) results.push({ metric: `${v.metric} + heal linear`, removed: v.layers, evals: [], heal: variant });
+          else results.push({ metric: `${v.metric} + heal linear`, removed: v.layers, evals: await runEvals(variant.model, evals, texts, windows, settings, backend, new Set(v.layers), `${v.metric} healed`), heal: variant.record });
+        }
         // --width: FFN-channel and SliceGPT rows at the parameters of K layers (RQ3).
         const width: WidthComparison | undefined = flag(p, "width") ? await compareWidth(opened, data, windows, k, evals, texts, settings, backend) : undefined;
         const overlap = chosen.flatMap((a, i) => chosen.slice(i + 1).map((b) => ({ a: a.metric, b: b.metric, jaccard: jaccard(a.layers, b.layers) })));
@@ -78,11 +89,11 @@ export const compareCommand: Command = {
         const parametersOf = (removed: readonly number[]): number[] => (width ? [removed.length === 0 ? width.parameters.full : width.parameters.depth] : []);
         const qualityHeader = ["pruned by", "removed layers", ...(width ? ["parameters"] : []), ...evalColumns(evals)];
         const qualityRows = [
-          ...results.map((r) => [r.metric, r.removed.join(",") || "-", ...parametersOf(r.removed), ...evalCells(r.evals)]),
+          ...results.map((r) => [r.metric, r.removed.join(",") || "-", ...parametersOf(r.removed), ...(r.evals.length > 0 ? evalCells(r.evals) : evals.map(() => "-"))]),
           ...(width?.rows ?? []).map((r) => [r.method, "- (width)", r.parameters, ...evalCells(r.evals)]),
         ];
         const barRows = [
-          ...results.map((r) => ({ label: r.metric, parameters: parametersOf(r.removed)[0] ?? 0, evals: r.evals })),
+          ...results.filter((r) => r.evals.length > 0).map((r) => ({ label: r.metric, parameters: parametersOf(r.removed)[0] ?? 0, evals: r.evals })),
           ...(width?.rows ?? []).map((r) => ({ label: r.method, parameters: r.parameters, evals: r.evals })),
         ];
         const text = [

@@ -10,17 +10,45 @@ import { checkRemovable, parseLayerList } from "../../prune/plan.js";
 import { checkSelection, ITERATIVE_METRICS, selectIteratively, selectLayers } from "../../prune/select.js";
 import { removeLayers } from "../../prune/removeLayers.js";
 import { checkOutputPath, writeJsonAtomically } from "../../util/atomicWrite.js";
-import { DATA_OPTIONS, MODEL_OPTIONS, flag, int, onePositional, parse, type Parsed, str } from "../args.js";
+import { DATA_OPTIONS, MODEL_OPTIONS, flag, int, num, onePositional, parse, type Parsed, split, str } from "../args.js";
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { layerScoresChart } from "../../report/charts.js";
 import type { ReportSection } from "../../report/page.js";
+import { requireOneWindow, scoringWindows } from "../../data/windows.js";
+import { tokenizeFile } from "../../pipeline.js";
+import { fitLinearHeal, type HealRecord, parseHealMethod } from "../../heal/healLinear.js";
+import { Progress } from "../progress.js";
 
 const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --from-scores SCORE.json [--metric m] [--select ...] [--keep-first N] [--keep-last N] | --remove K --data FILE [--metric bi|bi-angular|angular|relative-magnitude|ppl|reverse-order|random] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] [--block N] [--tokens last|all] [--seed S] "
-  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--force] [--json FILE]";
+  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--heal none|linear [--heal-data FILE] [--heal-ridge R]] [--force] [--json FILE]";
+
+/** The fitted healing maps of the chosen layers, on --heal-data (default --data), or nothing with --heal none. */
+async function healFromArgs(p: Parsed, opened: OpenedModel, layers: readonly number[]): Promise<{ replacedTensors: Map<string, Uint8Array>; record: HealRecord } | undefined> {
+  const method = parseHealMethod(str(p, "heal"));
+  if (method === "none") {
+    for (const option of ["heal-data", "heal-ridge"]) if (p.values[option] !== undefined) throw new OptionError(`--${option} only applies with --heal linear`, { option: `--${option}` });
+    return undefined;
+  }
+  const path = str(p, "heal-data") ?? str(p, "data");
+  if (path === undefined) throw new OptionError("--heal linear fits on calibration text: give --data FILE or --heal-data FILE", { option: "--heal", hint: `usage: ${usage}` });
+  const data = tokenizeFile(opened, path, split(p));
+  const windows = windowsFromArgs(p, opened);
+  requireOneWindow(data.documents, windows.seqLen, path);
+  const ridge = num(p, "heal-ridge", 0);
+  const backend = await backendFromArgs(p);
+  const progress = new Progress("healing", "token-layers");
+  try {
+    const fitted = await fitLinearHeal(opened, layers, scoringWindows(data.documents, windows), { backend, ...(ridge === undefined ? {} : { ridge }), onProgress: progress.callback });
+    return { replacedTensors: fitted.replacedTensors, record: { ...fitted.record, data: { path, sha256: data.sha256, split: data.split }, options: windows, backend: backend.name } };
+  } finally {
+    progress.done();
+    await backend.dispose();
+  }
+}
 
 interface Selection {
   layers: number[];
@@ -98,7 +126,7 @@ export const pruneCommand: Command = {
   summary: "remove the listed layers, or the K a metric ranks lowest, and write the same format",
   async run(argv) {
     const p = parse(argv, {
-      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, "from-scores": { type: "string" }, force: { type: "boolean" }, ...REPORT_OPTIONS,
+      ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, out: { type: "string" }, layers: { type: "string" }, remove: { type: "string" }, "from-scores": { type: "string" }, force: { type: "boolean" }, heal: { type: "string" }, "heal-data": { type: "string" }, "heal-ridge": { type: "string" }, ...REPORT_OPTIONS,
     }, usage);
     checkReportOption(p);
     const named = onePositional(p, "MODEL", usage);
@@ -118,6 +146,8 @@ export const pruneCommand: Command = {
     const opened = openFromArgs(p, input);
     const nLayers = opened.config.nLayers;
     let selection: Selection;
+    let heal: Awaited<ReturnType<typeof healFromArgs>>;
+    parseHealMethod(str(p, "heal")); // a bad method is refused before any work
     try {
       if (layersText !== undefined) {
         const layers = parseLayerList(layersText, nLayers, "--layers");
@@ -128,11 +158,12 @@ export const pruneCommand: Command = {
       } else {
         selection = await selectByScore(p, opened, int(p, "remove", 0)!);
       }
+      heal = await healFromArgs(p, opened, selection.layers);
     } finally {
       opened.close();
     }
-    const result = removeLayers(input, out, selection.layers, { force });
-    const record = { ...result, selection: selection.record, tool: "shortgpt", version: "0.1.0" };
+    const result = removeLayers(input, out, selection.layers, { force, ...(heal ? { replacedTensors: heal.replacedTensors } : {}) });
+    const record = { ...result, selection: selection.record, heal: heal ? heal.record : { method: "none" }, tool: "shortgpt", version: "0.1.0" };
     writeJsonAtomically(`${out}.json`, record);
     const sections: ReportSection[] = [];
     if (selection.scores) {
@@ -141,7 +172,7 @@ export const pruneCommand: Command = {
     }
     sections.push({
       title: "Before and after",
-      table: { header: ["", "before", "after"], rows: [["file", input, out], ["format", result.format, result.format], ["layers", result.layersBefore, result.layersAfter], ["removed layers", "", selection.layers.join(", ")], ["tensor bytes written", "", result.bytesWritten]] },
+      table: { header: ["", "before", "after"], rows: [["file", input, out], ["format", result.format, result.format], ["layers", result.layersBefore, result.layersAfter], ["removed layers", "", selection.layers.join(", ")], ["tensor bytes written", "", result.bytesWritten], ...healRows(heal?.record)] },
     });
     const report = await writeReportIfAsked(p, () => ({
       title: `Pruned ${input}`, sections,
@@ -149,7 +180,16 @@ export const pruneCommand: Command = {
     }), record);
     return {
       json: record,
-      text: `${selection.chart}removed layers ${selection.layers.join(", ")} of ${nLayers}: ${result.layersAfter} layers left\nwrote ${out} and ${out}.json${report}`,
+      text: `${selection.chart}removed layers ${selection.layers.join(", ")} of ${nLayers}: ${result.layersAfter} layers left\n${healText(heal?.record)}wrote ${out} and ${out}.json${report}`,
     };
   },
 };
+
+/** The report's rows for the healing fit: relative residual of each cut before and after. */
+function healRows(heal: HealRecord | undefined): string[][] {
+  return (heal?.cuts ?? []).map((c) => [`healed ${c.removed.join(",")} into layer ${c.foldedInto}`, `residual ${c.relativeResidualBefore.toFixed(4)}`, `residual ${c.relativeResidualAfter.toFixed(4)}`]);
+}
+
+function healText(heal: HealRecord | undefined): string {
+  return (heal?.cuts ?? []).map((c) => `healed layers ${c.removed.join(", ")} into layer ${c.foldedInto}'s down projection on ${c.tokens} tokens: relative residual ${c.relativeResidualBefore.toFixed(4)} -> ${c.relativeResidualAfter.toFixed(4)}\n`).join("");
+}

@@ -15,16 +15,20 @@ import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELE
 import { checkReportOption, provenance, REPORT_OPTIONS, writeReportIfAsked } from "../report.js";
 import { layerScoresChart, qualityCurveChart } from "../../report/charts.js";
 import type { ReportSection } from "../../report/page.js";
+import { scoringWindows } from "../../data/windows.js";
+import { HEAL_OPTIONS, healChoiceFromArgs, healedVariant } from "../healOptions.js";
+import type { HealRecord } from "../../heal/healLinear.js";
 
 const usage = "shortgpt sweep MODEL --data CALIB --max-remove K --eval ppl:FILE,mmlu,... [--metric bi] [--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] "
-  + "[--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--json FILE]";
+  + "[--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--heal none|linear [--heal-ridge R]] [--json FILE]";
 
 export const sweepCommand: Command = {
   name: "sweep",
   usage,
   summary: "quality against layers removed: remove 0..K layers by a metric and evaluate each",
   async run(argv) {
-    const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, ...EVAL_OPTIONS, "max-remove": { type: "string" }, ...REPORT_OPTIONS }, usage);
+    const p = parse(argv, { ...MODEL_OPTIONS, ...DATA_OPTIONS, ...ENGINE_OPTIONS, ...METRIC_OPTIONS, ...SELECTION_OPTIONS, ...EVAL_OPTIONS, "max-remove": { type: "string" }, ...HEAL_OPTIONS, ...REPORT_OPTIONS }, usage);
+    const heal = healChoiceFromArgs(p);
     checkReportOption(p);
     const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const evalText = str(p, "eval");
@@ -67,22 +71,37 @@ export const sweepCommand: Command = {
         const entries = opened.provider.entries().filter((e) => !opened.names.ignored.has(e.name));
         const total = entries.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
         const perLayer = entries.filter((e) => Object.values(opened.names.layer(0)).includes(e.name)).reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0);
-        const rows: { removed: number; layers: number[]; parametersKept: number; evals: EvalValue[] }[] = [];
+        type Healed = { evals: EvalValue[]; heal: HealRecord } | { skipped: string };
+        const rows: { removed: number; layers: number[]; parametersKept: number; evals: EvalValue[]; healed?: Healed }[] = [];
+        // --heal linear: each removal set is also healed (fitted on the calibration windows) and evaluated beside plain.
+        const fitWindows = heal.method === "linear" ? scoringWindows(data.documents, windows) : [];
         for (const layers of sets) {
-          rows.push({ removed: layers.length, layers, parametersKept: (total - layers.length * perLayer) / total, evals: await runEvals(opened, evals, texts, windows, settings, backend, new Set(layers), `k=${layers.length}`) });
+          const skip = new Set(layers);
+          const row: (typeof rows)[number] = { removed: layers.length, layers, parametersKept: (total - layers.length * perLayer) / total, evals: await runEvals(opened, evals, texts, windows, settings, backend, skip, `k=${layers.length}`) };
+          if (heal.method === "linear" && layers.length > 0) {
+            const variant = await healedVariant(opened, layers, fitWindows, backend, heal, `k=${layers.length}`);
+            row.healed = "skipped" in variant ? variant : { evals: await runEvals(variant.model, evals, texts, windows, settings, backend, skip, `k=${layers.length} healed`), heal: variant.record };
+          }
+          rows.push(row);
         }
         const json = {
           model: path, metric, select: selection.iterative ? "iterative" : selection.strategy, protection: selection.protection, maxRemove,
           data: { path: data.path, sha256: data.sha256 }, evals: evals.map((e) => e.name), evalSettings: settings, options: { ...windows, ...choice },
-          backend: { name: backend.name, threads: backend.threads }, parameters: total, parametersPerLayer: perLayer, rows,
+          backend: { name: backend.name, threads: backend.threads }, heal: heal.method, parameters: total, parametersPerLayer: perLayer, rows,
           ...(scores ? { scores } : {}),
         };
-        const header = ["removed", "layers", "params kept", ...evalColumns(evals)];
-        const tableRows = rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...evalCells(r.evals)]);
+        const healing = heal.method === "linear";
+        const healedCells = (r: (typeof rows)[number]): string[] => (!healing ? [] : r.healed && "evals" in r.healed ? evalCells(r.healed.evals) : evals.map(() => "-"));
+        const header = ["removed", "layers", "params kept", ...evalColumns(evals), ...(healing ? evalColumns(evals).map((c) => `${c} healed`) : [])];
+        const tableRows = rows.map((r) => [r.removed, r.layers.join(",") || "-", `${(r.parametersKept * 100).toFixed(1)}%`, ...evalCells(r.evals), ...healedCells(r)]);
         const text = chart + table(header, tableRows);
         const sections: ReportSection[] = [
-          { title: "Quality against layers removed", text: "perplexity for text files (lower is better), accuracy for tasks", chart: { name: "quality", spec: qualityCurveChart(rows.flatMap((r) => r.evals.map((e) => ({ removed: r.removed, evaluation: e.metric === "acc" ? `${e.name} acc` : e.name, value: e.value })))) }, table: { header, rows: tableRows } },
+          { title: "Quality against layers removed", text: "perplexity for text files (lower is better), accuracy for tasks", chart: { name: "quality", spec: qualityCurveChart(rows.flatMap((r) => [
+            ...r.evals.map((e) => ({ removed: r.removed, evaluation: e.metric === "acc" ? `${e.name} acc` : e.name, value: e.value })),
+            ...(r.healed && "evals" in r.healed ? r.healed.evals.map((e) => ({ removed: r.removed, evaluation: `${e.metric === "acc" ? `${e.name} acc` : e.name} healed`, value: e.value })) : []),
+          ])) }, table: { header, rows: tableRows } },
         ];
+        if (healing) sections.push({ title: "Healing gain per k", text: "healed minus plain (perplexity: lower is better; accuracy: higher is better)", table: healingGainTable(rows) });
         if (scores && metric !== "angular") sections.unshift({ title: `${metric} per layer`, text: `marked: the ${maxRemove} layers removed at the last step`, chart: { name: `scores-${metric}`, spec: layerScoresChart(metric, scores.scores, sets[sets.length - 1]!) } });
         const report = await writeReportIfAsked(p, () => ({
           title: `Sweep of ${path}: removing up to ${maxRemove} layers by ${metric}`, sections,
@@ -97,3 +116,18 @@ export const sweepCommand: Command = {
     }
   },
 };
+
+/** Per k and evaluation: plain, healed, and the difference. */
+function healingGainTable(rows: readonly { removed: number; evals: EvalValue[]; healed?: { evals: EvalValue[] } | { skipped: string } }[]): { header: string[]; rows: (string | number)[][] } {
+  const out: (string | number)[][] = [];
+  for (const r of rows) {
+    if (!r.healed) continue;
+    const healed = r.healed;
+    r.evals.forEach((e, i) => {
+      const h = "evals" in healed ? healed.evals[i]! : undefined;
+      const digits = e.metric === "acc" ? 4 : 3;
+      out.push([r.removed, e.metric === "acc" ? `${e.name} acc` : e.name, e.value.toFixed(digits), h ? h.value.toFixed(digits) : "-", h ? (h.value - e.value).toFixed(digits) : "skipped" in healed ? healed.skipped : "-"]);
+    });
+  }
+  return { header: ["removed", "evaluation", "plain", "healed", "gain"], rows: out };
+}
