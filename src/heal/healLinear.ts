@@ -58,6 +58,8 @@ export interface LinearHeal {
   /** The same tensors as the written file reads them, for healedProvider. */
   folded: Map<string, FoldedTensor>;
   record: HealRecord;
+  /** Each cut's fitted map (row-major d x d), by the kept layer it folds into. */
+  maps: Map<number, Float64Array>;
 }
 
 /** Fits every cut's map on `windows` of the unpruned model and returns the replaced tensors for removeLayers. */
@@ -78,5 +80,5 @@ export async function fitLinearHeal(model: OpenedModel, removed: readonly number
       tokens: fit.tokens, lambda: fit.lambda, relativeResidualBefore: fit.residualBefore, relativeResidualAfter: fit.residualAfter,
     };
   });
-  return { replacedTensors: storedBytes(folded), folded, record: { method: "linear", ridge, cuts: cutRecords } };
+  return { replacedTensors: storedBytes(folded), folded, record: { method: "linear", ridge, cuts: cutRecords }, maps: new Map(cuts.map((c, i) => [c.keptLayer, fits[i]!.map])) };
 }

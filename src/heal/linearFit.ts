@@ -117,6 +117,20 @@ export class LinearHealAccumulator {
     };
   }
 
+  /**
+   * Relative residuals of plain removal and of a map fitted on other tokens (held-out check):
+   * these statistics, that map.
+   */
+  evaluate(map: Float64Array): { before: number; after: number } {
+    const d = this.dim;
+    if (map.length !== d * d) throw new OptionError(`a healing map of ${map.length} values does not fit dimension ${d}`);
+    for (let i = 0; i < d; i++) for (let j = i + 1; j < d; j++) this.mtm[j * d + i] = this.mtm[i * d + j]!;
+    const x = new Float64Array(d * d);
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) x[j * d + i] = map[i * d + j]!;
+    const yNorm = Math.sqrt(this.yySum) || 1;
+    return { before: Math.sqrt(Math.max(0, this.squaredResidualOfIdentity())) / yNorm, after: Math.sqrt(Math.max(0, this.squaredResidual(x))) / yNorm };
+  }
+
   /** ||M - D||_F^2 = tr(M^T M) - 2 tr(M^T D) + ||D||^2: the residual of plain removal, in O(dim). */
   private squaredResidualOfIdentity(): number {
     let s = this.ddSum;
