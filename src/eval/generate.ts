@@ -84,6 +84,9 @@ export function generate(model: LlamaModel, prompt: readonly number[], options: 
   return out;
 }
 
+/** Prompt tokens per decoding step on a backend. */
+const PROMPT_STEP = 512;
+
 /**
  * generate() on a backend that decodes with its own key/value cache (the cuda backend: weights,
  * cache and activations stay on the device; only the last position's logits come back). Same
@@ -117,7 +120,9 @@ export async function generateOnBackend(source: StreamingSource, backend: Decode
       if (result.kind !== "logits") throw new Error("internal: the backend returned log-likelihoods where logits were asked for");
       return Float64Array.from(result.logits);
     };
-    let logits = await step(prompt);
+    // The prompt in steps of PROMPT_STEP tokens: bounds the attention scores of the GEMM path (new tokens x keys).
+    for (let at = 0; at + PROMPT_STEP < prompt.length; at += PROMPT_STEP) await step(prompt.slice(at, at + PROMPT_STEP));
+    let logits = await step(prompt.slice(Math.floor((prompt.length - 1) / PROMPT_STEP) * PROMPT_STEP));
     while (out.length < options.maxTokens) {
       const next = nextToken(logits, config.vocabSize, options, rng);
       if (options.stopTokens?.has(next)) break;

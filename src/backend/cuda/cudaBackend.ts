@@ -12,7 +12,7 @@ import { ropeInverseFrequencies } from "../reference.js";
 import { checkLayerWeights, checkLayout } from "../referenceBackend.js";
 import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F, CudaApi, type DevicePtr, type KernelArg } from "./api.js";
 import { cachedCompile, compileOptions, kernelCacheDir } from "./compile.js";
-import { type AttentionContext, cachedAttention, causalAttention } from "./attention.js";
+import { type AttentionContext, cachedAttention, causalAttention, flashKernel } from "./attention.js";
 import { alignUp, DeviceMemory } from "./deviceMemory.js";
 import { DeferredDownloads } from "./deferredDownloads.js";
 import { LayoutCache } from "./layoutCache.js";
@@ -241,7 +241,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   const invFreqs = new Map<string, DevicePtr>();
 
   const fitsResident = (bytes: number, shape: LayerShape): boolean =>
-    api.memoryInfo().free - bytes > (options.reserveBytes ?? activationReserve(shape, batchTokens, ginBytes, flash ? 0 : scoresLimit));
+    // Scores of the GEMM path are counted even with the fused kernel: packed windows (evaluation) and other head sizes take that path.
+    api.memoryInfo().free - bytes > (options.reserveBytes ?? activationReserve(shape, batchTokens, ginBytes, scoresLimit));
   // A batch's packed layout goes up once and serves every layer (an upload from pageable memory waits for the device).
   const layouts = new LayoutCache((values) => {
     const p = allocOrTrim(values.byteLength, "packed layout");
@@ -374,6 +375,9 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     createKvCache(nSlots, capacity, shape) {
       checkShape(shape);
       if (!(Number.isInteger(nSlots) && nSlots > 0 && Number.isInteger(capacity) && capacity > 0)) throw new OptionError(`a key/value cache needs positive slots and capacity, got ${nSlots} and ${capacity}`);
+      if (!flashKernel(attention, shape.headDim, false) && capacity > SOFTMAX_PER_THREAD * 1024) {
+        throw new UnsupportedError(`the cuda backend decodes up to ${SOFTMAX_PER_THREAD * 1024} positions without its fused attention kernel (head size ${shape.headDim}, ${precision}), asked for ${capacity}`, { option: "--max-tokens", hint: "generate fewer tokens, or use --precision bf16 with a head size of 64 or 128" });
+      }
       const kvDim = shape.nKvHeads * shape.headDim;
       const slotBytes = alignUp(2 * capacity * kvDim * ginBytes);
       const base = allocOrTrim(nSlots * slotBytes, `key/value cache (${nSlots} layers x ${capacity} positions)`);

@@ -36,7 +36,17 @@ export class DeferredDownloads {
     return {
       device,
       result: <T>(make: (values: Float64Array) => T): Promise<T> => new Promise<T>((resolve, reject) => {
-        this.pending.push({ offset, count, resolve: (v) => resolve(make(v)), reject });
+        this.pending.push({
+          offset, count, reject,
+          resolve: (v) => {
+            // A throwing make fails its own request, not the rest of the flush.
+            try {
+              resolve(make(v));
+            } catch (err) {
+              reject(err);
+            }
+          },
+        });
         if (!this.scheduled) {
           this.scheduled = true;
           setImmediate(() => this.flush());
@@ -64,7 +74,10 @@ export class DeferredDownloads {
 
   private grow(count: number): void {
     if (this.arena !== undefined) this.api.free(this.arena);
+    // No arena until the allocation succeeds: a failed one leaves the queue empty, not stale.
     this.arena = undefined;
+    this.capacity = 0;
+    this.used = 0;
     this.arena = this.alloc(count * 8);
     this.capacity = count;
   }

@@ -27,7 +27,15 @@ export class LayoutCache {
       this.free(buffers.positions);
       this.free(buffers.branches);
     }
-    const entry = { positions: this.upload(layout.positions), branches: this.upload(layout.branches) };
+    const positions = this.upload(layout.positions);
+    let branches: DevicePtr;
+    try {
+      branches = this.upload(layout.branches);
+    } catch (err) {
+      this.free(positions);
+      throw err;
+    }
+    const entry = { positions, branches };
     this.entries.set(layout, entry);
     return entry;
   }

@@ -1,7 +1,8 @@
 // shortgpt generate MODEL: text from the model, greedy by default.
 
 import type { DecoderBackend, DecodeSupport } from "../../backend/backend.js";
-import { UnsupportedError } from "../../errors.js";
+import { OptionError, UnsupportedError } from "../../errors.js";
+import type { OpenedModel } from "../../load.js";
 import { generate, generateOnBackend } from "../../eval/generate.js";
 import { checkedLayerShapes, type StreamingSource } from "../../models/streaming.js";
 import { MODEL_OPTIONS, int, num, onePositional, parse, str } from "../args.js";
@@ -32,46 +33,47 @@ export const generateCommand: Command = {
     }, usage);
     const path = await modelPathFromArgs(onePositional(p, "MODEL", usage));
     const tokenizerPath = str(p, "tokenizer");
+    // Options that need no model are checked before a backend starts.
+    const prompt = str(p, "prompt") ?? "";
+    const temperature = num(p, "temperature", 0, 100) ?? 0;
+    const topP = num(p, "top-p", 0, 1) ?? 1;
+    const seed = int(p, "seed", 0) ?? 42;
     // A backend with its own key/value cache (cuda) generates where its weights live; the CPU
     // backends have none, and generation runs token by token on the in-memory reference model.
     // A family the backend does not compute (cuda: Gemma 2/3, Phi-3, Mamba, RWKV for now) generates in memory too.
     const backend = await backendFromArgs(p);
-    const opened = backend.decode ? openFromArgs(p, path) : undefined;
-    const onBackend = opened && canRun(opened, backend) ? (backend as DecoderBackend & { decode: DecodeSupport }) : undefined;
-    if (!onBackend) await backend.dispose();
-    const loaded = onBackend && opened ? opened : loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
-    const prompt = str(p, "prompt") ?? "";
-    // With nothing to start from (an empty prompt, no BOS added), start from BOS, else EOS, as lm-eval's prefix token.
-    const encoded = loaded.tokenizer.encode(prompt);
-    const promptIds = encoded.length > 0 ? encoded : [loaded.tokenizer.bosId >= 0 ? loaded.tokenizer.bosId : loaded.tokenizer.eosId];
-    const config = "model" in loaded ? loaded.model.config : loaded.config;
-    const context = config.contextLength;
-    const maxTokens = int(p, "max-tokens", 1, context) ?? Math.min(256, context - promptIds.length);
-    const temperature = num(p, "temperature", 0, 100) ?? 0;
-    const topP = num(p, "top-p", 0, 1) ?? 1;
-    const seed = int(p, "seed", 0) ?? 42;
-    const skip = skipFromArgs(p, config.nLayers);
-    const options = {
-      maxTokens, temperature, topP, seed,
-      stopTokens: new Set([loaded.tokenizer.eosId, loaded.tokenizer.bosId]),
-      ...(skip ? { skip } : {}),
-    };
-    let ids: number[];
-    if (onBackend && !("model" in loaded)) {
-      try {
-        ids = await generateOnBackend(loaded, onBackend, promptIds, options);
-      } finally {
-        await onBackend.dispose();
+    let opened: OpenedModel | undefined;
+    try {
+      let onBackend: (DecoderBackend & { decode: DecodeSupport }) | undefined;
+      if (backend.decode) {
+        opened = openFromArgs(p, path);
+        if (canRun(opened, backend)) onBackend = backend as DecoderBackend & { decode: DecodeSupport };
       }
-    } else if ("model" in loaded) {
-      ids = generate(loaded.model, promptIds, options);
-    } else {
-      throw new Error("internal: no model to generate with");
+      const loaded = onBackend && opened ? opened : loadModel(path, tokenizerPath === undefined ? {} : { tokenizer: tokenizerPath });
+      // With nothing to start from (an empty prompt, no BOS added), start from BOS, else EOS, as lm-eval's prefix token.
+      const encoded = loaded.tokenizer.encode(prompt);
+      const promptIds = encoded.length > 0 ? encoded : [loaded.tokenizer.bosId >= 0 ? loaded.tokenizer.bosId : loaded.tokenizer.eosId];
+      const config = "model" in loaded ? loaded.model.config : loaded.config;
+      const context = config.contextLength;
+      if (promptIds.length >= context) {
+        throw new OptionError(`the prompt is ${promptIds.length} tokens, the model's context ${context}: no room to generate`, { option: "--prompt", hint: "shorten the prompt" });
+      }
+      const maxTokens = int(p, "max-tokens", 1, context) ?? Math.min(256, context - promptIds.length);
+      const skip = skipFromArgs(p, config.nLayers);
+      const options = {
+        maxTokens, temperature, topP, seed,
+        stopTokens: new Set([loaded.tokenizer.eosId, loaded.tokenizer.bosId]),
+        ...(skip ? { skip } : {}),
+      };
+      const ids = "model" in loaded ? generate(loaded.model, promptIds, options) : await generateOnBackend(loaded, onBackend!, promptIds, options);
+      const text = loaded.tokenizer.decode([...promptIds, ...ids]);
+      return {
+        json: { model: path, prompt, promptIds, ids, text, temperature, topP, seed, skip: skip ? [...skip] : [], backend: onBackend ? onBackend.name : "reference (in memory)" },
+        text,
+      };
+    } finally {
+      await backend.dispose();
+      opened?.close();
     }
-    const text = loaded.tokenizer.decode([...promptIds, ...ids]);
-    return {
-      json: { model: path, prompt, promptIds, ids, text, temperature, topP, seed, skip: skip ? [...skip] : [], backend: onBackend ? onBackend.name : "reference (in memory)" },
-      text,
-    };
   },
 };
