@@ -5,7 +5,8 @@
 //   node dist/bench/healTinyllama.js --layers 3 --tokens 2048
 //   node dist/bench/healTinyllama.js --layers 19 --tokens 2048
 // --heldout-tokens N also collects the same statistics on N other random tokens and prints the
-// relative residual there of plain removal and of the fitted map (does the fit generalize?).
+// relative residual there of plain removal and of the fitted map (does the fit generalize?);
+// --ridge R|auto as prune's --heal-ridge.
 
 import { rmSync } from "node:fs";
 import { join } from "node:path";
@@ -18,7 +19,7 @@ import { openModel } from "../src/load.js";
 import { removeLayers } from "../src/prune/removeLayers.js";
 import { TINYLLAMA_1B, ensureRandomCheckpoint } from "./randomCheckpoint.js";
 
-const { values } = parseArgs({ options: { layers: { type: "string", default: "10" }, tokens: { type: "string", default: "2048" }, "heldout-tokens": { type: "string", default: "0" }, threads: { type: "string", default: "2" }, out: { type: "string" } } });
+const { values } = parseArgs({ options: { layers: { type: "string", default: "10" }, tokens: { type: "string", default: "2048" }, "heldout-tokens": { type: "string", default: "0" }, ridge: { type: "string" }, threads: { type: "string", default: "2" }, out: { type: "string" } } });
 const root = join(import.meta.dirname, "..", "..");
 const dir = ensureRandomCheckpoint(TINYLLAMA_1B, join(root, "bench", "cache"), (line) => process.stderr.write(`${line}\n`));
 const layers = values.layers.split(",").map(Number);
@@ -35,7 +36,8 @@ const backend = await createOrtBackend({ threads: Number(values.threads), flavor
 const start = performance.now();
 let fitSeconds = 0;
 try {
-  const heal = await fitLinearHeal(model, layers, windows, { backend });
+  const ridge = values.ridge === undefined ? undefined : values.ridge === "auto" ? "auto" as const : Number(values.ridge);
+  const heal = await fitLinearHeal(model, layers, windows, { backend, ...(ridge === undefined ? {} : { ridge }) });
   fitSeconds = (performance.now() - start) / 1000;
   const out = values.out ?? join(root, "bench", "cache", "tinyllama-healed");
   rmSync(out, { recursive: true, force: true });

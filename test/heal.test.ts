@@ -88,12 +88,12 @@ async function heldOutPerplexity(path: string, data: string, view?: (m: ReturnTy
   }
 }
 
-async function healStories(input: string, output: string, fitText: string, maxTokens: number): Promise<ReturnType<typeof fitLinearHeal>> {
+async function healStories(input: string, output: string, fitText: string, maxTokens: number, ridge?: number | "auto"): Promise<ReturnType<typeof fitLinearHeal>> {
   const model = openModel(input, { tokenizer: TOKENIZER });
   const backend = createReferenceBackend();
   try {
     const windows = scoringWindows(tokenizeFile(model, fitText).documents, { seqLen: 128, stride: 128, maxTokens });
-    const healed = await fitLinearHeal(model, [2], windows, { backend });
+    const healed = await fitLinearHeal(model, [2], windows, { backend, ...(ridge === undefined ? {} : { ridge }) });
     removeLayers(input, output, [2], { replacedTensors: healed.replacedTensors });
     return healed;
   } finally {
@@ -119,6 +119,35 @@ test("stories260K without its lowest-BI layer (2): healing lowers held-out perpl
   // compare and sweep evaluate the healed model as a view with the layer skipped: the same number as the file.
   const viewed = await heldOutPerplexity(MODEL_BIN, heldOut, (m) => ({ ...m, provider: healedProvider(m.provider, healed.folded) }), new Set([2]));
   assert.equal(viewed, healedPpl);
+});
+
+test("--heal-ridge auto: each ridge judged on held-out windows, the best refitted on all; it beats plain removal held out; T = I is plain removal's residual", async (t) => {
+  const dir = tempDir();
+  const { fit, heldOut } = splitTinyStories(dir);
+  const healed = await healStories(MODEL_BIN, join(dir, "auto.bin"), fit, 8192, "auto");
+  const cut = healed.record.cuts[0]!;
+  const auto = cut.auto!;
+  assert.equal(healed.record.ridge, "auto");
+  assert.deepEqual(auto.heldOut.map((h) => h.ridge), [1e-3, 1e-2, 1e-1, 1, 10, 100]);
+  const best = Math.min(...auto.heldOut.map((h) => h.residual));
+  assert.ok(auto.ridge !== null && auto.heldOut.find((h) => h.ridge === auto.ridge)!.residual === best, "the ridge with the lowest held-out residual");
+  assert.ok(best < auto.heldOutPlain, `held out: ${best} vs plain ${auto.heldOutPlain}`);
+  assert.equal(cut.tokens, 8192, "refitted on every window, the held-out ones included");
+  removeLayers(MODEL_BIN, join(dir, "plain.bin"), [2]);
+  const plain = await heldOutPerplexity(join(dir, "plain.bin"), heldOut);
+  const autoPpl = await heldOutPerplexity(join(dir, "auto.bin"), heldOut);
+  t.diagnostic(`auto ridge ${auto.ridge}: held-out residual plain ${auto.heldOutPlain.toFixed(4)}, ${auto.heldOut.map((h) => `${h.ridge}: ${h.residual.toFixed(4)}`).join(", ")}; perplexity plain ${plain.toFixed(3)}, healed ${autoPpl.toFixed(3)}`);
+  assert.ok(autoPpl < plain, `healed ${autoPpl} vs plain ${plain}`);
+  // Fewer than 5 windows: nothing to hold out.
+  await assert.rejects(healStories(MODEL_BIN, join(dir, "few.bin"), fit, 512, "auto"), (e: unknown) => e instanceof Error && /holds out every fifth calibration window/.test(e.message));
+  // A cut where no ridge beats plain removal held out keeps T = I: plain removal's own residual, the identity map.
+  const noise = new LinearHealAccumulator(8);
+  let state = 7;
+  const rand = (): number => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32) - 0.5;
+  noise.add(Float32Array.from({ length: 96 }, rand), new Float32Array(96), Float32Array.from({ length: 96 }, rand), 12);
+  const identity = noise.identity();
+  assert.equal(identity.residualAfter, identity.residualBefore);
+  assert.ok(identity.map.every((v, i) => v === (i % 9 === 0 ? 1 : 0)));
 });
 
 test("prune --heal linear writes the fit into the sidecar; --heal needs calibration text", () => {

@@ -13,12 +13,17 @@ export const HEAL_OPTIONS: OptionSpec = { heal: { type: "string" }, "heal-ridge"
 
 export interface HealChoice {
   method: HealMethod;
-  ridge?: number;
+  ridge?: number | "auto";
+}
+
+/** --heal-ridge R (relative, >= 0) or auto (chosen per cut on held-out windows). */
+export function healRidgeFromArgs(p: Parsed): number | "auto" | undefined {
+  return str(p, "heal-ridge") === "auto" ? "auto" : num(p, "heal-ridge", 0);
 }
 
 export function healChoiceFromArgs(p: Parsed): HealChoice {
   const method = parseHealMethod(str(p, "heal"));
-  const ridge = num(p, "heal-ridge", 0);
+  const ridge = healRidgeFromArgs(p);
   return ridge === undefined ? { method } : { method, ridge };
 }
 

@@ -7,6 +7,7 @@ import { OptionError } from "../errors.js";
 import type { OpenedModel } from "../load.js";
 import { collectHealStatistics, healCuts } from "./collect.js";
 import { downProjectionName, type FoldedTensor, foldHealMaps, storedBytes } from "./fold.js";
+import type { LinearHealAccumulator, LinearHealFit } from "./linearFit.js";
 
 export const HEAL_METHODS = ["none", "linear"] as const;
 export type HealMethod = (typeof HEAL_METHODS)[number];
@@ -34,11 +35,13 @@ export interface HealCutRecord {
   relativeResidualBefore: number;
   /** ||R + M T^T - Y||_F / ||Y||_F: with the fitted map. */
   relativeResidualAfter: number;
+  /** With --heal-ridge auto: what was tried and chosen. */
+  auto?: AutoRidgeChoice;
 }
 
 export interface HealRecord {
   method: "linear";
-  ridge: number;
+  ridge: number | "auto";
   cuts: HealCutRecord[];
   /** The calibration text and windows the maps were fitted on (the CLI adds them). */
   data?: { path: string; sha256: string; split: string };
@@ -48,7 +51,8 @@ export interface HealRecord {
 
 export interface LinearHealOptions {
   backend: DecoderBackend;
-  ridge?: number;
+  /** Relative ridge, or "auto": chosen per cut on held-out windows (see fitWithAutoRidge). */
+  ridge?: number | "auto";
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -62,14 +66,61 @@ export interface LinearHeal {
   maps: Map<number, Float64Array>;
 }
 
+/** Relative ridges `--heal-ridge auto` tries, weakest first. */
+export const AUTO_RIDGES = [1e-3, 1e-2, 1e-1, 1, 10, 100] as const;
+
+/** What --heal-ridge auto chose for a cut, from the held-out windows' residuals. */
+export interface AutoRidgeChoice {
+  /** The ridge refitted on every window, or null: no ridge beat plain removal held out, so T = I (the cut is left plain). */
+  ridge: number | null;
+  heldOutTokens: number;
+  /** Held-out relative residual of plain removal, and of each ridge's map (fitted without those windows). */
+  heldOutPlain: number;
+  heldOut: { ridge: number; residual: number }[];
+}
+
+/**
+ * Every fifth window is held out: each ridge's map is fitted on the others and judged on them,
+ * the best is refitted on all windows; a cut where no map beats plain removal held out stays
+ * plain (T = I). Costs one pass of the model, as a fixed ridge does, plus a d^3 solve and check per ridge.
+ */
+async function fitWithAutoRidge(windows: readonly Window[], collect: (of: readonly Window[]) => Promise<LinearHealAccumulator[]>): Promise<{ fits: LinearHealFit[]; chosen: AutoRidgeChoice[] }> {
+  const heldOutWindows = windows.filter((_, i) => i % 5 === 4);
+  const fitWindows = windows.filter((_, i) => i % 5 !== 4);
+  if (heldOutWindows.length === 0) {
+    throw new OptionError(`--heal-ridge auto holds out every fifth calibration window to choose the ridge; there are ${windows.length}`, { option: "--heal-ridge", hint: "give at least 5 windows (more --max-tokens, shorter --seq-len) or a fixed --heal-ridge" });
+  }
+  const fitting = await collect(fitWindows);
+  const heldOut = await collect(heldOutWindows);
+  const fits: LinearHealFit[] = [];
+  const chosen: AutoRidgeChoice[] = [];
+  fitting.forEach((acc, i) => {
+    const judge = heldOut[i]!;
+    const tried = AUTO_RIDGES.map((r) => ({ ridge: r, ...judge.evaluate(acc.solve(r).map) }));
+    const plain = tried[0]!.before;
+    const best = tried.reduce((a, b) => (b.after < a.after ? b : a));
+    const ridge = best.after < plain ? best.ridge : null;
+    acc.merge(judge);
+    fits.push(ridge === null ? acc.identity() : acc.solve(ridge));
+    chosen.push({ ridge, heldOutTokens: judge.tokens, heldOutPlain: plain, heldOut: tried.map((t) => ({ ridge: t.ridge, residual: t.after })) });
+  });
+  return { fits, chosen };
+}
+
 /** Fits every cut's map on `windows` of the unpruned model and returns the replaced tensors for removeLayers. */
 export async function fitLinearHeal(model: OpenedModel, removed: readonly number[], windows: readonly Window[], options: LinearHealOptions): Promise<LinearHeal> {
   const ridge = options.ridge ?? DEFAULT_HEAL_RIDGE;
   const cuts = healCuts(removed, model.config.nLayers);
   if (windows.length === 0) throw new OptionError("--heal linear needs calibration text: no windows", { option: "--data" });
   for (const c of cuts) downProjectionName(model, c.keptLayer);
-  const accumulators = await collectHealStatistics(model, cuts, windows, { backend: options.backend, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
-  const fits = accumulators.map((a) => a.solve(ridge));
+  const collect = (of: readonly Window[]): Promise<LinearHealAccumulator[]> => collectHealStatistics(model, cuts, of, { backend: options.backend, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  let fits: LinearHealFit[];
+  let chosen: AutoRidgeChoice[] | undefined;
+  if (ridge === "auto") {
+    ({ fits, chosen } = await fitWithAutoRidge(windows, collect));
+  } else {
+    fits = (await collect(windows)).map((a) => a.solve(ridge));
+  }
   const folded = foldHealMaps(model, new Map(cuts.map((c, i) => [c.keptLayer, fits[i]!.map])));
   const cutRecords = cuts.map((c, i): HealCutRecord => {
     const fit = fits[i]!;
@@ -78,6 +129,7 @@ export async function fitLinearHeal(model: OpenedModel, removed: readonly number
       removed: Array.from({ length: c.last - c.first + 1 }, (_, k) => c.first + k), foldedInto: c.keptLayer,
       tensors: [downProjectionName(model, c.keptLayer), ...(names.bDown !== undefined && folded.has(names.bDown) ? [names.bDown] : [])],
       tokens: fit.tokens, lambda: fit.lambda, relativeResidualBefore: fit.residualBefore, relativeResidualAfter: fit.residualAfter,
+      ...(chosen ? { auto: chosen[i]! } : {}),
     };
   });
   return { replacedTensors: storedBytes(folded), folded, record: { method: "linear", ridge, cuts: cutRecords }, maps: new Map(cuts.map((c, i) => [c.keptLayer, fits[i]!.map])) };

@@ -117,6 +117,28 @@ export class LinearHealAccumulator {
     };
   }
 
+  /** Adds another accumulator's sums (tokens of other windows, same cut). */
+  merge(other: LinearHealAccumulator): void {
+    if (other.dim !== this.dim) throw new OptionError(`healing fit: cannot merge statistics of dimension ${other.dim} into ${this.dim}`);
+    // Only the upper triangle of M^T M is read (solve and evaluate mirror it), so a mirrored one adds up the same.
+    for (let i = 0; i < this.mtm.length; i++) {
+      this.mtm[i]! += other.mtm[i]!;
+      this.mtd[i]! += other.mtd[i]!;
+    }
+    this.ddSum += other.ddSum;
+    this.yySum += other.yySum;
+    this.tokens += other.tokens;
+  }
+
+  /** Plain removal as a fit: T = I, for a cut where no map beats it on held-out tokens. */
+  identity(): LinearHealFit {
+    const d = this.dim;
+    const map = new Float64Array(d * d);
+    for (let i = 0; i < d; i++) map[i * d + i] = 1;
+    const residual = Math.sqrt(Math.max(0, this.squaredResidualOfIdentity())) / (Math.sqrt(this.yySum) || 1);
+    return { dim: d, map, tokens: this.tokens, lambda: Infinity, residualBefore: residual, residualAfter: residual };
+  }
+
   /**
    * Relative residuals of plain removal and of a map fitted on other tokens (held-out check):
    * these statistics, that map.

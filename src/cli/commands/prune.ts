@@ -10,7 +10,8 @@ import { checkRemovable, parseLayerList } from "../../prune/plan.js";
 import { checkSelection, ITERATIVE_METRICS, selectIteratively, selectLayers } from "../../prune/select.js";
 import { removeLayers } from "../../prune/removeLayers.js";
 import { checkOutputPath, writeJsonAtomically } from "../../util/atomicWrite.js";
-import { DATA_OPTIONS, MODEL_OPTIONS, flag, int, num, onePositional, parse, type Parsed, split, str } from "../args.js";
+import { DATA_OPTIONS, MODEL_OPTIONS, flag, int, onePositional, parse, type Parsed, split, str } from "../args.js";
+import { healRidgeFromArgs } from "../healOptions.js";
 import type { Command } from "../command.js";
 import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, openFromArgs, windowsFromArgs, modelPathFromArgs } from "../common.js";
 import { METRIC_OPTIONS, metricChart, metricsFromArgs, metricsWithProgress, SELECTION_OPTIONS, selectionFromArgs } from "../metricOptions.js";
@@ -24,7 +25,7 @@ import { Progress } from "../progress.js";
 
 const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --from-scores SCORE.json [--metric m] [--select ...] [--keep-first N] [--keep-last N] | --remove K --data FILE [--metric bi|bi-angular|angular|relative-magnitude|ppl|reverse-order|random] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] [--block N] [--tokens last|all] [--seed S] "
-  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--heal none|linear [--heal-data FILE] [--heal-ridge R]] [--force] [--json FILE]";
+  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--heal none|linear [--heal-data FILE] [--heal-ridge R|auto]] [--force] [--json FILE]";
 
 /** The fitted healing maps of the chosen layers, on --heal-data (default --data), or nothing with --heal none. */
 async function healFromArgs(p: Parsed, opened: OpenedModel, layers: readonly number[]): Promise<{ replacedTensors: Map<string, Uint8Array>; record: HealRecord } | undefined> {
@@ -38,7 +39,7 @@ async function healFromArgs(p: Parsed, opened: OpenedModel, layers: readonly num
   const data = tokenizeFile(opened, path, split(p));
   const windows = windowsFromArgs(p, opened);
   requireOneWindow(data.documents, windows.seqLen, path);
-  const ridge = num(p, "heal-ridge", 0);
+  const ridge = healRidgeFromArgs(p);
   const backend = await backendFromArgs(p);
   const progress = new Progress("healing", "token-layers");
   try {
