@@ -9,22 +9,14 @@ import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { cpuBf16Availability } from "../src/backend/cpuBf16/native.js";
 import { attr, encodeModel, GraphBuilder } from "../src/backend/onnx/model.js";
+import { xorshiftFill } from "../src/util/random.js";
 
 const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, runs: { type: "string", default: "3" } } });
 const threads = Number(values.threads);
 const runs = Number(values.runs);
 
-function fill(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = (s >>> 0) / 4294967296 - 0.5;
-  }
-  return out;
-}
+/** Values in [-0.5, 0.5). */
+const fill = (n: number, seed: number): Float32Array => xorshiftFill(n, 0.5, seed);
 
 /** Best of `runs` timings of fn, in seconds (after one warm-up call). */
 async function best(fn: () => unknown): Promise<number> {

@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import type { LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
 import type { LinearMode } from "../src/backend/onnx/llamaGraphs.js";
 import { createOrtKernels, type OrtFlavor } from "../src/backend/ortBackend.js";
+import { xorshiftFill } from "../src/util/random.js";
 
 const TINYLLAMA: LayerShape = { dim: 2048, hiddenDim: 5632, nHeads: 32, nKvHeads: 4, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
 
@@ -33,17 +34,7 @@ const T = Number(values["seq-len"]);
 const threads = Number(values.threads);
 
 /** A fast deterministic fill (xorshift32) in ±spread; the values only need to be plausible. */
-function fill(n: number, spread: number, seed: number, center = 0): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = center + ((s >>> 0) / 4294967296 - 0.5) * 2 * spread;
-  }
-  return out;
-}
+const fill = xorshiftFill;
 
 function randomLayer(shape: LayerShape): LayerWeightsF32 {
   const { dim: C, hiddenDim: F, nHeads, nKvHeads, headDim } = shape;

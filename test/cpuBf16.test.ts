@@ -20,22 +20,12 @@ import { streamingBlockInfluence, streamingPerplexity } from "../src/models/stre
 import { repoRoot } from "../src/shared.js";
 import type { DecoderBackend } from "../src/backend/backend.js";
 import { MODEL_BIN, TINYSTORIES } from "./helpers.js";
+import { xorshiftFill } from "../src/util/random.js";
 
 const available = cpuBf16Availability();
 const skip = available.ok ? false : `bf16 engine unavailable here: ${available.reason}`;
 
-/** xorshift32 values in [-spread, spread) around center. */
-function fill(n: number, spread: number, seed: number, center = 0): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = center + ((s >>> 0) / 4294967296 - 0.5) * 2 * spread;
-  }
-  return out;
-}
+const fill = xorshiftFill;
 
 /** Rounds to bf16 (nearest even) in place, as a bf16 checkpoint's weights are. */
 function roundBf16(a: Float32Array): Float32Array {

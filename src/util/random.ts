@@ -22,3 +22,16 @@ export function seededPermutation(n: number, seed: number): number[] {
   }
   return order;
 }
+
+/** n xorshift32 values in [center - spread, center + spread), from a seed: cheap, repeatable test and benchmark data. */
+export function xorshiftFill(n: number, spread: number, seed: number, center = 0): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = center + ((s >>> 0) / 4294967296 - 0.5) * 2 * spread;
+  }
+  return out;
+}
