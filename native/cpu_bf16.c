@@ -11,7 +11,9 @@
 //
 // JavaScript API (src/backend/cpuBf16/native.ts wraps it):
 //   features() -> { avx512f, avx512bf16, amxBf16 }
-//   packWeights([w0, w1, ...] Float32Array (rows_i, k) stacked, k) -> Uint16Array packed
+//   packWeights([w0, w1, ...] (rows_i, k) stacked, k[, threads]) -> Uint16Array packed; parts are
+//     Float32Array (rounded to bf16 here) or Uint16Array (bf16 bits as stored)
+//   packRows(dst, part, row0, k[, threads])               one part into rows row0.. of a zeroed dst
 //   gemm(out, a, packed, m, n, k, accumulate, threads)   out (m, n) [+]= a (m, k) @ w^T
 //   rmsNorm(out, x, weight, rows, dim, eps)
 //   attention(out, qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, cos, sin, threads, positions?, branches?)
@@ -362,14 +364,60 @@ static void rope_worker(void *p, int tid, int nthreads) {
   rope_rows(c, rows * tid / nthreads, rows * (tid + 1) / nthreads);
 }
 
-AVX512 static void pack_rows(uint16_t *dst, const float *src, size_t row0, size_t rows, size_t k, size_t k2) {
-  // Row n of the stacked weight is column n of the GEMM: panel n/16, lane n%16.
-  for (size_t r = 0; r < rows; r++) {
-    size_t n = row0 + r, panel = n / PANEL, lane = n % PANEL;
-    uint16_t *base = dst + panel * k2 * PANEL * 2 + lane * 2;
-    const float *s = src + r * k;
-    for (size_t kk = 0; kk < k; kk++) base[(kk / 2) * PANEL * 2 + (kk & 1)] = to_bf16(s[kk]);
+// Packing: row n of the stacked weight is column n of the GEMM: panel n/16, lane n%16, with the
+// k values of a row in bf16 pairs (one uint32 per pair). Whole panels of 16 rows and runs of 16 k
+// go through a 16 x 8-pair tile in L1 so that every store fills a 64-byte line; the ragged edges
+// go one pair at a time. src is fp32 (rounded here) or bf16 bits (moved as stored).
+typedef struct { uint32_t *dst; const void *src; int src_bf16; size_t row0, rows, k, k2; } pack_ctx;
+
+AVX512 static inline uint32_t pair_at(const pack_ctx *c, size_t r, size_t kk) {
+  // Elements kk and kk + 1 of source row r (0 past the end of the row).
+  if (c->src_bf16) {
+    const uint16_t *s = (const uint16_t *)c->src + r * c->k;
+    return (uint32_t)s[kk] | (kk + 1 < c->k ? (uint32_t)s[kk + 1] << 16 : 0u);
   }
+  const float *s = (const float *)c->src + r * c->k;
+  return (uint32_t)to_bf16(s[kk]) | (kk + 1 < c->k ? (uint32_t)to_bf16(s[kk + 1]) << 16 : 0u);
+}
+
+AVX512 static inline __m256i sixteen_bf16(const pack_ctx *c, size_t r, size_t kk) {
+  if (c->src_bf16) return _mm256_loadu_si256((const __m256i *)((const uint16_t *)c->src + r * c->k + kk));
+  return (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps((const float *)c->src + r * c->k + kk));
+}
+
+AVX512 static void pack_worker(void *p, int tid, int nthreads) {
+  const pack_ctx *c = (const pack_ctx *)p;
+  // Source rows r cover packed rows row0 + r; split the work by packed panel.
+  size_t first_panel = c->row0 / PANEL, last_panel = (c->row0 + c->rows - 1) / PANEL;
+  size_t npanels = last_panel - first_panel + 1;
+  size_t p0 = first_panel + npanels * tid / nthreads, p1 = first_panel + npanels * (tid + 1) / nthreads;
+  uint32_t tile[PANEL][8];
+  for (size_t panel = p0; panel < p1; panel++) {
+    uint32_t *dpanel = c->dst + panel * c->k2 * PANEL;
+    size_t n0 = panel * PANEL, n1 = n0 + PANEL;
+    if (n0 < c->row0) n0 = c->row0;
+    if (n1 > c->row0 + c->rows) n1 = c->row0 + c->rows;
+    int full = (n1 - n0 == PANEL);
+    size_t kk = 0;
+    if (full) {
+      for (; kk + 16 <= c->k; kk += 16) {
+        for (size_t l = 0; l < PANEL; l++) _mm256_storeu_si256((__m256i *)tile[l], sixteen_bf16(c, n0 + l - c->row0, kk));
+        for (size_t q = 0; q < 8; q++) {
+          __m512i col = _mm512_i32gather_epi32(_mm512_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120), (const int *)&tile[0][q], 4);
+          _mm512_storeu_si512(dpanel + (kk / 2 + q) * PANEL, col);
+        }
+      }
+    }
+    for (size_t n = n0; n < n1; n++)
+      for (size_t k = kk; k < c->k; k += 2) dpanel[(k / 2) * PANEL + n % PANEL] = pair_at(c, n - c->row0, k);
+  }
+}
+
+// Writes rows (rows, k) of a weight as packed rows row0.. of dst (np x k2 pairs, zeroed by the caller).
+AVX512 static void pack_rows(uint16_t *dst, const void *src, int src_bf16, size_t row0, size_t rows, size_t k, size_t k2, int threads) {
+  if (rows == 0) return;
+  pack_ctx c = {(uint32_t *)dst, src, src_bf16, row0, rows, k, k2};
+  parallel(threads, pack_worker, &c);
 }
 #endif
 
@@ -435,18 +483,38 @@ static napi_value js_features(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+// A weight part: fp32 values, or bf16 bits as stored (Uint16Array).
+static int get_weight_part(napi_env env, napi_value v, const void **data, int *is_bf16, size_t *len) {
+  napi_typedarray_type type;
+  void *ptr;
+  if (napi_get_typedarray_info(env, v, &type, len, &ptr, NULL, NULL) != napi_ok) return 0;
+  if (type != napi_float32_array && type != napi_uint16_array) return 0;
+  *data = ptr;
+  *is_bf16 = type == napi_uint16_array;
+  return 1;
+}
+
+static int get_threads(napi_env env, size_t argc, napi_value *argv, size_t index, size_t *threads) {
+  *threads = 1;
+  if (argc <= index) return 1;
+  return get_size(env, argv[index], threads) && *threads >= 1;
+}
+
+// packWeights(parts, k[, threads]): the parts (rows_i, k) stacked and packed into a new array.
 static napi_value js_pack_weights(napi_env env, napi_callback_info info) {
-  ARGS(2);
+  size_t argc = 3; napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_error(env, "packWeights: expected (parts, k[, threads])");
   if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
-  size_t k;
+  size_t k, threads;
   if (!get_size(env, argv[1], &k) || k == 0) return throw_error(env, "packWeights: k must be a positive integer");
+  if (!get_threads(env, argc, argv, 2, &threads)) return throw_error(env, "packWeights: threads must be a positive integer");
   uint32_t count;
-  if (napi_get_array_length(env, argv[0], &count) != napi_ok || count == 0) return throw_error(env, "packWeights: expected an array of Float32Array");
+  if (napi_get_array_length(env, argv[0], &count) != napi_ok || count == 0) return throw_error(env, "packWeights: expected an array of Float32Array or Uint16Array (bf16) parts");
   size_t n = 0;
   for (uint32_t i = 0; i < count; i++) {
-    napi_value e; float *p; size_t len;
+    napi_value e; const void *p; int bf; size_t len;
     napi_get_element(env, argv[0], i, &e);
-    if (!get_f32(env, e, &p, &len) || len % k != 0) return throw_error(env, "packWeights: every part must be a Float32Array of whole rows of k");
+    if (!get_weight_part(env, e, &p, &bf, &len) || len % k != 0) return throw_error(env, "packWeights: every part must be a Float32Array or Uint16Array (bf16) of whole rows of k");
     n += len / k;
   }
 #if HAVE_X86
@@ -457,14 +525,35 @@ static napi_value js_pack_weights(napi_env env, napi_callback_info info) {
   memset(mem, 0, np * k2 * 2 * 2);
   size_t row = 0;
   for (uint32_t i = 0; i < count; i++) {
-    napi_value e; float *p = NULL; size_t len = 0;
+    napi_value e; const void *p = NULL; int bf = 0; size_t len = 0;
     napi_get_element(env, argv[0], i, &e);
-    get_f32(env, e, &p, &len);
-    pack_rows((uint16_t *)mem, p, row, len / k, k, k2);
+    get_weight_part(env, e, &p, &bf, &len);
+    pack_rows((uint16_t *)mem, p, bf, row, len / k, k, k2, (int)threads);
     row += len / k;
   }
   napi_create_typedarray(env, napi_uint16_array, np * k2 * 2, buffer, 0, &result);
   return result;
+#else
+  return throw_error(env, "not an x86-64 build");
+#endif
+}
+
+// packRows(dst, part, row0, k[, threads]): one part packed into rows row0.. of an array made by
+// packedLength (zeros), so that a layer's weights can be packed one tensor at a time.
+static napi_value js_pack_rows(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) return throw_error(env, "packRows: expected (dst, part, row0, k[, threads])");
+  if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
+  uint16_t *dst; size_t ld, row0, k, threads, len; const void *p; int bf;
+  if (!get_u16(env, argv[0], &dst, &ld)) return throw_error(env, "packRows: dst must be a Uint16Array");
+  if (!get_weight_part(env, argv[1], &p, &bf, &len)) return throw_error(env, "packRows: the part must be a Float32Array or Uint16Array (bf16)");
+  if (!get_size(env, argv[2], &row0) || !get_size(env, argv[3], &k) || k == 0 || len % k != 0) return throw_error(env, "packRows: row0 and k must be integers, k > 0, and the part whole rows of k");
+  if (!get_threads(env, argc, argv, 4, &threads)) return throw_error(env, "packRows: threads must be a positive integer");
+  size_t k2 = (k + 1) / 2, rows = len / k;
+  if ((round_up(row0 + rows, PANEL)) * k2 * 2 > ld) return throw_error(env, "packRows: dst is too small for these rows");
+#if HAVE_X86
+  pack_rows(dst, p, bf, row0, rows, k, k2, (int)threads);
+  return NULL;
 #else
   return throw_error(env, "not an x86-64 build");
 #endif
@@ -560,6 +649,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"features", NULL, js_features, NULL, NULL, NULL, napi_default, NULL},
       {"packWeights", NULL, js_pack_weights, NULL, NULL, NULL, napi_default, NULL},
+      {"packRows", NULL, js_pack_rows, NULL, NULL, NULL, napi_default, NULL},
       {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, js_rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_default, NULL},

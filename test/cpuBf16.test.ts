@@ -4,12 +4,13 @@
 // fp32 engine, and the fallback to fp32 (one line why) where the bf16 engine cannot run.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
 import { createCpuBf16Backend, createCpuBf16Kernels, type CpuBf16Backend } from "../src/backend/cpuBf16/bf16Kernels.js";
-import { cpuBf16Availability, setCpuBf16Disabled } from "../src/backend/cpuBf16/native.js";
+import { cpuBf16Availability, emptyPacked, setCpuBf16Disabled } from "../src/backend/cpuBf16/native.js";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { createReferenceKernels } from "../src/backend/referenceBackend.js";
 import { selectBackend } from "../src/backend/select.js";
@@ -20,6 +21,7 @@ import { streamingBlockInfluence, streamingPerplexity } from "../src/models/stre
 import { repoRoot } from "../src/shared.js";
 import type { DecoderBackend } from "../src/backend/backend.js";
 import { MODEL_BIN, TINYSTORIES } from "./helpers.js";
+import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { xorshiftFill } from "../src/util/random.js";
 
 const available = cpuBf16Availability();
@@ -193,6 +195,54 @@ test("stories260K in bf16: BI ranking equal to the oracle's and the fp32 engine'
     assert.ok(worstNll < 1e-3, `nll relative error ${worstNll}`);
   } finally {
     source.close();
+  }
+});
+
+test("bf16 packing: bf16 bits pack to the bytes their float32 expansion does, and packRows one part at a time equals packWeights, at ragged sizes", { skip }, () => {
+  const { native } = available as Extract<typeof available, { ok: true }>;
+  for (const [rows, k] of [[[16], 16], [[17, 5], 33], [[100, 3, 29], 47], [[48, 16], 4096 / 8], [[7], 1]] as const) {
+    const f32 = rows.map((r, i) => roundBf16(fill(r * k, 1, 11 + i)));
+    const bits = f32.map((a) => new Uint16Array(Uint32Array.from(new Uint32Array(a.buffer), (u) => u >>> 16)));
+    for (const threads of [1, 3]) {
+      const want = native.packWeights(f32, k, threads);
+      assert.deepEqual(native.packWeights(bits, k, threads), want, `rows ${rows.join("+")}, k ${k}: bf16 parts`);
+      const oneByOne = emptyPacked(rows.reduce((a, b) => a + b, 0), k);
+      let row0 = 0;
+      rows.forEach((r, i) => {
+        native.packRows(oneByOne, i % 2 === 0 ? bits[i]! : f32[i]!, row0, k, threads);
+        row0 += r;
+      });
+      assert.deepEqual(oneByOne, want, `rows ${rows.join("+")}, k ${k}: packRows`);
+    }
+  }
+  assert.throws(() => native.packRows(emptyPacked(16, 8), new Float32Array(65 * 8), 0, 8), /too small/); // 16 rows pad to 64
+});
+
+test("bf16 checkpoint: layers packed tensor by tensor from the stored bf16 bits give the same BI, bit for bit, as packing the float32 layer", { skip }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "shortgpt-bf16-direct-"));
+  try {
+    writeHfLlamaFixture(dir, { dtype: "BF16" });
+    const source = openModel(dir);
+    try {
+      const windows = Array.from({ length: 3 }, (_, w) => ({ document: w, begin: 0, tokens: Array.from({ length: 40 }, (_, i) => (i * 7 + w * 13 + 1) % 512) }));
+      const direct = await createCpuBf16Backend({ threads: 2 });
+      const whole = await createCpuBf16Backend({ threads: 2 });
+      backends.push(direct, whole);
+      // The same backend without the per-tensor source: prepareLayer gets only load() (float32).
+      const wholeOnly: DecoderBackend = { ...whole, prepareLayer: (key, load, shape) => whole.prepareLayer(key, load, shape) };
+      const a = await streamingBlockInfluence(source, windows, { backend: direct });
+      const b = await streamingBlockInfluence(source, windows, { backend: wholeOnly });
+      t.diagnostic(`direct: ${JSON.stringify(direct.stats)}; whole: ${JSON.stringify(whole.stats)}`);
+      assert.equal(direct.stats.bf16Tensors, 7 * source.config.nLayers, "every GEMM weight came as bf16 bits");
+      assert.equal(whole.stats.bf16Tensors, 0);
+      assert.ok(direct.stats.bf16Layers === source.config.nLayers && whole.stats.bf16Layers === source.config.nLayers);
+      assert.deepEqual(a.layers.map((l) => l.bi), b.layers.map((l) => l.bi));
+      assert.ok(a.layers.every((l) => l.bi > 0));
+    } finally {
+      source.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

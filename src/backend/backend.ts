@@ -248,6 +248,14 @@ export interface HiddenStates {
   readonly owner: string;
 }
 
+/** One layer's weights one tensor at a time, in the layout load() gives them. */
+export interface LayerTensorSource {
+  /** The weight as float32 (what load() holds under that name). */
+  f32(name: LayerWeightName): Float32Array;
+  /** The weight as bf16 bits when the checkpoint stores it so in this layout; else undefined (use f32). */
+  bf16(name: LayerWeightName): Uint16Array | undefined;
+}
+
 /** A layer's weights made ready by prepareLayer: host arrays, or device copies. */
 export interface PreparedLayer {
   readonly key: string;
@@ -325,9 +333,11 @@ export interface DecoderBackend {
   release(states: HiddenStates): void;
   /**
    * Makes one layer's weights ready. `key` names the layer of one checkpoint for the whole run: a
-   * backend that keeps weights resident (cuda) calls `load` only the first time.
+   * backend that keeps weights resident (cuda) calls `load` only the first time. `tensors`, when
+   * given, reads the same weights one at a time (a backend that converts each as it arrives then
+   * never holds the whole layer in float32).
    */
-  prepareLayer(key: string, load: () => LayerWeightsF32, shape: LayerShape): Promise<PreparedLayer>;
+  prepareLayer(key: string, load: () => LayerWeightsF32, shape: LayerShape, tensors?: LayerTensorSource): Promise<PreparedLayer>;
   /** Makes the final norm and classifier ready, as prepareLayer does for a layer. */
   prepareHead(key: string, load: () => HeadWeights, vocabSize: number): Promise<PreparedHead>;
   /**

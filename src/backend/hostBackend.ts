@@ -15,6 +15,12 @@ export interface HostHiddenStates extends HiddenStates {
 
 export type HostBackend<K extends HostKernels = HostKernels> = DecoderBackend & { readonly kernels: K };
 
+/** The states as host arrays, when backend `name` made them; else a typed error. */
+export function ownHostStates(states: HiddenStates, name: string): HostHiddenStates {
+  if (states.owner !== name || !("data" in states)) throw new OptionError(`hidden states made by backend ${states.owner} were given to backend ${name}`);
+  return states as HostHiddenStates;
+}
+
 export function hostStates(data: Float32Array, rows: number, dim: number, owner: string): HostHiddenStates {
   if (data.length !== rows * dim) throw new OptionError(`hidden states have ${data.length} values, expected ${rows} rows x ${dim}`);
   return { data, rows, dim, owner };
@@ -38,10 +44,7 @@ export const HOST_BATCH_TOKENS = 4096;
 
 export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = HOST_BATCH_TOKENS): HostBackend<K> {
   const name = kernels.name;
-  const own = (states: HiddenStates): HostHiddenStates => {
-    if (states.owner !== name || !("data" in states)) throw new OptionError(`hidden states made by backend ${states.owner} were given to backend ${name}`);
-    return states as HostHiddenStates;
-  };
+  const own = (states: HiddenStates): HostHiddenStates => ownHostStates(states, name);
   return {
     name,
     // The reference kernels and the onnx graphs compute every Gemma 2/3 and Phi-3 feature.

@@ -70,6 +70,12 @@ function expectLength(name: string, got: number, expected: number): void {
 
 /** Checks x, every weight the shape needs, and a packed layout against the layer shape. */
 export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): void {
+  checkStreamArgs(x, nWindows, seqLen, shape, layout);
+  checkLayerWeights(w, shape);
+}
+
+/** checkLayerArgs without the weights: the windows, the stream's length and the packed layout. */
+export function checkStreamArgs(x: Float32Array, nWindows: number, seqLen: number, shape: LayerShape, layout?: PackedLayout): void {
   const { dim, nHeads, nKvHeads, headDim } = shape;
   if (!(Number.isInteger(nWindows) && nWindows > 0 && Number.isInteger(seqLen) && seqLen > 0)) {
     throw new OptionError(`runLayer needs positive integer nWindows and seqLen, got ${nWindows} and ${seqLen}`);
@@ -78,7 +84,6 @@ export function checkLayerArgs(x: Float32Array, nWindows: number, seqLen: number
     if (layout) throw new OptionError(`a ${shape.kind} layer is a recurrence: it cannot run packed windows (tree attention); run one sequence per window`);
   } else if (nHeads % nKvHeads !== 0 || headDim % 2 !== 0) throw new OptionError(`layer shape ${nHeads} heads / ${nKvHeads} KV heads / head size ${headDim} is not a valid Llama layer`);
   expectLength("x", x.length, nWindows * seqLen * dim);
-  checkLayerWeights(w, shape);
   if (layout) checkLayout(layout, nWindows, seqLen);
 }
 

@@ -257,5 +257,11 @@ export function hfTensorProvider(hf: HfDirectory): TensorProvider {
       }
       return out;
     },
+    readBF16: (name: string): Uint16Array | undefined => {
+      if (hf.tensor(name).dtype !== "BF16") return undefined;
+      const bytes = hf.readTensorBytes(name);
+      // A Uint16Array view needs an even offset; a pooled small Buffer may not have one.
+      return bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2) : new Uint16Array(Uint8Array.from(bytes).buffer);
+    },
   };
 }

@@ -376,6 +376,23 @@ export function loadLayerTensor(provider: TensorProvider, config: LlamaConfig, n
   return w;
 }
 
+/**
+ * One weight of one layer as bf16 bits, straight from a BF16 checkpoint, when that is the
+ * engine's canonical layout too (no Q/K row reordering, not a norm scale); undefined otherwise:
+ * then loadLayerTensor gives it as float32.
+ */
+export function loadLayerTensorBf16(provider: TensorProvider, config: LlamaConfig, names: LlamaTensorNames, layer: number, key: LayerWeightName): Uint16Array | undefined {
+  if (!provider.readBF16 || NORM_WEIGHTS.has(key)) return undefined;
+  if (names.interleavedRope && (key === "wq" || key === "wk" || key === "bq" || key === "bk")) return undefined;
+  const name = names.layer(layer)[key];
+  const dims = layerWeightDims(layerShape(config))[key];
+  if (name === undefined || dims === undefined) return undefined;
+  const bits = provider.readBF16(name);
+  const length = dims.reduce((a, b) => a * b, 1);
+  if (bits && bits.length !== length) throw new CheckpointError(`${provider.source}: tensor ${name} holds ${bits.length} values, expected ${length}`, { file: provider.source, tensor: name });
+  return bits;
+}
+
 /** The layer weights that scale a norm (Gemma stores them as w for a scale of 1 + w). */
 const NORM_WEIGHTS: ReadonlySet<LayerWeightName> = new Set(["attnNorm", "ffnNorm", "qNorm", "kNorm", "attnPostNorm", "ffnPostNorm"]);
 

@@ -10,7 +10,7 @@ import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInflu
 import type { TensorProvider } from "../tensor/provider.js";
 import { PendingResults } from "../util/pendingResults.js";
 import { assertShapeFeatures } from "../backend/shapeFeatures.js";
-import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLlamaLayer } from "./llama.js";
+import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLayerTensor, loadLayerTensorBf16, loadLlamaLayer } from "./llama.js";
 
 export { layerShape };
 
@@ -92,7 +92,10 @@ export function prepareEmbedding(source: StreamingSource, backend: DecoderBacken
 /** One layer's weights, made ready on the backend (resident there when it keeps weights). */
 export function prepareLayer(source: StreamingSource, backend: DecoderBackend, layer: number): Promise<PreparedLayer> {
   const { config, provider, names } = source;
-  return backend.prepareLayer(`${sourceKey(source)}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), layerShape(config, layer));
+  return backend.prepareLayer(`${sourceKey(source)}/layer${layer}`, () => loadLlamaLayer(provider, config, names, layer), layerShape(config, layer), {
+    f32: (key) => loadLayerTensor(provider, config, names, layer, key),
+    bf16: (key) => loadLayerTensorBf16(provider, config, names, layer, key),
+  });
 }
 
 /** Each layer's own shape (sliding window, RoPE base); refuses a backend that lacks a feature the model needs, before any work. */
@@ -153,6 +156,23 @@ function joinLayouts(windows: readonly Window[], seqLen: number): PackedLayout {
 }
 
 /**
+ * Starts every batch's residual stream at the embedding. The table is only referenced in here: a
+ * host backend's copy (a 7B model's is 0.5 GB of float32) is garbage before the first layer loads.
+ */
+async function embedBatches(source: StreamingSource, backend: DecoderBackend, batches: readonly Batch[]): Promise<void> {
+  const embedding = await prepareEmbedding(source, backend);
+  for (const batch of batches) {
+    const ids = new Int32Array(batch.windows.length * batch.seqLen);
+    batch.windows.forEach((w, i) => {
+      for (const id of w.tokens) if (!Number.isInteger(id)) throw new OptionError(`token id ${id} is not an integer`);
+      ids.set(w.tokens, i * batch.seqLen);
+    });
+    // A packed window's tokens sit at their own sequence's positions.
+    batch.hidden = await backend.embed(embedding, ids, batch.seqLen, batch.layout?.positions);
+  }
+}
+
+/**
  * Runs every window through every layer not skipped; returns the batches with the final residual
  * stream, held by the backend (release them with releaseBatches when done).
  */
@@ -164,17 +184,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   const batchInfo = batches.map((batch): BatchInfo => ({ windows: batch.windows.map((w) => windowIndex.get(w)!), seqLen: batch.seqLen }));
   try {
     const shapes = checkedLayerShapes(source, backend);
-    // The embedding starts the residual stream (a device backend keeps it resident, a host backend drops it after this).
-    const embedding = await prepareEmbedding(source, backend);
-    for (const batch of batches) {
-      const ids = new Int32Array(batch.windows.length * batch.seqLen);
-      batch.windows.forEach((w, i) => {
-        for (const id of w.tokens) if (!Number.isInteger(id)) throw new OptionError(`token id ${id} is not an integer`);
-        ids.set(w.tokens, i * batch.seqLen);
-      });
-      // A packed window's tokens sit at their own sequence's positions.
-      batch.hidden = await backend.embed(embedding, ids, batch.seqLen, batch.layout?.positions);
-    }
+    await embedBatches(source, backend, batches);
     const skip = options.skip ?? new Set<number>();
     const running = Array.from({ length: config.nLayers }, (_, l) => l).filter((l) => !skip.has(l));
     const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);

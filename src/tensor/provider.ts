@@ -15,6 +15,12 @@ export interface TensorProvider {
   entries(): TensorEntry[];
   /** The tensor expanded to float32, row-major. */
   readF32(name: string): Float32Array;
+  /**
+   * The tensor's bf16 bits as stored, row-major, when it is stored as BF16; undefined otherwise
+   * (and from providers that reshape or rescale what they read: they only offer readF32). The
+   * CPU bf16 engine packs these without expanding them to float32: half the bytes in memory.
+   */
+  readBF16?(name: string): Uint16Array | undefined;
 }
 
 export function elementCount(shape: readonly number[]): number {

@@ -3,13 +3,13 @@
 // q/k/v and gate/up projections fused into one GEMM each; every other shape (biases, LayerNorm,
 // GELU, per-head norms, ...) and the head run on the fp32 onnxruntime kernels.
 
-import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightsF32, type PackedLayout } from "../backend.js";
-import { type HostBackend, hostBackend } from "../hostBackend.js";
+import { type HeadResult, type HiddenStates, type HostKernels, type LayerShape, type LayerTensorSource, type LayerWeightName, type LayerWeightsF32, type PackedLayout, type PreparedLayer } from "../backend.js";
+import { type HostBackend, hostBackend, hostStates, ownHostStates } from "../hostBackend.js";
 import { createOrtKernels, type OrtKernels } from "../ortBackend.js";
-import { checkLayerArgs } from "../referenceBackend.js";
+import { checkLayerArgs, checkStreamArgs } from "../referenceBackend.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { UnsupportedError } from "../../errors.js";
-import { type CpuBf16Native, type CpuFeatures, cpuBf16Availability, type PackedWeights } from "./native.js";
+import { type CpuBf16Native, type CpuFeatures, cpuBf16Availability, emptyPacked, type PackedWeights } from "./native.js";
 
 export interface CpuBf16Options {
   threads: number;
@@ -22,11 +22,17 @@ export interface CpuBf16Stats {
   bf16Layers: number;
   fallbackLayers: number;
   packs: number;
+  /** Weight tensors packed from bf16 bits as stored (no float32 copy made). */
+  bf16Tensors: number;
 }
 
 export interface CpuBf16Kernels extends HostKernels {
   readonly stats: Readonly<CpuBf16Stats>;
   readonly features: CpuFeatures;
+  /** A layer packed tensor by tensor: at most one weight is held unpacked at a time. */
+  packLayer(shape: LayerShape, tensors: LayerTensorSource): NativeLayer;
+  /** runLayer on a layer packed by packLayer. */
+  runPacked(x: Float32Array, nWindows: number, seqLen: number, layer: NativeLayer, shape: LayerShape, layout?: PackedLayout): Float32Array;
 }
 
 export type CpuBf16Backend = HostBackend<CpuBf16Kernels> & { readonly stats: Readonly<CpuBf16Stats>; readonly features: CpuFeatures };
@@ -39,15 +45,47 @@ interface PackedLayer {
   down: PackedWeights; // (dim, hiddenDim)
 }
 
+/** Everything the native layer reads: the packed GEMM weights and the two norm scales. */
+export interface NativeLayer extends PackedLayer {
+  attnNorm: Float32Array;
+  ffnNorm: Float32Array;
+}
+
+/** A layer made ready by the bf16 backend's prepareLayer: packed, with no float32 weights kept. */
+interface Bf16PreparedLayer extends PreparedLayer {
+  readonly native: NativeLayer;
+}
+
 /** Whether the native layer computes this shape; else the fp32 kernels do. */
 export function nativeLayerSupports(shape: LayerShape): boolean {
   return !shape.qkvBias && !shape.qkNorm && !shape.layerNorm && !shape.noRope && !shape.plainMlp && !shape.outputBiases &&
     shape.activation === undefined && shape.headDim % 2 === 0 && shape.nHeads % shape.nKvHeads === 0;
 }
 
+/**
+ * The host backend on the bf16 kernels, with one difference: a layer the native code computes is
+ * packed as prepareLayer reads it, tensor by tensor (bf16 checkpoints without a float32 copy), so
+ * a pass holds packed bf16 weights only: half the memory of the float32 layer.
+ */
 export async function createCpuBf16Backend(options: CpuBf16Options): Promise<CpuBf16Backend> {
   const kernels = await createCpuBf16Kernels(options);
-  return { ...hostBackend(kernels), stats: kernels.stats, features: kernels.features };
+  const host = hostBackend(kernels);
+  return {
+    ...host,
+    stats: kernels.stats,
+    features: kernels.features,
+    async prepareLayer(key, load, shape, tensors): Promise<PreparedLayer> {
+      if (!tensors || !nativeLayerSupports(shape)) return host.prepareLayer(key, load, shape);
+      const prepared: Bf16PreparedLayer = { key, weights: undefined, native: kernels.packLayer(shape, tensors) };
+      return prepared;
+    },
+    async runLayer(x: HiddenStates, nWindows, seqLen, layer, shape, layout): Promise<HiddenStates> {
+      if (!("native" in layer)) return host.runLayer(x, nWindows, seqLen, layer, shape, layout);
+      const s = ownHostStates(x, host.name);
+      const out = kernels.runPacked(s.data, nWindows, seqLen, (layer as Bf16PreparedLayer).native, shape, layout);
+      return hostStates(out, s.rows, s.dim, host.name);
+    },
+  };
 }
 
 export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<CpuBf16Kernels> {
@@ -57,26 +95,66 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
   const { threads } = options;
   const maxRowsPerRun = options.maxRowsPerRun ?? 1024;
   const fp32: OrtKernels = await createOrtKernels({ threads, flavor: "node" });
-  const stats: CpuBf16Stats = { bf16Layers: 0, fallbackLayers: 0, packs: 0 };
+  const stats: CpuBf16Stats = { bf16Layers: 0, fallbackLayers: 0, packs: 0, bf16Tensors: 0 };
   // Keyed by the weights object: hostBackend hands the same one to every batch of a layer.
-  const packedLayers = new WeakMap<LayerWeightsF32, PackedLayer>();
+  const packedLayers = new WeakMap<LayerWeightsF32, NativeLayer>();
   const ropeCache = new Map<string, { cos: Float32Array; sin: Float32Array }>();
 
-  const pack = (w: LayerWeightsF32, shape: LayerShape): PackedLayer => {
+  /** The named weights stacked by rows into one packed GEMM weight, one tensor at a time. */
+  const packStack = (tensors: LayerTensorSource, parts: readonly (readonly [LayerWeightName, number])[], k: number): PackedWeights => {
+    const packed = emptyPacked(parts.reduce((n, [, rows]) => n + rows, 0), k);
+    let row0 = 0;
+    for (const [name, rows] of parts) {
+      const bits = tensors.bf16(name);
+      if (bits) stats.bf16Tensors++;
+      const values = bits ?? tensors.f32(name);
+      if (values.length !== rows * k) throw new Error(`internal: weight ${name} has ${values.length} values, expected ${rows} x ${k}`);
+      native.packRows(packed, values, row0, k, threads);
+      row0 += rows;
+    }
+    return packed;
+  };
+
+  const packLayer = (shape: LayerShape, tensors: LayerTensorSource): NativeLayer => {
+    const { dim, hiddenDim } = shape;
+    const qDim = shape.nHeads * shape.headDim;
+    const kvDim = shape.nKvHeads * shape.headDim;
+    stats.packs++;
+    return {
+      attnNorm: tensors.f32("attnNorm"),
+      ffnNorm: tensors.f32("ffnNorm"),
+      qkv: packStack(tensors, [["wq", qDim], ["wk", kvDim], ["wv", kvDim]], dim),
+      wo: packStack(tensors, [["wo", dim]], qDim),
+      gateUp: packStack(tensors, [["wGate", hiddenDim], ["wUp", hiddenDim]], dim),
+      down: packStack(tensors, [["wDown", dim]], hiddenDim),
+    };
+  };
+
+  /** Weights handed over whole (prepareLayer without a tensor source), packed once per object. */
+  const packWhole = (w: LayerWeightsF32, shape: LayerShape): NativeLayer => {
     let p = packedLayers.get(w);
     if (!p) {
-      const { dim, hiddenDim } = shape;
-      const qDim = shape.nHeads * shape.headDim;
-      p = {
-        qkv: native.packWeights([w.wq, w.wk, w.wv], dim),
-        wo: native.packWeights([w.wo], qDim),
-        gateUp: native.packWeights([w.wGate!, w.wUp], dim),
-        down: native.packWeights([w.wDown], hiddenDim),
-      };
-      stats.packs++;
+      p = packLayer(shape, { f32: (name) => w[name]!, bf16: () => undefined });
       packedLayers.set(w, p);
     }
     return p;
+  };
+
+  const runPacked = (x: Float32Array, nWindows: number, seqLen: number, layer: NativeLayer, shape: LayerShape, layout?: PackedLayout): Float32Array => {
+    checkNativeLayerArgs(x, nWindows, seqLen, layer, shape, layout);
+    stats.bf16Layers++;
+    const tables = rope(shape, seqLen);
+    const y = new Float32Array(x); // the stream leaving the layer; x stays valid for the metrics
+    const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
+    const rows = Math.min(nWindows, perRun) * seqLen;
+    const buffers = layerBuffers(shape, rows);
+    for (let first = 0; first < nWindows; first += perRun) {
+      const count = Math.min(perRun, nWindows - first);
+      const tokens = (a: Int32Array | undefined): Int32Array | null => a?.subarray(first * seqLen, (first + count) * seqLen) ?? null;
+      const chunkLayout = { positions: tokens(layout?.positions), branches: tokens(layout?.branches) };
+      runNativeLayer(native, y.subarray(first * seqLen * shape.dim, (first + count) * seqLen * shape.dim), count, seqLen, layer, shape, tables, buffers, threads, chunkLayout);
+    }
+    return y;
   };
 
   const rope = (shape: LayerShape, seqLen: number): { cos: Float32Array; sin: Float32Array } => {
@@ -110,26 +188,21 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
         return fp32.runLayer(x, nWindows, seqLen, weights, shape, layout);
       }
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
-      stats.bf16Layers++;
-      const packed = pack(weights, shape);
-      const tables = rope(shape, seqLen);
-      const y = new Float32Array(x); // the stream leaving the layer; x stays valid for the metrics
-      const perRun = Math.max(1, Math.floor(maxRowsPerRun / seqLen));
-      const rows = Math.min(nWindows, perRun) * seqLen;
-      const buffers = layerBuffers(shape, rows);
-      for (let first = 0; first < nWindows; first += perRun) {
-        const count = Math.min(perRun, nWindows - first);
-        const tokens = (a: Int32Array | undefined): Int32Array | null => a?.subarray(first * seqLen, (first + count) * seqLen) ?? null;
-        const chunkLayout = { positions: tokens(layout?.positions), branches: tokens(layout?.branches) };
-        runNativeLayer(native, y.subarray(first * seqLen * shape.dim, (first + count) * seqLen * shape.dim), count, seqLen, weights, packed, shape, tables, buffers, threads, chunkLayout);
-      }
-      return y;
+      return runPacked(x, nWindows, seqLen, packWhole(weights, shape), shape, layout);
     },
     async runHead(x, nRows, head, vocabSize, normEps, targets): Promise<HeadResult> {
       return fp32.runHead(x, nRows, head, vocabSize, normEps, targets);
     },
+    packLayer,
+    runPacked,
     dispose: () => fp32.dispose(),
   };
+}
+
+/** checkLayerArgs for a packed layer: the stream, the layout and the two norms (the GEMM weights were checked as they were packed). */
+function checkNativeLayerArgs(x: Float32Array, nWindows: number, seqLen: number, layer: NativeLayer, shape: LayerShape, layout?: PackedLayout): void {
+  if (layer.attnNorm.length !== shape.dim || layer.ffnNorm.length !== shape.dim) throw new Error(`internal: norm weights of ${layer.attnNorm.length}/${layer.ffnNorm.length} values for dim ${shape.dim}`);
+  checkStreamArgs(x, nWindows, seqLen, shape, layout);
 }
 
 interface LayerBuffers {
@@ -157,7 +230,7 @@ function layerBuffers(shape: LayerShape, rows: number): LayerBuffers {
  *   y += wo @ attn(rope(qkv @ norm(y))); y += down @ swiglu(gateUp @ norm(y)).
  */
 function runNativeLayer(
-  native: CpuBf16Native, y: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, p: PackedLayer,
+  native: CpuBf16Native, y: Float32Array, nWindows: number, seqLen: number, p: NativeLayer,
   shape: LayerShape, tables: { cos: Float32Array; sin: Float32Array }, b: LayerBuffers, threads: number,
   layout: { positions: Int32Array | null; branches: Int32Array | null },
 ): void {
@@ -165,11 +238,11 @@ function runNativeLayer(
   const rows = nWindows * seqLen;
   const qDim = nHeads * headDim;
   const qkvDim = qDim + 2 * nKvHeads * headDim;
-  native.rmsNorm(b.xn, y, w.attnNorm, rows, dim, normEps);
+  native.rmsNorm(b.xn, y, p.attnNorm, rows, dim, normEps);
   native.gemm(b.qkv, b.xn, p.qkv, rows, qkvDim, dim, false, threads);
   native.attention(b.att, b.qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, tables.cos, tables.sin, threads, layout.positions, layout.branches);
   native.gemm(y, b.att, p.wo, rows, dim, qDim, true, threads);
-  native.rmsNorm(b.xn, y, w.ffnNorm, rows, dim, normEps);
+  native.rmsNorm(b.xn, y, p.ffnNorm, rows, dim, normEps);
   native.gemm(b.gateUp, b.xn, p.gateUp, rows, 2 * hiddenDim, dim, false, threads);
   native.swiglu(b.inner, b.gateUp, rows, hiddenDim, threads);
   native.gemm(y, b.inner, p.down, rows, dim, hiddenDim, true, threads);

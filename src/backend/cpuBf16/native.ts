@@ -20,8 +20,13 @@ export type PackedWeights = Uint16Array & { readonly __packedBf16: unique symbol
 
 export interface CpuBf16Native {
   features(): CpuFeatures;
-  /** Row blocks (rows_i, k) stacked into one (sum rows_i, k) weight, rounded to bf16 and packed. */
-  packWeights(parts: Float32Array[], k: number): PackedWeights;
+  /**
+   * Row blocks (rows_i, k) stacked into one (sum rows_i, k) weight and packed: Float32Array parts
+   * are rounded to bf16, Uint16Array parts are bf16 bits as stored (moved, not rounded).
+   */
+  packWeights(parts: (Float32Array | Uint16Array)[], k: number, threads?: number): PackedWeights;
+  /** One part (rows, k) packed into rows row0.. of dst (zeros of packedLength(n, k)): a layer packed tensor by tensor. */
+  packRows(dst: PackedWeights, part: Float32Array | Uint16Array, row0: number, k: number, threads?: number): void;
   /** out (m, n) = a (m, k) @ w^T, or out += that with accumulate; fp32 accumulation. */
   gemm(out: Float32Array, a: Float32Array, w: PackedWeights, m: number, n: number, k: number, accumulate: boolean, threads: number): void;
   rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
@@ -36,6 +41,16 @@ export interface CpuBf16Native {
     out: Float32Array, qkv: Float32Array, nWindows: number, seqLen: number, nHeads: number, nKvHeads: number, headDim: number,
     cos: Float32Array, sin: Float32Array, threads: number, positions: Int32Array | null, branches: Int32Array | null,
   ): void;
+}
+
+/** Elements of the packed form of an (n, k) weight: columns padded to whole blocks of 64, k to pairs. */
+export function packedLength(n: number, k: number): number {
+  return Math.ceil(n / 64) * 64 * Math.ceil(k / 2) * 2;
+}
+
+/** Zeros in the packed form of an (n, k) weight, for packRows to fill. */
+export function emptyPacked(n: number, k: number): PackedWeights {
+  return new Uint16Array(packedLength(n, k)) as PackedWeights;
 }
 
 export type CpuBf16Availability = { ok: true; native: CpuBf16Native; features: CpuFeatures } | { ok: false; reason: string; features?: CpuFeatures };
