@@ -1,16 +1,18 @@
 // npm run bench: shortgpt's engine against PyTorch + transformers, measured in the same run.
 //  1. stories260K: tokens/s of scoring and perplexity on every backend.
 //  1b. The CPU's features and GEMMs: the bf16 kernel against onnxruntime's fp32 Gemm (bench/cpuGemm.ts).
-//  2. TinyLlama-1.1B shape (random BF16 weights): BI scoring and perplexity, 8 x 512 tokens,
-//     2 threads, shortgpt bf16 and fp32 (--precision) vs PyTorch bf16 and fp32; ratios.
-//  3. Llama-2-7B shape: scoring peak RSS (streaming); and (section "prune") pruning 8 of 32
+//  2-3. TinyLlama-1.1B and Llama-2-7B shapes (random BF16 weights): BI scoring and perplexity,
+//     8 x 512 tokens, 2 threads, shortgpt bf16 and fp32 (--precision) vs PyTorch bf16 and fp32
+//     (a PyTorch dtype whose weights do not fit in this machine's memory is reported so); ratios,
+//     peak RSS, and the bf16 engines' BI against shortgpt fp32's (ranking, largest difference).
+//  3b. Llama-2-7B shape (section "prune"): pruning 8 of 32
 //     layers (MB/s, RSS) with the native O_DIRECT writer and with buffered writes, beside
 //     cp -r + sync of the checkpoint, in interleaved rounds (medians and ranges), with the input
 //     in the page cache and (where drop_caches is writable) with a cold cache.
 // Each measurement runs in its own process (bench/runTask.ts) so its peak RSS is its own.
 //  4. Benchmark tasks on stories260K: items per second (the full MMLU test, 0-shot; 500 items of each other task).
 // Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --score-only
-// (TinyLlama: BI scoring without perplexity), and
+// (BI scoring without perplexity), and
 // --only stories|cpu|tinyllama|7b|prune|tasks to rerun one section (the others are kept from results.json).
 
 import { spawnSync } from "node:child_process";
@@ -91,6 +93,66 @@ function windowsFile(shape: LlamaShape, nWindows: number, seqLen: number): strin
 
 const gib = (bytes: unknown): string => (Number(bytes) / 2 ** 30).toFixed(2);
 
+/** An engine's GFLOP/s as a share of the bf16 kernel's cache-resident rate (set once the CPU section ran). */
+let ofPeak = (_gflops: number): string => "";
+
+/** Bytes PyTorch needs to hold a shape's weights in a dtype (parameters x 2 or 4), plus a quarter for the rest. */
+function peerNeedsBytes(shape: LlamaShape, dtype: string): number {
+  const { hiddenSize: d, intermediateSize: h, nLayers, nHeads, nKvHeads, vocabSize } = shape;
+  const kv = (d / nHeads) * nKvHeads;
+  const params = nLayers * (2 * d * d + 2 * d * kv + 3 * d * h) + 2 * vocabSize * d;
+  return params * (dtype === "bf16" ? 2 : 4) * 1.25;
+}
+
+/**
+ * One shape, 8 x 512 tokens: shortgpt bf16 and fp32 against PyTorch bf16 and fp32 (each a process of
+ * its own, in turn), every row against both shortgpt engines; and for BI, how far the bf16 engines'
+ * scores are from shortgpt fp32's (ranking and largest difference).
+ */
+function againstPyTorch(key: string, shape: LlamaShape, title: string): Section {
+  const python = args.has("--skip-peer") ? undefined : peerPython();
+  const dir = ensureRandomCheckpoint(shape, cache, log);
+  const ids = windowsFile(shape, 8, 512);
+  const rows: Row[] = [];
+  for (const task of args.has("--score-only") ? ["score"] : ["score", "ppl"]) {
+    const mine: Record<string, number> = {};
+    const scores: Record<string, number[]> = {};
+    const taskRows: Row[] = [];
+    for (const precision of ["bf16", "fp32"]) {
+      const r = ours(task, dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", precision]);
+      mine[precision] = Number(r["tokensPerSecond"]);
+      if (r["bi"]) scores[`shortgpt ${precision}`] = r["bi"] as number[];
+      taskRows.push({ task, engine: `shortgpt ${String(r["backend"])} ${precision}`, "tokens/s": mine[precision]!.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "of peak": ofPeak(Number(r["gflops"])), "peak RSS GiB": gib(r["peakRssBytes"]) });
+    }
+    for (const dtype of python ? ["bf16", "fp32"] : []) {
+      if (peerNeedsBytes(shape, dtype) > totalmem()) {
+        taskRows.push({ task, engine: `PyTorch ${dtype}`, "tokens/s": "does not fit", "peak RSS GiB": `needs ~${gib(peerNeedsBytes(shape, dtype))} of ${gib(totalmem())}` });
+        continue;
+      }
+      const p = runJson(python!, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS), "--batch", "8"]);
+      if (p["bi"]) scores[`PyTorch ${dtype}`] = p["bi"] as number[];
+      taskRows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": Number(p["tokens_per_second"]).toFixed(1), "GFLOP/s": "", "of peak": "", "peak RSS GiB": gib(p["peak_rss_bytes"]) });
+    }
+    // Each row against both shortgpt engines: above 1 means shortgpt is faster than that row.
+    for (const row of taskRows) {
+      const theirs = Number(row["tokens/s"]);
+      const ratio = (m: number | undefined): string => (Number.isFinite(theirs) && m ? (m / theirs).toFixed(2) : "");
+      rows.push({ ...row, "shortgpt bf16 / this": ratio(mine["bf16"]), "shortgpt fp32 / this": ratio(mine["fp32"]) });
+    }
+    const reference = scores["shortgpt fp32"];
+    for (const [engine, bi] of Object.entries(scores)) {
+      if (!reference || engine === "shortgpt fp32") continue;
+      rows.push({ task: "BI vs shortgpt fp32", engine, "tokens/s": `max |dBI| ${maxAbsDiff(bi, reference).toExponential(1)}`, "GFLOP/s": "", "of peak": "", "peak RSS GiB": `ranking ${sameRanking(bi, reference) ? "equal" : `differs (${rankingMoves(bi, reference)} layers)`}` });
+    }
+  }
+  return { key, section: `${title}, 8 x 512 tokens, ${THREADS} threads (GFLOP/s "of peak": of the bf16 kernel's cache-resident rate)`, rows, measured: new Date().toISOString() };
+}
+
+const maxAbsDiff = (a: number[], b: number[]): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const ranking = (bi: number[]): number[] => bi.map((v, i) => [v, i] as const).sort((x, y) => x[0] - y[0]).map(([, i]) => i);
+const sameRanking = (a: number[], b: number[]): boolean => ranking(a).every((layer, i) => layer === ranking(b)[i]);
+const rankingMoves = (a: number[], b: number[]): number => ranking(a).filter((layer, i) => layer !== ranking(b)[i]).length;
+
 async function main(): Promise<void> {
   mkdirSync(cache, { recursive: true });
 
@@ -118,51 +180,14 @@ async function main(): Promise<void> {
   if (wants("tinyllama") || wants("7b") || wants("cpu")) {
     const g = runJson(process.execPath, [join(root, "dist", "bench", "cpuGemm.js"), "--threads", String(THREADS)]);
     peakGflops = Number(g["bf16PeakGflops"]);
-    cpuLine = `CPU ${String(g["cpu"])}, features ${JSON.stringify(g["features"])}, bf16 engine ${g["bf16Engine"] ? "on" : "off"}, bf16 kernel peak (cache-resident GEMM) ${peakGflops.toFixed(0)} GFLOP/s`;
+    cpuLine = `CPU ${String(g["cpu"])}, features ${JSON.stringify(g["features"])}, bf16 engine ${g["bf16Engine"] ? "on" : "off"}, bf16 kernel peak (cache-resident GEMM) ${peakGflops.toFixed(0)} GFLOP/s; oneDNN: ${String(g["onednn"])}`;
     results.push({ key: "cpu", section: `CPU GEMMs, 1024 token rows, ${THREADS} threads (${cpuLine})`, rows: g["rows"] as Row[], measured: new Date().toISOString() });
   }
-  const ofPeak = (gflops: number): string => (Number.isFinite(peakGflops) ? `${((100 * gflops) / peakGflops).toFixed(0)}%` : "");
+  ofPeak = (gflops: number): string => (Number.isFinite(peakGflops) ? `${((100 * gflops) / peakGflops).toFixed(0)}%` : "");
 
-  // 2. TinyLlama-1.1B shape against PyTorch: shortgpt bf16 and fp32 against PyTorch bf16 and fp32.
-  if (wants("tinyllama")) {
-    const python = args.has("--skip-peer") ? undefined : peerPython();
-    const dir = ensureRandomCheckpoint(TINYLLAMA_1B, cache, log);
-    const ids = windowsFile(TINYLLAMA_1B, 8, 512);
-    const rows: Row[] = [];
-    for (const task of args.has("--score-only") ? ["score"] : ["score", "ppl"]) {
-      const mine: Record<string, number> = {};
-      const taskRows: Row[] = [];
-      for (const precision of ["bf16", "fp32"]) {
-        const r = ours(task, dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", precision]);
-        mine[precision] = Number(r["tokensPerSecond"]);
-        taskRows.push({ task, engine: `shortgpt ${String(r["backend"])} ${precision}`, "tokens/s": mine[precision]!.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "of peak": ofPeak(Number(r["gflops"])), "peak RSS GiB": gib(r["peakRssBytes"]) });
-      }
-      if (python) {
-        for (const dtype of ["bf16", "fp32"]) {
-          const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS), "--batch", "8"]);
-          taskRows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": Number(p["tokens_per_second"]).toFixed(1), "GFLOP/s": "", "of peak": "", "peak RSS GiB": gib(p["peak_rss_bytes"]) });
-        }
-      }
-      // Each row against both shortgpt engines: above 1 means shortgpt is faster than that row.
-      for (const row of taskRows) {
-        const theirs = Number(row["tokens/s"]);
-        rows.push({ ...row, "shortgpt bf16 / this": (mine["bf16"]! / theirs).toFixed(2), "shortgpt fp32 / this": (mine["fp32"]! / theirs).toFixed(2) });
-      }
-    }
-    results.push({ key: "tinyllama", section: `TinyLlama-1.1B shape, 8 x 512 tokens, ${THREADS} threads (GFLOP/s "of peak": of the bf16 kernel's cache-resident rate)`, rows, measured: new Date().toISOString() });
-  }
-
-  // 3. Llama-2-7B shape: streaming memory and pruning throughput.
-  if (!args.has("--skip-7b") && wants("7b")) {
-    const dir = ensureRandomCheckpoint(LLAMA2_7B, cache, log);
-    const ids = windowsFile(LLAMA2_7B, 8, 512);
-    const rows: Row[] = [];
-    for (const precision of ["bf16", "fp32"]) {
-      const r = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", precision]);
-      rows.push({ task: `BI scoring 8 x 512, ${String(r["backend"])} ${precision}`, "tokens/s": Number(r["tokensPerSecond"]).toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "of peak": ofPeak(Number(r["gflops"])), "peak RSS GiB": gib(r["peakRssBytes"]) });
-    }
-    results.push({ key: "7b", section: "Llama-2-7B shape (13.5 GB of BF16 weights; PyTorch needs all of it in memory)", rows, measured: new Date().toISOString() });
-  }
+  // 2-3. TinyLlama-1.1B and Llama-2-7B shapes against PyTorch: shortgpt bf16 and fp32 against PyTorch bf16 and fp32.
+  if (wants("tinyllama")) results.push(againstPyTorch("tinyllama", TINYLLAMA_1B, "TinyLlama-1.1B shape"));
+  if (!args.has("--skip-7b") && wants("7b")) results.push(againstPyTorch("7b", LLAMA2_7B, "Llama-2-7B shape (13.5 GB of BF16 weights; shortgpt streams them a layer at a time, PyTorch holds them all)"));
 
   // 3b. Llama-2-7B shape: pruning 8 of 32 layers beside cp. The disk and the page cache make
   // single runs swing by 3x here, so the three ways of copying take turns for ROUNDS rounds and

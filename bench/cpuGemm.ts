@@ -1,12 +1,18 @@
 // The CPU's GEMM units, alone: the bf16 kernel (native/cpu_bf16.c) on the GEMMs of a TinyLlama-1.1B
 // and a Llama-2-7B layer (1024 token rows), beside onnxruntime's fp32 Gemm on the same shapes, and
-// the bf16 kernel on a cache-resident GEMM as the attainable peak. Self-contained, for a quick
-// check on another machine (an AMX Xeon, say):
+// the bf16 kernel on a cache-resident GEMM as the attainable peak; and, where Debian's libdnnl-dev
+// is installed, oneDNN's bf16 matmul on the same shapes (bench/onednn/onednnGemm.cpp, compiled
+// here: the option issue #18 asked to weigh; oneDNN also takes AMX where a CPU has it).
+// Self-contained, for a quick check on another machine (an AMX Xeon, say):
 //   node dist/bench/cpuGemm.js [--threads 2] [--runs 3]
 // Prints a table on stderr and one JSON object on stdout.
 
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
 import { cpus } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { repoRoot } from "../src/shared.js";
 import { cpuBf16Availability } from "../src/backend/cpuBf16/native.js";
 import { attr, encodeModel, GraphBuilder } from "../src/backend/onnx/model.js";
 import { xorshiftFill } from "../src/util/random.js";
@@ -57,6 +63,27 @@ for (const [m, n, k, what] of SHAPES) {
   }
   rows.push({ gemm: what, m, n, k, "fp32 onnxruntime GFLOP/s": fp32.toFixed(0), "bf16 native GFLOP/s": bf16.toFixed(0), "bf16 / fp32": (bf16 / fp32).toFixed(2) });
 }
+// oneDNN's bf16 matmul on the same shapes, in its own process (OpenMP threads set by environment).
+const onednn = oneDnnRows();
+for (const row of rows) {
+  const theirs = onednn.rows?.find((r) => r.gemm === row["gemm"]);
+  row["bf16 oneDNN GFLOP/s"] = theirs ? theirs.gflops.toFixed(0) : "n/a";
+  row["native / oneDNN"] = theirs ? (Number(row["bf16 native GFLOP/s"]) / theirs.gflops).toFixed(2) : "";
+}
+
+/** Compiles and runs the oneDNN measurement; rows, or why there are none. */
+function oneDnnRows(): { rows?: { gemm: string; gflops: number; impl: string }[]; library?: string; why?: string } {
+  const source = join(repoRoot(), "bench", "onednn", "onednnGemm.cpp");
+  if (!existsSync("/usr/include/oneapi/dnnl/dnnl.hpp")) return { why: "libdnnl-dev is not installed (apt-get install libdnnl-dev)" };
+  const binary = join(repoRoot(), "build", "onednn-gemm");
+  mkdirSync(join(repoRoot(), "build"), { recursive: true });
+  const built = spawnSync("g++", ["-O2", "-std=c++17", source, "-ldnnl", "-o", binary], { encoding: "utf8" });
+  if (built.status !== 0) return { why: `could not compile ${source}: ${built.stderr.split("\n")[0] ?? ""}` };
+  const run = spawnSync(binary, [], { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  if (run.status !== 0) return { why: `oneDNN run failed: ${run.stderr.trim().split("\n")[0] ?? ""}` };
+  return JSON.parse(run.stdout.trim().split("\n").pop()!) as { rows: { gemm: string; gflops: number; impl: string }[]; library: string };
+}
+
 // Cache-resident: 1200 x 512 x 512 (A and W in L2), the kernel's attainable rate on these cores.
 let peak = NaN;
 if (available.ok) {
@@ -71,4 +98,6 @@ const keys = Object.keys(rows[0]!);
 process.stderr.write(`CPU: ${cpus()[0]?.model ?? "?"}; features ${JSON.stringify(features ?? {})}; threads ${threads}; bf16 engine: ${available.ok ? "yes" : `no (${available.reason})`}\n`);
 process.stderr.write([`| ${keys.join(" | ")} |`, `| ${keys.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${keys.map((key) => r[key]).join(" | ")} |`)].join("\n") + "\n");
 process.stderr.write(`bf16 kernel on a cache-resident 1200x512x512 GEMM: ${peak.toFixed(0)} GFLOP/s\n`);
-console.log(JSON.stringify({ cpu: cpus()[0]?.model ?? "", features: features ?? null, threads, bf16Engine: available.ok, rows, bf16PeakGflops: peak }));
+const onednnLine = onednn.library ? `${onednn.library} (${onednn.rows?.[0]?.impl ?? "?"})` : `not measured: ${onednn.why}`;
+process.stderr.write(`oneDNN: ${onednnLine}\n`);
+console.log(JSON.stringify({ cpu: cpus()[0]?.model ?? "", features: features ?? null, threads, bf16Engine: available.ok, rows, bf16PeakGflops: peak, onednn: onednnLine }));

@@ -24,6 +24,8 @@ export interface EngineSettings {
   threads: number;
   device?: number;
   precision?: Precision;
+  /** bf16 was chosen by default (not asked for): where the CPU cannot, fp32 without a note. */
+  quietBf16Fallback?: boolean;
 }
 
 export interface SelectedBackend {
@@ -53,11 +55,11 @@ export type BackendFactory = (settings: EngineSettings, notes: string[]) => Prom
  * The onnx backend: with --precision bf16 on a CPU with bf16 dot products, the native bf16 engine
  * (src/backend/cpuBf16/); else onnxruntime's fp32 graphs, with one line saying why bf16 was not used.
  */
-async function createCpuBackend({ threads, precision }: EngineSettings, notes: string[]): Promise<DecoderBackend> {
+async function createCpuBackend({ threads, precision, quietBf16Fallback }: EngineSettings, notes: string[]): Promise<DecoderBackend> {
   if (precision === "bf16") {
     const available = cpuBf16Availability();
     if (available.ok) return (await import("./cpuBf16/bf16Kernels.js")).createCpuBf16Backend({ threads });
-    notes.push(`--precision bf16 on the CPU: ${available.reason}; computing in fp32`);
+    if (!quietBf16Fallback) notes.push(`--precision bf16 on the CPU: ${available.reason}; computing in fp32`);
   }
   return createOrtBackend({ threads, flavor: "node" });
 }

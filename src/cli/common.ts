@@ -48,18 +48,28 @@ export function openFromArgs(p: Parsed, path: string): OpenedModel {
 
 /**
  * --backend (default auto), --threads (default: all cores), --device (GPU index, default 0) and
- * --precision (GEMM inputs: bf16 by default on the GPU; on the CPU fp32 by default, bf16 on request
- * where the CPU has AVX512_BF16); fallbacks are reported on stderr.
+ * --precision (GEMM inputs: bf16 by default on the GPU; on the CPU bf16 by default for a model
+ * whose weights are stored as bf16, where the CPU has AVX512_BF16, else fp32); fallbacks are
+ * reported on stderr.
  */
-export async function backendFromArgs(p: Parsed): Promise<DecoderBackend> {
+export async function backendFromArgs(p: Parsed, model?: Pick<OpenedModel, "dtypes">): Promise<DecoderBackend> {
   const name = parseBackendName(str(p, "backend") ?? "auto");
   const threads = int(p, "threads", 1, 1024) ?? defaultThreads();
   const device = int(p, "device", 0, 1024);
   const precisionText = str(p, "precision");
-  const precision = precisionText === undefined ? undefined : parsePrecision(precisionText);
-  const { backend, notes } = await selectBackend(name, { threads, ...(device === undefined ? {} : { device }), ...(precision === undefined ? {} : { precision }) });
+  const precision = precisionText !== undefined ? parsePrecision(precisionText) : model && storedAsBf16(model.dtypes) ? "bf16" : undefined;
+  const { backend, notes } = await selectBackend(name, { threads, ...(device === undefined ? {} : { device }), ...(precision === undefined ? {} : { precision }), quietBf16Fallback: precisionText === undefined });
   for (const note of notes) process.stderr.write(`shortgpt: ${note}\n`);
   return backend;
+}
+
+/**
+ * Whether every stored tensor is bf16: then bf16 GEMMs round nothing of the weights, only the
+ * activations (as PyTorch's bf16 does), and the CPU engine takes its bf16 path by default.
+ */
+export function storedAsBf16(dtypes: Readonly<Record<string, number>>): boolean {
+  const kinds = Object.keys(dtypes);
+  return kinds.length > 0 && kinds.every((d) => d === "BF16");
 }
 
 export function windowsFromArgs(p: Parsed, opened: OpenedModel): WindowChoice {

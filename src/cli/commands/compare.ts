@@ -57,7 +57,7 @@ export const compareCommand: Command = {
       const data = dataFromArgs(p, opened, "data", usage);
       const windows = windowsFromArgs(p, opened);
       const texts = readEvalTexts(opened, evals, split(p));
-      const backend = await backendFromArgs(p);
+      const backend = await backendFromArgs(p, opened);
       try {
         // Angular scores blocks of K (Gromov et al.); the other metrics score single layers.
         const perLayer = choice.metrics.filter((m) => m !== "angular");

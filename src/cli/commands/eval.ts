@@ -161,7 +161,7 @@ export const evalCommand: Command = {
     const opened = openFromArgs(p, path);
     try {
       const skip = skipFromArgs(p, opened.config.nLayers);
-      const backend = await backendFromArgs(p);
+      const backend = await backendFromArgs(p, opened);
       try {
         const parts: Part[] = [];
         const started = Date.now();

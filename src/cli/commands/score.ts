@@ -94,7 +94,7 @@ export const scoreCommand: Command = {
       const windows = windowsFromArgs(p, opened);
       const calibration = calibrationWindows(data, windows);
       if (shard) checkShard(calibration, choice, shard); // before a backend is started
-      const backend = await backendFromArgs(p);
+      const backend = await backendFromArgs(p, opened);
       const common: ScoreCommon = {
         model: path, modelIdentity: modelIdentity(opened), data: { path: data.path, sha256: data.sha256, split: data.split }, options: { ...windows, ...choice }, backend: { name: backend.name, threads: backend.threads },
       };

@@ -67,6 +67,7 @@ async function evaluateFile(path: string, ctx: EvalContext, tokenizer: string | 
   const opened = openModel(path, tokenizer === undefined ? {} : { tokenizer });
   try {
     const texts = readEvalTexts(opened, ctx.evals, split(ctx.p));
+    // No default from the file's dtype: every cell of the grid computes at one precision.
     const backend = await backendFromArgs(ctx.p);
     try {
       return { values: await runEvals(opened, ctx.evals, texts, ctx.windows, ctx.settings, backend, new Set(), label), bytes: tensorBytes(opened) };

@@ -49,7 +49,7 @@ export const sweepCommand: Command = {
       const data = dataFromArgs(p, opened, "data", usage);
       const windows = windowsFromArgs(p, opened);
       const texts = readEvalTexts(opened, evals, split(p));
-      const backend = await backendFromArgs(p);
+      const backend = await backendFromArgs(p, opened);
       try {
         // The removal set for each k: nested prefixes when iterative, else chosen from the scores
         // (angular rescored for blocks of k, since it scores the block being removed).

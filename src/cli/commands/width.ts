@@ -53,7 +53,7 @@ export const widthCommand: Command = {
       const size = sizeFromArgs(p, opened.config.nLayers);
       const data = dataFromArgs(p, opened, "data", usage);
       const windows = windowsFromArgs(p, opened);
-      const backend = await backendFromArgs(p);
+      const backend = await backendFromArgs(p, opened);
       let stats;
       const progress = new Progress("calibrating", "token-layers");
       try {
