@@ -22,7 +22,7 @@ import { layerShape, loadHeadWeights, loadLlamaLayer } from "../src/models/llama
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { patchHfConfig, removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
-import { scaledError, tempDir } from "./helpers.js";
+import { decodeGoldenFloats, scaledError, tempDir } from "./helpers.js";
 
 interface GoldenCase {
   name: string;
@@ -39,14 +39,7 @@ interface Golden {
   pruned: { name: string; removed: number[]; config: Record<string, unknown>; max_abs_diff: number }[];
 }
 
-function decodeFloats(_key: string, value: unknown): unknown {
-  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
-  const { f32 } = value as { f32?: unknown };
-  if (typeof f32 !== "string") return value;
-  return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
-}
-
-const golden = JSON.parse(readFileSync(join(repoRoot(), "test/oracle/golden/hf_attention_families.json"), "utf8"), decodeFloats) as Golden;
+const golden = JSON.parse(readFileSync(join(repoRoot(), "test/oracle/golden/hf_attention_families.json"), "utf8"), decodeGoldenFloats) as Golden;
 const fixture = (name: string): string => join(repoRoot(), "test/fixtures/hf-attn", name);
 const TOLERANCE = 1e-4;
 
