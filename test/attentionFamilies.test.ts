@@ -182,10 +182,16 @@ test("the layer shapes carry each layer's own window and RoPE; a backend without
   }
 });
 
-test("convert refuses Gemma 2/3 and Phi-3 rather than writing them as another family", () => {
+test("convert refuses Gemma 2/3 and Phi-3 as safetensors rather than writing them as another family, and these Gemmas as GGUF (llama.cpp would run them differently)", () => {
   for (const name of ["gemma2", "gemma3", "phi3"]) {
+    const out = join(tempDir(), name);
+    assert.throws(() => convertModel(fixture(name), out, { to: "safetensors" }), (e: unknown) => e instanceof UnsupportedError && /converting (gemma2|gemma3_text|phi3) checkpoints to safetensors is not supported yet/.test(e.message));
+    assert.equal(existsSync(out), false);
+  }
+  // GGUF: test/ggufFamilies.test.ts converts the fixtures llama.cpp can hold.
+  for (const name of ["gemma2", "gemma3"]) {
     const out = join(tempDir(), `${name}.gguf`);
-    assert.throws(() => convertModel(fixture(name), out, { to: "gguf" }), (e: unknown) => e instanceof UnsupportedError && /converting (gemma2|gemma3_text|phi3) checkpoints is not supported yet/.test(e.message));
+    assert.throws(() => convertModel(fixture(name), out, { to: "gguf" }), (e: unknown) => e instanceof UnsupportedError && /llama\.cpp's gemma[23] architecture would compute a different model/.test(e.message));
     assert.equal(existsSync(out), false);
   }
 });
