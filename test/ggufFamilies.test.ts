@@ -16,7 +16,8 @@ import { loadModel, openModel } from "../src/load.js";
 import { LlamaModel } from "../src/models/llama.js";
 import { streamingBlockInfluence } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
-import { decodeGoldenFloats, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
+import { CheckpointError } from "../src/errors.js";
+import { decodeGoldenFloats, rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
 
 interface Golden {
   ids: number[];
@@ -174,4 +175,17 @@ test("convert refuses Gemma checkpoints that llama.cpp's GGUF architectures woul
   const gemma3 = runCli(["convert", hfAttn("gemma3"), "--to", "gguf", join(tempDir(), "g3.gguf")]);
   assert.notEqual(gemma3.status, 0);
   assert.match(gemma3.stderr, /layer 1 is full_attention but llama\.cpp makes it sliding_attention/);
+});
+
+test("a phi3 GGUF with one LongRoPE factor tensor missing, or a fused tensor of the wrong height, is refused naming the tensor", () => {
+  const dir = tempDir();
+  const gguf = join(dir, "phi3.gguf");
+  assert.equal(runCli(["convert", fixture("phi_3"), "--to", "gguf", gguf, "--tokenizer", TOKENIZER]).status, 0);
+  const noLong = rewriteGguf(gguf, join(dir, "no-long.gguf"), (_meta, tensors) => tensors.filter((t) => t.name !== "rope_factors_long.weight"));
+  assert.throws(() => openModel(noLong), (e: unknown) => e instanceof CheckpointError && /tensor rope_factors_long\.weight is missing/.test(e.message));
+  // A file that says 4 KV heads where attn_qkv holds rows for 2.
+  const wrongKv = rewriteGguf(gguf, join(dir, "wrong-kv.gguf"), (meta) => {
+    meta.set("phi3.attention.head_count_kv", { ...meta.get("phi3.attention.head_count_kv")!, value: 4 } as never);
+  });
+  assert.throws(() => openModel(wrongKv), (e: unknown) => e instanceof CheckpointError && /tensor blk\.0\.attn_qkv\.weight has shape \[64, 32\], expected \[96, 32\]/.test(e.message));
 });
