@@ -18,7 +18,7 @@ import type { TensorEntry, TensorProvider } from "./tensor/provider.js";
 import { parseHfLlamaConfig, resolveHfLlamaConfig, hfLlamaTensorNames } from "./models/hfLlamaConfig.js";
 import { readGgufTokenizer } from "./tokenizer/gguf.js";
 import { BAICHUAN2_VOCAB_SIZE, baichuanView } from "./models/baichuan.js";
-import { phi3View } from "./models/phi3.js";
+import { GGUF_ROPE_FACTORS_LONG, GGUF_ROPE_FACTORS_SHORT, phi3GgufView, phi3View } from "./models/phi3.js";
 import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, resolveHfMambaConfig } from "./models/mamba.js";
@@ -171,24 +171,63 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   // llama.cpp runs a 40-layer baichuan as Baichuan-13B, with ALiBi instead of RoPE.
   if (arch === "baichuan" && need("block_count") === 40) throw new UnsupportedError(`${gguf.path}: Baichuan 13B (ALiBi position bias) is not supported yet`, { file: gguf.path });
   const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+  const nLayers = need("block_count");
+  const headDim = optional("attention.key_length") ?? dim / nHeads;
   const config: LlamaConfig = {
-    nLayers: need("block_count"),
+    nLayers,
     dim,
     hiddenDim: need("feed_forward_length"),
     nHeads,
     nKvHeads: optional("attention.head_count_kv") ?? nHeads,
-    headDim: optional("attention.key_length") ?? dim / nHeads,
+    headDim,
     vocabSize: optional("vocab_size") ?? embedding?.dims[1] ?? 0,
     contextLength: need("context_length"),
     normEps: need(arch === "gpt2" ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon"),
     ropeTheta: optional("rope.freq_base") ?? 10000,
-    ...ggufFamilyFlags(arch, dim),
+    ...ggufFamilyFlags(arch, dim, { number: optional, nLayers, nHeads, headDim }),
   };
   checkLlamaConfig(config, gguf.path); // before headDim sizes the RoPE factors
   assertLlamaSupported(optional("rope.dimension_count"), config.headDim, gguf.path);
+  if (arch === "phi3") return withGgufLongRope(gguf, config);
   const factors = ggufRopeFreqFactors(gguf, arch, config.headDim);
   if (factors) config.ropeFreqFactors = factors;
   return config;
+}
+
+/** A GGUF tensor of headDim/2 positive RoPE factors, read as numbers. */
+function ggufFactorTensor(gguf: GgufFile, name: string, headDim: number): number[] | undefined {
+  const tensor = gguf.tensors.find((t) => t.name === name);
+  if (!tensor) return undefined;
+  if (tensor.dims.length !== 1 || tensor.dims[0] !== headDim / 2) {
+    throw new CheckpointError(`${gguf.path}: tensor ${name} has shape [${tensor.dims.join(", ")}], expected [${headDim / 2}]`, { file: gguf.path, tensor: name, expected: `[${headDim / 2}]`, got: `[${tensor.dims.join(", ")}]`, hint: "the GGUF file is corrupt" });
+  }
+  const values = Array.from(ggufProvider(gguf).readF32(name));
+  if (values.some((v) => !(v > 0))) throw new CheckpointError(`${gguf.path}: tensor ${name} holds a factor that is not positive`, { file: gguf.path, tensor: name, hint: "the GGUF file is corrupt" });
+  return values;
+}
+
+/**
+ * phi3's LongRoPE as llama.cpp runs it: rope_factors_short for contexts up to
+ * rope.scaling.original_context_length (rope_factors_long beyond), q and k scaled by
+ * rope.scaling.attn_factor. shortgpt takes the short factors and caps the context there, as
+ * transformers does for sequences within the original context.
+ */
+function withGgufLongRope(gguf: GgufFile, config: LlamaConfig): LlamaConfig {
+  const short = ggufFactorTensor(gguf, GGUF_ROPE_FACTORS_SHORT, config.headDim);
+  const long = ggufFactorTensor(gguf, GGUF_ROPE_FACTORS_LONG, config.headDim);
+  if (!short && !long) return config; // Phi-3 4k: plain RoPE
+  if (!short || !long) {
+    const missing = short ? GGUF_ROPE_FACTORS_LONG : GGUF_ROPE_FACTORS_SHORT;
+    throw new CheckpointError(`${gguf.path}: tensor ${missing} is missing; LongRoPE needs both rope_factors_long and rope_factors_short`, { file: gguf.path, tensor: missing, hint: "the GGUF file is incomplete; re-convert it" });
+  }
+  const originalContext = ggufNumber(gguf, "phi3.rope.scaling.original_context_length") ?? config.contextLength;
+  const attentionFactor = ggufNumber(gguf, "phi3.rope.scaling.attn_factor") ?? 1;
+  if (!(originalContext > 0) || !(attentionFactor > 0)) throw new CheckpointError(`${gguf.path}: phi3.rope.scaling.original_context_length ${originalContext} / attn_factor ${attentionFactor} must be positive`, { file: gguf.path, hint: "the GGUF file is corrupt" });
+  return {
+    ...config, ropeFreqFactors: short, contextLength: Math.min(config.contextLength, originalContext),
+    longRope: { longFactors: long, originalContext, trainedContext: config.contextLength },
+    ...(attentionFactor !== 1 ? { ropeAttentionFactor: attentionFactor } : {}),
+  };
 }
 
 /**
@@ -323,7 +362,8 @@ export function openModel(named: string, options: LoadOptions = {}): OpenedModel
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
-      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf)) : ggufProvider(gguf);
+      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf))
+        : arch === "phi3" ? phi3GgufView(ggufProvider(gguf), config) : ggufProvider(gguf);
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {

@@ -22,7 +22,7 @@ import { layerShape, loadHeadWeights, loadLlamaLayer } from "../src/models/llama
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { patchHfConfig, removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
-import { scaledError, tempDir } from "./helpers.js";
+import { decodeGoldenFloats, scaledError, tempDir } from "./helpers.js";
 
 interface GoldenCase {
   name: string;
@@ -39,14 +39,7 @@ interface Golden {
   pruned: { name: string; removed: number[]; config: Record<string, unknown>; max_abs_diff: number }[];
 }
 
-function decodeFloats(_key: string, value: unknown): unknown {
-  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
-  const { f32 } = value as { f32?: unknown };
-  if (typeof f32 !== "string") return value;
-  return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
-}
-
-const golden = JSON.parse(readFileSync(join(repoRoot(), "test/oracle/golden/hf_attention_families.json"), "utf8"), decodeFloats) as Golden;
+const golden = JSON.parse(readFileSync(join(repoRoot(), "test/oracle/golden/hf_attention_families.json"), "utf8"), decodeGoldenFloats) as Golden;
 const fixture = (name: string): string => join(repoRoot(), "test/fixtures/hf-attn", name);
 const TOLERANCE = 1e-4;
 
@@ -189,10 +182,16 @@ test("the layer shapes carry each layer's own window and RoPE; a backend without
   }
 });
 
-test("convert refuses Gemma 2/3 and Phi-3 rather than writing them as another family", () => {
+test("convert refuses Gemma 2/3 and Phi-3 as safetensors rather than writing them as another family, and these Gemmas as GGUF (llama.cpp would run them differently)", () => {
   for (const name of ["gemma2", "gemma3", "phi3"]) {
+    const out = join(tempDir(), name);
+    assert.throws(() => convertModel(fixture(name), out, { to: "safetensors" }), (e: unknown) => e instanceof UnsupportedError && /converting (gemma2|gemma3_text|phi3) checkpoints to safetensors is not supported yet/.test(e.message));
+    assert.equal(existsSync(out), false);
+  }
+  // GGUF: test/ggufFamilies.test.ts converts the fixtures llama.cpp can hold.
+  for (const name of ["gemma2", "gemma3"]) {
     const out = join(tempDir(), `${name}.gguf`);
-    assert.throws(() => convertModel(fixture(name), out, { to: "gguf" }), (e: unknown) => e instanceof UnsupportedError && /converting (gemma2|gemma3_text|phi3) checkpoints is not supported yet/.test(e.message));
+    assert.throws(() => convertModel(fixture(name), out, { to: "gguf" }), (e: unknown) => e instanceof UnsupportedError && /llama\.cpp's gemma[23] architecture would compute a different model/.test(e.message));
     assert.equal(existsSync(out), false);
   }
 });

@@ -44,6 +44,14 @@ export function maxRelativeError(got: ArrayLike<number>, want: ArrayLike<number>
   return worst;
 }
 
+/** JSON.parse reviver for the oracles' golden files: {"f32": base64} (little-endian float32) becomes an array of numbers. */
+export function decodeGoldenFloats(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  const { f32 } = value as { f32?: unknown };
+  if (typeof f32 !== "string") return value;
+  return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
+}
+
 /** max |got - want| / max |want|: the error relative to the tensor's scale (elementwise ratios blow up near zero). */
 export function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
   if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);

@@ -9,7 +9,8 @@ import { GGML_TYPE_BY_NAME, type GgufTensorToWrite, writeGguf } from "../formats
 import { type SafetensorsDtype, writeSafetensors, type SafetensorsTensorToWrite } from "../formats/safetensors.js";
 import { checkpointLocation, type OpenedModel, openModel } from "../load.js";
 import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
-import { ggufArchitectureOf, type GgufArchitecture, ggufNames } from "../models/ggufFamilies.js";
+import { GEMMA3_LOCAL_ROPE_THETA, ggufArchitectureOf, type GgufArchitecture, ggufGemmaAttnScale, ggufGemmaLayerTypes, ggufNames, isGemmaSandwichArchitecture } from "../models/ggufFamilies.js";
+import { GGUF_ROPE_FACTORS_LONG, GGUF_ROPE_FACTORS_SHORT } from "../models/phi3.js";
 import { type LayerWeightName, layerWeightDims } from "../backend/backend.js";
 import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt2.js";
 import { GGUF_ROPE_FREQS, halfRowsToInterleaved, layerShape, type LlamaConfig, type LlamaTensorNames, loadLayerTensor, normWeight } from "../models/llama.js";
@@ -207,21 +208,48 @@ export function convertModel(input: string, output: string, options: ConvertOpti
   checkOutputPath(output, { inputs: [input, checkpointLocation(input)], force: options.force ?? false, option: "OUT" });
   const opened = openModel(input, options.tokenizer === undefined ? {} : { tokenizer: options.tokenizer });
   try {
+    if (options.to === "gguf") return toGguf(opened, output, dtype, options);
     refuseAttentionFamilies(opened);
-    return options.to === "gguf" ? toGguf(opened, output, dtype, options) : toSafetensors(opened, output, dtype, options);
+    return toSafetensors(opened, output, dtype, options);
   } finally {
     opened.close();
   }
 }
 
-/** Gemma 2/3 and Phi-3 have no writer here yet: writing them as Gemma or Llama would change the model. */
+/** Gemma 2/3 and Phi-3 have no safetensors writer here yet: writing them as Gemma or Llama would change the model. */
 function refuseAttentionFamilies(opened: OpenedModel): void {
   const c = opened.config;
   if (c.postNorms || c.layerTypes !== undefined || c.ropeAttentionFactor !== undefined || c.logitSoftcap !== undefined || c.attnScale !== undefined || opened.architecture === "phi3") {
-    throw new UnsupportedError(`${opened.path}: converting ${opened.architecture} checkpoints is not supported yet`, {
-      file: opened.path, hint: "prune and evaluate the Hugging Face directory directly (shortgpt prune writes the same format back)",
+    throw new UnsupportedError(`${opened.path}: converting ${opened.architecture} checkpoints to safetensors is not supported yet`, {
+      file: opened.path, hint: "prune and evaluate the Hugging Face directory directly (shortgpt prune writes the same format back), or convert it to GGUF",
     });
   }
+}
+
+/**
+ * Refuses a model that llama.cpp would run differently from its GGUF file: gemma2/gemma3 files
+ * cannot say which layers slide (llama.cpp derives it from the position), what the attention
+ * scale is (1/sqrt(head_dim), or 1/sqrt(embedding / heads) at the 27B layer counts), the local
+ * RoPE base (10000) or that a gemma2 soft-cap is off.
+ */
+function checkGgufRepresentable(opened: OpenedModel, arch: GgufArchitecture): void {
+  if (!isGemmaSandwichArchitecture(arch)) return;
+  const c = opened.config;
+  const refuse = (what: string): never => {
+    throw new UnsupportedError(`${opened.path}: ${what}; llama.cpp's ${arch} architecture would compute a different model from the GGUF file`, {
+      file: opened.path, hint: "keep the Hugging Face directory (shortgpt scores, evaluates and prunes it directly)",
+    });
+  };
+  const types = c.layerTypes ?? [];
+  const llamaCppTypes = c.slidingWindow !== undefined ? ggufGemmaLayerTypes(arch, c.nLayers) : types.map(() => "full_attention");
+  const moved = types.findIndex((t, i) => t !== llamaCppTypes[i]);
+  if (moved >= 0) refuse(`layer ${moved} is ${types[moved]} but llama.cpp makes it ${llamaCppTypes[moved]} (${arch}: every ${arch === "gemma2" ? "2nd" : "6th"} layer global, by position)`);
+  const scale = c.attnScale ?? 1 / Math.sqrt(c.headDim);
+  const llamaCppScale = ggufGemmaAttnScale(arch, c.nLayers, c.dim, c.nHeads, c.headDim) ?? 1 / Math.sqrt(c.headDim);
+  if (Math.abs(scale - llamaCppScale) > 1e-9 * llamaCppScale) refuse(`the attention scale is ${scale} (query_pre_attn_scalar ${scale ** -2}) but llama.cpp uses ${llamaCppScale}`);
+  if (c.localRope && c.localRope.theta !== GEMMA3_LOCAL_ROPE_THETA) refuse(`the sliding layers' RoPE base is ${c.localRope.theta}, llama.cpp's is ${GEMMA3_LOCAL_ROPE_THETA}`);
+  if (arch === "gemma2" && (c.attnSoftcap === undefined || c.logitSoftcap === undefined)) refuse("a soft-cap is off (llama.cpp's gemma2 always applies both)");
+  if (arch === "gemma3" && c.logitSoftcap !== undefined) refuse("Gemma 3 with a final logit soft-cap is not written yet");
 }
 
 /**
@@ -238,7 +266,8 @@ function ggufVocabularyOf(opened: OpenedModel, options: ConvertOptions): GgufVoc
 }
 
 function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
-  const arch = ggufArchitectureOf(opened.config); // first: a model with no GGUF architecture is refused before its tokenizer is read
+  const arch = ggufArchitectureOf(opened.config, opened.architecture); // first: a model with no GGUF architecture is refused before its tokenizer is read
+  checkGgufRepresentable(opened, arch);
   const vocabulary = ggufVocabularyOf(opened, options);
   const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
@@ -250,6 +279,12 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
   // Llama 3's RoPE scaling travels as llama.cpp's rope_freqs tensor (other architectures: metadata, see ggufMetadata).
   const factors = opened.config.ropeFreqFactors;
   if (factors && arch === "llama") stored.push({ name: GGUF_ROPE_FREQS, shape: [factors.length], values: () => Float32Array.from(factors) });
+  // Phi-3's LongRoPE: both factor sets as tensors, as llama.cpp's converter writes them (it picks one by context size).
+  const longRope = opened.config.longRope;
+  if (factors && longRope && arch === "phi3") {
+    stored.push({ name: GGUF_ROPE_FACTORS_LONG, shape: [longRope.longFactors.length], values: () => Float32Array.from(longRope.longFactors) });
+    stored.push({ name: GGUF_ROPE_FACTORS_SHORT, shape: [factors.length], values: () => Float32Array.from(factors) });
+  }
   let done = 0;
   const tensors: GgufTensorToWrite[] = stored.map((t) => {
     const storedDtype = chooseDtype(t.shape, dtype, fallbacks, t.name);
@@ -278,7 +313,7 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
 
 function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
   const logical = logicalTensors(opened);
-  const family = ggufArchitectureOf(opened.config);
+  const family = ggufArchitectureOf(opened.config, opened.architecture);
   if (family === "mamba") throw new UnsupportedError(`${opened.path}: writing a Mamba model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });
   const tied = !logical.some((t) => t.role === "classifier");
   const stored = hfTensorList(logical, opened.config, family, tied);

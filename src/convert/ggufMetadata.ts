@@ -39,7 +39,8 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
   m.set("general.file_type", u32(general.fileType));
   if (general.quantized) m.set("general.quantization_version", u32(2));
   m.set(`${arch}.vocab_size`, u32(config.vocabSize));
-  m.set(`${arch}.context_length`, u32(config.contextLength));
+  // Phi-3 LongRoPE: the trained context; the original one (where the short factors end) under rope.scaling.
+  m.set(`${arch}.context_length`, u32(config.longRope?.trainedContext ?? config.contextLength));
   if (config.mamba) {
     // llama.cpp's mamba keys: no attention, the SSM's dimensions.
     m.set(`${arch}.embedding_length`, u32(config.dim));
@@ -60,7 +61,7 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
   m.set(`${arch}.feed_forward_length`, u32(config.hiddenDim));
   m.set(`${arch}.attention.head_count`, u32(config.nHeads));
   m.set(`${arch}.attention.head_count_kv`, u32(config.nKvHeads));
-  if (config.headDim * config.nHeads !== config.dim) {
+  if (config.headDim * config.nHeads !== config.dim || arch === "gemma2" || arch === "gemma3") {
     m.set(`${arch}.attention.key_length`, u32(config.headDim));
     m.set(`${arch}.attention.value_length`, u32(config.headDim));
   }
@@ -70,8 +71,9 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
   } else {
     m.set(`${arch}.rope.dimension_count`, u32(config.headDim));
     m.set(`${arch}.rope.freq_base`, f32(config.ropeTheta));
-    if (config.ropeFreqFactors && arch !== "llama") {
-      // "llama" files carry the divisors as the rope_freqs tensor; the others say linear scaling.
+    if (arch === "phi3") setPhi3Rope(m, config);
+    else if (config.ropeFreqFactors && arch !== "llama") {
+      // "llama" files carry the divisors as the rope_freqs tensor, phi3 as rope_factors_long/short; the others say linear scaling.
       const factor = linearRopeFactor(config.ropeFreqFactors);
       if (factor === undefined) throw new UnsupportedError(`a ${arch} GGUF file cannot carry per-frequency RoPE scaling (only "llama" files have rope_freqs)`, { got: arch });
       m.set(`${arch}.rope.scaling.type`, str("linear"));
@@ -79,9 +81,26 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
     }
     m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
   }
+  if (arch === "gemma2" || arch === "gemma3") {
+    // Which layers slide is llama.cpp's positional rule (convert checks the model follows it); only the window is stored.
+    if (config.slidingWindow !== undefined) m.set(`${arch}.attention.sliding_window`, u32(config.slidingWindow));
+    if (config.attnSoftcap !== undefined) m.set(`${arch}.attn_logit_softcapping`, f32(config.attnSoftcap));
+    if (config.logitSoftcap !== undefined) m.set(`${arch}.final_logit_softcapping`, f32(config.logitSoftcap));
+  }
   if (vocabulary.kind === "sentencepiece") setSentencePieceVocabulary(m, vocabulary.vocab);
   else setBpeVocabulary(m, vocabulary.vocab);
   return m;
+}
+
+/** phi3's RoPE keys as llama.cpp's converter writes them: the factors travel as tensors; sliding_window 0 (Phi-3, not Phi-4). */
+function setPhi3Rope(m: Map<string, GgufValue>, config: LlamaConfig): void {
+  if (config.longRope) {
+    m.set("phi3.rope.scaling.original_context_length", u32(config.longRope.originalContext));
+    m.set("phi3.rope.scaling.attn_factor", f32(config.ropeAttentionFactor ?? 1));
+  } else if (config.ropeFreqFactors) {
+    throw new UnsupportedError("a phi3 GGUF file carries RoPE scaling only as LongRoPE (rope_factors_long/short)", { got: "phi3" });
+  }
+  m.set("phi3.attention.sliding_window", u32(0));
 }
 
 const strings = (value: string[]): GgufValue => ({ type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, value });

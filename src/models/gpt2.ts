@@ -205,9 +205,12 @@ export function gpt2View(stored: TensorProvider, options: { conv1d: boolean }): 
   };
 }
 
-/** A "<fused name>#q|#k|#v" part's fused tensor name and its index, or undefined for a plain name. */
+/** The row order of each part in its fused tensor: q, k, v (attention) or gate, up (Phi-3's MLP, models/phi3.ts). */
+const PART_INDEX: Readonly<Record<string, number>> = { q: 0, k: 1, v: 2, gate: 0, up: 1 };
+
+/** A "<fused name>#q|#k|#v|#gate|#up" part's fused tensor name and its index, or undefined for a plain name. */
 export function fusedPart(name: string): { fused: string; index: number } | undefined {
   const hash = name.lastIndexOf("#");
   if (hash < 0) return undefined;
-  return { fused: name.slice(0, hash), index: PARTS.indexOf(name.slice(hash + 1) as (typeof PARTS)[number]) };
+  return { fused: name.slice(0, hash), index: PART_INDEX[name.slice(hash + 1)] ?? -1 };
 }

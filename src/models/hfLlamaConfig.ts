@@ -168,6 +168,8 @@ interface RopeSettings {
   attentionFactor?: number;
   /** LongRoPE: the short factors hold up to this many positions (original_max_position_embeddings). */
   contextCap?: number;
+  /** LongRoPE: the factors past contextCap. */
+  longFactors?: number[];
 }
 
 /**
@@ -216,8 +218,12 @@ function longRopeSettings(raw: HfLlamaRawConfig, params: Readonly<Record<string,
   const given = params["attention_factor"];
   if (given != null && !(typeof given === "number" && given > 0)) throw new CheckpointError(`${source}: rope_scaling attention_factor is ${jsonPreview(given)}`, { file: source, hint: "config.json is corrupt" });
   const attentionFactor = typeof given === "number" ? given : factorValue <= 1 ? 1 : Math.sqrt(1 + Math.log(factorValue) / Math.log(originalValue));
+  const long = params["long_factor"];
+  if (!Array.isArray(long) || long.length !== headDim / 2 || !long.every((v) => typeof v === "number" && v > 0)) {
+    throw new CheckpointError(`${source}: rope_scaling long_factor is ${jsonPreview(long ?? null)}, expected ${headDim / 2} positive numbers`, { file: source, hint: "config.json is corrupt" });
+  }
   return {
-    theta, factors: short as number[], scaling: { ...params }, contextCap: originalValue,
+    theta, factors: short as number[], scaling: { ...params }, contextCap: originalValue, longFactors: long as number[],
     ...(attentionFactor === 1 ? {} : { attentionFactor }),
   };
 }
@@ -356,6 +362,7 @@ export function resolveHfLlamaConfig(raw: HfLlamaRawConfig, source: string): Lla
     ...(sandwich ? resolveGemmaSandwich(modelType, raw, nLayers, headDim, source) : {}),
     ...(localRope ? { localRope } : {}),
     ...(rope.attentionFactor !== undefined ? { ropeAttentionFactor: rope.attentionFactor } : {}),
+    ...(rope.longFactors && rope.contextCap !== undefined ? { longRope: { longFactors: rope.longFactors, originalContext: rope.contextCap, trainedContext: maxPositions } } : {}),
   };
   checkLlamaConfig(config, source);
   if (config.headDim % 2 !== 0) throw new CheckpointError(`${source}: head_dim ${config.headDim} must be even for RoPE`, { file: source });

@@ -60,6 +60,12 @@ export interface LlamaConfig {
   localRope?: { theta: number };
   /** LongRoPE (Phi-3): q and k scaled after RoPE (LayerShape.ropeAttentionFactor). */
   ropeAttentionFactor?: number;
+  /**
+   * LongRoPE (Phi-3): ropeFreqFactors are the short factors, which hold up to originalContext
+   * positions (contextLength is capped there); the long ones and the trained context are kept
+   * to write the model back (GGUF rope_factors_long, context_length).
+   */
+  longRope?: LongRope;
   /** Mamba: every layer is a Mamba block with these mixer dimensions (a recurrence; the attention fields are placeholders). */
   mamba?: MambaDims;
   /** RWKV-4: every layer is an RWKV-4 block with this time-mixing width (hiddenDim is channel mixing's; LayerNorm everywhere). */
@@ -67,6 +73,12 @@ export interface LlamaConfig {
 }
 
 export type LayerAttentionType = "sliding_attention" | "full_attention";
+
+export interface LongRope {
+  longFactors: readonly number[];
+  originalContext: number;
+  trainedContext: number;
+}
 
 /** One layer's weights as float32; Q and K rows are in the rotate-half (Hugging Face) layout after sanitizing. */
 export type LlamaLayerWeights = LayerWeightsF32;

@@ -6,12 +6,53 @@
 //    gate_proj and up_proj (transformers: gate, up = gate_up.chunk(2); silu(gate) * up).
 // Pruning renumbers model.layers.N.* generically, so it works on the stored names directly.
 // LongRoPE (rope_scaling type longrope / su) is resolved in hfLlamaConfig.ts.
+// llama.cpp's phi3 GGUF stores the same fused tensors (blk.N.attn_qkv, and blk.N.ffn_up holding
+// gate then up), plus LongRoPE's factors as the tensors rope_factors_long/short: the same split
+// exposes them as "<fused name>#q|#k|#v" and "#gate|#up" parts, the names convert fuses again.
 
 import { CheckpointError } from "../errors.js";
 import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
-import type { LlamaConfig } from "./llama.js";
+import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
-const FUSED = /^model\.layers\.(\d+)\.(self_attn\.qkv_proj|mlp\.gate_up_proj)\.weight$/;
+/** How one format names a fused tensor's parts. */
+interface FusedNaming {
+  /** Matches a fused tensor; group 1 is the layer, group 2 the fused projection. */
+  fused: RegExp;
+  attention: string;
+  /** The exposed name of a part of the fused tensor `name` of `layer`. */
+  part(name: string, layer: string, part: "q" | "k" | "v" | "gate" | "up"): string;
+}
+
+const HF_NAMING: FusedNaming = {
+  fused: /^model\.layers\.(\d+)\.(self_attn\.qkv_proj|mlp\.gate_up_proj)\.weight$/,
+  attention: "self_attn.qkv_proj",
+  part: (_name, layer, part) => `model.layers.${layer}.${part === "q" || part === "k" || part === "v" ? `self_attn.${part}_proj` : `mlp.${part}_proj`}.weight`,
+};
+
+const GGUF_NAMING: FusedNaming = {
+  fused: /^blk\.(\d+)\.(attn_qkv|ffn_up)\.weight$/,
+  attention: "attn_qkv",
+  part: (name, _layer, part) => `${name}#${part}`,
+};
+
+/** llama.cpp's LongRoPE factor tensors (phi3): headDim/2 divisors each, read into the config. */
+export const GGUF_ROPE_FACTORS_LONG = "rope_factors_long.weight";
+export const GGUF_ROPE_FACTORS_SHORT = "rope_factors_short.weight";
+
+/** llama.cpp's phi3 tensor names: the fused projections as parts, the rope factor tensors read into the config. */
+export const GGUF_PHI3_NAMES: LlamaTensorNames = {
+  ...GGUF_LLAMA_NAMES,
+  layer: (i) => ({
+    ...GGUF_LLAMA_NAMES.layer(i),
+    wq: `blk.${i}.attn_qkv.weight#q`,
+    wk: `blk.${i}.attn_qkv.weight#k`,
+    wv: `blk.${i}.attn_qkv.weight#v`,
+    wGate: `blk.${i}.ffn_up.weight#gate`,
+    wUp: `blk.${i}.ffn_up.weight#up`,
+  }),
+  ignored: new Set([GGUF_ROPE_FACTORS_LONG, GGUF_ROPE_FACTORS_SHORT]),
+  interleavedRope: false,
+};
 
 /** One row range of a fused tensor, exposed under the name of the unfused projection. */
 interface Part {
@@ -20,30 +61,40 @@ interface Part {
   rows: number;
 }
 
+/** A Hugging Face Phi-3 directory's tensors with qkv_proj and gate_up_proj split into the Llama projections. */
 export function phi3View(stored: TensorProvider, config: LlamaConfig): TensorProvider {
+  return fusedRowsView(stored, config, HF_NAMING);
+}
+
+/** A phi3 GGUF file's tensors with attn_qkv and ffn_up split into the GGUF_PHI3_NAMES parts. */
+export function phi3GgufView(stored: TensorProvider, config: LlamaConfig): TensorProvider {
+  return fusedRowsView(stored, config, GGUF_NAMING);
+}
+
+function fusedRowsView(stored: TensorProvider, config: LlamaConfig, naming: FusedNaming): TensorProvider {
   const { nHeads, nKvHeads, headDim, hiddenDim } = config;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
   const parts = new Map<string, Part>();
   const entries: TensorEntry[] = [];
   for (const e of stored.entries()) {
-    const m = FUSED.exec(e.name);
+    const m = naming.fused.exec(e.name);
     if (!m) {
       entries.push(e);
       continue;
     }
-    const attention = m[2] === "self_attn.qkv_proj";
-    const split: [string, number][] = attention ? [["self_attn.q_proj", qDim], ["self_attn.k_proj", kvDim], ["self_attn.v_proj", kvDim]] : [["mlp.gate_proj", hiddenDim], ["mlp.up_proj", hiddenDim]];
+    const attention = m[2] === naming.attention;
+    const split: ["q" | "k" | "v" | "gate" | "up", number][] = attention ? [["q", qDim], ["k", kvDim], ["v", kvDim]] : [["gate", hiddenDim], ["up", hiddenDim]];
     const rows = split.reduce((n, [, r]) => n + r, 0);
     if (e.shape.length !== 2 || e.shape[0] !== rows) {
       throw new CheckpointError(`${stored.source}: tensor ${e.name} has shape [${e.shape.join(", ")}], expected [${rows}, ${config.dim}]`, {
         file: stored.source, tensor: e.name, expected: `[${rows}, ${config.dim}]`, got: `[${e.shape.join(", ")}]`,
-        hint: attention ? "qkv_proj stacks q, k and v: its rows must be (num_attention_heads + 2 * num_key_value_heads) * head_dim" : "gate_up_proj stacks gate and up: its rows must be 2 * intermediate_size",
+        hint: attention ? "the fused q/k/v projection stacks q, k and v: its rows must be (num_attention_heads + 2 * num_key_value_heads) * head_dim" : "the fused gate/up projection stacks gate and up: its rows must be 2 * intermediate_size",
       });
     }
     let firstRow = 0;
     for (const [part, n] of split) {
-      const name = `model.layers.${m[1]}.${part}.weight`;
+      const name = naming.part(e.name, m[1]!, part);
       parts.set(name, { fused: e, firstRow, rows: n });
       entries.push({ name, shape: [n, e.shape[1]!], dtype: e.dtype });
       firstRow += n;

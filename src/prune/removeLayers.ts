@@ -6,6 +6,7 @@ import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, r
 import { readLlama2c, writeLlama2c, type Llama2cTensor } from "../formats/llama2c.js";
 import { checkpointLocation, detectFormat, type CheckpointFormat } from "../load.js";
 import { checkOutputPath, writeAtomically } from "../util/atomicWrite.js";
+import { ggufGemmaAttnScale, ggufGemmaLayerTypes, isGemmaSandwichArchitecture } from "../models/ggufFamilies.js";
 import { checkRemovable, renumbering } from "./plan.js";
 import { removeHfLayers } from "./removeLayersHf.js";
 
@@ -35,6 +36,11 @@ export interface RemoveLayersResult {
   layersBefore: number;
   layersAfter: number;
   bytesWritten: number;
+  /**
+   * What the pruned file makes llama.cpp compute differently for the layers kept (GGUF gemma2 and
+   * gemma3, whose sliding layers and attention scale follow from positions and the layer count); empty otherwise.
+   */
+  changes: string[];
 }
 
 /** Writes `output`: `input` without `layers` (0-based), in the same format. */
@@ -44,7 +50,7 @@ export function removeLayers(named: string, output: string, layers: readonly num
   const format = detectFormat(input);
   if (format === "hf") {
     const r = removeHfLayers(input, output, layers, { force: options.force ?? false, ...(options.replacedTensors ? { replacedTensors: options.replacedTensors } : {}) });
-    return { format, input, output, removed: r.removed, layersBefore: r.layersBefore, layersAfter: r.layersAfter, bytesWritten: r.bytesWritten };
+    return { format, input, output, removed: r.removed, layersBefore: r.layersBefore, layersAfter: r.layersAfter, bytesWritten: r.bytesWritten, changes: [] };
   }
   return format === "gguf" ? removeGgufLayers(input, output, layers, options.replacedTensors) : removeLlama2cLayers(input, output, layers, options.replacedTensors);
 }
@@ -108,10 +114,37 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
       writeGguf(temp, { version: gguf.version, alignment: gguf.alignment, metadata, tensors });
     });
     const bytesWritten = tensors.reduce((n, t) => n + t.byteLength, 0);
-    return { format: "gguf", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: nLayers - layers.length, bytesWritten };
+    return { format: "gguf", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: nLayers - layers.length, bytesWritten, changes: ggufMeaningChanges(gguf, nLayers, newIndex) };
   } finally {
     gguf.file.close();
   }
+}
+
+/**
+ * gemma2/gemma3 files do not store which layers slide: llama.cpp makes every 2nd (gemma2) or 6th
+ * (gemma3) layer by position global, so a kept layer that moves can change type; nor the
+ * attention scale, which depends on the layer count at 27B. The pruned file means what llama.cpp
+ * computes (shortgpt reads it the same way); this says where that differs from the kept layers.
+ */
+function ggufMeaningChanges(gguf: GgufFile, nLayers: number, newIndex: ReadonlyMap<number, number>): string[] {
+  const arch = String(gguf.metadata.get("general.architecture")?.value ?? "");
+  if (!isGemmaSandwichArchitecture(arch)) return [];
+  const changes: string[] = [];
+  const window = gguf.metadata.get(`${arch}.attention.sliding_window`)?.value;
+  if (arch === "gemma2" || (typeof window === "number" && window > 0)) {
+    const before = ggufGemmaLayerTypes(arch, nLayers);
+    const after = ggufGemmaLayerTypes(arch, newIndex.size);
+    for (const [from, to] of newIndex) {
+      if (before[from] !== after[to]) changes.push(`layer ${from} (now ${to}) was ${before[from]} and becomes ${after[to]}: llama.cpp's ${arch} makes every ${arch === "gemma2" ? "2nd" : "6th"} layer global by position`);
+    }
+  }
+  const number = (key: string): number => Number(gguf.metadata.get(`${arch}.${key}`)?.value);
+  const dim = number("embedding_length");
+  const nHeads = number("attention.head_count");
+  const headDim = gguf.metadata.has(`${arch}.attention.key_length`) ? number("attention.key_length") : dim / nHeads;
+  const scale = (n: number): number => ggufGemmaAttnScale(arch, n, dim, nHeads, headDim) ?? 1 / Math.sqrt(headDim);
+  if (scale(nLayers) !== scale(newIndex.size)) changes.push(`the attention scale changes from ${scale(nLayers)} to ${scale(newIndex.size)}: llama.cpp scales ${arch} at ${nLayers} layers (27B) by 1/sqrt(embedding / heads), otherwise by 1/sqrt(head_dim)`);
+  return changes;
 }
 
 function removeLlama2cLayers(input: string, output: string, layers: readonly number[], replaced?: ReadonlyMap<string, Uint8Array>): RemoveLayersResult {
@@ -143,7 +176,7 @@ function removeLlama2cLayers(input: string, output: string, layers: readonly num
         return replacementFor(replaced, from.name, from.byteLength) ?? ckpt.file.readChunks(from.offset, from.byteLength, `tensor ${from.name}`);
       });
     });
-    return { format: "llama2c", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: header.nLayers, bytesWritten };
+    return { format: "llama2c", input, output, removed: [...layers], layersBefore: nLayers, layersAfter: header.nLayers, bytesWritten, changes: [] };
   } finally {
     ckpt.file.close();
   }

@@ -181,10 +181,16 @@ export const pruneCommand: Command = {
     }), record);
     return {
       json: record,
-      text: `${selection.chart}removed layers ${selection.layers.join(", ")} of ${nLayers}: ${result.layersAfter} layers left\n${healText(heal?.record)}wrote ${out} and ${out}.json${report}`,
+      text: `${selection.chart}removed layers ${selection.layers.join(", ")} of ${nLayers}: ${result.layersAfter} layers left\n${changesText(result.changes)}${healText(heal?.record)}wrote ${out} and ${out}.json${report}`,
     };
   },
 };
+
+/** What llama.cpp computes differently for the kept layers of a pruned GGUF file (gemma2/gemma3). */
+function changesText(changes: readonly string[]): string {
+  if (changes.length === 0) return "";
+  return `note: the pruned file cannot keep every kept layer as it was in llama.cpp's format; llama.cpp (and shortgpt, reading the file) will compute:\n${changes.map((c) => `  ${c}\n`).join("")}`;
+}
 
 /** The report's rows for the healing fit: relative residual of each cut before and after. */
 function healRows(heal: HealRecord | undefined): string[][] {
