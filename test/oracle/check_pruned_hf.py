@@ -1,5 +1,6 @@
 """Loads a directory that shortgpt prune wrote with transformers and reports missing and unexpected keys, and the largest
-logit difference against the original model with the same blocks deleted. A manual check (not run in CI):
+logit difference against the original model with the same blocks deleted. test/mamba2.test.ts runs it on pruned Mamba-2
+directories; for the other families it is a manual check:
   .venv/bin/python test/oracle/check_pruned_hf.py ORIGINAL_DIR PRUNED_DIR 1[,2...]"""
 
 import sys
