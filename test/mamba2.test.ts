@@ -13,20 +13,20 @@ import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { Llama } from "node-llama-cpp";
-import { type DecoderBackend } from "../src/backend/backend.js";
+import { assertAttentionLayer, type DecoderBackend } from "../src/backend/backend.js";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { scoringWindows } from "../src/data/windows.js";
-import { CheckpointError } from "../src/errors.js";
+import { CheckpointError, UnsupportedError } from "../src/errors.js";
 import { generate } from "../src/eval/generate.js";
-import { readGguf } from "../src/formats/gguf.js";
+import { GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { floatSpelledKeys, stringifyKeepingFloats } from "../src/formats/jsonFloats.js";
 import { loadModel, openModel } from "../src/load.js";
 import { resolveHfMamba2Config } from "../src/models/mamba2.js";
 import { layerShape, streamingBlockInfluence } from "../src/models/streaming.js";
 import { removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
-import { decodeOracleFloats, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
+import { decodeOracleFloats, rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
 import { cpuLlama, llamaCppProbabilities, maxProbabilityDifference } from "./llamaCppOracle.js";
 
 interface Mamba2Golden {
@@ -189,4 +189,27 @@ test("mamba2 GGUF: a model whose gated norm or dt clamp llama.cpp would compute 
   assert.notEqual(run.status, 0);
   assert.match(run.stderr, /n_groups 2/);
   assert.match(run.stderr, /keep this one as a Hugging Face directory/);
+});
+
+test("mamba2 GGUF: missing or inconsistent ssm metadata and a non-negative A are refused, naming the key or tensor", () => {
+  const dir = tempDir();
+  const gguf = join(dir, "mamba2.gguf");
+  assert.equal(runCli(["convert", fixtureDir("mamba2_tiny_g1"), "--to", "gguf", gguf, "--tokenizer", TOKENIZER]).status, 0);
+  const noGroups = rewriteGguf(gguf, join(dir, "no-groups.gguf"), (meta) => { meta.delete("mamba2.ssm.group_count"); });
+  assert.throws(() => loadModel(noGroups), (err: unknown) => err instanceof CheckpointError && err.message.includes("mamba2.ssm.group_count is missing"));
+  const badHeads = rewriteGguf(gguf, join(dir, "bad-heads.gguf"), (meta) => { meta.set("mamba2.ssm.time_step_rank", { type: GgufValueType.UINT32, value: 3 }); });
+  assert.throws(() => loadModel(badHeads), (err: unknown) => err instanceof CheckpointError && /heads/.test(err.message));
+  const positiveA = rewriteGguf(gguf, join(dir, "positive-a.gguf"), (_meta, tensors) => {
+    const a = tensors.find((x) => x.name === "blk.1.ssm_a")!;
+    a.bytes = () => new Uint8Array(new Float32Array([1, -1, -1, -1]).buffer);
+  });
+  assert.throws(() => loadModel(positiveA).model.forward([1, 2]), (err: unknown) => err instanceof CheckpointError && err.message.includes("blk.1.ssm_a") && err.message.includes("negative"));
+});
+
+test("mamba2: a backend without recurrent kernels (cuda) refuses the layer kind with a typed error naming it", () => {
+  const opened = openModel(fixtureDir("mamba2_tiny"));
+  const shape = layerShape(opened.config);
+  opened.close();
+  assert.equal(shape.kind, "mamba2");
+  assert.throws(() => assertAttentionLayer(shape, "cuda"), (err: unknown) => err instanceof UnsupportedError && err.message.includes("mamba2"));
 });
