@@ -19,10 +19,10 @@ import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { scoringWindows } from "../src/data/windows.js";
 import { CheckpointError, UnsupportedError } from "../src/errors.js";
 import { generate } from "../src/eval/generate.js";
-import { GgufValueType, readGguf } from "../src/formats/gguf.js";
+import { type GgufTensorToWrite, GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { floatSpelledKeys, stringifyKeepingFloats } from "../src/formats/jsonFloats.js";
 import { loadModel, openModel } from "../src/load.js";
-import { resolveHfMamba2Config } from "../src/models/mamba2.js";
+import { GGUF_MAMBA2_NAMES, resolveHfMamba2Config, toGgufMamba2Layout } from "../src/models/mamba2.js";
 import { layerShape, streamingBlockInfluence } from "../src/models/streaming.js";
 import { removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
@@ -182,6 +182,45 @@ test("mamba2 GGUF: convert writes llama.cpp's mamba2; llama.cpp agrees with the 
   const prunedDiff = maxProbabilityDifference(prunedModel, golden.ids, await llamaCppProbabilities(llama, pruned, golden.ids));
   t.diagnostic(`mamba2 pruned: max |p_ours - p_llama.cpp| = ${prunedDiff.toExponential(2)}`);
   assert.ok(prunedDiff < 1e-5, `mamba2 pruned: ${prunedDiff}`);
+});
+
+test("mamba2 GGUF with n_groups 2 (llama.cpp's meaning: the gated norm per group, no dt clamp): the engine agrees with llama.cpp", async (t) => {
+  // convert refuses mamba2_tiny (transformers would mean another model), so the file is put
+  // together here as llama.cpp's converter lays it out: the converted g1 file's vocabulary and
+  // metadata, mamba2_tiny's tensors in GGUF layout, group_count 2. llama.cpp is the oracle of
+  // B and C shared by pairs of heads and of the norm per group of 16 channels.
+  const golden = goldenOf("mamba2_tiny");
+  const dir = tempDir();
+  const g1 = join(dir, "g1.gguf");
+  assert.equal(runCli(["convert", fixtureDir("mamba2_tiny_g1"), "--to", "gguf", g1, "--tokenizer", TOKENIZER]).status, 0);
+  const source = openModel(fixtureDir("mamba2_tiny"));
+  const m2 = source.config.mamba2!;
+  assert.equal(m2.nGroups, 2);
+  const grouped = rewriteGguf(g1, join(dir, "grouped.gguf"), (meta, tensors) => {
+    meta.set("mamba2.ssm.group_count", { type: GgufValueType.UINT32, value: 2 });
+    const f32 = tensors.find((x) => x.name === "token_embd.weight")!.type;
+    assert.equal(f32.name, "F32");
+    const hfNames = source.names;
+    const pairs: [string, string][] = [[hfNames.embedding, GGUF_MAMBA2_NAMES.embedding], [hfNames.finalNorm, GGUF_MAMBA2_NAMES.finalNorm], [hfNames.classifier, GGUF_MAMBA2_NAMES.classifier]];
+    for (let layer = 0; layer < source.config.nLayers; layer++) {
+      const from = hfNames.layer(layer);
+      const to = GGUF_MAMBA2_NAMES.layer(layer);
+      for (const [key, name] of Object.entries(from)) pairs.push([name, to[key as keyof typeof to]!]);
+    }
+    const shapes = new Map(source.provider.entries().map((e) => [e.name, e.shape]));
+    return pairs.map(([hf, gguf]): GgufTensorToWrite => {
+      const laid = toGgufMamba2Layout(gguf, shapes.get(hf)!, source.provider.readF32(hf), m2);
+      return { name: gguf, dims: [...laid.shape].reverse(), type: f32, byteLength: laid.values.length * 4, bytes: () => new Uint8Array(laid.values.buffer, laid.values.byteOffset, laid.values.byteLength) };
+    });
+  });
+  source.close();
+  const loaded = loadModel(grouped);
+  assert.equal(loaded.model.config.mamba2?.normGroupSize, 16);
+  // Not transformers' model (norm over all 32 channels, dt clamped at 1): the difference is real.
+  assert.ok(scaledError(loaded.model.forward(golden.ids).logits, golden.logits) > 1e-3);
+  const diff = maxProbabilityDifference(loaded, golden.ids, await llamaCppProbabilities(llama, grouped, golden.ids));
+  t.diagnostic(`mamba2 n_groups 2: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)}`);
+  assert.ok(diff < 1e-5, `mamba2 n_groups 2: ${diff}`);
 });
 
 test("mamba2 GGUF: a model whose gated norm or dt clamp llama.cpp would compute differently is refused by convert, naming why", () => {
