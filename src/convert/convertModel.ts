@@ -15,7 +15,7 @@ import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt
 import { GGUF_ROPE_FREQS, halfRowsToInterleaved, layerShape, type LlamaConfig, type LlamaTensorNames, loadLayerTensor, normWeight } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { toGgufMambaLayout } from "../models/mamba.js";
-import { toGgufMamba2Layout } from "../models/mamba2.js";
+import { ggufMamba2Layout } from "../models/mamba2.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
 import { bpeTokenizerConfig } from "../tokenizer/bpe.js";
 import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
@@ -246,8 +246,8 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
   const listed = storedTensorList(logicalTensors(opened), names, (t) => forGguf(t, opened.config, names));
   // Mamba: the conv stored 2-D and A instead of A_log, as llama.cpp's converter writes them.
   // Mamba-2: also A and D as (nHeads, 1) and the gated norm's weight as (nGroups, dInner / nGroups).
-  const m2 = opened.config.mamba2;
-  const layout = arch === "mamba" ? toGgufMambaLayout : arch === "mamba2" && m2 ? (name: string, shape: readonly number[], values: Float32Array) => toGgufMamba2Layout(name, shape, values, m2) : undefined;
+  const { mamba2 } = opened.config;
+  const layout = arch === "mamba" ? toGgufMambaLayout : arch === "mamba2" && mamba2 ? ggufMamba2Layout(mamba2) : undefined;
   const stored = !layout ? listed : listed.map((t): StoredTensor => ({
     name: t.name, shape: layout(t.name, t.shape, new Float32Array(0)).shape, values: () => layout(t.name, t.shape, t.values()).values,
   }));

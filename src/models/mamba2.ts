@@ -180,6 +180,11 @@ const GGUF_A = /\.ssm_a$/;
 const GGUF_PER_HEAD = /\.ssm_[ad]$/;
 const GGUF_NORM = /\.ssm_norm\.weight$/;
 
+/** The tensor layout a mamba2 GGUF stores, for convert: toGgufMamba2Layout with the model's dimensions. */
+export function ggufMamba2Layout(m: Mamba2Dims): (name: string, shape: readonly number[], values: Float32Array) => { shape: number[]; values: Float32Array } {
+  return (name, shape, values) => toGgufMamba2Layout(name, shape, values, m);
+}
+
 /** The engine's shape of a mamba2 GGUF tensor stored as llama.cpp lays it out (shape row-major, outermost first). */
 function engineShape(name: string, shape: readonly number[]): number[] {
   if (GGUF_CONV.test(name) && shape.length === 2) return [shape[0]!, 1, shape[1]!];
@@ -240,6 +245,11 @@ export function mamba2ConfigFromGguf(meta: (key: string) => number | undefined, 
   const dInner = need("ssm.inner_size");
   const nHeads = need("ssm.time_step_rank");
   const nGroups = need("ssm.group_count");
+  for (const [key, v] of [["ssm.time_step_rank", nHeads], ["ssm.group_count", nGroups]] as const) {
+    if (!(Number.isInteger(v) && v >= 1 && dInner % v === 0)) {
+      throw new CheckpointError(`${source}: metadata mamba2.${key} is ${v}, which does not divide mamba2.ssm.inner_size ${dInner}`, { file: source, hint: "the GGUF file's metadata is corrupt" });
+    }
+  }
   const mamba2: Mamba2Dims = {
     dInner, dState: need("ssm.state_size"), nHeads, headDim: dInner / nHeads, nGroups, convKernel: need("ssm.conv_kernel"),
     convBias: hasTensor("blk.0.ssm_conv1d.bias"), normGroupSize: dInner / nGroups, dtMin: 0, dtMax: Infinity,
