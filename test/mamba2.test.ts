@@ -16,14 +16,15 @@ import type { Llama } from "node-llama-cpp";
 import { assertAttentionLayer, type DecoderBackend } from "../src/backend/backend.js";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
-import { scoringWindows } from "../src/data/windows.js";
+import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { CheckpointError, UnsupportedError } from "../src/errors.js";
 import { generate } from "../src/eval/generate.js";
+import { perplexity } from "../src/eval/perplexity.js";
 import { type GgufTensorToWrite, GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { floatSpelledKeys, stringifyKeepingFloats } from "../src/formats/jsonFloats.js";
 import { loadModel, openModel } from "../src/load.js";
 import { GGUF_MAMBA2_NAMES, resolveHfMamba2Config, toGgufMamba2Layout } from "../src/models/mamba2.js";
-import { layerShape, streamingBlockInfluence } from "../src/models/streaming.js";
+import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
 import { decodeOracleFloats, rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
@@ -106,6 +107,22 @@ for (const name of ["mamba2_tiny", "mamba2_tiny_g1"] as const) {
     assert.equal(check.stdout.match(/'missing': \[\], 'unexpected': \[\]/g)?.length, 2, check.stdout);
   });
 }
+
+test("mamba2_tiny: streaming perplexity over overlapping windows on the onnx backend equals the in-memory model's", async () => {
+  const golden = goldenOf("mamba2_tiny");
+  const opened = openModel(fixtureDir("mamba2_tiny"));
+  const backend = await createOrtBackend({ threads: 1, flavor: "node" });
+  try {
+    const doc = [...golden.ids, ...golden.ids.slice(1).reverse()];
+    const windows = perplexityWindows([doc], { seqLen: 12, stride: 6 });
+    const streamed = await streamingPerplexity(opened, windows, { backend });
+    const inMemory = perplexity(loadModel(fixtureDir("mamba2_tiny")).model, windows);
+    assert.ok(Math.abs(streamed.perplexity - inMemory.perplexity) < 1e-4 * inMemory.perplexity, `${streamed.perplexity} vs ${inMemory.perplexity}`);
+  } finally {
+    await backend.dispose();
+    opened.close();
+  }
+});
 
 test("mamba2_tiny: the dt clamp (time_step_limit) is applied: without it the logits differ from transformers'", () => {
   const golden = goldenOf("mamba2_tiny");
