@@ -22,6 +22,7 @@ import { GGUF_ROPE_FACTORS_LONG, GGUF_ROPE_FACTORS_SHORT, phi3GgufView, phi3View
 import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./models/gpt2.js";
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, resolveHfMambaConfig } from "./models/mamba.js";
+import { ggufMamba2View, hfMamba2Names, isMamba2ConfigJson, mamba2ConfigFromGguf, resolveHfMamba2Config } from "./models/mamba2.js";
 import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
@@ -160,6 +161,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
     const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
     return mambaConfigFromGguf((key) => ggufNumber(gguf, `mamba.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
   }
+  if (arch === "mamba2") {
+    const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+    return mamba2ConfigFromGguf((key) => ggufNumber(gguf, `mamba2.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
+  }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);
     if (v === undefined) throw new CheckpointError(`${gguf.path}: metadata ${arch}.${key} is missing`, { file: gguf.path, hint: "the GGUF file is incomplete" });
@@ -294,6 +299,10 @@ function hfFamily(hf: HfDirectory): { modelType: string; config: LlamaConfig; na
     const config = resolveHfMambaConfig(hf.config, hf.configPath);
     return { modelType: "mamba", config, names: hfMambaNames(hf.config["tie_word_embeddings"] !== false), provider: stored };
   }
+  if (isMamba2ConfigJson(hf.config)) {
+    const config = resolveHfMamba2Config(hf.config, hf.configPath);
+    return { modelType: "mamba2", config, names: hfMamba2Names(hf.config["tie_word_embeddings"] === true), provider: stored };
+  }
   if (isRwkvConfigJson(hf.config)) {
     const config = resolveHfRwkvConfig(hf.config, hf.configPath);
     return { modelType: "rwkv", config, names: HF_RWKV_NAMES, provider: rwkvView(stored, config.normEps) };
@@ -363,7 +372,7 @@ export function openModel(named: string, options: LoadOptions = {}): OpenedModel
       checkVocab(tokenizer, config, path);
       const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
       const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf))
-        : arch === "phi3" ? phi3GgufView(ggufProvider(gguf), config) : ggufProvider(gguf);
+        : arch === "mamba2" ? ggufMamba2View(ggufProvider(gguf)) : arch === "phi3" ? phi3GgufView(ggufProvider(gguf), config) : ggufProvider(gguf);
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {

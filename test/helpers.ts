@@ -80,3 +80,11 @@ export function rewriteGguf(input: string, output: string, edit: (metadata: Map<
   }
   return output;
 }
+
+/** JSON.parse reviver for the oracles' float arrays, stored as base64 little-endian {"f32": ...}: decoded to numbers. */
+export function decodeOracleFloats(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  const { f32 } = value as { f32?: unknown };
+  if (typeof f32 !== "string") return value;
+  return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
+}

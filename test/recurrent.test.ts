@@ -25,7 +25,7 @@ import { repoRoot } from "../src/shared.js";
 import { scoreRequests } from "../src/eval/loglikelihood.js";
 import { logProb } from "../src/models/llama.js";
 import type { Tokenizer } from "../src/tokenizer/tokenizer.js";
-import { scaledError, tempDir } from "./helpers.js";
+import { decodeOracleFloats, scaledError, tempDir } from "./helpers.js";
 
 interface RecurrentGolden {
   ids: number[];
@@ -36,14 +36,6 @@ interface RecurrentGolden {
   block_influence: number[];
   /** By removed block: transformers' logits with that block deleted (RWKV: its pre_ln kept on the new first block). */
   pruned_logits: Record<string, number[]>;
-}
-
-/** The oracle stores float arrays as base64 little-endian {"f32": ...}: decoded to numbers here. */
-function decodeFloats(_key: string, value: unknown): unknown {
-  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
-  const { f32 } = value as { f32?: unknown };
-  if (typeof f32 !== "string") return value;
-  return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
 }
 
 /** One token per character (code mod 64): enough to turn task text into ids for the tiny vocabulary. */
@@ -57,7 +49,7 @@ const charTokenizer: Tokenizer = {
 for (const family of ["mamba", "rwkv4"] as const) {
   const name = `${family}_tiny`;
   const fixture = join(repoRoot(), "test", "fixtures", name);
-  const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", `${name}.json`), "utf8"), decodeFloats) as RecurrentGolden;
+  const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", `${name}.json`), "utf8"), decodeOracleFloats) as RecurrentGolden;
 
   test(`${family}: logits and every block's residual stream match transformers (slow path)`, () => {
     const { model, architecture } = loadModel(fixture);

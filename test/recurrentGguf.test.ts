@@ -5,55 +5,24 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { join } from "node:path";
-import { getLlama, type Llama, type LlamaModel as NodeLlamaModel, type Token } from "node-llama-cpp";
+import type { Llama } from "node-llama-cpp";
 import { readGguf } from "../src/formats/gguf.js";
-import { loadModel, type LoadedModel } from "../src/load.js";
+import { loadModel } from "../src/load.js";
 import { repoRoot } from "../src/shared.js";
 import { runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
+import { cpuLlama, llamaCppProbabilities, maxProbabilityDifference } from "./llamaCppOracle.js";
 
 const IDS = [1, 37, 40, 11, 25, 9, 50, 3, 7, 12, 26, 31, 42, 7, 48, 19, 6];
 const FIXTURE = join(repoRoot(), "test", "fixtures", "mamba_tiny");
 let llama: Llama;
 
 before(async () => {
-  llama = await getLlama({ gpu: false, build: "never", skipDownload: true, usePrebuiltBinaries: true, logLevel: "error" as never });
+  llama = await cpuLlama();
 });
 
 after(async () => {
   await llama.dispose();
 });
-
-/** llama.cpp's next-token probabilities after each position. */
-async function llamaCppProbabilities(path: string, ids: number[]): Promise<Map<number, number>[]> {
-  const model: NodeLlamaModel = await llama.loadModel({ modelPath: path });
-  const context = await model.createContext({ contextSize: 256 });
-  try {
-    const results = await context.getSequence().controlledEvaluate(ids.map((id) => [id as Token, { generateNext: { token: true, probabilities: true, options: { temperature: 0 } } }]));
-    return results.map((r, pos) => {
-      const probs = r?.next?.probabilities;
-      if (!probs) throw new Error(`no probabilities at position ${pos}`);
-      return probs;
-    });
-  } finally {
-    await context.dispose();
-    await model.dispose();
-  }
-}
-
-function maxProbabilityDifference(loaded: LoadedModel, ids: number[], theirs: Map<number, number>[]): number {
-  const { logits } = loaded.model.forward(ids);
-  const V = loaded.model.config.vocabSize;
-  let worst = 0;
-  ids.forEach((_, pos) => {
-    const row = logits.slice(pos * V, (pos + 1) * V);
-    let max = -Infinity;
-    for (const v of row) max = Math.max(max, v);
-    let sum = 0;
-    for (let i = 0; i < V; i++) sum += row[i] = Math.exp(row[i]! - max);
-    for (let i = 0; i < V; i++) worst = Math.max(worst, Math.abs(row[i]! / sum - (theirs[pos]!.get(i) ?? 0)));
-  });
-  return worst;
-}
 
 test("mamba GGUF: convert writes llama.cpp's mamba architecture; llama.cpp agrees with the engine, before and after pruning", async (t) => {
   const dir = tempDir();
@@ -70,7 +39,7 @@ test("mamba GGUF: convert writes llama.cpp's mamba architecture; llama.cpp agree
   const fromGguf = loadModel(gguf);
   assert.equal(fromGguf.architecture, "mamba");
   assert.ok(scaledError(fromGguf.model.forward(IDS).logits, fromHf) < 1e-6, "the GGUF means the same model");
-  const diff = maxProbabilityDifference(fromGguf, IDS, await llamaCppProbabilities(gguf, IDS));
+  const diff = maxProbabilityDifference(fromGguf, IDS, await llamaCppProbabilities(llama, gguf, IDS));
   t.diagnostic(`mamba: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)}`);
   assert.ok(diff < 1e-5, `mamba: ${diff}`);
 
@@ -80,7 +49,7 @@ test("mamba GGUF: convert writes llama.cpp's mamba architecture; llama.cpp agree
   const prunedModel = loadModel(pruned);
   assert.equal(prunedModel.model.config.nLayers, 2);
   assert.ok(scaledError(prunedModel.model.forward(IDS).logits, loadModel(FIXTURE).model.forward(IDS, { skip: new Set([1]) }).logits) < 1e-6);
-  const prunedDiff = maxProbabilityDifference(prunedModel, IDS, await llamaCppProbabilities(pruned, IDS));
+  const prunedDiff = maxProbabilityDifference(prunedModel, IDS, await llamaCppProbabilities(llama, pruned, IDS));
   t.diagnostic(`mamba pruned: max |p_ours - p_llama.cpp| = ${prunedDiff.toExponential(2)}`);
   assert.ok(prunedDiff < 1e-5, `mamba pruned: ${prunedDiff}`);
 });

@@ -22,13 +22,39 @@ export interface MambaDims {
 }
 
 /**
+ * The dimensions of a Mamba-2 block's mixer (transformers' Mamba2Mixer, llama.cpp's mamba2):
+ * in_proj to dInner (the gate z) + convDim (x, B, C through the conv) + nHeads (dt), where convDim
+ * = dInner + 2 * nGroups * dState; a scan per head of headDim channels with a scalar decay A per
+ * head, B and C shared by the nHeads / nGroups heads of a group; a gated RMSNorm over groups of
+ * normGroupSize channels; out_proj back to the stream.
+ */
+export interface Mamba2Dims {
+  dInner: number;
+  dState: number;
+  nHeads: number;
+  headDim: number;
+  nGroups: number;
+  convKernel: number;
+  convBias: boolean;
+  /**
+   * Channels the gated RMSNorm averages over: dInner in transformers' slow path (one norm over the
+   * whole of y), dInner / nGroups in llama.cpp (and mamba_ssm's kernel). Equal when nGroups is 1.
+   */
+  normGroupSize: number;
+  /** time_step_limit: softplus(dt + dt_bias) is clamped to [dtMin, dtMax] (transformers; (0, Infinity) is no clamp). */
+  dtMin: number;
+  dtMax: number;
+}
+
+/**
  * What a layer computes: "attention" (the default when absent: a causal self-attention block and
- * an MLP), "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add) or "rwkv4"
+ * an MLP), "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add), "mamba2"
+ * (RMSNorm, a Mamba-2 mixer: multi-head scan with a scalar decay per head, gated RMSNorm) or "rwkv4"
  * (LayerNorm, time mixing with the WKV recurrence; LayerNorm, channel mixing). A recurrent
  * layer scans each window from a zero state, so windows, streaming, hooks, metrics and pruning
  * stay the same for every kind.
  */
-export type LayerKind = "attention" | "mamba" | "rwkv4";
+export type LayerKind = "attention" | "mamba" | "mamba2" | "rwkv4";
 
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
@@ -36,6 +62,8 @@ export interface LayerShape {
   kind?: LayerKind;
   /** With kind "mamba": the mixer's dimensions (the attention fields are unused). */
   mamba?: MambaDims;
+  /** With kind "mamba2": the mixer's dimensions (the attention fields are unused). */
+  mamba2?: Mamba2Dims;
   /** With kind "rwkv4": the width of time mixing's key, value and receptance (attention_hidden_size); hiddenDim is channel mixing's. */
   rwkvAttDim?: number;
   dim: number;
@@ -121,6 +149,10 @@ export interface LayerWeightsF32 {
   mambaALog?: Float32Array; // (dInner, dState): A = -exp(A_log)
   mambaD?: Float32Array; // (dInner): the skip term y += D * u
   mambaOutProj?: Float32Array; // (dim, dInner)
+  // Mamba-2 uses mambaInProj (dInner + convDim + nHeads, dim): z, then x|B|C, then dt;
+  // mambaConv (convDim, 1, convKernel) and mambaConvBias (convDim); mambaDtBias, mambaALog and
+  // mambaD with one value per head (nHeads); mambaOutProj (dim, dInner); and the gated norm:
+  mambaNorm?: Float32Array; // (dInner): y = norm(y * silu(z)) * mambaNorm, per group of normGroupSize
   // RWKV-4 (with attnNorm/attnNormBias = ln1, ffnNorm/ffnNormBias = ln2; wk, wv: (attDim, dim) and
   // wo: (dim, attDim) are time mixing's key, value and output; wUp: (hiddenDim, dim) and wDown:
   // (dim, hiddenDim) channel mixing's key and value).
@@ -140,6 +172,7 @@ export type LayerWeightName = keyof LayerWeightsF32;
 /** Every weight a layer of this shape needs, with its dimensions (row-major, linear weights (out, in)). */
 export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightName, number[]>> {
   if (shape.kind === "mamba") return mambaWeightDims(shape.dim, mambaDimsOf(shape));
+  if (shape.kind === "mamba2") return mamba2WeightDims(shape.dim, mamba2DimsOf(shape));
   if (shape.kind === "rwkv4") return rwkv4WeightDims(shape.dim, shape.hiddenDim, rwkvAttDimOf(shape));
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
@@ -164,6 +197,19 @@ function mambaWeightDims(dim: number, m: MambaDims): Partial<Record<LayerWeightN
   };
 }
 
+/** A Mamba-2 mixer's conv channels: x, then B and C of every group. */
+export function mamba2ConvDim(m: Mamba2Dims): number {
+  return m.dInner + 2 * m.nGroups * m.dState;
+}
+
+function mamba2WeightDims(dim: number, m: Mamba2Dims): Partial<Record<LayerWeightName, number[]>> {
+  const convDim = mamba2ConvDim(m);
+  return {
+    attnNorm: [dim], mambaInProj: [m.dInner + convDim + m.nHeads, dim], mambaConv: [convDim, 1, m.convKernel], ...(m.convBias ? { mambaConvBias: [convDim] } : {}),
+    mambaDtBias: [m.nHeads], mambaALog: [m.nHeads], mambaD: [m.nHeads], mambaNorm: [m.dInner], mambaOutProj: [dim, m.dInner],
+  };
+}
+
 function rwkv4WeightDims(dim: number, hiddenDim: number, att: number): Partial<Record<LayerWeightName, number[]>> {
   const mix = [1, 1, dim];
   return {
@@ -184,6 +230,12 @@ export function rwkvAttDimOf(shape: LayerShape): number {
 export function mambaDimsOf(shape: LayerShape): MambaDims {
   if (!shape.mamba) throw new Error("internal: a layer shape of kind mamba has no mamba dimensions");
   return shape.mamba;
+}
+
+/** A mamba2 layer shape's mixer dimensions (a shape of kind "mamba2" without them is a programming error). */
+export function mamba2DimsOf(shape: LayerShape): Mamba2Dims {
+  if (!shape.mamba2) throw new Error("internal: a layer shape of kind mamba2 has no mamba2 dimensions");
+  return shape.mamba2;
 }
 
 /** The layer's kind, "attention" when the shape does not say. */
@@ -314,7 +366,7 @@ export interface DecoderBackend {
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */
   readonly batchTokens: number;
   /**
-   * True when runLayer computes the recurrent layer kinds (mamba, rwkv4) too; absent means
+   * True when runLayer computes the recurrent layer kinds (mamba, mamba2, rwkv4) too; absent means
    * attention only, and the engine refuses a recurrent model on it (see checkBackendComputes).
    */
   readonly computesRecurrentLayers?: boolean;

@@ -16,6 +16,7 @@ import { fusedPart, hfGpt2Names, isConv1dWeight, transpose } from "../models/gpt
 import { GGUF_ROPE_FREQS, halfRowsToInterleaved, layerShape, type LlamaConfig, type LlamaTensorNames, loadLayerTensor, normWeight } from "../models/llama.js";
 import { readLlama2cTokenizer } from "../tokenizer/llama2c.js";
 import { toGgufMambaLayout } from "../models/mamba.js";
+import { ggufMamba2Layout } from "../models/mamba2.js";
 import { encodeF32, fitsRows, isWritableDtype, WRITABLE_DTYPES, type WritableDtype } from "../tensor/encode.js";
 import { bpeTokenizerConfig } from "../tokenizer/bpe.js";
 import { HfTokenizer } from "../tokenizer/hfTokenizer.js";
@@ -273,8 +274,11 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
   const fallbacks: ConvertResult["fallbacks"] = [];
   const listed = storedTensorList(logicalTensors(opened), names, (t) => forGguf(t, opened.config, names));
   // Mamba: the conv stored 2-D and A instead of A_log, as llama.cpp's converter writes them.
-  const stored = arch !== "mamba" ? listed : listed.map((t): StoredTensor => ({
-    name: t.name, shape: toGgufMambaLayout(t.name, t.shape, new Float32Array(0)).shape, values: () => toGgufMambaLayout(t.name, t.shape, t.values()).values,
+  // Mamba-2: also A and D as (nHeads, 1) and the gated norm's weight as (nGroups, dInner / nGroups).
+  const { mamba2 } = opened.config;
+  const layout = arch === "mamba" ? toGgufMambaLayout : arch === "mamba2" && mamba2 ? ggufMamba2Layout(mamba2) : undefined;
+  const stored = !layout ? listed : listed.map((t): StoredTensor => ({
+    name: t.name, shape: layout(t.name, t.shape, new Float32Array(0)).shape, values: () => layout(t.name, t.shape, t.values()).values,
   }));
   // Llama 3's RoPE scaling travels as llama.cpp's rope_freqs tensor (other architectures: metadata, see ggufMetadata).
   const factors = opened.config.ropeFreqFactors;
@@ -312,6 +316,7 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
 }
 
 function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
+  if (opened.config.mamba2) throw new UnsupportedError(`${opened.path}: writing a Mamba-2 model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });
   const logical = logicalTensors(opened);
   const family = ggufArchitectureOf(opened.config, opened.architecture);
   if (family === "mamba") throw new UnsupportedError(`${opened.path}: writing a Mamba model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });

@@ -56,6 +56,22 @@ export function ggufLlamaMetadata(arch: GgufArchitecture, config: LlamaConfig, v
     else setBpeVocabulary(m, vocabulary.vocab);
     return m;
   }
+  if (config.mamba2) {
+    // llama.cpp's mamba2 keys (its converter's): the head count travels as time_step_rank, B and C's groups as group_count.
+    m.set(`${arch}.embedding_length`, u32(config.dim));
+    m.set(`${arch}.block_count`, u32(config.nLayers));
+    m.set(`${arch}.feed_forward_length`, u32(0));
+    m.set(`${arch}.attention.head_count`, u32(0));
+    m.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
+    m.set(`${arch}.ssm.conv_kernel`, u32(config.mamba2.convKernel));
+    m.set(`${arch}.ssm.inner_size`, u32(config.mamba2.dInner));
+    m.set(`${arch}.ssm.state_size`, u32(config.mamba2.dState));
+    m.set(`${arch}.ssm.time_step_rank`, u32(config.mamba2.nHeads));
+    m.set(`${arch}.ssm.group_count`, u32(config.mamba2.nGroups));
+    if (vocabulary.kind === "sentencepiece") setSentencePieceVocabulary(m, vocabulary.vocab);
+    else setBpeVocabulary(m, vocabulary.vocab);
+    return m;
+  }
   m.set(`${arch}.embedding_length`, u32(config.dim));
   m.set(`${arch}.block_count`, u32(config.nLayers));
   m.set(`${arch}.feed_forward_length`, u32(config.hiddenDim));

@@ -7,8 +7,10 @@ export function floatSpelledKeys(text: string): Set<string> {
   const keys = new Set<string>();
   const number = String.raw`-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?`;
   const scalar = new RegExp(String.raw`"((?:[^"\\]|\\.)*)"\s*:\s*(${number})`, "g");
-  const array = new RegExp(String.raw`"((?:[^"\\]|\\.)*)"\s*:\s*\[([-+\d.eE,\s]*)\]`, "g");
-  const floaty = (s: string): boolean => /[.eE]/.test(s);
+  // Arrays of numbers, some maybe non-finite floats as transformers spells them ({"__float__": "Infinity"}: Mamba-2's time_step_limit).
+  const spelledFloat = String.raw`\{\s*"__float__"\s*:\s*"[^"]*"\s*\}`;
+  const array = new RegExp(String.raw`"((?:[^"\\]|\\.)*)"\s*:\s*\[((?:[-+\d.eE,\s]|${spelledFloat})*)\]`, "g");
+  const floaty = (s: string): boolean => /[.eE]/.test(s.replace(new RegExp(spelledFloat, "g"), ""));
   for (const m of text.matchAll(scalar)) if (floaty(m[2]!)) keys.add(JSON.parse(`"${m[1]!}"`) as string);
   for (const m of text.matchAll(array)) if (floaty(m[2]!)) keys.add(JSON.parse(`"${m[1]!}"`) as string);
   return keys;

@@ -52,7 +52,7 @@ function encodeStored(model: OpenedModel, name: string, canonical: Float32Array,
 /** The stored name of a layer's MLP down projection; recurrent blocks (Mamba, RWKV) have none to fold into. */
 export function downProjectionName(model: OpenedModel, layer: number): string {
   const name = model.names.layer(layer).wDown;
-  if (name === undefined || model.config.mamba || model.config.rwkvAttDim !== undefined) {
+  if (name === undefined || model.config.mamba || model.config.mamba2 || model.config.rwkvAttDim !== undefined) {
     throw new UnsupportedError("--heal linear folds the map into an MLP down projection, which a recurrent block (Mamba, RWKV) does not have", { option: "--heal", hint: "prune this model with --heal none" });
   }
   return name;

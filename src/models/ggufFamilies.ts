@@ -18,10 +18,11 @@
 import { UnsupportedError } from "../errors.js";
 import { GGUF_GPT2_NAMES, GPT2_FLAGS, isGpt2Config } from "./gpt2.js";
 import { GGUF_MAMBA_NAMES } from "./mamba.js";
+import { checkMamba2ForGguf, GGUF_MAMBA2_NAMES } from "./mamba2.js";
 import { GGUF_LLAMA_NAMES, type LayerAttentionType, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 import { GGUF_PHI3_NAMES } from "./phi3.js";
 
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "baichuan", "mamba"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "baichuan", "mamba", "mamba2"] as const;
 export type GgufArchitecture = (typeof GGUF_ARCHITECTURES)[number];
 
 export function isGgufArchitecture(arch: string | undefined): arch is GgufArchitecture {
@@ -33,6 +34,7 @@ export function ggufNames(arch: GgufArchitecture): LlamaTensorNames {
   if (arch === "mamba") return GGUF_MAMBA_NAMES;
   if (arch === "phi3") return GGUF_PHI3_NAMES;
   if (arch === "gemma2" || arch === "gemma3") return GGUF_GEMMA_SANDWICH_NAMES;
+  if (arch === "mamba2") return GGUF_MAMBA2_NAMES;
   // llama.cpp's converter splits Baichuan's W_pack into attn_q/k/v and permutes q and k like Llama's.
   return arch === "llama" || arch === "baichuan" ? GGUF_LLAMA_NAMES : { ...GGUF_LLAMA_NAMES, interleavedRope: false };
 }
@@ -116,6 +118,10 @@ export function ggufFamilyFlags(arch: GgufArchitecture, dim: number, h: GgufHype
 /** The architecture a config runs as in GGUF; `family` is the checkpoint's own (a Phi-3 without LongRoPE stays phi3). */
 export function ggufArchitectureOf(config: LlamaConfig, family?: string): GgufArchitecture {
   if (config.mamba) return "mamba";
+  if (config.mamba2) {
+    checkMamba2ForGguf(config.mamba2);
+    return "mamba2";
+  }
   if (config.rwkvAttDim !== undefined) {
     throw new UnsupportedError("RWKV-4 has no GGUF architecture in llama.cpp (it runs rwkv6 and rwkv7)", { hint: "keep RWKV-4 as a Hugging Face directory; prune it there" });
   }

@@ -2,7 +2,7 @@
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace, type Weights } from "../backend/reference.js";
-import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type MambaDims } from "../backend/backend.js";
+import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type Mamba2Dims, type MambaDims } from "../backend/backend.js";
 import { type RecurrentState, referenceRecurrentLayer, zeroRecurrentState } from "../backend/recurrentLayer.js";
 import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
@@ -68,6 +68,8 @@ export interface LlamaConfig {
   longRope?: LongRope;
   /** Mamba: every layer is a Mamba block with these mixer dimensions (a recurrence; the attention fields are placeholders). */
   mamba?: MambaDims;
+  /** Mamba-2: every layer is a Mamba-2 block with these mixer dimensions (as mamba). */
+  mamba2?: Mamba2Dims;
   /** RWKV-4: every layer is an RWKV-4 block with this time-mixing width (hiddenDim is channel mixing's; LayerNorm everywhere). */
   rwkvAttDim?: number;
 }
@@ -119,6 +121,7 @@ export function layerShape(config: LlamaConfig, layer?: number): LayerShape {
   const local = layer !== undefined && config.layerTypes?.[layer] === "sliding_attention";
   const { ropeTheta } = config;
   if (config.mamba) return { kind: "mamba", mamba: config.mamba, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
+  if (config.mamba2) return { kind: "mamba2", mamba2: config.mamba2, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
   if (config.rwkvAttDim !== undefined) return { kind: "rwkv4", rwkvAttDim: config.rwkvAttDim, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   const rope = local && config.localRope ? { ropeTheta: config.localRope.theta } : {
     ropeTheta, ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),
