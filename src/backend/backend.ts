@@ -370,6 +370,13 @@ export interface DecoderBackend {
    * attention only, and the engine refuses a recurrent model on it (see checkBackendComputes).
    */
   readonly computesRecurrentLayers?: boolean;
+  /**
+   * False when runLayer computes on the calling thread (the CPU bf16 engine's native calls):
+   * reading the next layer while it runs would overlap nothing, so the engine reads the next
+   * layer once this one is done and dropped, and holds one layer's weights instead of two.
+   * Absent means true: the next layer is read while the backend computes.
+   */
+  readonly overlapsLayerLoads?: boolean;
   /** Places embedded rows x (rows, dim) where the backend computes. */
   upload(x: Float32Array, rows: number, dim: number): Promise<HiddenStates>;
   /** Makes the input embedding ready, as prepareLayer does for a layer. */

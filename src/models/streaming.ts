@@ -190,6 +190,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
     const tokens = batches.reduce((n, b) => n + b.windows.length * b.seqLen, 0);
     const total = tokens * running.length;
     const prepare = (layer: number): ReturnType<DecoderBackend["prepareLayer"]> => prepareLayer(source, backend, layer);
+    const prefetch = backend.overlapsLayerLoads !== false;
     let done = 0;
     let prepared = running.length > 0 ? await prepare(running[0]!) : undefined;
     for (let i = 0; i < running.length; i++) {
@@ -200,7 +201,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
         const input = batch.hidden!;
         const pending = backend.runLayer(input, batch.windows.length, batch.seqLen, prepared!, shapes[layer]!, batch.layout);
         // Read and expand the next layer's weights while the backend computes this one.
-        if (b === 0 && i + 1 < running.length) next = prepare(running[i + 1]!);
+        if (prefetch && b === 0 && i + 1 < running.length) next = prepare(running[i + 1]!);
         const out = await pending;
         batch.hidden = out;
         await options.hooks?.onLayer(layer, input, out, batchInfo[b]!, backend);
@@ -208,7 +209,11 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
         done += nTokens;
         options.onProgress?.(done, total);
       }
-      prepared = next && (await next);
+      if (prefetch) prepared = next && (await next);
+      else {
+        prepared = undefined; // garbage before the next layer is read: one layer in memory at a time
+        prepared = i + 1 < running.length ? await prepare(running[i + 1]!) : undefined;
+      }
     }
     await options.hooks?.settle?.();
     return batches;

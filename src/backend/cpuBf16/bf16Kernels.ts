@@ -74,6 +74,8 @@ export async function createCpuBf16Backend(options: CpuBf16Options): Promise<Cpu
     ...host,
     stats: kernels.stats,
     features: kernels.features,
+    // The native layer runs on this thread: nothing would overlap a prefetch (see overlapsLayerLoads).
+    overlapsLayerLoads: false,
     async prepareLayer(key, load, shape, tensors): Promise<PreparedLayer> {
       if (!tensors || !nativeLayerSupports(shape)) return host.prepareLayer(key, load, shape);
       const prepared: Bf16PreparedLayer = { key, weights: undefined, native: kernels.packLayer(shape, tensors) };
