@@ -23,6 +23,7 @@ import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./mode
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, resolveHfMambaConfig } from "./models/mamba.js";
 import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
+import { ggufRwkv6View, rwkv6ConfigFromGguf } from "./models/rwkv6.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -148,6 +149,14 @@ function countDtypes(entries: TensorEntry[]): Record<string, number> {
   return counts;
 }
 
+/** A GGUF family's tensors in the engine's layout (GPT-2's, Mamba's) or with its embedding norm applied (RWKV-6's). */
+function ggufFamilyView(arch: GgufArchitecture, stored: TensorProvider, config: LlamaConfig): TensorProvider {
+  if (arch === "gpt2") return gpt2View(stored, { conv1d: false });
+  if (arch === "mamba") return ggufMambaView(stored);
+  if (arch === "rwkv6") return ggufRwkv6View(stored, config.normEps);
+  return stored;
+}
+
 /** Resolves the Llama config from GGUF metadata (llama.* keys), filling llama.cpp's defaults. */
 export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   const arch = ggufString(gguf, "general.architecture");
@@ -159,6 +168,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   if (arch === "mamba") {
     const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
     return mambaConfigFromGguf((key) => ggufNumber(gguf, `mamba.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
+  }
+  if (arch === "rwkv6") {
+    const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+    return rwkv6ConfigFromGguf((key) => ggufNumber(gguf, `rwkv6.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
   }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);
@@ -323,7 +336,7 @@ export function openModel(named: string, options: LoadOptions = {}): OpenedModel
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
-      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf)) : ggufProvider(gguf);
+      const provider = ggufFamilyView(arch, ggufProvider(gguf), config);
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {
