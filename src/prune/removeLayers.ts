@@ -1,7 +1,7 @@
 // Removes whole layers from a checkpoint: drop their tensors, renumber the rest densely and
 // patch every per-layer field. Tensor bytes are copied unchanged; no forward pass runs.
 
-import { CheckpointError } from "../errors.js";
+import { CheckpointError, UnsupportedError } from "../errors.js";
 import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, readGguf, readGgufTensorChunks, writeGguf } from "../formats/gguf.js";
 import { readLlama2c, writeLlama2c, type Llama2cTensor } from "../formats/llama2c.js";
 import { checkpointLocation, detectFormat, type CheckpointFormat } from "../load.js";
@@ -61,6 +61,22 @@ function ggufBlockCount(gguf: GgufFile): { key: string; value: GgufValue; count:
   return { key, value, count: Number(value.value) };
 }
 
+/**
+ * llama.cpp's RWKV-6 halves the stream after every rescale_every_n_layers blocks, with each block's
+ * output weights divided by 2^(block / n) to match (its converter does this). Renumbering blocks
+ * moves where the halving falls relative to those weights, so the pruned file would not be the
+ * model with the blocks removed.
+ */
+function refuseLayerRescale(gguf: GgufFile, archPrefix: string): void {
+  const key = `${archPrefix}rescale_every_n_layers`;
+  const value = gguf.metadata.get(key);
+  if (value === undefined || value.type === GgufValueType.ARRAY || Number(value.value) === 0) return;
+  throw new UnsupportedError(`${gguf.path}: removing blocks from a model with ${key} = ${value.value} is not supported yet (renumbering moves where llama.cpp halves the stream)`, {
+    file: gguf.path, option: "--layers", got: Number(value.value),
+    hint: "convert the original checkpoint with rescale_every set to 0 in its config.json (llama.cpp's converter then leaves the weights unscaled) and prune that file",
+  });
+}
+
 function removeGgufLayers(input: string, output: string, layers: readonly number[], replaced?: ReadonlyMap<string, Uint8Array>): RemoveLayersResult {
   const gguf = readGguf(input);
   try {
@@ -72,6 +88,7 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
     }
     const newIndex = renumbering(layers, nLayers);
     const archPrefix = block.key.slice(0, -"block_count".length);
+    refuseLayerRescale(gguf, archPrefix);
 
     // Metadata: the block count, and every per-layer array under the architecture's prefix.
     const metadata = new Map<string, GgufValue>();
