@@ -1,0 +1,239 @@
+// RWKV-6 ("Finch") as llama.cpp's GGUF architecture "rwkv6": a tiny random-weight file written by
+// gguf-py (test/oracle/rwkv6_gguf_fixture.py, committed as test/fixtures/rwkv6_tiny.gguf) and
+// llama.cpp itself (node-llama-cpp, CPU, F32 cache) as the oracle for what it means: next-token
+// probabilities, greedy decoding with the state carried token by token, the rescale_every_n_layers
+// halving, and files pruned by the CLI (block 0 too: token_embd_norm stays). Block Influence
+// streams through every CPU backend and equals the in-memory model's hooked residual stream.
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { getLlama, type Llama, type Token } from "node-llama-cpp";
+import { type DecoderBackend } from "../src/backend/backend.js";
+import { createOrtBackend } from "../src/backend/ortBackend.js";
+import { createReferenceBackend } from "../src/backend/referenceBackend.js";
+import { scoringWindows } from "../src/data/windows.js";
+import { CheckpointError } from "../src/errors.js";
+import { generate } from "../src/eval/generate.js";
+import { GgufValueType, readGguf } from "../src/formats/gguf.js";
+import { loadModel, openModel } from "../src/load.js";
+import { layerShape, streamingBlockInfluence } from "../src/models/streaming.js";
+import { repoRoot } from "../src/shared.js";
+import { MODEL_BIN, rewriteGguf, runCli, scaledError, tempDir, TINYSTORIES } from "./helpers.js";
+
+const FIXTURE = join(repoRoot(), "test", "fixtures", "rwkv6_tiny.gguf");
+const IDS = [1, 37, 40, 11, 25, 9, 50, 3, 7, 12, 26, 31, 42, 7, 48, 19, 6];
+let llama: Llama;
+
+before(async () => {
+  llama = await getLlama({ gpu: false, build: "never", skipDownload: true, usePrebuiltBinaries: true, logLevel: "error" as never });
+});
+
+after(async () => {
+  await llama.dispose();
+});
+
+/** Runs `use` on a fresh llama.cpp context of the file (CPU, F32 cache, no flash attention). */
+async function withLlamaCpp<T>(path: string, use: (evaluate: (items: (number | [number, boolean])[]) => Promise<(Map<number, number> | number | undefined)[]>) => Promise<T>): Promise<T> {
+  const model = await llama.loadModel({ modelPath: path });
+  // One thread: llama.cpp's spinning worker threads crawl on a busy shared machine (seconds per token).
+  const context = await model.createContext({ contextSize: 256, threads: 1, flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
+  const sequence = context.getSequence();
+  try {
+    // [id, true] asks for the next-token probabilities after id, [id, false] for the greedy token.
+    return await use(async (items) => {
+      const results = await sequence.controlledEvaluate(items.map((item) => typeof item === "number" ? item as Token
+        : [item[0] as Token, { generateNext: item[1] ? { probabilities: true } : { token: true, options: { temperature: 0 } } }]));
+      return results.map((r) => r?.next?.probabilities ?? r?.next?.token ?? undefined);
+    });
+  } finally {
+    await context.dispose();
+    await model.dispose();
+  }
+}
+
+/** llama.cpp's next-token distribution after every position, as (positions, vocab) rows. */
+async function llamaCppProbabilities(path: string, ids: number[], vocab: number): Promise<Float64Array> {
+  const rows = await withLlamaCpp(path, (evaluate) => evaluate(ids.map((id) => [id, true])));
+  const out = new Float64Array(ids.length * vocab);
+  rows.forEach((row, pos) => {
+    if (!(row instanceof Map)) throw new Error(`llama.cpp gave no probabilities at position ${pos}`);
+    for (const [id, p] of row) out[pos * vocab + id] = p;
+  });
+  return out;
+}
+
+/** Softmax of every logits row, in float64. */
+function probabilities(logits: Float64Array, vocab: number): Float64Array {
+  const out = new Float64Array(logits.length);
+  for (let off = 0; off < logits.length; off += vocab) {
+    let max = -Infinity;
+    for (let i = 0; i < vocab; i++) max = Math.max(max, logits[off + i]!);
+    let sum = 0;
+    for (let i = 0; i < vocab; i++) sum += out[off + i] = Math.exp(logits[off + i]! - max);
+    for (let i = 0; i < vocab; i++) out[off + i]! /= sum;
+  }
+  return out;
+}
+
+/** Our next-token distribution for the file (the in-memory float64 reference model). */
+function ourProbabilities(path: string, ids: number[], skip?: ReadonlySet<number>): Float64Array {
+  const { model } = loadModel(path);
+  return probabilities(model.forward(ids, skip ? { skip } : {}).logits, model.config.vocabSize);
+}
+
+/** The fixture with rwkv6.rescale_every_n_layers set to `every`. */
+function withRescale(every: number): string {
+  return rewriteGguf(FIXTURE, join(tempDir(), `rwkv6-rescale${every}.gguf`), (metadata) => {
+    metadata.set("rwkv6.rescale_every_n_layers", { type: GgufValueType.UINT32, value: every });
+  });
+}
+
+test("rwkv6 GGUF: the config comes from llama.cpp's metadata and the layers are of kind rwkv6", () => {
+  const opened = openModel(FIXTURE);
+  try {
+    assert.equal(opened.architecture, "rwkv6");
+    const { config } = opened;
+    assert.deepEqual([config.nLayers, config.dim, config.hiddenDim, config.vocabSize, config.nHeads, config.headDim], [3, 32, 64, 320, 2, 16]);
+    assert.deepEqual(config.rwkv6, { headSize: 16, mixExtraDim: 8, decayExtraDim: 16 });
+    assert.equal(config.normEps, Math.fround(1e-5));
+    assert.equal(layerShape(config, 0).kind, "rwkv6");
+    assert.equal(config.rwkvRescaleEvery, undefined);
+  } finally {
+    opened.close();
+  }
+});
+
+test("rwkv6 GGUF: next-token probabilities over 17 positions match llama.cpp's within 1e-4 of their scale", async (t) => {
+  const V = 320;
+  const theirs = await llamaCppProbabilities(FIXTURE, IDS, V);
+  const diff = scaledError(ourProbabilities(FIXTURE, IDS), theirs);
+  t.diagnostic(`rwkv6: max |p_ours - p_llama.cpp| / max p = ${diff.toExponential(2)}`);
+  assert.ok(diff < 1e-4, `rwkv6: ${diff}`);
+});
+
+test("rwkv6 GGUF: rescale_every_n_layers halves the stream where llama.cpp does", async (t) => {
+  const rescaled = withRescale(2);
+  assert.equal(openModel(rescaled).config.rwkvRescaleEvery, 2);
+  const theirs = await llamaCppProbabilities(rescaled, IDS, 320);
+  const diff = scaledError(ourProbabilities(rescaled, IDS), theirs);
+  t.diagnostic(`rwkv6 rescale_every 2: max |p_ours - p_llama.cpp| / max p = ${diff.toExponential(2)}`);
+  assert.ok(diff < 1e-4, `rescaled: ${diff}`);
+  // The halving matters on this model: ignoring it would miss llama.cpp by far more.
+  const unscaled = scaledError(ourProbabilities(FIXTURE, IDS), theirs);
+  assert.ok(unscaled > 100 * diff && unscaled > 1e-3, `the halving changes the output: ${unscaled} vs ${diff}`);
+});
+
+test("rwkv6 GGUF: greedy generation carries the state token by token and equals llama.cpp's 20 tokens", async () => {
+  const prompt = IDS.slice(0, 6);
+  const n = 20;
+  const theirs = await withLlamaCpp(FIXTURE, async (evaluate) => {
+    const out: number[] = [];
+    let next = (await evaluate(prompt.map((id, i) => (i === prompt.length - 1 ? [id, false] : id)))).at(-1);
+    while (out.length < n) {
+      if (typeof next !== "number") throw new Error("llama.cpp gave no token");
+      out.push(next);
+      if (out.length < n) next = (await evaluate([[next, false]]))[0];
+    }
+    return out;
+  });
+  const { model } = loadModel(FIXTURE);
+  const ours = generate(model, prompt, { maxTokens: n, temperature: 0, seed: 0 });
+  assert.deepEqual(ours, theirs);
+  assert.ok(new Set(ours).size > 3, `a non-degenerate continuation: ${ours.join(" ")}`);
+});
+
+test("rwkv6 GGUF: Block Influence streams through every CPU backend and equals the in-memory model's hooked stream", async () => {
+  // BI from the in-memory float64 model's hooks, computed here: 1 - mean over tokens of cos(x_in, x_out).
+  const { model } = loadModel(FIXTURE);
+  const want: number[] = [];
+  model.forward(IDS, {
+    logits: "none",
+    hooks: {
+      onLayer: (_layer, input, output, nTokens, dim) => {
+        let sum = 0;
+        for (let t = 0; t < nTokens; t++) {
+          let dot = 0, a = 0, b = 0;
+          for (let i = 0; i < dim; i++) {
+            const x = input[t * dim + i]!, y = output[t * dim + i]!;
+            dot += x * y; a += x * x; b += y * y;
+          }
+          sum += dot / Math.sqrt(a * b);
+        }
+        want.push(1 - sum / nTokens);
+      },
+    },
+  });
+  assert.equal(want.length, 3);
+  for (const bi of want) assert.ok(bi > 0 && bi < 2, `BI ${bi}`);
+  const opened = openModel(FIXTURE);
+  const backends: DecoderBackend[] = [createReferenceBackend(), await createOrtBackend({ threads: 1, flavor: "node" }), await createOrtBackend({ threads: 1, flavor: "web" })];
+  try {
+    for (const backend of backends) {
+      // Two copies of the window in one batch: each must start from a zero state.
+      const window = scoringWindows([IDS], { seqLen: IDS.length, stride: IDS.length })[0]!;
+      const result = await streamingBlockInfluence(opened, [window, { ...window, document: 1 }], { backend });
+      result.layers.forEach((l, i) => assert.ok(Math.abs(l.bi - want[i]!) < 1e-6, `${backend.name} layer ${i}: BI ${l.bi}, in-memory ${want[i]}`));
+    }
+  } finally {
+    for (const b of backends) await b.dispose();
+    opened.close();
+  }
+});
+
+for (const removed of [1, 0]) {
+  test(`rwkv6 GGUF: prune --layers ${removed} writes a file llama.cpp loads and that equals the model without block ${removed}`, async (t) => {
+    const pruned = join(tempDir(), `rwkv6-pruned${removed}.gguf`);
+    const run = runCli(["prune", FIXTURE, "--out", pruned, "--layers", String(removed)]);
+    assert.equal(run.status, 0, run.stderr);
+    const header = readGguf(pruned);
+    const names = header.tensors.map((tensor) => tensor.name);
+    assert.equal(header.metadata.get("rwkv6.block_count")?.value, 2);
+    header.file.close();
+    // token_embd_norm is the embedding's, not block 0's: it stays when block 0 goes.
+    assert.ok(names.includes("token_embd_norm.weight") && names.includes("token_embd_norm.bias"));
+    assert.ok(!names.some((n) => n.startsWith("blk.2.")));
+    const ours = ourProbabilities(pruned, IDS);
+    assert.ok(scaledError(ours, ourProbabilities(FIXTURE, IDS, new Set([removed]))) < 1e-6, "the pruned file is the model without that block");
+    const diff = scaledError(ours, await llamaCppProbabilities(pruned, IDS, 320));
+    t.diagnostic(`rwkv6 without block ${removed}: max |p_ours - p_llama.cpp| / max p = ${diff.toExponential(2)}`);
+    assert.ok(diff < 1e-4, `pruned ${removed}: ${diff}`);
+  });
+}
+
+test("rwkv6 GGUF: pruning a file with rescale_every_n_layers is refused with a typed error that names the key", () => {
+  const run = runCli(["prune", withRescale(2), "--out", join(tempDir(), "out.gguf"), "--layers", "1"]);
+  assert.notEqual(run.status, 0);
+  assert.match(run.stderr, /rwkv6\.rescale_every_n_layers = 2/);
+});
+
+test("rwkv6 GGUF: bad files are refused with typed errors naming the metadata key or tensor", () => {
+  const dir = tempDir();
+  const noHeadSize = rewriteGguf(FIXTURE, join(dir, "no-head-size.gguf"), (metadata) => { metadata.delete("rwkv6.wkv.head_size"); });
+  assert.throws(() => openModel(noHeadSize), (err: unknown) => err instanceof CheckpointError && err.message.includes("rwkv6.wkv.head_size is missing"));
+  const oddHead = rewriteGguf(FIXTURE, join(dir, "odd-head.gguf"), (metadata) => { metadata.set("rwkv6.wkv.head_size", { type: GgufValueType.UINT32, value: 12 }); });
+  assert.throws(() => openModel(oddHead), (err: unknown) => err instanceof CheckpointError && err.message.includes("does not divide the embedding length 32"));
+  const noNorm = rewriteGguf(FIXTURE, join(dir, "no-norm.gguf"), (_metadata, tensors) => tensors.filter((tensor) => tensor.name !== "token_embd_norm.bias"));
+  assert.throws(() => loadModel(noNorm), (err: unknown) => err instanceof CheckpointError && err.message.includes("token_embd_norm.bias is missing"));
+  const convert = runCli(["convert", FIXTURE, "--to", "gguf", join(dir, "converted.gguf")]);
+  assert.notEqual(convert.status, 0);
+  assert.match(convert.stderr, /converting an RWKV-6 model is not supported yet/);
+});
+
+test("rwkv6 GGUF: the CLI scores its Block Influence on text and the side-by-side report shows it beside a Transformer", () => {
+  const dir = tempDir();
+  const files = [[MODEL_BIN, "llama.json"], [FIXTURE, "rwkv6.json"]].map(([model, name]) => {
+    const file = join(dir, name!);
+    const run = runCli(["score", model!, "--data", TINYSTORIES, "--metric", "bi", "--seq-len", "32", "--max-tokens", "128", "--backend", "reference", "--json", file]);
+    assert.equal(run.status, 0, run.stderr);
+    return file;
+  });
+  const rwkv6 = JSON.parse(readFileSync(files[1]!, "utf8")) as { layers: { layer: number; bi: number }[] };
+  assert.equal(rwkv6.layers.length, 3);
+  const report = join(dir, "report");
+  const run = runCli(["side-by-side", ...files, "--report", report, "--json", join(dir, "out.json")]);
+  assert.equal(run.status, 0, run.stderr);
+  const html = readFileSync(join(report, "index.html"), "utf8");
+  for (const l of rwkv6.layers) assert.ok(html.includes(l.bi.toFixed(5)), `rwkv6 layer ${l.layer}: ${l.bi.toFixed(5)} on the page`);
+});
