@@ -90,7 +90,7 @@ function withRescale(every: number): string {
   });
 }
 
-test("rwkv6 GGUF: the config comes from llama.cpp's metadata and the layers are of kind rwkv6", () => {
+test("rwkv6 GGUF: the config comes from llama.cpp's metadata, the layers are of kind rwkv6, inspect shows them", () => {
   const opened = openModel(FIXTURE);
   try {
     assert.equal(opened.architecture, "rwkv6");
@@ -103,6 +103,12 @@ test("rwkv6 GGUF: the config comes from llama.cpp's metadata and the layers are 
   } finally {
     opened.close();
   }
+  const json = join(tempDir(), "inspect.json");
+  const run = runCli(["inspect", withRescale(3), "--json", json]);
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(run.stdout, /RWKV-6 +head size 16, token-shift LoRA 8, decay LoRA 16, stream halved every 3 layers/);
+  const inspected = JSON.parse(readFileSync(json, "utf8")) as Record<string, unknown>;
+  assert.deepEqual([inspected["architecture"], inspected["positions"], inspected["rescaleEveryNLayers"], inspected["parameters"]], ["rwkv6", "none", 3, 63552]);
 });
 
 test("rwkv6 GGUF: next-token probabilities over 17 positions match llama.cpp's within 1e-4 of their scale", async (t) => {
@@ -144,7 +150,7 @@ test("rwkv6 GGUF: greedy generation carries the state token by token and equals 
   assert.ok(new Set(ours).size > 3, `a non-degenerate continuation: ${ours.join(" ")}`);
 });
 
-test("rwkv6 GGUF: Block Influence streams through every CPU backend and equals the in-memory model's hooked stream", async () => {
+test("rwkv6 GGUF: Block Influence streams through every CPU backend and equals the in-memory model's hooked stream", async (t) => {
   // BI from the in-memory float64 model's hooks, computed here: 1 - mean over tokens of cos(x_in, x_out).
   const { model } = loadModel(FIXTURE);
   const want: number[] = [];
@@ -175,6 +181,7 @@ test("rwkv6 GGUF: Block Influence streams through every CPU backend and equals t
       const window = scoringWindows([IDS], { seqLen: IDS.length, stride: IDS.length })[0]!;
       const result = await streamingBlockInfluence(opened, [window, { ...window, document: 1 }], { backend });
       result.layers.forEach((l, i) => assert.ok(Math.abs(l.bi - want[i]!) < 1e-6, `${backend.name} layer ${i}: BI ${l.bi}, in-memory ${want[i]}`));
+      t.diagnostic(`${backend.name}: BI ${result.layers.map((l) => l.bi.toFixed(6)).join(", ")}; max |diff| ${Math.max(...result.layers.map((l, i) => Math.abs(l.bi - want[i]!))).toExponential(2)}`);
     }
   } finally {
     for (const b of backends) await b.dispose();
@@ -219,6 +226,10 @@ test("rwkv6 GGUF: bad files are refused with typed errors naming the metadata ke
   const convert = runCli(["convert", FIXTURE, "--to", "gguf", join(dir, "converted.gguf")]);
   assert.notEqual(convert.status, 0);
   assert.match(convert.stderr, /converting an RWKV-6 model is not supported yet/);
+  // Channel mixing's value projection is gated before the residual add: no linear map folds into it.
+  const heal = runCli(["prune", FIXTURE, "--out", join(dir, "healed.gguf"), "--layers", "1", "--heal", "linear", "--data", TINYSTORIES, "--seq-len", "16", "--max-tokens", "64"]);
+  assert.notEqual(heal.status, 0);
+  assert.match(heal.stderr, /--heal linear folds the map into an MLP down projection, which a recurrent block/);
 });
 
 test("rwkv6 GGUF: the CLI scores its Block Influence on text and the side-by-side report shows it beside a Transformer", () => {
