@@ -10,15 +10,16 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { getLlama, type Llama, type Token } from "node-llama-cpp";
-import { type DecoderBackend } from "../src/backend/backend.js";
+import { assertAttentionLayer, type DecoderBackend } from "../src/backend/backend.js";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
-import { scoringWindows } from "../src/data/windows.js";
-import { CheckpointError } from "../src/errors.js";
+import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
+import { CheckpointError, UnsupportedError } from "../src/errors.js";
 import { generate } from "../src/eval/generate.js";
+import { perplexity } from "../src/eval/perplexity.js";
 import { GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
-import { layerShape, streamingBlockInfluence } from "../src/models/streaming.js";
+import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
 import { MODEL_BIN, rewriteGguf, runCli, scaledError, tempDir, TINYSTORIES } from "./helpers.js";
 
@@ -185,6 +186,22 @@ test("rwkv6 GGUF: Block Influence streams through every CPU backend and equals t
     }
   } finally {
     for (const b of backends) await b.dispose();
+    opened.close();
+  }
+});
+
+test("rwkv6 GGUF: streaming perplexity on the onnx backend equals the in-memory model's; the cuda backend refuses the kind", async () => {
+  const opened = openModel(FIXTURE);
+  const backend = await createOrtBackend({ threads: 1, flavor: "node" });
+  try {
+    const doc = [...IDS, ...IDS.slice(1).reverse()];
+    const windows = perplexityWindows([doc], { seqLen: 12, stride: 6 });
+    const streamed = await streamingPerplexity(opened, windows, { backend });
+    const inMemory = perplexity(loadModel(FIXTURE).model, windows);
+    assert.ok(Math.abs(streamed.perplexity - inMemory.perplexity) < 1e-4 * inMemory.perplexity, `${streamed.perplexity} vs ${inMemory.perplexity}`);
+    assert.throws(() => assertAttentionLayer(layerShape(opened.config), "cuda"), (err: unknown) => err instanceof UnsupportedError && err.message.includes("rwkv6"));
+  } finally {
+    await backend.dispose();
     opened.close();
   }
 });
