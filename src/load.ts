@@ -171,7 +171,7 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   }
   if (arch === "rwkv6") {
     const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
-    return rwkv6ConfigFromGguf((key) => ggufNumber(gguf, `rwkv6.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
+    return rwkv6ConfigFromGguf((key) => ggufNumber(gguf, `rwkv6.${key}`), embedding?.dims[1] ?? 0, gguf.path);
   }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);

@@ -132,6 +132,26 @@ test("rwkv6 GGUF: rescale_every_n_layers halves the stream where llama.cpp does"
   assert.ok(unscaled > 100 * diff && unscaled > 1e-3, `the halving changes the output: ${unscaled} vs ${diff}`);
 });
 
+test("rwkv6 GGUF: separate time_mix_lerp_{w,k,v,r,g} (older converters) mean the fused tensor, as in llama.cpp", async (t) => {
+  const split = rewriteGguf(FIXTURE, join(tempDir(), "rwkv6-split.gguf"), (_metadata, tensors) => tensors.flatMap((tensor) => {
+    const match = /^blk\.(\d+)\.time_mix_lerp_fused\.weight$/.exec(tensor.name);
+    if (!match) return [tensor];
+    const dim = tensor.dims[0]!;
+    const bytes = tensor.bytes() as Uint8Array;
+    return ["w", "k", "v", "r", "g"].map((branch, i) => ({
+      name: `blk.${match[1]}.time_mix_lerp_${branch}.weight`, dims: [dim], type: tensor.type, byteLength: dim * 4, bytes: () => bytes.subarray(i * dim * 4, (i + 1) * dim * 4),
+    }));
+  }));
+  const header = readGguf(split);
+  assert.ok(header.tensors.some((tensor) => tensor.name === "blk.2.time_mix_lerp_g.weight") && !header.tensors.some((tensor) => tensor.name.includes("lerp_fused")));
+  header.file.close();
+  const ours = ourProbabilities(split, IDS);
+  assert.equal(scaledError(ours, ourProbabilities(FIXTURE, IDS)), 0);
+  const diff = scaledError(ours, await llamaCppProbabilities(split, IDS, 320));
+  t.diagnostic(`rwkv6 separate lerps: max |p_ours - p_llama.cpp| / max p = ${diff.toExponential(2)}`);
+  assert.ok(diff < 1e-4, `separate lerps: ${diff}`);
+});
+
 test("rwkv6 GGUF: greedy generation carries the state token by token and equals llama.cpp's 20 tokens", async () => {
   const prompt = IDS.slice(0, 6);
   const n = 20;

@@ -11,7 +11,8 @@
 // output_norm.{weight,bias}, output; per block blk.N.{attn_norm, attn_norm_2 (with biases),
 // time_mix_{lerp_x, w1, w2, lerp_fused, first, decay, decay_w1, decay_w2, key, value, receptance,
 // gate, ln (with bias), output}, channel_mix_{lerp_k, lerp_r, key, value, receptance}}. Older files
-// with separate time_mix_lerp_{w,k,v,r,g} instead of lerp_fused are refused with a hint.
+// store time_mix_lerp_{w,k,v,r,g} separately instead of lerp_fused (llama.cpp still loads them):
+// the view reads them as one fused tensor.
 
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
@@ -48,11 +49,8 @@ export const GGUF_RWKV6_NAMES: LlamaTensorNames = {
   interleavedRope: false,
 };
 
-/**
- * The config of an rwkv6 GGUF from its metadata (`meta(key)` reads rwkv6.<key>); `hasTensor` tells
- * the fused token-shift lerp from the older separate tensors.
- */
-export function rwkv6ConfigFromGguf(meta: (key: string) => number | undefined, hasTensor: (name: string) => boolean, vocabSize: number, source: string): LlamaConfig {
+/** The config of an rwkv6 GGUF from its metadata (`meta(key)` reads rwkv6.<key>). */
+export function rwkv6ConfigFromGguf(meta: (key: string) => number | undefined, vocabSize: number, source: string): LlamaConfig {
   const need = (key: string): number => {
     const v = meta(key);
     if (v === undefined) throw new CheckpointError(`${source}: metadata rwkv6.${key} is missing`, { file: source, hint: "the GGUF file is incomplete; llama.cpp's converter writes it" });
@@ -65,11 +63,6 @@ export function rwkv6ConfigFromGguf(meta: (key: string) => number | undefined, h
   }
   const shifts = meta("token_shift_count") ?? 2;
   if (shifts !== 2) throw new UnsupportedError(`${source}: rwkv6.token_shift_count is ${shifts}; RWKV-6 shifts 2 (time and channel mixing)`, { file: source, got: shifts, hint: "the file is not an RWKV-6 model llama.cpp runs" });
-  if (!hasTensor("blk.0.time_mix_lerp_fused.weight") && hasTensor("blk.0.time_mix_lerp_w.weight")) {
-    throw new UnsupportedError(`${source}: the token-shift lerps are stored separately (time_mix_lerp_w/k/v/r/g), not fused`, {
-      file: source, tensor: "blk.0.time_mix_lerp_fused.weight", hint: "reconvert the model with a current llama.cpp convert_hf_to_gguf.py, which writes time_mix_lerp_fused",
-    });
-  }
   const rescaleEvery = meta("rescale_every_n_layers") ?? 0;
   const config: LlamaConfig = {
     nLayers: need("block_count"), dim, hiddenDim: need("feed_forward_length"),
@@ -85,7 +78,52 @@ export function rwkv6ConfigFromGguf(meta: (key: string) => number | undefined, h
   return config;
 }
 
-/** The stored tensors with the embedding read as token_embd_norm(embedding). */
+/** The stored tensors with the embedding read as token_embd_norm(embedding), and separate token-shift lerps read fused. */
 export function ggufRwkv6View(stored: TensorProvider, eps: number): TensorProvider {
-  return embeddingNormView(stored, eps, { embedding: EMBEDDING, ...RWKV6_EMBEDDING_NORM }, "llama.cpp's rwkv6 holds token_embd_norm (the first block's LayerNorm on the embedding); the file is incomplete");
+  return embeddingNormView(fusedLerpView(stored), eps, { embedding: EMBEDDING, ...RWKV6_EMBEDDING_NORM }, "llama.cpp's rwkv6 holds token_embd_norm (the first block's LayerNorm on the embedding); the file is incomplete");
+}
+
+/** The five token-shift branches in llama.cpp's fused order. */
+const LERP_BRANCHES = ["w", "k", "v", "r", "g"] as const;
+const SEPARATE_LERP = /^blk\.(\d+)\.time_mix_lerp_([wkvrg])\.weight$/;
+
+/**
+ * A block that stores time_mix_lerp_{w,k,v,r,g} (older converters) shows them as one
+ * time_mix_lerp_fused (5, 1, 1, dim), as llama.cpp's graph treats either. A block with only some
+ * of the five is left as stored, so the strict loader names what is missing or extra.
+ */
+function fusedLerpView(stored: TensorProvider): TensorProvider {
+  const entries = stored.entries();
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const fusedBlocks = new Map<string, string[]>(); // fused name -> the five stored names
+  for (const e of entries) {
+    const match = SEPARATE_LERP.exec(e.name);
+    if (!match || match[2] !== "w") continue;
+    const parts = LERP_BRANCHES.map((b) => `blk.${match[1]}.time_mix_lerp_${b}.weight`);
+    const fused = `blk.${match[1]}.time_mix_lerp_fused.weight`;
+    if (!byName.has(fused) && parts.every((name) => byName.has(name))) fusedBlocks.set(fused, parts);
+  }
+  if (fusedBlocks.size === 0) return stored;
+  const hidden = new Set([...fusedBlocks.values()].flat());
+  return {
+    source: stored.source,
+    entries: () => entries.flatMap((e) => {
+      if (!hidden.has(e.name)) return [e];
+      const match = SEPARATE_LERP.exec(e.name)!;
+      if (match[2] !== "w") return [];
+      const dim = e.shape.reduce((a, b) => a * b, 1);
+      return [{ name: `blk.${match[1]}.time_mix_lerp_fused.weight`, shape: [5, 1, 1, dim], dtype: e.dtype }];
+    }),
+    readF32: (name) => {
+      const parts = fusedBlocks.get(name);
+      if (!parts) return stored.readF32(name);
+      const values = parts.map((part) => stored.readF32(part));
+      const dim = values[0]!.length;
+      const bad = parts.find((_, i) => values[i]!.length !== dim);
+      if (bad !== undefined) throw new CheckpointError(`${stored.source}: tensor ${bad} has ${values[parts.indexOf(bad)]!.length} values, ${parts[0]} has ${dim}`, { file: stored.source, tensor: bad, expected: dim, hint: "the file is corrupt" });
+      const out = new Float32Array(5 * dim);
+      values.forEach((v, i) => out.set(v, i * dim));
+      return out;
+    },
+  };
 }
