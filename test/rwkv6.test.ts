@@ -17,10 +17,11 @@ import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { CheckpointError, UnsupportedError } from "../src/errors.js";
 import { generate } from "../src/eval/generate.js";
 import { perplexity } from "../src/eval/perplexity.js";
-import { GgufValueType, readGguf } from "../src/formats/gguf.js";
+import { GGML_TYPE_BY_NAME, GgufValueType, readGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
 import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
+import { encodeF32, type WritableDtype } from "../src/tensor/encode.js";
 import { MODEL_BIN, rewriteGguf, runCli, scaledError, tempDir, TINYSTORIES } from "./helpers.js";
 
 const FIXTURE = join(repoRoot(), "test", "fixtures", "rwkv6_tiny.gguf");
@@ -246,10 +247,57 @@ for (const removed of [1, 0]) {
   });
 }
 
-test("rwkv6 GGUF: pruning a file with rescale_every_n_layers is refused with a typed error that names the key", () => {
-  const run = runCli(["prune", withRescale(2), "--out", join(tempDir(), "out.gguf"), "--layers", "1"]);
+/**
+ * The fixture as llama.cpp's converter would write it with rescale_every `every`: the metadata set,
+ * and each block's time_mix_output and channel_mix_value divided by 2^floor(block / every).
+ */
+function asConvertedWithRescale(every: number, quantize?: string): string {
+  return rewriteGguf(FIXTURE, join(tempDir(), `rwkv6-converted-rescale${every}.gguf`), (metadata, tensors) => {
+    metadata.set("rwkv6.rescale_every_n_layers", { type: GgufValueType.UINT32, value: every });
+    return tensors.map((tensor) => {
+      const match = /^blk\.(\d+)\.(time_mix_output|channel_mix_value)\.weight$/.exec(tensor.name);
+      if (!match) return tensor;
+      const values = new Float32Array((tensor.bytes() as Uint8Array).slice().buffer).map((v) => v / 2 ** Math.floor(Number(match[1]) / every));
+      const bytes = quantize === undefined ? new Uint8Array(values.buffer) : encodeF32(values, quantize as WritableDtype);
+      return { ...tensor, type: quantize === undefined ? tensor.type : GGML_TYPE_BY_NAME.get(quantize)!, byteLength: bytes.byteLength, bytes: () => bytes };
+    });
+  });
+}
+
+for (const removed of [0, 1]) {
+  test(`rwkv6 GGUF with rescale_every_n_layers 2: prune --layers ${removed} rescales the kept output weights; llama.cpp agrees, and so does the unscaled model pruned`, async (t) => {
+    const rescaled = asConvertedWithRescale(2);
+    // The converter's scaling is a change of the stream's scale only (LayerNorm's eps aside).
+    const unscaledClose = scaledError(ourProbabilities(rescaled, IDS), ourProbabilities(FIXTURE, IDS));
+    assert.ok(unscaledClose < 1e-4, `the rescaled file means the fixture's model: ${unscaledClose}`);
+    const dir = tempDir();
+    const pruned = join(dir, "pruned.gguf");
+    const run = runCli(["prune", rescaled, "--out", pruned, "--layers", String(removed)]);
+    assert.equal(run.status, 0, run.stderr);
+    // Old block 2 becomes block 1: from 2^-1 to 2^0 of the unscaled weights, so doubled exactly.
+    const before = openModel(rescaled);
+    const after = openModel(pruned);
+    for (const name of ["time_mix_output", "channel_mix_value"]) {
+      const was = before.provider.readF32(`blk.2.${name}.weight`);
+      assert.deepEqual(after.provider.readF32(`blk.1.${name}.weight`), was.map((v) => v * 2));
+    }
+    before.close();
+    after.close();
+    const plain = join(dir, "plain-pruned.gguf");
+    assert.equal(runCli(["prune", FIXTURE, "--out", plain, "--layers", String(removed)]).status, 0);
+    const ours = ourProbabilities(pruned, IDS);
+    const vsUnscaled = scaledError(ours, ourProbabilities(plain, IDS));
+    const vsLlamaCpp = scaledError(ours, await llamaCppProbabilities(pruned, IDS, 320));
+    t.diagnostic(`rescale 2, without block ${removed}: vs the unscaled model pruned ${vsUnscaled.toExponential(2)}, vs llama.cpp ${vsLlamaCpp.toExponential(2)} (the unpruned files differ by ${unscaledClose.toExponential(2)})`);
+    assert.ok(vsUnscaled < 1e-4, `pruned rescaled vs pruned unscaled: ${vsUnscaled}`);
+    assert.ok(vsLlamaCpp < 1e-4, `pruned rescaled vs llama.cpp: ${vsLlamaCpp}`);
+  });
+}
+
+test("rwkv6 GGUF with rescale_every_n_layers: a quantized output weight that would need rescaling is refused, naming the tensor", () => {
+  const run = runCli(["prune", asConvertedWithRescale(2, "Q8_0"), "--out", join(tempDir(), "out.gguf"), "--layers", "0"]);
   assert.notEqual(run.status, 0);
-  assert.match(run.stderr, /rwkv6\.rescale_every_n_layers = 2/);
+  assert.match(run.stderr, /tensor blk\.2\.time_mix_output\.weight is Q8_0; renumbering its block under rwkv6\.rescale_every_n_layers needs it multiplied by 2\^1/);
 });
 
 test("rwkv6 GGUF: bad files are refused with typed errors naming the metadata key or tensor", () => {

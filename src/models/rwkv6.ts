@@ -127,3 +127,18 @@ function fusedLerpView(stored: TensorProvider): TensorProvider {
     },
   };
 }
+
+/** The block tensors llama.cpp's converter divides by 2^floor(block / rescale_every_n_layers). */
+const RESCALED_TENSORS: ReadonlySet<string> = new Set(["time_mix_output.weight", "channel_mix_value.weight"]);
+
+/**
+ * In a file with rescale_every_n_layers `every`, block b's output weights are divided by
+ * 2^floor(b / every) to match the stream, halved after every `every` blocks. A kept block moving from
+ * `from` to `to` when blocks are removed must then be multiplied by 2^exponent (this exponent) for its
+ * `suffix` (the name after "blk.N."), so that the file equals the converter's output for the model
+ * with those blocks removed. 0 for every other tensor, and when `every` is 0.
+ */
+export function rwkv6RescaleExponent(suffix: string, from: number, to: number, every: number): number {
+  if (every <= 0 || !RESCALED_TENSORS.has(suffix)) return 0;
+  return Math.floor(from / every) - Math.floor(to / every);
+}
