@@ -24,6 +24,7 @@ import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, 
 import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, resolveHfMambaConfig } from "./models/mamba.js";
 import { ggufMamba2View, hfMamba2Names, isMamba2ConfigJson, mamba2ConfigFromGguf, resolveHfMamba2Config } from "./models/mamba2.js";
 import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
+import { ggufRwkv6View, rwkv6ConfigFromGguf } from "./models/rwkv6.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -149,6 +150,16 @@ function countDtypes(entries: TensorEntry[]): Record<string, number> {
   return counts;
 }
 
+/** A GGUF family's tensors in the engine's layout (GPT-2's, Mamba's, Mamba-2's, Phi-3's fused ones split) or with its embedding norm applied (RWKV-6's). */
+function ggufFamilyView(arch: GgufArchitecture, stored: TensorProvider, config: LlamaConfig): TensorProvider {
+  if (arch === "gpt2") return gpt2View(stored, { conv1d: false });
+  if (arch === "mamba") return ggufMambaView(stored);
+  if (arch === "mamba2") return ggufMamba2View(stored);
+  if (arch === "phi3") return phi3GgufView(stored, config);
+  if (arch === "rwkv6") return ggufRwkv6View(stored, config.normEps);
+  return stored;
+}
+
 /** Resolves the Llama config from GGUF metadata (llama.* keys), filling llama.cpp's defaults. */
 export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   const arch = ggufString(gguf, "general.architecture");
@@ -164,6 +175,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   if (arch === "mamba2") {
     const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
     return mamba2ConfigFromGguf((key) => ggufNumber(gguf, `mamba2.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
+  }
+  if (arch === "rwkv6") {
+    const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+    return rwkv6ConfigFromGguf((key) => ggufNumber(gguf, `rwkv6.${key}`), embedding?.dims[1] ?? 0, gguf.path);
   }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);
@@ -371,8 +386,7 @@ export function openModel(named: string, options: LoadOptions = {}): OpenedModel
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
-      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf))
-        : arch === "mamba2" ? ggufMamba2View(ggufProvider(gguf)) : arch === "phi3" ? phi3GgufView(ggufProvider(gguf), config) : ggufProvider(gguf);
+      const provider = ggufFamilyView(arch, ggufProvider(gguf), config);
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {

@@ -47,14 +47,27 @@ export interface Mamba2Dims {
 }
 
 /**
+ * The dimensions of an RWKV-6 ("Finch") block beyond the stream width (llama.cpp's rwkv6 hparams):
+ * the WKV heads (dim / headSize of them, each with a (headSize, headSize) state), the width of
+ * each of the five data-dependent token-shift LoRA branches (time_mix_extra_dim) and of the
+ * data-dependent decay LoRA (time_decay_extra_dim).
+ */
+export interface Rwkv6Dims {
+  headSize: number;
+  mixExtraDim: number;
+  decayExtraDim: number;
+}
+
+/**
  * What a layer computes: "attention" (the default when absent: a causal self-attention block and
  * an MLP), "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add), "mamba2"
- * (RMSNorm, a Mamba-2 mixer: multi-head scan with a scalar decay per head, gated RMSNorm) or "rwkv4"
- * (LayerNorm, time mixing with the WKV recurrence; LayerNorm, channel mixing). A recurrent
- * layer scans each window from a zero state, so windows, streaming, hooks, metrics and pruning
- * stay the same for every kind.
+ * (RMSNorm, a Mamba-2 mixer: multi-head scan with a scalar decay per head, gated RMSNorm), "rwkv4"
+ * (LayerNorm, time mixing with the WKV recurrence; LayerNorm, channel mixing) or "rwkv6" (the
+ * same outline as rwkv4 with data-dependent token shift and decay and a matrix-valued state per
+ * head). A recurrent layer scans each window from a zero state, so windows, streaming, hooks,
+ * metrics and pruning stay the same for every kind.
  */
-export type LayerKind = "attention" | "mamba" | "mamba2" | "rwkv4";
+export type LayerKind = "attention" | "mamba" | "mamba2" | "rwkv4" | "rwkv6";
 
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
@@ -66,6 +79,10 @@ export interface LayerShape {
   mamba2?: Mamba2Dims;
   /** With kind "rwkv4": the width of time mixing's key, value and receptance (attention_hidden_size); hiddenDim is channel mixing's. */
   rwkvAttDim?: number;
+  /** With kind "rwkv6": its head size and LoRA widths (hiddenDim is channel mixing's width). */
+  rwkv6?: Rwkv6Dims;
+  /** llama.cpp's rescale_every_n_layers: this layer's output (the residual stream) is halved. */
+  halveOutput?: boolean;
   dim: number;
   hiddenDim: number;
   nHeads: number;
@@ -165,6 +182,22 @@ export interface LayerWeightsF32 {
   rwkvFfnReceptance?: Float32Array; // (dim, dim), channel mixing
   rwkvFfnMixK?: Float32Array; // (1, 1, dim)
   rwkvFfnMixR?: Float32Array; // (1, 1, dim)
+  // RWKV-6 (llama.cpp's rwkv6; attnNorm/attnNormBias = attn_norm, ffnNorm/ffnNormBias = attn_norm_2;
+  // wk, wv, rwkvReceptance: (dim, dim) and wo: (dim, dim) time mixing's; rwkvTimeFirst: (nHeads,
+  // headSize) the bonus u, rwkvTimeDecay: (dim) the decay's base; wUp: (hiddenDim, dim), wDown:
+  // (dim, hiddenDim), rwkvFfnReceptance: (dim, dim) channel mixing's). Token shift lerps as
+  // x + (previous x - x) * lerp.
+  rwkv6LerpX?: Float32Array; // (dim): the input of the token-shift LoRA
+  rwkv6MixW1?: Float32Array; // (5 * mixExtraDim, dim): the LoRA's down projection, branches w, k, v, r, g
+  rwkv6MixW2?: Float32Array; // (5, dim, mixExtraDim): each branch's up projection
+  rwkv6LerpFused?: Float32Array; // (5, 1, 1, dim): each branch's static lerp, added to its LoRA output
+  rwkv6DecayW1?: Float32Array; // (decayExtraDim, dim)
+  rwkv6DecayW2?: Float32Array; // (dim, decayExtraDim)
+  rwkv6Gate?: Float32Array; // (dim, dim): the output gate, silu
+  rwkv6LnX?: Float32Array; // (dim): the group norm (one group per head) of the WKV output
+  rwkv6LnXBias?: Float32Array; // (dim)
+  rwkv6FfnLerpK?: Float32Array; // (dim), channel mixing
+  rwkv6FfnLerpR?: Float32Array; // (dim)
 }
 
 export type LayerWeightName = keyof LayerWeightsF32;
@@ -174,6 +207,7 @@ export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightNa
   if (shape.kind === "mamba") return mambaWeightDims(shape.dim, mambaDimsOf(shape));
   if (shape.kind === "mamba2") return mamba2WeightDims(shape.dim, mamba2DimsOf(shape));
   if (shape.kind === "rwkv4") return rwkv4WeightDims(shape.dim, shape.hiddenDim, rwkvAttDimOf(shape));
+  if (shape.kind === "rwkv6") return rwkv6WeightDims(shape.dim, shape.hiddenDim, rwkv6DimsOf(shape));
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
@@ -218,6 +252,23 @@ function rwkv4WeightDims(dim: number, hiddenDim: number, att: number): Partial<R
     wk: [att, dim], wv: [att, dim], rwkvReceptance: [att, dim], wo: [dim, att],
     rwkvFfnMixK: mix, rwkvFfnMixR: mix, wUp: [hiddenDim, dim], rwkvFfnReceptance: [dim, dim], wDown: [dim, hiddenDim],
   };
+}
+
+function rwkv6WeightDims(dim: number, hiddenDim: number, r: Rwkv6Dims): Partial<Record<LayerWeightName, number[]>> {
+  const { headSize, mixExtraDim, decayExtraDim } = r;
+  return {
+    attnNorm: [dim], attnNormBias: [dim], ffnNorm: [dim], ffnNormBias: [dim],
+    rwkv6LerpX: [dim], rwkv6MixW1: [5 * mixExtraDim, dim], rwkv6MixW2: [5, dim, mixExtraDim], rwkv6LerpFused: [5, 1, 1, dim],
+    rwkvTimeFirst: [dim / headSize, headSize], rwkvTimeDecay: [dim], rwkv6DecayW1: [decayExtraDim, dim], rwkv6DecayW2: [dim, decayExtraDim],
+    wk: [dim, dim], wv: [dim, dim], rwkvReceptance: [dim, dim], rwkv6Gate: [dim, dim], rwkv6LnX: [dim], rwkv6LnXBias: [dim], wo: [dim, dim],
+    rwkv6FfnLerpK: [dim], rwkv6FfnLerpR: [dim], wUp: [hiddenDim, dim], wDown: [dim, hiddenDim], rwkvFfnReceptance: [dim, dim],
+  };
+}
+
+/** An rwkv6 layer shape's head size and LoRA widths (a shape of kind "rwkv6" without them is a programming error). */
+export function rwkv6DimsOf(shape: LayerShape): Rwkv6Dims {
+  if (!shape.rwkv6) throw new Error("internal: a layer shape of kind rwkv6 has no rwkv6 dimensions");
+  return shape.rwkv6;
 }
 
 /** An rwkv4 layer shape's time-mixing width (a shape of kind "rwkv4" without it is a programming error). */
@@ -366,7 +417,7 @@ export interface DecoderBackend {
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */
   readonly batchTokens: number;
   /**
-   * True when runLayer computes the recurrent layer kinds (mamba, mamba2, rwkv4) too; absent means
+   * True when runLayer computes the recurrent layer kinds (mamba, mamba2, rwkv4, rwkv6) too; absent means
    * attention only, and the engine refuses a recurrent model on it (see checkBackendComputes).
    */
   readonly computesRecurrentLayers?: boolean;

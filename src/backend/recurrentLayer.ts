@@ -2,18 +2,20 @@
 // advances it, for the reference backend (a zero state per window) and generation (a state
 // carried across calls).
 
-import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mamba2DimsOf, mambaDimsOf, rwkvAttDimOf } from "./backend.js";
+import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mamba2DimsOf, mambaDimsOf, rwkv6DimsOf, rwkvAttDimOf } from "./backend.js";
 import { type Mamba2State, referenceMamba2Layer, zeroMamba2State } from "./mamba2Layer.js";
 import { type MambaState, referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
 import { referenceRwkv4Layer, type Rwkv4State, zeroRwkv4State } from "./rwkv4Layer.js";
+import { referenceRwkv6Layer, type Rwkv6State, zeroRwkv6State } from "./rwkv6Layer.js";
 
-export type RecurrentState = { kind: "mamba"; mamba: MambaState } | { kind: "mamba2"; mamba2: Mamba2State } | { kind: "rwkv4"; rwkv4: Rwkv4State };
+export type RecurrentState = { kind: "mamba"; mamba: MambaState } | { kind: "mamba2"; mamba2: Mamba2State } | { kind: "rwkv4"; rwkv4: Rwkv4State } | { kind: "rwkv6"; rwkv6: Rwkv6State };
 
 /** The state a sequence starts from, for a layer of a recurrent kind. */
 export function zeroRecurrentState(shape: LayerShape): RecurrentState {
   if (shape.kind === "mamba") return { kind: "mamba", mamba: zeroMambaState(mambaDimsOf(shape)) };
   if (shape.kind === "mamba2") return { kind: "mamba2", mamba2: zeroMamba2State(mamba2DimsOf(shape)) };
   if (shape.kind === "rwkv4") return { kind: "rwkv4", rwkv4: zeroRwkv4State(shape.dim, rwkvAttDimOf(shape)) };
+  if (shape.kind === "rwkv6") return { kind: "rwkv6", rwkv6: zeroRwkv6State(shape.dim, rwkv6DimsOf(shape).headSize) };
   throw new Error(`internal: a layer of kind ${shape.kind ?? "attention"} has no recurrent state`);
 }
 
@@ -22,5 +24,6 @@ export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeig
   if (!isRecurrentShape(shape) || state.kind !== shape.kind) throw new Error(`internal: a ${state.kind} state was given to a layer of kind ${shape.kind ?? "attention"}`);
   if (state.kind === "mamba") referenceMambaLayer(x, T, w, shape, state.mamba);
   else if (state.kind === "mamba2") referenceMamba2Layer(x, T, w, shape, state.mamba2);
-  else referenceRwkv4Layer(x, T, w, shape, state.rwkv4);
+  else if (state.kind === "rwkv4") referenceRwkv4Layer(x, T, w, shape, state.rwkv4);
+  else referenceRwkv6Layer(x, T, w, shape, state.rwkv6);
 }

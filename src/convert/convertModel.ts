@@ -266,8 +266,17 @@ function ggufVocabularyOf(opened: OpenedModel, options: ConvertOptions): GgufVoc
   });
 }
 
+/** RWKV-6 is read with token_embd_norm folded into the embedding: convert does not write it back yet. */
+function refuseRwkv6(opened: OpenedModel, family: GgufArchitecture): void {
+  if (family !== "rwkv6") return;
+  throw new UnsupportedError(`${opened.path}: converting an RWKV-6 model is not supported yet`, {
+    file: opened.path, got: family, hint: "score, evaluate and prune the rwkv6 GGUF file as it is (shortgpt prune writes a GGUF llama.cpp loads); convert it with llama.cpp's tools",
+  });
+}
+
 function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
   const arch = ggufArchitectureOf(opened.config, opened.architecture); // first: a model with no GGUF architecture is refused before its tokenizer is read
+  refuseRwkv6(opened, arch);
   checkGgufRepresentable(opened, arch);
   const vocabulary = ggufVocabularyOf(opened, options);
   const names = ggufNames(arch);
@@ -319,6 +328,7 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
   if (opened.config.mamba2) throw new UnsupportedError(`${opened.path}: writing a Mamba-2 model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });
   const logical = logicalTensors(opened);
   const family = ggufArchitectureOf(opened.config, opened.architecture);
+  refuseRwkv6(opened, family);
   if (family === "mamba") throw new UnsupportedError(`${opened.path}: writing a Mamba model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });
   const tied = !logical.some((t) => t.role === "classifier");
   const stored = hfTensorList(logical, opened.config, family, tied);

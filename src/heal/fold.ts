@@ -2,9 +2,11 @@
 // b_down' = T b_down), re-encoded in each tensor's stored dtype, so that the pruned checkpoint
 // keeps its architecture and tensor list and loads everywhere unchanged.
 
+import { isRecurrentShape } from "../backend/backend.js";
 import { UnsupportedError } from "../errors.js";
 import type { OpenedModel } from "../load.js";
 import { isConv1dWeight, transpose } from "../models/gpt2.js";
+import { layerShape } from "../models/llama.js";
 import { decodeToF32 } from "../tensor/dtype.js";
 import { encodeF32, isWritableDtype } from "../tensor/encode.js";
 import type { TensorProvider } from "../tensor/provider.js";
@@ -49,10 +51,13 @@ function encodeStored(model: OpenedModel, name: string, canonical: Float32Array,
   return { bytes, values: conv1d ? transpose(decoded, shape[1]!, shape[0]!) : decoded };
 }
 
-/** The stored name of a layer's MLP down projection; recurrent blocks (Mamba, RWKV) have none to fold into. */
+/**
+ * The stored name of a layer's MLP down projection; recurrent blocks have none to fold into (Mamba
+ * has no MLP; RWKV's channel-mixing value projection is gated by sigmoid(r) before the residual add).
+ */
 export function downProjectionName(model: OpenedModel, layer: number): string {
   const name = model.names.layer(layer).wDown;
-  if (name === undefined || model.config.mamba || model.config.mamba2 || model.config.rwkvAttDim !== undefined) {
+  if (name === undefined || isRecurrentShape(layerShape(model.config))) {
     throw new UnsupportedError("--heal linear folds the map into an MLP down projection, which a recurrent block (Mamba, RWKV) does not have", { option: "--heal", hint: "prune this model with --heal none" });
   }
   return name;

@@ -2,7 +2,7 @@
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace, type Weights } from "../backend/reference.js";
-import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type Mamba2Dims, type MambaDims } from "../backend/backend.js";
+import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type Mamba2Dims, type MambaDims, type Rwkv6Dims } from "../backend/backend.js";
 import { type RecurrentState, referenceRecurrentLayer, zeroRecurrentState } from "../backend/recurrentLayer.js";
 import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
@@ -72,6 +72,10 @@ export interface LlamaConfig {
   mamba2?: Mamba2Dims;
   /** RWKV-4: every layer is an RWKV-4 block with this time-mixing width (hiddenDim is channel mixing's; LayerNorm everywhere). */
   rwkvAttDim?: number;
+  /** RWKV-6 (llama.cpp's rwkv6): every layer is an RWKV-6 block with these dimensions (LayerNorm everywhere). */
+  rwkv6?: Rwkv6Dims;
+  /** RWKV-6: llama.cpp's rescale_every_n_layers; the stream is halved after every this many layers (absent: never). */
+  rwkvRescaleEvery?: number;
 }
 
 export type LayerAttentionType = "sliding_attention" | "full_attention";
@@ -123,6 +127,10 @@ export function layerShape(config: LlamaConfig, layer?: number): LayerShape {
   if (config.mamba) return { kind: "mamba", mamba: config.mamba, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
   if (config.mamba2) return { kind: "mamba2", mamba2: config.mamba2, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
   if (config.rwkvAttDim !== undefined) return { kind: "rwkv4", rwkvAttDim: config.rwkvAttDim, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
+  if (config.rwkv6) {
+    const halve = layer !== undefined && config.rwkvRescaleEvery !== undefined && (layer + 1) % config.rwkvRescaleEvery === 0;
+    return { kind: "rwkv6", rwkv6: config.rwkv6, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true, ...(halve ? { halveOutput: true } : {}) };
+  }
   const rope = local && config.localRope ? { ropeTheta: config.localRope.theta } : {
     ropeTheta, ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),
   };

@@ -1,10 +1,12 @@
 // Removes whole layers from a checkpoint: drop their tensors, renumber the rest densely and
 // patch every per-layer field. Tensor bytes are copied unchanged; no forward pass runs.
 
-import { CheckpointError } from "../errors.js";
-import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, readGguf, readGgufTensorChunks, writeGguf } from "../formats/gguf.js";
+import { CheckpointError, UnsupportedError } from "../errors.js";
+import { type GgufFile, type GgufTensorToWrite, GgufValueType, type GgufValue, readGguf, readGgufTensorBytes, readGgufTensorChunks, writeGguf } from "../formats/gguf.js";
 import { readLlama2c, writeLlama2c, type Llama2cTensor } from "../formats/llama2c.js";
 import { checkpointLocation, detectFormat, type CheckpointFormat } from "../load.js";
+import { rwkv6RescaleExponent } from "../models/rwkv6.js";
+import { EXACT_SCALE_DTYPES, scaleByPowerOfTwo } from "../tensor/encode.js";
 import { checkOutputPath, writeAtomically } from "../util/atomicWrite.js";
 import { ggufGemmaAttnScale, ggufGemmaLayerTypes, isGemmaSandwichArchitecture } from "../models/ggufFamilies.js";
 import { checkRemovable, renumbering } from "./plan.js";
@@ -67,6 +69,35 @@ function ggufBlockCount(gguf: GgufFile): { key: string; value: GgufValue; count:
   return { key, value, count: Number(value.value) };
 }
 
+/**
+ * llama.cpp's RWKV-6 halves the stream after every rescale_every_n_layers blocks, with each block's
+ * output weights divided by 2^floor(block / n) to match (its converter does this). Renumbering
+ * blocks moves the halving, so kept blocks' output weights are rescaled by powers of two (exact in
+ * F32, F16, BF16): the result is what the converter writes for the model without those blocks.
+ * Returns n, 0 when the file has no rescaling; other architectures with the key are refused.
+ */
+function ggufRescaleEvery(gguf: GgufFile, archPrefix: string): number {
+  const key = `${archPrefix}rescale_every_n_layers`;
+  const value = gguf.metadata.get(key);
+  if (value === undefined || value.type === GgufValueType.ARRAY || Number(value.value) === 0) return 0;
+  if (archPrefix !== "rwkv6.") {
+    throw new UnsupportedError(`${gguf.path}: removing blocks from a model with ${key} = ${value.value} is not supported (renumbering moves where the stream is halved)`, {
+      file: gguf.path, option: "--layers", got: Number(value.value), hint: "only rwkv6 files with rescaling can be pruned",
+    });
+  }
+  return Number(value.value);
+}
+
+/** The bytes of a kept RWKV-6 output weight moved to a block with another scale: multiplied by 2^exponent. */
+function rescaledBytes(gguf: GgufFile, t: GgufFile["tensors"][number], exponent: number, rescaleKey: string): () => Uint8Array {
+  if (!(EXACT_SCALE_DTYPES as readonly string[]).includes(t.type.name)) {
+    throw new UnsupportedError(`${gguf.path}: tensor ${t.name} is ${t.type.name}; renumbering its block under ${rescaleKey} needs it multiplied by 2^${exponent}, which is exact only in ${EXACT_SCALE_DTYPES.join(", ")}`, {
+      file: gguf.path, tensor: t.name, got: t.type.name, hint: "prune the F16 or F32 file and quantize the result with llama.cpp's llama-quantize",
+    });
+  }
+  return () => scaleByPowerOfTwo(readGgufTensorBytes(gguf, t), t.type.name, exponent)!;
+}
+
 function removeGgufLayers(input: string, output: string, layers: readonly number[], replaced?: ReadonlyMap<string, Uint8Array>): RemoveLayersResult {
   const gguf = readGguf(input);
   try {
@@ -78,6 +109,7 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
     }
     const newIndex = renumbering(layers, nLayers);
     const archPrefix = block.key.slice(0, -"block_count".length);
+    const rescaleEvery = ggufRescaleEvery(gguf, archPrefix);
 
     // Metadata: the block count, and every per-layer array under the architecture's prefix.
     const metadata = new Map<string, GgufValue>();
@@ -104,6 +136,12 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
         const to = newIndex.get(layer);
         if (to === undefined) continue;
         name = `blk.${to}.${match[2]}`;
+        const exponent = rwkv6RescaleExponent(match[2]!, layer, to, rescaleEvery);
+        if (exponent !== 0) {
+          if (replaced?.has(t.name)) throw new Error(`internal: ${t.name} is both replaced and rescaled`);
+          tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: rescaledBytes(gguf, t, exponent, `${archPrefix}rescale_every_n_layers`) });
+          continue;
+        }
       }
       const replacement = replacementFor(replaced, t.name, t.byteLength);
       if (replacement) used.add(t.name);

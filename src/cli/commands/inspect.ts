@@ -1,7 +1,8 @@
 // shortgpt inspect MODEL: architecture, layers, dims, parameter count, dtypes, tokenizer.
 
+import { isRecurrentShape } from "../../backend/backend.js";
 import { openModel } from "../../load.js";
-import type { LlamaConfig } from "../../models/llama.js";
+import { layerShape, type LlamaConfig } from "../../models/llama.js";
 import { MODEL_OPTIONS, onePositional, parse, str } from "../args.js";
 import { modelPathFromArgs } from "../common.js";
 import type { Command } from "../command.js";
@@ -22,11 +23,15 @@ export const inspectCommand: Command = {
     loaded.close();
     const c = loaded.config;
     const entries = loaded.provider.entries().filter((e) => !loaded.names.ignored.has(e.name));
+    // A recurrence (Mamba, RWKV) has no position encoding: each window is scanned from a zero state.
+    const recurrent = isRecurrentShape(layerShape(c));
+    const positions = recurrent ? "none" : c.learnedPositions ? "learned" : "RoPE";
     const json = {
       path, format: loaded.format, architecture: loaded.architecture,
       layers: c.nLayers, dim: c.dim, hiddenDim: c.hiddenDim, heads: c.nHeads, kvHeads: c.nKvHeads, headDim: c.headDim,
       vocabSize: c.vocabSize, contextLength: c.contextLength, normEps: c.normEps, norm: c.layerNorm ? "LayerNorm" : "RMSNorm",
-      positions: c.learnedPositions ? "learned" : "RoPE", ...(c.learnedPositions ? {} : { ropeTheta: c.ropeTheta }),
+      positions, ...(positions === "RoPE" ? { ropeTheta: c.ropeTheta } : {}),
+      ...(c.rwkv6 ? { rwkv6: c.rwkv6, rescaleEveryNLayers: c.rwkvRescaleEvery ?? 0 } : {}),
       ...(c.ropeFreqFactors ? { ropeFreqFactors: c.ropeFreqFactors } : {}),
       // Gemma 2/3 and Phi-3 only: each layer's attention type and the extras they add.
       ...(c.layerTypes ? { layerTypes: c.layerTypes } : {}), ...(c.slidingWindow !== undefined ? { slidingWindow: c.slidingWindow } : {}),
@@ -42,7 +47,8 @@ export const inspectCommand: Command = {
       ["format", loaded.format], ["architecture", loaded.architecture], ["layers", c.nLayers], ["hidden size", c.dim],
       ["MLP size", c.hiddenDim], ["heads / KV heads", `${c.nHeads} / ${c.nKvHeads}`], ["head size", c.headDim],
       ["vocabulary", c.vocabSize], ["context", c.contextLength], [`${json.norm} eps`, c.normEps],
-      ["positions", c.learnedPositions ? "learned (added to the input)" : `RoPE, theta ${c.ropeTheta}${c.ropeFreqFactors ? `, scaled (frequency divisors ${c.ropeFreqFactors.map((f) => Number(f.toPrecision(4))).join(", ")})` : ""}`],
+      ["positions", recurrent ? "none (a recurrence, scanned from a zero state per window)" : c.learnedPositions ? "learned (added to the input)" : `RoPE, theta ${c.ropeTheta}${c.ropeFreqFactors ? `, scaled (frequency divisors ${c.ropeFreqFactors.map((f) => Number(f.toPrecision(4))).join(", ")})` : ""}`],
+      ...(c.rwkv6 ? [["RWKV-6", `head size ${c.rwkv6.headSize}, token-shift LoRA ${c.rwkv6.mixExtraDim}, decay LoRA ${c.rwkv6.decayExtraDim}, stream halved ${c.rwkvRescaleEvery ? `every ${c.rwkvRescaleEvery} layers` : "never"}`] as [string, string]] : []),
       ...attentionRows(c),
       ["parameters", json.parameters.toLocaleString("en-US")], ["classifier", json.tiedClassifier ? "tied to embedding" : "separate"],
       ["dtypes", Object.entries(loaded.dtypes).map(([k, v]) => `${k} x${v}`).join(", ")], ["tokenizer", `${loaded.tokenizer.description}; BOS ${loaded.tokenizer.bosId >= 0 ? `${loaded.tokenizer.bosId}${loaded.tokenizer.addsBos ? ", added to every text" : ", not added"}` : "none"}`],
