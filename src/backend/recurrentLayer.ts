@@ -2,22 +2,28 @@
 // advances it, for the reference backend (a zero state per window) and generation (a state
 // carried across calls).
 
-import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mambaDimsOf, rwkvAttDimOf } from "./backend.js";
+import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mambaDimsOf, rwkv7DimsOf, rwkvAttDimOf, type SideStreams } from "./backend.js";
 import { type MambaState, referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
 import { referenceRwkv4Layer, type Rwkv4State, zeroRwkv4State } from "./rwkv4Layer.js";
+import { referenceRwkv7Layer, type Rwkv7State, zeroRwkv7State } from "./rwkv7Layer.js";
 
-export type RecurrentState = { kind: "mamba"; mamba: MambaState } | { kind: "rwkv4"; rwkv4: Rwkv4State };
+export type RecurrentState = { kind: "mamba"; mamba: MambaState } | { kind: "rwkv4"; rwkv4: Rwkv4State } | { kind: "rwkv7"; rwkv7: Rwkv7State };
 
 /** The state a sequence starts from, for a layer of a recurrent kind. */
 export function zeroRecurrentState(shape: LayerShape): RecurrentState {
   if (shape.kind === "mamba") return { kind: "mamba", mamba: zeroMambaState(mambaDimsOf(shape)) };
   if (shape.kind === "rwkv4") return { kind: "rwkv4", rwkv4: zeroRwkv4State(shape.dim, rwkvAttDimOf(shape)) };
+  if (shape.kind === "rwkv7") return { kind: "rwkv7", rwkv7: zeroRwkv7State(shape.dim, rwkv7DimsOf(shape).headSize) };
   throw new Error(`internal: a layer of kind ${shape.kind ?? "attention"} has no recurrent state`);
 }
 
-/** x: (T, dim) float64 through one recurrent layer, in place, continuing from (and advancing) the state. */
-export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeightsF32, shape: LayerShape, state: RecurrentState): void {
+/**
+ * x: (T, dim) float64 through one recurrent layer, in place, continuing from (and advancing) the
+ * state; side carries the T tokens' side streams from layer to layer (see SideStreams).
+ */
+export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeightsF32, shape: LayerShape, state: RecurrentState, side: SideStreams): void {
   if (!isRecurrentShape(shape) || state.kind !== shape.kind) throw new Error(`internal: a ${state.kind} state was given to a layer of kind ${shape.kind ?? "attention"}`);
   if (state.kind === "mamba") referenceMambaLayer(x, T, w, shape, state.mamba);
-  else referenceRwkv4Layer(x, T, w, shape, state.rwkv4);
+  else if (state.kind === "rwkv4") referenceRwkv4Layer(x, T, w, shape, state.rwkv4);
+  else referenceRwkv7Layer(x, T, w, shape, state.rwkv7, side);
 }

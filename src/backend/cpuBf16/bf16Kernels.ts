@@ -3,7 +3,7 @@
 // q/k/v and gate/up projections fused into one GEMM each; every other shape (biases, LayerNorm,
 // GELU, per-head norms, ...) and the head run on the fp32 onnxruntime kernels.
 
-import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightsF32, type PackedLayout } from "../backend.js";
+import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightsF32, type PackedLayout, type SideStreams } from "../backend.js";
 import { type HostBackend, hostBackend } from "../hostBackend.js";
 import { createOrtKernels, type OrtKernels } from "../ortBackend.js";
 import { checkLayerArgs } from "../referenceBackend.js";
@@ -104,10 +104,10 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
     threads,
     stats,
     features,
-    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array> {
+    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout, side?: SideStreams): Promise<Float32Array> {
       if (!nativeLayerSupports(shape)) {
         stats.fallbackLayers++;
-        return fp32.runLayer(x, nWindows, seqLen, weights, shape, layout);
+        return fp32.runLayer(x, nWindows, seqLen, weights, shape, layout, side);
       }
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
       stats.bf16Layers++;
