@@ -23,6 +23,7 @@ import { gpt2View, hfGpt2Names, hfGpt2Prefix, resolveHfGpt2Config } from "./mode
 import { GGUF_ARCHITECTURES, type GgufArchitecture, ggufFamilyFlags, ggufNames, isGgufArchitecture } from "./models/ggufFamilies.js";
 import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, resolveHfMambaConfig } from "./models/mamba.js";
 import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
+import { ggufRwkv7View, rwkv7ConfigFromGguf } from "./models/rwkv7.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -159,6 +160,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   if (arch === "mamba") {
     const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
     return mambaConfigFromGguf((key) => ggufNumber(gguf, `mamba.${key}`), (name) => gguf.tensors.some((t) => t.name === name), embedding?.dims[1] ?? 0, gguf.path);
+  }
+  if (arch === "rwkv7") {
+    const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+    return rwkv7ConfigFromGguf((key) => ggufNumber(gguf, `rwkv7.${key}`), embedding?.dims[1] ?? 0, gguf.path);
   }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);
@@ -306,6 +311,14 @@ function looksLikeHubId(named: string): boolean {
   }
 }
 
+/** A GGUF's tensors in the engine's layout, for the families whose stored layout differs. */
+function ggufFamilyView(arch: GgufArchitecture, stored: TensorProvider, config: LlamaConfig): TensorProvider {
+  if (arch === "gpt2") return gpt2View(stored, { conv1d: false });
+  if (arch === "mamba") return ggufMambaView(stored);
+  if (arch === "rwkv7") return ggufRwkv7View(stored, config);
+  return stored;
+}
+
 /** Opens a model checkpoint (Hugging Face directory, GGUF or llama2.c) with its tokenizer, reading no weights. */
 export function openModel(named: string, options: LoadOptions = {}): OpenedModel {
   if (pathKind(named) === "missing") {
@@ -323,7 +336,7 @@ export function openModel(named: string, options: LoadOptions = {}): OpenedModel
       const tokenizer = readGgufTokenizer(gguf);
       checkVocab(tokenizer, config, path);
       const arch = ggufString(gguf, "general.architecture") as GgufArchitecture;
-      const provider = arch === "gpt2" ? gpt2View(ggufProvider(gguf), { conv1d: false }) : arch === "mamba" ? ggufMambaView(ggufProvider(gguf)) : ggufProvider(gguf);
+      const provider = ggufFamilyView(arch, ggufProvider(gguf), config);
       const names = ggufNames(arch);
       checkLlamaTensors(provider, config, names);
       return {

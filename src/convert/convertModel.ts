@@ -237,8 +237,16 @@ function ggufVocabularyOf(opened: OpenedModel, options: ConvertOptions): GgufVoc
   });
 }
 
+/** An rwkv7 GGUF is read through a view (token_embd_norm folded into the embedding, block 0's placeholder LoRA) that convert cannot write back yet. */
+function refuseRwkv7(opened: OpenedModel, arch: GgufArchitecture): void {
+  if (arch === "rwkv7") {
+    throw new UnsupportedError(`${opened.path}: converting an rwkv7 model is not supported yet`, { file: opened.path, got: arch, hint: "score, evaluate and prune the rwkv7 GGUF file as it is (prune writes rwkv7 GGUF)" });
+  }
+}
+
 function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
   const arch = ggufArchitectureOf(opened.config); // first: a model with no GGUF architecture is refused before its tokenizer is read
+  refuseRwkv7(opened, arch);
   const vocabulary = ggufVocabularyOf(opened, options);
   const names = ggufNames(arch);
   const fallbacks: ConvertResult["fallbacks"] = [];
@@ -279,6 +287,7 @@ function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, optio
 function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
   const logical = logicalTensors(opened);
   const family = ggufArchitectureOf(opened.config);
+  refuseRwkv7(opened, family);
   if (family === "mamba") throw new UnsupportedError(`${opened.path}: writing a Mamba model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });
   const tied = !logical.some((t) => t.role === "classifier");
   const stored = hfTensorList(logical, opened.config, family, tied);

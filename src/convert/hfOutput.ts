@@ -38,11 +38,11 @@ export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, toke
       scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false, reorder_and_upcast_attn: false, tie_word_embeddings: tiedEmbeddings, ...special,
     };
   }
-  // (mamba: toSafetensors refuses it before a config is made.)
-  const architecture: Record<Exclude<GgufArchitecture, "gpt2" | "mamba">, [string, string]> = {
+  // (mamba, rwkv7: convert refuses them before a config is made.)
+  const architecture: Record<Exclude<GgufArchitecture, "gpt2" | "mamba" | "rwkv7">, [string, string]> = {
     llama: ["LlamaForCausalLM", "llama"], baichuan: ["LlamaForCausalLM", "llama"], qwen2: ["Qwen2ForCausalLM", "qwen2"], qwen3: ["Qwen3ForCausalLM", "qwen3"], gemma: ["GemmaForCausalLM", "gemma"],
   };
-  if (family === "mamba") throw new UnsupportedError("a Mamba config.json is not written yet", { got: family });
+  if (family === "mamba" || family === "rwkv7") throw new UnsupportedError(`a ${family} config.json is not written yet`, { got: family });
   const [className, modelType] = architecture[family];
   const scaling = ropeScalingJson(config);
   const act = family === "gemma" ? { hidden_act: "gelu_pytorch_tanh", hidden_activation: "gelu_pytorch_tanh" } : { hidden_act: "silu" };

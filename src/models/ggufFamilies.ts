@@ -12,9 +12,10 @@
 import { UnsupportedError } from "../errors.js";
 import { GGUF_GPT2_NAMES, GPT2_FLAGS, isGpt2Config } from "./gpt2.js";
 import { GGUF_MAMBA_NAMES } from "./mamba.js";
+import { GGUF_RWKV7_NAMES } from "./rwkv7.js";
 import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gpt2", "baichuan", "mamba"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gpt2", "baichuan", "mamba", "rwkv7"] as const;
 export type GgufArchitecture = (typeof GGUF_ARCHITECTURES)[number];
 
 export function isGgufArchitecture(arch: string | undefined): arch is GgufArchitecture {
@@ -24,6 +25,7 @@ export function isGgufArchitecture(arch: string | undefined): arch is GgufArchit
 export function ggufNames(arch: GgufArchitecture): LlamaTensorNames {
   if (arch === "gpt2") return GGUF_GPT2_NAMES;
   if (arch === "mamba") return GGUF_MAMBA_NAMES;
+  if (arch === "rwkv7") return GGUF_RWKV7_NAMES;
   // llama.cpp's converter splits Baichuan's W_pack into attn_q/k/v and permutes q and k like Llama's.
   return arch === "llama" || arch === "baichuan" ? GGUF_LLAMA_NAMES : { ...GGUF_LLAMA_NAMES, interleavedRope: false };
 }
@@ -47,6 +49,7 @@ export function ggufFamilyFlags(arch: GgufArchitecture, dim: number): Partial<Ll
 /** The architecture a config runs as in GGUF. */
 export function ggufArchitectureOf(config: LlamaConfig): GgufArchitecture {
   if (config.mamba) return "mamba";
+  if (config.rwkv7) return "rwkv7";
   if (config.rwkvAttDim !== undefined) {
     throw new UnsupportedError("RWKV-4 has no GGUF architecture in llama.cpp (it runs rwkv6 and rwkv7)", { hint: "keep RWKV-4 as a Hugging Face directory; prune it there" });
   }

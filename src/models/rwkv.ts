@@ -100,11 +100,18 @@ export const HF_RWKV_NAMES: LlamaTensorNames = {
 
 /** The stored tensors with the embedding read as ln0(embedding), row by row (float64 inside). */
 export function rwkvView(stored: TensorProvider, eps: number): TensorProvider {
+  return embeddingLayerNormView(stored, eps, EMBEDDING, RWKV_PRE_LN, "an RWKV checkpoint's first block holds pre_ln (ln0); the file is incomplete");
+}
+
+/**
+ * The stored tensors with the embedding table read through a LayerNorm (its weight and bias
+ * tensors named by `norm`), row by row in float64: RWKV's ln0 / token_embd_norm, which the
+ * stream entering block 0 is after. `hint` says what a missing norm tensor means.
+ */
+export function embeddingLayerNormView(stored: TensorProvider, eps: number, embedding: string, norm: { weight: string; bias: string }, hint: string): TensorProvider {
   const present = new Set(stored.entries().map((e) => e.name));
   const read = (name: string): Float32Array => {
-    if (!present.has(name)) {
-      throw new CheckpointError(`${stored.source}: tensor ${name} is missing`, { file: stored.source, tensor: name, hint: "an RWKV checkpoint's first block holds pre_ln (ln0); the file is incomplete" });
-    }
+    if (!present.has(name)) throw new CheckpointError(`${stored.source}: tensor ${name} is missing`, { file: stored.source, tensor: name, hint });
     return stored.readF32(name);
   };
   return {
@@ -112,11 +119,11 @@ export function rwkvView(stored: TensorProvider, eps: number): TensorProvider {
     entries: () => stored.entries(),
     readF32: (name) => {
       const w = stored.readF32(name);
-      if (name !== EMBEDDING) return w;
-      const weight = read(RWKV_PRE_LN.weight);
-      const bias = read(RWKV_PRE_LN.bias);
+      if (name !== embedding) return w;
+      const weight = read(norm.weight);
+      const bias = read(norm.bias);
       const dim = weight.length;
-      if (bias.length !== dim || w.length % dim !== 0) throw new CheckpointError(`${stored.source}: pre_ln has ${dim} weights and ${bias.length} biases for an embedding of ${w.length} values`, { file: stored.source, tensor: RWKV_PRE_LN.weight });
+      if (bias.length !== dim || w.length % dim !== 0) throw new CheckpointError(`${stored.source}: ${norm.weight} has ${dim} weights and ${bias.length} biases for an embedding of ${w.length} values`, { file: stored.source, tensor: norm.weight });
       const out = new Float32Array(w.length);
       for (let off = 0; off < w.length; off += dim) {
         let mean = 0;
