@@ -309,7 +309,8 @@ export interface PackedLayout {
 
 /**
  * A batch's residual stream (rows x dim, float32), held where the backend computes: a host array
- * for the CPU backends, device memory for cuda. Only the backend that made it reads it.
+ * for the CPU backends, device memory for cuda. Only the backend that made it reads it. A host
+ * backend's states also carry the rows' side streams (SideStreams), which runLayer passes on.
  */
 export interface HiddenStates {
   readonly rows: number;

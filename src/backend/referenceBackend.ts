@@ -20,6 +20,7 @@ export function createReferenceKernels(): HostKernels {
     // async, so argument errors reject the promise like the other backends' do
     async runLayer(x, nWindows, seqLen, weights, shape, layout, side) {
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
+      if (side?.rwkv7VFirst) expectLength("side stream rwkv7VFirst", side.rwkv7VFirst.length, x.length);
       const { dim } = shape;
       const out = new Float32Array(x.length);
       const win = new Float64Array(seqLen * dim);
