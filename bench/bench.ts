@@ -13,7 +13,7 @@
 //  4. Benchmark tasks on stories260K: items per second (the full MMLU test, 0-shot; 500 items of each other task).
 // Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --score-only
 // (BI scoring without perplexity), and
-// --only stories|cpu|tinyllama|7b|prune|tasks to rerun one section (the others are kept from results.json).
+// --only stories|cpu|tinyllama|7b|prune|tasks (or several, comma-separated) to rerun sections (the others are kept from results.json).
 
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -40,7 +40,7 @@ const only = (() => {
   const i = process.argv.indexOf("--only");
   return i >= 0 ? process.argv[i + 1] : undefined;
 })();
-const wants = (key: string): boolean => only === undefined || only === key;
+const wants = (key: string): boolean => only === undefined || only.split(",").includes(key);
 
 function runJson(command: string, argv: string[]): Record<string, unknown> {
   log(`${command} ${argv.join(" ")}`);

@@ -25,6 +25,7 @@ import { ggufMambaView, hfMambaNames, isMambaConfigJson, mambaConfigFromGguf, re
 import { ggufMamba2View, hfMamba2Names, isMamba2ConfigJson, mamba2ConfigFromGguf, resolveHfMamba2Config } from "./models/mamba2.js";
 import { HF_RWKV_NAMES, isRwkvConfigJson, resolveHfRwkvConfig, rwkvView } from "./models/rwkv.js";
 import { ggufRwkv6View, rwkv6ConfigFromGguf } from "./models/rwkv6.js";
+import { ggufRwkv7View, rwkv7ConfigFromGguf } from "./models/rwkv7.js";
 import { readHfTokenizer } from "./tokenizer/hfTokenizer.js";
 import { MissingTokenizer } from "./tokenizer/missing.js";
 import { readLlama2cTokenizer } from "./tokenizer/llama2c.js";
@@ -150,13 +151,14 @@ function countDtypes(entries: TensorEntry[]): Record<string, number> {
   return counts;
 }
 
-/** A GGUF family's tensors in the engine's layout (GPT-2's, Mamba's, Mamba-2's, Phi-3's fused ones split) or with its embedding norm applied (RWKV-6's). */
+/** A GGUF family's tensors in the engine's layout (GPT-2's, Mamba's, Mamba-2's, Phi-3's fused ones split) or with its embedding norm applied (RWKV-6's, RWKV-7's). */
 function ggufFamilyView(arch: GgufArchitecture, stored: TensorProvider, config: LlamaConfig): TensorProvider {
   if (arch === "gpt2") return gpt2View(stored, { conv1d: false });
   if (arch === "mamba") return ggufMambaView(stored);
   if (arch === "mamba2") return ggufMamba2View(stored);
   if (arch === "phi3") return phi3GgufView(stored, config);
   if (arch === "rwkv6") return ggufRwkv6View(stored, config.normEps);
+  if (arch === "rwkv7") return ggufRwkv7View(stored, config);
   return stored;
 }
 
@@ -179,6 +181,10 @@ export function llamaConfigFromGguf(gguf: GgufFile): LlamaConfig {
   if (arch === "rwkv6") {
     const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
     return rwkv6ConfigFromGguf((key) => ggufNumber(gguf, `rwkv6.${key}`), embedding?.dims[1] ?? 0, gguf.path);
+  }
+  if (arch === "rwkv7") {
+    const embedding = gguf.tensors.find((t) => t.name === GGUF_LLAMA_NAMES.embedding);
+    return rwkv7ConfigFromGguf((key) => ggufNumber(gguf, `rwkv7.${key}`), embedding?.dims[1] ?? 0, gguf.path);
   }
   const need = (key: string): number => {
     const v = ggufNumber(gguf, `${arch}.${key}`);

@@ -53,7 +53,7 @@ test("a GGUF with an unknown tensor type", () => {
 });
 
 test("a GGUF with an unknown architecture lists the supported ones", () => {
-  expectFailure((d) => ["score", join(d, "m.gguf"), "--data", TINYSTORIES], /m\.gguf: architecture "mamba9" is not supported yet \(supported: llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3, gpt2, baichuan, mamba, mamba2\)/, (d) => {
+  expectFailure((d) => ["score", join(d, "m.gguf"), "--data", TINYSTORIES], /m\.gguf: architecture "mamba9" is not supported yet \(supported: llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3, gpt2, baichuan, mamba, mamba2, rwkv6, rwkv7\)/, (d) => {
     rewriteGguf(MODEL_GGUF, join(d, "m.gguf"), (meta) => {
       meta.set("general.architecture", { type: GgufValueType.STRING, value: "mamba9" });
     });

@@ -29,6 +29,7 @@ import { removeHfLayers } from "../src/prune/removeLayersHf.js";
 import { repoRoot } from "../src/shared.js";
 import { decodeOracleFloats, rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
 import { cpuLlama, llamaCppProbabilities, maxProbabilityDifference } from "./llamaCppOracle.js";
+import { oraclePython } from "./oraclePython.js";
 
 interface Mamba2Golden {
   ids: number[];
@@ -44,7 +45,6 @@ interface Mamba2Golden {
 const fixtureDir = (name: string): string => join(repoRoot(), "test", "fixtures", name);
 const goldenOf = (name: string): Mamba2Golden =>
   JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", `${name}.json`), "utf8"), decodeOracleFloats) as Mamba2Golden;
-const PYTHON = join(repoRoot(), ".venv", "bin", "python");
 
 for (const name of ["mamba2_tiny", "mamba2_tiny_g1"] as const) {
   const fixture = fixtureDir(name);
@@ -102,8 +102,9 @@ for (const name of ["mamba2_tiny", "mamba2_tiny_g1"] as const) {
       pairs.push(out, String(removed));
     }
     // transformers itself (one process for both directories): strict keys, and the original model with that block deleted.
-    const check = spawnSync(PYTHON, [join(repoRoot(), "test", "oracle", "check_pruned_hf.py"), fixture, ...pairs], { encoding: "utf8", timeout: 300_000 });
-    assert.equal(check.status, 0, `check_pruned_hf.py (needs ${PYTHON} with torch and transformers): ${check.stdout}${check.stderr}`);
+    const python = oraclePython();
+    const check = spawnSync(python, [join(repoRoot(), "test", "oracle", "check_pruned_hf.py"), fixture, ...pairs], { encoding: "utf8", timeout: 300_000 });
+    assert.equal(check.status, 0, `check_pruned_hf.py (${python}): ${check.stdout}${check.stderr}`);
     assert.equal(check.stdout.match(/'missing': \[\], 'unexpected': \[\]/g)?.length, 2, check.stdout);
   });
 }

@@ -59,15 +59,41 @@ export interface Rwkv6Dims {
 }
 
 /**
+ * The dimensions of an RWKV-7 block's time mixing (llama.cpp's rwkv7): heads of headSize
+ * channels (dim / headSize of them), and the ranks of the low-rank projections of the decay
+ * (w1, w2), the in-context learning rate (a1, a2), the value residual mix (v1, v2) and the gate
+ * (g1, g2).
+ */
+export interface Rwkv7Dims {
+  headSize: number;
+  decayRank: number;
+  iclrRank: number;
+  valueRank: number;
+  gateRank: number;
+}
+
+/**
+ * Per-token values a layer kind carries from layer to layer beside the residual stream, for the
+ * rows of one runLayer call. RWKV-7's value residual: the first block that runs sets
+ * rwkv7VFirst (rows, dim) to its value vectors, every later block mixes them into its own (as
+ * llama.cpp does, where the first block of a file is il == 0). Block Influence compares the
+ * residual stream only, never these.
+ */
+export interface SideStreams {
+  rwkv7VFirst?: Float64Array;
+}
+
+/**
  * What a layer computes: "attention" (the default when absent: a causal self-attention block and
  * an MLP), "mamba" (RMSNorm, a Mamba mixer with a selective scan, the residual add), "mamba2"
  * (RMSNorm, a Mamba-2 mixer: multi-head scan with a scalar decay per head, gated RMSNorm), "rwkv4"
- * (LayerNorm, time mixing with the WKV recurrence; LayerNorm, channel mixing) or "rwkv6" (the
+ * (LayerNorm, time mixing with the WKV recurrence; LayerNorm, channel mixing), "rwkv6" (the
  * same outline as rwkv4 with data-dependent token shift and decay and a matrix-valued state per
- * head). A recurrent layer scans each window from a zero state, so windows, streaming, hooks,
+ * head) or "rwkv7" (LayerNorm, time mixing with the generalized delta rule; LayerNorm, channel
+ * mixing). A recurrent layer scans each window from a zero state, so windows, streaming, hooks,
  * metrics and pruning stay the same for every kind.
  */
-export type LayerKind = "attention" | "mamba" | "mamba2" | "rwkv4" | "rwkv6";
+export type LayerKind = "attention" | "mamba" | "mamba2" | "rwkv4" | "rwkv6" | "rwkv7";
 
 /** The shape constants of one decoder layer. */
 export interface LayerShape {
@@ -83,6 +109,8 @@ export interface LayerShape {
   rwkv6?: Rwkv6Dims;
   /** llama.cpp's rescale_every_n_layers: this layer's output (the residual stream) is halved. */
   halveOutput?: boolean;
+  /** With kind "rwkv7": time mixing's dimensions; hiddenDim is channel mixing's. */
+  rwkv7?: Rwkv7Dims;
   dim: number;
   hiddenDim: number;
   nHeads: number;
@@ -198,6 +226,26 @@ export interface LayerWeightsF32 {
   rwkv6LnXBias?: Float32Array; // (dim)
   rwkv6FfnLerpK?: Float32Array; // (dim), channel mixing
   rwkv6FfnLerpR?: Float32Array; // (dim)
+  // RWKV-7 (attnNorm/attnNormBias = attn_norm, ffnNorm/ffnNormBias = attn_norm_2; wk, wv,
+  // rwkvReceptance, wo: (dim, dim) time mixing's key, value, receptance and output; wUp:
+  // (hiddenDim, dim), wDown: (dim, hiddenDim) and rwkvFfnMixK channel mixing's).
+  rwkv7Lerp?: Float32Array; // (6, 1, 1, dim): the token-shift mix of r, w, k, v, a, g
+  rwkv7W0?: Float32Array; // (dim): decay bias
+  rwkv7W1?: Float32Array; // (decayRank, dim)
+  rwkv7W2?: Float32Array; // (dim, decayRank)
+  rwkv7A0?: Float32Array; // (dim): in-context learning rate bias
+  rwkv7A1?: Float32Array; // (iclrRank, dim)
+  rwkv7A2?: Float32Array; // (dim, iclrRank)
+  rwkv7V0?: Float32Array; // (dim): value residual mix bias
+  rwkv7V1?: Float32Array; // (valueRank, dim)
+  rwkv7V2?: Float32Array; // (dim, valueRank)
+  rwkv7G1?: Float32Array; // (gateRank, dim): output gate
+  rwkv7G2?: Float32Array; // (dim, gateRank)
+  rwkv7KK?: Float32Array; // (dim): the removal key's scale (k_k)
+  rwkv7KA?: Float32Array; // (dim): how much the learning rate scales the key (k_a)
+  rwkv7RK?: Float32Array; // (dim): the bonus of the current token (r_k)
+  rwkv7LnX?: Float32Array; // (dim): the per-head group norm of the WKV output
+  rwkv7LnXBias?: Float32Array; // (dim)
 }
 
 export type LayerWeightName = keyof LayerWeightsF32;
@@ -208,6 +256,7 @@ export function layerWeightDims(shape: LayerShape): Partial<Record<LayerWeightNa
   if (shape.kind === "mamba2") return mamba2WeightDims(shape.dim, mamba2DimsOf(shape));
   if (shape.kind === "rwkv4") return rwkv4WeightDims(shape.dim, shape.hiddenDim, rwkvAttDimOf(shape));
   if (shape.kind === "rwkv6") return rwkv6WeightDims(shape.dim, shape.hiddenDim, rwkv6DimsOf(shape));
+  if (shape.kind === "rwkv7") return rwkv7WeightDims(shape.dim, shape.hiddenDim, rwkv7DimsOf(shape));
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
@@ -269,6 +318,27 @@ function rwkv6WeightDims(dim: number, hiddenDim: number, r: Rwkv6Dims): Partial<
 export function rwkv6DimsOf(shape: LayerShape): Rwkv6Dims {
   if (!shape.rwkv6) throw new Error("internal: a layer shape of kind rwkv6 has no rwkv6 dimensions");
   return shape.rwkv6;
+}
+
+function rwkv7WeightDims(dim: number, hiddenDim: number, d: Rwkv7Dims): Partial<Record<LayerWeightName, number[]>> {
+  const lora = (rank: number): number[][] => [[rank, dim], [dim, rank]];
+  const [w1, w2] = lora(d.decayRank);
+  const [a1, a2] = lora(d.iclrRank);
+  const [v1, v2] = lora(d.valueRank);
+  const [g1, g2] = lora(d.gateRank);
+  return {
+    attnNorm: [dim], attnNormBias: [dim], ffnNorm: [dim], ffnNormBias: [dim],
+    rwkv7Lerp: [6, 1, 1, dim], rwkv7W0: [dim], rwkv7W1: w1!, rwkv7W2: w2!, rwkv7A0: [dim], rwkv7A1: a1!, rwkv7A2: a2!,
+    rwkv7V0: [dim], rwkv7V1: v1!, rwkv7V2: v2!, rwkv7G1: g1!, rwkv7G2: g2!, rwkv7KK: [dim], rwkv7KA: [dim], rwkv7RK: [dim],
+    wk: [dim, dim], wv: [dim, dim], rwkvReceptance: [dim, dim], wo: [dim, dim], rwkv7LnX: [dim], rwkv7LnXBias: [dim],
+    rwkvFfnMixK: [1, 1, dim], wUp: [hiddenDim, dim], wDown: [dim, hiddenDim],
+  };
+}
+
+/** An rwkv7 layer shape's time-mixing dimensions (a shape of kind "rwkv7" without them is a programming error). */
+export function rwkv7DimsOf(shape: LayerShape): Rwkv7Dims {
+  if (!shape.rwkv7) throw new Error("internal: a layer shape of kind rwkv7 has no rwkv7 dimensions");
+  return shape.rwkv7;
 }
 
 /** An rwkv4 layer shape's time-mixing width (a shape of kind "rwkv4" without it is a programming error). */
@@ -342,7 +412,8 @@ export interface PackedLayout {
 
 /**
  * A batch's residual stream (rows x dim, float32), held where the backend computes: a host array
- * for the CPU backends, device memory for cuda. Only the backend that made it reads it.
+ * for the CPU backends, device memory for cuda. Only the backend that made it reads it. A host
+ * backend's states also carry the rows' side streams (SideStreams), which runLayer passes on.
  */
 export interface HiddenStates {
   readonly rows: number;
@@ -417,7 +488,7 @@ export interface DecoderBackend {
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */
   readonly batchTokens: number;
   /**
-   * True when runLayer computes the recurrent layer kinds (mamba, mamba2, rwkv4, rwkv6) too; absent means
+   * True when runLayer computes the recurrent layer kinds (mamba, mamba2, rwkv4, rwkv6, rwkv7) too; absent means
    * attention only, and the engine refuses a recurrent model on it (see checkBackendComputes).
    */
   readonly computesRecurrentLayers?: boolean;
@@ -495,12 +566,13 @@ export interface DecodeSupport {
 
 /**
  * The arithmetic of a CPU backend on host arrays; hostBackend (hostBackend.ts) turns it into a
- * DecoderBackend. Same contracts as DecoderBackend's runLayer and runHead, on Float32Arrays.
+ * DecoderBackend. Same contracts as DecoderBackend's runLayer and runHead, on Float32Arrays;
+ * runLayer reads the side streams the rows carry (see SideStreams) and sets the ones it starts.
  */
 export interface HostKernels {
   readonly name: string;
   readonly threads: number;
-  runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array>;
+  runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout, side?: SideStreams): Promise<Float32Array>;
   runHead(x: Float32Array, nRows: number, head: HeadWeights, vocabSize: number, normEps: number, targets?: Int32Array): Promise<HeadResult>;
   dispose(): Promise<void>;
 }

@@ -2,7 +2,7 @@
 // Float32Arrays in host memory, weights are loaded afresh for every pass (so that at most two
 // layers are in memory, and a checkpoint larger than RAM still runs), statistics run in float64.
 
-import { type DecoderBackend, type EmbeddingWeights, type HeadResult, type HeadWeights, type HiddenStates, type HostKernels, type LayerShape, type LayerWeightsF32, type PreparedEmbedding, type PreparedHead, type PreparedLayer, type RowStats } from "./backend.js";
+import { type DecoderBackend, type EmbeddingWeights, type HeadResult, type HeadWeights, type HiddenStates, type HostKernels, type LayerShape, type LayerWeightsF32, type PreparedEmbedding, type PreparedHead, type PreparedLayer, type RowStats, type SideStreams } from "./backend.js";
 import { checkTokenIds, embedRows } from "./embedding.js";
 import { rowCosine, rowRelativeMagnitude } from "./rowStats.js";
 import { OptionError } from "../errors.js";
@@ -11,6 +11,8 @@ import { ALL_ATTENTION_FAMILY_FEATURES } from "./shapeFeatures.js";
 /** Host-memory hidden states: the array is the residual stream itself. */
 export interface HostHiddenStates extends HiddenStates {
   readonly data: Float32Array;
+  /** What the layers carry beside the residual stream (RWKV-7's value residual), absent until a layer starts one. */
+  readonly side?: SideStreams;
 }
 
 export type HostBackend<K extends HostKernels = HostKernels> = DecoderBackend & { readonly kernels: K };
@@ -21,9 +23,9 @@ export function ownHostStates(states: HiddenStates, name: string): HostHiddenSta
   return states as HostHiddenStates;
 }
 
-export function hostStates(data: Float32Array, rows: number, dim: number, owner: string): HostHiddenStates {
+export function hostStates(data: Float32Array, rows: number, dim: number, owner: string, side?: SideStreams): HostHiddenStates {
   if (data.length !== rows * dim) throw new OptionError(`hidden states have ${data.length} values, expected ${rows} rows x ${dim}`);
-  return { data, rows, dim, owner };
+  return { data, rows, dim, owner, ...(side && Object.keys(side).length > 0 ? { side } : {}) };
 }
 
 /** The listed rows of x (rows, dim), or all of it. */
@@ -80,8 +82,10 @@ export function hostBackend<K extends HostKernels>(kernels: K, batchTokens = HOS
     async runLayer(x, nWindows, seqLen, layer, shape, layout) {
       const s = own(x);
       if (!layer.weights) throw new OptionError(`layer ${layer.key} was not prepared by backend ${name}`);
-      const out = await kernels.runLayer(s.data, nWindows, seqLen, layer.weights, shape, layout);
-      return hostStates(out, s.rows, s.dim, name);
+      // The side streams travel with the rows from layer to layer (the input's stay as they were).
+      const side: SideStreams = { ...s.side };
+      const out = await kernels.runLayer(s.data, nWindows, seqLen, layer.weights, shape, layout, side);
+      return hostStates(out, s.rows, s.dim, name, side);
     },
     async rowStats(a, b, wanted, rows): Promise<RowStats> {
       const x = own(a);

@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
-import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, isRecurrentShape } from "./backend.js";
+import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, isRecurrentShape, type SideStreams } from "./backend.js";
 import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { type HostBackend, hostBackend } from "./hostBackend.js";
@@ -154,10 +154,10 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
     threads,
     flavor,
     stats,
-    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array> {
+    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout, side?: SideStreams): Promise<Float32Array> {
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
       // A recurrent layer's scan is sequential: it runs on the plain kernels (its projections are small next to a window's attention graph).
-      if (isRecurrentShape(shape)) return recurrentKernels.runLayer(x, nWindows, seqLen, weights, shape, layout);
+      if (isRecurrentShape(shape)) return recurrentKernels.runLayer(x, nWindows, seqLen, weights, shape, layout, side);
       // The batch dim is symbolic, so one session per (shape, seqLen, packed or not) serves every batch size.
       const packed = layout !== undefined;
       const s = await session(`layer ${JSON.stringify(shape)} T=${seqLen} ${graphOptions.linear}${packed ? " packed" : ""}`, () => encodeModel(buildLayerGraph(shape, seqLen, graphOptions, packed)));

@@ -2,13 +2,19 @@
 // advances it, for the reference backend (a zero state per window) and generation (a state
 // carried across calls).
 
-import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mamba2DimsOf, mambaDimsOf, rwkv6DimsOf, rwkvAttDimOf } from "./backend.js";
+import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mamba2DimsOf, mambaDimsOf, rwkv6DimsOf, rwkv7DimsOf, rwkvAttDimOf, type SideStreams } from "./backend.js";
 import { type Mamba2State, referenceMamba2Layer, zeroMamba2State } from "./mamba2Layer.js";
 import { type MambaState, referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
 import { referenceRwkv4Layer, type Rwkv4State, zeroRwkv4State } from "./rwkv4Layer.js";
 import { referenceRwkv6Layer, type Rwkv6State, zeroRwkv6State } from "./rwkv6Layer.js";
+import { referenceRwkv7Layer, type Rwkv7State, zeroRwkv7State } from "./rwkv7Layer.js";
 
-export type RecurrentState = { kind: "mamba"; mamba: MambaState } | { kind: "mamba2"; mamba2: Mamba2State } | { kind: "rwkv4"; rwkv4: Rwkv4State } | { kind: "rwkv6"; rwkv6: Rwkv6State };
+export type RecurrentState =
+  | { kind: "mamba"; mamba: MambaState }
+  | { kind: "mamba2"; mamba2: Mamba2State }
+  | { kind: "rwkv4"; rwkv4: Rwkv4State }
+  | { kind: "rwkv6"; rwkv6: Rwkv6State }
+  | { kind: "rwkv7"; rwkv7: Rwkv7State };
 
 /** The state a sequence starts from, for a layer of a recurrent kind. */
 export function zeroRecurrentState(shape: LayerShape): RecurrentState {
@@ -16,14 +22,19 @@ export function zeroRecurrentState(shape: LayerShape): RecurrentState {
   if (shape.kind === "mamba2") return { kind: "mamba2", mamba2: zeroMamba2State(mamba2DimsOf(shape)) };
   if (shape.kind === "rwkv4") return { kind: "rwkv4", rwkv4: zeroRwkv4State(shape.dim, rwkvAttDimOf(shape)) };
   if (shape.kind === "rwkv6") return { kind: "rwkv6", rwkv6: zeroRwkv6State(shape.dim, rwkv6DimsOf(shape).headSize) };
+  if (shape.kind === "rwkv7") return { kind: "rwkv7", rwkv7: zeroRwkv7State(shape.dim, rwkv7DimsOf(shape).headSize) };
   throw new Error(`internal: a layer of kind ${shape.kind ?? "attention"} has no recurrent state`);
 }
 
-/** x: (T, dim) float64 through one recurrent layer, in place, continuing from (and advancing) the state. */
-export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeightsF32, shape: LayerShape, state: RecurrentState): void {
+/**
+ * x: (T, dim) float64 through one recurrent layer, in place, continuing from (and advancing) the
+ * state; side carries the T tokens' side streams from layer to layer (see SideStreams).
+ */
+export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeightsF32, shape: LayerShape, state: RecurrentState, side: SideStreams): void {
   if (!isRecurrentShape(shape) || state.kind !== shape.kind) throw new Error(`internal: a ${state.kind} state was given to a layer of kind ${shape.kind ?? "attention"}`);
   if (state.kind === "mamba") referenceMambaLayer(x, T, w, shape, state.mamba);
   else if (state.kind === "mamba2") referenceMamba2Layer(x, T, w, shape, state.mamba2);
   else if (state.kind === "rwkv4") referenceRwkv4Layer(x, T, w, shape, state.rwkv4);
-  else referenceRwkv6Layer(x, T, w, shape, state.rwkv6);
+  else if (state.kind === "rwkv6") referenceRwkv6Layer(x, T, w, shape, state.rwkv6);
+  else referenceRwkv7Layer(x, T, w, shape, state.rwkv7, side);
 }

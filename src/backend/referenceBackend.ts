@@ -1,7 +1,7 @@
 // The DecoderBackend built on the plain reference kernels: float32 in and out, float64
 // activations inside, window by window. The twin every fast backend is tested against.
 
-import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, isRecurrentShape } from "./backend.js";
+import { type DecoderBackend, type HeadResult, type HostKernels, type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, isRecurrentShape, type SideStreams } from "./backend.js";
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace } from "./reference.js";
 import { referenceDecoderLayer } from "./referenceLayer.js";
 import { referenceRecurrentLayer, zeroRecurrentState } from "./recurrentLayer.js";
@@ -18,8 +18,9 @@ export function createReferenceKernels(): HostKernels {
     name: "reference",
     threads: 1,
     // async, so argument errors reject the promise like the other backends' do
-    async runLayer(x, nWindows, seqLen, weights, shape, layout) {
+    async runLayer(x, nWindows, seqLen, weights, shape, layout, side) {
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
+      if (side?.rwkv7VFirst) expectLength("side stream rwkv7VFirst", side.rwkv7VFirst.length, x.length);
       const { dim } = shape;
       const out = new Float32Array(x.length);
       const win = new Float64Array(seqLen * dim);
@@ -27,12 +28,16 @@ export function createReferenceKernels(): HostKernels {
       const keys = new Float64Array(seqLen * kvDim);
       const values = new Float64Array(seqLen * kvDim);
       const invFreq = ropeInverseFrequencies(shape.headDim, shape.ropeTheta, shape.ropeFreqFactors);
+      // The side streams as they came in: the windows' layers read these, or start their own.
+      const incoming: SideStreams = { ...side };
       for (let b = 0; b < nWindows; b++) {
         const span = x.subarray(b * seqLen * dim, (b + 1) * seqLen * dim);
         win.set(span);
         if (isRecurrentShape(shape)) {
           // A recurrence scans each window from a zero state (a packed layout cannot share a prefix here: see checkLayerArgs).
-          referenceRecurrentLayer(win, seqLen, weights, shape, zeroRecurrentState(shape));
+          const windowSide = windowSideStreams(incoming, b, seqLen * dim);
+          referenceRecurrentLayer(win, seqLen, weights, shape, zeroRecurrentState(shape), windowSide);
+          if (side) setWindowSideStreams(side, windowSide, b, nWindows, seqLen * dim);
           out.set(win, b * seqLen * dim);
           continue;
         }
@@ -60,6 +65,20 @@ export function createReferenceKernels(): HostKernels {
     },
     async dispose() {},
   };
+}
+
+/** Window b's rows of the side streams (views into them). */
+function windowSideStreams(side: SideStreams, b: number, span: number): SideStreams {
+  const vFirst = side.rwkv7VFirst;
+  return vFirst ? { rwkv7VFirst: vFirst.subarray(b * span, (b + 1) * span) } : {};
+}
+
+/** Copies the side streams a window's layer started into the batch's (allocated at the first window). */
+function setWindowSideStreams(side: SideStreams, windowSide: SideStreams, b: number, nWindows: number, span: number): void {
+  const started = windowSide.rwkv7VFirst;
+  if (started === undefined || started.buffer === side.rwkv7VFirst?.buffer) return;
+  side.rwkv7VFirst ??= new Float64Array(nWindows * span);
+  side.rwkv7VFirst.set(started, b * span);
 }
 
 // Argument checks every DecoderBackend runs before computing, so a wrong length fails with a

@@ -274,9 +274,17 @@ function refuseRwkv6(opened: OpenedModel, family: GgufArchitecture): void {
   });
 }
 
+/** An rwkv7 GGUF is read through a view (token_embd_norm folded into the embedding, block 0's placeholder LoRA) that convert cannot write back yet. */
+function refuseRwkv7(opened: OpenedModel, arch: GgufArchitecture): void {
+  if (arch === "rwkv7") {
+    throw new UnsupportedError(`${opened.path}: converting an rwkv7 model is not supported yet`, { file: opened.path, got: arch, hint: "score, evaluate and prune the rwkv7 GGUF file as it is (prune writes rwkv7 GGUF)" });
+  }
+}
+
 function toGguf(opened: OpenedModel, output: string, dtype: WritableDtype, options: ConvertOptions): ConvertResult {
   const arch = ggufArchitectureOf(opened.config, opened.architecture); // first: a model with no GGUF architecture is refused before its tokenizer is read
   refuseRwkv6(opened, arch);
+  refuseRwkv7(opened, arch);
   checkGgufRepresentable(opened, arch);
   const vocabulary = ggufVocabularyOf(opened, options);
   const names = ggufNames(arch);
@@ -329,6 +337,7 @@ function toSafetensors(opened: OpenedModel, output: string, dtype: WritableDtype
   const logical = logicalTensors(opened);
   const family = ggufArchitectureOf(opened.config, opened.architecture);
   refuseRwkv6(opened, family);
+  refuseRwkv7(opened, family);
   if (family === "mamba") throw new UnsupportedError(`${opened.path}: writing a Mamba model as safetensors is not supported yet`, { file: opened.path, hint: "convert it to GGUF, or keep the Hugging Face directory" });
   const tied = !logical.some((t) => t.role === "classifier");
   const stored = hfTensorList(logical, opened.config, family, tied);

@@ -38,11 +38,11 @@ export function hfConfigJson(family: GgufArchitecture, config: LlamaConfig, toke
       scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false, reorder_and_upcast_attn: false, tie_word_embeddings: tiedEmbeddings, ...special,
     };
   }
-  // (mamba, mamba2, rwkv6: toSafetensors refuses them before a config is made.)
-  const architecture: Record<Exclude<GgufArchitecture, "gpt2" | "mamba" | "mamba2" | "rwkv6" | "gemma2" | "gemma3" | "phi3">, [string, string]> = {
+  // (mamba, mamba2, rwkv6, rwkv7: convert refuses them before a config is made.)
+  const architecture: Record<Exclude<GgufArchitecture, "gpt2" | "mamba" | "mamba2" | "rwkv6" | "rwkv7" | "gemma2" | "gemma3" | "phi3">, [string, string]> = {
     llama: ["LlamaForCausalLM", "llama"], baichuan: ["LlamaForCausalLM", "llama"], qwen2: ["Qwen2ForCausalLM", "qwen2"], qwen3: ["Qwen3ForCausalLM", "qwen3"], gemma: ["GemmaForCausalLM", "gemma"],
   };
-  if (family === "mamba" || family === "mamba2" || family === "rwkv6") throw new UnsupportedError(`a ${family} config.json is not written yet`, { got: family });
+  if (family === "mamba" || family === "mamba2" || family === "rwkv6" || family === "rwkv7") throw new UnsupportedError(`a ${family} config.json is not written yet`, { got: family });
   // (gemma2, gemma3, phi3: toSafetensors refuses them; their sandwich norms, layer types and LongRoPE have no writer here.)
   if (family === "gemma2" || family === "gemma3" || family === "phi3") throw new UnsupportedError(`a ${family} config.json is not written yet`, { got: family });
   const [className, modelType] = architecture[family];

@@ -20,10 +20,11 @@ import { GGUF_GPT2_NAMES, GPT2_FLAGS, isGpt2Config } from "./gpt2.js";
 import { GGUF_MAMBA_NAMES } from "./mamba.js";
 import { checkMamba2ForGguf, GGUF_MAMBA2_NAMES } from "./mamba2.js";
 import { GGUF_RWKV6_NAMES } from "./rwkv6.js";
+import { GGUF_RWKV7_NAMES } from "./rwkv7.js";
 import { GGUF_LLAMA_NAMES, type LayerAttentionType, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 import { GGUF_PHI3_NAMES } from "./phi3.js";
 
-export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "baichuan", "mamba", "mamba2", "rwkv6"] as const;
+export const GGUF_ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "gpt2", "baichuan", "mamba", "mamba2", "rwkv6", "rwkv7"] as const;
 export type GgufArchitecture = (typeof GGUF_ARCHITECTURES)[number];
 
 export function isGgufArchitecture(arch: string | undefined): arch is GgufArchitecture {
@@ -37,6 +38,7 @@ export function ggufNames(arch: GgufArchitecture): LlamaTensorNames {
   if (arch === "gemma2" || arch === "gemma3") return GGUF_GEMMA_SANDWICH_NAMES;
   if (arch === "mamba2") return GGUF_MAMBA2_NAMES;
   if (arch === "rwkv6") return GGUF_RWKV6_NAMES;
+  if (arch === "rwkv7") return GGUF_RWKV7_NAMES;
   // llama.cpp's converter splits Baichuan's W_pack into attn_q/k/v and permutes q and k like Llama's.
   return arch === "llama" || arch === "baichuan" ? GGUF_LLAMA_NAMES : { ...GGUF_LLAMA_NAMES, interleavedRope: false };
 }
@@ -125,6 +127,7 @@ export function ggufArchitectureOf(config: LlamaConfig, family?: string): GgufAr
     return "mamba2";
   }
   if (config.rwkv6) return "rwkv6";
+  if (config.rwkv7) return "rwkv7";
   if (config.rwkvAttDim !== undefined) {
     throw new UnsupportedError("RWKV-4 has no GGUF architecture in llama.cpp (it runs rwkv6 and rwkv7)", { hint: "keep RWKV-4 as a Hugging Face directory; prune it there" });
   }

@@ -2,7 +2,7 @@
 // (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) with residual-stream hooks.
 
 import { finalNorm, logSumExp, matmul, ropeInverseFrequencies, softcapInPlace, type Weights } from "../backend/reference.js";
-import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type Mamba2Dims, type MambaDims, type Rwkv6Dims } from "../backend/backend.js";
+import { type HeadWeights, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, isRecurrentShape, type Mamba2Dims, type MambaDims, type Rwkv6Dims, type Rwkv7Dims, type SideStreams } from "../backend/backend.js";
 import { type RecurrentState, referenceRecurrentLayer, zeroRecurrentState } from "../backend/recurrentLayer.js";
 import { embeddingRow as embeddingRowOf } from "../backend/embedding.js";
 import { referenceDecoderLayer } from "../backend/referenceLayer.js";
@@ -76,6 +76,8 @@ export interface LlamaConfig {
   rwkv6?: Rwkv6Dims;
   /** RWKV-6: llama.cpp's rescale_every_n_layers; the stream is halved after every this many layers (absent: never). */
   rwkvRescaleEvery?: number;
+  /** RWKV-7: every layer is an RWKV-7 block with these time-mixing dimensions (hiddenDim is channel mixing's; LayerNorm everywhere). */
+  rwkv7?: Rwkv7Dims;
 }
 
 export type LayerAttentionType = "sliding_attention" | "full_attention";
@@ -126,6 +128,7 @@ export function layerShape(config: LlamaConfig, layer?: number): LayerShape {
   const { ropeTheta } = config;
   if (config.mamba) return { kind: "mamba", mamba: config.mamba, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
   if (config.mamba2) return { kind: "mamba2", mamba2: config.mamba2, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta };
+  if (config.rwkv7) return { kind: "rwkv7", rwkv7: config.rwkv7, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   if (config.rwkvAttDim !== undefined) return { kind: "rwkv4", rwkvAttDim: config.rwkvAttDim, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   if (config.rwkv6) {
     const halve = layer !== undefined && config.rwkvRescaleEvery !== undefined && (layer + 1) % config.rwkvRescaleEvery === 0;
@@ -516,11 +519,13 @@ export class LlamaModel {
       x.set(embeddingRow(this.weights.embedding, id, dim, this.config, positions), t * dim);
     }
     const input = options.hooks ? new Float64Array(T * dim) : undefined;
+    // Beside the residual stream (hooks never see it): RWKV-7's value residual, set by the first layer that runs.
+    const side: SideStreams = {};
     for (let layer = 0; layer < this.config.nLayers; layer++) {
       if (skip.has(layer)) continue;
       if (input) input.set(x);
       const shape = this.shapes[layer]!;
-      if (isRecurrentShape(shape)) referenceRecurrentLayer(x, T, this.weights.layers[layer]!, shape, cache.recurrent[layer]!);
+      if (isRecurrentShape(shape)) referenceRecurrentLayer(x, T, this.weights.layers[layer]!, shape, cache.recurrent[layer]!, side);
       else referenceDecoderLayer(x, T, startPos, this.weights.layers[layer]!, shape, cache.keys[layer]!, cache.values[layer]!, this.invFreqs[layer]!);
       if (input) options.hooks!.onLayer(layer, input, x, T, dim);
     }

@@ -98,6 +98,20 @@ function rescaledBytes(gguf: GgufFile, t: GgufFile["tensors"][number], exponent:
   return () => scaleByPowerOfTwo(readGgufTensorBytes(gguf, t), t.type.name, exponent)!;
 }
 
+/**
+ * rwkv7: llama.cpp loads block 0's value-residual LoRA (time_mix_v0/v1/v2) with the iclr rank and
+ * never reads it (block 0 sets the value residual that later blocks mix in). When block 0 is
+ * removed, the new first block keeps the old block 0's placeholder instead of its own LoRA (of
+ * another rank where the two differ), so the file loads in llama.cpp; its bytes are unchanged.
+ */
+function firstBlockPlaceholder(gguf: GgufFile, newIndex: ReadonlyMap<number, number>): { keeps(layer: number, suffix: string): boolean | undefined } | undefined {
+  if (gguf.metadata.get("general.architecture")?.value !== "rwkv7" || newIndex.has(0)) return undefined;
+  const newFirst = [...newIndex].find(([, to]) => to === 0)?.[0];
+  const isValueLora = (suffix: string): boolean => /^time_mix_v[012]\.weight$/.test(suffix);
+  // true: keep (as block 0); false: drop; undefined: the ordinary rule.
+  return { keeps: (layer, suffix) => (!isValueLora(suffix) ? undefined : layer === 0 ? true : layer === newFirst ? false : undefined) };
+}
+
 function removeGgufLayers(input: string, output: string, layers: readonly number[], replaced?: ReadonlyMap<string, Uint8Array>): RemoveLayersResult {
   const gguf = readGguf(input);
   try {
@@ -127,6 +141,7 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
     // Tensors: drop removed blocks, renumber the rest, keep the original order otherwise.
     const tensors: GgufTensorToWrite[] = [];
     const used = new Set<string>();
+    const placeholder = firstBlockPlaceholder(gguf, newIndex);
     for (const t of gguf.tensors) {
       const match = BLOCK_NAME.exec(t.name);
       let name = t.name;
@@ -134,9 +149,11 @@ function removeGgufLayers(input: string, output: string, layers: readonly number
         const layer = Number(match[1]);
         if (layer >= nLayers) throw new CheckpointError(`${input}: tensor ${t.name} belongs to layer ${layer} but ${block.key} is ${nLayers}`, { file: input, tensor: t.name });
         const to = newIndex.get(layer);
-        if (to === undefined) continue;
-        name = `blk.${to}.${match[2]}`;
-        const exponent = rwkv6RescaleExponent(match[2]!, layer, to, rescaleEvery);
+        const kept = placeholder?.keeps(layer, match[2]!);
+        if (kept === false || (to === undefined && kept !== true)) continue;
+        const target = kept ? 0 : to!;
+        name = `blk.${target}.${match[2]}`;
+        const exponent = rwkv6RescaleExponent(match[2]!, layer, target, rescaleEvery);
         if (exponent !== 0) {
           if (replaced?.has(t.name)) throw new Error(`internal: ${t.name} is both replaced and rescaled`);
           tensors.push({ name, dims: t.dims, type: t.type, byteLength: t.byteLength, bytes: rescaledBytes(gguf, t, exponent, `${archPrefix}rescale_every_n_layers`) });

@@ -3,7 +3,7 @@
 // q/k/v and gate/up projections fused into one GEMM each; every other shape (biases, LayerNorm,
 // GELU, per-head norms, ...) and the head run on the fp32 onnxruntime kernels.
 
-import { type HeadResult, type HiddenStates, type HostKernels, type LayerShape, type LayerTensorSource, type LayerWeightName, type LayerWeightsF32, type PackedLayout, type PreparedLayer } from "../backend.js";
+import { type HeadResult, type HiddenStates, type HostKernels, type LayerShape, type LayerTensorSource, type LayerWeightName, type LayerWeightsF32, type PackedLayout, type PreparedLayer, type SideStreams } from "../backend.js";
 import { type HostBackend, hostBackend, hostStates, ownHostStates } from "../hostBackend.js";
 import { createOrtKernels, type OrtKernels } from "../ortBackend.js";
 import { checkLayerArgs, checkStreamArgs } from "../referenceBackend.js";
@@ -85,7 +85,7 @@ export async function createCpuBf16Backend(options: CpuBf16Options): Promise<Cpu
       if (!("native" in layer)) return host.runLayer(x, nWindows, seqLen, layer, shape, layout);
       const s = ownHostStates(x, host.name);
       const out = kernels.runPacked(s.data, nWindows, seqLen, (layer as Bf16PreparedLayer).native, shape, layout);
-      return hostStates(out, s.rows, s.dim, host.name);
+      return hostStates(out, s.rows, s.dim, host.name, s.side); // (an attention layer leaves side streams as they were)
     },
   };
 }
@@ -184,10 +184,10 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
     threads,
     stats,
     features,
-    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout): Promise<Float32Array> {
+    async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout, side?: SideStreams): Promise<Float32Array> {
       if (!nativeLayerSupports(shape)) {
         stats.fallbackLayers++;
-        return fp32.runLayer(x, nWindows, seqLen, weights, shape, layout);
+        return fp32.runLayer(x, nWindows, seqLen, weights, shape, layout, side);
       }
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
       return runPacked(x, nWindows, seqLen, packWhole(weights, shape), shape, layout);
