@@ -1,7 +1,7 @@
 // The batched recurrent layers (projections over every window's tokens through a LinearKernel,
 // scans in TypeScript) against the float64 reference layers: on the transformers-saved fixtures'
 // real layers and on medium random shapes, with the plain twin of the GEMM and with onnxruntime's
-// Gemm on the onnx backend (whose session counts prove the fast path ran).
+// Gemm on the onnx backends, native and WebAssembly (whose session counts prove the fast path ran).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -88,10 +88,10 @@ test("batched recurrent layers with the plain GEMM twin equal the float64 refere
   }
 });
 
-test("the onnx backend runs recurrent projections through onnxruntime Gemm sessions and equals the reference", async () => {
+for (const flavor of ["node", "web"] as const) test(`the onnxruntime-${flavor} backend runs recurrent projections through Gemm sessions and equals the reference`, async () => {
   const reference = createReferenceKernels();
   // Runs of 8 rows split every layer call's GEMMs across window boundaries.
-  const onnx = await createOrtKernels({ threads: 1, flavor: "node", maxRowsPerRun: 8 });
+  const onnx = await createOrtKernels({ threads: 1, flavor, maxRowsPerRun: 8 });
   try {
     for (const c of cases()) {
       const x = xorshiftFill(c.nWindows * c.seqLen * c.shape.dim, 1, 9);
@@ -100,7 +100,7 @@ test("the onnx backend runs recurrent projections through onnxruntime Gemm sessi
       assert.equal(onnx.stats.sessionRuns - runsBefore, c.nLinear * Math.ceil((c.nWindows * c.seqLen) / 8), `${c.name}: every projection ran in onnxruntime, in runs of 8 rows`);
       const want = update(await reference.runLayer(x, c.nWindows, c.seqLen, c.weights, c.shape), x);
       const err = scaledError(got, want);
-      assert.ok(err < ONNX_BOUND, `${c.name}: update off by ${err} of its scale`);
+      assert.ok(err < ONNX_BOUND, `${flavor} ${c.name}: update off by ${err} of its scale`);
     }
     assert.ok(onnx.stats.sessionsCreated >= 4, "one Gemm session per (in, out) pair");
   } finally {
