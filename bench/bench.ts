@@ -11,9 +11,14 @@
 //     in the page cache and (where drop_caches is writable) with a cold cache.
 // Each measurement runs in its own process (bench/runTask.ts) so its peak RSS is its own.
 //  4. Benchmark tasks on stories260K: items per second (the full MMLU test, 0-shot; 500 items of each other task).
+//  5. The other families at real shapes (random weights from transformers' own initialisation, saved
+//     bf16 by save_pretrained: bench/random_hf_checkpoint.py): Mamba-1.4B, RWKV-4-430M, Gemma-2-2B,
+//     Phi-3-mini; BI scoring of 2 x 256 tokens, shortgpt onnx fp32 vs PyTorch fp32 and bf16, and the
+//     largest BI difference from shortgpt's (the same computation, not only the same speed).
 // Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --score-only
 // (BI scoring without perplexity), and
-// --only stories|cpu|tinyllama|7b|prune|tasks (or several, comma-separated) to rerun sections (the others are kept from results.json).
+// --only stories|cpu|tinyllama|7b|prune|tasks|families (or several, comma-separated) to rerun sections (the others are kept
+// from results.json; with --families NAME,... only those models' rows of the families section).
 
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -74,7 +79,7 @@ function dirBytes(dir: string): number {
   return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
 
-function windowsFile(shape: LlamaShape, nWindows: number, seqLen: number): string {
+function windowsFile(shape: Pick<LlamaShape, "vocabSize">, nWindows: number, seqLen: number): string {
   // Deterministic ids, BOS first: the same tokens for shortgpt and the peer.
   let state = 12345;
   const next = (): number => {
@@ -90,6 +95,14 @@ function windowsFile(shape: LlamaShape, nWindows: number, seqLen: number): strin
   writeFileSync(path, JSON.stringify({ windows }));
   return path;
 }
+
+/** The families section's checkpoints: bench/random_hf_checkpoint.py's names, the published configs' vocabularies. */
+const FAMILY_SHAPES = [
+  { name: "rwkv-4-430m", title: "RWKV-4-430M (RWKV/rwkv-4-430m-pile shape)", vocabSize: 50277 },
+  { name: "mamba-1.4b", title: "Mamba-1.4B (state-spaces/mamba-1.4b-hf shape)", vocabSize: 50280 },
+  { name: "gemma-2-2b", title: "Gemma-2-2B (google/gemma-2-2b shape)", vocabSize: 256000 },
+  { name: "phi-3-mini", title: "Phi-3-mini (microsoft/Phi-3-mini-4k-instruct shape)", vocabSize: 32064 },
+] as const;
 
 const gib = (bytes: unknown): string => (Number(bytes) / 2 ** 30).toFixed(2);
 
@@ -152,6 +165,13 @@ const maxAbsDiff = (a: number[], b: number[]): number => a.reduce((m, v, i) => M
 const ranking = (bi: number[]): number[] => bi.map((v, i) => [v, i] as const).sort((x, y) => x[0] - y[0]).map(([, i]) => i);
 const sameRanking = (a: number[], b: number[]): boolean => ranking(a).every((layer, i) => layer === ranking(b)[i]);
 const rankingMoves = (a: number[], b: number[]): number => ranking(a).filter((layer, i) => layer !== ranking(b)[i]).length;
+
+/** A section of the previous results.json, if any. */
+function previousSection(key: string): Partial<Section> | undefined {
+  const file = join(root, "bench", "results.json");
+  if (!existsSync(file)) return undefined;
+  return ((JSON.parse(readFileSync(file, "utf8")) as { results?: Partial<Section>[] }).results ?? []).find((r) => r.key === key);
+}
 
 async function main(): Promise<void> {
   mkdirSync(cache, { recursive: true });
@@ -273,13 +293,53 @@ async function main(): Promise<void> {
     results.push({ key: "tasks", section: "Benchmark tasks on stories260K, 0-shot, onnxruntime-node (MMLU: the full test set; others: the first 500 items or all)", rows, measured: new Date().toISOString() });
   }
 
+  // 5. The other families at real shapes against PyTorch, on the same windows.
+  if (wants("families")) {
+    const python = peerPython();
+    if (!python) throw new Error("the families section needs Python with torch and transformers (it writes the checkpoints with save_pretrained)");
+    const [nWindows, seqLen] = [2, 256];
+    // --families a,b reruns those rows only; the other models' rows are kept from results.json.
+    const listed = process.argv.includes("--families") ? process.argv[process.argv.indexOf("--families") + 1]!.split(",") : undefined;
+    const chosen = FAMILY_SHAPES.filter((f) => !listed || listed.includes(f.name));
+    if (listed && chosen.length !== listed.length) throw new Error(`--families ${listed.join(",")}: choose among ${FAMILY_SHAPES.map((f) => f.name).join(", ")}`);
+    const previousRows = (previousSection("families")?.rows ?? []).filter((r) => !chosen.some((f) => f.title === r["model"]));
+    const rows: Row[] = [];
+    for (const family of chosen) {
+      const dir = join(cache, `${family.name}-shape`);
+      runJson(python, [join(root, "bench", "random_hf_checkpoint.py"), "--family", family.name, "--out", dir]);
+      const ids = windowsFile(family, nWindows, seqLen);
+      const mine = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", "fp32"]);
+      const mineRate = Number(mine["tokensPerSecond"]);
+      const myBi = mine["bi"] as number[];
+      const rates = [mineRate];
+      const familyRows: Row[] = [{ engine: `shortgpt ${String(mine["backend"])} fp32`, "tokens/s": mineRate.toFixed(1), "peak RSS GiB": gib(mine["peakRssBytes"]), "largest BI gap to shortgpt": "" }];
+      for (const dtype of ["fp32", "bf16"]) {
+        try {
+          const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", "score", "--threads", String(THREADS), "--batch", String(nWindows)]);
+          const biGap = Math.max(...(p["bi"] as number[]).map((b, i) => Math.abs(b - myBi[i]!)));
+          rates.push(Number(p["tokens_per_second"]));
+          familyRows.push({ engine: `PyTorch ${String(p["torch"])} ${dtype}`, "tokens/s": Number(p["tokens_per_second"]).toFixed(1), "peak RSS GiB": gib(p["peak_rss_bytes"]), "largest BI gap to shortgpt": biGap.toExponential(1) });
+        } catch (e) {
+          // A peer that cannot run (out of memory: Phi-3 in fp32 needs 15 GiB) leaves its row saying so, not the section unmeasured.
+          rates.push(NaN);
+          familyRows.push({ engine: `PyTorch ${dtype}`, "tokens/s": "failed", "peak RSS GiB": "", "largest BI gap to shortgpt": (e instanceof Error ? e.message : String(e)).split("\n").slice(-2).join(" ").slice(0, 120) });
+        }
+      }
+      // Above 1: shortgpt is faster than that row (ratios of the unrounded rates).
+      familyRows.forEach((row, i) => rows.push({ model: family.title, ...row, "shortgpt fp32 / this": Number.isFinite(rates[i]!) ? (mineRate / rates[i]!).toFixed(2) : "" }));
+    }
+    rows.push(...previousRows);
+    rows.sort((a, b) => FAMILY_SHAPES.findIndex((f) => f.title === a["model"]) - FAMILY_SHAPES.findIndex((f) => f.title === b["model"]));
+    results.push({ key: "families", section: `Other families at real shapes (random weights saved by transformers), BI scoring of ${nWindows} x ${seqLen} tokens, ${THREADS} threads`, rows, measured: new Date().toISOString() });
+  }
+
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
   // Sections not rerun this time are kept from the previous results.json, with their date.
   const previous = existsSync(join(root, "bench", "results.json")) ? (JSON.parse(readFileSync(join(root, "bench", "results.json"), "utf8")) as { results?: Partial<Section>[] }).results ?? [] : [];
-  const merged: Section[] = ["stories", "cpu", "tinyllama", "7b", "prune", "tasks"].flatMap((key) => {
+  const merged: Section[] = ["stories", "cpu", "tinyllama", "7b", "prune", "tasks", "families"].flatMap((key) => {
     const fresh = results.find((r) => r.key === key);
     // Results written before sections had keys are recognized by their titles.
-    const titles: Record<string, string> = { cpu: "CPU GEMMs", stories: "stories260K", tinyllama: "TinyLlama", "7b": "Llama-2-7B shape (", prune: "Llama-2-7B shape: pruning", tasks: "Benchmark tasks" };
+    const titles: Record<string, string> = { cpu: "CPU GEMMs", stories: "stories260K", tinyllama: "TinyLlama", "7b": "Llama-2-7B shape (", prune: "Llama-2-7B shape: pruning", tasks: "Benchmark tasks", families: "Other families" };
     const old = previous.find((r) => r.key === key || (r.key === undefined && r.section?.startsWith(titles[key]!)));
     // (Earlier 7b sections also held single pruning runs, now measured in the "prune" section.)
     const rows = key === "7b" ? old?.rows?.filter((r) => !/^(prune|peer)/.test(String(r["task"]))) : old?.rows;

@@ -1,6 +1,7 @@
 """PyTorch + transformers peer for `npm run bench`: the forward pass users actually run.
 
-Loads a Hugging Face Llama directory with transformers (fp32 or bf16), runs the same token
+Loads a Hugging Face directory with transformers (fp32 or bf16; Llama, and the families of the "families"
+section: Mamba, RWKV-4, Gemma 2, Phi-3 through AutoModelForCausalLM), runs the same token
 windows shortgpt runs, and reports tokens/s and peak RSS for Block Influence scoring (hidden
 states of every layer, ShortGPT style, no vocabulary projection needed but transformers
 computes the model body only) and for perplexity (with the vocabulary projection).
@@ -14,7 +15,13 @@ import resource
 import time
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
+
+
+def decoder_blocks(model):
+    """The residual blocks, in order: model.layers (Llama, Gemma 2, Phi-3), backbone.layers (Mamba), rwkv.blocks (RWKV)."""
+    body = model.base_model
+    return body.blocks if hasattr(body, "blocks") else body.layers
 
 
 def main() -> None:
@@ -30,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dtype = torch.float32 if args.dtype == "fp32" else torch.bfloat16
     t0 = time.perf_counter()
-    model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     model.eval()
     load_seconds = time.perf_counter() - t0
     windows = json.load(open(args.tokens))["windows"]
@@ -38,20 +45,29 @@ def main() -> None:
     n_tokens = ids.numel()
 
     result = {"peer": "transformers+torch", "torch": torch.__version__, "dtype": args.dtype, "task": args.task,
-              "threads": args.threads, "batch": args.batch, "attention": model.config._attn_implementation, "tokens": n_tokens, "load_seconds": load_seconds}
+              "threads": args.threads, "batch": args.batch, "model_type": model.config.model_type, "attention": getattr(model.config, "_attn_implementation", None), "tokens": n_tokens, "load_seconds": load_seconds}
     with torch.inference_mode():
         t0 = time.perf_counter()
         if args.task == "score":
             # Capture the residual stream entering and leaving each decoder layer (before the final norm).
             captured = []
-            hooks = [layer.register_forward_hook(lambda m, inp, out: captured.append((inp[0], out[0] if isinstance(out, tuple) else out)))
-                     for layer in model.model.layers]
+            blocks = decoder_blocks(model)
+            hooks = [layer.register_forward_hook(lambda m, inp, out: captured.append([inp[0], out[0] if isinstance(out, tuple) else out]))
+                     for layer in blocks]
+            pre_ln = getattr(blocks[0], "pre_ln", None)
+            if pre_ln is not None:
+                # RWKV: block 0 applies pre_ln to its input; the stream entering it (as shortgpt measures) is after pre_ln.
+                hooks.append(pre_ln.register_forward_hook(lambda m, inp, out: pre_ln_out.append(out)))
+            pre_ln_out = []
             # --batch windows per call (1 = one window at a time, as ShortGPT's reference code does).
-            n_layers = len(model.model.layers)
+            n_layers = len(blocks)
             sums = [0.0] * n_layers
             for start in range(0, ids.shape[0], args.batch):
                 captured.clear()
-                model.model(input_ids=ids[start:start + args.batch])
+                pre_ln_out.clear()
+                model.base_model(input_ids=ids[start:start + args.batch])
+                if pre_ln_out:
+                    captured[0][0] = pre_ln_out[0]
                 for i, (x_in, x_out) in enumerate(captured):
                     sums[i] += torch.nn.functional.cosine_similarity(x_in.float(), x_out.float(), dim=-1).sum().item()
             bi = [1.0 - s / n_tokens for s in sums]

@@ -1,9 +1,12 @@
 // One Mamba block (transformers' MambaBlock with the MambaMixer slow path) on the reference
 // kernels: RMSNorm, in_proj, a depthwise causal conv, the selective scan, the gate, out_proj and
 // the residual add. It carries its recurrent state, so generation continues a sequence token by
-// token and a window starts from a zero state.
+// token and a window starts from a zero state. batchedMambaLayer is the fast twin: the four
+// projections over every window's tokens at once through a LinearKernel, only the conv and the
+// scan in TypeScript loops.
 
 import { type LayerShape, type LayerWeightsF32, mambaDimsOf, type MambaDims } from "./backend.js";
+import type { LinearKernel } from "./linearKernel.js";
 import { addInPlace, matmul, rmsNorm } from "./reference.js";
 
 /** What a Mamba layer remembers of the tokens before: the conv's last inputs and the scan's state. */
@@ -80,4 +83,89 @@ export function referenceMambaLayer(x: Float64Array, T: number, w: LayerWeightsF
   const out = new Float64Array(T * dim);
   matmul(out, y, w.mambaOutProj!, T, dInner, dim);
   addInPlace(x, out, T * dim);
+}
+
+/**
+ * x: (nWindows * seqLen, dim) float32, each window from a zero state -> the stream after the block
+ * (a new array). Activations between the projections are float32 (what the GEMMs take); the conv,
+ * the scan and its state run in float64 (JS numbers, the state in a Float64Array).
+ */
+export async function batchedMambaLayer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel): Promise<Float32Array> {
+  const { dim, normEps } = shape;
+  const { dInner, dState, dtRank, convKernel } = mambaDimsOf(shape);
+  const nParams = dtRank + 2 * dState;
+  const N = nWindows * seqLen;
+  const normed = new Float64Array(N * dim);
+  rmsNorm(normed, Float64Array.from(x), w.attnNorm, N, dim, normEps);
+  // projected: (N, 2 * dInner), the stream then the gate per token.
+  const projected = await linear(Float32Array.from(normed), N, w.mambaInProj!, 2 * dInner, dim);
+  const u = new Float32Array(N * dInner);
+  causalConvSilu(u, projected, nWindows, seqLen, dInner, w.mambaConv!, w.mambaConvBias, convKernel);
+  // params: (N, dtRank + 2 * dState) = dt (low rank), B, C per token; dtRaw: (N, dInner) before its bias and softplus.
+  const params = await linear(u, N, w.mambaXProj!, nParams, dInner);
+  const dtLow = new Float32Array(N * dtRank);
+  for (let row = 0; row < N; row++) dtLow.set(params.subarray(row * nParams, row * nParams + dtRank), row * dtRank);
+  const dtRaw = await linear(dtLow, N, w.mambaDtProj!, dInner, dtRank);
+  const y = new Float32Array(N * dInner);
+  const A = Float64Array.from(w.mambaALog!, (v) => -Math.exp(v));
+  const h = new Float64Array(dInner * dState);
+  for (let b = 0; b < nWindows; b++) {
+    h.fill(0);
+    selectiveScan(y, h, b * seqLen, seqLen, u, projected, params, dtRaw, A, w.mambaDtBias!, w.mambaD!, dInner, dState, dtRank);
+  }
+  const out = await linear(y, N, w.mambaOutProj!, dim, dInner);
+  const next = new Float32Array(N * dim);
+  for (let i = 0; i < next.length; i++) next[i] = x[i]! + out[i]!;
+  return next;
+}
+
+/**
+ * The depthwise causal conv over the stream half of `projected` (N, 2 * dInner), each window
+ * starting from zero inputs, then silu. u: (N, dInner); conv: (dInner, convKernel).
+ */
+function causalConvSilu(u: Float32Array, projected: Float32Array, nWindows: number, seqLen: number, dInner: number, conv: Float32Array, bias: Float32Array | undefined, convKernel: number): void {
+  const past = convKernel - 1;
+  const stride = 2 * dInner;
+  for (let b = 0; b < nWindows; b++) {
+    for (let t = 0; t < seqLen; t++) {
+      const row = b * seqLen + t;
+      // Taps before the window's first token read zeros (a fresh state): start at the first inside.
+      const firstTap = Math.max(0, past - t);
+      for (let c = 0; c < dInner; c++) {
+        let acc = bias ? bias[c]! : 0;
+        for (let j = firstTap; j < convKernel; j++) acc += conv[c * convKernel + j]! * projected[(row - past + j) * stride + c]!;
+        u[row * dInner + c] = silu(acc);
+      }
+    }
+  }
+}
+
+/**
+ * One window's selective scan from the state h (dInner, dState), advanced in place:
+ * h = exp(A dt) h + dt B u; y = (C h + D u) * silu(gate), dt = softplus(dtRaw + dtBias).
+ * Rows first..first+seqLen-1 of u, dtRaw, y: (N, dInner); params: (N, dtRank + 2 dState); projected's gate half.
+ */
+function selectiveScan(
+  y: Float32Array, h: Float64Array, first: number, seqLen: number, u: Float32Array, projected: Float32Array, params: Float32Array, dtRaw: Float32Array,
+  A: Float64Array, dtBias: Float32Array, D: Float32Array, dInner: number, dState: number, dtRank: number,
+): void {
+  const nParams = dtRank + 2 * dState;
+  for (let row = first; row < first + seqLen; row++) {
+    const B = row * nParams + dtRank;
+    const C = B + dState;
+    const gate = row * 2 * dInner + dInner;
+    for (let c = 0; c < dInner; c++) {
+      const d = softplus(dtRaw[row * dInner + c]! + dtBias[c]!);
+      const uc = u[row * dInner + c]!;
+      const du = d * uc;
+      const k = c * dState;
+      let acc = 0;
+      for (let s = 0; s < dState; s++) {
+        const hv = Math.exp(A[k + s]! * d) * h[k + s]! + du * params[B + s]!;
+        h[k + s] = hv;
+        acc += hv * params[C + s]!;
+      }
+      y[row * dInner + c] = (acc + D[c]! * uc) * silu(projected[gate + c]!);
+    }
+  }
 }

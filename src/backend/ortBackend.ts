@@ -7,9 +7,11 @@ import { dirname } from "node:path";
 import { pathToFileURL } from "node:url";
 import { OptionError, UnsupportedError } from "../errors.js";
 import { type HeadResult, type HostKernels, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, isRecurrentShape, type SideStreams } from "./backend.js";
-import { buildHeadGraph, buildLayerGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode } from "./onnx/llamaGraphs.js";
+import { buildHeadGraph, buildLayerGraph, buildLinearGraph, DEFAULT_GRAPH_OPTIONS, type GraphOptions, type HeadMode } from "./onnx/llamaGraphs.js";
 import { encodeModel } from "./onnx/model.js";
 import { type HostBackend, hostBackend } from "./hostBackend.js";
+import type { LinearKernel } from "./linearKernel.js";
+import { batchedRecurrentLayer, hasBatchedRecurrentLayer } from "./recurrentLayer.js";
 import { checkHeadArgs, checkLayerArgs, createReferenceKernels } from "./referenceBackend.js";
 
 export type OrtFlavor = "node" | "web";
@@ -148,6 +150,14 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
     return out;
   };
 
+  /** x @ w^T in one Gemm session per (nIn, nOut), over the rows in runs of at most maxRowsPerRun. */
+  const linear: LinearKernel = async (x, rows, w, nOut, nIn) => {
+    const s = await session(`linear ${nIn}->${nOut} ${graphOptions.linear}`, () => encodeModel(buildLinearGraph(nIn, nOut, graphOptions)));
+    const chunk = (first: number, count: number): Feeds => ({ x: f32(x.subarray(first * nIn, (first + count) * nIn), [count, nIn]) });
+    const { y } = await runChunked(s, rows, maxRowsPerRun, { w: f32(w, [nOut, nIn]) }, chunk, { y: nOut });
+    return y!;
+  };
+
   const recurrentKernels = createReferenceKernels();
   return {
     name: `onnxruntime-${flavor}`,
@@ -156,7 +166,9 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
     stats,
     async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout, side?: SideStreams): Promise<Float32Array> {
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
-      // A recurrent layer's scan is sequential: it runs on the plain kernels (its projections are small next to a window's attention graph).
+      // A recurrent layer's scan is sequential: Mamba's and RWKV-4's projections run here over every window's tokens at once,
+      // the scan on the host; the other recurrent kinds (no batched twin yet) run whole on the plain kernels.
+      if (hasBatchedRecurrentLayer(shape)) return batchedRecurrentLayer(x, nWindows, seqLen, weights, shape, linear);
       if (isRecurrentShape(shape)) return recurrentKernels.runLayer(x, nWindows, seqLen, weights, shape, layout, side);
       // The batch dim is symbolic, so one session per (shape, seqLen, packed or not) serves every batch size.
       const packed = layout !== undefined;

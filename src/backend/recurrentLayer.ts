@@ -1,11 +1,13 @@
 // The recurrent layer kinds behind one call: a state per kind and the reference block that
 // advances it, for the reference backend (a zero state per window) and generation (a state
-// carried across calls).
+// carried across calls), and the batched twins the onnx backends run (projections through a
+// LinearKernel over every window's tokens, scans in TypeScript).
 
 import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mamba2DimsOf, mambaDimsOf, rwkv6DimsOf, rwkv7DimsOf, rwkvAttDimOf, type SideStreams } from "./backend.js";
+import type { LinearKernel } from "./linearKernel.js";
 import { type Mamba2State, referenceMamba2Layer, zeroMamba2State } from "./mamba2Layer.js";
-import { type MambaState, referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
-import { referenceRwkv4Layer, type Rwkv4State, zeroRwkv4State } from "./rwkv4Layer.js";
+import { batchedMambaLayer, type MambaState, referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
+import { batchedRwkv4Layer, referenceRwkv4Layer, type Rwkv4State, zeroRwkv4State } from "./rwkv4Layer.js";
 import { referenceRwkv6Layer, type Rwkv6State, zeroRwkv6State } from "./rwkv6Layer.js";
 import { referenceRwkv7Layer, type Rwkv7State, zeroRwkv7State } from "./rwkv7Layer.js";
 
@@ -37,4 +39,19 @@ export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeig
   else if (state.kind === "rwkv4") referenceRwkv4Layer(x, T, w, shape, state.rwkv4);
   else if (state.kind === "rwkv6") referenceRwkv6Layer(x, T, w, shape, state.rwkv6);
   else referenceRwkv7Layer(x, T, w, shape, state.rwkv7, side);
+}
+
+/**
+ * x: (nWindows * seqLen, dim) float32 through one recurrent layer, each window from a zero state,
+ * the projections through `linear` -> a new array. A new kind adds its batched twin here.
+ */
+/** Whether the layer's kind has a batched twin (its projections on a LinearKernel): Mamba and RWKV-4 so far. */
+export function hasBatchedRecurrentLayer(shape: LayerShape): boolean {
+  return shape.kind === "mamba" || shape.kind === "rwkv4";
+}
+
+export function batchedRecurrentLayer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel): Promise<Float32Array> {
+  if (shape.kind === "mamba") return batchedMambaLayer(x, nWindows, seqLen, w, shape, linear);
+  if (shape.kind === "rwkv4") return batchedRwkv4Layer(x, nWindows, seqLen, w, shape, linear);
+  throw new Error(`internal: a layer of kind ${shape.kind ?? "attention"} has no batched recurrent twin`);
 }

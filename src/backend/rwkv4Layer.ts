@@ -3,9 +3,11 @@
 // the residual add; LayerNorm, channel mixing (token shift, squared ReLU, receptance gate), the
 // residual add. It carries its state, so generation continues a sequence token by token. The
 // first block's pre_ln is not here: it belongs to the embedding (the stream entering block 0 is
-// after it), see models/rwkv.ts.
+// after it), see models/rwkv.ts. batchedRwkv4Layer is the fast twin: the seven matrices over every
+// window's tokens at once through a LinearKernel, only the WKV recurrence in TypeScript loops.
 
 import { type LayerShape, type LayerWeightsF32, rwkvAttDimOf } from "./backend.js";
+import type { LinearKernel } from "./linearKernel.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-4 block remembers of the tokens before. */
@@ -97,4 +99,82 @@ export function referenceRwkv4Layer(x: Float64Array, T: number, w: LayerWeightsF
   state.ffnShift.set(xn.subarray((T - 1) * dim, T * dim));
   matmul(out, hidden, w.wDown, T, hiddenDim, dim);
   for (let i = 0; i < T * dim; i++) x[i]! += sigmoid(gate[i]!) * out[i]!;
+}
+
+/**
+ * x: (nWindows * seqLen, dim) float32, each window from a zero state -> the stream after the block
+ * (a new array). Activations between the matrices are float32; norms and the WKV recurrence run in float64.
+ */
+export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel): Promise<Float32Array> {
+  const { dim, hiddenDim, normEps } = shape;
+  const att = rwkvAttDimOf(shape);
+  const N = nWindows * seqLen;
+  const normed = new Float64Array(N * dim);
+  const mixed = new Float32Array(N * dim);
+  // Time mixing
+  layerNorm(normed, Float64Array.from(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
+  windowShiftMix(mixed, normed, w.rwkvMixK!, nWindows, seqLen, dim);
+  const k = await linear(mixed, N, w.wk, att, dim);
+  windowShiftMix(mixed, normed, w.rwkvMixV!, nWindows, seqLen, dim);
+  const v = await linear(mixed, N, w.wv, att, dim);
+  windowShiftMix(mixed, normed, w.rwkvMixR!, nWindows, seqLen, dim);
+  const r = await linear(mixed, N, w.rwkvReceptance!, att, dim);
+  const wkv = new Float32Array(N * att);
+  for (let b = 0; b < nWindows; b++) wkvScan(wkv, b * seqLen, seqLen, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, att);
+  const attOut = await linear(wkv, N, w.wo, dim, att);
+  const h = new Float64Array(N * dim);
+  for (let i = 0; i < h.length; i++) h[i] = x[i]! + attOut[i]!;
+  // Channel mixing: h + sigmoid(receptance) * value(relu(key)^2)
+  layerNorm(normed, h, w.ffnNorm, w.ffnNormBias!, N, dim, normEps);
+  windowShiftMix(mixed, normed, w.rwkvFfnMixK!, nWindows, seqLen, dim);
+  const hidden = await linear(mixed, N, w.wUp, hiddenDim, dim);
+  for (let i = 0; i < hidden.length; i++) hidden[i] = Math.max(0, hidden[i]!) ** 2;
+  windowShiftMix(mixed, normed, w.rwkvFfnMixR!, nWindows, seqLen, dim);
+  const gate = await linear(mixed, N, w.rwkvFfnReceptance!, dim, dim);
+  const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
+  const next = new Float32Array(N * dim);
+  for (let i = 0; i < next.length; i++) next[i] = h[i]! + sigmoid(gate[i]!) * ffnOut[i]!;
+  return next;
+}
+
+/** tokenShiftMix over each window of x (N, dim), the token before each window's first a zero (a fresh state); out in float32. */
+function windowShiftMix(out: Float32Array, x: Float64Array, mix: Float32Array, nWindows: number, seqLen: number, dim: number): void {
+  for (let b = 0; b < nWindows; b++) {
+    for (let t = 0; t < seqLen; t++) {
+      const off = (b * seqLen + t) * dim;
+      for (let i = 0; i < dim; i++) {
+        const before = t === 0 ? 0 : x[off - dim + i]!;
+        out[off + i] = x[off + i]! * mix[i]! + before * (1 - mix[i]!);
+      }
+    }
+  }
+}
+
+/**
+ * The WKV recurrence of one window from the zero state (see referenceRwkv4Layer), gated by
+ * sigmoid(r): rows first..first+seqLen-1 of k, v, r and wkv, all (N, att).
+ */
+function wkvScan(wkv: Float32Array, first: number, seqLen: number, k: Float32Array, v: Float32Array, r: Float32Array, timeDecay: Float32Array, timeFirst: Float32Array, att: number): void {
+  for (let c = 0; c < att; c++) {
+    const decay = -Math.exp(timeDecay[c]!);
+    const bonus = timeFirst[c]!;
+    let num = 0;
+    let den = 0;
+    let max = -1e38;
+    for (let row = first; row < first + seqLen; row++) {
+      const i = row * att + c;
+      const key = k[i]!;
+      const value = v[i]!;
+      const outMax = Math.max(max, key + bonus);
+      const a = Math.exp(max - outMax);
+      const e = Math.exp(key + bonus - outMax);
+      wkv[i] = sigmoid(r[i]!) * ((a * num + e * value) / (a * den + e));
+      const stateMax = Math.max(max + decay, key);
+      const e1 = Math.exp(max + decay - stateMax);
+      const e2 = Math.exp(key - stateMax);
+      num = e1 * num + e2 * value;
+      den = e1 * den + e2;
+      max = stateMax;
+    }
+  }
 }

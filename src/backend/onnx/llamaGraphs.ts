@@ -211,6 +211,18 @@ export function buildLayerGraph(shape: LayerShape, seqLen: number, options: Grap
   return g.build();
 }
 
+/**
+ * One matrix product over a symbolic number of rows: x (N, nIn) @ w^T, w (nOut, nIn) as stored ->
+ * y (N, nOut). The recurrent layers' projections run through it (their scans stay on the host).
+ */
+export function buildLinearGraph(nIn: number, nOut: number, options: GraphOptions = DEFAULT_GRAPH_OPTIONS): GraphSpec {
+  const g = new GraphBuilder("linear");
+  const x = g.input("x", "float", [ROWS, nIn]);
+  const w = g.input("w", "float", [nOut, nIn]);
+  g.output(linear(g, x, w, options.linear), "y", "float", [ROWS, nOut]);
+  return g.build();
+}
+
 export type HeadMode = "logits" | "nll";
 
 /**

@@ -1,0 +1,66 @@
+// Seconds per recurrent layer call on the onnx backend at real shapes (Mamba-1.4B, RWKV-4-430M;
+// random weights), split into the host part (norms, conv, scan: the call with a LinearKernel that
+// returns zeros) and the rest (onnxruntime's GEMMs), beside the float64 reference layer. Prints a
+// table; not a test.
+//
+//   node dist/bench/recurrentLayerSpeed.js [--windows 2] [--seq-len 256] [--threads 2] [--runs 2] [--reference]
+
+import { parseArgs } from "node:util";
+import { type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../src/backend/backend.js";
+import type { LinearKernel } from "../src/backend/linearKernel.js";
+import { createOrtKernels } from "../src/backend/ortBackend.js";
+import { batchedRecurrentLayer } from "../src/backend/recurrentLayer.js";
+import { createReferenceKernels } from "../src/backend/referenceBackend.js";
+import { xorshiftFill } from "../src/util/random.js";
+
+const SHAPES: Record<string, LayerShape> = {
+  "mamba-1.4b": { kind: "mamba", mamba: { dInner: 4096, dState: 16, dtRank: 128, convKernel: 4, convBias: true }, dim: 2048, hiddenDim: 4096, nHeads: 1, nKvHeads: 1, headDim: 2048, normEps: 1e-5, ropeTheta: 10000 },
+  "rwkv-4-430m": { kind: "rwkv4", rwkvAttDim: 1024, dim: 1024, hiddenDim: 4096, nHeads: 1, nKvHeads: 1, headDim: 1024, normEps: 1e-5, ropeTheta: 10000 },
+};
+
+const { values } = parseArgs({ options: { windows: { type: "string", default: "2" }, "seq-len": { type: "string", default: "256" }, threads: { type: "string", default: "2" }, runs: { type: "string", default: "2" }, reference: { type: "boolean" } } });
+const nWindows = Number(values.windows);
+const seqLen = Number(values["seq-len"]);
+const runs = Number(values.runs);
+
+function randomWeights(shape: LayerShape): LayerWeightsF32 {
+  const w: Partial<LayerWeightsF32> = {};
+  let seed = 1;
+  for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) {
+    const fanIn = dims.length === 2 && name !== "mambaALog" ? dims[1]! : 4;
+    w[name] = xorshiftFill(dims.reduce((a, b) => a * b, 1), 1 / Math.sqrt(fanIn), seed++);
+  }
+  return w as LayerWeightsF32;
+}
+
+async function seconds(f: () => Promise<unknown>): Promise<number> {
+  let best = Infinity;
+  for (let r = 0; r < runs; r++) {
+    const t0 = process.hrtime.bigint();
+    await f();
+    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return best;
+}
+
+const zeros: LinearKernel = async (_x, rows, _w, nOut) => new Float32Array(rows * nOut);
+const onnx = await createOrtKernels({ threads: Number(values.threads), flavor: "node" });
+const rows: Record<string, string | number>[] = [];
+for (const [name, shape] of Object.entries(SHAPES)) {
+  const w = randomWeights(shape);
+  const x = xorshiftFill(nWindows * seqLen * shape.dim, 1, 99);
+  await onnx.runLayer(x.subarray(0, seqLen * shape.dim), 1, seqLen, w, shape); // sessions built outside the timing
+  const total = await seconds(() => onnx.runLayer(x, nWindows, seqLen, w, shape));
+  const host = await seconds(() => batchedRecurrentLayer(x, nWindows, seqLen, w, shape, zeros));
+  const row: Record<string, string | number> = { layer: name, tokens: nWindows * seqLen, "onnx s/layer": total.toFixed(3), "host part s": host.toFixed(3), "GEMM part s": (total - host).toFixed(3), "tokens/s per layer": Math.round((nWindows * seqLen) / total) };
+  if (values.reference) {
+    const reference = createReferenceKernels();
+    const t0 = process.hrtime.bigint();
+    await reference.runLayer(x, nWindows, seqLen, w, shape);
+    row["reference s/layer"] = (Number(process.hrtime.bigint() - t0) / 1e9).toFixed(3);
+  }
+  rows.push(row);
+}
+await onnx.dispose();
+console.table(rows);
+console.log(JSON.stringify(rows));
