@@ -15,7 +15,7 @@
 //     bf16 by save_pretrained: bench/random_hf_checkpoint.py): Mamba-1.4B, RWKV-4-430M, Gemma-2-2B,
 //     Phi-3-mini; BI scoring of 2 x 256 tokens, shortgpt onnx fp32 vs PyTorch fp32 and bf16, and the
 //     largest BI difference from shortgpt's (the same computation, not only the same speed).
-// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --score-only
+// Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --7b-ppl (perplexity rows on the 7B shape too), --score-only
 // (BI scoring without perplexity), and
 // --only stories|cpu|tinyllama|7b|prune|tasks|families (or several, comma-separated) to rerun sections (the others are kept
 // from results.json; with --families NAME,... only those models' rows of the families section).
@@ -109,6 +109,11 @@ const gib = (bytes: unknown): string => (Number(bytes) / 2 ** 30).toFixed(2);
 /** An engine's GFLOP/s as a share of the bf16 kernel's cache-resident rate (set once the CPU section ran). */
 let ofPeak = (_gflops: number): string => "";
 
+/** Reads a checkpoint's weight files once, so that a run finds them in the page cache (as after a download) whatever ran before it. */
+function warmPageCache(dir: string): void {
+  spawnSync("sh", ["-c", `sync && cat "${dir}"/*.safetensors > /dev/null`], { stdio: "inherit" });
+}
+
 /** Bytes PyTorch needs to hold a shape's weights in a dtype (parameters x 2 or 4), plus a quarter for the rest. */
 function peerNeedsBytes(shape: LlamaShape, dtype: string): number {
   const { hiddenSize: d, intermediateSize: h, nLayers, nHeads, nKvHeads, vocabSize } = shape;
@@ -127,11 +132,14 @@ function againstPyTorch(key: string, shape: LlamaShape, title: string): Section 
   const dir = ensureRandomCheckpoint(shape, cache, log);
   const ids = windowsFile(shape, 8, 512);
   const rows: Row[] = [];
-  for (const task of args.has("--score-only") ? ["score"] : ["score", "ppl"]) {
+  // Perplexity on the 7B shape doubles a 25-minute section: BI scoring only unless --7b-ppl.
+  const scoreOnly = args.has("--score-only") || (key === "7b" && !args.has("--7b-ppl"));
+  for (const task of scoreOnly ? ["score"] : ["score", "ppl"]) {
     const mine: Record<string, number> = {};
     const scores: Record<string, number[]> = {};
     const taskRows: Row[] = [];
     for (const precision of ["bf16", "fp32"]) {
+      warmPageCache(dir); // each run starts with the weights in the page cache: none inherits a warmer one
       const r = ours(task, dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", precision]);
       mine[precision] = Number(r["tokensPerSecond"]);
       if (r["bi"]) scores[`shortgpt ${precision}`] = r["bi"] as number[];
@@ -142,6 +150,7 @@ function againstPyTorch(key: string, shape: LlamaShape, title: string): Section 
         taskRows.push({ task, engine: `PyTorch ${dtype}`, "tokens/s": "does not fit", "peak RSS GiB": `needs ~${gib(peerNeedsBytes(shape, dtype))} of ${gib(totalmem())}` });
         continue;
       }
+      warmPageCache(dir);
       const p = runJson(python!, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", task, "--threads", String(THREADS), "--batch", "8"]);
       if (p["bi"]) scores[`PyTorch ${dtype}`] = p["bi"] as number[];
       taskRows.push({ task, engine: `PyTorch ${p["torch"]} ${dtype}`, "tokens/s": Number(p["tokens_per_second"]).toFixed(1), "GFLOP/s": "", "of peak": "", "peak RSS GiB": gib(p["peak_rss_bytes"]) });
@@ -239,7 +248,7 @@ async function main(): Promise<void> {
       rmSync(target, { recursive: true, force: true });
       return mbPerSecond;
     };
-    const warm = (): void => void spawnSync("sh", ["-c", `sync && cat "${dir}"/*.safetensors > /dev/null`], { stdio: "inherit" });
+    const warm = (): void => warmPageCache(dir);
     // Emptying the page cache needs root; without it the cold rows are left out.
     const dropCaches = (): boolean => spawnSync("sh", ["-c", "sync && echo 1 > /proc/sys/vm/drop_caches"], { stdio: "ignore" }).status === 0;
     const cold = dropCaches();

@@ -367,7 +367,9 @@ static void rope_worker(void *p, int tid, int nthreads) {
 // Packing: row n of the stacked weight is column n of the GEMM: panel n/16, lane n%16, with the
 // k values of a row in bf16 pairs (one uint32 per pair). Whole panels of 16 rows and runs of 16 k
 // go through a 16 x 8-pair tile in L1 so that every store fills a 64-byte line; the ragged edges
-// go one pair at a time. src is fp32 (rounded here) or bf16 bits (moved as stored).
+// go one pair at a time. src is fp32 (rounded here) or bf16 bits (moved as stored). (The tile path
+// rounds with vcvtneps2bf16, which reads float32 denormals as zero, as the GEMM's activations are;
+// the edges keep them: weights below 1.2e-38 differ by that much at most.)
 typedef struct { uint32_t *dst; const void *src; int src_bf16; size_t row0, rows, k, k2; } pack_ctx;
 
 AVX512 static inline uint32_t pair_at(const pack_ctx *c, size_t r, size_t kk) {
@@ -549,9 +551,10 @@ static napi_value js_pack_rows(napi_env env, napi_callback_info info) {
   if (!get_weight_part(env, argv[1], &p, &bf, &len)) return throw_error(env, "packRows: the part must be a Float32Array or Uint16Array (bf16)");
   if (!get_size(env, argv[2], &row0) || !get_size(env, argv[3], &k) || k == 0 || len % k != 0) return throw_error(env, "packRows: row0 and k must be integers, k > 0, and the part whole rows of k");
   if (!get_threads(env, argc, argv, 4, &threads)) return throw_error(env, "packRows: threads must be a positive integer");
-  size_t k2 = (k + 1) / 2, rows = len / k;
-  if ((round_up(row0 + rows, PANEL)) * k2 * 2 > ld) return throw_error(env, "packRows: dst is too small for these rows");
 #if HAVE_X86
+  size_t k2 = (k + 1) / 2, rows = len / k;
+  // Whole panels of 16 rows of k2 pairs must fit (divided, not multiplied: no size_t overflow).
+  if (ld / (k2 * 2) < round_up(row0 + rows, PANEL)) return throw_error(env, "packRows: dst is too small for these rows");
   pack_rows(dst, p, bf, row0, rows, k, k2, (int)threads);
   return NULL;
 #else

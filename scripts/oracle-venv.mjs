@@ -16,10 +16,10 @@ const MODULES = ["torch", "transformers", "safetensors", "gguf", "numpy"];
 
 const hasModules = () => existsSync(python) && spawnSync(python, ["-c", `import ${MODULES.join(", ")}`]).status === 0;
 
-/** pip's configured indexes (pip config), the first as --index-url so that no other is tried first. */
+/** pip's configured indexes (pip config, read by the venv's own pip), the first as --index-url so that no other is tried first. */
 function indexArgs() {
   const urls = ["global.index-url", "global.extra-index-url"].flatMap((key) => {
-    const r = spawnSync("python3", ["-m", "pip", "config", "get", key], { encoding: "utf8" });
+    const r = spawnSync(python, ["-m", "pip", "config", "get", key], { encoding: "utf8" });
     return r.status === 0 ? r.stdout.trim().split(/\s+/).filter(Boolean) : [];
   });
   return urls.length === 0 ? [] : ["--index-url", urls[0], ...urls.slice(1).flatMap((u) => ["--extra-index-url", u])];
@@ -27,8 +27,9 @@ function indexArgs() {
 
 if (!hasModules()) {
   process.stderr.write(`shortgpt: making ${join(root, ".venv")} for the tests' Python oracles (${MODULES.join(", ")})\n`);
-  const steps = [["python3", ["-m", "venv", join(root, ".venv")]], [python, ["-m", "pip", "install", "-q", "--disable-pip-version-check", ...indexArgs(), ...MODULES]]];
-  for (const [command, args] of steps) {
+  const steps = [() => ["python3", ["-m", "venv", join(root, ".venv")]], () => [python, ["-m", "pip", "install", "-q", "--disable-pip-version-check", ...indexArgs(), ...MODULES]]];
+  for (const step of steps) {
+    const [command, args] = step();
     const r = spawnSync(command, args, { stdio: ["ignore", "inherit", "inherit"] });
     if (r.status !== 0) {
       process.stderr.write(`shortgpt: ${command} ${args.join(" ")} failed (${r.status ?? r.error?.message}); the tests that run a Python oracle need ${MODULES.join(", ")}\n`);

@@ -157,7 +157,7 @@ function ggufFamilyView(arch: GgufArchitecture, stored: TensorProvider, config: 
   if (arch === "mamba") return ggufMambaView(stored);
   if (arch === "mamba2") return ggufMamba2View(stored);
   if (arch === "phi3") return phi3GgufView(stored, config);
-  if (arch === "rwkv6") return ggufRwkv6View(stored, config.normEps);
+  if (arch === "rwkv6") return ggufRwkv6View(stored, config.normEps, config.rwkvRescaleEvery);
   if (arch === "rwkv7") return ggufRwkv7View(stored, config);
   return stored;
 }

@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
-import { createCpuBf16Backend, createCpuBf16Kernels, type CpuBf16Backend } from "../src/backend/cpuBf16/bf16Kernels.js";
+import { createCpuBf16Backend, createCpuBf16Kernels, type CpuBf16Backend, nativeLayerSupports } from "../src/backend/cpuBf16/bf16Kernels.js";
+import { bf16ByDefault } from "../src/cli/common.js";
 import { cpuBf16Availability, emptyPacked, setCpuBf16Disabled } from "../src/backend/cpuBf16/native.js";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { createReferenceKernels } from "../src/backend/referenceBackend.js";
@@ -241,6 +242,27 @@ test("bf16 checkpoint: layers packed tensor by tensor from the stored bf16 bits 
     } finally {
       source.close();
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the native bf16 layer takes plain Llama attention layers only; bf16 is the CLI default only for all-bf16 models it computes whole", () => {
+  const llama: LayerShape = { dim: 64, hiddenDim: 160, nHeads: 8, nKvHeads: 4, headDim: 8, normEps: 1e-5, ropeTheta: 10000 };
+  assert.equal(nativeLayerSupports(llama), true);
+  for (const other of [{ kind: "mamba" }, { kind: "rwkv6" }, { ropeAttentionFactor: 1.2 }, { attnSoftcap: 50 }, { slidingWindow: 16 }, { postNorms: true }, { qkvBias: true }] as Partial<LayerShape>[]) {
+    assert.equal(nativeLayerSupports({ ...llama, ...other }), false, JSON.stringify(other));
+  }
+  const dir = mkdtempSync(join(tmpdir(), "shortgpt-bf16-default-"));
+  try {
+    writeHfLlamaFixture(dir, { dtype: "BF16" });
+    const bf16 = openModel(dir);
+    assert.equal(bf16ByDefault(bf16), true);
+    assert.equal(bf16ByDefault({ dtypes: { BF16: 10, F32: 2 }, config: bf16.config }), false, "a model not stored all in bf16");
+    bf16.close();
+    const mamba = openModel(join(repoRoot(), "test", "fixtures", "mamba2_tiny"));
+    assert.equal(bf16ByDefault({ dtypes: { BF16: 1 }, config: mamba.config }), false, "a recurrent model stays fp32");
+    mamba.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

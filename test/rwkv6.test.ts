@@ -17,7 +17,7 @@ import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { CheckpointError, UnsupportedError } from "../src/errors.js";
 import { generate } from "../src/eval/generate.js";
 import { perplexity } from "../src/eval/perplexity.js";
-import { GGML_TYPE_BY_NAME, GgufValueType, readGguf } from "../src/formats/gguf.js";
+import { GGML_TYPE_BY_NAME, GgufValueType, readGguf, readGgufTensorBytes } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
 import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
@@ -274,13 +274,24 @@ for (const removed of [0, 1]) {
     const pruned = join(dir, "pruned.gguf");
     const run = runCli(["prune", rescaled, "--out", pruned, "--layers", String(removed)]);
     assert.equal(run.status, 0, run.stderr);
-    // Old block 2 becomes block 1: from 2^-1 to 2^0 of the unscaled weights, so doubled exactly.
+    // Old block 2 becomes block 1: from 2^-1 to 2^0 of the unscaled weights, so doubled exactly in
+    // the file, and read (unscaled) as the same weights.
     const before = openModel(rescaled);
     const after = openModel(pruned);
+    const stored = (path: string, name: string): Float32Array => {
+      const gguf = readGguf(path);
+      const bytes = readGgufTensorBytes(gguf, gguf.tensors.find((t) => t.name === name)!);
+      return new Float32Array(bytes.slice().buffer);
+    };
     for (const name of ["time_mix_output", "channel_mix_value"]) {
-      const was = before.provider.readF32(`blk.2.${name}.weight`);
-      assert.deepEqual(after.provider.readF32(`blk.1.${name}.weight`), was.map((v) => v * 2));
+      assert.deepEqual(stored(pruned, `blk.1.${name}.weight`), stored(rescaled, `blk.2.${name}.weight`).map((v) => v * 2));
+      assert.deepEqual(after.provider.readF32(`blk.1.${name}.weight`), before.provider.readF32(`blk.2.${name}.weight`));
     }
+    // Skipping the block in memory is the model of the pruned file (the unscaled weights either way).
+    const skipped = loadModel(rescaled).model.forward(IDS, { skip: new Set([removed]) }).logits;
+    const skipVsPruned = scaledError(skipped, loadModel(pruned).model.forward(IDS).logits);
+    t.diagnostic(`rescale 2, block ${removed} skipped vs pruned file: ${skipVsPruned.toExponential(2)}`);
+    assert.ok(skipVsPruned < 1e-5, `skip vs prune: ${skipVsPruned}`);
     before.close();
     after.close();
     const plain = join(dir, "plain-pruned.gguf");

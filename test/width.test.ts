@@ -193,6 +193,13 @@ test("bad input: families width pruning cannot rewrite, sizes transformers refus
   } finally {
     g.close();
   }
+  // A recurrent model (Mamba-2) has no heads or FFN channels to slice: refused with a typed error, naming the kind.
+  const mamba2 = openModel(join(repoRoot(), "test", "fixtures", "mamba2_tiny"));
+  try {
+    assert.throws(() => widthPrune(mamba2, { channelSquares: [], covariance: new Float64Array(0), tokens: 0 }, "ffn-channels", { matchLayers: 1 }), (e: unknown) => e instanceof UnsupportedError && /recurrent mamba2 blocks/.test(e.message));
+  } finally {
+    mamba2.close();
+  }
   const opened = openModel(MODEL_BIN);
   try {
     const stats = await statsOf(opened);

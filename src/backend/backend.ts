@@ -107,8 +107,6 @@ export interface LayerShape {
   rwkvAttDim?: number;
   /** With kind "rwkv6": its head size and LoRA widths (hiddenDim is channel mixing's width). */
   rwkv6?: Rwkv6Dims;
-  /** llama.cpp's rescale_every_n_layers: this layer's output (the residual stream) is halved. */
-  halveOutput?: boolean;
   /** With kind "rwkv7": time mixing's dimensions; hiddenDim is channel mixing's. */
   rwkv7?: Rwkv7Dims;
   dim: number;

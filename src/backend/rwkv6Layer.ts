@@ -2,7 +2,7 @@
 // LayerNorm, time mixing (token shift with a data-dependent lerp per branch, data-dependent decay,
 // the WKV6 recurrence over a (headSize, headSize) state per head, a group norm per head, the silu
 // gate), the residual add; LayerNorm, channel mixing (lerp token shift, squared ReLU, receptance
-// gate), the residual add; then halved when llama.cpp's rescale_every_n_layers says so. It carries
+// gate), the residual add (rescale_every_n_layers is undone in the weights: models/rwkv6.ts). It carries
 // its state, so generation continues a sequence token by token. The LayerNorm on the embedding
 // (token_embd_norm) is not here: it belongs to the embedding, see models/rwkv6.ts.
 
@@ -141,5 +141,5 @@ export function referenceRwkv6Layer(x: Float64Array, T: number, w: LayerWeightsF
   lerpRows(mixed, xn, shifted, w.rwkv6FfnLerpR!, T, dim);
   matmul(gate, mixed, w.rwkvFfnReceptance!, T, dim, dim);
   matmul(out, hidden, w.wDown, T, hiddenDim, dim);
-  for (let i = 0; i < T * dim; i++) x[i] = (x[i]! + sigmoid(gate[i]!) * out[i]!) * (shape.halveOutput ? 0.5 : 1);
+  for (let i = 0; i < T * dim; i++) x[i] = x[i]! + sigmoid(gate[i]!) * out[i]!;
 }

@@ -2,7 +2,9 @@
 // backend, reading data with the window options, and printing Block Influence.
 
 import type { DecoderBackend } from "../backend/backend.js";
+import { nativeLayerSupports } from "../backend/cpuBf16/supports.js";
 import { defaultThreads, parseBackendName, parsePrecision, selectBackend } from "../backend/select.js";
+import { layerShape } from "../models/llama.js";
 import { OptionError } from "../errors.js";
 import { hubSettingsFromEnv } from "../hub/cache.js";
 import { openModel, type OpenedModel, resolveModelPath } from "../load.js";
@@ -52,24 +54,26 @@ export function openFromArgs(p: Parsed, path: string): OpenedModel {
  * whose weights are stored as bf16, where the CPU has AVX512_BF16, else fp32); fallbacks are
  * reported on stderr.
  */
-export async function backendFromArgs(p: Parsed, model?: Pick<OpenedModel, "dtypes">): Promise<DecoderBackend> {
+export async function backendFromArgs(p: Parsed, model?: Pick<OpenedModel, "dtypes" | "config">): Promise<DecoderBackend> {
   const name = parseBackendName(str(p, "backend") ?? "auto");
   const threads = int(p, "threads", 1, 1024) ?? defaultThreads();
   const device = int(p, "device", 0, 1024);
   const precisionText = str(p, "precision");
-  const precision = precisionText !== undefined ? parsePrecision(precisionText) : model && storedAsBf16(model.dtypes) ? "bf16" : undefined;
+  const precision = precisionText !== undefined ? parsePrecision(precisionText) : model && bf16ByDefault(model) ? "bf16" : undefined;
   const { backend, notes } = await selectBackend(name, { threads, ...(device === undefined ? {} : { device }), ...(precision === undefined ? {} : { precision }), quietBf16Fallback: precisionText === undefined });
   for (const note of notes) process.stderr.write(`shortgpt: ${note}\n`);
   return backend;
 }
 
 /**
- * Whether every stored tensor is bf16: then bf16 GEMMs round nothing of the weights, only the
- * activations (as PyTorch's bf16 does), and the CPU engine takes its bf16 path by default.
+ * bf16 GEMMs by default on the CPU: every stored tensor is bf16 (then they round no weight, only
+ * the activations, as PyTorch's bf16 does) and the native bf16 layer computes every layer (a
+ * model it would hand back to the fp32 kernels gains nothing).
  */
-export function storedAsBf16(dtypes: Readonly<Record<string, number>>): boolean {
-  const kinds = Object.keys(dtypes);
-  return kinds.length > 0 && kinds.every((d) => d === "BF16");
+export function bf16ByDefault(model: Pick<OpenedModel, "dtypes" | "config">): boolean {
+  const kinds = Object.keys(model.dtypes);
+  if (kinds.length === 0 || !kinds.every((d) => d === "BF16")) return false;
+  return Array.from({ length: model.config.nLayers }, (_, layer) => layerShape(model.config, layer)).every(nativeLayerSupports);
 }
 
 export function windowsFromArgs(p: Parsed, opened: OpenedModel): WindowChoice {

@@ -74,7 +74,7 @@ export interface LlamaConfig {
   rwkvAttDim?: number;
   /** RWKV-6 (llama.cpp's rwkv6): every layer is an RWKV-6 block with these dimensions (LayerNorm everywhere). */
   rwkv6?: Rwkv6Dims;
-  /** RWKV-6: llama.cpp's rescale_every_n_layers; the stream is halved after every this many layers (absent: never). */
+  /** RWKV-6: llama.cpp's rescale_every_n_layers (the stream halved after every this many layers, output weights stored scaled to match); absent: none. */
   rwkvRescaleEvery?: number;
   /** RWKV-7: every layer is an RWKV-7 block with these time-mixing dimensions (hiddenDim is channel mixing's; LayerNorm everywhere). */
   rwkv7?: Rwkv7Dims;
@@ -131,8 +131,8 @@ export function layerShape(config: LlamaConfig, layer?: number): LayerShape {
   if (config.rwkv7) return { kind: "rwkv7", rwkv7: config.rwkv7, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   if (config.rwkvAttDim !== undefined) return { kind: "rwkv4", rwkvAttDim: config.rwkvAttDim, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   if (config.rwkv6) {
-    const halve = layer !== undefined && config.rwkvRescaleEvery !== undefined && (layer + 1) % config.rwkvRescaleEvery === 0;
-    return { kind: "rwkv6", rwkv6: config.rwkv6, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true, ...(halve ? { halveOutput: true } : {}) };
+    // (rescale_every_n_layers: the output weights are read unscaled instead of halving the stream; see ggufRwkv6View.)
+    return { kind: "rwkv6", rwkv6: config.rwkv6, dim, hiddenDim, nHeads, nKvHeads, headDim, normEps, ropeTheta, layerNorm: true };
   }
   const rope = local && config.localRope ? { ropeTheta: config.localRope.theta } : {
     ropeTheta, ...(config.ropeFreqFactors ? { ropeFreqFactors: config.ropeFreqFactors } : {}),

@@ -78,9 +78,38 @@ export function rwkv6ConfigFromGguf(meta: (key: string) => number | undefined, v
   return config;
 }
 
-/** The stored tensors with the embedding read as token_embd_norm(embedding), and separate token-shift lerps read fused. */
-export function ggufRwkv6View(stored: TensorProvider, eps: number): TensorProvider {
-  return embeddingNormView(fusedLerpView(stored), eps, { embedding: EMBEDDING, ...RWKV6_EMBEDDING_NORM }, "llama.cpp's rwkv6 holds token_embd_norm (the first block's LayerNorm on the embedding); the file is incomplete");
+/**
+ * The stored tensors with the embedding read as token_embd_norm(embedding), separate token-shift
+ * lerps read fused, and, in a file with rescale_every_n_layers n, each block's output weights
+ * read unscaled (see unscaledOutputsView).
+ */
+export function ggufRwkv6View(stored: TensorProvider, eps: number, rescaleEvery = 0): TensorProvider {
+  const viewed = embeddingNormView(fusedLerpView(stored), eps, { embedding: EMBEDDING, ...RWKV6_EMBEDDING_NORM }, "llama.cpp's rwkv6 holds token_embd_norm (the first block's LayerNorm on the embedding); the file is incomplete");
+  return rescaleEvery > 0 ? unscaledOutputsView(viewed, rescaleEvery) : viewed;
+}
+
+const RESCALED_OUTPUT = /^blk\.(\d+)\.(time_mix_output|channel_mix_value)\.weight$/;
+
+/**
+ * llama.cpp halves the stream after every n blocks of a file with rescale_every_n_layers n, and
+ * block b's output weights are stored divided by 2^floor(b/n) to match. Since every block reads
+ * the stream through a LayerNorm (and the head through one), that is the unscaled model with the
+ * stream 2^floor(b/n) smaller (up to LayerNorm's eps): the engine computes the unscaled model,
+ * reading block b's output weights times 2^floor(b/n) (exact). Then skipping a block in memory is
+ * the same model as the file prune writes without it, which rescales by the new index, and Block
+ * Influence (a cosine) is the same either way.
+ */
+function unscaledOutputsView(stored: TensorProvider, every: number): TensorProvider {
+  return {
+    ...stored,
+    readF32: (name) => {
+      const values = stored.readF32(name);
+      const match = RESCALED_OUTPUT.exec(name);
+      const scale = match ? 2 ** Math.floor(Number(match[1]) / every) : 1;
+      if (scale !== 1) for (let i = 0; i < values.length; i++) values[i]! *= scale;
+      return values;
+    },
+  };
 }
 
 /** The five token-shift branches in llama.cpp's fused order. */

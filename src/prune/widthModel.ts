@@ -2,7 +2,7 @@
 // names (Q/K rows in the rotate-half layout), with a TensorProvider view so that the streaming
 // engine evaluates it exactly as it would the written directory, and parameter accounting.
 
-import { layerWeightDims, type LayerWeightName } from "../backend/backend.js";
+import { isRecurrentShape, layerWeightDims, type LayerWeightName } from "../backend/backend.js";
 import { UnsupportedError } from "../errors.js";
 import type { OpenedModel } from "../load.js";
 import { HF_LLAMA_NAMES } from "../models/hfLlamaConfig.js";
@@ -59,6 +59,7 @@ export function checkWidthPrunable(config: LlamaConfig, architecture: string, so
     config.layerNorm && "LayerNorm", config.plainMlp && "an MLP without a gate", config.outputBiases && "output biases",
     config.learnedPositions && "learned positions", config.normWeightOffset !== undefined && "(1 + w) norm weights", config.embeddingScale !== undefined && "a scaled embedding",
     architecture === "baichuan" && "Baichuan's fused W_pack",
+    isRecurrentShape(layerShape(config)) && `recurrent ${layerShape(config).kind} blocks (no attention heads or FFN channels to slice)`,
   ].filter((x): x is string => typeof x === "string");
   if (unsupported.length > 0) {
     throw new UnsupportedError(`${source}: width pruning supports Llama-style models (RMSNorm, gated MLP); this one has ${unsupported.join(", ")}`, {

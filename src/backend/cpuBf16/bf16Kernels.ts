@@ -7,6 +7,7 @@ import { type HeadResult, type HiddenStates, type HostKernels, type LayerShape, 
 import { type HostBackend, hostBackend, hostStates, ownHostStates } from "../hostBackend.js";
 import { createOrtKernels, type OrtKernels } from "../ortBackend.js";
 import { checkLayerArgs, checkStreamArgs } from "../referenceBackend.js";
+import { nativeLayerSupports } from "./supports.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { UnsupportedError } from "../../errors.js";
 import { type CpuBf16Native, type CpuFeatures, cpuBf16Availability, emptyPacked, type PackedWeights } from "./native.js";
@@ -56,17 +57,14 @@ interface Bf16PreparedLayer extends PreparedLayer {
   readonly native: NativeLayer;
 }
 
-/** Whether the native layer computes this shape; else the fp32 kernels do. */
-export function nativeLayerSupports(shape: LayerShape): boolean {
-  return !shape.qkvBias && !shape.qkNorm && !shape.layerNorm && !shape.noRope && !shape.plainMlp && !shape.outputBiases &&
-    shape.activation === undefined && shape.headDim % 2 === 0 && shape.nHeads % shape.nKvHeads === 0;
-}
 
 /**
  * The host backend on the bf16 kernels, with one difference: a layer the native code computes is
  * packed as prepareLayer reads it, tensor by tensor (bf16 checkpoints without a float32 copy), so
  * a pass holds packed bf16 weights only: half the memory of the float32 layer.
  */
+export { nativeLayerSupports };
+
 export async function createCpuBf16Backend(options: CpuBf16Options): Promise<CpuBf16Backend> {
   const kernels = await createCpuBf16Kernels(options);
   const host = hostBackend(kernels);

@@ -21,7 +21,7 @@ import { HEAL_OPTIONS, healChoiceFromArgs, healedVariant } from "../healOptions.
 
 const usage = "shortgpt compare MODEL --data CALIB --metrics bi,angular,relative-magnitude,ppl,reverse-order --remove K --eval ppl:FILE,mmlu,... [--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--tokens last|all] [--seed S] [--width] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
-  + "[--backend B] [--threads N] [--heal none|linear [--heal-ridge R|auto]] [--json FILE]";
+  + "[--backend B] [--threads N] [--precision bf16|fp32] [--heal none|linear [--heal-ridge R|auto]] [--json FILE]";
 
 function jaccard(a: readonly number[], b: readonly number[]): number {
   const union = new Set([...a, ...b]).size;

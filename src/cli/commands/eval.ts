@@ -23,7 +23,7 @@ import { valuesChart } from "../../report/charts.js";
 import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt eval MODEL (--ppl FILE [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] | --tasks a,b,... --data-dir DIR [--shots K] [--limit N] [--bos|--no-bos]) "
-  + "[--skip i,j] [--backend auto|onnx|wasm|reference] [--threads N] [--shard i/n] [--json FILE]";
+  + "[--skip i,j] [--backend auto|cuda|onnx|wasm|reference] [--threads N] [--precision bf16|fp32] [--shard i/n] [--json FILE]";
 
 /** What the perplexity JSON needs of the data besides the result: the same for every shard. */
 export interface PerplexityInfo {

@@ -25,7 +25,7 @@ import { Progress } from "../progress.js";
 
 const usage = "shortgpt prune MODEL --out PATH (--layers i,j,... | --remove K --from-scores SCORE.json [--metric m] [--select ...] [--keep-first N] [--keep-last N] | --remove K --data FILE [--metric bi|bi-angular|angular|relative-magnitude|ppl|reverse-order|random] "
   + "[--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] [--block N] [--tokens last|all] [--seed S] "
-  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N]) [--heal none|linear [--heal-data FILE] [--heal-ridge R|auto]] [--force] [--json FILE]";
+  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--precision bf16|fp32]) [--heal none|linear [--heal-data FILE] [--heal-ridge R|auto]] [--force] [--json FILE]";
 
 /** The fitted healing maps of the chosen layers, on --heal-data (default --data), or nothing with --heal none. */
 async function healFromArgs(p: Parsed, opened: OpenedModel, layers: readonly number[]): Promise<{ replacedTensors: Map<string, Uint8Array>; record: HealRecord } | undefined> {
@@ -40,7 +40,7 @@ async function healFromArgs(p: Parsed, opened: OpenedModel, layers: readonly num
   const windows = windowsFromArgs(p, opened);
   requireOneWindow(data.documents, windows.seqLen, path);
   const ridge = healRidgeFromArgs(p);
-  const backend = await backendFromArgs(p);
+  const backend = await backendFromArgs(p); // fp32 unless asked: the fit's sums want the full precision
   const progress = new Progress("healing", "token-layers");
   try {
     const fitted = await fitLinearHeal(opened, layers, scoringWindows(data.documents, windows), { backend, ...(ridge === undefined ? {} : { ridge }), onProgress: progress.callback });
@@ -73,7 +73,7 @@ async function selectByScore(p: Parsed, opened: OpenedModel, k: number): Promise
   if (metric === "angular" && choice.block === undefined) choice.block = k;
   const data = dataFromArgs(p, opened, "data", usage);
   const windows = windowsFromArgs(p, opened);
-  const backend = await backendFromArgs(p);
+  const backend = await backendFromArgs(p, opened); // the precision score uses on this model, so both rank alike
   const common = { data: { path: data.path, sha256: data.sha256, split: data.split }, options: { ...windows, ...choice }, backend: backend.name };
   try {
     if (selection.iterative) {

@@ -24,7 +24,7 @@ import type { ReportSection } from "../../report/page.js";
 
 const usage = "shortgpt score MODEL --data FILE [--metric bi,bi-angular,angular,relative-magnitude,ppl,reverse-order,random] [--block N] [--tokens last|all] [--seed S] "
   + "[--bootstrap R [--remove K] [--select top-k|contiguous] [--keep-first N] [--keep-last N]] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] "
-  + "[--backend auto|onnx|wasm|reference] [--threads N] [--shard i/n] [--json FILE]";
+  + "[--backend auto|cuda|onnx|wasm|reference] [--threads N] [--precision bf16|fp32] [--shard i/n] [--json FILE]";
 
 function bootstrapTable(result: BootstrapResult): string {
   return result.metrics.map((m) => `${m.metric} (${result.resamples} resamples, ${result.confidence * 100}% intervals, seed ${result.seed})\n` + table(

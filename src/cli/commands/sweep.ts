@@ -20,7 +20,7 @@ import { HEAL_OPTIONS, healChoiceFromArgs, healedVariant } from "../healOptions.
 import type { HealRecord } from "../../heal/healLinear.js";
 
 const usage = "shortgpt sweep MODEL --data CALIB --max-remove K --eval ppl:FILE,mmlu,... [--metric bi] [--select top-k|contiguous] [--keep-first N] [--keep-last N] [--iterative] "
-  + "[--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--heal none|linear [--heal-ridge R|auto]] [--json FILE]";
+  + "[--data-dir DIR] [--shots K] [--limit N] [--bos|--no-bos] [--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--precision bf16|fp32] [--heal none|linear [--heal-ridge R|auto]] [--json FILE]";
 
 export const sweepCommand: Command = {
   name: "sweep",

@@ -13,7 +13,7 @@ import { backendFromArgs, dataFromArgs, ENGINE_OPTIONS, modelPathFromArgs, openF
 import { Progress } from "../progress.js";
 
 const usage = "shortgpt width MODEL --out DIR --method ffn-channels|slicegpt (--match-layers K | --channels N | --hidden-size D) --data CALIB "
-  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--force] [--json FILE]";
+  + "[--split blank-line] [--seq-len L] [--stride S] [--max-tokens N] [--backend B] [--threads N] [--precision bf16|fp32] [--force] [--json FILE]";
 
 function sizeFromArgs(p: Parsed, nLayers: number): WidthSize {
   const match = int(p, "match-layers", 1, nLayers - 1);
