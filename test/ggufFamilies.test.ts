@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { getLlama, type Llama, type Token } from "node-llama-cpp";
+import type { Llama } from "node-llama-cpp";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { readGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel } from "../src/load.js";
@@ -18,6 +18,7 @@ import { streamingBlockInfluence } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
 import { CheckpointError } from "../src/errors.js";
 import { decodeGoldenFloats, rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
+import { cpuLlama, llamaCppProbabilities } from "./llamaCppOracle.js";
 
 interface Golden {
   ids: number[];
@@ -30,29 +31,13 @@ const IDS = golden.ids;
 let llama: Llama;
 
 before(async () => {
-  llama = await getLlama({ gpu: false, build: "never", skipDownload: true, usePrebuiltBinaries: true, logLevel: "error" as never });
+  llama = await cpuLlama();
 });
 
 after(async () => {
   await llama.dispose();
 });
 
-/** llama.cpp's next-token probabilities after each position (a context of 256: Phi-3's short LongRoPE factors). */
-async function llamaCppProbabilities(path: string, ids: number[]): Promise<Map<number, number>[]> {
-  const model = await llama.loadModel({ modelPath: path });
-  const context = await model.createContext({ contextSize: 256, flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
-  try {
-    const results = await context.getSequence().controlledEvaluate(ids.map((id) => [id as Token, { generateNext: { token: true, probabilities: true, options: { temperature: 0 } } }]));
-    return results.map((r, pos) => {
-      const probs = r?.next?.probabilities;
-      if (!probs) throw new Error(`no probabilities at position ${pos}`);
-      return probs;
-    });
-  } finally {
-    await context.dispose();
-    await model.dispose();
-  }
-}
 
 /** max over positions and tokens of |softmax(logits) - llama.cpp's probability|. */
 function maxProbabilityDifference(logits: Float64Array, vocab: number, theirs: Map<number, number>[]): number {
@@ -128,7 +113,7 @@ for (const c of golden.cases) {
     assert.equal(biGguf.length, fromHf.config.nLayers);
     assert.ok(biDiff < 1e-6, `${c.name}: BI differs by ${biDiff}`);
 
-    const theirs = await llamaCppProbabilities(gguf, IDS);
+    const theirs = await llamaCppProbabilities(llama, gguf, IDS);
     const diff = maxProbabilityDifference(ggufLogits, 512, theirs);
     const exact = maxProbabilityDifference(asLlamaCpp(fromGguf.model).forward(IDS).logits, 512, theirs);
     t.diagnostic(`${c.name}: max |p_ours - p_llama.cpp| = ${diff.toExponential(2)}; with llama.cpp's float16 GELU table ${exact.toExponential(2)}`);
@@ -142,7 +127,7 @@ for (const c of golden.cases) {
     const prunedModel = loadModel(pruned).model;
     assert.equal(prunedModel.config.nLayers, fromHf.config.nLayers - 1);
     const prunedLogits = prunedModel.forward(IDS).logits;
-    const prunedTheirs = await llamaCppProbabilities(pruned, IDS);
+    const prunedTheirs = await llamaCppProbabilities(llama, pruned, IDS);
     const prunedDiff = maxProbabilityDifference(asLlamaCpp(prunedModel).forward(IDS).logits, 512, prunedTheirs);
     t.diagnostic(`${c.name} pruned of layer 1: max |p_ours - p_llama.cpp| = ${prunedDiff.toExponential(2)} (llama.cpp's GELU for Gemma)`);
     assert.ok(prunedDiff < 1e-4, `${c.name} pruned: ${prunedDiff}`);

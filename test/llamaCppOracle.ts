@@ -9,10 +9,13 @@ export function cpuLlama(): Promise<Llama> {
   return getLlama({ gpu: false, build: "never", skipDownload: true, usePrebuiltBinaries: true, logLevel: "error" as never });
 }
 
-/** llama.cpp's next-token probabilities after each position. */
+/**
+ * llama.cpp's next-token probabilities after each position, in a context of 256 with an F32
+ * key/value cache and no flash attention (then they agree with an exact forward pass to ~1e-6).
+ */
 export async function llamaCppProbabilities(llama: Llama, path: string, ids: number[]): Promise<Map<number, number>[]> {
   const model = await llama.loadModel({ modelPath: path });
-  const context = await model.createContext({ contextSize: 256 });
+  const context = await model.createContext({ contextSize: 256, flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
   try {
     const results = await context.getSequence().controlledEvaluate(ids.map((id) => [id as Token, { generateNext: { token: true, probabilities: true, options: { temperature: 0 } } }]));
     return results.map((r, pos) => {
