@@ -16,6 +16,7 @@
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
 import { type FieldSpec, parseHfConfigFields } from "./hfLlamaConfig.js";
+import type { LayerWeightName } from "../backend/backend.js";
 import { checkConfigCount, checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 import { RECURRENT_CONTEXT } from "./mamba.js";
 
@@ -138,3 +139,29 @@ export function embeddingNormView(stored: TensorProvider, eps: number, names: { 
     },
   };
 }
+
+/**
+ * What llama.cpp's rwkv6 and rwkv7 GGUF files share: the embedding with its LayerNorm
+ * (token_embd_norm, the stream entering block 0 is after it), the final LayerNorm and classifier,
+ * and each block's two LayerNorms (attn_norm before time mixing, attn_norm_2 before channel mixing).
+ */
+export const GGUF_RWKV_EMBEDDING = "token_embd.weight";
+export const GGUF_RWKV_EMBEDDING_NORM = { weight: "token_embd_norm.weight", bias: "token_embd_norm.bias" } as const;
+
+/** The names every rwkv6/rwkv7 GGUF file has outside its blocks' mixing tensors; `layer` adds those. */
+export function ggufRwkvNames(mixing: (block: string) => Partial<Record<LayerWeightName, string>>): LlamaTensorNames {
+  return {
+    embedding: GGUF_RWKV_EMBEDDING,
+    finalNorm: "output_norm.weight",
+    finalNormBias: "output_norm.bias",
+    classifier: "output.weight",
+    layer: (i) => {
+      const b = `blk.${i}`;
+      return { attnNorm: `${b}.attn_norm.weight`, attnNormBias: `${b}.attn_norm.bias`, ffnNorm: `${b}.attn_norm_2.weight`, ffnNormBias: `${b}.attn_norm_2.bias`, ...mixing(b) };
+    },
+    // token_embd_norm is read into the embedding (embeddingNormView).
+    ignored: new Set([GGUF_RWKV_EMBEDDING_NORM.weight, GGUF_RWKV_EMBEDDING_NORM.bias]),
+    interleavedRope: false,
+  };
+}
+

@@ -18,36 +18,20 @@ import { CheckpointError, UnsupportedError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
 import { checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 import { RECURRENT_CONTEXT } from "./mamba.js";
-import { embeddingNormView } from "./rwkv.js";
+import { embeddingNormView, GGUF_RWKV_EMBEDDING, GGUF_RWKV_EMBEDDING_NORM, ggufRwkvNames } from "./rwkv.js";
 
 /** The LayerNorm llama.cpp applies to the embedding before block 0. */
-export const RWKV6_EMBEDDING_NORM = { weight: "token_embd_norm.weight", bias: "token_embd_norm.bias" } as const;
-const EMBEDDING = "token_embd.weight";
 
-export const GGUF_RWKV6_NAMES: LlamaTensorNames = {
-  embedding: EMBEDDING,
-  finalNorm: "output_norm.weight",
-  finalNormBias: "output_norm.bias",
-  classifier: "output.weight",
-  layer: (i) => {
-    const b = `blk.${i}`;
-    return {
-      attnNorm: `${b}.attn_norm.weight`, attnNormBias: `${b}.attn_norm.bias`,
-      ffnNorm: `${b}.attn_norm_2.weight`, ffnNormBias: `${b}.attn_norm_2.bias`,
-      rwkv6LerpX: `${b}.time_mix_lerp_x.weight`, rwkv6MixW1: `${b}.time_mix_w1.weight`, rwkv6MixW2: `${b}.time_mix_w2.weight`,
-      rwkv6LerpFused: `${b}.time_mix_lerp_fused.weight`,
-      rwkvTimeFirst: `${b}.time_mix_first.weight`, rwkvTimeDecay: `${b}.time_mix_decay.weight`,
-      rwkv6DecayW1: `${b}.time_mix_decay_w1.weight`, rwkv6DecayW2: `${b}.time_mix_decay_w2.weight`,
-      wk: `${b}.time_mix_key.weight`, wv: `${b}.time_mix_value.weight`, rwkvReceptance: `${b}.time_mix_receptance.weight`, rwkv6Gate: `${b}.time_mix_gate.weight`,
-      rwkv6LnX: `${b}.time_mix_ln.weight`, rwkv6LnXBias: `${b}.time_mix_ln.bias`, wo: `${b}.time_mix_output.weight`,
-      rwkv6FfnLerpK: `${b}.channel_mix_lerp_k.weight`, rwkv6FfnLerpR: `${b}.channel_mix_lerp_r.weight`,
-      wUp: `${b}.channel_mix_key.weight`, wDown: `${b}.channel_mix_value.weight`, rwkvFfnReceptance: `${b}.channel_mix_receptance.weight`,
-    };
-  },
-  // token_embd_norm is read by ggufRwkv6View into the embedding.
-  ignored: new Set([RWKV6_EMBEDDING_NORM.weight, RWKV6_EMBEDDING_NORM.bias]),
-  interleavedRope: false,
-};
+export const GGUF_RWKV6_NAMES: LlamaTensorNames = ggufRwkvNames((b) => ({
+  rwkv6LerpX: `${b}.time_mix_lerp_x.weight`, rwkv6MixW1: `${b}.time_mix_w1.weight`, rwkv6MixW2: `${b}.time_mix_w2.weight`,
+  rwkv6LerpFused: `${b}.time_mix_lerp_fused.weight`,
+  rwkvTimeFirst: `${b}.time_mix_first.weight`, rwkvTimeDecay: `${b}.time_mix_decay.weight`,
+  rwkv6DecayW1: `${b}.time_mix_decay_w1.weight`, rwkv6DecayW2: `${b}.time_mix_decay_w2.weight`,
+  wk: `${b}.time_mix_key.weight`, wv: `${b}.time_mix_value.weight`, rwkvReceptance: `${b}.time_mix_receptance.weight`, rwkv6Gate: `${b}.time_mix_gate.weight`,
+  rwkv6LnX: `${b}.time_mix_ln.weight`, rwkv6LnXBias: `${b}.time_mix_ln.bias`, wo: `${b}.time_mix_output.weight`,
+  rwkv6FfnLerpK: `${b}.channel_mix_lerp_k.weight`, rwkv6FfnLerpR: `${b}.channel_mix_lerp_r.weight`,
+  wUp: `${b}.channel_mix_key.weight`, wDown: `${b}.channel_mix_value.weight`, rwkvFfnReceptance: `${b}.channel_mix_receptance.weight`,
+}));
 
 /** The config of an rwkv6 GGUF from its metadata (`meta(key)` reads rwkv6.<key>). */
 export function rwkv6ConfigFromGguf(meta: (key: string) => number | undefined, vocabSize: number, source: string): LlamaConfig {
@@ -84,7 +68,7 @@ export function rwkv6ConfigFromGguf(meta: (key: string) => number | undefined, v
  * read unscaled (see unscaledOutputsView).
  */
 export function ggufRwkv6View(stored: TensorProvider, eps: number, rescaleEvery = 0): TensorProvider {
-  const viewed = embeddingNormView(fusedLerpView(stored), eps, { embedding: EMBEDDING, ...RWKV6_EMBEDDING_NORM }, "llama.cpp's rwkv6 holds token_embd_norm (the first block's LayerNorm on the embedding); the file is incomplete");
+  const viewed = embeddingNormView(fusedLerpView(stored), eps, { embedding: GGUF_RWKV_EMBEDDING, ...GGUF_RWKV_EMBEDDING_NORM }, "llama.cpp's rwkv6 holds token_embd_norm (the first block's LayerNorm on the embedding); the file is incomplete");
   return rescaleEvery > 0 ? unscaledOutputsView(viewed, rescaleEvery) : viewed;
 }
 

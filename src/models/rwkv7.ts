@@ -23,35 +23,21 @@ import { CheckpointError } from "../errors.js";
 import type { TensorProvider } from "../tensor/provider.js";
 import { checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 import { RECURRENT_CONTEXT } from "./mamba.js";
-import { embeddingNormView } from "./rwkv.js";
+import { embeddingNormView, GGUF_RWKV_EMBEDDING, GGUF_RWKV_EMBEDDING_NORM, ggufRwkvNames } from "./rwkv.js";
 
-const EMBEDDING = "token_embd.weight";
 /** The LayerNorm on the embedding (RWKV's ln0). */
-export const GGUF_RWKV7_EMBEDDING_NORM = { weight: "token_embd_norm.weight", bias: "token_embd_norm.bias" } as const;
 
-export const GGUF_RWKV7_NAMES: LlamaTensorNames = {
-  embedding: EMBEDDING,
-  finalNorm: "output_norm.weight",
-  finalNormBias: "output_norm.bias",
-  classifier: "output.weight",
-  layer: (i) => {
-    const b = `blk.${i}`;
-    const t = (name: string): string => `${b}.time_mix_${name}.weight`;
-    return {
-      attnNorm: `${b}.attn_norm.weight`, attnNormBias: `${b}.attn_norm.bias`,
-      ffnNorm: `${b}.attn_norm_2.weight`, ffnNormBias: `${b}.attn_norm_2.bias`,
-      rwkv7Lerp: t("lerp_fused"), rwkv7W0: t("w0"), rwkv7W1: t("w1"), rwkv7W2: t("w2"),
-      rwkv7A0: t("a0"), rwkv7A1: t("a1"), rwkv7A2: t("a2"), rwkv7V0: t("v0"), rwkv7V1: t("v1"), rwkv7V2: t("v2"),
-      rwkv7G1: t("g1"), rwkv7G2: t("g2"), rwkv7KK: t("k_k"), rwkv7KA: t("k_a"), rwkv7RK: t("r_k"),
-      wk: t("key"), wv: t("value"), rwkvReceptance: t("receptance"), wo: t("output"),
-      rwkv7LnX: t("ln"), rwkv7LnXBias: `${b}.time_mix_ln.bias`,
-      rwkvFfnMixK: `${b}.channel_mix_lerp_k.weight`, wUp: `${b}.channel_mix_key.weight`, wDown: `${b}.channel_mix_value.weight`,
-    };
-  },
-  // token_embd_norm is read by ggufRwkv7View into the embedding.
-  ignored: new Set([GGUF_RWKV7_EMBEDDING_NORM.weight, GGUF_RWKV7_EMBEDDING_NORM.bias]),
-  interleavedRope: false,
-};
+export const GGUF_RWKV7_NAMES: LlamaTensorNames = ggufRwkvNames((b) => {
+  const t = (name: string): string => `${b}.time_mix_${name}.weight`;
+  return {
+    rwkv7Lerp: t("lerp_fused"), rwkv7W0: t("w0"), rwkv7W1: t("w1"), rwkv7W2: t("w2"),
+    rwkv7A0: t("a0"), rwkv7A1: t("a1"), rwkv7A2: t("a2"), rwkv7V0: t("v0"), rwkv7V1: t("v1"), rwkv7V2: t("v2"),
+    rwkv7G1: t("g1"), rwkv7G2: t("g2"), rwkv7KK: t("k_k"), rwkv7KA: t("k_a"), rwkv7RK: t("r_k"),
+    wk: t("key"), wv: t("value"), rwkvReceptance: t("receptance"), wo: t("output"),
+    rwkv7LnX: t("ln"), rwkv7LnXBias: `${b}.time_mix_ln.bias`,
+    rwkvFfnMixK: `${b}.channel_mix_lerp_k.weight`, wUp: `${b}.channel_mix_key.weight`, wDown: `${b}.channel_mix_value.weight`,
+  };
+});
 
 /** The config of an rwkv7 GGUF from its metadata (`meta(key)` reads rwkv7.<key>). */
 export function rwkv7ConfigFromGguf(meta: (key: string) => number | undefined, vocabSize: number, source: string): LlamaConfig {
@@ -92,7 +78,7 @@ const FIRST_BLOCK_VALUE_LORA = /^blk\.0\.time_mix_v[12]\.weight$/;
  * so that every block has one shape. Block 0 never reads it: it runs first whenever it runs.
  */
 export function ggufRwkv7View(stored: TensorProvider, config: LlamaConfig): TensorProvider {
-  const normed = embeddingNormView(stored, config.normEps, { embedding: EMBEDDING, ...GGUF_RWKV7_EMBEDDING_NORM }, "an rwkv7 GGUF holds token_embd_norm (the LayerNorm on the embedding); the file is incomplete");
+  const normed = embeddingNormView(stored, config.normEps, { embedding: GGUF_RWKV_EMBEDDING, ...GGUF_RWKV_EMBEDDING_NORM }, "an rwkv7 GGUF holds token_embd_norm (the LayerNorm on the embedding); the file is incomplete");
   const { dim } = config;
   const { iclrRank, valueRank } = config.rwkv7!;
   // (rank, dim) for v1, (dim, rank) for v2, with the rank llama.cpp stores at block 0.
