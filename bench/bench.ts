@@ -143,7 +143,7 @@ function againstPyTorch(key: string, shape: LlamaShape, title: string): Section 
       const r = ours(task, dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", precision]);
       mine[precision] = Number(r["tokensPerSecond"]);
       if (r["bi"]) scores[`shortgpt ${precision}`] = r["bi"] as number[];
-      taskRows.push({ task, engine: `shortgpt ${String(r["backend"])} ${precision}`, "tokens/s": mine[precision]!.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "of peak": ofPeak(Number(r["gflops"])), "peak RSS GiB": gib(r["peakRssBytes"]) });
+      taskRows.push({ task, engine: `shortgpt ${String(r["backend"])}${r["gemm"] ? `, GEMM ${String(r["gemm"])}` : ""} ${precision}`, "tokens/s": mine[precision]!.toFixed(1), "GFLOP/s": Number(r["gflops"]).toFixed(0), "of peak": ofPeak(Number(r["gflops"])), "peak RSS GiB": gib(r["peakRssBytes"]) });
     }
     for (const dtype of python ? ["bf16", "fp32"] : []) {
       if (peerNeedsBytes(shape, dtype) > totalmem()) {
@@ -202,14 +202,14 @@ async function main(): Promise<void> {
     results.push({ key: "stories", section: "stories260K (8192 tokens in windows of 512)", rows, measured: new Date().toISOString() });
   }
 
-  // 1b. The CPU's GEMM units: CPU features, the bf16 kernel against onnxruntime's fp32 Gemm, and
-  // the bf16 kernel's cache-resident rate, the "peak" the engines' GFLOP/s are measured against.
+  // 1b. The CPU's GEMM units: CPU features, the bf16 kernels (the helper's own, oneDNN's) against
+  // onnxruntime's fp32 Gemm, and the faster one's cache-resident rate, the "peak" the engines' GFLOP/s are measured against.
   let peakGflops = NaN;
   let cpuLine = "";
   if (wants("tinyllama") || wants("7b") || wants("cpu")) {
     const g = runJson(process.execPath, [join(root, "dist", "bench", "cpuGemm.js"), "--threads", String(THREADS)]);
     peakGflops = Number(g["bf16PeakGflops"]);
-    cpuLine = `CPU ${String(g["cpu"])}, features ${JSON.stringify(g["features"])}, bf16 engine ${g["bf16Engine"] ? "on" : "off"}, bf16 kernel peak (cache-resident GEMM) ${peakGflops.toFixed(0)} GFLOP/s; oneDNN: ${String(g["onednn"])}`;
+    cpuLine = `CPU ${String(g["cpu"])}, features ${JSON.stringify(g["features"])}, bf16 engine ${g["bf16Engine"] ? "on" : "off"}, bf16 GEMM peak (cache-resident, the faster kernel) ${peakGflops.toFixed(0)} GFLOP/s${g["gemmImpl"] ? ` (oneDNN's ${String(g["gemmImpl"])})` : ""}; oneDNN standalone: ${String(g["onednn"])}`;
     results.push({ key: "cpu", section: `CPU GEMMs, 1024 token rows, ${THREADS} threads (${cpuLine})`, rows: g["rows"] as Row[], measured: new Date().toISOString() });
   }
   ofPeak = (gflops: number): string => (Number.isFinite(peakGflops) ? `${((100 * gflops) / peakGflops).toFixed(0)}%` : "");

@@ -7,6 +7,7 @@ import { rmSync } from "node:fs";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseBackendName, parsePrecision, selectBackend } from "../src/backend/select.js";
+import { cpuBf16Availability, type CpuFeatures } from "../src/backend/cpuBf16/native.js";
 import { openModel, type OpenedModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
@@ -76,9 +77,18 @@ if (task === "tasks") {
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const flops = flopsPerToken(opened, seqLen, task === "ppl") * tokens;
   console.log(JSON.stringify({
+    // The CPU bf16 engine's GEMM: "native" or "oneDNN x.y.z (brg:...)", the implementation oneDNN dispatched to.
+    ...("features" in backend ? { gemm: gemmName((backend as { features: CpuFeatures }).features) } : {}),
     task, backend: backend.name, threads, tokens, seconds, tokensPerSecond: tokens / seconds, gflops: flops / seconds / 1e9,
     peakRssBytes: process.resourceUsage().maxRSS * 1024, ...extra,
   }));
   opened.close();
   await backend.dispose();
+}
+
+/** The GEMM the bf16 engine ran, with oneDNN's implementation as it stands after the run. */
+function gemmName(features: CpuFeatures): string {
+  const now = cpuBf16Availability();
+  const current = now.ok ? now.native.features() : features;
+  return current.gemmImpl ? `${current.gemm} (${current.gemmImpl})` : current.gemm;
 }

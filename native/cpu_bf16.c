@@ -6,11 +6,17 @@
 // bf16-capable CPU unused and doubles the weight traffic. Activations and the residual stream
 // stay fp32; only the GEMM inputs are rounded to bf16 (round to nearest even), as PyTorch does.
 //
+// The layer GEMMs run on oneDNN instead of the kernel below when the build found oneDNN
+// (onednn_gemm.h; AMX on the CPUs that have it) unless SHORTGPT_CPU_GEMM=native; the attention's
+// small GEMMs always run here.
+//
 // Every function is compiled for AVX-512 with target attributes, so the file builds with any
 // gcc >= 10 on x86-64; JavaScript asks features() before calling anything else.
 //
 // JavaScript API (src/backend/cpuBf16/native.ts wraps it):
-//   features() -> { avx512f, avx512bf16, amxBf16 }
+//   features() -> { avx512f, avx512bf16, amxBf16, gemm, gemmImpl }
+//   useGemm("onednn" | "native") -> the GEMM now used (choose before packing: the layouts differ)
+//   packedLength(n, k) -> elements of a packed (n, k) weight in the current layout
 //   packWeights([w0, w1, ...] (rows_i, k) stacked, k[, threads]) -> Uint16Array packed; parts are
 //     Float32Array (rounded to bf16 here) or Uint16Array (bf16 bits as stored)
 //   packRows(dst, part, row0, k[, threads])               one part into rows row0.. of a zeroed dst
@@ -34,6 +40,15 @@
 #endif
 
 #define MAX_THREADS 256
+
+#ifdef SHORTGPT_ONEDNN
+#include <stdio.h>
+#include "onednn_gemm.h"
+#endif
+
+// Which kernel the layer GEMMs run on, and so the layout packWeights/packRows write:
+// 0: this file's kernel (panels of 16 columns, k in pairs); 1: oneDNN (plain rows of k2 pairs).
+static int gemm_uses_onednn = 0;
 
 // ---- threads: the caller is worker 0; the others are created per call (each call is milliseconds)
 
@@ -421,6 +436,50 @@ AVX512 static void pack_rows(uint16_t *dst, const void *src, int src_bf16, size_
   pack_ctx c = {(uint32_t *)dst, src, src_bf16, row0, rows, k, k2};
   parallel(threads, pack_worker, &c);
 }
+
+// The plain layout (oneDNN's weights): row j of the weight is row row0 + j of dst, k2 pairs long
+// (a zero after an odd k), so that A and W share one row stride.
+AVX512 static void pack_rows_plain(uint16_t *dst, const void *src, int src_bf16, size_t row0, size_t rows, size_t k, size_t k2, int threads) {
+  uint16_t *d = dst + row0 * k2 * 2;
+  if (!src_bf16) {
+    convert_ctx c = {(const float *)src, d, rows, k, k2};
+    parallel(threads, convert_worker, &c);
+    return;
+  }
+  for (size_t r = 0; r < rows; r++) {
+    memcpy(d + r * k2 * 2, (const uint16_t *)src + r * k, k * 2);
+    if (k2 * 2 > k) d[r * k2 * 2 + k] = 0;
+  }
+}
+
+static size_t packed_length(size_t n, size_t k) {
+  size_t k2 = (k + 1) / 2;
+  return gemm_uses_onednn ? n * k2 * 2 : round_up(n, NB) * k2 * 2;
+}
+
+static void pack_any(uint16_t *dst, const void *src, int src_bf16, size_t row0, size_t rows, size_t k, size_t k2, int threads) {
+  if (gemm_uses_onednn) pack_rows_plain(dst, src, src_bf16, row0, rows, k, k2, threads);
+  else pack_rows(dst, src, src_bf16, row0, rows, k, k2, threads);
+}
+
+// out (m, n) [+]= a (m, k) @ w^T on oneDNN: a rounded to bf16 rows of k2 pairs, then one matmul.
+AVX512 static int gemm_onednn_bf16(float *out, const float *a, const uint16_t *w, size_t m, size_t n, size_t k, int accumulate, int threads) {
+#ifdef SHORTGPT_ONEDNN
+  size_t k2 = (k + 1) / 2;
+  uint16_t *abf = (uint16_t *)aligned_alloc(64, round_up(m * k2 * 4, 64));
+  if (!abf) return -1;
+  convert_ctx c = {a, abf, m, k, k2};
+  parallel(threads, convert_worker, &c);
+  // k padded to even on both sides (zeros in A and W): oneDNN then sees dense rows (with an odd k
+  // and a row stride of k + 1 its plain-weights path read the wrong rows).
+  int status = onednn_gemm(out, abf, w, m, n, k2 * 2, accumulate, threads);
+  free(abf);
+  return status;
+#else
+  (void)out; (void)a; (void)w; (void)m; (void)n; (void)k; (void)accumulate; (void)threads;
+  return -1;
+#endif
+}
 #endif
 
 // ---- Node-API glue ----------------------------------------------------------------------------
@@ -477,12 +536,52 @@ static napi_value js_features(napi_env env, napi_callback_info info) {
   avx512f = __builtin_cpu_supports("avx512f");
   unsigned int a, b, c, d;
   __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-  amx = (d >> 22) & 1; // CPUID.(7,0):EDX[22] AMX-BF16 (the code path for it is not written yet)
+  amx = (d >> 22) & 1; // CPUID.(7,0):EDX[22] AMX-BF16: oneDNN's matmul uses it (this file's kernel does not)
 #endif
   napi_get_boolean(env, avx512f, &t); napi_set_named_property(env, obj, "avx512f", t);
   napi_get_boolean(env, has_bf16(), &t); napi_set_named_property(env, obj, "avx512bf16", t);
   napi_get_boolean(env, amx, &t); napi_set_named_property(env, obj, "amxBf16", t);
+  char library[64] = "native";
+  const char *impl = "";
+#ifdef SHORTGPT_ONEDNN
+  if (gemm_uses_onednn) {
+    onednn_version_string(library, sizeof library);
+    impl = onednn.impl;
+  }
+#endif
+  napi_create_string_utf8(env, library, NAPI_AUTO_LENGTH, &t); napi_set_named_property(env, obj, "gemm", t);
+  napi_create_string_utf8(env, impl, NAPI_AUTO_LENGTH, &t); napi_set_named_property(env, obj, "gemmImpl", t);
+  napi_get_boolean(env,
+#ifdef SHORTGPT_ONEDNN
+                   onednn.ready,
+#else
+                   0,
+#endif
+                   &t);
+  napi_set_named_property(env, obj, "onednnBuilt", t);
   return obj;
+}
+
+// useGemm("onednn" | "native"): the kernel for the layer GEMMs from now on (weights packed before
+// keep the old layout: pack again). Returns the name now in use; "onednn" is refused when the
+// build has no oneDNN or it cannot start.
+static napi_value js_use_gemm(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value argv[1];
+  char name[16] = "";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_string_utf8(env, argv[0], name, sizeof name, NULL) != napi_ok) return throw_error(env, "useGemm: expected \"onednn\" or \"native\"");
+  if (strcmp(name, "native") == 0) gemm_uses_onednn = 0;
+  else if (strcmp(name, "onednn") == 0) {
+#ifdef SHORTGPT_ONEDNN
+    if (!onednn_start()) return throw_error(env, "useGemm: oneDNN could not create its CPU engine");
+    gemm_uses_onednn = 1;
+#else
+    return throw_error(env, "useGemm: this build has no oneDNN (install libdnnl-dev, then npm rebuild)");
+#endif
+  } else return throw_error(env, "useGemm: expected \"onednn\" or \"native\"");
+  napi_value r;
+  napi_create_string_utf8(env, gemm_uses_onednn ? "onednn" : "native", NAPI_AUTO_LENGTH, &r);
+  return r;
 }
 
 // A weight part: fp32 values, or bf16 bits as stored (Uint16Array).
@@ -520,20 +619,20 @@ static napi_value js_pack_weights(napi_env env, napi_callback_info info) {
     n += len / k;
   }
 #if HAVE_X86
-  size_t k2 = (k + 1) / 2, np = round_up(n, NB);
+  size_t k2 = (k + 1) / 2, length = packed_length(n, k);
   napi_value buffer, result;
   void *mem;
-  if (napi_create_arraybuffer(env, np * k2 * 2 * 2, &mem, &buffer) != napi_ok) return throw_error(env, "packWeights: out of memory");
-  memset(mem, 0, np * k2 * 2 * 2);
+  if (napi_create_arraybuffer(env, length * 2, &mem, &buffer) != napi_ok) return throw_error(env, "packWeights: out of memory");
+  memset(mem, 0, length * 2);
   size_t row = 0;
   for (uint32_t i = 0; i < count; i++) {
     napi_value e; const void *p = NULL; int bf = 0; size_t len = 0;
     napi_get_element(env, argv[0], i, &e);
     get_weight_part(env, e, &p, &bf, &len);
-    pack_rows((uint16_t *)mem, p, bf, row, len / k, k, k2, (int)threads);
+    pack_any((uint16_t *)mem, p, bf, row, len / k, k, k2, (int)threads);
     row += len / k;
   }
-  napi_create_typedarray(env, napi_uint16_array, np * k2 * 2, buffer, 0, &result);
+  napi_create_typedarray(env, napi_uint16_array, length, buffer, 0, &result);
   return result;
 #else
   return throw_error(env, "not an x86-64 build");
@@ -553,9 +652,9 @@ static napi_value js_pack_rows(napi_env env, napi_callback_info info) {
   if (!get_threads(env, argc, argv, 4, &threads)) return throw_error(env, "packRows: threads must be a positive integer");
 #if HAVE_X86
   size_t k2 = (k + 1) / 2, rows = len / k;
-  // Whole panels of 16 rows of k2 pairs must fit (divided, not multiplied: no size_t overflow).
-  if (ld / (k2 * 2) < round_up(row0 + rows, PANEL)) return throw_error(env, "packRows: dst is too small for these rows");
-  pack_rows(dst, p, bf, row0, rows, k, k2, (int)threads);
+  // Whole panels of 16 rows (plain layout: the rows) of k2 pairs must fit (divided, not multiplied: no size_t overflow).
+  if (ld / (k2 * 2) < (gemm_uses_onednn ? row0 + rows : round_up(row0 + rows, PANEL))) return throw_error(env, "packRows: dst is too small for these rows");
+  pack_any(dst, p, bf, row0, rows, k, k2, (int)threads);
   return NULL;
 #else
   return throw_error(env, "not an x86-64 build");
@@ -570,8 +669,10 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
   if (napi_get_value_bool(env, argv[6], &acc) != napi_ok) return throw_error(env, "gemm: accumulate must be a boolean");
 #if HAVE_X86
   if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
-  if (lo < m * n || la < m * k || lw < round_up(n, NB) * round_up(k, 2)) return throw_error(env, "gemm: an array is smaller than its dimensions");
-  if (gemm_bf16(out, a, w, m, n, k, acc, (int)threads) != 0) return throw_error(env, "gemm: out of memory");
+  if (lo < m * n || la < m * k || lw < packed_length(n, k)) return throw_error(env, "gemm: an array is smaller than its dimensions");
+  if (gemm_uses_onednn) {
+    if (gemm_onednn_bf16(out, a, w, m, n, k, acc, (int)threads) != 0) return throw_error(env, "gemm: oneDNN's matmul failed (SHORTGPT_CPU_GEMM=native uses the built-in kernel)");
+  } else if (gemm_bf16(out, a, w, m, n, k, acc, (int)threads) != 0) return throw_error(env, "gemm: out of memory");
   return NULL;
 #else
   return throw_error(env, "not an x86-64 build");
@@ -648,8 +749,28 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
 #endif
 }
 
+static napi_value js_packed_length(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  size_t n, k;
+  if (!get_size(env, argv[0], &n) || !get_size(env, argv[1], &k)) return throw_error(env, "packedLength: n and k must be integers");
+  napi_value r;
+#if HAVE_X86
+  napi_create_double(env, (double)packed_length(n, k), &r);
+#else
+  napi_create_double(env, 0, &r);
+#endif
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+#ifdef SHORTGPT_ONEDNN
+  // oneDNN by default when it starts: its code for this CPU (AMX where present) is the faster one.
+  const char *choice = getenv("SHORTGPT_CPU_GEMM");
+  if (!(choice && strcmp(choice, "native") == 0) && has_bf16() && onednn_start()) gemm_uses_onednn = 1;
+#endif
   napi_property_descriptor props[] = {
+      {"useGemm", NULL, js_use_gemm, NULL, NULL, NULL, napi_default, NULL},
+      {"packedLength", NULL, js_packed_length, NULL, NULL, NULL, napi_default, NULL},
       {"features", NULL, js_features, NULL, NULL, NULL, napi_default, NULL},
       {"packWeights", NULL, js_pack_weights, NULL, NULL, NULL, napi_default, NULL},
       {"packRows", NULL, js_pack_rows, NULL, NULL, NULL, napi_default, NULL},

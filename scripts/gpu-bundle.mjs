@@ -84,6 +84,33 @@ for (const file of readdirSync(join(root, "bench", "gpu")).filter((f) => f.endsW
 }
 copy(join(root, "bench", "gpu", "device-check.sh"), join(out, "device-check.sh"));
 
+// The CPU bf16 engine for device-check.sh's CPU step (SHORTGPT_CPU_CHECK=1: the device's Xeon has
+// AMX, which this machine lacks): the helper, the PyTorch peer script, and, when the helper links
+// oneDNN, Debian's libdnnl (xz, cached like node: 40 MiB raw) with the two libraries it loads.
+const cpuHelper = join(root, "build", "shortgpt_cpu.node");
+if (existsSync(cpuHelper)) {
+  copy(cpuHelper, join(out, "build", "shortgpt_cpu.node"));
+  copy(join(root, "bench", "peer_torch.py"), join(out, "bench", "peer_torch.py"));
+  const ldd = spawnSync("ldd", [cpuHelper], { encoding: "utf8" });
+  const linked = (name) => /\s=>\s(\S+)/.exec(ldd.stdout.split("\n").find((line) => line.trim().startsWith(name)) ?? "")?.[1];
+  const dnnl = linked("libdnnl.so");
+  if (dnnl) {
+    const dnnlCache = join(root, "build", `libdnnl-${statSync(dnnl).size}.so.xz`);
+    if (!existsSync(dnnlCache)) {
+      const xz = spawnSync("xz", ["-T2", "-c", dnnl], { maxBuffer: 512 * 1024 * 1024 });
+      if (xz.status !== 0) fail(`xz failed on ${dnnl}`);
+      writeFileSync(`${dnnlCache}.tmp`, xz.stdout);
+      renameSync(`${dnnlCache}.tmp`, dnnlCache);
+    }
+    copy(dnnlCache, join(out, "build", "cpu-libs", "libdnnl.so.2.xz"));
+    const dnnlLdd = spawnSync("ldd", [dnnl], { encoding: "utf8" }).stdout;
+    for (const name of ["libgomp.so.1", "libOpenCL.so.1"]) {
+      const from = /\s=>\s(\S+)/.exec(dnnlLdd.split("\n").find((line) => line.trim().startsWith(name)) ?? "")?.[1];
+      if (from) copy(from, join(out, "build", "cpu-libs", name));
+    }
+  }
+}
+
 // The real model the correctness checks run (stories260K) and some of its text: ../shared does
 // not travel, so a copy goes into the bundle (build/, never the repository); device-check.sh
 // points SHORTGPT_SHARED at it.

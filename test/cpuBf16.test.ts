@@ -4,14 +4,14 @@
 // fp32 engine, and the fallback to fp32 (one line why) where the bf16 engine cannot run.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { LayerShape, LayerWeightsF32 } from "../src/backend/backend.js";
 import { createCpuBf16Backend, createCpuBf16Kernels, type CpuBf16Backend, nativeLayerSupports } from "../src/backend/cpuBf16/bf16Kernels.js";
 import { bf16ByDefault } from "../src/cli/common.js";
-import { cpuBf16Availability, emptyPacked, setCpuBf16Disabled } from "../src/backend/cpuBf16/native.js";
+import { type CpuBf16Native, cpuBf16Availability, emptyPacked, setCpuBf16Disabled } from "../src/backend/cpuBf16/native.js";
 import { createOrtBackend } from "../src/backend/ortBackend.js";
 import { createReferenceKernels } from "../src/backend/referenceBackend.js";
 import { selectBackend } from "../src/backend/select.js";
@@ -37,11 +37,45 @@ function roundBf16(a: Float32Array): Float32Array {
   return a;
 }
 
-test("bf16 GEMM: out (+)= a @ w^T equals the float64 product of the bf16-rounded inputs to fp32 accumulation error", { skip }, () => {
+/** The layer GEMM kernels this build has: the helper's own, and oneDNN's when it was built with it. */
+function gemmKernels(native: CpuBf16Native): ("native" | "onednn")[] {
+  return native.features().onednnBuilt ? ["native", "onednn"] : ["native"];
+}
+
+/** Runs body with each GEMM kernel in turn (packing included), then restores the default one. */
+function withEachGemm(native: CpuBf16Native, body: (kernel: "native" | "onednn") => void): void {
+  const initial = native.features().gemm === "native" ? "native" : "onednn";
+  try {
+    for (const kernel of gemmKernels(native)) {
+      native.useGemm(kernel);
+      body(kernel);
+    }
+  } finally {
+    native.useGemm(initial);
+  }
+}
+
+test("oneDNN: the helper is built with it wherever its header is installed (CI installs libdnnl-dev), and uses it by default", { skip }, () => {
+  const { native } = available as Extract<typeof available, { ok: true }>;
+  const header = existsSync("/usr/include/oneapi/dnnl/dnnl.h");
+  const f = native.features();
+  assert.equal(f.onednnBuilt, header, `oneDNN header ${header ? "present" : "absent"}, helper built ${f.onednnBuilt ? "with" : "without"} it`);
+  if (header) {
+    assert.match(f.gemm, /^oneDNN \d+\.\d+\.\d+$/);
+    assert.equal(native.useGemm("native"), "native");
+    assert.equal(native.features().gemm, "native");
+    assert.equal(native.useGemm("onednn"), "onednn");
+  } else {
+    assert.throws(() => native.useGemm("onednn"), /no oneDNN/);
+  }
+});
+
+test("bf16 GEMM (each kernel): out (+)= a @ w^T equals the float64 product of the bf16-rounded inputs to fp32 accumulation error", { skip }, (t) => {
   if (!available.ok) return;
   const { native } = available;
+  withEachGemm(native, (kernel) => {
   // Odd sizes: partial row blocks (6), partial column panels (16, 64), odd k, several k blocks (512), two weight parts.
-  for (const [m, n, k, accumulate] of [[1, 1, 1, false], [7, 70, 33, true], [13, 130, 1030, false], [50, 300, 517, true]] as const) {
+  for (const [m, n, k, accumulate] of [[1, 1, 1, false], [7, 70, 33, true], [13, 130, 1030, false], [50, 300, 517, true], [200, 96, 64, true]] as const) {
     const a = fill(m * k, 1, 3 + m);
     const w = fill(n * k, 1, 5 + n);
     const split = Math.floor(n / 3) * k;
@@ -64,8 +98,10 @@ test("bf16 GEMM: out (+)= a @ w^T equals the float64 product of the bf16-rounded
       }
     }
     // Products of bf16 values are exact in fp32; only the fp32 sums round: k * 2^-24 of the absolute sum, bounded well below.
-    assert.ok(worst < 1e-6, `m=${m} n=${n} k=${k}: worst error ${worst} of the absolute sum`);
+    assert.ok(worst < 1e-6, `${kernel}: m=${m} n=${n} k=${k}: worst error ${worst} of the absolute sum`);
   }
+  t.diagnostic(`${kernel}: ${JSON.stringify(native.features())}`);
+  });
 });
 
 const SMALL: LayerShape = { dim: 64, hiddenDim: 172, nHeads: 8, nKvHeads: 4, headDim: 8, normEps: 1e-5, ropeTheta: 10000 };
@@ -164,59 +200,69 @@ after(async () => {
   for (const b of backends) await b.dispose();
 });
 
-test("stories260K in bf16: BI ranking equal to the oracle's and the fp32 engine's, BI within 2e-3 relative (measured 9e-4), perplexity within 1e-3 relative (measured 7e-4)", { skip }, async (t) => {
+test("stories260K in bf16 (each GEMM kernel): BI ranking equal to the oracle's and the fp32 engine's, BI within 2e-3 relative (measured 9e-4), perplexity within 1e-3 relative (measured 7e-4)", { skip }, async (t) => {
   const golden = JSON.parse(readFileSync(join(repoRoot(), "test", "oracle", "golden", "stories260K.json"), "utf8")) as Golden;
   const source = openModel(MODEL_BIN);
+  const { native } = available as Extract<typeof available, { ok: true }>;
+  const initial = native.features().gemm === "native" ? "native" : "onednn";
   try {
     const documents = tokenizeDocuments(source.tokenizer, readTextData(TINYSTORIES, "blank-line").documents.slice(0, golden.documents.count));
-    const bf16: CpuBf16Backend = await createCpuBf16Backend({ threads: 2 });
     const fp32 = await createOrtBackend({ threads: 2, flavor: "node" });
-    backends.push(bf16, fp32);
+    backends.push(fp32);
     const rank = (bi: number[]): number[] => bi.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0]).map(([, i]) => i);
-    let worstBi = 0;
-    // Half of the oracle's cases (windows 128 and 512, a skipped layer) keep the file fast.
-    for (const c of golden.bi.filter((_, i) => i === 0 || i === 3)) {
-      const windows = scoringWindows(documents, { seqLen: c.window, stride: c.stride, ...(c.max_tokens === null ? {} : { maxTokens: c.max_tokens }) });
-      const ours = await streamingBlockInfluence(source, windows, { backend: bf16, skip: new Set(c.skip) });
-      const theirs = await streamingBlockInfluence(source, windows, { backend: fp32, skip: new Set(c.skip) });
-      const bi = ours.layers.map((l) => l.bi);
-      assert.deepEqual(ours.ranking, theirs.ranking, `window ${c.window}: bf16 ranking vs fp32 engine`);
-      assert.deepEqual(rank(bi), rank(c.bi), `window ${c.window}: bf16 ranking vs oracle`);
-      for (let i = 0; i < bi.length; i++) worstBi = Math.max(worstBi, Math.abs(bi[i]! - c.bi[i]!) / c.bi[i]!);
+    for (const kernel of gemmKernels(native)) {
+      native.useGemm(kernel);
+      const bf16: CpuBf16Backend = await createCpuBf16Backend({ threads: 2 });
+      backends.push(bf16);
+      let worstBi = 0;
+      // Half of the oracle's cases (windows 128 and 512, a skipped layer) keep the file fast.
+      for (const c of golden.bi.filter((_, i) => i === 0 || i === 3)) {
+        const windows = scoringWindows(documents, { seqLen: c.window, stride: c.stride, ...(c.max_tokens === null ? {} : { maxTokens: c.max_tokens }) });
+        const ours = await streamingBlockInfluence(source, windows, { backend: bf16, skip: new Set(c.skip) });
+        const theirs = await streamingBlockInfluence(source, windows, { backend: fp32, skip: new Set(c.skip) });
+        const bi = ours.layers.map((l) => l.bi);
+        assert.deepEqual(ours.ranking, theirs.ranking, `${kernel}, window ${c.window}: bf16 ranking vs fp32 engine`);
+        assert.deepEqual(rank(bi), rank(c.bi), `${kernel}, window ${c.window}: bf16 ranking vs oracle`);
+        for (let i = 0; i < bi.length; i++) worstBi = Math.max(worstBi, Math.abs(bi[i]! - c.bi[i]!) / c.bi[i]!);
+      }
+      let worstNll = 0;
+      for (const c of golden.perplexity.filter((_, i) => i % 2 === 0)) {
+        const result = await streamingPerplexity(source, perplexityWindows(documents, { seqLen: c.window, stride: c.stride }), { backend: bf16, skip: new Set(c.skip) });
+        assert.equal(result.tokens, c.tokens);
+        worstNll = Math.max(worstNll, Math.abs(result.nll - c.nll) / c.nll);
+      }
+      t.diagnostic(`${kernel} bf16 vs oracle: max relative error BI ${worstBi.toExponential(2)}, nll ${worstNll.toExponential(2)}; ${bf16.stats.bf16Layers} bf16 layer calls`);
+      assert.ok(bf16.stats.bf16Layers > 10 && bf16.stats.fallbackLayers === 0, JSON.stringify(bf16.stats));
+      assert.ok(worstBi > 0 && worstBi < 2e-3, `${kernel}: BI relative error ${worstBi}`);
+      assert.ok(worstNll < 1e-3, `${kernel}: nll relative error ${worstNll}`);
     }
-    let worstNll = 0;
-    for (const c of golden.perplexity.filter((_, i) => i % 2 === 0)) {
-      const result = await streamingPerplexity(source, perplexityWindows(documents, { seqLen: c.window, stride: c.stride }), { backend: bf16, skip: new Set(c.skip) });
-      assert.equal(result.tokens, c.tokens);
-      worstNll = Math.max(worstNll, Math.abs(result.nll - c.nll) / c.nll);
-    }
-    t.diagnostic(`bf16 vs oracle: max relative error BI ${worstBi.toExponential(2)}, nll ${worstNll.toExponential(2)}; ${bf16.stats.bf16Layers} bf16 layer calls`);
-    assert.ok(bf16.stats.bf16Layers > 10 && bf16.stats.fallbackLayers === 0, JSON.stringify(bf16.stats));
-    assert.ok(worstBi > 0 && worstBi < 2e-3, `BI relative error ${worstBi}`);
-    assert.ok(worstNll < 1e-3, `nll relative error ${worstNll}`);
   } finally {
+    native.useGemm(initial);
     source.close();
   }
 });
 
 test("bf16 packing: bf16 bits pack to the bytes their float32 expansion does, and packRows one part at a time equals packWeights, at ragged sizes", { skip }, () => {
   const { native } = available as Extract<typeof available, { ok: true }>;
+  withEachGemm(native, (kernel) => {
   for (const [rows, k] of [[[16], 16], [[17, 5], 33], [[100, 3, 29], 47], [[48, 16], 4096 / 8], [[7], 1]] as const) {
     const f32 = rows.map((r, i) => roundBf16(fill(r * k, 1, 11 + i)));
     const bits = f32.map((a) => new Uint16Array(Uint32Array.from(new Uint32Array(a.buffer), (u) => u >>> 16)));
     for (const threads of [1, 3]) {
       const want = native.packWeights(f32, k, threads);
       assert.deepEqual(native.packWeights(bits, k, threads), want, `rows ${rows.join("+")}, k ${k}: bf16 parts`);
-      const oneByOne = emptyPacked(rows.reduce((a, b) => a + b, 0), k);
+      const oneByOne = emptyPacked(native, rows.reduce((a, b) => a + b, 0), k);
       let row0 = 0;
       rows.forEach((r, i) => {
         native.packRows(oneByOne, i % 2 === 0 ? bits[i]! : f32[i]!, row0, k, threads);
         row0 += r;
       });
-      assert.deepEqual(oneByOne, want, `rows ${rows.join("+")}, k ${k}: packRows`);
+      assert.deepEqual(oneByOne, want, `${kernel}: rows ${rows.join("+")}, k ${k}: packRows`);
     }
   }
-  assert.throws(() => native.packRows(emptyPacked(16, 8), new Float32Array(65 * 8), 0, 8), /too small/); // 16 rows pad to 64
+  // 16 rows (padded to 64 for the native kernel): 65 do not fit either way.
+  assert.throws(() => native.packRows(emptyPacked(native, 16, 8), new Float32Array(65 * 8), 0, 8), /too small/, kernel);
+  });
 });
 
 test("bf16 checkpoint: layers packed tensor by tensor from the stored bf16 bits give the same BI, bit for bit, as packing the float32 layer", { skip }, async (t) => {

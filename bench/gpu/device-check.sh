@@ -8,7 +8,7 @@
 # Budget: SHORTGPT_CHECK_BUDGET seconds in all (default 480), SHORTGPT_NODE_TIMEOUT for the
 # device check (default 200), SHORTGPT_PEER_TIMEOUT per peer run (default 120). SHORTGPT_CHECK_ARGS:
 # extra options for deviceCheck.js (e.g. --only-shapes tinyllama); SHORTGPT_PEER_SPECS: the peer's
-# shape:seqLen runs (default: the four of the table).
+# shape:seqLen runs (default: the four of the table). SHORTGPT_CPU_CHECK=1 adds the CPU bf16/AMX step (a2).
 set -u
 
 DRY_RUN=0
@@ -102,6 +102,34 @@ fi
 run_step shortgpt "$(step_limit "$NODE_TIMEOUT")" env SHORTGPT_SHARED="$BUNDLE/shared" SHORTGPT_CACHE_DIR="${SHORTGPT_CACHE_DIR:-/tmp/shortgpt-cache}" LD_LIBRARY_PATH="$SHORTGPT_CUDA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
   "$NODE" dist/bench/gpu/deviceCheck.js --out "$OUT_DIR" ${SHORTGPT_CHECK_ARGS:-}
 [ -f "$OUT_DIR/shortgpt.json" ] || log "no shortgpt.json: the table will have peer columns only"
+
+# --- (a2) the CPU bf16 engine on this machine's Xeon (SHORTGPT_CPU_CHECK=1; issue #18's AMX check):
+# the GEMMs alone (the helper's kernel, oneDNN in the helper, with the ISA oneDNN picked), then BI
+# on a random TinyLlama-shaped bf16 checkpoint, 8 x 512 tokens, 2 threads: shortgpt bf16 with each
+# GEMM kernel against PyTorch bf16 and fp32, as the README's CPU table. ---
+if [ "${SHORTGPT_CPU_CHECK:-0}" = "1" ]; then
+  CPU_LIBS="$BUNDLE/build/cpu-libs"
+  if [ -f "$CPU_LIBS/libdnnl.so.2.xz" ] && [ ! -f "$BUNDLE/build/libdnnl.so.2" ]; then
+    if command -v xz >/dev/null 2>&1; then xz -dc "$CPU_LIBS/libdnnl.so.2.xz" > "$BUNDLE/build/libdnnl.so.2"
+    else "$PYTHON" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$CPU_LIBS/libdnnl.so.2.xz" "$BUNDLE/build/libdnnl.so.2"; fi
+  fi
+  grep -m1 -o 'amx_bf16' /proc/cpuinfo >/dev/null && log "CPU has amx_bf16" || log "CPU has no amx_bf16"
+  CPU_ENV=(env LD_LIBRARY_PATH="$BUNDLE/build:$CPU_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+  run_step cpu-gemm "$(step_limit 120)" "${CPU_ENV[@]}" sh -c "\"$NODE\" dist/bench/cpuGemm.js --threads 2 > \"$OUT_DIR/cpu-gemm.json\""
+  WORK="${TMPDIR:-/tmp}/shortgpt-cpu-check"
+  rm -rf "$WORK" && mkdir -p "$WORK"
+  if run_step cpu-make-checkpoint "$(step_limit 60)" env PYTHONUNBUFFERED=1 "$PYTHON" bench/gpu/peer_extra.py make --shape tinyllama --save "$WORK/model" --out "$OUT_DIR/logs/cpu-make-checkpoint.json"; then
+    cp shared/stories-hf/tokenizer.json shared/stories-hf/tokenizer_config.json "$WORK/model/"
+    "$PYTHON" -c 'import json, random, sys; r = random.Random(0); json.dump({"windows": [[r.randrange(32000) for _ in range(512)] for _ in range(8)]}, open(sys.argv[1], "w"))' "$WORK/ids.json"
+    for gemm in onednn native; do
+      run_step "cpu-bi-shortgpt-$gemm" "$(step_limit 150)" "${CPU_ENV[@]}" SHORTGPT_CPU_GEMM="$gemm" sh -c "\"$NODE\" dist/bench/runTask.js score \"$WORK/model\" --tokens \"$WORK/ids.json\" --backend onnx --threads 2 --precision bf16 > \"$OUT_DIR/cpu-bi-shortgpt-$gemm.json\""
+    done
+    for dtype in bf16 fp32; do
+      run_step "cpu-bi-torch-$dtype" "$(step_limit 150)" sh -c "\"$PYTHON\" bench/peer_torch.py --model \"$WORK/model\" --tokens \"$WORK/ids.json\" --dtype $dtype --task score --threads 2 --batch 8 > \"$OUT_DIR/cpu-bi-torch-$dtype.json\""
+    done
+  fi
+  rm -rf "$WORK"
+fi
 
 # --- (b) the transformers + torch peer, one process per shape so each frees its model ---
 for spec in ${SHORTGPT_PEER_SPECS:-tinyllama:512 llama2-7b:512 llama3-8b:512 llama2-7b:2048}; do

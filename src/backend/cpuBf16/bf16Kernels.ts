@@ -102,7 +102,7 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
 
   /** The named weights stacked by rows into one packed GEMM weight, one tensor at a time. */
   const packStack = (tensors: LayerTensorSource, parts: readonly (readonly [LayerWeightName, number])[], k: number): PackedWeights => {
-    const packed = emptyPacked(parts.reduce((n, [, rows]) => n + rows, 0), k);
+    const packed = emptyPacked(native, parts.reduce((n, [, rows]) => n + rows, 0), k);
     let row0 = 0;
     for (const [name, rows] of parts) {
       const bits = tensors.bf16(name);

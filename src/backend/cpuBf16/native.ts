@@ -11,21 +11,34 @@ export const CPU_BF16_HELPER_PATH = join(repoRoot(), "build", "shortgpt_cpu.node
 export interface CpuFeatures {
   avx512f: boolean;
   avx512bf16: boolean;
-  /** AMX-BF16 tiles: detected only; the AMX code path is not written (no AMX machine to test on). */
+  /** AMX-BF16 tiles (CPUID): oneDNN's matmul uses them when the helper is built with it. */
   amxBf16: boolean;
+  /** What runs the layer GEMMs: "native" (the helper's AVX512_BF16 kernel) or "oneDNN x.y.z". */
+  gemm: string;
+  /** oneDNN's implementation of the last matmul it made (e.g. "brg:avx512_core_amx"), "" before one or without oneDNN. */
+  gemmImpl: string;
+  /** Whether the helper was built with oneDNN and its CPU engine started. */
+  onednnBuilt: boolean;
 }
 
-/** Weights packed by packWeights: columns in panels of 16, k in bf16 pairs (opaque to TypeScript). */
+/** Weights packed by packWeights: bf16 in the layout of the GEMM in use (opaque to TypeScript). */
 export type PackedWeights = Uint16Array & { readonly __packedBf16: unique symbol };
 
 export interface CpuBf16Native {
   features(): CpuFeatures;
   /**
+   * The kernel of the layer GEMMs from now on ("onednn" is refused without oneDNN); the layouts
+   * differ, so weights packed before must be packed again. Returns the one now in use.
+   */
+  useGemm(kernel: "onednn" | "native"): "onednn" | "native";
+  /** Elements of the packed form of an (n, k) weight in the current GEMM's layout. */
+  packedLength(n: number, k: number): number;
+  /**
    * Row blocks (rows_i, k) stacked into one (sum rows_i, k) weight and packed: Float32Array parts
    * are rounded to bf16, Uint16Array parts are bf16 bits as stored (moved, not rounded).
    */
   packWeights(parts: (Float32Array | Uint16Array)[], k: number, threads?: number): PackedWeights;
-  /** One part (rows, k) packed into rows row0.. of dst (zeros of packedLength(n, k)): a layer packed tensor by tensor. */
+  /** One part (rows, k) packed into rows row0.. of dst (emptyPacked): a layer packed tensor by tensor. */
   packRows(dst: PackedWeights, part: Float32Array | Uint16Array, row0: number, k: number, threads?: number): void;
   /** out (m, n) = a (m, k) @ w^T, or out += that with accumulate; fp32 accumulation. */
   gemm(out: Float32Array, a: Float32Array, w: PackedWeights, m: number, n: number, k: number, accumulate: boolean, threads: number): void;
@@ -43,14 +56,9 @@ export interface CpuBf16Native {
   ): void;
 }
 
-/** Elements of the packed form of an (n, k) weight: columns padded to whole blocks of 64, k to pairs. */
-export function packedLength(n: number, k: number): number {
-  return Math.ceil(n / 64) * 64 * Math.ceil(k / 2) * 2;
-}
-
-/** Zeros in the packed form of an (n, k) weight, for packRows to fill. */
-export function emptyPacked(n: number, k: number): PackedWeights {
-  return new Uint16Array(packedLength(n, k)) as PackedWeights;
+/** Zeros in the packed form of an (n, k) weight (the layout of the GEMM in use), for packRows to fill. */
+export function emptyPacked(native: CpuBf16Native, n: number, k: number): PackedWeights {
+  return new Uint16Array(native.packedLength(n, k)) as PackedWeights;
 }
 
 export type CpuBf16Availability = { ok: true; native: CpuBf16Native; features: CpuFeatures } | { ok: false; reason: string; features?: CpuFeatures };
