@@ -3,7 +3,8 @@
 // norms, LongRoPE's factors) against the float64 reference layer, one at a time and as each family
 // combines them (plain and packed windows); then the transformers fixtures of test/fixtures/hf-attn
 // scored by the bf16 engine against transformers' residual streams and logits (the goldens of
-// test/oracle/hf_attention_families_oracle.py) and against the fp32 engine.
+// test/oracle/hf_attention_families_oracle.py) and against the fp32 engine; and BF16 GGUF files of
+// llama.cpp's gemma2, gemma3 and phi3 architectures against llama.cpp (node-llama-cpp) on the same file.
 
 import assert from "node:assert/strict";
 import { cpSync, readFileSync, rmSync } from "node:fs";
@@ -22,7 +23,8 @@ import { streamingBlockInfluence, streamingPerplexity } from "../src/models/stre
 import { repoRoot } from "../src/shared.js";
 import { encodeF32 } from "../src/tensor/encode.js";
 import { xorshiftFill as fill } from "../src/util/random.js";
-import { decodeGoldenFloats, tempDir } from "./helpers.js";
+import { decodeGoldenFloats, runCli, tempDir, TOKENIZER } from "./helpers.js";
+import { cpuLlama, llamaCppProbabilities } from "./llamaCppOracle.js";
 
 const available = cpuBf16Availability();
 const skip = available.ok ? false : `bf16 engine unavailable here: ${available.reason}`;
@@ -83,6 +85,50 @@ function rowErrors(x: Float32Array, want: Float32Array, got: Float32Array, other
 }
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+test("the new native pieces on values checked by hand: GELU-tanh gate, sandwich norm add, per-head q/k norms, soft-capped and windowed attention", { skip }, () => {
+  const { native } = available as Extract<typeof available, { ok: true }>;
+  // geluGate: gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); gelu_tanh(1) = 0.8411920, (-1) = -0.1588080, (0) = 0, (3) = 2.9963627.
+  const gate = [1, -1, 0, 3, -12, 40];
+  const up = [2, 1, 5, 1, 1, 0.5];
+  const out = new Float32Array(6);
+  native.geluGate(out, new Float32Array([...gate, ...up]), 1, 6, 1);
+  [0.841192 * 2, -0.158808, 0, 2.9963627, 0, 20].forEach((want, i) => assert.ok(Math.abs(out[i]! - want) < 2e-6 * Math.max(1, Math.abs(want)), `geluGate ${gate[i]}: ${out[i]} vs ${want}`));
+  // addRmsNorm: x = (3, 4) has mean square 12.5; y += x / sqrt(12.5) * w.
+  const y = new Float32Array([1, 1]);
+  native.addRmsNorm(y, new Float32Array([3, 4]), new Float32Array([1, 2]), 1, 2, 0);
+  assert.ok(Math.abs(y[0]! - (1 + 3 / Math.sqrt(12.5))) < 1e-6 && Math.abs(y[1]! - (1 + 8 / Math.sqrt(12.5))) < 1e-6, `addRmsNorm ${y.join(",")}`);
+  // headRmsNorm: one q head (2, 0), one k head (0, -4), v (7, 7) untouched: each head to unit RMS times its norm weight.
+  const qkv = new Float32Array([2, 0, 0, -4, 7, 7]);
+  native.headRmsNorm(qkv, new Float32Array([1, 1]), new Float32Array([0.5, 0.5]), 1, 1, 1, 2, 0);
+  assert.deepEqual(Array.from(qkv).map((v) => Math.round(v * 1e5) / 1e5), [Math.round(Math.SQRT2 * 1e5) / 1e5, 0, 0, -Math.round(0.5 * Math.SQRT2 * 1e5) / 1e5, 7, 7]);
+  // Attention of one head (headDim 2, no rotation: cos 1, sin 0) over 3 tokens, with q = (a, 0), k_j = (1, 0) * j, v_j = (j, 0):
+  // query 2's scores are a * j * scale for keys j = 0, 1, 2 (small integers, exact in bf16); the probabilities are
+  // rounded to bf16 before P @ V, so the output (at most 2) is right to 2 * 2^-9 = 4e-3.
+  const T = 3;
+  const attend = (options: { scale?: number; softcap?: number; window?: number }): number => {
+    const rows = new Float32Array(T * 6);
+    for (let j = 0; j < T; j++) rows.set([2, 0, j, 0, j, 0], j * 6); // q = (2, 0), k = (j, 0), v = (j, 0)
+    const o = new Float32Array(T * 2);
+    native.attention(o, rows, 1, T, 1, 1, 2, new Float32Array(T).fill(1), new Float32Array(T), 1, null, null, options);
+    return o[2 * 2]!; // query 2's output, first element: sum_j p_j * j
+  };
+  const expected = (scores: number[]): number => {
+    const e = scores.map((v) => Math.exp(v));
+    return e.reduce((acc, v, j) => acc + v * j, 0) / e.reduce((a, b) => a + b, 0);
+  };
+  const scale = 0.5;
+  const plain = attend({ scale });
+  const capped = attend({ scale, softcap: 1.5 });
+  const windowed = attend({ scale, window: 2 });
+  // The three differ by 0.15..0.2: each option changes the result by far more than the tolerance.
+  assert.ok(Math.abs(plain - capped) > 0.1 && Math.abs(plain - windowed) > 0.1, `${plain} ${capped} ${windowed}`);
+  assert.ok(Math.abs(plain - expected([0, 1, 2])) < 5e-3, `plain ${plain}`);
+  assert.ok(Math.abs(capped - expected([0, 1.5 * Math.tanh(1 / 1.5), 1.5 * Math.tanh(2 / 1.5)])) < 5e-3, `softcap ${capped}`);
+  assert.ok(Math.abs(windowed - expected([-Infinity, 1, 2])) < 5e-3, `window ${windowed}`);
+  assert.ok(Math.abs(attend({}) - expected([0, 2 / Math.SQRT2, 4 / Math.SQRT2])) < 5e-3, "default scale 1/sqrt(headDim)");
+  assert.throws(() => native.attention(new Float32Array(6), new Float32Array(18), 1, T, 1, 1, 2, new Float32Array(T).fill(1), new Float32Array(T), 1, null, null, { window: 1.5 }), /window a whole number/);
+});
 
 test("bf16 layer, each Gemma 2/3 and Phi-3 feature and each family's combination: within 2% (relative L2 per row) of the float64 reference layer and within 2x the plain layer's error, while the feature itself moves rows by far more", { skip }, async (t) => {
   const kernels = await createCpuBf16Kernels({ threads: 2, maxRowsPerRun: 80 });
@@ -280,5 +326,40 @@ test("a bf16 Gemma 2/3 or Phi-3 checkpoint: bf16 by default, every GEMM weight p
       opened.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+});
+
+test("Gemma 2, Gemma 3 and Phi-3 as BF16 GGUF files (llama.cpp's gemma2, gemma3, phi3): the bf16 engine's perplexity within 1e-3 relative of llama.cpp's on the same file", { skip }, async (t) => {
+  const ggufGolden = JSON.parse(readFileSync(join(repoRoot(), "test/oracle/golden/gguf_attention_families.json"), "utf8"), decodeGoldenFloats) as { ids: number[]; cases: { name: string; folder: string }[] };
+  const ids = ggufGolden.ids;
+  const llama = await cpuLlama();
+  const dir = tempDir("shortgpt-bf16-gguf-");
+  try {
+    for (const c of ggufGolden.cases) {
+      const gguf = join(dir, `${c.name}.gguf`);
+      // The fixture has no tokenizer.json; stories260K's 512-token vocabulary stands in (as in ggufFamilies.test.ts).
+      const run = runCli(["convert", join(repoRoot(), "test/fixtures/gguf-attn", c.folder), "--to", "gguf", gguf, "--dtype", "BF16", "--tokenizer", TOKENIZER]);
+      assert.equal(run.status, 0, run.stderr);
+      const opened = openModel(gguf);
+      try {
+        assert.ok(range(opened.config.nLayers).every((l) => nativeLayerSupports(layerShape(opened.config, l))), c.name);
+        const bf16 = await createCpuBf16Backend({ threads: 2 });
+        backends.push(bf16);
+        const ours = (await streamingPerplexity(opened, [{ document: 0, begin: 0, tokens: ids, firstTarget: 1 }], { backend: bf16 })).nll;
+        assert.deepEqual({ bf16: bf16.stats.bf16Layers, fallback: bf16.stats.fallbackLayers }, { bf16: opened.config.nLayers, fallback: 0 }, c.name);
+        const probabilities = await llamaCppProbabilities(llama, gguf, ids);
+        let theirs = 0;
+        for (let pos = 0; pos + 1 < ids.length; pos++) theirs -= Math.log(probabilities[pos]!.get(ids[pos + 1]!) ?? 0);
+        theirs /= ids.length - 1;
+        const err = Math.abs(ours - theirs) / theirs;
+        t.diagnostic(`${c.name} (BF16 GGUF): mean NLL bf16 engine ${ours.toFixed(6)}, llama.cpp ${theirs.toFixed(6)}: ${err.toExponential(2)} relative`);
+        assert.ok(err < 1e-3, `${c.name}: NLL ${ours} vs llama.cpp ${theirs}`);
+      } finally {
+        opened.close();
+      }
+    }
+  } finally {
+    await llama.dispose();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
