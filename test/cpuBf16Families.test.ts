@@ -185,7 +185,7 @@ test("the native layer takes the Gemma 2/3 and Phi-3 features and refuses the re
   for (const [name, features] of FEATURES) assert.equal(nativeLayerSupports({ ...BASE, ...features }), true, name);
   const refused: Partial<LayerShape>[] = [
     { qkvBias: true }, { layerNorm: true }, { plainMlp: true }, { noRope: true }, { outputBiases: true }, { activation: "gelu_tanh_f16" },
-    { kind: "mamba" }, { kind: "rwkv7" }, { attnSoftcap: 0 }, { slidingWindow: 2.5 }, { headDim: 15 }, { nKvHeads: 3 },
+    { kind: "mamba" }, { kind: "rwkv7" }, { attnSoftcap: 0 }, { attnScale: -1 }, { slidingWindow: 2.5 }, { headDim: 15 }, { nKvHeads: 3 },
   ];
   for (const other of refused) assert.equal(nativeLayerSupports({ ...BASE, ...other }), false, JSON.stringify(other));
 });

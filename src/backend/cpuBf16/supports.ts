@@ -19,5 +19,7 @@ export function nativeLayerSupports(shape: LayerShape): boolean {
   return layerKind(shape) === "attention" && attentionFamilyFeatures(shape).every((f) => NATIVE_LAYER_FEATURES.has(f)) &&
     !shape.qkvBias && !shape.layerNorm && !shape.noRope && !shape.plainMlp && !shape.outputBiases &&
     (shape.activation === undefined || shape.activation === "gelu_tanh") && shape.headDim % 2 === 0 && shape.nHeads % shape.nKvHeads === 0 &&
-    (shape.attnSoftcap === undefined || shape.attnSoftcap > 0) && (shape.slidingWindow === undefined || (Number.isInteger(shape.slidingWindow) && shape.slidingWindow > 0));
+    // The values the native attention takes (it refuses others): a positive scale and cap, a window of whole positions.
+    (shape.attnScale === undefined || shape.attnScale > 0) && (shape.attnSoftcap === undefined || shape.attnSoftcap > 0) &&
+    (shape.slidingWindow === undefined || (Number.isInteger(shape.slidingWindow) && shape.slidingWindow > 0));
 }
