@@ -22,8 +22,12 @@
 //   packRows(dst, part, row0, k[, threads])               one part into rows row0.. of a zeroed dst
 //   gemm(out, a, packed, m, n, k, accumulate, threads)   out (m, n) [+]= a (m, k) @ w^T
 //   rmsNorm(out, x, weight, rows, dim, eps)
-//   attention(out, qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, cos, sin, threads, positions?, branches?)
+//   attention(out, qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, cos, sin, threads, positions?, branches?, options?)
+//     options: { scale?, softcap?, window? } (Gemma 2/3: score scale, tanh soft-capping, sliding window)
 //   swiglu(out, gu, rows, hidden, threads)                 out = silu(gu[:, :h]) * gu[:, h:]
+//   geluGate(out, gu, rows, hidden, threads)               out = gelu_tanh(gu[:, :h]) * gu[:, h:] (Gemma)
+//   headRmsNorm(qkv, qNorm, kNorm, rows, nHeads, nKvHeads, headDim, eps)  per-head RMSNorm of q and k (Gemma 3)
+//   addRmsNorm(y, x, weight, rows, dim, eps)               y += rmsNorm(x) * weight (Gemma's sandwich norms)
 #define _GNU_SOURCE
 #include <math.h>
 #include <node_api.h>
@@ -233,19 +237,54 @@ AVX512 static void rms_norm(float *out, const float *x, const float *weight, siz
   }
 }
 
-typedef struct { float *out; const float *gu; size_t rows, hidden; } swiglu_ctx;
+// y += x / sqrt(mean(x^2) + eps) * weight, per row: a sandwich norm on a block's output before
+// the residual add (Gemma 2/3's post-attention and post-feedforward norms).
+AVX512 static void add_rms_norm(float *y, const float *x, const float *weight, size_t rows, size_t dim, float eps) {
+  for (size_t r = 0; r < rows; r++) {
+    const float *xr = x + r * dim;
+    double ss = 0;
+    for (size_t i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+    __m512 s = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)dim + eps)));
+    for (size_t i = 0; i < dim; i += 16) {
+      __mmask16 mk = tail_mask(dim - i);
+      __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, xr + i), s), _mm512_maskz_loadu_ps(mk, weight + i));
+      _mm512_mask_storeu_ps(y + r * dim + i, mk, _mm512_add_ps(_mm512_maskz_loadu_ps(mk, y + r * dim + i), v));
+    }
+  }
+}
+
+// Per-head RMSNorm of q and k in place (Gemma 3's q_norm / k_norm, before RoPE): each head's
+// headDim values of a qkv row are one norm row; v is left alone.
+AVX512 static void head_rms_norm(float *qkv, const float *qn, const float *kn, size_t rows, size_t nh, size_t nkv, size_t d, float eps) {
+  size_t ld = (nh + 2 * nkv) * d;
+  for (size_t r = 0; r < rows; r++) {
+    float *row = qkv + r * ld;
+    rms_norm(row, row, qn, nh, d, eps);
+    rms_norm(row + nh * d, row + nh * d, kn, nkv, d, eps);
+  }
+}
+
+// The gate's activation: SiLU (Llama's SwiGLU) or GELU with the tanh approximation (Gemma).
+enum gate_act { ACT_SILU, ACT_GELU_TANH };
+
+typedef struct { float *out; const float *gu; size_t rows, hidden; enum gate_act act; } swiglu_ctx;
 
 AVX512 static void swiglu_worker(void *p, int tid, int nthreads) {
   const swiglu_ctx *c = (const swiglu_ctx *)p;
   size_t r0 = c->rows * tid / nthreads, r1 = c->rows * (tid + 1) / nthreads;
   const __m512 one = _mm512_set1_ps(1.0f);
+  // gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): the
+  // SiLU form with 2u for x, so both use one exp (e^-2u saturates to inf or 0 at the ends, giving 0 or x).
+  const __m512 c1 = _mm512_set1_ps(-2.0f * 0.7978845608028654f), c3 = _mm512_set1_ps(-2.0f * 0.7978845608028654f * 0.044715f);
   for (size_t r = r0; r < r1; r++) {
     const float *gate = c->gu + r * 2 * c->hidden, *up = gate + c->hidden;
     for (size_t i = 0; i < c->hidden; i += 16) {
       __mmask16 mk = tail_mask(c->hidden - i);
       __m512 gv = _mm512_maskz_loadu_ps(mk, gate + i);
-      __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
-      _mm512_mask_storeu_ps(c->out + r * c->hidden + i, mk, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(mk, up + i)));
+      __m512 arg = c->act == ACT_SILU ? _mm512_sub_ps(_mm512_setzero_ps(), gv)
+                                      : _mm512_mul_ps(gv, _mm512_fmadd_ps(_mm512_mul_ps(gv, gv), c3, c1));
+      __m512 act = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(arg)));
+      _mm512_mask_storeu_ps(c->out + r * c->hidden + i, mk, _mm512_mul_ps(act, _mm512_maskz_loadu_ps(mk, up + i)));
     }
   }
 }
@@ -258,18 +297,21 @@ typedef struct {
   // Packed windows (PackedLayout), or NULL: each token's position in its own sequence, and its
   // branch (0: the shared prefix; key j is visible to query t if branch[j] is 0 or branch[t]).
   const int32_t *positions, *branches;
+  float qscale;  // the score scale, folded into q (1/sqrt(d) unless given: Gemma's query_pre_attn_scalar^-0.5)
+  float softcap; // 0: none; else scores become softcap * tanh(score / softcap) before the mask (Gemma 2)
+  size_t window; // 0: none; else a query at position p sees keys at positions p - window + 1 .. p only
 } attn_ctx;
 
 static void rope_rows(const attn_ctx *c, size_t r0, size_t r1) {
   size_t ld = (c->nh + 2 * c->nkv) * c->d, half = c->d / 2;
-  float qscale = 1.0f / sqrtf((float)c->d);
+  float qscale = c->qscale;
   for (size_t r = r0; r < r1; r++) {
     size_t pos = c->positions ? (size_t)c->positions[r] : r % c->T;
     const float *cs = c->cos + pos * half, *sn = c->sin + pos * half;
     float *row = c->qkv + r * ld;
     for (size_t h = 0; h < c->nh + c->nkv; h++) {
       float *v = row + h * c->d;
-      float scale = h < c->nh ? qscale : 1.0f; // q carries the 1/sqrt(d) of the scores
+      float scale = h < c->nh ? qscale : 1.0f; // q carries the scale of the scores
       for (size_t i = 0; i < half; i++) {
         float a = v[i], b = v[i + half];
         v[i] = (a * cs[i] - b * sn[i]) * scale;
@@ -298,6 +340,18 @@ AVX512 static void pack_strided(uint16_t *dst, const float *src, size_t n, size_
   for (size_t j = 0; j < n; j++) {
     uint16_t *base = dst + (j / PANEL) * kw * PANEL * 2 + (j % PANEL) * 2;
     for (size_t i = 0; i < k; i++) base[(i / 2) * PANEL * 2 + (i & 1)] = to_bf16(src[j * sn + i * sk]);
+  }
+}
+
+// s = cap * tanh(s / cap) over n scores; tanh(y) = 1 - 2 / (1 + e^2y) on the same exp as softmax
+// (absolute error ~1e-7 of cap near 0, saturating to +-1 at the ends).
+AVX512 static void softcap_row(float *s, size_t n, float cap) {
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f), vcap = _mm512_set1_ps(cap), k = _mm512_set1_ps(2.0f / cap);
+  for (size_t j = 0; j < n; j += 16) {
+    __mmask16 mk = tail_mask(n - j);
+    __m512 e = exp512(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, s + j), k));
+    __m512 t = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(one, e)));
+    _mm512_mask_storeu_ps(s + j, mk, _mm512_mul_ps(t, vcap));
   }
 }
 
@@ -340,6 +394,16 @@ AVX512 static void attention_worker(void *p, int tid, int nthreads) {
         for (size_t r = 0; r < rows; r++) {
           float *s = scores + r * nkeys;
           size_t n = t0 + r + 1;
+          if (c->softcap > 0) softcap_row(s, n, c->softcap);
+          if (c->window > 0) {
+            // Positions of the query and keys: in its own sequence when packed, else the row in the window.
+            const int32_t *pos = c->positions ? c->positions + w * T : NULL;
+            size_t qpos = pos ? (size_t)pos[t0 + r] : t0 + r;
+            for (size_t j = 0; j < n; j++) {
+              size_t kpos = pos ? (size_t)pos[j] : j;
+              if (kpos + c->window <= qpos) s[j] = -INFINITY;
+            }
+          }
           if (c->branches) {
             const int32_t *br = c->branches + w * T;
             int32_t mine = br[t0 + r];
@@ -694,20 +758,72 @@ static napi_value js_rms_norm(napi_env env, napi_callback_info info) {
 #endif
 }
 
-static napi_value js_swiglu(napi_env env, napi_callback_info info) {
+// swiglu / geluGate(out, gu, rows, hidden, threads): out = act(gu[:, :hidden]) * gu[:, hidden:].
+static napi_value gated_activation(napi_env env, napi_callback_info info, const char *name, int act) {
   ARGS(5);
   float *out, *gu; size_t lo, lg, rows, hidden, threads;
-  if (!get_f32(env, argv[0], &out, &lo) || !get_f32(env, argv[1], &gu, &lg)) return throw_error(env, "swiglu: expected Float32Arrays");
-  if (!get_size(env, argv[2], &rows) || !get_size(env, argv[3], &hidden) || !get_size(env, argv[4], &threads) || threads < 1) return throw_error(env, "swiglu: bad dimensions");
-  if (lo < rows * hidden || lg < rows * hidden * 2) return throw_error(env, "swiglu: an array is smaller than its dimensions");
+  if (!get_f32(env, argv[0], &out, &lo) || !get_f32(env, argv[1], &gu, &lg)) return throw_error(env, name);
+  if (!get_size(env, argv[2], &rows) || !get_size(env, argv[3], &hidden) || !get_size(env, argv[4], &threads) || threads < 1) return throw_error(env, name);
+  if (lo < rows * hidden || lg < rows * hidden * 2) return throw_error(env, name);
 #if HAVE_X86
   if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
-  swiglu_ctx c = {out, gu, rows, hidden};
+  swiglu_ctx c = {out, gu, rows, hidden, (enum gate_act)act};
   parallel((int)threads, swiglu_worker, &c);
+  return NULL;
+#else
+  (void)act;
+  return throw_error(env, "not an x86-64 build");
+#endif
+}
+
+static napi_value js_swiglu(napi_env env, napi_callback_info info) {
+  return gated_activation(env, info, "swiglu: expected (Float32Array out, Float32Array gu, rows, hidden, threads) with out >= rows x hidden and gu >= rows x 2 hidden", 0);
+}
+
+static napi_value js_gelu_gate(napi_env env, napi_callback_info info) {
+  return gated_activation(env, info, "geluGate: expected (Float32Array out, Float32Array gu, rows, hidden, threads) with out >= rows x hidden and gu >= rows x 2 hidden", 1);
+}
+
+static napi_value js_add_rms_norm(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  float *y, *x, *wt; size_t ly, lx, lw, rows, dim; double eps;
+  if (!get_f32(env, argv[0], &y, &ly) || !get_f32(env, argv[1], &x, &lx) || !get_f32(env, argv[2], &wt, &lw)) return throw_error(env, "addRmsNorm: expected Float32Arrays");
+  if (!get_size(env, argv[3], &rows) || !get_size(env, argv[4], &dim) || napi_get_value_double(env, argv[5], &eps) != napi_ok) return throw_error(env, "addRmsNorm: bad dimensions");
+  if (ly < rows * dim || lx < rows * dim || lw < dim) return throw_error(env, "addRmsNorm: an array is smaller than its dimensions");
+#if HAVE_X86
+  if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
+  add_rms_norm(y, x, wt, rows, dim, (float)eps);
   return NULL;
 #else
   return throw_error(env, "not an x86-64 build");
 #endif
+}
+
+static napi_value js_head_rms_norm(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  float *qkv, *qn, *kn; size_t lq, lqn, lkn, rows, nh, nkv, d; double eps;
+  if (!get_f32(env, argv[0], &qkv, &lq) || !get_f32(env, argv[1], &qn, &lqn) || !get_f32(env, argv[2], &kn, &lkn)) return throw_error(env, "headRmsNorm: expected Float32Arrays");
+  if (!get_size(env, argv[3], &rows) || !get_size(env, argv[4], &nh) || !get_size(env, argv[5], &nkv) || !get_size(env, argv[6], &d) || napi_get_value_double(env, argv[7], &eps) != napi_ok) return throw_error(env, "headRmsNorm: bad dimensions");
+  if (lq < rows * (nh + 2 * nkv) * d || lqn < d || lkn < d) return throw_error(env, "headRmsNorm: an array is smaller than its dimensions");
+#if HAVE_X86
+  if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
+  head_rms_norm(qkv, qn, kn, rows, nh, nkv, d, (float)eps);
+  return NULL;
+#else
+  return throw_error(env, "not an x86-64 build");
+#endif
+}
+
+// A number property of an options object; absent or undefined leaves *out as it was.
+static int get_option(napi_env env, napi_value obj, const char *key, double *out) {
+  bool has;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok) return 0;
+  if (!has) return 1;
+  napi_value v;
+  napi_valuetype t;
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return 0;
+  if (t == napi_undefined) return 1;
+  return t == napi_number && napi_get_value_double(env, v, out) == napi_ok;
 }
 
 static int get_i32_or_null(napi_env env, napi_value v, const int32_t **data, size_t need) {
@@ -724,8 +840,8 @@ static int get_i32_or_null(napi_env env, napi_value v, const int32_t **data, siz
 
 static napi_value js_attention(napi_env env, napi_callback_info info) {
   // positions and branches may be left out (plain windows): missing arguments read as undefined.
-  size_t argc = 12; napi_value argv[12];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 10) return throw_error(env, "expected 10 to 12 arguments");
+  size_t argc = 13; napi_value argv[13];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 10) return throw_error(env, "expected 10 to 13 arguments");
   float *out, *qkv, *cs, *sn; size_t lo, lq, lc, ls, nw, T, nh, nkv, d, threads;
   if (!get_f32(env, argv[0], &out, &lo) || !get_f32(env, argv[1], &qkv, &lq) || !get_f32(env, argv[7], &cs, &lc) || !get_f32(env, argv[8], &sn, &ls)) return throw_error(env, "attention: expected Float32Arrays");
   if (!get_size(env, argv[2], &nw) || !get_size(env, argv[3], &T) || !get_size(env, argv[4], &nh) || !get_size(env, argv[5], &nkv) || !get_size(env, argv[6], &d) || !get_size(env, argv[9], &threads) || threads < 1)
@@ -739,7 +855,17 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   if (positions)
     for (size_t i = 0; i < nw * T; i++)
       if (positions[i] < 0 || (size_t)positions[i] >= T) return throw_error(env, "attention: a position is outside 0..seqLen-1");
-  attn_ctx c = {out, qkv, nw, T, nh, nkv, d, cs, sn, 0, positions, branches};
+  // options { scale?, softcap?, window? }: undefined or null means the plain Llama attention.
+  double scale = 1.0 / sqrt((double)d), softcap = 0, window = 0;
+  napi_valuetype ot;
+  napi_typeof(env, argv[12], &ot);
+  if (ot != napi_undefined && ot != napi_null) {
+    if (ot != napi_object || !get_option(env, argv[12], "scale", &scale) || !get_option(env, argv[12], "softcap", &softcap) || !get_option(env, argv[12], "window", &window))
+      return throw_error(env, "attention: options must be an object of numbers { scale?, softcap?, window? }");
+    if (!(scale > 0) || !isfinite(scale) || !(softcap >= 0) || !isfinite(softcap) || !(window >= 0) || window != floor(window) || window > 9007199254740992.0)
+      return throw_error(env, "attention: options scale must be positive, softcap positive (0: none) and window a whole number of positions (0: none)");
+  }
+  attn_ctx c = {out, qkv, nw, T, nh, nkv, d, cs, sn, 0, positions, branches, (float)scale, (float)softcap, (size_t)window};
   parallel((int)threads, rope_worker, &c);
   parallel((int)threads, attention_worker, &c);
   if (c.failed) return throw_error(env, "attention: out of memory");
@@ -777,6 +903,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
       {"rmsNorm", NULL, js_rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_default, NULL},
+      {"geluGate", NULL, js_gelu_gate, NULL, NULL, NULL, napi_default, NULL},
+      {"addRmsNorm", NULL, js_add_rms_norm, NULL, NULL, NULL, napi_default, NULL},
+      {"headRmsNorm", NULL, js_head_rms_norm, NULL, NULL, NULL, napi_default, NULL},
       {"attention", NULL, js_attention, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

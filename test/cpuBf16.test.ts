@@ -293,10 +293,10 @@ test("bf16 checkpoint: layers packed tensor by tensor from the stored bf16 bits 
   }
 });
 
-test("the native bf16 layer takes plain Llama attention layers only; bf16 is the CLI default only for all-bf16 models it computes whole", () => {
+test("the native bf16 layer takes Llama attention layers (and Gemma 2/3's and Phi-3's: cpuBf16Families.test.ts); bf16 is the CLI default only for all-bf16 models it computes whole", () => {
   const llama: LayerShape = { dim: 64, hiddenDim: 160, nHeads: 8, nKvHeads: 4, headDim: 8, normEps: 1e-5, ropeTheta: 10000 };
   assert.equal(nativeLayerSupports(llama), true);
-  for (const other of [{ kind: "mamba" }, { kind: "rwkv6" }, { ropeAttentionFactor: 1.2 }, { attnSoftcap: 50 }, { slidingWindow: 16 }, { postNorms: true }, { qkvBias: true }] as Partial<LayerShape>[]) {
+  for (const other of [{ kind: "mamba" }, { kind: "rwkv6" }, { qkvBias: true }, { layerNorm: true }, { plainMlp: true }, { activation: "gelu_tanh_f16" }] as Partial<LayerShape>[]) {
     assert.equal(nativeLayerSupports({ ...llama, ...other }), false, JSON.stringify(other));
   }
   const dir = mkdtempSync(join(tmpdir(), "shortgpt-bf16-default-"));

@@ -100,19 +100,39 @@ function fusedRowsView(stored: TensorProvider, config: LlamaConfig, naming: Fuse
       firstRow += n;
     }
   }
-  // The fused tensor is read once for its parts, which are read one after another.
-  let held: { name: string; data: Float32Array } | undefined;
+  const f32Part = partReader((name) => stored.readF32(name));
+  const readBF16 = stored.readBF16?.bind(stored);
+  const bf16Part = readBF16 && partReader(readBF16);
   return {
     source: stored.source,
     entries: () => entries,
     readF32: (name) => {
       const part = parts.get(name);
-      if (!part) return stored.readF32(name);
-      if (held?.name !== part.fused.name) held = { name: part.fused.name, data: stored.readF32(part.fused.name) };
-      const cols = part.fused.shape[1]!;
-      const out = held.data.slice(part.firstRow * cols, (part.firstRow + part.rows) * cols);
-      if (part.firstRow + part.rows === part.fused.shape[0]) held = undefined; // the last part
-      return out;
+      return part ? f32Part(part)! : stored.readF32(name);
     },
+    // A BF16 checkpoint's parts as their stored bits too (the bf16 engine packs them without a float32 copy).
+    ...(readBF16 && bf16Part ? { readBF16: (name: string) => {
+      const part = parts.get(name);
+      return part ? bf16Part(part) : readBF16(name);
+    } } : {}),
+  };
+}
+
+/**
+ * A part's rows of its fused tensor. The fused tensor is read once for its parts, which are read
+ * one after another; undefined when `read` has no such form of it (bf16 bits of a float32 file).
+ */
+function partReader<A extends Float32Array | Uint16Array>(read: (name: string) => A | undefined): (part: Part) => A | undefined {
+  let held: { name: string; data: A } | undefined;
+  return (part) => {
+    if (held?.name !== part.fused.name) {
+      const data = read(part.fused.name);
+      if (!data) return undefined;
+      held = { name: part.fused.name, data };
+    }
+    const cols = part.fused.shape[1]!;
+    const out = held.data.slice(part.firstRow * cols, (part.firstRow + part.rows) * cols) as A;
+    if (part.firstRow + part.rows === part.fused.shape[0]) held = undefined; // the last part
+    return out;
   };
 }

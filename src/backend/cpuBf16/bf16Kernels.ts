@@ -1,7 +1,8 @@
-// The CPU engine on the CPU's bf16 dot-product units: Llama decoder layers run in the native
-// helper (bf16 GEMM inputs, fp32 accumulation, fp32 residual stream and attention) with the
-// q/k/v and gate/up projections fused into one GEMM each; every other shape (biases, LayerNorm,
-// GELU, per-head norms, ...) and the head run on the fp32 onnxruntime kernels.
+// The CPU engine on the CPU's bf16 dot-product units: Llama decoder layers (and Gemma 2/3's and
+// Phi-3's: see nativeLayerSupports) run in the native helper (bf16 GEMM inputs, fp32
+// accumulation, fp32 residual stream and attention) with the q/k/v and gate/up projections fused
+// into one GEMM each; every other shape (biases, LayerNorm, plain MLP, ...) and the head run on
+// the fp32 onnxruntime kernels.
 
 import { type HeadResult, type HiddenStates, type HostKernels, type LayerShape, type LayerTensorSource, type LayerWeightName, type LayerWeightsF32, type PackedLayout, type PreparedLayer, type SideStreams } from "../backend.js";
 import { type HostBackend, hostBackend, hostStates, ownHostStates } from "../hostBackend.js";
@@ -10,7 +11,7 @@ import { checkLayerArgs, checkStreamArgs } from "../referenceBackend.js";
 import { nativeLayerSupports } from "./supports.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { UnsupportedError } from "../../errors.js";
-import { type CpuBf16Native, type CpuFeatures, cpuBf16Availability, emptyPacked, type PackedWeights } from "./native.js";
+import { type CpuBf16Native, type CpuFeatures, cpuBf16Availability, emptyPacked, type NativeAttentionOptions, type PackedWeights } from "./native.js";
 
 export interface CpuBf16Options {
   threads: number;
@@ -46,10 +47,16 @@ interface PackedLayer {
   down: PackedWeights; // (dim, hiddenDim)
 }
 
-/** Everything the native layer reads: the packed GEMM weights and the two norm scales. */
+/** Everything the native layer reads: the packed GEMM weights and the norm scales its shape has. */
 export interface NativeLayer extends PackedLayer {
   attnNorm: Float32Array;
   ffnNorm: Float32Array;
+  /** With shape.postNorms (Gemma 2/3): the sandwich norms on the attention and MLP outputs. */
+  attnPostNorm?: Float32Array;
+  ffnPostNorm?: Float32Array;
+  /** With shape.qkNorm (Gemma 3): the per-head norms of q and k (headDim each). */
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
 }
 
 /** A layer made ready by the bf16 backend's prepareLayer: packed, with no float32 weights kept. */
@@ -123,6 +130,8 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
     return {
       attnNorm: tensors.f32("attnNorm"),
       ffnNorm: tensors.f32("ffnNorm"),
+      ...(shape.postNorms ? { attnPostNorm: tensors.f32("attnPostNorm"), ffnPostNorm: tensors.f32("ffnPostNorm") } : {}),
+      ...(shape.qkNorm ? { qNorm: tensors.f32("qNorm"), kNorm: tensors.f32("kNorm") } : {}),
       qkv: packStack(tensors, [["wq", qDim], ["wk", kvDim], ["wv", kvDim]], dim),
       wo: packStack(tensors, [["wo", dim]], qDim),
       gateUp: packStack(tensors, [["wGate", hiddenDim], ["wUp", hiddenDim]], dim),
@@ -157,8 +166,14 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
     return y;
   };
 
+  /**
+   * The cos/sin tables of a shape's RoPE (its theta: Gemma 3's local layers have their own; its
+   * frequency factors: Llama 3, Phi-3's LongRoPE), times LongRoPE's attention factor: rotating q
+   * and k by tables scaled by f equals scaling both by f after RoPE, as transformers does.
+   */
   const rope = (shape: LayerShape, seqLen: number): { cos: Float32Array; sin: Float32Array } => {
-    const key = `${seqLen} ${shape.headDim} ${shape.ropeTheta} ${shape.ropeFreqFactors?.join(",") ?? ""}`;
+    const factor = shape.ropeAttentionFactor ?? 1;
+    const key = `${seqLen} ${shape.headDim} ${shape.ropeTheta} ${shape.ropeFreqFactors?.join(",") ?? ""} ${factor}`;
     let tables = ropeCache.get(key);
     if (!tables) {
       const half = shape.headDim / 2;
@@ -167,8 +182,8 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
       const sin = new Float32Array(seqLen * half);
       for (let pos = 0; pos < seqLen; pos++) {
         for (let i = 0; i < half; i++) {
-          cos[pos * half + i] = Math.cos(pos * inv[i]!);
-          sin[pos * half + i] = Math.sin(pos * inv[i]!);
+          cos[pos * half + i] = Math.cos(pos * inv[i]!) * factor;
+          sin[pos * half + i] = Math.sin(pos * inv[i]!) * factor;
         }
       }
       tables = { cos, sin };
@@ -199,9 +214,16 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
   };
 }
 
-/** checkLayerArgs for a packed layer: the stream, the layout and the two norms (the GEMM weights were checked as they were packed). */
+/** checkLayerArgs for a packed layer: the stream, the layout and the norms (the GEMM weights were checked as they were packed). */
 function checkNativeLayerArgs(x: Float32Array, nWindows: number, seqLen: number, layer: NativeLayer, shape: LayerShape, layout?: PackedLayout): void {
-  if (layer.attnNorm.length !== shape.dim || layer.ffnNorm.length !== shape.dim) throw new Error(`internal: norm weights of ${layer.attnNorm.length}/${layer.ffnNorm.length} values for dim ${shape.dim}`);
+  const norms: [string, Float32Array | undefined, number, boolean][] = [
+    ["attnNorm", layer.attnNorm, shape.dim, true], ["ffnNorm", layer.ffnNorm, shape.dim, true],
+    ["attnPostNorm", layer.attnPostNorm, shape.dim, !!shape.postNorms], ["ffnPostNorm", layer.ffnPostNorm, shape.dim, !!shape.postNorms],
+    ["qNorm", layer.qNorm, shape.headDim, !!shape.qkNorm], ["kNorm", layer.kNorm, shape.headDim, !!shape.qkNorm],
+  ];
+  for (const [name, w, length, needed] of norms) {
+    if (needed && w?.length !== length) throw new Error(`internal: norm weight ${name} has ${w?.length ?? "no"} values, expected ${length}`);
+  }
   checkStreamArgs(x, nWindows, seqLen, shape, layout);
 }
 
@@ -227,7 +249,10 @@ function layerBuffers(shape: LayerShape, rows: number): LayerBuffers {
 
 /**
  * y: (nWindows*seqLen, dim), the residual stream, updated in place (packed windows: see PackedLayout):
- *   y += wo @ attn(rope(qkv @ norm(y))); y += down @ swiglu(gateUp @ norm(y)).
+ *   y += wo @ attn(rope(qkv @ norm(y))); y += down @ swiglu(gateUp @ norm(y)),
+ * with Gemma's GELU-tanh gate for swiglu, per-head q/k norms before RoPE (qkNorm), the score scale,
+ * soft-capping and sliding window in attn, and sandwich norms on both outputs before each add
+ * (postNorms), as the shape says (LayerShape; the reference layer computes the same).
  */
 function runNativeLayer(
   native: CpuBf16Native, y: Float32Array, nWindows: number, seqLen: number, p: NativeLayer,
@@ -238,12 +263,25 @@ function runNativeLayer(
   const rows = nWindows * seqLen;
   const qDim = nHeads * headDim;
   const qkvDim = qDim + 2 * nKvHeads * headDim;
+  const options: NativeAttentionOptions = {
+    ...(shape.attnScale !== undefined ? { scale: shape.attnScale } : {}),
+    ...(shape.attnSoftcap !== undefined ? { softcap: shape.attnSoftcap } : {}),
+    ...(shape.slidingWindow !== undefined ? { window: shape.slidingWindow } : {}),
+  };
+  /** A block's output (in xn, free by then) added to the stream: through its sandwich norm when the shape has one, else accumulated by the GEMM itself. */
+  const addBlock = (a: Float32Array, w: PackedWeights, k: number, postNorm: Float32Array | undefined): void => {
+    if (!postNorm) return native.gemm(y, a, w, rows, dim, k, true, threads);
+    native.gemm(b.xn, a, w, rows, dim, k, false, threads);
+    native.addRmsNorm(y, b.xn, postNorm, rows, dim, normEps);
+  };
   native.rmsNorm(b.xn, y, p.attnNorm, rows, dim, normEps);
   native.gemm(b.qkv, b.xn, p.qkv, rows, qkvDim, dim, false, threads);
-  native.attention(b.att, b.qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, tables.cos, tables.sin, threads, layout.positions, layout.branches);
-  native.gemm(y, b.att, p.wo, rows, dim, qDim, true, threads);
+  if (shape.qkNorm) native.headRmsNorm(b.qkv, p.qNorm!, p.kNorm!, rows, nHeads, nKvHeads, headDim, normEps);
+  native.attention(b.att, b.qkv, nWindows, seqLen, nHeads, nKvHeads, headDim, tables.cos, tables.sin, threads, layout.positions, layout.branches, options);
+  addBlock(b.att, p.wo, qDim, p.attnPostNorm);
   native.rmsNorm(b.xn, y, p.ffnNorm, rows, dim, normEps);
   native.gemm(b.gateUp, b.xn, p.gateUp, rows, 2 * hiddenDim, dim, false, threads);
-  native.swiglu(b.inner, b.gateUp, rows, hiddenDim, threads);
-  native.gemm(y, b.inner, p.down, rows, dim, hiddenDim, true, threads);
+  if (shape.activation === "gelu_tanh") native.geluGate(b.inner, b.gateUp, rows, hiddenDim, threads);
+  else native.swiglu(b.inner, b.gateUp, rows, hiddenDim, threads);
+  addBlock(b.inner, p.down, hiddenDim, p.ffnPostNorm);
 }

@@ -45,15 +45,32 @@ export interface CpuBf16Native {
   rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
   /** out (rows, hidden) = silu(gu[:, :hidden]) * gu[:, hidden:]. */
   swiglu(out: Float32Array, gu: Float32Array, rows: number, hidden: number, threads: number): void;
+  /** out (rows, hidden) = gelu_tanh(gu[:, :hidden]) * gu[:, hidden:] (Gemma's gate, gelu_pytorch_tanh). */
+  geluGate(out: Float32Array, gu: Float32Array, rows: number, hidden: number, threads: number): void;
+  /** y (rows, dim) += rmsNorm(x) * weight: Gemma 2/3's sandwich norm on a block's output, then the residual add. */
+  addRmsNorm(y: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
+  /** In place on qkv (rows, (nHeads + 2 nKvHeads) headDim): each q head RMS-normed with qNorm, each k head with kNorm (headDim each). */
+  headRmsNorm(qkv: Float32Array, qNorm: Float32Array, kNorm: Float32Array, rows: number, nHeads: number, nKvHeads: number, headDim: number, eps: number): void;
   /**
    * qkv (nWindows*seqLen, (nHeads + 2 nKvHeads) headDim): q and k are roped in place (q scaled
-   * by 1/sqrt(headDim)); out (nWindows*seqLen, nHeads*headDim) = causal attention per window.
-   * cos, sin: (seqLen, headDim/2). positions, branches: packed windows (PackedLayout), or null.
+   * by options.scale, default 1/sqrt(headDim)); out (nWindows*seqLen, nHeads*headDim) = causal
+   * attention per window. cos, sin: (seqLen, headDim/2). positions, branches: packed windows
+   * (PackedLayout), or null. options: see NativeAttentionOptions.
    */
   attention(
     out: Float32Array, qkv: Float32Array, nWindows: number, seqLen: number, nHeads: number, nKvHeads: number, headDim: number,
-    cos: Float32Array, sin: Float32Array, threads: number, positions: Int32Array | null, branches: Int32Array | null,
+    cos: Float32Array, sin: Float32Array, threads: number, positions: Int32Array | null, branches: Int32Array | null, options?: NativeAttentionOptions,
   ): void;
+}
+
+/** How the native attention forms its scores beyond the plain Llama ones (LayerShape's attnScale, attnSoftcap, slidingWindow). */
+export interface NativeAttentionOptions {
+  /** Score scale; default 1/sqrt(headDim). */
+  scale?: number;
+  /** Scores become softcap * tanh(score / softcap) before the mask; 0 or absent: none. */
+  softcap?: number;
+  /** A query at position p sees keys at positions p - window + 1 .. p only; 0 or absent: all earlier keys. */
+  window?: number;
 }
 
 /** Zeros in the packed form of an (n, k) weight (the layout of the GEMM in use), for packRows to fill. */
