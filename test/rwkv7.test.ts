@@ -10,8 +10,10 @@ import { spawnSync } from "node:child_process";
 import { after, before, test } from "node:test";
 import { join } from "node:path";
 import { getLlama, type Llama, type LlamaModel as NodeLlamaModel, type Token } from "node-llama-cpp";
-import type { DecoderBackend } from "../src/backend/backend.js";
-import { createOrtBackend } from "../src/backend/ortBackend.js";
+import type { DecoderBackend, LayerWeightsF32, SideStreams } from "../src/backend/backend.js";
+import { plainLinear } from "../src/backend/linearKernel.js";
+import { createOrtBackend, createOrtKernels } from "../src/backend/ortBackend.js";
+import { batchedRecurrentLayer, referenceRecurrentLayer, zeroRecurrentState } from "../src/backend/recurrentLayer.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { CheckpointError } from "../src/errors.js";
@@ -19,8 +21,10 @@ import { generate } from "../src/eval/generate.js";
 import { perplexity } from "../src/eval/perplexity.js";
 import { readGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel, type LoadedModel } from "../src/load.js";
+import { loadLlamaLayer } from "../src/models/llama.js";
 import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot, sharedDir } from "../src/shared.js";
+import { xorshiftFill } from "../src/util/random.js";
 import { rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
 import { oraclePython } from "./oraclePython.js";
 
@@ -168,6 +172,50 @@ test("rwkv7 GGUF: Block Influence streams through every CPU backend, equal to th
     }
   } finally {
     for (const b of backends) await b.dispose();
+    opened.close();
+  }
+});
+
+test("rwkv7 GGUF: the batched layer (plain GEMM twin, onnxruntime's Gemm) equals the reference run one token at a time, as the first block and as later ones reading v_first", async (t) => {
+  const opened = openModel(FIXTURE);
+  // Runs of 8 rows split the GEMMs across the windows' boundary.
+  const onnx = await createOrtKernels({ threads: 1, flavor: "node", maxRowsPerRun: 8 });
+  const [nWindows, seqLen] = [2, 12];
+  try {
+    for (let layer = 0; layer < opened.config.nLayers; layer++) {
+      const shape = layerShape(opened.config, layer);
+      const weights = loadLlamaLayer(opened.provider, opened.config, opened.names, layer) as LayerWeightsF32;
+      const x = xorshiftFill(nWindows * seqLen * shape.dim, 1, 40 + layer);
+      // Block 0 starts the value residual; the later ones read one (random: what an earlier block left).
+      const vFirst = layer === 0 ? undefined : Float64Array.from(xorshiftFill(x.length, 1, 60 + layer));
+      // The per-token reference: each window from a zero state, one token per call, the state carried.
+      const want = new Float64Array(x.length);
+      const startedVFirst = new Float64Array(x.length);
+      for (let b = 0; b < nWindows; b++) {
+        const state = zeroRecurrentState(shape);
+        for (let pos = 0; pos < seqLen; pos++) {
+          const [from, to] = [(b * seqLen + pos) * shape.dim, (b * seqLen + pos + 1) * shape.dim];
+          const row = Float64Array.from(x.subarray(from, to));
+          const side: SideStreams = vFirst ? { rwkv7VFirst: vFirst.subarray(from, to) } : {};
+          referenceRecurrentLayer(row, 1, weights, shape, state, side);
+          for (let i = 0; i < row.length; i++) want[from + i] = row[i]! - x[from + i]!;
+          if (!vFirst) startedVFirst.set(side.rwkv7VFirst!, from);
+        }
+      }
+      for (const engine of ["plain", "onnx"] as const) {
+        const side: SideStreams = vFirst ? { rwkv7VFirst: vFirst } : {};
+        const runsBefore = onnx.stats.sessionRuns;
+        const out = engine === "plain" ? await batchedRecurrentLayer(x, nWindows, seqLen, weights, shape, plainLinear, side) : await onnx.runLayer(x, nWindows, seqLen, weights, shape, undefined, side);
+        if (engine === "onnx") assert.equal(onnx.stats.sessionRuns - runsBefore, (vFirst ? 14 : 12) * Math.ceil((nWindows * seqLen) / 8), `layer ${layer}: every projection ran in onnxruntime`);
+        const err = scaledError(Float64Array.from(out, (v, i) => v - x[i]!), want);
+        t.diagnostic(`rwkv7 layer ${layer} batched (${engine}) vs per-token reference: ${err.toExponential(2)} of the update's scale`);
+        assert.ok(err < 5e-6, `layer ${layer} ${engine}: update off by ${err} of its scale`);
+        if (vFirst) assert.equal(side.rwkv7VFirst, vFirst, "a later block reads v_first and leaves it");
+        else assert.ok(scaledError(side.rwkv7VFirst!, startedVFirst) < 1e-6, `layer 0 ${engine}: the v_first it starts`);
+      }
+    }
+  } finally {
+    await onnx.dispose();
     opened.close();
   }
 });
