@@ -255,56 +255,60 @@ interface Rwkv7Projections {
 function rwkv7Scan(y: Float32Array, first: number, seqLen: number, p: Rwkv7Projections, w: LayerWeightsF32, dim: number, headSize: number): void {
   const nHeads = dim / headSize;
   const S = new Float64Array(dim * headSize);
-  // One token's per-channel values, (dim) each.
-  const decay = new Float64Array(dim);
-  const a = new Float64Array(dim);
-  const k = new Float64Array(dim);
-  const kk = new Float64Array(dim);
-  const kka = new Float64Array(dim);
-  const out = new Float64Array(dim);
+  // One head's values of one token, indexed 0..headSize-1 so the inner loops read plain local arrays.
+  const decay = new Float64Array(headSize);
+  const k = new Float64Array(headSize);
+  const kk = new Float64Array(headSize);
+  const kka = new Float64Array(headSize);
+  const r = new Float64Array(headSize);
+  const out = new Float64Array(headSize);
+  const [w0, a0, kkScale, ka, rk, lnX, lnXBias] = [w.rwkv7W0!, w.rwkv7A0!, w.rwkv7KK!, w.rwkv7KA!, w.rwkv7RK!, w.rwkv7LnX!, w.rwkv7LnXBias!];
+  const { decayIn, aIn, k: kIn, v, r: rIn, gate } = p;
   for (let row = first; row < first + seqLen; row++) {
-    const off = row * dim;
-    for (let c = 0; c < dim; c++) {
-      decay[c] = Math.exp(DECAY_SCALE * sigmoid(p.decayIn[off + c]! + w.rwkv7W0![c]!));
-      a[c] = sigmoid(p.aIn[off + c]! + w.rwkv7A0![c]!);
-    }
     for (let h = 0; h < nHeads; h++) {
       const c0 = h * headSize;
+      const off = row * dim + c0;
       let sum = 0;
-      for (let c = c0; c < c0 + headSize; c++) sum += (kk[c] = p.k[off + c]! * w.rwkv7KK![c]!) ** 2;
+      for (let j = 0; j < headSize; j++) {
+        const c = c0 + j;
+        decay[j] = Math.exp(DECAY_SCALE * sigmoid(decayIn[off + j]! + w0[c]!));
+        r[j] = rIn[off + j]!;
+        sum += (kk[j] = kIn[off + j]! * kkScale[c]!) ** 2;
+      }
       const scale = 1 / Math.max(Math.sqrt(sum), L2_NORM_EPS);
-      for (let c = c0; c < c0 + headSize; c++) {
-        kk[c]! *= scale;
-        const key = p.k[off + c]!;
-        k[c] = key + key * w.rwkv7KA![c]! * (a[c]! - 1);
-        kka[c] = kk[c]! * a[c]!;
+      for (let j = 0; j < headSize; j++) {
+        const a = sigmoid(aIn[off + j]! + a0[c0 + j]!);
+        const key = kIn[off + j]!;
+        kk[j]! *= scale;
+        k[j] = key + key * ka[c0 + j]! * (a - 1);
+        kka[j] = kk[j]! * a;
       }
       // S = S diag(w) + v k^T + (S (-kk)) (kk a)^T; out = S r.
       for (let i = 0; i < headSize; i++) {
         const base = (c0 + i) * headSize;
         let sa = 0;
-        for (let j = 0; j < headSize; j++) sa -= kk[c0 + j]! * S[base + j]!;
-        const vi = p.v[off + c0 + i]!;
+        for (let j = 0; j < headSize; j++) sa -= kk[j]! * S[base + j]!;
+        const vi = v[off + i]!;
         let acc = 0;
         for (let j = 0; j < headSize; j++) {
-          const s = S[base + j]! * decay[c0 + j]! + vi * k[c0 + j]! + sa * kka[c0 + j]!;
+          const s = S[base + j]! * decay[j]! + vi * k[j]! + sa * kka[j]!;
           S[base + j] = s;
-          acc += s * p.r[off + c0 + j]!;
+          acc += s * r[j]!;
         }
-        out[c0 + i] = acc;
+        out[i] = acc;
       }
       // Group norm per head, the bonus (r . (k * r_k)) v, the gate.
       let mean = 0;
-      for (let c = c0; c < c0 + headSize; c++) mean += out[c]!;
+      for (let j = 0; j < headSize; j++) mean += out[j]!;
       mean /= headSize;
       let variance = 0;
-      for (let c = c0; c < c0 + headSize; c++) variance += (out[c]! - mean) ** 2;
+      for (let j = 0; j < headSize; j++) variance += (out[j]! - mean) ** 2;
       const norm = 1 / Math.sqrt(variance / headSize + GROUP_NORM_EPS);
       let bonus = 0;
-      for (let c = c0; c < c0 + headSize; c++) bonus += p.r[off + c]! * k[c]! * w.rwkv7RK![c]!;
-      for (let c = c0; c < c0 + headSize; c++) {
-        const normed = (out[c]! - mean) * norm * w.rwkv7LnX![c]! + w.rwkv7LnXBias![c]!;
-        y[off + c] = (normed + p.v[off + c]! * bonus) * p.gate[off + c]!;
+      for (let j = 0; j < headSize; j++) bonus += r[j]! * k[j]! * rk[c0 + j]!;
+      for (let j = 0; j < headSize; j++) {
+        const normed = (out[j]! - mean) * norm * lnX[c0 + j]! + lnXBias[c0 + j]!;
+        y[off + j] = (normed + v[off + j]! * bonus) * gate[off + j]!;
       }
     }
   }
