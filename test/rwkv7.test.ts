@@ -127,6 +127,23 @@ test("rwkv7 GGUF: next-token probabilities match llama.cpp's over 16 positions",
   assert.ok(diff < 1e-4 * scale, `rwkv7: ${diff}`);
 });
 
+test("rwkv7 GGUF with BF16 matrices (as llama.cpp's converter writes them): the engine computes what llama.cpp computes from the same numbers in F32", async (t) => {
+  // llama.cpp's BF16 kernels round their activations to bf16 too, so its exact twin is the F32 copy of the bf16 values.
+  const script = join(repoRoot(), "test", "oracle", "rwkv7_gguf_fixture.py");
+  const [bf16, asF32] = [join(tempDir(), "rwkv7_bf16.gguf"), join(tempDir(), "rwkv7_bf16_values_f32.gguf")];
+  for (const [out, matrices] of [[bf16, "bf16"], [asF32, "bf16-values-as-f32"]]) {
+    const run = spawnSync(oraclePython(), [script, "--shared", sharedDir(), "--out", out!, "--matrices", matrices!], { encoding: "utf8" });
+    assert.equal(run.status, 0, run.stderr);
+  }
+  const header = readGguf(bf16);
+  const typeOf = (name: string): string | undefined => header.tensors.find((x) => x.name === name)?.type.name;
+  assert.deepEqual([typeOf("blk.1.time_mix_key.weight"), typeOf("blk.1.time_mix_g1.weight"), typeOf("blk.1.time_mix_w1.weight"), typeOf("blk.1.time_mix_lerp_fused.weight")], ["BF16", "BF16", "F32", "F32"]);
+  header.file.close();
+  const { diff, scale } = probabilityDifference(loadModel(bf16), IDS, await llamaCppProbabilities(asF32, IDS));
+  t.diagnostic(`rwkv7 BF16: max |p_ours - p_llama.cpp on the F32 copy| = ${diff.toExponential(2)} (largest probability ${scale.toFixed(3)})`);
+  assert.ok(scale > 0.2 && diff < 1e-4 * scale, `rwkv7 BF16: ${diff}`);
+});
+
 test("rwkv7 GGUF: greedy generation carries the state and equals llama.cpp's 20 tokens", async () => {
   const prompt = IDS.slice(0, 6);
   const ours = generate(loadModel(FIXTURE).model, prompt, { maxTokens: 20, temperature: 0, seed: 0 });

@@ -18,7 +18,10 @@ are loaded with the iclr rank and never used (block 0 sets the value residual).
 
 The vocabulary is stories260K's (512 SentencePiece tokens), copied from ../shared.
 
-    .venv/bin/python test/oracle/rwkv7_gguf_fixture.py --shared ../shared --out /tmp/rwkv7_tiny.gguf
+    .venv/bin/python test/oracle/rwkv7_gguf_fixture.py --shared ../shared --out /tmp/rwkv7_tiny.gguf [--matrices bf16]
+
+--matrices bf16 writes the matrices as llama.cpp's converter writes a BF16 model; bf16-values-as-f32 the same numbers
+in F32, which llama.cpp computes with exactly (its BF16 kernels round their activations to bf16 too).
 """
 import argparse
 import os
@@ -66,10 +69,12 @@ def pad_vocabulary(tok, vocab):
     return [(k, t, v + filler[k] if k in filler else v, sub) for k, t, v, sub in tok]
 
 
-def write_rwkv7_gguf(out, shared, shape, seed=SEED, vocab=None, matrix_type=None):
+def write_rwkv7_gguf(out, shared, shape, seed=SEED, vocab=None, matrix_type=None, rounded_as_f32=False):
     """A random-weight rwkv7 GGUF of `shape` (TINY's keys). vocab: pad stories260K's 512 tokens up to it.
     matrix_type: None writes every tensor F32; a 16-bit GGMLQuantizationType writes the tensors llama.cpp's
-    converter writes in 16 bits that way (2-D matrices but the decay LoRA w1/w2; 1-D tensors and lerp_fused stay F32)."""
+    converter writes in 16 bits that way (2-D matrices but the decay LoRA w1/w2; 1-D tensors and lerp_fused stay F32).
+    rounded_as_f32: those tensors' 16-bit values stored as F32 instead (the same numbers, which llama.cpp then
+    multiplies without rounding its activations to 16 bits as its BF16/F16 kernels do)."""
     dim, head_size, hidden, layers = shape["dim"], shape["head_size"], shape["hidden"], shape["layers"]
     decay_rank, iclr_rank, value_rank, gate_rank = shape["decay_rank"], shape["iclr_rank"], shape["value_rank"], shape["gate_rank"]
     rng = np.random.default_rng(seed)
@@ -93,7 +98,7 @@ def write_rwkv7_gguf(out, shared, shape, seed=SEED, vocab=None, matrix_type=None
     w.add_iclr_lora_rank(iclr_rank)
     w.add_value_residual_mix_lora_rank(value_rank)
     w.add_gate_lora_rank(gate_rank)
-    w.add_file_type({None: 0, GGMLQuantizationType.F16: 1, GGMLQuantizationType.BF16: 32}[matrix_type])
+    w.add_file_type({None: 0, GGMLQuantizationType.F16: 1, GGMLQuantizationType.BF16: 32}[None if rounded_as_f32 else matrix_type])
     for key, vtype, value, sub in tok:
         if vtype == GGUFValueType.ARRAY:
             w.add_key_value(key, value, vtype, sub_type=sub)
@@ -102,7 +107,9 @@ def write_rwkv7_gguf(out, shared, shape, seed=SEED, vocab=None, matrix_type=None
 
     def add(name, value):
         sixteen = matrix_type is not None and value.ndim == 2 and not re.search(r"time_mix_w[12]\.weight$", name)
-        if sixteen:
+        if sixteen and rounded_as_f32:
+            w.add_tensor(name, quants.dequantize(quants.quantize(value, matrix_type), matrix_type).reshape(value.shape))
+        elif sixteen:
             w.add_tensor(name, quants.quantize(value, matrix_type), raw_dtype=matrix_type)
         else:
             w.add_tensor(name, value)
@@ -111,6 +118,9 @@ def write_rwkv7_gguf(out, shared, shape, seed=SEED, vocab=None, matrix_type=None
     add("token_embd.weight", normal((vocab, dim), 1.0))
     add("token_embd_norm.weight", 1 + normal(dim, 0.1))
     add("token_embd_norm.bias", normal(dim, 0.1))
+    # The LoRAs' first matrices read the whole width: their spread shrinks with it (0.3 at the tiny width of 128), so
+    # that their outputs stay on one scale (a wide model's sigmoids and tanh saturate otherwise).
+    lora_in = 0.3 * (128 / dim) ** 0.5
     for i in range(layers):
         b = f"blk.{i}"
         v_rank = iclr_rank if i == 0 else value_rank
@@ -118,10 +128,10 @@ def write_rwkv7_gguf(out, shared, shape, seed=SEED, vocab=None, matrix_type=None
             "attn_norm.weight": 1 + normal(dim, 0.1), "attn_norm.bias": normal(dim, 0.1),
             "attn_norm_2.weight": 1 + normal(dim, 0.1), "attn_norm_2.bias": normal(dim, 0.1),
             "time_mix_lerp_fused.weight": uniform((6, 1, 1, dim)),
-            "time_mix_w0.weight": normal(dim, 1.0), "time_mix_w1.weight": normal((decay_rank, dim), 0.3), "time_mix_w2.weight": normal((dim, decay_rank), 0.3),
-            "time_mix_a0.weight": normal(dim, 1.0), "time_mix_a1.weight": normal((iclr_rank, dim), 0.3), "time_mix_a2.weight": normal((dim, iclr_rank), 0.3),
-            "time_mix_v0.weight": normal(dim, 1.0), "time_mix_v1.weight": normal((v_rank, dim), 0.3), "time_mix_v2.weight": normal((dim, v_rank), 0.3),
-            "time_mix_g1.weight": normal((gate_rank, dim), 0.3), "time_mix_g2.weight": normal((dim, gate_rank), 0.3),
+            "time_mix_w0.weight": normal(dim, 1.0), "time_mix_w1.weight": normal((decay_rank, dim), lora_in), "time_mix_w2.weight": normal((dim, decay_rank), 0.3),
+            "time_mix_a0.weight": normal(dim, 1.0), "time_mix_a1.weight": normal((iclr_rank, dim), lora_in), "time_mix_a2.weight": normal((dim, iclr_rank), 0.3),
+            "time_mix_v0.weight": normal(dim, 1.0), "time_mix_v1.weight": normal((v_rank, dim), lora_in), "time_mix_v2.weight": normal((dim, v_rank), 0.3),
+            "time_mix_g1.weight": normal((gate_rank, dim), lora_in), "time_mix_g2.weight": normal((dim, gate_rank), 0.3),
             "time_mix_k_k.weight": 1 + normal(dim, 0.2), "time_mix_k_a.weight": uniform(dim), "time_mix_r_k.weight": normal(dim, 0.5),
             "time_mix_key.weight": normal((dim, dim), dim ** -0.5), "time_mix_value.weight": normal((dim, dim), dim ** -0.5),
             "time_mix_receptance.weight": normal((dim, dim), dim ** -0.5),
@@ -145,8 +155,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shared", default=os.environ.get("SHORTGPT_SHARED", "../shared"))
     parser.add_argument("--out", required=True)
+    parser.add_argument("--matrices", choices=["f32", "bf16", "bf16-values-as-f32"], default="f32")
     args = parser.parse_args()
-    write_rwkv7_gguf(args.out, args.shared, TINY)
+    bf16 = args.matrices != "f32"
+    write_rwkv7_gguf(args.out, args.shared, TINY, matrix_type=GGMLQuantizationType.BF16 if bf16 else None, rounded_as_f32=args.matrices == "bf16-values-as-f32")
 
 
 if __name__ == "__main__":
