@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "oracle"))
 from rwkv7_gguf_fixture import write_rwkv7_gguf  # noqa: E402
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 GOOSE_1B5 = {"dim": 2048, "head_size": 64, "hidden": 8192, "layers": 24, "decay_rank": 96, "iclr_rank": 96, "value_rank": 64, "gate_rank": 256}
 VOCAB = 65536
 
