@@ -198,6 +198,7 @@ export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLe
   const { headSize, decayRank, iclrRank, valueRank, gateRank } = rwkv7DimsOf(shape);
   const N = nWindows * seqLen;
   const n = N * dim;
+  if (side.rwkv7VFirst !== undefined && side.rwkv7VFirst.length !== n) throw new Error(`internal: the value residual has ${side.rwkv7VFirst.length} values for ${n} in the rows`);
   // Time mixing: the six token-shift lerps, then every projection of them.
   const normed = new Float64Array(n);
   layerNorm(normed, Float64Array.from(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
