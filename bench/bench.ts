@@ -14,7 +14,10 @@
 //  5. The other families at real shapes (random weights from transformers' own initialisation, saved
 //     bf16 by save_pretrained: bench/random_hf_checkpoint.py): Mamba-1.4B, RWKV-4-430M, Gemma-2-2B,
 //     Phi-3-mini; BI scoring of 2 x 256 tokens, shortgpt onnx fp32 vs PyTorch fp32 and bf16, and the
-//     largest BI difference from shortgpt's (the same computation, not only the same speed).
+//     largest BI difference from shortgpt's (the same computation, not only the same speed). Families read as
+//     llama.cpp GGUF only (RWKV-7 1.5B: random weights of the published shape, bench/random_rwkv7_gguf.py) run
+//     against llama.cpp (node-llama-cpp, bench/peer_llamacpp.ts) on the same windows, with the largest difference of
+//     next-token log-probabilities at a few positions as their correctness column.
 // Writes bench/results.json and bench/RESULTS.md. Options: --skip-7b, --skip-peer, --7b-ppl (perplexity rows on the 7B shape too), --score-only
 // (BI scoring without perplexity), and
 // --only stories|cpu|tinyllama|7b|prune|tasks|families (or several, comma-separated) to rerun sections (the others are kept
@@ -104,6 +107,22 @@ const FAMILY_SHAPES = [
   { name: "phi-3-mini", title: "Phi-3-mini (microsoft/Phi-3-mini-4k-instruct shape)", vocabSize: 32064 },
 ] as const;
 
+/**
+ * The families section's GGUF checkpoints, whose peer is llama.cpp: transformers has no RWKV-7, and shortgpt reads
+ * it as llama.cpp's rwkv7 GGUF. `script` writes the random-weight file (cached by a stamp beside it).
+ */
+const GGUF_FAMILY_SHAPES = [
+  { name: "rwkv-7-1.5b", title: "RWKV-7 1.5B (RWKV7-Goose World 1.5B shape, llama.cpp rwkv7 GGUF, BF16 matrices)", vocabSize: 65536, script: "random_rwkv7_gguf.py" },
+] as const;
+
+/** Window positions whose next-token log-probabilities the GGUF families compare with llama.cpp's. */
+const LOGPROB_POSITIONS = [0, 85, 170, 255];
+/** llama.cpp's most likely tokens at each of them that the comparison covers. */
+const LOGPROB_TOP = 32;
+
+/** The families table's columns, in order: rows kept from an earlier results.json may lack the newer ones. */
+const FAMILY_COLUMNS = ["model", "engine", "tokens/s", "peak RSS GiB", "largest BI gap to shortgpt", "largest next-token log-prob gap to shortgpt", "shortgpt fp32 / this"];
+
 const gib = (bytes: unknown): string => (Number(bytes) / 2 ** 30).toFixed(2);
 
 /** An engine's GFLOP/s as a share of the bf16 kernel's cache-resident rate (set once the CPU section ran). */
@@ -174,6 +193,37 @@ const maxAbsDiff = (a: number[], b: number[]): number => a.reduce((m, v, i) => M
 const ranking = (bi: number[]): number[] => bi.map((v, i) => [v, i] as const).sort((x, y) => x[0] - y[0]).map(([, i]) => i);
 const sameRanking = (a: number[], b: number[]): boolean => ranking(a).every((layer, i) => layer === ranking(b)[i]);
 const rankingMoves = (a: number[], b: number[]): number => ranking(a).filter((layer, i) => layer !== ranking(b)[i]).length;
+
+/**
+ * A GGUF family's rows: shortgpt's BI scoring (onnx fp32) against llama.cpp's prompt evaluation of the same windows
+ * (CPU, the same threads), and the largest |log p| difference of the next token between the two at LOGPROB_POSITIONS
+ * (shortgpt's log-probabilities from a second, untimed run of its streaming engine and head).
+ */
+function againstLlamaCpp(python: string, family: (typeof GGUF_FAMILY_SHAPES)[number], nWindows: number, seqLen: number): Row[] {
+  const path = join(cache, `${family.name}.gguf`);
+  runJson(python, [join(root, "bench", family.script), "--out", path, "--shared", sharedPath()]);
+  const ids = windowsFile(family, nWindows, seqLen);
+  spawnSync("sh", ["-c", `cat "${path}" > /dev/null`], { stdio: "inherit" }); // each run starts with the weights in the page cache
+  const mine = ours("score", path, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", "fp32"]);
+  const mineRate = Number(mine["tokensPerSecond"]);
+  const positions = LOGPROB_POSITIONS.join(",");
+  const myLogprobs = ours("logprobs", path, ["--tokens", ids, "--positions", positions, "--backend", "onnx", "--threads", String(THREADS)])["logprobs"] as { window: number; pos: number; values: number[] }[];
+  spawnSync("sh", ["-c", `cat "${path}" > /dev/null`], { stdio: "inherit" });
+  const peer = runJson(process.execPath, [join(root, "dist", "bench", "peer_llamacpp.js"), path, "--tokens", ids, "--threads", String(THREADS), "--positions", positions, "--top", String(LOGPROB_TOP)]);
+  let gap = 0;
+  for (const { window, pos, top } of peer["logprobs"] as { window: number; pos: number; top: [number, number][] }[]) {
+    const mineAt = myLogprobs.find((l) => l.window === window && l.pos === pos)!.values;
+    for (const [token, logprob] of top) gap = Math.max(gap, Math.abs(mineAt[token]! - logprob));
+  }
+  const peerRate = Number(peer["tokensPerSecond"]);
+  return [
+    { model: family.title, engine: `shortgpt ${String(mine["backend"])} fp32`, "tokens/s": mineRate.toFixed(1), "peak RSS GiB": gib(mine["peakRssBytes"]), "shortgpt fp32 / this": "1.00" },
+    {
+      model: family.title, engine: `${String(peer["engine"])}, evaluation alone ${Number(peer["evalTokensPerSecond"]).toFixed(1)} tokens/s`, "tokens/s": peerRate.toFixed(1), "peak RSS GiB": gib(peer["peakRssBytes"]),
+      "largest next-token log-prob gap to shortgpt": gap.toExponential(1), "shortgpt fp32 / this": (mineRate / peerRate).toFixed(2),
+    },
+  ];
+}
 
 /** A section of the previous results.json, if any. */
 function previousSection(key: string): Partial<Section> | undefined {
@@ -310,8 +360,10 @@ async function main(): Promise<void> {
     // --families a,b reruns those rows only; the other models' rows are kept from results.json.
     const listed = process.argv.includes("--families") ? process.argv[process.argv.indexOf("--families") + 1]!.split(",") : undefined;
     const chosen = FAMILY_SHAPES.filter((f) => !listed || listed.includes(f.name));
-    if (listed && chosen.length !== listed.length) throw new Error(`--families ${listed.join(",")}: choose among ${FAMILY_SHAPES.map((f) => f.name).join(", ")}`);
-    const previousRows = (previousSection("families")?.rows ?? []).filter((r) => !chosen.some((f) => f.title === r["model"]));
+    const chosenGguf = GGUF_FAMILY_SHAPES.filter((f) => !listed || listed.includes(f.name));
+    const titles = [...FAMILY_SHAPES, ...GGUF_FAMILY_SHAPES].map((f) => f.title as string);
+    if (listed && chosen.length + chosenGguf.length !== listed.length) throw new Error(`--families ${listed.join(",")}: choose among ${[...FAMILY_SHAPES, ...GGUF_FAMILY_SHAPES].map((f) => f.name).join(", ")}`);
+    const previousRows = (previousSection("families")?.rows ?? []).filter((r) => ![...chosen, ...chosenGguf].some((f) => f.title === r["model"]));
     const rows: Row[] = [];
     for (const family of chosen) {
       const dir = join(cache, `${family.name}-shape`);
@@ -337,9 +389,15 @@ async function main(): Promise<void> {
       // Above 1: shortgpt is faster than that row (ratios of the unrounded rates).
       familyRows.forEach((row, i) => rows.push({ model: family.title, ...row, "shortgpt fp32 / this": Number.isFinite(rates[i]!) ? (mineRate / rates[i]!).toFixed(2) : "" }));
     }
+    for (const family of chosenGguf) rows.push(...againstLlamaCpp(python, family, nWindows, seqLen));
     rows.push(...previousRows);
-    rows.sort((a, b) => FAMILY_SHAPES.findIndex((f) => f.title === a["model"]) - FAMILY_SHAPES.findIndex((f) => f.title === b["model"]));
-    results.push({ key: "families", section: `Other families at real shapes (random weights saved by transformers), BI scoring of ${nWindows} x ${seqLen} tokens, ${THREADS} threads`, rows, measured: new Date().toISOString() });
+    rows.sort((a, b) => titles.indexOf(String(a["model"])) - titles.indexOf(String(b["model"])));
+    const table = rows.map((r) => Object.fromEntries(FAMILY_COLUMNS.map((k) => [k, r[k] ?? ""])));
+    results.push({
+      key: "families",
+      section: `Other families at real shapes (random weights saved by transformers; RWKV-7 as a llama.cpp GGUF against llama.cpp, whose rate includes loading the model and evaluates each window from a fresh state, as shortgpt's includes reading its weights layer by layer), BI scoring of ${nWindows} x ${seqLen} tokens, ${THREADS} threads; log-prob gap: at positions ${LOGPROB_POSITIONS.join(", ")} of each window, over llama.cpp's ${LOGPROB_TOP} most likely tokens`,
+      rows: table, measured: new Date().toISOString(),
+    });
   }
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;

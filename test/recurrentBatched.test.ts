@@ -1,6 +1,6 @@
 // The batched recurrent layers (projections over every window's tokens through a LinearKernel,
 // scans in TypeScript) against the float64 reference layers: on the transformers-saved fixtures'
-// real layers and on medium random shapes, with the plain twin of the GEMM and with onnxruntime's
+// real layers and on medium random shapes (RWKV-7's real layers: test/rwkv7.test.ts), with the plain twin of the GEMM and with onnxruntime's
 // Gemm on the onnx backends, native and WebAssembly (whose session counts prove the fast path ran).
 
 import assert from "node:assert/strict";
@@ -66,11 +66,18 @@ const MEDIUM_MAMBA: LayerShape = {
   dim: 64, hiddenDim: 128, nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000,
 };
 const MEDIUM_RWKV4: LayerShape = { kind: "rwkv4", rwkvAttDim: 64, dim: 64, hiddenDim: 256, nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
+// Two heads of llama.cpp's size 64; the real layers of the rwkv7 GGUF fixture are in test/rwkv7.test.ts.
+const MEDIUM_RWKV7: LayerShape = {
+  kind: "rwkv7", rwkv7: { headSize: 64, decayRank: 16, iclrRank: 16, valueRank: 8, gateRank: 16 },
+  dim: 128, hiddenDim: 256, nHeads: 2, nKvHeads: 2, headDim: 64, normEps: 1e-5, ropeTheta: 10000,
+};
 
 const cases = (): Case[] => [
   ...fixtureCases(),
   { name: "mamba medium random", shape: MEDIUM_MAMBA, weights: randomWeights(MEDIUM_MAMBA, 11), nWindows: 2, seqLen: 64, nLinear: 4 },
   { name: "rwkv4 medium random", shape: MEDIUM_RWKV4, weights: randomWeights(MEDIUM_RWKV4, 23), nWindows: 2, seqLen: 64, nLinear: 7 },
+  // Without side streams the block is a first one (it starts v_first): 4 square matrices, 3 LoRAs of 2, channel mixing's 2.
+  { name: "rwkv7 medium random", shape: MEDIUM_RWKV7, weights: randomWeights(MEDIUM_RWKV7, 31), nWindows: 2, seqLen: 64, nLinear: 12 },
 ];
 
 const update = (out: Float32Array, x: Float32Array): Float64Array => Float64Array.from(out, (v, i) => v - x[i]!);
@@ -111,7 +118,7 @@ for (const flavor of ["node", "web"] as const) test(`the onnxruntime-${flavor} b
 test("a second window of the same tokens gets the same update as the first (each scan starts from a zero state)", async () => {
   const onnx = await createOrtKernels({ threads: 1, flavor: "node" });
   try {
-    for (const shape of [MEDIUM_MAMBA, MEDIUM_RWKV4]) {
+    for (const shape of [MEDIUM_MAMBA, MEDIUM_RWKV4, MEDIUM_RWKV7]) {
       const weights = randomWeights(shape, 5);
       const one = xorshiftFill(32 * shape.dim, 1, 3);
       const two = new Float32Array(2 * one.length);

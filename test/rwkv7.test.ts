@@ -10,8 +10,10 @@ import { spawnSync } from "node:child_process";
 import { after, before, test } from "node:test";
 import { join } from "node:path";
 import { getLlama, type Llama, type LlamaModel as NodeLlamaModel, type Token } from "node-llama-cpp";
-import type { DecoderBackend } from "../src/backend/backend.js";
-import { createOrtBackend } from "../src/backend/ortBackend.js";
+import type { DecoderBackend, LayerWeightsF32, SideStreams } from "../src/backend/backend.js";
+import { plainLinear } from "../src/backend/linearKernel.js";
+import { createOrtBackend, createOrtKernels } from "../src/backend/ortBackend.js";
+import { batchedRecurrentLayer, referenceRecurrentLayer, zeroRecurrentState } from "../src/backend/recurrentLayer.js";
 import { createReferenceBackend } from "../src/backend/referenceBackend.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
 import { CheckpointError } from "../src/errors.js";
@@ -19,8 +21,10 @@ import { generate } from "../src/eval/generate.js";
 import { perplexity } from "../src/eval/perplexity.js";
 import { readGguf } from "../src/formats/gguf.js";
 import { loadModel, openModel, type LoadedModel } from "../src/load.js";
+import { loadLlamaLayer } from "../src/models/llama.js";
 import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot, sharedDir } from "../src/shared.js";
+import { xorshiftFill } from "../src/util/random.js";
 import { rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
 import { oraclePython } from "./oraclePython.js";
 
@@ -123,6 +127,23 @@ test("rwkv7 GGUF: next-token probabilities match llama.cpp's over 16 positions",
   assert.ok(diff < 1e-4 * scale, `rwkv7: ${diff}`);
 });
 
+test("rwkv7 GGUF with BF16 matrices (as llama.cpp's converter writes them): the engine computes what llama.cpp computes from the same numbers in F32", async (t) => {
+  // llama.cpp's BF16 kernels round their activations to bf16 too, so its exact twin is the F32 copy of the bf16 values.
+  const script = join(repoRoot(), "test", "oracle", "rwkv7_gguf_fixture.py");
+  const [bf16, asF32] = [join(tempDir(), "rwkv7_bf16.gguf"), join(tempDir(), "rwkv7_bf16_values_f32.gguf")];
+  for (const [out, matrices] of [[bf16, "bf16"], [asF32, "bf16-values-as-f32"]]) {
+    const run = spawnSync(oraclePython(), [script, "--shared", sharedDir(), "--out", out!, "--matrices", matrices!], { encoding: "utf8" });
+    assert.equal(run.status, 0, run.stderr);
+  }
+  const header = readGguf(bf16);
+  const typeOf = (name: string): string | undefined => header.tensors.find((x) => x.name === name)?.type.name;
+  assert.deepEqual([typeOf("blk.1.time_mix_key.weight"), typeOf("blk.1.time_mix_g1.weight"), typeOf("blk.1.time_mix_w1.weight"), typeOf("blk.1.time_mix_lerp_fused.weight")], ["BF16", "BF16", "F32", "F32"]);
+  header.file.close();
+  const { diff, scale } = probabilityDifference(loadModel(bf16), IDS, await llamaCppProbabilities(asF32, IDS));
+  t.diagnostic(`rwkv7 BF16: max |p_ours - p_llama.cpp on the F32 copy| = ${diff.toExponential(2)} (largest probability ${scale.toFixed(3)})`);
+  assert.ok(scale > 0.2 && diff < 1e-4 * scale, `rwkv7 BF16: ${diff}`);
+});
+
 test("rwkv7 GGUF: greedy generation carries the state and equals llama.cpp's 20 tokens", async () => {
   const prompt = IDS.slice(0, 6);
   const ours = generate(loadModel(FIXTURE).model, prompt, { maxTokens: 20, temperature: 0, seed: 0 });
@@ -168,6 +189,50 @@ test("rwkv7 GGUF: Block Influence streams through every CPU backend, equal to th
     }
   } finally {
     for (const b of backends) await b.dispose();
+    opened.close();
+  }
+});
+
+test("rwkv7 GGUF: the batched layer (plain GEMM twin, onnxruntime's Gemm) equals the reference run one token at a time, as the first block and as later ones reading v_first", async (t) => {
+  const opened = openModel(FIXTURE);
+  // Runs of 8 rows split the GEMMs across the windows' boundary.
+  const onnx = await createOrtKernels({ threads: 1, flavor: "node", maxRowsPerRun: 8 });
+  const [nWindows, seqLen] = [2, 12];
+  try {
+    for (let layer = 0; layer < opened.config.nLayers; layer++) {
+      const shape = layerShape(opened.config, layer);
+      const weights = loadLlamaLayer(opened.provider, opened.config, opened.names, layer) as LayerWeightsF32;
+      const x = xorshiftFill(nWindows * seqLen * shape.dim, 1, 40 + layer);
+      // Block 0 starts the value residual; the later ones read one (random: what an earlier block left).
+      const vFirst = layer === 0 ? undefined : Float64Array.from(xorshiftFill(x.length, 1, 60 + layer));
+      // The per-token reference: each window from a zero state, one token per call, the state carried.
+      const want = new Float64Array(x.length);
+      const startedVFirst = new Float64Array(x.length);
+      for (let b = 0; b < nWindows; b++) {
+        const state = zeroRecurrentState(shape);
+        for (let pos = 0; pos < seqLen; pos++) {
+          const [from, to] = [(b * seqLen + pos) * shape.dim, (b * seqLen + pos + 1) * shape.dim];
+          const row = Float64Array.from(x.subarray(from, to));
+          const side: SideStreams = vFirst ? { rwkv7VFirst: vFirst.subarray(from, to) } : {};
+          referenceRecurrentLayer(row, 1, weights, shape, state, side);
+          for (let i = 0; i < row.length; i++) want[from + i] = row[i]! - x[from + i]!;
+          if (!vFirst) startedVFirst.set(side.rwkv7VFirst!, from);
+        }
+      }
+      for (const engine of ["plain", "onnx"] as const) {
+        const side: SideStreams = vFirst ? { rwkv7VFirst: vFirst } : {};
+        const runsBefore = onnx.stats.sessionRuns;
+        const out = engine === "plain" ? await batchedRecurrentLayer(x, nWindows, seqLen, weights, shape, plainLinear, side) : await onnx.runLayer(x, nWindows, seqLen, weights, shape, undefined, side);
+        if (engine === "onnx") assert.equal(onnx.stats.sessionRuns - runsBefore, (vFirst ? 14 : 12) * Math.ceil((nWindows * seqLen) / 8), `layer ${layer}: every projection ran in onnxruntime`);
+        const err = scaledError(Float64Array.from(out, (v, i) => v - x[i]!), want);
+        t.diagnostic(`rwkv7 layer ${layer} batched (${engine}) vs per-token reference: ${err.toExponential(2)} of the update's scale`);
+        assert.ok(err < 5e-6, `layer ${layer} ${engine}: update off by ${err} of its scale`);
+        if (vFirst) assert.equal(side.rwkv7VFirst, vFirst, "a later block reads v_first and leaves it");
+        else assert.ok(scaledError(side.rwkv7VFirst!, startedVFirst) < 1e-6, `layer 0 ${engine}: the v_first it starts`);
+      }
+    }
+  } finally {
+    await onnx.dispose();
     opened.close();
   }
 });

@@ -9,7 +9,7 @@ import { type Mamba2State, referenceMamba2Layer, zeroMamba2State } from "./mamba
 import { batchedMambaLayer, type MambaState, referenceMambaLayer, zeroMambaState } from "./mambaLayer.js";
 import { batchedRwkv4Layer, referenceRwkv4Layer, type Rwkv4State, zeroRwkv4State } from "./rwkv4Layer.js";
 import { referenceRwkv6Layer, type Rwkv6State, zeroRwkv6State } from "./rwkv6Layer.js";
-import { referenceRwkv7Layer, type Rwkv7State, zeroRwkv7State } from "./rwkv7Layer.js";
+import { batchedRwkv7Layer, referenceRwkv7Layer, type Rwkv7State, zeroRwkv7State } from "./rwkv7Layer.js";
 
 export type RecurrentState =
   | { kind: "mamba"; mamba: MambaState }
@@ -41,17 +41,20 @@ export function referenceRecurrentLayer(x: Float64Array, T: number, w: LayerWeig
   else referenceRwkv7Layer(x, T, w, shape, state.rwkv7, side);
 }
 
-/**
- * x: (nWindows * seqLen, dim) float32 through one recurrent layer, each window from a zero state,
- * the projections through `linear` -> a new array. A new kind adds its batched twin here.
- */
-/** Whether the layer's kind has a batched twin (its projections on a LinearKernel): Mamba and RWKV-4 so far. */
+/** Whether the layer's kind has a batched twin (its projections on a LinearKernel): Mamba, RWKV-4 and RWKV-7 so far. */
 export function hasBatchedRecurrentLayer(shape: LayerShape): boolean {
-  return shape.kind === "mamba" || shape.kind === "rwkv4";
+  return shape.kind === "mamba" || shape.kind === "rwkv4" || shape.kind === "rwkv7";
 }
 
-export function batchedRecurrentLayer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel): Promise<Float32Array> {
+/**
+ * x: (nWindows * seqLen, dim) float32 through one recurrent layer, each window from a zero state,
+ * the projections through `linear` -> a new array; side carries the rows' side streams (as in
+ * referenceRecurrentLayer, over all the windows; absent: the layer starts them as the first). A
+ * new kind adds its batched twin here.
+ */
+export function batchedRecurrentLayer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams = {}): Promise<Float32Array> {
   if (shape.kind === "mamba") return batchedMambaLayer(x, nWindows, seqLen, w, shape, linear);
   if (shape.kind === "rwkv4") return batchedRwkv4Layer(x, nWindows, seqLen, w, shape, linear);
+  if (shape.kind === "rwkv7") return batchedRwkv7Layer(x, nWindows, seqLen, w, shape, linear, side);
   throw new Error(`internal: a layer of kind ${shape.kind ?? "attention"} has no batched recurrent twin`);
 }

@@ -5,9 +5,12 @@
 // norm, the current token's bonus, the gate, the output projection); the residual add;
 // LayerNorm; channel mixing (token shift, squared ReLU); the residual add. It carries its state,
 // so generation continues a sequence token by token. The embedding's LayerNorm (token_embd_norm)
-// is not here: it belongs to the embedding, see models/rwkv7.ts.
+// is not here: it belongs to the embedding, see models/rwkv7.ts. batchedRwkv7Layer is the fast
+// twin: every matrix product over every window's tokens at once through a LinearKernel, only the
+// scan in TypeScript loops.
 
 import { type LayerShape, type LayerWeightsF32, rwkv7DimsOf, type SideStreams } from "./backend.js";
+import type { LinearKernel } from "./linearKernel.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-7 block remembers of the tokens before. */
@@ -159,4 +162,155 @@ export function referenceRwkv7Layer(x: Float64Array, T: number, w: LayerWeightsF
   for (let i = 0; i < hidden.length; i++) hidden[i] = Math.max(0, hidden[i]!) ** 2;
   matmul(out, hidden, w.wDown, T, hiddenDim, dim);
   addInPlace(x, out, n);
+}
+
+/** tokenShiftLerp over each window of x (N, dim), the token before each window's first a zero (a fresh state); out in float32. */
+function windowShiftLerp(out: Float32Array, x: Float64Array, mix: Float32Array, mixOffset: number, nWindows: number, seqLen: number, dim: number): void {
+  for (let b = 0; b < nWindows; b++) {
+    for (let t = 0; t < seqLen; t++) {
+      const off = (b * seqLen + t) * dim;
+      for (let i = 0; i < dim; i++) {
+        const here = x[off + i]!;
+        const before = t === 0 ? 0 : x[off - dim + i]!;
+        out[off + i] = here + (before - here) * mix[mixOffset + i]!;
+      }
+    }
+  }
+}
+
+/** (N, nOut) = w2 @ act(w1 @ x) over every row: a low-rank projection through rank, both products on `linear`. */
+async function batchedLowRank(x: Float32Array, N: number, w1: Float32Array, w2: Float32Array, act: (v: number) => number, dim: number, rank: number, linear: LinearKernel): Promise<Float32Array> {
+  const mid = await linear(x, N, w1, rank, dim);
+  const activated = new Float32Array(mid.length);
+  for (let i = 0; i < mid.length; i++) activated[i] = act(mid[i]!);
+  return linear(activated, N, w2, dim, rank);
+}
+
+/**
+ * x: (nWindows * seqLen, dim) float32, each window from a zero state -> the stream after the block
+ * (a new array); side as in referenceRwkv7Layer, over all the rows. The batched twin of
+ * referenceRwkv7Layer: the four square matrices, the eight LoRA products and channel mixing's two
+ * over every window's tokens at once through a LinearKernel (float32 between them); norms, the
+ * delta-rule scan and its state in float64.
+ */
+export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams): Promise<Float32Array> {
+  const { dim, hiddenDim, normEps } = shape;
+  const { headSize, decayRank, iclrRank, valueRank, gateRank } = rwkv7DimsOf(shape);
+  const N = nWindows * seqLen;
+  const n = N * dim;
+  if (side.rwkv7VFirst !== undefined && side.rwkv7VFirst.length !== n) throw new Error(`internal: the value residual has ${side.rwkv7VFirst.length} values for ${n} in the rows`);
+  // Time mixing: the six token-shift lerps, then every projection of them.
+  const normed = new Float64Array(n);
+  layerNorm(normed, Float64Array.from(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
+  const [xr, xw, xk, xv, xa, xg] = Array.from({ length: 6 }, (_, m) => {
+    const out = new Float32Array(n);
+    windowShiftLerp(out, normed, w.rwkv7Lerp!, m * dim, nWindows, seqLen, dim);
+    return out;
+  }) as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+  const r = await linear(xr, N, w.rwkvReceptance!, dim, dim);
+  const decayIn = await batchedLowRank(xw, N, w.rwkv7W1!, w.rwkv7W2!, Math.tanh, dim, decayRank, linear);
+  const k = await linear(xk, N, w.wk, dim, dim);
+  const vRaw = await linear(xv, N, w.wv, dim, dim);
+  const v = Float64Array.from(vRaw);
+  if (side.rwkv7VFirst === undefined) {
+    side.rwkv7VFirst = Float64Array.from(v);
+  } else {
+    const vFirst = side.rwkv7VFirst;
+    const mix = await batchedLowRank(xv, N, w.rwkv7V1!, w.rwkv7V2!, identity, dim, valueRank, linear);
+    for (let i = 0; i < n; i++) v[i]! += (vFirst[i]! - v[i]!) * sigmoid(mix[i]! + w.rwkv7V0![i % dim]!);
+  }
+  const gate = await batchedLowRank(xg, N, w.rwkv7G1!, w.rwkv7G2!, sigmoid, dim, gateRank, linear);
+  const aIn = await batchedLowRank(xa, N, w.rwkv7A1!, w.rwkv7A2!, identity, dim, iclrRank, linear);
+  const y = new Float32Array(n);
+  for (let b = 0; b < nWindows; b++) rwkv7Scan(y, b * seqLen, seqLen, { r, decayIn, k, v, aIn, gate }, w, dim, headSize);
+  const attOut = await linear(y, N, w.wo, dim, dim);
+  const h = new Float64Array(n);
+  for (let i = 0; i < n; i++) h[i] = x[i]! + attOut[i]!;
+  // Channel mixing: h + wDown @ relu(wUp @ lerp(h))^2.
+  layerNorm(normed, h, w.ffnNorm, w.ffnNormBias!, N, dim, normEps);
+  windowShiftLerp(xk, normed, w.rwkvFfnMixK!, 0, nWindows, seqLen, dim);
+  const hidden = await linear(xk, N, w.wUp, hiddenDim, dim);
+  const squared = new Float32Array(hidden.length);
+  for (let i = 0; i < hidden.length; i++) squared[i] = Math.max(0, hidden[i]!) ** 2;
+  const ffnOut = await linear(squared, N, w.wDown, dim, hiddenDim);
+  const next = new Float32Array(n);
+  for (let i = 0; i < n; i++) next[i] = h[i]! + ffnOut[i]!;
+  return next;
+}
+
+/** The projections of every row that the scan reads, (N, dim) each: decayIn and aIn before their activations. */
+interface Rwkv7Projections {
+  r: Float32Array;
+  decayIn: Float32Array;
+  k: Float32Array;
+  v: Float64Array;
+  aIn: Float32Array;
+  gate: Float32Array;
+}
+
+/**
+ * One window from the zero state, rows first..first+seqLen-1 (see referenceRwkv7Layer): the
+ * decay, learning rate and removal key of each token, the delta-rule scan per head, the group
+ * norm, the current token's bonus and the gate -> y (N, dim), before the output projection.
+ */
+function rwkv7Scan(y: Float32Array, first: number, seqLen: number, p: Rwkv7Projections, w: LayerWeightsF32, dim: number, headSize: number): void {
+  const nHeads = dim / headSize;
+  const S = new Float64Array(dim * headSize);
+  // One head's values of one token, indexed 0..headSize-1 so the inner loops read plain local arrays.
+  const decay = new Float64Array(headSize);
+  const k = new Float64Array(headSize);
+  const kk = new Float64Array(headSize);
+  const kka = new Float64Array(headSize);
+  const r = new Float64Array(headSize);
+  const out = new Float64Array(headSize);
+  const [w0, a0, kkScale, ka, rk, lnX, lnXBias] = [w.rwkv7W0!, w.rwkv7A0!, w.rwkv7KK!, w.rwkv7KA!, w.rwkv7RK!, w.rwkv7LnX!, w.rwkv7LnXBias!];
+  const { decayIn, aIn, k: kIn, v, r: rIn, gate } = p;
+  for (let row = first; row < first + seqLen; row++) {
+    for (let h = 0; h < nHeads; h++) {
+      const c0 = h * headSize;
+      const off = row * dim + c0;
+      let sum = 0;
+      for (let j = 0; j < headSize; j++) {
+        const c = c0 + j;
+        decay[j] = Math.exp(DECAY_SCALE * sigmoid(decayIn[off + j]! + w0[c]!));
+        r[j] = rIn[off + j]!;
+        sum += (kk[j] = kIn[off + j]! * kkScale[c]!) ** 2;
+      }
+      const scale = 1 / Math.max(Math.sqrt(sum), L2_NORM_EPS);
+      for (let j = 0; j < headSize; j++) {
+        const a = sigmoid(aIn[off + j]! + a0[c0 + j]!);
+        const key = kIn[off + j]!;
+        kk[j]! *= scale;
+        k[j] = key + key * ka[c0 + j]! * (a - 1);
+        kka[j] = kk[j]! * a;
+      }
+      // S = S diag(w) + v k^T + (S (-kk)) (kk a)^T; out = S r.
+      for (let i = 0; i < headSize; i++) {
+        const base = (c0 + i) * headSize;
+        let sa = 0;
+        for (let j = 0; j < headSize; j++) sa -= kk[j]! * S[base + j]!;
+        const vi = v[off + i]!;
+        let acc = 0;
+        for (let j = 0; j < headSize; j++) {
+          const s = S[base + j]! * decay[j]! + vi * k[j]! + sa * kka[j]!;
+          S[base + j] = s;
+          acc += s * r[j]!;
+        }
+        out[i] = acc;
+      }
+      // Group norm per head, the bonus (r . (k * r_k)) v, the gate.
+      let mean = 0;
+      for (let j = 0; j < headSize; j++) mean += out[j]!;
+      mean /= headSize;
+      let variance = 0;
+      for (let j = 0; j < headSize; j++) variance += (out[j]! - mean) ** 2;
+      const norm = 1 / Math.sqrt(variance / headSize + GROUP_NORM_EPS);
+      let bonus = 0;
+      for (let j = 0; j < headSize; j++) bonus += r[j]! * k[j]! * rk[c0 + j]!;
+      for (let j = 0; j < headSize; j++) {
+        const normed = (out[j]! - mean) * norm * lnX[c0 + j]! + lnXBias[c0 + j]!;
+        y[off + j] = (normed + v[off + j]! * bonus) * gate[off + j]!;
+      }
+    }
+  }
 }
