@@ -11,7 +11,7 @@
 // exposes them as "<fused name>#q|#k|#v" and "#gate|#up" parts, the names convert fuses again.
 
 import { CheckpointError } from "../errors.js";
-import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
+import { gatherTensorRows, readTensorRows, type TensorEntry, type TensorProvider } from "../tensor/provider.js";
 import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
 /** How one format names a fused tensor's parts. */
@@ -113,6 +113,11 @@ function fusedRowsView(stored: TensorProvider, config: LlamaConfig, naming: Fuse
       const out = held.data.slice(part.firstRow * cols, (part.firstRow + part.rows) * cols);
       if (part.firstRow + part.rows === part.fused.shape[0]) held = undefined; // the last part
       return out;
+    },
+    // The embedding is never a fused part: its rows come from the stored tensor's.
+    readRowsF32(name, rows) {
+      const part = parts.get(name);
+      return part ? gatherTensorRows(this.readF32(name), part.rows, rows, name, stored.source) : readTensorRows(stored, name, rows);
     },
   };
 }
