@@ -14,7 +14,7 @@ import { scoringWindows } from "../src/data/windows.js";
 import { streamingBlockInfluence } from "../src/models/streaming.js";
 import { embeddingNormView } from "../src/models/rwkv.js";
 import { decodeBF16, decodeF16, readDecodedF32 } from "../src/tensor/dtype.js";
-import { HOST_MEMORY_HELPER_PATH, hostMemoryNative, newF32 } from "../src/tensor/hostMemory.js";
+import { clearF32Pool, f32PoolStats, HOST_MEMORY_HELPER_PATH, hostMemoryNative, newF32, recycleF32, takeF32 } from "../src/tensor/hostMemory.js";
 import { gatherTensorRows, readTensorRows, type TensorProvider } from "../src/tensor/provider.js";
 import { type FixtureDtype, writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { tempDir } from "./helpers.js";
@@ -176,6 +176,56 @@ test("streaming BI reads only the embedding rows of its tokens, and scores exact
     const whole = await streamingBlockInfluence({ ...opened, provider: withoutRowReader }, windows, { backend });
     assert.deepEqual(fast.layers.map((l) => l.bi), whole.layers.map((l) => l.bi));
     await assert.rejects(streamingBlockInfluence({ ...opened, provider: counting }, scoringWindows([[1, vocab]], { seqLen: 2, stride: 2 }), { backend }), /token id \d+ is outside the vocabulary/);
+  } finally {
+    opened.close();
+  }
+});
+
+test("the pool of finished layers' arrays: only takeF32's arrays come back, each once, by length; streaming leaves it empty", async (t) => {
+  clearF32Pool();
+  const a = takeF32(1000);
+  const b = takeF32(1000);
+  const foreign = new Float32Array(1000);
+  recycleF32([a, a, foreign, undefined]);
+  assert.deepEqual(f32PoolStats(), { arrays: 1, bytes: 4000 }, "a once, the foreign array not at all");
+  recycleF32([a]);
+  assert.equal(f32PoolStats().arrays, 1, "a second hand-back of the same array is ignored");
+  assert.notEqual(takeF32(999), a, "another length gets a new array");
+  assert.equal(takeF32(1000), a, "the same length reuses it");
+  assert.notEqual(takeF32(1000), a, "and hands it out once");
+  recycleF32([b]);
+  clearF32Pool();
+  assert.deepEqual(f32PoolStats(), { arrays: 0, bytes: 0 });
+
+  // A streamed run reuses its layers' arrays (two layers live with prefetch, so from the third
+  // load on) and leaves nothing behind; its scores are exactly those of a run without reuse.
+  const dir = join(tempDir(), "model");
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeHfLlamaFixture(dir, { dtype: "BF16" });
+  const opened = openModel(dir);
+  try {
+    const windows = scoringWindows([[1, 5, 9, 2, 7, 3, 3, 8]], { seqLen: 8, stride: 8 });
+    const backend = createReferenceBackend();
+    const seen = new Set<Float32Array>();
+    let reused = 0;
+    const stored = opened.provider;
+    const watching: TensorProvider = {
+      source: stored.source,
+      entries: () => stored.entries(),
+      readF32: (name) => {
+        const w = stored.readF32(name);
+        if (seen.has(w)) reused++;
+        seen.add(w);
+        return w;
+      },
+      readRowsF32: (name, rows) => stored.readRowsF32!(name, rows),
+    };
+    const pooled = await streamingBlockInfluence({ ...opened, provider: watching }, windows, { backend });
+    assert.ok(reused > 0, "later layers were read into earlier layers' arrays");
+    assert.deepEqual(f32PoolStats(), { arrays: 0, bytes: 0 });
+    // Without reuse: every layer read afresh (copies), the pool never sees them.
+    const fresh = await streamingBlockInfluence({ ...opened, provider: { ...watching, readF32: (name) => stored.readF32(name).slice() } }, windows, { backend });
+    assert.deepEqual(pooled.layers.map((l) => l.bi), fresh.layers.map((l) => l.bi));
   } finally {
     opened.close();
   }

@@ -9,6 +9,7 @@ import { OptionError } from "../errors.js";
 import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
 import { readTensorRows, type TensorProvider } from "../tensor/provider.js";
+import { clearF32Pool, recycleF32 } from "../tensor/hostMemory.js";
 import { checkTokenIds } from "../backend/embedding.js";
 import { PendingResults } from "../util/pendingResults.js";
 import { assertShapeFeatures } from "../backend/shapeFeatures.js";
@@ -238,6 +239,8 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
         done += nTokens;
         options.onProgress?.(done, total);
       }
+      // Every batch has run this layer: its arrays can hold a later layer's weights.
+      if (prepared?.weights) recycleF32(Object.values(prepared.weights));
       if (prefetch) prepared = next && (await next);
       else {
         prepared = undefined; // garbage before the next layer is read: one layer in memory at a time
@@ -249,6 +252,8 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   } catch (err) {
     releaseBatches(batches, backend);
     throw err;
+  } finally {
+    clearF32Pool();
   }
 }
 

@@ -2,7 +2,7 @@
 
 import { f16ToF32 } from "./half.js";
 import { dequantize, isQuantType, QUANT_TYPES } from "./quant.js";
-import { nativeBf16Decoder, newF32 } from "./hostMemory.js";
+import { nativeBf16Decoder, takeF32 } from "./hostMemory.js";
 
 export { f16ToF32, f32ToBf16Bits, f32ToF16Bits } from "./half.js";
 
@@ -70,9 +70,10 @@ export function elementBytes(dtype: string): number | undefined {
 /**
  * n values of an element-by-element dtype (see elementBytes) as float32, with `read` filling the
  * stored bytes straight into the end of the float32 array's memory, then widened front to back in
- * place: no buffer for the stored bytes, which halves the fresh memory a tensor load touches.
+ * place: no buffer for the stored bytes. The array comes from the pool of finished layers' arrays
+ * (takeF32) unless `out` is given; every element is written.
  */
-export function readDecodedF32(dtype: "F32" | "F16" | "BF16", n: number, read: (into: Uint8Array) => void, out = newF32(n)): Float32Array {
+export function readDecodedF32(dtype: "F32" | "F16" | "BF16", n: number, read: (into: Uint8Array) => void, out = takeF32(n)): Float32Array {
   const stored = n * elementBytes(dtype)!;
   const tail = new Uint8Array(out.buffer, out.byteOffset + out.byteLength - stored, stored);
   read(tail);
