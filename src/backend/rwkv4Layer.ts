@@ -112,7 +112,8 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   const normed = new Float64Array(N * dim);
   const mixed = new Float32Array(N * dim);
   // Time mixing
-  layerNorm(normed, Float64Array.from(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
+  // The typed-array constructor widens in one native copy; Float64Array.from walks an iterator.
+  layerNorm(normed, new Float64Array(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
   windowShiftMix(mixed, normed, w.rwkvMixK!, nWindows, seqLen, dim);
   const k = await linear(mixed, N, w.wk, att, dim);
   windowShiftMix(mixed, normed, w.rwkvMixV!, nWindows, seqLen, dim);
@@ -128,7 +129,11 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   layerNorm(normed, h, w.ffnNorm, w.ffnNormBias!, N, dim, normEps);
   windowShiftMix(mixed, normed, w.rwkvFfnMixK!, nWindows, seqLen, dim);
   const hidden = await linear(mixed, N, w.wUp, hiddenDim, dim);
-  for (let i = 0; i < hidden.length; i++) hidden[i] = Math.max(0, hidden[i]!) ** 2;
+  // v * v of a float32 is exact in float64, as v ** 2 is, and V8 compiles it to one multiply.
+  for (let i = 0; i < hidden.length; i++) {
+    const v = Math.max(0, hidden[i]!);
+    hidden[i] = v * v;
+  }
   windowShiftMix(mixed, normed, w.rwkvFfnMixR!, nWindows, seqLen, dim);
   const gate = await linear(mixed, N, w.rwkvFfnReceptance!, dim, dim);
   const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
