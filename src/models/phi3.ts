@@ -12,6 +12,7 @@
 
 import { CheckpointError } from "../errors.js";
 import { gatherTensorRows, readTensorRows, type TensorEntry, type TensorProvider } from "../tensor/provider.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
 /** How one format names a fused tensor's parts. */
@@ -110,8 +111,13 @@ function fusedRowsView(stored: TensorProvider, config: LlamaConfig, naming: Fuse
       if (!part) return stored.readF32(name);
       if (held?.name !== part.fused.name) held = { name: part.fused.name, data: stored.readF32(part.fused.name) };
       const cols = part.fused.shape[1]!;
-      const out = held.data.slice(part.firstRow * cols, (part.firstRow + part.rows) * cols);
-      if (part.firstRow + part.rows === part.fused.shape[0]) held = undefined; // the last part
+      // Parts and the fused tensor go through the pool of finished layers' arrays (fresh memory is slow to touch).
+      const out = takeF32(part.rows * cols);
+      out.set(held.data.subarray(part.firstRow * cols, (part.firstRow + part.rows) * cols));
+      if (part.firstRow + part.rows === part.fused.shape[0]) {
+        recycleF32([held.data]); // the last part: nothing reads the fused tensor any more
+        held = undefined;
+      }
       return out;
     },
     // The embedding is never a fused part: its rows come from the stored tensor's.
