@@ -8,6 +8,7 @@
 
 import { type LayerShape, type LayerWeightsF32, rwkvAttDimOf } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-4 block remembers of the tokens before. */
@@ -110,7 +111,8 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   const att = rwkvAttDimOf(shape);
   const N = nWindows * seqLen;
   const normed = new Float64Array(N * dim);
-  const mixed = new Float32Array(N * dim);
+  // Scratch rows written whole before they are read, from the pool of finished arrays (fresh memory is slow to touch).
+  const mixed = takeF32(N * dim);
   // Time mixing
   // The typed-array constructor widens in one native copy; Float64Array.from walks an iterator.
   layerNorm(normed, new Float64Array(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
@@ -120,7 +122,7 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   const v = await linear(mixed, N, w.wv, att, dim);
   windowShiftMix(mixed, normed, w.rwkvMixR!, nWindows, seqLen, dim);
   const r = await linear(mixed, N, w.rwkvReceptance!, att, dim);
-  const wkv = new Float32Array(N * att);
+  const wkv = takeF32(N * att);
   for (let b = 0; b < nWindows; b++) wkvScan(wkv, b * seqLen, seqLen, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, att);
   const attOut = await linear(wkv, N, w.wo, dim, att);
   const h = new Float64Array(N * dim);
@@ -139,6 +141,7 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
   const next = new Float32Array(N * dim);
   for (let i = 0; i < next.length; i++) next[i] = h[i]! + sigmoid(gate[i]!) * ffnOut[i]!;
+  recycleF32([mixed, wkv]);
   return next;
 }
 
