@@ -1,7 +1,8 @@
-// Fresh float32 arrays for a layer's weights and the bf16 widening into them, through the native
-// helper (native/host_memory.c -> build/shortgpt_memory.node) when it is built: huge pages make
-// the first touch of fresh memory ~15x cheaper, and C widens bf16 at memory speed. Without the
-// helper the same values come from plain arrays and the JavaScript loop.
+// Float32 arrays for a layer's weights and the bf16 widening into them: fresh arrays advised onto
+// huge pages and widening in C through the native helper (native/host_memory.c ->
+// build/shortgpt_memory.node) when it is built, plain arrays and the JavaScript loop (same values)
+// when not; and a pool that hands finished layers' arrays to later layers, since on these VMs even
+// huge pages leave first touches of fresh memory far slower than memory the process already holds.
 
 import { createRequire } from "node:module";
 import { join } from "node:path";
