@@ -8,6 +8,7 @@
 
 import { type LayerShape, type LayerWeightsF32, rwkvAttDimOf } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-4 block remembers of the tokens before. */
@@ -110,16 +111,18 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   const att = rwkvAttDimOf(shape);
   const N = nWindows * seqLen;
   const normed = new Float64Array(N * dim);
-  const mixed = new Float32Array(N * dim);
+  // Scratch rows written whole before they are read, from the pool of finished arrays (fresh memory is slow to touch).
+  const mixed = takeF32(N * dim);
   // Time mixing
-  layerNorm(normed, Float64Array.from(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
+  // The typed-array constructor widens in one native copy; Float64Array.from walks an iterator.
+  layerNorm(normed, new Float64Array(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
   windowShiftMix(mixed, normed, w.rwkvMixK!, nWindows, seqLen, dim);
   const k = await linear(mixed, N, w.wk, att, dim);
   windowShiftMix(mixed, normed, w.rwkvMixV!, nWindows, seqLen, dim);
   const v = await linear(mixed, N, w.wv, att, dim);
   windowShiftMix(mixed, normed, w.rwkvMixR!, nWindows, seqLen, dim);
   const r = await linear(mixed, N, w.rwkvReceptance!, att, dim);
-  const wkv = new Float32Array(N * att);
+  const wkv = takeF32(N * att);
   for (let b = 0; b < nWindows; b++) wkvScan(wkv, b * seqLen, seqLen, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, att);
   const attOut = await linear(wkv, N, w.wo, dim, att);
   const h = new Float64Array(N * dim);
@@ -128,12 +131,17 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   layerNorm(normed, h, w.ffnNorm, w.ffnNormBias!, N, dim, normEps);
   windowShiftMix(mixed, normed, w.rwkvFfnMixK!, nWindows, seqLen, dim);
   const hidden = await linear(mixed, N, w.wUp, hiddenDim, dim);
-  for (let i = 0; i < hidden.length; i++) hidden[i] = Math.max(0, hidden[i]!) ** 2;
+  // v * v of a float32 is exact in float64, as v ** 2 is, and V8 compiles it to one multiply.
+  for (let i = 0; i < hidden.length; i++) {
+    const v = Math.max(0, hidden[i]!);
+    hidden[i] = v * v;
+  }
   windowShiftMix(mixed, normed, w.rwkvFfnMixR!, nWindows, seqLen, dim);
   const gate = await linear(mixed, N, w.rwkvFfnReceptance!, dim, dim);
   const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
   const next = new Float32Array(N * dim);
   for (let i = 0; i < next.length; i++) next[i] = h[i]! + sigmoid(gate[i]!) * ffnOut[i]!;
+  recycleF32([mixed, wkv]);
   return next;
 }
 

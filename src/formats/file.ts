@@ -114,8 +114,8 @@ export class RandomAccessFile {
     return buf;
   }
 
-  /** Reads exactly `length` bytes at `offset` into the start of `buf` (reused by callers that stream). */
-  readInto(buf: Buffer, offset: number, length: number, what: string): void {
+  /** Reads exactly `length` bytes at `offset` into the start of `buf` (reused by callers that stream, or a typed array's own memory). */
+  readInto(buf: Uint8Array, offset: number, length: number, what: string): void {
     this.checkRange(offset, length, what);
     let done = 0;
     while (done < length) {

@@ -5,12 +5,12 @@
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import { COMPUTE_DTYPES, decodeToF32 } from "../tensor/dtype.js";
-import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
+import { COMPUTE_DTYPES, decodeToF32, elementBytes, readDecodedF32 } from "../tensor/dtype.js";
+import { checkRowIndex, gatherTensorRows, type TensorEntry, type TensorProvider } from "../tensor/provider.js";
 import { type FileRange, fileSystemError, pathKind, readWholeFile } from "./file.js";
 import { jsonPreview, parseJson } from "./json.js";
 import {
-  readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks,
+  readSafetensors, readTensorBytes as readShardTensorBytes, readTensorChunks as readShardTensorChunks, readTensorInto as readShardTensorInto,
   type SafetensorsDtype, type SafetensorsFile, findDuplicateJsonKey,
 } from "./safetensors.js";
 
@@ -55,6 +55,8 @@ export interface HfDirectory {
   subdirectories: string[];
   tensor(name: string): HfTensor;
   readTensorBytes(name: string): Buffer;
+  /** Bytes [offset, offset + into.length) of a tensor, read into `into`. */
+  readTensorInto(name: string, offset: number, into: Uint8Array): void;
   readTensorChunks(name: string): FileRange;
   close(): void;
 }
@@ -231,6 +233,7 @@ export function openHfDirectory(dir: string): HfDirectory {
       fileMetadata: new Map(weightFiles.map((f) => [f, files.get(f)!.metadata])),
       tensor: lookup,
       readTensorBytes: (name) => readShardTensorBytes(files.get(lookup(name).file)!, name),
+      readTensorInto: (name, offset, into) => readShardTensorInto(files.get(lookup(name).file)!, name, offset, into),
       readTensorChunks: (name) => readShardTensorChunks(files.get(lookup(name).file)!, name),
       close: closeAll,
     };
@@ -240,6 +243,11 @@ export function openHfDirectory(dir: string): HfDirectory {
   }
 }
 
+/** Whether a stored dtype decodes element by element, so that a tensor or a row can be read into its float32 array's own memory. */
+function isElementwise(dtype: string): dtype is "F32" | "F16" | "BF16" {
+  return elementBytes(dtype) !== undefined;
+}
+
 /** The directory's tensors as float32 for a model to load (F32, F16 and BF16 are decoded). */
 export function hfTensorProvider(hf: HfDirectory): TensorProvider {
   return {
@@ -247,7 +255,9 @@ export function hfTensorProvider(hf: HfDirectory): TensorProvider {
     entries: (): TensorEntry[] => hf.tensors.map((t) => ({ name: t.name, shape: [...t.shape], dtype: t.dtype })),
     readF32: (name: string): Float32Array => {
       const t = hf.tensor(name);
-      const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      if (isElementwise(t.dtype)) return readDecodedF32(t.dtype, n, (into) => hf.readTensorInto(name, 0, into));
+      const out = new Float32Array(n);
       const bytes = hf.readTensorBytes(name);
       if (!decodeToF32(t.dtype, bytes, out)) {
         throw new UnsupportedError(`${join(hf.dir, t.file)}: tensor ${name} is ${t.dtype}; computing with this dtype is not supported yet (${COMPUTE_DTYPES.join(", ")} are)`, {
@@ -255,6 +265,20 @@ export function hfTensorProvider(hf: HfDirectory): TensorProvider {
           hint: "convert the checkpoint to bfloat16 or float32, or prune it without evaluating (shortgpt prune --layers)",
         });
       }
+      return out;
+    },
+    readRowsF32(name: string, rows: Int32Array): Float32Array {
+      const t = hf.tensor(name);
+      const { dtype } = t;
+      const nRows = t.shape[0] ?? 1;
+      if (!isElementwise(dtype)) return gatherTensorRows(this.readF32(name), nRows, rows, name, hf.dir);
+      const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
+      const rowBytes = width * elementBytes(dtype)!;
+      const out = new Float32Array(rows.length * width);
+      rows.forEach((r, i) => {
+        checkRowIndex(r, nRows, name, hf.dir);
+        readDecodedF32(dtype, width, (into) => hf.readTensorInto(name, r * rowBytes, into), out.subarray(i * width, (i + 1) * width));
+      });
       return out;
     },
     readBF16: (name: string): Uint16Array | undefined => {

@@ -267,6 +267,18 @@ export function readTensorBytes(st: SafetensorsFile, name: string): Buffer {
   return st.file.read(st.dataOffset + t.begin, t.byteLength, `tensor ${name}`);
 }
 
+/**
+ * Bytes [offset, offset + into.length) of one tensor, read into `into` (a slice of the float32
+ * array they decode to, or one row of an embedding): no buffer of their own.
+ */
+export function readTensorInto(st: SafetensorsFile, name: string, offset: number, into: Uint8Array): void {
+  const t = tensorInfo(st, name);
+  if (!(Number.isSafeInteger(offset) && offset >= 0 && offset + into.length <= t.byteLength)) {
+    throw new CheckpointError(`${st.path}: bytes ${offset}..${offset + into.length} of tensor ${name} are outside its ${t.byteLength} bytes`, { file: st.path, tensor: name });
+  }
+  st.file.readInto(into, st.dataOffset + t.begin + offset, into.length, `tensor ${name}`);
+}
+
 const DEFAULT_CHUNK_BYTES = 16 << 20;
 
 /** The bytes of one tensor as a file range: read in pieces of at most `chunkBytes` as they are consumed, or copied whole by an OutputFile. */

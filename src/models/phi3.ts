@@ -11,7 +11,8 @@
 // exposes them as "<fused name>#q|#k|#v" and "#gate|#up" parts, the names convert fuses again.
 
 import { CheckpointError } from "../errors.js";
-import type { TensorEntry, TensorProvider } from "../tensor/provider.js";
+import { gatherTensorRows, readTensorRows, type TensorEntry, type TensorProvider } from "../tensor/provider.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { GGUF_LLAMA_NAMES, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 
 /** How one format names a fused tensor's parts. */
@@ -100,7 +101,8 @@ function fusedRowsView(stored: TensorProvider, config: LlamaConfig, naming: Fuse
       firstRow += n;
     }
   }
-  const f32Part = partReader((name) => stored.readF32(name));
+  // Float32 parts and the fused tensor go through the pool of finished layers' arrays (fresh memory is slow to touch).
+  const f32Part = partReader((name) => stored.readF32(name), { take: takeF32, recycle: (fused) => recycleF32([fused]) });
   const readBF16 = stored.readBF16?.bind(stored);
   const bf16Part = readBF16 && partReader(readBF16);
   return {
@@ -115,14 +117,25 @@ function fusedRowsView(stored: TensorProvider, config: LlamaConfig, naming: Fuse
       const part = parts.get(name);
       return part ? bf16Part(part) : readBF16(name);
     } } : {}),
+    // The embedding is never a fused part: its rows come from the stored tensor's.
+    readRowsF32(name, rows) {
+      const part = parts.get(name);
+      return part ? gatherTensorRows(this.readF32(name), part.rows, rows, name, stored.source) : readTensorRows(stored, name, rows);
+    },
   };
+}
+
+/** Where a part's array comes from and where its fused tensor goes once its last part is read. */
+interface PartMemory<A> {
+  take(length: number): A;
+  recycle(fused: A): void;
 }
 
 /**
  * A part's rows of its fused tensor. The fused tensor is read once for its parts, which are read
  * one after another; undefined when `read` has no such form of it (bf16 bits of a float32 file).
  */
-function partReader<A extends Float32Array | Uint16Array>(read: (name: string) => A | undefined): (part: Part) => A | undefined {
+function partReader<A extends Float32Array | Uint16Array>(read: (name: string) => A | undefined, memory?: PartMemory<A>): (part: Part) => A | undefined {
   let held: { name: string; data: A } | undefined;
   return (part) => {
     if (held?.name !== part.fused.name) {
@@ -131,8 +144,18 @@ function partReader<A extends Float32Array | Uint16Array>(read: (name: string) =
       held = { name: part.fused.name, data };
     }
     const cols = part.fused.shape[1]!;
-    const out = held.data.slice(part.firstRow * cols, (part.firstRow + part.rows) * cols) as A;
-    if (part.firstRow + part.rows === part.fused.shape[0]) held = undefined; // the last part
+    const rows = held.data.subarray(part.firstRow * cols, (part.firstRow + part.rows) * cols) as A;
+    let out: A;
+    if (memory) {
+      out = memory.take(rows.length);
+      out.set(rows);
+    } else {
+      out = rows.slice() as A;
+    }
+    if (part.firstRow + part.rows === part.fused.shape[0]) {
+      memory?.recycle(held.data); // the last part: nothing reads the fused tensor any more
+      held = undefined;
+    }
     return out;
   };
 }

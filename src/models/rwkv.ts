@@ -14,7 +14,7 @@
 // up to LayerNorm's eps; the engine computes the unscaled model.
 
 import { CheckpointError, UnsupportedError } from "../errors.js";
-import type { TensorProvider } from "../tensor/provider.js";
+import { readTensorRows, type TensorProvider } from "../tensor/provider.js";
 import { type FieldSpec, parseHfConfigFields } from "./hfLlamaConfig.js";
 import type { LayerWeightName } from "../backend/backend.js";
 import { checkConfigCount, checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
@@ -115,28 +115,30 @@ export function embeddingNormView(stored: TensorProvider, eps: number, names: { 
     if (!present.has(name)) throw new CheckpointError(`${stored.source}: tensor ${name} is missing`, { file: stored.source, tensor: name, hint: missingHint });
     return stored.readF32(name);
   };
+  // Rows of the embedding in, the same rows after the LayerNorm out.
+  const normalized = (w: Float32Array): Float32Array => {
+    const weight = read(names.weight);
+    const bias = read(names.bias);
+    const dim = weight.length;
+    if (bias.length !== dim || w.length % dim !== 0) throw new CheckpointError(`${stored.source}: ${names.weight} has ${dim} weights and ${bias.length} biases for an embedding of ${w.length} values`, { file: stored.source, tensor: names.weight });
+    const out = new Float32Array(w.length);
+    for (let off = 0; off < w.length; off += dim) {
+      let mean = 0;
+      for (let i = 0; i < dim; i++) mean += w[off + i]!;
+      mean /= dim;
+      let variance = 0;
+      for (let i = 0; i < dim; i++) variance += (w[off + i]! - mean) ** 2;
+      const scale = 1 / Math.sqrt(variance / dim + eps);
+      for (let i = 0; i < dim; i++) out[off + i] = (w[off + i]! - mean) * scale * weight[i]! + bias[i]!;
+    }
+    return out;
+  };
   return {
     source: stored.source,
     entries: () => stored.entries(),
-    readF32: (name) => {
-      const w = stored.readF32(name);
-      if (name !== names.embedding) return w;
-      const weight = read(names.weight);
-      const bias = read(names.bias);
-      const dim = weight.length;
-      if (bias.length !== dim || w.length % dim !== 0) throw new CheckpointError(`${stored.source}: ${names.weight} has ${dim} weights and ${bias.length} biases for an embedding of ${w.length} values`, { file: stored.source, tensor: names.weight });
-      const out = new Float32Array(w.length);
-      for (let off = 0; off < w.length; off += dim) {
-        let mean = 0;
-        for (let i = 0; i < dim; i++) mean += w[off + i]!;
-        mean /= dim;
-        let variance = 0;
-        for (let i = 0; i < dim; i++) variance += (w[off + i]! - mean) ** 2;
-        const scale = 1 / Math.sqrt(variance / dim + eps);
-        for (let i = 0; i < dim; i++) out[off + i] = (w[off + i]! - mean) * scale * weight[i]! + bias[i]!;
-      }
-      return out;
-    },
+    readF32: (name) => (name === names.embedding ? normalized(stored.readF32(name)) : stored.readF32(name)),
+    // Each row is normalized on its own, so the rows a run embeds are read and normalized alone.
+    readRowsF32: (name, rows) => (name === names.embedding ? normalized(readTensorRows(stored, name, rows)) : readTensorRows(stored, name, rows)),
   };
 }
 

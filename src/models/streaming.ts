@@ -2,12 +2,15 @@
 // with at most two layers' weights in memory (the one computing, the next one loading), so a checkpoint larger than RAM can be scored and
 // evaluated. The arithmetic is the backend's; this module only moves data.
 
-import { checkBackendComputes, type DecoderBackend, type HiddenStates, type LayerShape, type PackedLayout, type PreparedEmbedding, type PreparedHead, type PreparedLayer } from "../backend/backend.js";
+import { createHash } from "node:crypto";
+import { checkBackendComputes, type DecoderBackend, type EmbeddingWeights, type HiddenStates, type LayerShape, type PackedLayout, type PreparedEmbedding, type PreparedHead, type PreparedLayer } from "../backend/backend.js";
 import type { PerplexityWindow, Window } from "../data/windows.js";
 import { OptionError } from "../errors.js";
 import { perplexityFromWindows, type PerplexityResult } from "../eval/perplexity.js";
 import { BlockInfluence, type BlockInfluenceResult } from "../metrics/blockInfluence.js";
-import type { TensorProvider } from "../tensor/provider.js";
+import { readTensorRows, type TensorProvider } from "../tensor/provider.js";
+import { clearF32Pool, recycleF32 } from "../tensor/hostMemory.js";
+import { checkTokenIds } from "../backend/embedding.js";
 import { PendingResults } from "../util/pendingResults.js";
 import { assertShapeFeatures } from "../backend/shapeFeatures.js";
 import { layerShape, type LlamaConfig, type LlamaTensorNames, loadHeadWeights, loadLayerTensor, loadLayerTensorBf16, loadLlamaLayer } from "./llama.js";
@@ -82,11 +85,33 @@ export function prepareHead(source: StreamingSource, backend: DecoderBackend): P
 /** The input embedding, made ready on the backend. */
 export function prepareEmbedding(source: StreamingSource, backend: DecoderBackend): Promise<PreparedEmbedding> {
   const { config, provider, names } = source;
-  return backend.prepareEmbedding(`${sourceKey(source)}/embedding`, () => ({
-    table: provider.readF32(names.embedding),
+  return backend.prepareEmbedding(`${sourceKey(source)}/embedding`, () => embeddingWeights(source, provider.readF32(names.embedding)), config.vocabSize, config.dim);
+}
+
+/** The embedding's weights around a table (the whole vocabulary's rows, or some of them). */
+function embeddingWeights(source: StreamingSource, table: Float32Array): EmbeddingWeights {
+  const { config, provider, names } = source;
+  return {
+    table,
     ...(config.embeddingScale === undefined ? {} : { scale: config.embeddingScale }),
     ...(config.learnedPositions ? { positions: provider.readF32(names.positionEmbedding!) } : {}),
-  }), config.vocabSize, config.dim);
+  };
+}
+
+/**
+ * Only the embedding rows of the given tokens (each once, ascending), made ready on the backend as
+ * a table of their own; `row` maps a token id to its row there. A run embeds a few hundred
+ * tokens: reading their rows instead of the whole table (Gemma's is 256000 x 2304, 2.4 GB as
+ * float32) took most of a Gemma-2-2B scoring run. The key names the rows, so that a backend that
+ * keeps weights (cuda) serves the same windows from its copy and never mixes two sets of rows.
+ */
+export async function prepareEmbeddingRows(source: StreamingSource, backend: DecoderBackend, tokens: Int32Array): Promise<{ embedding: PreparedEmbedding; row: Map<number, number> }> {
+  const { config, provider, names } = source;
+  checkTokenIds(tokens, config.vocabSize);
+  const ids = Int32Array.from(new Set(tokens)).sort();
+  const digest = createHash("sha256").update(new Uint8Array(ids.buffer)).digest("hex").slice(0, 16);
+  const embedding = await backend.prepareEmbedding(`${sourceKey(source)}/embedding rows ${ids.length}:${digest}`, () => embeddingWeights(source, readTensorRows(provider, names.embedding, ids)), ids.length, config.dim);
+  return { embedding, row: new Map(Array.from(ids, (id, i) => [id, i])) };
 }
 
 /** One layer's weights, made ready on the backend (resident there when it keeps weights). */
@@ -160,15 +185,20 @@ function joinLayouts(windows: readonly Window[], seqLen: number): PackedLayout {
  * host backend's copy (a 7B model's is 0.5 GB of float32) is garbage before the first layer loads.
  */
 async function embedBatches(source: StreamingSource, backend: DecoderBackend, batches: readonly Batch[]): Promise<void> {
-  const embedding = await prepareEmbedding(source, backend);
-  for (const batch of batches) {
+  const batchIds = batches.map((batch) => {
     const ids = new Int32Array(batch.windows.length * batch.seqLen);
     batch.windows.forEach((w, i) => {
       for (const id of w.tokens) if (!Number.isInteger(id)) throw new OptionError(`token id ${id} is not an integer`);
       ids.set(w.tokens, i * batch.seqLen);
     });
+    return ids;
+  });
+  const all = new Int32Array(batchIds.reduce((n, ids) => n + ids.length, 0));
+  batchIds.reduce((at, ids) => (all.set(ids, at), at + ids.length), 0);
+  const { embedding, row } = await prepareEmbeddingRows(source, backend, all);
+  for (const [b, batch] of batches.entries()) {
     // A packed window's tokens sit at their own sequence's positions.
-    batch.hidden = await backend.embed(embedding, ids, batch.seqLen, batch.layout?.positions);
+    batch.hidden = await backend.embed(embedding, batchIds[b]!.map((id) => row.get(id)!), batch.seqLen, batch.layout?.positions);
   }
 }
 
@@ -209,6 +239,8 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
         done += nTokens;
         options.onProgress?.(done, total);
       }
+      // Every batch has run this layer: its arrays can hold a later layer's weights.
+      if (prepared?.weights) recycleF32(Object.values(prepared.weights));
       if (prefetch) prepared = next && (await next);
       else {
         prepared = undefined; // garbage before the next layer is read: one layer in memory at a time
@@ -220,6 +252,8 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
   } catch (err) {
     releaseBatches(batches, backend);
     throw err;
+  } finally {
+    clearF32Pool();
   }
 }
 

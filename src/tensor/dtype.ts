@@ -2,6 +2,7 @@
 
 import { f16ToF32 } from "./half.js";
 import { dequantize, isQuantType, QUANT_TYPES } from "./quant.js";
+import { nativeBf16Decoder, takeF32 } from "./hostMemory.js";
 
 export { f16ToF32, f32ToBf16Bits, f32ToF16Bits } from "./half.js";
 
@@ -25,11 +26,27 @@ export function decodeF16(bytes: Uint8Array, out: Float32Array): void {
   for (let i = 0; i < out.length; i++) out[i] = table[words[i]!]!;
 }
 
-/** Decodes little-endian bfloat16 bytes (the top half of a float32) into float32. */
+/**
+ * Decodes little-endian bfloat16 bytes (the top half of a float32) into float32. The bytes may be
+ * the last half of out's own memory (readDecodedF32): element i is read before out[i] is written,
+ * and out[i] ends before the bytes of every later element.
+ */
 export function decodeBF16(bytes: Uint8Array, out: Float32Array): void {
-  const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
-  const words = words16(bytes, out.length);
-  for (let i = 0; i < out.length; i++) bits[i] = words[i]! << 16;
+  const n = out.length;
+  const bits = new Uint32Array(out.buffer, out.byteOffset, n);
+  if (bytes.byteOffset % 4 === 0) {
+    // Two elements per 32-bit load: V8 runs this 5-6x faster than one 16-bit load per element.
+    const pairs = new Uint32Array(bytes.buffer, bytes.byteOffset, n >>> 1);
+    for (let i = 0; i < pairs.length; i++) {
+      const v = pairs[i]!;
+      bits[2 * i] = v << 16;
+      bits[2 * i + 1] = v & 0xffff0000;
+    }
+    if (n % 2 === 1) bits[n - 1] = (bytes[2 * n - 2]! | (bytes[2 * n - 1]! << 8)) << 16;
+    return;
+  }
+  const words = words16(bytes, n);
+  for (let i = 0; i < n; i++) bits[i] = words[i]! << 16;
 }
 
 /** Copies little-endian float32 bytes into a fresh, aligned Float32Array. */
@@ -45,6 +62,25 @@ export function decodeF32(bytes: Uint8Array, out: Float32Array): void {
 /** The stored dtypes the engine computes with (expanded to float32 per layer); others (integer) are only copied. */
 export const COMPUTE_DTYPES = ["F32", "F16", "BF16", ...QUANT_TYPES] as const;
 
+/** Bytes per element of the dtypes decoded element by element (F32, F16, BF16); undefined for block-quantized and other dtypes. */
+export function elementBytes(dtype: string): number | undefined {
+  return dtype === "F32" ? 4 : dtype === "F16" || dtype === "BF16" ? 2 : undefined;
+}
+
+/**
+ * n values of an element-by-element dtype (see elementBytes) as float32, with `read` filling the
+ * stored bytes straight into the end of the float32 array's memory, then widened front to back in
+ * place: no buffer for the stored bytes. The array comes from the pool of finished layers' arrays
+ * (takeF32) unless `out` is given; every element is written.
+ */
+export function readDecodedF32(dtype: "F32" | "F16" | "BF16", n: number, read: (into: Uint8Array) => void, out = takeF32(n)): Float32Array {
+  const stored = n * elementBytes(dtype)!;
+  const tail = new Uint8Array(out.buffer, out.byteOffset + out.byteLength - stored, stored);
+  read(tail);
+  if (dtype !== "F32") decodeToF32(dtype, tail, out); // F32 bytes already are the values
+  return out;
+}
+
 /** Decodes little-endian tensor bytes of a compute dtype into float32; false for other dtypes. */
 export function decodeToF32(dtype: string, bytes: Uint8Array, out: Float32Array): boolean {
   if (isQuantType(dtype)) {
@@ -59,7 +95,7 @@ export function decodeToF32(dtype: string, bytes: Uint8Array, out: Float32Array)
       decodeF16(bytes, out);
       return true;
     case "BF16":
-      decodeBF16(bytes, out);
+      (nativeBf16Decoder(out.length) ?? decodeBF16)(bytes, out);
       return true;
     default:
       return false;

@@ -1,6 +1,8 @@
 // The view a model family has of a checkpoint: named, shaped tensors it can read as float32.
 // Formats implement it; models consume it without knowing which file it came from.
 
+import { CheckpointError, OptionError } from "../errors.js";
+
 export interface TensorEntry {
   name: string;
   /** Row-major, outermost first: a linear layer's weight is (out, in). */
@@ -21,10 +23,40 @@ export interface TensorProvider {
    * CPU bf16 engine packs these without expanding them to float32: half the bytes in memory.
    */
   readBF16?(name: string): Uint16Array | undefined;
+  /**
+   * Rows of a tensor (indices into its first dimension, in the order given) as float32, read
+   * without expanding the rest: a run embeds a few hundred tokens, and Gemma's table is 256000 x
+   * 2304 (2.4 GB as float32). Optional: readTensorRows falls back to the whole tensor.
+   */
+  readRowsF32?(name: string, rows: Int32Array): Float32Array;
 }
 
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
+}
+
+/** The rows of a tensor (see TensorProvider.readRowsF32), from the provider's own reader when it has one. */
+export function readTensorRows(provider: TensorProvider, name: string, rows: Int32Array): Float32Array {
+  if (provider.readRowsF32) return provider.readRowsF32(name, rows);
+  const entry = provider.entries().find((e) => e.name === name);
+  if (!entry) throw new CheckpointError(`${provider.source}: no tensor named ${name}`, { file: provider.source, tensor: name, hint: "the checkpoint does not hold this tensor" });
+  return gatherTensorRows(provider.readF32(name), entry.shape[0]!, rows, name, provider.source);
+}
+
+/** The listed rows of a whole tensor of nRows rows, read as float32. */
+export function gatherTensorRows(w: Float32Array, nRows: number, rows: Int32Array, name: string, source: string): Float32Array {
+  const width = w.length / nRows;
+  const out = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => {
+    checkRowIndex(r, nRows, name, source);
+    out.set(w.subarray(r * width, (r + 1) * width), i * width);
+  });
+  return out;
+}
+
+/** Refuses a row index outside the tensor (token ids are checked against the vocabulary before they get here). */
+export function checkRowIndex(row: number, nRows: number, name: string, source: string): void {
+  if (!(Number.isInteger(row) && row >= 0 && row < nRows)) throw new OptionError(`${source}: row ${row} of tensor ${name} is outside 0..${nRows - 1}`, { file: source, tensor: name });
 }
 
 /**
