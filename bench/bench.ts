@@ -103,8 +103,8 @@ function windowsFile(shape: Pick<LlamaShape, "vocabSize">, nWindows: number, seq
 const FAMILY_SHAPES = [
   { name: "rwkv-4-430m", title: "RWKV-4-430M (RWKV/rwkv-4-430m-pile shape)", vocabSize: 50277 },
   { name: "mamba-1.4b", title: "Mamba-1.4B (state-spaces/mamba-1.4b-hf shape)", vocabSize: 50280 },
-  { name: "gemma-2-2b", title: "Gemma-2-2B (google/gemma-2-2b shape)", vocabSize: 256000 },
-  { name: "phi-3-mini", title: "Phi-3-mini (microsoft/Phi-3-mini-4k-instruct shape)", vocabSize: 32064 },
+  { name: "gemma-2-2b", title: "Gemma-2-2B (google/gemma-2-2b shape)", vocabSize: 256000, bf16Engine: true },
+  { name: "phi-3-mini", title: "Phi-3-mini (microsoft/Phi-3-mini-4k-instruct shape)", vocabSize: 32064, bf16Engine: true },
 ] as const;
 
 /**
@@ -121,7 +121,7 @@ const LOGPROB_POSITIONS = [0, 85, 170, 255];
 const LOGPROB_TOP = 32;
 
 /** The families table's columns, in order: rows kept from an earlier results.json may lack the newer ones. */
-const FAMILY_COLUMNS = ["model", "engine", "tokens/s", "peak RSS GiB", "largest BI gap to shortgpt", "largest next-token log-prob gap to shortgpt", "shortgpt fp32 / this"];
+const FAMILY_COLUMNS = ["model", "engine", "tokens/s", "peak RSS GiB", "largest BI gap to shortgpt", "largest next-token log-prob gap to shortgpt", "shortgpt fp32 / this", "shortgpt bf16 / this"];
 
 const gib = (bytes: unknown): string => (Number(bytes) / 2 ** 30).toFixed(2);
 
@@ -374,6 +374,15 @@ async function main(): Promise<void> {
       const myBi = mine["bi"] as number[];
       const rates = [mineRate];
       const familyRows: Row[] = [{ engine: `shortgpt ${String(mine["backend"])} fp32`, "tokens/s": mineRate.toFixed(1), "peak RSS GiB": gib(mine["peakRssBytes"]), "largest BI gap to shortgpt": "" }];
+      // The families whose layers the CPU bf16 engine computes (their default for bf16 checkpoints) get its row too, against PyTorch bf16.
+      let bf16Rate = NaN;
+      if ("bf16Engine" in family) {
+        const b = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", "bf16"]);
+        bf16Rate = Number(b["tokensPerSecond"]);
+        const gap = Math.max(...(b["bi"] as number[]).map((v, i) => Math.abs(v - myBi[i]!)));
+        rates.push(bf16Rate);
+        familyRows.push({ engine: `shortgpt ${String(b["backend"])}${b["gemm"] ? `, GEMM ${String(b["gemm"])}` : ""} bf16`, "tokens/s": bf16Rate.toFixed(1), "peak RSS GiB": gib(b["peakRssBytes"]), "largest BI gap to shortgpt": gap.toExponential(1) });
+      }
       for (const dtype of ["fp32", "bf16"]) {
         try {
           const p = runJson(python, [join(root, "bench", "peer_torch.py"), "--model", dir, "--tokens", ids, "--dtype", dtype, "--task", "score", "--threads", String(THREADS), "--batch", String(nWindows)]);
@@ -387,7 +396,8 @@ async function main(): Promise<void> {
         }
       }
       // Above 1: shortgpt is faster than that row (ratios of the unrounded rates).
-      familyRows.forEach((row, i) => rows.push({ model: family.title, ...row, "shortgpt fp32 / this": Number.isFinite(rates[i]!) ? (mineRate / rates[i]!).toFixed(2) : "" }));
+      const ratio = (mine: number, theirs: number): string => (Number.isFinite(mine) && Number.isFinite(theirs) ? (mine / theirs).toFixed(2) : "");
+      familyRows.forEach((row, i) => rows.push({ model: family.title, ...row, "shortgpt fp32 / this": ratio(mineRate, rates[i]!), "shortgpt bf16 / this": ratio(bf16Rate, rates[i]!) }));
     }
     for (const family of chosenGguf) rows.push(...againstLlamaCpp(python, family, nWindows, seqLen));
     rows.push(...previousRows);

@@ -516,10 +516,20 @@ AVX512 static void pack_rows_plain(uint16_t *dst, const void *src, int src_bf16,
   }
 }
 
-static size_t packed_length(size_t n, size_t k) {
+// Packed weights end with LAYOUT_TAG elements naming their layout, so that weights packed for one
+// kernel are refused by the other (useGemm between packing and use) instead of multiplied wrongly.
+#define LAYOUT_TAG 4
+static const uint16_t TAG_NATIVE[LAYOUT_TAG] = {0x5347, 0x4e41, 0x5449, 0x5645}; // "SGNATIVE"
+static const uint16_t TAG_ONEDNN[LAYOUT_TAG] = {0x5347, 0x4f4e, 0x4544, 0x4e4e}; // "SGONEDNN"
+
+static size_t packed_body(size_t n, size_t k) {
   size_t k2 = (k + 1) / 2;
   return gemm_uses_onednn ? n * k2 * 2 : round_up(n, NB) * k2 * 2;
 }
+
+static size_t packed_length(size_t n, size_t k) { return packed_body(n, k) + LAYOUT_TAG; }
+
+static const uint16_t *layout_tag(void) { return gemm_uses_onednn ? TAG_ONEDNN : TAG_NATIVE; }
 
 static void pack_any(uint16_t *dst, const void *src, int src_bf16, size_t row0, size_t rows, size_t k, size_t k2, int threads) {
   if (gemm_uses_onednn) pack_rows_plain(dst, src, src_bf16, row0, rows, k, k2, threads);
@@ -617,7 +627,7 @@ static napi_value js_features(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, impl, NAPI_AUTO_LENGTH, &t); napi_set_named_property(env, obj, "gemmImpl", t);
   napi_get_boolean(env,
 #ifdef SHORTGPT_ONEDNN
-                   onednn.ready,
+                   1,
 #else
                    0,
 #endif
@@ -696,6 +706,7 @@ static napi_value js_pack_weights(napi_env env, napi_callback_info info) {
     pack_any((uint16_t *)mem, p, bf, row, len / k, k, k2, (int)threads);
     row += len / k;
   }
+  memcpy((uint16_t *)mem + length - LAYOUT_TAG, layout_tag(), sizeof TAG_NATIVE);
   napi_create_typedarray(env, napi_uint16_array, length, buffer, 0, &result);
   return result;
 #else
@@ -717,8 +728,13 @@ static napi_value js_pack_rows(napi_env env, napi_callback_info info) {
 #if HAVE_X86
   size_t k2 = (k + 1) / 2, rows = len / k;
   // Whole panels of 16 rows (plain layout: the rows) of k2 pairs must fit (divided, not multiplied: no size_t overflow).
-  if (ld / (k2 * 2) < (gemm_uses_onednn ? row0 + rows : round_up(row0 + rows, PANEL))) return throw_error(env, "packRows: dst is too small for these rows");
+  if (ld < LAYOUT_TAG || (ld - LAYOUT_TAG) / (k2 * 2) < (gemm_uses_onednn ? row0 + rows : round_up(row0 + rows, PANEL))) return throw_error(env, "packRows: dst is too small for these rows");
+  const uint16_t *tag = dst + ld - LAYOUT_TAG;
+  int zeros = 1;
+  for (int i = 0; i < LAYOUT_TAG; i++) zeros &= tag[i] == 0;
+  if (!zeros && memcmp(tag, layout_tag(), sizeof TAG_NATIVE) != 0) return throw_error(env, "packRows: dst was packed for the other GEMM kernel (useGemm changed since): start from a new emptyPacked");
   pack_any(dst, p, bf, row0, rows, k, k2, (int)threads);
+  memcpy(dst + ld - LAYOUT_TAG, layout_tag(), sizeof TAG_NATIVE);
   return NULL;
 #else
   return throw_error(env, "not an x86-64 build");
@@ -734,6 +750,7 @@ static napi_value js_gemm(napi_env env, napi_callback_info info) {
 #if HAVE_X86
   if (!has_bf16()) return throw_error(env, "this CPU has no AVX512_BF16");
   if (lo < m * n || la < m * k || lw < packed_length(n, k)) return throw_error(env, "gemm: an array is smaller than its dimensions");
+  if (memcmp(w + lw - LAYOUT_TAG, layout_tag(), sizeof TAG_NATIVE) != 0) return throw_error(env, "gemm: the weights were packed for the other GEMM kernel, or not by packWeights/packRows (useGemm changed since?): pack them again");
   if (gemm_uses_onednn) {
     if (gemm_onednn_bf16(out, a, w, m, n, k, acc, (int)threads) != 0) return throw_error(env, "gemm: oneDNN's matmul failed (SHORTGPT_CPU_GEMM=native uses the built-in kernel)");
   } else if (gemm_bf16(out, a, w, m, n, k, acc, (int)threads) != 0) return throw_error(env, "gemm: out of memory");

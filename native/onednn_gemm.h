@@ -17,7 +17,7 @@ extern void omp_set_num_threads(int); // libdnnl is built on OpenMP (libgomp)
 #define ONEDNN_CACHE 32
 
 typedef struct {
-  size_t m, n, k; int accumulate;
+  size_t m, n, k; int accumulate, threads;
   dnnl_primitive_t prim;
   dnnl_memory_t a, w, c;
 } onednn_matmul;
@@ -58,11 +58,12 @@ static void onednn_release(onednn_matmul *e) {
   memset(e, 0, sizeof *e);
 }
 
-// The matmul out (m, n) [+]= a (m, k) @ w^T, a and w (n, k) dense row-major bf16.
-static onednn_matmul *onednn_get(size_t m, size_t n, size_t k, int accumulate) {
+// The matmul out (m, n) [+]= a (m, k) @ w^T, a and w (n, k) dense row-major bf16. A primitive
+// keeps the OpenMP thread count it was made under: made after omp_set_num_threads, keyed by it.
+static onednn_matmul *onednn_get(size_t m, size_t n, size_t k, int accumulate, int threads) {
   for (size_t i = 0; i < onednn.used; i++) {
     onednn_matmul *e = &onednn.cache[i];
-    if (e->m == m && e->n == n && e->k == k && e->accumulate == accumulate) return e;
+    if (e->m == m && e->n == n && e->k == k && e->accumulate == accumulate && e->threads == threads) return e;
   }
   onednn_matmul *e = onednn.used < ONEDNN_CACHE ? &onednn.cache[onednn.used++] : &onednn.cache[onednn.next++ % ONEDNN_CACHE];
   onednn_release(e);
@@ -101,16 +102,16 @@ static onednn_matmul *onednn_get(size_t m, size_t n, size_t k, int accumulate) {
     onednn_release(e);
     return NULL;
   }
-  e->m = m; e->n = n; e->k = k; e->accumulate = accumulate;
+  e->m = m; e->n = n; e->k = k; e->accumulate = accumulate; e->threads = threads;
   return e;
 }
 
 // out (m, n) [+]= abf (m, k) @ w^T, both dense bf16 rows of k. Returns 0, or -1 when oneDNN failed.
 static int onednn_gemm(float *out, const uint16_t *abf, const uint16_t *w, size_t m, size_t n, size_t k, int accumulate, int threads) {
   if (!onednn_start()) return -1;
-  onednn_matmul *e = onednn_get(m, n, k, accumulate);
-  if (!e) return -1;
   omp_set_num_threads(threads);
+  onednn_matmul *e = onednn_get(m, n, k, accumulate, threads);
+  if (!e) return -1;
   dnnl_memory_set_data_handle(e->a, (void *)abf);
   dnnl_memory_set_data_handle(e->w, (void *)w);
   dnnl_memory_set_data_handle(e->c, out);

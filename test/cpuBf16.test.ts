@@ -24,6 +24,8 @@ import type { DecoderBackend } from "../src/backend/backend.js";
 import { MODEL_BIN, TINYSTORIES } from "./helpers.js";
 import { writeHfLlamaFixture } from "./fixtures/hfLlama.js";
 import { xorshiftFill } from "../src/util/random.js";
+import { recycleU16, takeU16 } from "../src/tensor/hostMemory.js";
+import { layerShape, loadLayerTensor, loadLayerTensorBf16 } from "../src/models/llama.js";
 
 const available = cpuBf16Availability();
 const skip = available.ok ? false : `bf16 engine unavailable here: ${available.reason}`;
@@ -55,18 +57,37 @@ function withEachGemm(native: CpuBf16Native, body: (kernel: "native" | "onednn")
   }
 }
 
-test("oneDNN: the helper is built with it wherever its header is installed (CI installs libdnnl-dev), and uses it by default", { skip }, () => {
+test("oneDNN: the helper is built with it wherever its header is installed (CI installs libdnnl-dev) and uses it by default; weights packed for one kernel are refused by the other", { skip }, () => {
   const { native } = available as Extract<typeof available, { ok: true }>;
-  const header = existsSync("/usr/include/oneapi/dnnl/dnnl.h");
+  // scripts/build-native.mjs looks in both; SHORTGPT_ONEDNN=0 builds without, SHORTGPT_CPU_GEMM=native starts on the own kernel.
+  const header = ["/usr/include", "/usr/local/include"].some((dir) => existsSync(join(dir, "oneapi", "dnnl", "dnnl.h"))) && process.env["SHORTGPT_ONEDNN"] !== "0";
   const f = native.features();
   assert.equal(f.onednnBuilt, header, `oneDNN header ${header ? "present" : "absent"}, helper built ${f.onednnBuilt ? "with" : "without"} it`);
-  if (header) {
-    assert.match(f.gemm, /^oneDNN \d+\.\d+\.\d+$/);
+  if (!header) {
+    assert.throws(() => native.useGemm("onednn"), /no oneDNN/);
+    return;
+  }
+  const initial = process.env["SHORTGPT_CPU_GEMM"] === "native" ? "native" : "onednn";
+  assert.match(f.gemm, initial === "native" ? /^native$/ : /^oneDNN \d+\.\d+\.\d+$/);
+  try {
+    const [m, n, k] = [4, 64, 32];
+    const a = fill(m * k, 1, 1);
+    const w = fill(n * k, 1, 2);
     assert.equal(native.useGemm("native"), "native");
     assert.equal(native.features().gemm, "native");
+    const forNative = native.packWeights([w], k);
     assert.equal(native.useGemm("onednn"), "onednn");
-  } else {
-    assert.throws(() => native.useGemm("onednn"), /no oneDNN/);
+    const forOnednn = native.packWeights([w], k);
+    const out = new Float32Array(m * n);
+    // n = 64: both layouts' lengths would pass a size check; the layout tag tells them apart.
+    assert.throws(() => native.gemm(out, a, forNative, m, n, k, false, 1), /other GEMM kernel/);
+    assert.throws(() => native.packRows(forNative, w, 0, k), /other GEMM kernel/);
+    native.gemm(out, a, forOnednn, m, n, k, false, 1);
+    native.useGemm("native");
+    assert.throws(() => native.gemm(out, a, forOnednn, m, n, k, false, 1), /other GEMM kernel/);
+    native.gemm(out, a, forNative, m, n, k, false, 1);
+  } finally {
+    native.useGemm(initial);
   }
 });
 
@@ -285,6 +306,16 @@ test("bf16 checkpoint: layers packed tensor by tensor from the stored bf16 bits 
       assert.ok(direct.stats.bf16Layers === source.config.nLayers && whole.stats.bf16Layers === source.config.nLayers);
       assert.deepEqual(a.layers.map((l) => l.bi), b.layers.map((l) => l.bi));
       assert.ok(a.layers.every((l) => l.bi > 0));
+      // The streamed path packs into the pool's arrays and lists them for the loop to hand back;
+      // the stored bits are read into pooled memory too, and given back once packed.
+      const bits = source.provider.readBF16!(source.names.layer(0).wq!)!;
+      recycleU16([bits]);
+      assert.equal(takeU16(bits.length).buffer, bits.buffer, "readBF16's bits come from the pool and go back to it");
+      const prepared = await direct.prepareLayer("probe", () => { throw new Error("not read whole"); }, layerShape(source.config, 0), {
+        f32: (key) => loadLayerTensor(source.provider, source.config, source.names, 0, key),
+        bf16: (key) => loadLayerTensorBf16(source.provider, source.config, source.names, 0, key),
+      });
+      assert.equal(prepared.recyclable?.length, 4, "qkv, o, gate/up and down packed in pooled arrays");
     } finally {
       source.close();
     }

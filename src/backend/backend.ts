@@ -432,6 +432,11 @@ export interface LayerTensorSource {
 export interface PreparedLayer {
   readonly key: string;
   readonly weights: LayerWeightsF32 | undefined;
+  /**
+   * Arrays from takeF32 that the layer holds besides its weights (the bf16 engine's packed GEMM
+   * weights): handed back for reuse, like the weights, once every batch has run the layer.
+   */
+  readonly recyclable?: readonly Float32Array[];
 }
 
 /** The head's weights made ready by prepareHead. */

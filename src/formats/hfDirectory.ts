@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { CheckpointError, UnsupportedError } from "../errors.js";
 import { COMPUTE_DTYPES, decodeToF32, elementBytes, readDecodedF32 } from "../tensor/dtype.js";
 import { checkRowIndex, gatherTensorRows, type TensorEntry, type TensorProvider } from "../tensor/provider.js";
+import { takeU16 } from "../tensor/hostMemory.js";
 import { type FileRange, fileSystemError, pathKind, readWholeFile } from "./file.js";
 import { jsonPreview, parseJson } from "./json.js";
 import {
@@ -283,9 +284,11 @@ export function hfTensorProvider(hf: HfDirectory): TensorProvider {
     },
     readBF16: (name: string): Uint16Array | undefined => {
       if (hf.tensor(name).dtype !== "BF16") return undefined;
-      const bytes = hf.readTensorBytes(name);
-      // A Uint16Array view needs an even offset; a pooled small Buffer may not have one.
-      return bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2) : new Uint16Array(Uint8Array.from(bytes).buffer);
+      // Read into memory from the pool of finished layers' arrays (fresh memory is slow to touch);
+      // a caller done with the bits hands them back with recycleU16.
+      const bits = takeU16(hf.tensor(name).shape.reduce((a, b) => a * b, 1));
+      hf.readTensorInto(name, 0, new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
+      return bits;
     },
   };
 }

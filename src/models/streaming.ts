@@ -240,7 +240,7 @@ export async function runLayersStreaming<W extends Window>(source: StreamingSour
         options.onProgress?.(done, total);
       }
       // Every batch has run this layer: its arrays can hold a later layer's weights.
-      if (prepared?.weights) recycleF32(Object.values(prepared.weights));
+      if (prepared) recycleF32([...Object.values(prepared.weights ?? {}), ...(prepared.recyclable ?? [])]);
       if (prefetch) prepared = next && (await next);
       else {
         prepared = undefined; // garbage before the next layer is read: one layer in memory at a time

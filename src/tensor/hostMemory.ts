@@ -89,6 +89,22 @@ export function recycleF32(arrays: Iterable<Float32Array | undefined>): void {
   }
 }
 
+/** The pooled float32 array behind each bf16 view takeU16 handed out. */
+const u16Backing = new WeakMap<Uint16Array, Float32Array>();
+
+/** n uint16 values (bf16 bits as stored) with undefined contents, in memory from the pool: a view over a takeF32 array. */
+export function takeU16(n: number): Uint16Array {
+  const backing = takeF32(Math.ceil(n / 2));
+  const view = new Uint16Array(backing.buffer, backing.byteOffset, n);
+  u16Backing.set(view, backing);
+  return view;
+}
+
+/** Hands views from takeU16 back (their float32 arrays, as recycleF32); other arrays are left alone. */
+export function recycleU16(arrays: Iterable<Uint16Array | undefined>): void {
+  recycleF32(Array.from(arrays, (a) => (a ? u16Backing.get(a) : undefined)));
+}
+
 /** Empties the pool (its arrays become garbage): at the end of a pass, so an idle process does not hold a layer. */
 export function clearF32Pool(): void {
   pool.clear();

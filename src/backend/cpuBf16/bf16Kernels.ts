@@ -11,6 +11,7 @@ import { checkLayerArgs, checkStreamArgs } from "../referenceBackend.js";
 import { nativeLayerSupports } from "./supports.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { UnsupportedError } from "../../errors.js";
+import { recycleU16, takeF32 } from "../../tensor/hostMemory.js";
 import { type CpuBf16Native, type CpuFeatures, cpuBf16Availability, emptyPacked, type NativeAttentionOptions, type PackedWeights } from "./native.js";
 
 export interface CpuBf16Options {
@@ -32,7 +33,8 @@ export interface CpuBf16Kernels extends HostKernels {
   readonly stats: Readonly<CpuBf16Stats>;
   readonly features: CpuFeatures;
   /** A layer packed tensor by tensor: at most one weight is held unpacked at a time. */
-  packLayer(shape: LayerShape, tensors: LayerTensorSource): NativeLayer;
+  /** With `pooled`, the packed weights live in arrays from takeF32, listed there for recycleF32. */
+  packLayer(shape: LayerShape, tensors: LayerTensorSource, pooled?: Float32Array[]): NativeLayer;
   /** runLayer on a layer packed by packLayer. */
   runPacked(x: Float32Array, nWindows: number, seqLen: number, layer: NativeLayer, shape: LayerShape, layout?: PackedLayout): Float32Array;
 }
@@ -83,7 +85,9 @@ export async function createCpuBf16Backend(options: CpuBf16Options): Promise<Cpu
     overlapsLayerLoads: false,
     async prepareLayer(key, load, shape, tensors): Promise<PreparedLayer> {
       if (!tensors || !nativeLayerSupports(shape)) return host.prepareLayer(key, load, shape);
-      const prepared: Bf16PreparedLayer = { key, weights: undefined, native: kernels.packLayer(shape, tensors) };
+      // Packed into the pool's arrays: the streaming loop hands them back (recyclable) once every batch ran the layer.
+      const pooled: Float32Array[] = [];
+      const prepared: Bf16PreparedLayer = { key, weights: undefined, native: kernels.packLayer(shape, tensors, pooled), recyclable: pooled };
       return prepared;
     },
     async runLayer(x: HiddenStates, nWindows, seqLen, layer, shape, layout): Promise<HiddenStates> {
@@ -108,8 +112,9 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
   const ropeCache = new Map<string, { cos: Float32Array; sin: Float32Array }>();
 
   /** The named weights stacked by rows into one packed GEMM weight, one tensor at a time. */
-  const packStack = (tensors: LayerTensorSource, parts: readonly (readonly [LayerWeightName, number])[], k: number): PackedWeights => {
-    const packed = emptyPacked(native, parts.reduce((n, [, rows]) => n + rows, 0), k);
+  const packStack = (tensors: LayerTensorSource, parts: readonly (readonly [LayerWeightName, number])[], k: number, pooled?: Float32Array[]): PackedWeights => {
+    const n = parts.reduce((sum, [, rows]) => sum + rows, 0);
+    const packed = pooled ? pooledPacked(n, k, pooled) : emptyPacked(native, n, k);
     let row0 = 0;
     for (const [name, rows] of parts) {
       const bits = tensors.bf16(name);
@@ -117,12 +122,25 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
       const values = bits ?? tensors.f32(name);
       if (values.length !== rows * k) throw new Error(`internal: weight ${name} has ${values.length} values, expected ${rows} x ${k}`);
       native.packRows(packed, values, row0, k, threads);
+      recycleU16([bits]); // packed: the stored bits (pooled when the reader took them from the pool) are free again
       row0 += rows;
     }
     return packed;
   };
 
-  const packLayer = (shape: LayerShape, tensors: LayerTensorSource): NativeLayer => {
+  /**
+   * Zeros in the packed form, in an array from the pool of finished layers' arrays (fresh memory
+   * is slow to touch: a short run spends more time faulting in new weights than computing), noted
+   * in `pooled` so that the layer hands it back when every batch has run it.
+   */
+  const pooledPacked = (n: number, k: number, pooled: Float32Array[]): PackedWeights => {
+    const length = native.packedLength(n, k);
+    const backing = takeF32(Math.ceil(length / 2)).fill(0);
+    pooled.push(backing);
+    return new Uint16Array(backing.buffer, backing.byteOffset, length) as PackedWeights;
+  };
+
+  const packLayer = (shape: LayerShape, tensors: LayerTensorSource, pooled?: Float32Array[]): NativeLayer => {
     const { dim, hiddenDim } = shape;
     const qDim = shape.nHeads * shape.headDim;
     const kvDim = shape.nKvHeads * shape.headDim;
@@ -132,10 +150,10 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
       ffnNorm: tensors.f32("ffnNorm"),
       ...(shape.postNorms ? { attnPostNorm: tensors.f32("attnPostNorm"), ffnPostNorm: tensors.f32("ffnPostNorm") } : {}),
       ...(shape.qkNorm ? { qNorm: tensors.f32("qNorm"), kNorm: tensors.f32("kNorm") } : {}),
-      qkv: packStack(tensors, [["wq", qDim], ["wk", kvDim], ["wv", kvDim]], dim),
-      wo: packStack(tensors, [["wo", dim]], qDim),
-      gateUp: packStack(tensors, [["wGate", hiddenDim], ["wUp", hiddenDim]], dim),
-      down: packStack(tensors, [["wDown", dim]], hiddenDim),
+      qkv: packStack(tensors, [["wq", qDim], ["wk", kvDim], ["wv", kvDim]], dim, pooled),
+      wo: packStack(tensors, [["wo", dim]], qDim, pooled),
+      gateUp: packStack(tensors, [["wGate", hiddenDim], ["wUp", hiddenDim]], dim, pooled),
+      down: packStack(tensors, [["wDown", dim]], hiddenDim, pooled),
     };
   };
 

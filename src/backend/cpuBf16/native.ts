@@ -17,7 +17,7 @@ export interface CpuFeatures {
   gemm: string;
   /** oneDNN's implementation of the last matmul it made (e.g. "brg:avx512_core_amx"), "" before one or without oneDNN. */
   gemmImpl: string;
-  /** Whether the helper was built with oneDNN and its CPU engine started. */
+  /** Whether the helper was built with oneDNN (useGemm("onednn") may still fail if its engine cannot start). */
   onednnBuilt: boolean;
 }
 
