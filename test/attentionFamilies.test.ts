@@ -262,7 +262,7 @@ test("config.json as the Hub spells it: transformers' defaults for Gemma 2, Gemm
   assert.throws(() => resolve({ model_type: "phi3", num_hidden_layers: 2, rope_scaling: { type: "longrope", short_factor: [1, 2], long_factor: [1, 2] } }), /short_factor is \[1,2\], expected 48 positive numbers/);
 });
 
-test("the engine refuses a Gemma 2 model on a backend that does not declare the features (as the cuda backend does not yet)", async () => {
+test("the engine refuses a Gemma 2 model on a backend that does not declare the features", async () => {
   const { shapeFeatures: _all, ...rest } = createReferenceBackend();
   const backend: DecoderBackend = { ...rest, name: "cuda:0" };
   const opened = openModel(fixture("gemma2"));

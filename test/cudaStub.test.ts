@@ -14,7 +14,7 @@ import { type CudaBackend, createCudaBackend, type CudaBackendOptions } from "..
 import { generateOnBackend } from "../src/eval/generate.js";
 import { layerShape } from "../src/models/llama.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
-import { DeviceError } from "../src/errors.js";
+import { DeviceError, OptionError, UnsupportedError } from "../src/errors.js";
 import { openModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
@@ -169,7 +169,7 @@ test("head sizes 64 and 128 run the fused (flash) attention kernel, one block pe
   for (const headDim of [64, 128]) {
     const s = { ...shape, headDim };
     const log = await run(bf16, s);
-    assert.deepEqual(log.filter((l) => l.includes("flash_attention")), [`launch flash_attention_${headDim} 2 4 128 z=2`], "ceil(100 / 64) query blocks x 4 heads x 2 windows");
+    assert.deepEqual(log.filter((l) => l.startsWith("launch flash_attention")), [`launch flash_attention_${headDim} 2 4 128 z=2`], "ceil(100 / 64) query blocks x 4 heads x 2 windows");
     assert.equal(log.filter((l) => l.startsWith("batched")).length, 0, "no score or P @ V GEMMs");
     assert.equal(log.filter((l) => l.includes("heads_to_rows") || l.includes("attention_softmax")).length, 0, "the kernel writes rows itself");
   }
@@ -214,4 +214,181 @@ test("generation on the device: the prompt in one step, then one token a step th
   await assert.rejects(backend.decode.runLayerCached(await backend.upload(new Float32Array(opened.config.dim * 3), 3, opened.config.dim), await backend.prepareLayer("x", () => zeroLayer(layerShape(opened.config)), layerShape(opened.config)), layerShape(opened.config), backend.decode.createKvCache(1, 2, layerShape(opened.config)), 0),
     (e: unknown) => e instanceof Error && /3 new tokens after 0 do not fit a cache of 2 positions/.test(e.message));
   await backend.dispose();
+});
+
+// --- Gemma 2/3 and Phi-3 (issue #15): what the launches carry. The stand-in computes nothing, so
+// these check the arguments the kernels get; bench/gpu/deviceCheck.ts checks the arithmetic on a GPU.
+
+/** Each launch of `kernel` as its arguments by name (the stand-in's "args" lines, read from the kernel source's signatures). */
+function argsOf(log: readonly string[], kernel: string): Record<string, string>[] {
+  // Numbers in JavaScript's spelling (C prints 1e-06 where String gives 1e-6).
+  const value = (v: string): string => (/^-?[\d.]+(e[-+]?\d+)?$/.test(v) ? String(Number(v)) : v);
+  return log.filter((l) => l.startsWith(`args ${kernel} `)).map((l) => Object.fromEntries(l.split(" ").slice(2).map((kv) => {
+    const [name, v] = kv.split("=") as [string, string];
+    return [name, value(v)];
+  })));
+}
+/** A float as the kernel sees it (float32), printed as the stand-in prints it (%.9g). */
+const asF32 = (v: number): string => String(Number(Math.fround(v).toPrecision(9)));
+const familyFixture = (name: string): string => join(repoRoot(), "test", "fixtures", "hf-attn", name);
+/** One window of 12 tokens: longer than the fixtures' sliding window of 5, so the window hides keys. */
+const familyWindows = [{ document: 0, begin: 0, tokens: Array.from({ length: 12 }, (_, i) => 3 + ((i * 7) % 90)), firstTarget: 1 }];
+
+test("Gemma 2 on the device: scores scaled by query_pre_attn_scalar^-0.5 and soft-capped, local layers windowed, sandwich norms at both residual adds, the GELU gate, soft-capped logits", async () => {
+  const opened = openModel(familyFixture("gemma2"));
+  const backend = await createCudaBackend(options());
+  try {
+    assert.deepEqual([...backend.shapeFeatures!].sort(), ["attnScale", "attnSoftcap", "logitSoftcap", "postNorms", "ropeAttentionFactor", "slidingWindow"]);
+    calls();
+    const result = await streamingPerplexity(opened, familyWindows, { backend });
+    assert.equal(result.tokens, 11);
+    const log = calls();
+    const { nLayers, vocabSize } = opened.config;
+    const softmax = argsOf(log, "attention_softmax_4");
+    assert.equal(softmax.length, nLayers, "head size 8: the GEMM path, one softmax a layer");
+    softmax.forEach((a, layer) => {
+      assert.equal(a["scale"], asF32(6 ** -0.5), `layer ${layer}: query_pre_attn_scalar 6, not 1/sqrt(head size 8)`);
+      assert.equal(a["softcap"], "2", `layer ${layer}: attn_logit_softcapping`);
+      assert.equal(a["sliding_window"], layer % 2 === 0 ? "5" : "0", `layer ${layer}: ${layer % 2 === 0 ? "local (window 5)" : "global"}`);
+      assert.equal(a["positions"], "null", "one plain window: a token's position is its index");
+    });
+    // Two sandwich norms a layer: attention (after wo) and MLP (after wDown), each GEMM then written without accumulating.
+    assert.equal(argsOf(log, "residual_add_normed").length, 2 * nLayers);
+    assert.ok(argsOf(log, "residual_add_normed").every((a) => a["dim"] === "32" && a["weight"] === "ptr" && a["eps"] === asF32(1e-6)));
+    const outputs = log.filter((l) => l.startsWith("gemm") && (l.includes("m=32 n=12 k=32 ") || l.includes("m=32 n=12 k=48 ")));
+    assert.equal(outputs.length, 2 * nLayers);
+    assert.ok(outputs.every((l) => l.includes("beta=0")), "wo and wDown write the block's output apart from the stream, for the norm");
+    assert.ok(argsOf(log, "mlp_activation").every((a) => a["kind"] === "1" && a["gated"] === "1"), "the GELU-tanh gate");
+    const capped = argsOf(log, "softcap_in_place");
+    assert.deepEqual(capped, [{ x: "ptr", cap: "3", n: String(11 * vocabSize) }], "final_logit_softcapping on the 11 scored rows' logits, before log-sum-exp");
+    const order = log.filter((l) => l.startsWith("launch softcap_in_place") || l.startsWith("launch head_logsumexp"));
+    assert.deepEqual(order.map((l) => l.split(" ")[1]), ["softcap_in_place", "head_logsumexp"]);
+  } finally {
+    await backend.dispose();
+    opened.close();
+  }
+});
+
+test("Gemma 3 and Phi-3 on the device: per-head q/k norms, local layers windowed with their own RoPE base; LongRoPE's attention factor squared into the score scale; no caps or post norms where the model has none", async () => {
+  const gemma3 = openModel(familyFixture("gemma3"));
+  const phi3 = openModel(familyFixture("phi3"));
+  const backend = await createCudaBackend(options());
+  try {
+    calls();
+    await streamingBlockInfluence(gemma3, familyWindows, { backend });
+    let log = calls();
+    const softmax = argsOf(log, "attention_softmax_4");
+    assert.deepEqual(softmax.map((a) => [a["scale"], a["softcap"], a["sliding_window"]]), [0, 1, 2, 3].map((layer) => [asF32(6 ** -0.5), "0", layer % 2 === 0 ? "5" : "0"]));
+    // q, k, v out of the fused projection per layer: q and k normed per head (norm_weight), v not.
+    const heads = argsOf(log, "qkv_heads");
+    assert.equal(heads.length, 3 * 4);
+    assert.deepEqual(heads.slice(0, 3).map((a) => [a["norm_weight"], a["inv_freq"]]), [["ptr", "ptr"], ["ptr", "ptr"], ["null", "null"]]);
+    assert.equal(argsOf(log, "residual_add_normed").length, 2 * 4);
+    assert.equal(argsOf(log, "softcap_in_place").length, 0, "Gemma 3 has no logit soft-cap");
+
+    await streamingBlockInfluence(phi3, familyWindows, { backend });
+    log = calls();
+    const factor = layerShape(phi3.config).ropeAttentionFactor!;
+    assert.ok(factor > 1.1, `the fixture's LongRoPE factor (${factor})`);
+    assert.ok(argsOf(log, "attention_softmax_4").every((a) => a["scale"] === asF32((factor * factor) / Math.sqrt(8)) && a["softcap"] === "0" && a["sliding_window"] === "0"),
+      "q . k times the factor squared: what multiplying q and k by it after RoPE gives");
+    assert.equal(argsOf(log, "residual_add_normed").length, 0, "no sandwich norms: the output GEMMs accumulate into the stream");
+    assert.ok(argsOf(log, "mlp_activation").every((a) => a["kind"] === "0"), "SiLU");
+  } finally {
+    await backend.dispose();
+    gemma3.close();
+    phi3.close();
+  }
+});
+
+test("the fused (flash) kernel and the GEMM path take the same score rule, in full passes, packed layouts (windowed by the tokens' positions) and decoding; Gemma-2-2B's head size 256 takes the GEMM path", async () => {
+  const gemmaLike: LayerShape = {
+    dim: 256, hiddenDim: 512, nHeads: 4, nKvHeads: 2, headDim: 64, normEps: 1e-6, ropeTheta: 10000, activation: "gelu_tanh",
+    postNorms: true, attnScale: 0.0625, attnSoftcap: 50, slidingWindow: 40,
+  };
+  const bf16 = await createCudaBackend(options());
+  const fp32 = await createCudaBackend(options({ precision: "fp32" }));
+  const run = async (backend: CudaBackend, s: LayerShape, layout?: PackedLayout): Promise<string[]> => {
+    const x = await backend.upload(new Float32Array(2 * 100 * s.dim), 200, s.dim);
+    const layer = await backend.prepareLayer(`rule/${s.headDim}/${layout ? 1 : 0}`, () => zeroLayer(s), s);
+    calls();
+    backend.release(await backend.runLayer(x, 2, 100, layer, s, layout));
+    backend.release(x);
+    return calls();
+  };
+  const rule = { scale: asF32(0.0625), softcap: "50", sliding_window: "40" };
+  const pick = (a: Record<string, string>): Record<string, string | undefined> => ({ scale: a["scale"], softcap: a["softcap"], sliding_window: a["sliding_window"] });
+  try {
+    for (const headDim of [64, 128]) {
+      const flash = argsOf(await run(bf16, { ...gemmaLike, headDim }), `flash_attention_${headDim}`);
+      assert.equal(flash.length, 1);
+      assert.deepEqual(pick(flash[0]!), rule, `head ${headDim}: the fused kernel's scale, cap and window`);
+      assert.equal(flash[0]!["q_offset"], "0");
+    }
+    const gemmaPath = await run(fp32, gemmaLike);
+    assert.equal(gemmaPath.filter((l) => l.startsWith("launch flash")).length, 0);
+    assert.deepEqual(argsOf(gemmaPath, "attention_softmax_4").map(pick), [rule], "fp32: the softmax after the score GEMM");
+    const wide = await run(bf16, { ...gemmaLike, dim: 2304, nHeads: 8, nKvHeads: 4, headDim: 256 });
+    assert.equal(wide.filter((l) => l.startsWith("launch flash")).length, 0, "head size 256 (Gemma-2-2B): no fused kernel");
+    assert.deepEqual(argsOf(wide, "attention_softmax_4").map(pick), [rule]);
+    const layout = { positions: Int32Array.from({ length: 200 }, (_, i) => i % 100), branches: new Int32Array(200) };
+    const packed = argsOf(await run(bf16, gemmaLike, layout), "attention_softmax_4");
+    assert.deepEqual(packed.map((a) => [pick(a), a["positions"], a["branches"]]), [[rule, "ptr", "ptr"]], "packed: the window measured between the tokens' own positions");
+
+    // Decoding: a prompt of 30, then one token; the cache's positions are its indices.
+    for (const [backend, headDim, kernel] of [[bf16, 64, "flash_attention_64"], [fp32, 64, "attention_softmax_4"], [bf16, 256, "attention_softmax_4"]] as const) {
+      const s = { ...gemmaLike, ...(headDim === 256 ? { dim: 2304, nHeads: 8, nKvHeads: 4 } : {}), headDim };
+      const layer = await backend.prepareLayer(`rule/decode/${headDim}`, () => zeroLayer(s), s);
+      const cache = backend.decode!.createKvCache(1, 40, s);
+      calls();
+      for (const n of [30, 1]) {
+        const x = await backend.upload(new Float32Array(n * s.dim), n, s.dim);
+        backend.release(await backend.decode!.runLayerCached(x, layer, s, cache, 0));
+        backend.release(x);
+        cache.length += n;
+      }
+      const steps = argsOf(calls(), kernel);
+      assert.equal(steps.length, 2, `${kernel}, head ${headDim}: one launch a step`);
+      assert.deepEqual(steps.map(pick), [rule, rule], `${kernel}, head ${headDim}: decoding keeps the rule`);
+      if (kernel === "attention_softmax_4") assert.deepEqual(steps.map((a) => [a["q0"], a["row_len"], a["positions"]]), [["0", "30", "null"], ["30", "31", "null"]]);
+      else assert.deepEqual(steps.map((a) => [a["q_offset"], a["n_keys"]]), [["0", "30"], ["30", "31"]]);
+      backend.decode!.releaseKvCache(cache);
+    }
+  } finally {
+    await bf16.dispose();
+    await fp32.dispose();
+  }
+});
+
+test("generation on the device with a sliding-window model: each step's softmax windows the cached keys; values that would silently turn a feature off are refused", async () => {
+  const opened = openModel(familyFixture("gemma2"));
+  const backend = await createCudaBackend(options());
+  try {
+    calls();
+    const prompt = [2, 10, 20, 30, 40, 50, 60, 70];
+    const ids = await generateOnBackend(opened, backend as CudaBackend & { decode: DecodeSupport }, prompt, { maxTokens: 4, temperature: 0, seed: 0 });
+    assert.equal(ids.length, 4);
+    const log = calls();
+    const softmax = argsOf(log, "attention_softmax_4");
+    const { nLayers } = opened.config;
+    assert.equal(softmax.length, 4 * nLayers, "the prompt step and three single tokens, per layer");
+    softmax.forEach((a, i) => {
+      const layer = i % nLayers;
+      const step = Math.floor(i / nLayers);
+      assert.deepEqual([a["sliding_window"], a["softcap"], a["q0"]], [layer % 2 === 0 ? "5" : "0", "2", String(step === 0 ? 0 : prompt.length + step - 1)]);
+    });
+    assert.equal(argsOf(log, "softcap_in_place").length, 4, "each step's logits soft-capped before sampling");
+
+    const shape = { ...layerShape(opened.config, 0) };
+    for (const [field, value] of [["attnSoftcap", 0], ["slidingWindow", -1], ["attnScale", Number.NaN], ["ropeAttentionFactor", Infinity]] as const) {
+      await assert.rejects(backend.prepareLayer(`bad/${field}`, () => zeroLayer(shape), { ...shape, [field]: value }),
+        (e: unknown) => e instanceof OptionError && new RegExp(`${field} is ${value}`).test(e.message), field);
+    }
+    await assert.rejects(backend.prepareHead("bad head", () => ({ finalNorm: new Float32Array(32), classifier: new Float32Array(96 * 32), logitSoftcap: 0 }), 96),
+      (e: unknown) => e instanceof OptionError && /logitSoftcap is 0/.test(e.message));
+    await assert.rejects(backend.prepareLayer("f16 gelu", () => zeroLayer(shape), { ...shape, activation: "gelu_tanh_f16" }), (e: unknown) => e instanceof UnsupportedError && /gelu_tanh_f16/.test(e.message));
+  } finally {
+    await backend.dispose();
+    opened.close();
+  }
 });

@@ -20,8 +20,8 @@ export function attentionFamilyFeatures(shape: LayerShape, head?: Pick<HeadWeigh
 
 /**
  * Throws UnsupportedError when `shape` (or the head) needs a feature outside `supported`. The
- * streaming engine calls it with DecoderBackend.shapeFeatures before running a model; the cuda
- * backend declares none of these yet, so it refuses Gemma 2/3 and Phi-3 up front.
+ * streaming engine calls it with DecoderBackend.shapeFeatures before running a model, so that a
+ * backend declaring fewer (none, when it declares no set) refuses the model up front.
  */
 export function assertShapeFeatures(backend: string, shape: LayerShape, supported: ReadonlySet<AttentionFamilyFeature>, head?: Pick<HeadWeights, "logitSoftcap">): void {
   const missing = attentionFamilyFeatures(shape, head).filter((f) => !supported.has(f));

@@ -127,7 +127,7 @@ export function prepareLayer(source: StreamingSource, backend: DecoderBackend, l
 export function checkedLayerShapes(source: StreamingSource, backend: DecoderBackend): LayerShape[] {
   const { config } = source;
   const shapes = Array.from({ length: config.nLayers }, (_, layer) => layerShape(config, layer));
-  // A backend without Gemma 2/3's or Phi-3's layer features (cuda, for now) refuses them.
+  // A backend without Gemma 2/3's or Phi-3's layer features (one that declares no shapeFeatures) refuses them.
   const head = config.logitSoftcap === undefined ? {} : { logitSoftcap: config.logitSoftcap };
   for (const shape of shapes) {
     checkBackendComputes(backend, shape);

@@ -1,7 +1,10 @@
 // Causal attention on the device for the cuda backend: batched cuBLAS GEMMs around a masked
 // softmax (kernelSource.ts), by blocks of queries so that the causal mask costs no GEMM work or
-// score memory beyond each block's diagonal.
+// score memory beyond each block's diagonal; or the fused (flash) kernel. Both paths, with or
+// without a key/value cache, form scores by the same rule (ScoreRule: Gemma's scale, soft cap and
+// sliding window, LongRoPE's factor).
 
+import type { LayerShape } from "../backend.js";
 import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_32F, type CudaApi, type DevicePtr, type KernelArg } from "./api.js";
 import { FLASH_HEAD_DIMS, type KernelName, SOFTMAX_PER_THREAD, SOFTMAX_SLOTS } from "./kernelSource.js";
 
@@ -21,6 +24,39 @@ export interface AttentionContext {
   countGemms(n: number): void;
 }
 
+/**
+ * How a layer's attention scores are formed and masked beyond causality, as the kernels take it:
+ * score = softcap(scale * (q . k)) for keys within the sliding window. 0 means none for softcap
+ * and window. (Compile- and stub-checked here; deviceCheck.ts compares the results on a GPU.)
+ */
+export interface ScoreRule {
+  scale: number;
+  softcap: number;
+  window: number;
+}
+
+/** The largest window the kernels' int takes; any window at least this long hides nothing. */
+const NO_WINDOW_LIMIT = 2 ** 31 - 1;
+
+/** A layer shape's score rule (see LayerShape's attnScale, attnSoftcap, slidingWindow, ropeAttentionFactor). */
+export function scoreRule(shape: LayerShape): ScoreRule {
+  // LongRoPE multiplies q and k by the factor after RoPE; they meet only in q . k, so its square
+  // scales the score instead: the same product, without rounding q and k again to bf16.
+  const factor = shape.ropeAttentionFactor ?? 1;
+  const window = shape.slidingWindow;
+  return {
+    scale: (shape.attnScale ?? 1 / Math.sqrt(shape.headDim)) * factor * factor,
+    softcap: shape.attnSoftcap ?? 0,
+    // Positions are integers: distance >= w hides exactly what distance >= ceil(w) hides.
+    window: window === undefined ? 0 : Math.min(Math.ceil(window), NO_WINDOW_LIMIT),
+  };
+}
+
+/** The score rule's kernel arguments, in the order the softmax and flash kernels take them after scale. */
+function ruleArgs(rule: ScoreRule): KernelArg[] {
+  return [{ f32: rule.softcap }, { i32: rule.window }];
+}
+
 /** Head-major Q (window, head, t, d), K and V (window, kvHead, t, d); branches per token (packed windows) or none. Output: rows (window * seqLen + t, head * d) as GEMM inputs. */
 export interface AttentionInputs {
   qh: DevicePtr;
@@ -28,6 +64,9 @@ export interface AttentionInputs {
   vh: DevicePtr;
   out: DevicePtr;
   branches: DevicePtr | undefined;
+  /** Packed windows: each token's position (the sliding window measures by them), else undefined. */
+  positions: DevicePtr | undefined;
+  rule: ScoreRule;
   nWindows: number;
   seqLen: number;
   nHeads: number;
@@ -50,9 +89,9 @@ export function flashKernel(ctx: Pick<AttentionContext, "flash">, headDim: numbe
 export function causalAttention(ctx: AttentionContext, x: AttentionInputs): void {
   const flash = flashKernel(ctx, x.headDim, x.branches !== undefined);
   if (flash) {
-    const { nWindows, seqLen, nHeads, nKvHeads, headDim } = x;
+    const { nWindows, seqLen, nHeads, nKvHeads } = x;
     ctx.launch(flash, [Math.ceil(seqLen / 64), nHeads, nWindows], 128, [
-      { ptr: x.qh }, { ptr: x.kh }, { ptr: x.vh }, { ptr: x.out }, { i32: seqLen }, { i32: seqLen }, { i32: seqLen }, { i32: 0 }, { i32: nHeads }, { i32: nKvHeads }, { f32: 1 / Math.sqrt(headDim) },
+      { ptr: x.qh }, { ptr: x.kh }, { ptr: x.vh }, { ptr: x.out }, { i32: seqLen }, { i32: seqLen }, { i32: seqLen }, { i32: 0 }, { i32: nHeads }, { i32: nKvHeads }, { f32: x.rule.scale }, ...ruleArgs(x.rule),
     ]);
     return;
   }
@@ -64,7 +103,7 @@ export function causalAttention(ctx: AttentionContext, x: AttentionInputs): void
 
 /** Attention as batched GEMMs around the masked softmax, output head-major into oh (window, head, t, d). */
 function gemmAttention(ctx: AttentionContext, x: AttentionInputs, oh: DevicePtr): void {
-  const { qh, kh, vh, branches, nWindows, seqLen, nHeads, nKvHeads, headDim } = x;
+  const { qh, kh, vh, branches, positions, nWindows, seqLen, nHeads, nKvHeads, headDim } = x;
   const kvDim = nKvHeads * headDim;
   const group = nHeads / nKvHeads;
   const ptr = (p: DevicePtr | null | undefined): KernelArg => ({ ptr: p ?? null });
@@ -81,7 +120,6 @@ function gemmAttention(ctx: AttentionContext, x: AttentionInputs, oh: DevicePtr)
   const blockScores = (queryBlock === seqLen ? nHeads : nKvHeads) * queryBlock * seqLen * 4;
   const perChunk = Math.max(1, Math.min(nWindows, Math.floor(ctx.scoresLimit / blockScores)));
   const scores = ctx.scratch("scores", perChunk * blockScores);
-  const scale = 1 / Math.sqrt(headDim);
   const hd = headDim;
   for (let w0 = 0; w0 < nWindows; w0 += perChunk) {
     const cw = Math.min(perChunk, nWindows - w0);
@@ -89,6 +127,7 @@ function gemmAttention(ctx: AttentionContext, x: AttentionInputs, oh: DevicePtr)
     const kAt = kh + BigInt(w0 * seqLen * kvDim * ctx.ginBytes);
     const vAt = vh + BigInt(w0 * seqLen * kvDim * ctx.ginBytes);
     const branchesAt = branches === undefined ? null : branches + BigInt(w0 * seqLen * 4);
+    const positionsAt = positions === undefined ? null : positions + BigInt(w0 * seqLen * 4);
     for (let q0 = 0; q0 < seqLen; q0 += queryBlock) {
       const nq = Math.min(queryBlock, seqLen - q0);
       const keys = q0 + nq;
@@ -109,7 +148,8 @@ function gemmAttention(ctx: AttentionContext, x: AttentionInputs, oh: DevicePtr)
         );
         // Fused, score row r is (batch * group + j) * seqLen + t: "batches" of seqLen rows, nHeads of them per window.
         ctx.launch(softmax.kernel, [batches * queryRows], softmax.block, [
-          ptr(scores), i32(keys), i32(fused ? seqLen : nq), i32(q0), i32(fused ? nHeads : nKvHeads), f32(scale), ptr(branchesAt), i32(seqLen), i32(pLd),
+          ptr(scores), i32(keys), i32(fused ? seqLen : nq), i32(q0), i32(fused ? nHeads : nKvHeads), f32(x.rule.scale), ptr(branchesAt), i32(seqLen), i32(pLd),
+          ...ruleArgs(x.rule), ptr(positionsAt),
         ]);
         ctx.api.gemmStridedBatched(
           { transA: CUBLAS_OP_N, transB: CUBLAS_OP_N, m: hd, n: queryRows, k: keys, a: vAt, aType: ctx.ginType, lda: hd, b: scores, bType: ctx.ginType, ldb: pLd, beta: 0, c: oAt, cType: ctx.ginType, ldc: hd },
@@ -134,17 +174,17 @@ export interface CachedAttentionInputs {
   nHeads: number;
   nKvHeads: number;
   headDim: number;
+  rule: ScoreRule;
 }
 
 /** Decoding: each new token attends to the cached keys and the new ones up to its own position. */
 export function cachedAttention(ctx: AttentionContext, x: CachedAttentionInputs): void {
   const { qh, kCache, vCache, capacity, start, n, nHeads, nKvHeads, headDim: hd } = x;
   const keys = start + n;
-  const scale = 1 / Math.sqrt(hd);
   const flash = flashKernel(ctx, hd, false);
   if (flash) {
     ctx.launch(flash, [Math.ceil(n / 64), nHeads, 1], 128, [
-      { ptr: qh }, { ptr: kCache }, { ptr: vCache }, { ptr: x.out }, { i32: n }, { i32: keys }, { i32: capacity }, { i32: start }, { i32: nHeads }, { i32: nKvHeads }, { f32: scale },
+      { ptr: qh }, { ptr: kCache }, { ptr: vCache }, { ptr: x.out }, { i32: n }, { i32: keys }, { i32: capacity }, { i32: start }, { i32: nHeads }, { i32: nKvHeads }, { f32: x.rule.scale }, ...ruleArgs(x.rule),
     ]);
     return;
   }
@@ -158,10 +198,10 @@ export function cachedAttention(ctx: AttentionContext, x: CachedAttentionInputs)
     { transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: keys, n: rows, k: hd, a: kCache, aType: ctx.ginType, lda: hd, b: qh, bType: ctx.ginType, ldb: hd, beta: 0, c: scores, cType: CUDA_R_32F, ldc: keys },
     { strideA: capacity * hd, strideB: rows * hd, strideC: rows * keys, count: nKvHeads },
   );
-  // Score row r: batch r / n (one per query head), query start + r % n.
+  // Score row r: batch r / n (one per query head), query start + r % n; a token's position is its index in the cache.
   const softmax = softmaxLaunch(keys);
   ctx.launch(softmax.kernel, [nKvHeads * rows], softmax.block, [
-    { ptr: scores }, { i32: keys }, { i32: n }, { i32: start }, { i32: nHeads }, { f32: scale }, { ptr: null }, { i32: keys }, { i32: pLd },
+    { ptr: scores }, { i32: keys }, { i32: n }, { i32: start }, { i32: nHeads }, { f32: x.rule.scale }, { ptr: null }, { i32: keys }, { i32: pLd }, ...ruleArgs(x.rule), { ptr: null },
   ]);
   ctx.api.gemmStridedBatched(
     { transA: CUBLAS_OP_N, transB: CUBLAS_OP_N, m: hd, n: rows, k: keys, a: vCache, aType: ctx.ginType, lda: hd, b: scores, bType: ctx.ginType, ldb: pLd, beta: 0, c: oh, cType: ctx.ginType, ldc: hd },

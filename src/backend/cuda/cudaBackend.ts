@@ -10,9 +10,10 @@ import { checkPosition, checkTokenIds } from "../embedding.js";
 import { checkRowIndices } from "../hostBackend.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { checkLayerWeights, checkLayout } from "../referenceBackend.js";
+import { ALL_ATTENTION_FAMILY_FEATURES } from "../shapeFeatures.js";
 import { CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F, CudaApi, type DevicePtr, type KernelArg } from "./api.js";
 import { cachedCompile, compileOptions, kernelCacheDir } from "./compile.js";
-import { type AttentionContext, cachedAttention, causalAttention, flashKernel } from "./attention.js";
+import { type AttentionContext, cachedAttention, causalAttention, flashKernel, scoreRule } from "./attention.js";
 import { alignUp, DeviceMemory } from "./deviceMemory.js";
 import { DeferredDownloads } from "./deferredDownloads.js";
 import { LayoutCache } from "./layoutCache.js";
@@ -83,7 +84,7 @@ interface DeviceLayer extends PreparedLayer {
   readonly tensors: Partial<Record<DeviceTensorName, DevicePtr>>;
   freed: boolean;
 }
-type DeviceTensorName = "attnNorm" | "attnNormBias" | "wqkv" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "wo" | "bo" | "ffnNorm" | "ffnNormBias" | "wUpGate" | "bUp" | "wDown" | "bDown";
+type DeviceTensorName = "attnNorm" | "attnNormBias" | "wqkv" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "wo" | "bo" | "attnPostNorm" | "ffnNorm" | "ffnNormBias" | "wUpGate" | "bUp" | "wDown" | "bDown" | "ffnPostNorm";
 
 interface DeviceEmbedding extends PreparedEmbedding {
   readonly base: DevicePtr;
@@ -97,6 +98,8 @@ interface DeviceHead extends PreparedHead {
   readonly bytes: number;
   readonly tensors: { finalNorm: DevicePtr; finalNormBias?: DevicePtr; classifier: DevicePtr };
   readonly dim: number;
+  /** Gemma 2: the logits are soft-capped on the device before they are read or reduced. */
+  readonly logitSoftcap: number | undefined;
 }
 
 /**
@@ -110,7 +113,8 @@ export function activationReserve(shape: LayerShape, rows: number, ginBytes: num
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
-  const perRow = 3 * dim * 4 + ginBytes * (Math.max(dim, qDim) + (qDim + 2 * kvDim) + qDim + 2 * kvDim + 2 * qDim + 2 * hiddenDim + hiddenDim);
+  // Sandwich norms (Gemma 2/3) hold a block's fp32 output apart from the stream before the add.
+  const perRow = (shape.postNorms ? 4 : 3) * dim * 4 + ginBytes * (Math.max(dim, qDim) + (qDim + 2 * kvDim) + qDim + 2 * kvDim + 2 * qDim + 2 * hiddenDim + hiddenDim);
   const staging = Math.max(hiddenDim, qDim) * dim * 4;
   return rows * perRow + scoresBytes + staging + 2 * 2 ** 30;
 }
@@ -270,6 +274,10 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       add("kNorm", [w.kNorm]);
     }
     add("wo", [w.wo], true);
+    if (shape.postNorms) {
+      add("attnPostNorm", [w.attnPostNorm]);
+      add("ffnPostNorm", [w.ffnPostNorm]);
+    }
     add("ffnNorm", [w.ffnNorm]);
     if (shape.layerNorm) add("ffnNormBias", [w.ffnNormBias]);
     add("wUpGate", shape.plainMlp ? [w.wUp] : [w.wGate, w.wUp], true);
@@ -300,6 +308,10 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
 
   const checkShape = (shape: LayerShape): void => {
     if (shape.activation === "gelu_tanh_f16") throw new UnsupportedError("the cuda backend does not compute llama.cpp's float16 GELU table (gelu_tanh_f16)", { hint: "use the reference backend for comparisons with llama.cpp" });
+    // The kernels take 0 for "no soft cap" and "no window": a zero, negative or non-finite value would silently turn the feature off.
+    for (const [field, value] of [["attnScale", shape.attnScale], ["attnSoftcap", shape.attnSoftcap], ["slidingWindow", shape.slidingWindow], ["ropeAttentionFactor", shape.ropeAttentionFactor]] as const) {
+      if (value !== undefined && !(value > 0 && Number.isFinite(value))) throw new OptionError(`layer shape ${field} is ${value}; the cuda backend needs a positive finite value or none`);
+    }
     if (shape.nHeads % shape.nKvHeads !== 0 || shape.headDim % 2 !== 0 || shape.headDim > 2048) {
       throw new OptionError(`layer shape ${shape.nHeads} heads / ${shape.nKvHeads} KV heads / head size ${shape.headDim} is not a valid Llama layer`);
     }
@@ -320,6 +332,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     const packed = layout ? layouts.get(layout) : undefined;
     const positions = shape.noRope ? undefined : packed ? packed.positions : decodePositions && uploadInts("positions", decodePositions);
     const branches = packed?.branches;
+    const rule = scoreRule(shape);
 
     // Attention block
     const xn = work("xn", rows * Math.max(dim, qDim) * ginBytes);
@@ -341,16 +354,14 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     if (cache) {
       toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, cache.k, cache.capacity, cache.start);
       toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, cache.v, cache.capacity, cache.start);
-      cachedAttention(attention, { qh, kCache: cache.k, vCache: cache.v, capacity: cache.capacity, start: cache.start, n: seqLen, out: att, nHeads, nKvHeads, headDim });
+      cachedAttention(attention, { qh, kCache: cache.k, vCache: cache.v, capacity: cache.capacity, start: cache.start, n: seqLen, out: att, nHeads, nKvHeads, headDim, rule });
     } else {
       toHeads(qDim, t.bk, t.kNorm, !shape.noRope, nKvHeads, kh);
       toHeads(qDim + kvDim, t.bv, undefined, false, nKvHeads, vh);
-      causalAttention(attention, { qh, kh, vh, out: att, branches, nWindows, seqLen, nHeads, nKvHeads, headDim });
+      causalAttention(attention, { qh, kh, vh, out: att, branches, positions: packed?.positions, nWindows, seqLen, nHeads, nKvHeads, headDim, rule });
     }
     const out = newStates(rows, dim);
-    api.copy(out.ptr, x.ptr, out.bytes);
-    linear(out.ptr, att, t.wo!, rows, qDim, dim, true);
-    if (t.bo) launch("add_bias", [blocksFor(rows * dim)], BLOCK, [ptr(out.ptr), ptr(t.bo), i32(dim), i64(rows * dim)]);
+    residualAdd(x.ptr, out.ptr, att, t.wo!, rows, qDim, dim, t.bo, t.attnPostNorm, normEps);
 
     // MLP block
     launch("norm_rows", [rows], BLOCK, [ptr(out.ptr), ptr(null), ptr(t.ffnNorm), ptr(t.ffnNormBias), ptr(xn), i32(dim), f32(normEps), i32(layerNorm)]);
@@ -360,9 +371,27 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     linear(gu, xn, t.wUpGate!, rows, dim, upWidth, false, true);
     const act = work("act", rows * hiddenDim * ginBytes);
     launch("mlp_activation", [blocksFor(rows * hiddenDim)], BLOCK, [ptr(gu), ptr(t.bUp), ptr(act), i32(hiddenDim), i32(gated), i32(shape.activation === "gelu_tanh" ? 1 : 0), i64(rows * hiddenDim)]);
-    linear(out.ptr, act, t.wDown!, rows, hiddenDim, dim, true);
-    if (t.bDown) launch("add_bias", [blocksFor(rows * dim)], BLOCK, [ptr(out.ptr), ptr(t.bDown), i32(dim), i64(rows * dim)]);
+    residualAdd(out.ptr, out.ptr, act, t.wDown!, rows, hiddenDim, dim, t.bDown, t.ffnPostNorm, normEps);
     return out;
+  };
+
+  /**
+   * A block's output projection added to the residual stream: out = x + (input @ w^T + bias), or
+   * with a sandwich norm (Gemma 2/3) out = x + RMSNorm(input @ w^T + bias) * postNorm. x may be
+   * out (the add in place); without a norm the GEMM accumulates into out directly.
+   */
+  const residualAdd = (x: DevicePtr, out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, dim: number, bias: DevicePtr | undefined, postNorm: DevicePtr | undefined, eps: number): void => {
+    const n = rows * dim;
+    if (!postNorm) {
+      if (x !== out) api.copy(out, x, n * 4);
+      linear(out, input, w, rows, k, dim, true);
+      if (bias) launch("add_bias", [blocksFor(n)], BLOCK, [ptr(out), ptr(bias), i32(dim), i64(n)]);
+      return;
+    }
+    const proj = work("blockOutput", n * 4);
+    linear(proj, input, w, rows, k, dim, false);
+    if (bias) launch("add_bias", [blocksFor(n)], BLOCK, [ptr(proj), ptr(bias), i32(dim), i64(n)]);
+    launch("residual_add_normed", [rows], BLOCK, [ptr(x), ptr(proj), ptr(postNorm), ptr(out), i32(dim), f32(eps)]);
   };
 
   const freeLayer = (layer: DeviceLayer): void => {
@@ -408,6 +437,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
 
   const backend: CudaBackend = {
     name,
+    // Gemma 2/3 and Phi-3: every feature, on both attention paths and in decoding (see attention.ts's ScoreRule).
+    shapeFeatures: ALL_ATTENTION_FAMILY_FEATURES,
     decode,
     threads: 1,
     batchTokens,
@@ -497,6 +528,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       if (have) return have;
       const h: HeadWeights = load();
       const dim = h.finalNorm.length;
+      if (h.logitSoftcap !== undefined && !(h.logitSoftcap > 0 && Number.isFinite(h.logitSoftcap))) throw new OptionError(`head logitSoftcap is ${h.logitSoftcap}; the cuda backend needs a positive finite value or none`);
       if (h.classifier.length !== vocabSize * dim) throw new OptionError(`classifier has ${h.classifier.length} values, expected ${vocabSize * dim}`);
       const group = uploadGroup([
         { name: "finalNorm", values: [h.finalNorm], gin: false },
@@ -504,7 +536,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
         { name: "classifier", values: [h.classifier], gin: true },
       ], `head weights ${key}`);
       const tensors = group.tensors as DeviceHead["tensors"];
-      const head: DeviceHead = { key, weights: undefined, vocabSize, base: group.base, bytes: group.bytes, tensors, dim };
+      const head: DeviceHead = { key, weights: undefined, vocabSize, base: group.base, bytes: group.bytes, tensors, dim, logitSoftcap: h.logitSoftcap };
       heads.set(key, head);
       return head;
     },
@@ -551,6 +583,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       launch("norm_rows", [n], BLOCK, [ptr(s.ptr), ptr(uploadInts("rows", rows)), ptr(head.tensors.finalNorm), ptr(head.tensors.finalNormBias), ptr(xn), i32(s.dim), f32(normEps), i32(layerNorm)]);
       const logits = work("logits", n * vocab * 4);
       linear(logits, xn, head.tensors.classifier, n, s.dim, vocab, false);
+      if (head.logitSoftcap !== undefined) launch("softcap_in_place", [blocksFor(n * vocab)], BLOCK, [ptr(logits), f32(head.logitSoftcap), i64(n * vocab)]);
       if (!targets) {
         const out = new Float32Array(n * vocab);
         api.download(out, logits);

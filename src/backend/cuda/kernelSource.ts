@@ -9,7 +9,7 @@
 
 export const KERNEL_NAMES = [
   "embed_rows", "to_gin", "norm_rows", "qkv_heads", "attention_softmax_4", "attention_softmax_8", "attention_softmax_16", "attention_softmax_32", "heads_to_rows", "add_bias", "mlp_activation",
-  "row_stats", "gather_rows", "head_logsumexp",
+  "row_stats", "gather_rows", "head_logsumexp", "residual_add_normed", "softcap_in_place",
 ] as const;
 /** Kernels compiled only with bf16 GEMM inputs (GIN_BF16=1): they use the bf16 tensor-core MMA. */
 export const BF16_KERNEL_NAMES = ["flash_attention_64", "flash_attention_128"] as const;
@@ -45,6 +45,17 @@ __device__ __forceinline__ float gin_to_float(gin_t v) { return v; }
 #endif
 
 #define NEG_INF __int_as_float(0xff800000)
+
+// Gemma 2's soft cap of attention scores and logits (host twin: softcapInPlace in reference.ts):
+// cap * tanh(x / cap); cap 0 means none. tanhf is within 2 ulp, far below the bf16 bound.
+__device__ __forceinline__ float soft_cap(float x, float cap) { return cap > 0.f ? cap * tanhf(x / cap) : x; }
+
+// Sliding-window (local) attention: a query at query_pos sees keys at query_pos - sliding_window + 1
+// .. query_pos only (host twin: causalAttention's window in reference.ts); 0 means no limit. The
+// caller hides keys after the query (the causal mask) itself.
+__device__ __forceinline__ bool within_window(int query_pos, int key_pos, int sliding_window) {
+  return sliding_window <= 0 || query_pos - key_pos < sliding_window;
+}
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 // scratch: 32 elements of shared memory, free to reuse once the call returns.
@@ -99,6 +110,14 @@ extern "C" __global__ void to_gin(const float *src, gin_t *dst, long long n) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) dst[i] = to_gin_value(src[i]);
 }
 
+// 1 / sqrt(mean(row^2) + eps) over a row of dim values: the sum in double, as the host computes it.
+// Every thread of the block gets it (scratch: 32 doubles of shared memory).
+__device__ float rms_inverse(const float *row, int dim, float eps, double *scratch) {
+  double ss = 0;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)row[i] * row[i];
+  return (float)(1.0 / sqrt(block_sum(ss, scratch) / dim + (double)eps));
+}
+
 // RMSNorm (layer_norm 0) or LayerNorm with bias (layer_norm 1) of rows of x (., dim) -> out (rows, dim).
 // Row r of the output normalizes row source_rows[r] of x (all rows in order when source_rows is null).
 // grid: rows; block: 256.
@@ -116,11 +135,20 @@ extern "C" __global__ void norm_rows(const float *x, const int *source_rows, con
     const float inv = (float)(1.0 / sqrt(block_sum(v, scratch) / dim + (double)eps));
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = to_gin_value((row[i] - mean) * inv * weight[i] + bias[i]);
   } else {
-    double ss = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)row[i] * row[i];
-    const float inv = (float)(1.0 / sqrt(block_sum(ss, scratch) / dim + (double)eps));
+    const float inv = rms_inverse(row, dim, eps, scratch);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = to_gin_value(row[i] * inv * weight[i]);
   }
+}
+
+// Gemma 2/3's sandwich norm at a residual add: out = x + RMSNorm(src) * weight, row by row (host
+// twin: referenceDecoderLayer's postNorms). src (rows, dim): a block's fp32 output (attention after
+// wo, or the MLP after wDown, biases added). x and out may be the same rows (the add in place).
+// Norm weights arrive as the scale they apply (the loader has added Gemma's 1). grid: rows; block: 256.
+extern "C" __global__ void residual_add_normed(const float *x, const float *src, const float *weight, float *out, int dim, float eps) {
+  __shared__ double scratch[32];
+  const long long base = (long long)blockIdx.x * dim;
+  const float inv = rms_inverse(src + base, dim, eps, scratch);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) out[base + i] = x[base + i] + src[base + i] * inv * weight[i];
 }
 
 // One of q, k, v out of the fused projection qkv (rows, ld; written by the GEMM as gin_t), columns col0 + head * head_dim ..:
@@ -162,16 +190,21 @@ extern "C" __global__ void qkv_heads(const gin_t *qkv, int ld, int col0, const f
   out[i + half] = to_gin_value(b);
 }
 
-// Softmax of one row of attention scores for one block of queries, masked causally (key s <= query t)
-// and, with branches, to the query's own branch and the shared prefix (branch 0); written over the
+// Softmax of one row of attention scores for one block of queries, masked causally (key s <= query t),
+// with branches to the query's own branch and the shared prefix (branch 0), and with a sliding window
+// (sliding_window > 0) to keys less than sliding_window positions before the query; written over the
 // scores as gin_t with row stride p_ld elements (p_ld = row_len for fp32, 2 * row_len for bf16).
+// A score is scale * (q . k), soft-capped when softcap > 0 (Gemma 2), before the mask and softmax.
+// positions: each token's position for the window (packed windows, offset and laid out like
+// branches), else null and a token's position is its index.
 // The score GEMM wrote rows (batch b, query q0 + i) for i < block_rows, each row_len keys long;
 // batch b belongs to window b / batches_per_window (branches is offset to the chunk's first window,
 // seq_len values per window). Each thread holds SLOTS keys in registers: the host picks the
 // smallest SLOTS with row_len <= SLOTS * blockDim (attention_softmax_<SLOTS>), since every slot
 // costs instructions even when masked. grid: rows; block: a multiple of 32 up to 1024.
 template <int SLOTS> __device__ __forceinline__ void softmax_row(float *scores, int row_len, int block_rows, int q0, int batches_per_window,
-                                                                  float scale, const int *branches, int seq_len, int p_ld) {
+                                                                  float scale, const int *branches, int seq_len, int p_ld,
+                                                                  float softcap, int sliding_window, const int *positions) {
   __shared__ float max_scratch[32];
   __shared__ float sum_scratch[32];
   const long long r = blockIdx.x;
@@ -181,6 +214,8 @@ template <int SLOTS> __device__ __forceinline__ void softmax_row(float *scores, 
   const float *row = scores + r * row_len;
   const int *br = branches ? branches + (long long)window * seq_len : 0;
   const int own = br ? br[t] : 0;
+  const int *pos = positions ? positions + (long long)window * seq_len : 0;
+  const int query_pos = pos ? pos[t] : t;
   float v[SLOTS];
   float m = NEG_INF;
 #pragma unroll
@@ -188,7 +223,8 @@ template <int SLOTS> __device__ __forceinline__ void softmax_row(float *scores, 
     const int s = threadIdx.x + k * blockDim.x;
     bool visible = s <= t;
     if (visible && br) { const int bs = br[s]; visible = bs == 0 || bs == own; }
-    v[k] = visible ? row[s] * scale : NEG_INF;
+    if (visible) visible = within_window(query_pos, pos ? pos[s] : s, sliding_window);
+    v[k] = visible ? soft_cap(row[s] * scale, softcap) : NEG_INF;
     m = fmaxf(m, v[k]);
   }
   const float row_max = block_max(m, max_scratch);
@@ -208,17 +244,21 @@ template <int SLOTS> __device__ __forceinline__ void softmax_row(float *scores, 
   }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) attention_softmax_4(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
-  softmax_row<4>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_4(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld,
+                                                          float softcap, int sliding_window, const int *positions) {
+  softmax_row<4>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld, softcap, sliding_window, positions);
 }
-extern "C" __global__ void __launch_bounds__(1024) attention_softmax_8(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
-  softmax_row<8>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_8(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld,
+                                                          float softcap, int sliding_window, const int *positions) {
+  softmax_row<8>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld, softcap, sliding_window, positions);
 }
-extern "C" __global__ void __launch_bounds__(1024) attention_softmax_16(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
-  softmax_row<16>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_16(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld,
+                                                          float softcap, int sliding_window, const int *positions) {
+  softmax_row<16>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld, softcap, sliding_window, positions);
 }
-extern "C" __global__ void __launch_bounds__(1024) attention_softmax_32(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld) {
-  softmax_row<32>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld);
+extern "C" __global__ void __launch_bounds__(1024) attention_softmax_32(float *scores, int row_len, int block_rows, int q0, int batches_per_window, float scale, const int *branches, int seq_len, int p_ld,
+                                                          float softcap, int sliding_window, const int *positions) {
+  softmax_row<32>(scores, row_len, block_rows, q0, batches_per_window, scale, branches, seq_len, p_ld, softcap, sliding_window, positions);
 }
 
 // Head-major attention output (window, head, t, head_dim) -> rows (window * seq_len + t, n_heads * head_dim).
@@ -267,11 +307,18 @@ extern "C" __global__ void mlp_activation(const gin_t *src, const float *up_bias
 // tokens that matrix would be 4 GiB of traffic a layer.
 // q: (window, head, n_queries, HD); k, v: (window, kv_head, kv_stride, HD), kv_stride >= n_keys
 // (a key/value cache is longer than the keys in use); query i sits at position q_offset + i and sees
-// keys s <= q_offset + i, s < n_keys. out: rows (window * n_queries + i, n_heads * HD) bf16.
+// keys s <= q_offset + i, s < n_keys, and with sliding_window > 0 only keys s > q_offset + i - sliding_window
+// (key tiles wholly before the block's window are skipped). A score is scale * (q . k), soft-capped
+// when softcap > 0 (Gemma 2). out: rows (window * n_queries + i, n_heads * HD) bf16.
 // grid: (ceil(n_queries / 64), n_heads, n_windows); block: 128.
 #define FA_TILE 64
 __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
   return (unsigned)float_to_bf16(lo) | ((unsigned)float_to_bf16(hi) << 16);
+}
+// A visible score in the kernel's log2 units: scale * (q . k), through the soft cap when there is one.
+// Without a cap, scale and log2(e) stay one multiply, as before caps existed.
+__device__ __forceinline__ float flash_logit(float dot, float scale, float scale_log2, float softcap) {
+  return softcap > 0.f ? soft_cap(dot * scale, softcap) * 1.4426950408889634f : dot * scale_log2;
 }
 __device__ __forceinline__ void mma_bf16(float *c, const unsigned *a, unsigned b0, unsigned b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -279,7 +326,8 @@ __device__ __forceinline__ void mma_bf16(float *c, const unsigned *a, unsigned b
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
-                                                                  int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale) {
+                                                                  int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale,
+                                                                  float softcap, int sliding_window) {
   // Row strides padded by 8 elements so that the fragment loads below hit 32 different banks.
   constexpr int KS = HD + 8, VS = FA_TILE + 8;
   __shared__ __align__(16) bf16_t ks[FA_TILE * KS];
@@ -311,8 +359,10 @@ template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *
   const int last_query = min(n_queries, (q_block + 1) * FA_TILE) - 1;
   const int keys_needed = min(n_keys, q_offset + last_query + 1);
   const int n_tiles = (keys_needed + FA_TILE - 1) / FA_TILE;
+  // With a sliding window, the block's first query (the lowest position) sees no key before this one.
+  const int first_key = sliding_window > 0 ? max(0, q_offset + q_block * FA_TILE - sliding_window + 1) : 0;
 
-  for (int tile = 0; tile < n_tiles; tile++) {
+  for (int tile = first_key / FA_TILE; tile < n_tiles; tile++) {
     const int key0 = tile * FA_TILE;
     __syncthreads();  // the previous tile's fragments are read
     // K rows as stored; V transposed. 16 bytes (8 values) a load; keys past n_keys are zeros.
@@ -341,7 +391,7 @@ template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *
         mma_bf16(s[j], qa[st], *(const unsigned *)kr, *(const unsigned *)(kr + 8));
       }
     }
-    // Mask (causal, and keys past the end), scale into log2 units, and the tile's row maxima.
+    // Mask (causal, sliding window, keys past the end), scale (and cap) into log2 units, and the tile's row maxima.
     float tile_max[2] = {NEG_INF, NEG_INF};
 #pragma unroll
     for (int j = 0; j < FA_TILE / 8; j++) {
@@ -349,7 +399,8 @@ template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *
       for (int e = 0; e < 4; e++) {
         const int key = key0 + j * 8 + 2 * t4 + (e & 1), half = e >> 1;
         const int pos = q_offset + row0 + half * 8;
-        const float x = (key <= pos && key < n_keys) ? s[j][e] * scale_log2 : NEG_INF;
+        const bool visible = key <= pos && key < n_keys && within_window(pos, key, sliding_window);
+        const float x = visible ? flash_logit(s[j][e], scale, scale_log2, softcap) : NEG_INF;
         s[j][e] = x;
         tile_max[half] = fmaxf(tile_max[half], x);
       }
@@ -407,12 +458,12 @@ template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *
   }
 }
 extern "C" __global__ void __launch_bounds__(128) flash_attention_64(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
-                                                                     int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale) {
-  flash_attention<64>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale);
+                                                                     int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale, float softcap, int sliding_window) {
+  flash_attention<64>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
 }
 extern "C" __global__ void __launch_bounds__(128) flash_attention_128(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
-                                                                      int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale) {
-  flash_attention<128>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale);
+                                                                      int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale, float softcap, int sliding_window) {
+  flash_attention<128>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
 }
 #endif
 
@@ -444,6 +495,11 @@ extern "C" __global__ void gather_rows(const float *src, const int *rows, float 
   const float *row = src + (long long)rows[blockIdx.x] * dim;
   float *out = dst + (long long)blockIdx.x * dim;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = row[i];
+}
+
+// The head's logits (Gemma 2), n values in place: cap * tanh(x / cap), before log-sum-exp or download.
+extern "C" __global__ void softcap_in_place(float *x, float cap, long long n) {
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) x[e] = soft_cap(x[e], cap);
 }
 
 // Per row of logits (n, vocab): log-sum-exp (in double) and the target's logit. grid: n; block: 256.
