@@ -62,6 +62,9 @@ writeFileSync(join(out, "node.version"), `${process.version}\n`);
 copy(join(root, "dist", "src"), join(out, "dist", "src"));
 copy(join(root, "dist", "bench"), join(out, "dist", "bench"));
 copy(join(root, "package.json"), join(out, "package.json")); // "type": "module", and repoRoot() finds the bundle root
+// The tiny Gemma 2/3 and Phi-3 checkpoints the device check runs end to end (bench/gpu/familyChecks.ts,
+// found through repoRoot(): they are in the repository, not in ../shared).
+copy(join(root, "test", "fixtures", "hf-attn"), join(out, "test", "fixtures", "hf-attn"));
 
 // koffi: index.js inlines its package.json and tools, and finds build/koffi/<triplet>/koffi.node;
 // only the linux_x64 one is kept (the other 17 prebuilts are most of its 28 MiB).

@@ -3,8 +3,10 @@
 // layers of every family the engine runs and on stories260K end to end; then speed of Block
 // Influence scoring and perplexity on random-weight TinyLlama-1.1B, Llama-2-7B and Llama-3-8B
 // shapes. Writes OUT/shortgpt.json (schema in combineResults.ts) and prints a line per check.
+// The Gemma 2/3 and Phi-3 cases are familyChecks.ts's.
 //
 //   node dist/bench/gpu/deviceCheck.js --out DIR [--skip-speed] [--skip-correctness] [--only-shapes a,b]
+//     [--checks layers,decode,stories,families]   (correctness groups to run; default all)
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -25,12 +27,17 @@ import { LLAMA2_70B, prng, randomSource, randomWindows, SHAPES, type ModelShape,
 import { evaluateTask, type TaskResult } from "../../src/eval/evaluateTasks.js";
 import { encodePair } from "../../src/eval/loglikelihood.js";
 import { findTask } from "../../src/eval/tasks/tasks.js";
+import { checkFamilyDecode, checkFamilyFixtures, checkFamilyHead, checkFamilyLayers, type FamilyCheckContext } from "./familyChecks.js";
 
 const { values: args } = parseArgs({ options: {
   out: { type: "string" }, "skip-speed": { type: "boolean" }, "skip-correctness": { type: "boolean" }, "only-shapes": { type: "string" }, "dry-run-on-reference": { type: "boolean" },
   // MMLU 0-shot on the Llama-2-7B shape with this many items per subject (0: skip); the 70B shape (resident weights, 8 x 512).
   "mmlu-limit": { type: "string" }, "mmlu-shape": { type: "string" }, "with-70b": { type: "boolean" },
+  checks: { type: "string" },
 } });
+const CHECK_GROUPS = ["layers", "decode", "stories", "families"] as const;
+const checkGroups = new Set(args.checks?.split(",") ?? CHECK_GROUPS);
+for (const g of checkGroups) if (!(CHECK_GROUPS as readonly string[]).includes(g)) throw new Error(`--checks: unknown group ${g} (groups: ${CHECK_GROUPS.join(", ")})`);
 
 /**
  * The backend under test. --dry-run-on-reference puts the reference backend in its place, to
@@ -83,6 +90,7 @@ function randomLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
     ...(shape.qkNorm ? { qNorm: uniform(r, headDim, 0.2, 1), kNorm: uniform(r, headDim, 0.2, 1) } : {}),
     ...(shape.layerNorm ? { attnNormBias: uniform(r, dim, 0.1), ffnNormBias: uniform(r, dim, 0.1) } : {}),
     ...(shape.outputBiases ? { bo: uniform(r, dim, 0.1), bUp: uniform(r, hiddenDim, 0.1), bDown: uniform(r, dim, 0.1) } : {}),
+    ...(shape.postNorms ? { attnPostNorm: uniform(r, dim, 0.2, 1), ffnPostNorm: uniform(r, dim, 0.2, 1) } : {}),
   };
 }
 
@@ -470,9 +478,16 @@ if (!args["skip-correctness"]) {
   for (const precision of ["fp32", "bf16"] as const) {
     const backend = await makeBackend(precision);
     try {
-      await checkLayers(backend, precision, TOLERANCE[precision]);
-      await checkDecode(backend, precision, TOLERANCE[precision]);
-      await checkStories(backend, precision, TOLERANCE[precision]);
+      if (checkGroups.has("layers")) await checkLayers(backend, precision, TOLERANCE[precision]);
+      if (checkGroups.has("decode")) await checkDecode(backend, precision, TOLERANCE[precision]);
+      if (checkGroups.has("stories")) await checkStories(backend, precision, TOLERANCE[precision]);
+      if (checkGroups.has("families")) {
+        const ctx: FamilyCheckContext = { backend, label: precision, tolerance: TOLERANCE[precision], record, guarded, randomLayer, scaledError };
+        await checkFamilyLayers(ctx);
+        await checkFamilyDecode(ctx);
+        await checkFamilyHead(ctx);
+        await checkFamilyFixtures(ctx);
+      }
     } finally {
       await backend.dispose();
     }
