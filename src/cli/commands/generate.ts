@@ -40,7 +40,7 @@ export const generateCommand: Command = {
     const seed = int(p, "seed", 0) ?? 42;
     // A backend with its own key/value cache (cuda) generates where its weights live; the CPU
     // backends have none, and generation runs token by token on the in-memory reference model.
-    // A family the backend does not compute (cuda: Gemma 2/3, Phi-3, Mamba, RWKV for now) generates in memory too.
+    // A family the backend does not compute (cuda: Mamba, RWKV for now) generates in memory too.
     const backend = await backendFromArgs(p);
     let opened: OpenedModel | undefined;
     try {
