@@ -127,6 +127,20 @@ test("weights that do not fit stay on the host and are uploaded per pass, keepin
   }
 });
 
+test("each pass's embedding rows are freed once two newer sets are prepared, and a freed set is refused rather than read", async () => {
+  calls();
+  const backend = await createCudaBackend(options());
+  const { dim } = opened.config;
+  const rowsOf = (first: number) => () => ({ table: new Float32Array(4 * dim).fill(first) });
+  const sets = [];
+  for (let i = 0; i < 3; i++) sets.push(await backend.prepareEmbedding(`rows set ${i}`, rowsOf(i), 4, dim));
+  assert.equal(calls().filter((l) => l === "free").length, 1, "the oldest of three sets is freed");
+  await assert.rejects(backend.embed(sets[0]!, new Int32Array([0, 1]), 2), /was released from cuda/);
+  await backend.embed(sets[2]!, new Int32Array([0, 1]), 2); // the newest stays usable
+  assert.equal(await backend.prepareEmbedding("rows set 1", rowsOf(1), 4, dim), sets[1], "a set still held is reused, not uploaded again");
+  await backend.dispose();
+});
+
 test("out of device memory and a missing device index are one-line errors that name what did not fit and what to do", async () => {
   process.env["CUDA_STUB_ALLOC_LIMIT"] = String(60_000);
   try {

@@ -51,6 +51,12 @@ export interface CudaBackend extends DecoderBackend {
 }
 
 const BLOCK = 256;
+/**
+ * Embeddings kept on the device at once: a pass prepares one (the whole table, or only its
+ * tokens' rows under a key of their own) and a caller may hold the previous pass's; older ones
+ * are freed when another is prepared.
+ */
+const MAX_EMBEDDINGS = 2;
 
 /** One layer's slice of a key/value cache: (kvHead, capacity, headDim) keys and values, positions before start filled. */
 interface LayerCache {
@@ -88,6 +94,8 @@ type DeviceTensorName = "attnNorm" | "attnNormBias" | "wqkv" | "bq" | "bk" | "bv
 
 interface DeviceEmbedding extends PreparedEmbedding {
   readonly base: DevicePtr;
+  /** Set when the cache let it go (see MAX_EMBEDDINGS): embed refuses it rather than read freed memory. */
+  freed: boolean;
   readonly tensors: { table: DevicePtr; positions?: DevicePtr };
   readonly nPositions: number;
   readonly scale: number | undefined;
@@ -454,7 +462,11 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     },
     async prepareEmbedding(key, load, vocabSize, dim) {
       const have = embeddings.get(key);
-      if (have) return have;
+      if (have) {
+        embeddings.delete(key); // most recently used last: the cache lets the oldest go first
+        embeddings.set(key, have);
+        return have;
+      }
       const w: EmbeddingWeights = load();
       if (w.table.length !== vocabSize * dim) throw new OptionError(`embedding has ${w.table.length} values, expected ${vocabSize} x ${dim}`);
       if (w.positions && w.positions.length % dim !== 0) throw new OptionError(`position embedding has ${w.positions.length} values, not a multiple of ${dim}`);
@@ -465,14 +477,23 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       ], `embedding ${key}`);
       const embedding: DeviceEmbedding = {
         key, weights: undefined, vocabSize, dim, base: group.base, tensors: group.tensors as DeviceEmbedding["tensors"],
-        nPositions: w.positions ? w.positions.length / dim : 0, scale: w.scale,
+        nPositions: w.positions ? w.positions.length / dim : 0, scale: w.scale, freed: false,
       };
       embeddings.set(key, embedding);
+      // Each pass prepares the embedding rows of its own tokens under its own key: without a
+      // bound, every set stayed on the device for the backend's life.
+      for (const [oldKey, old] of embeddings) {
+        if (embeddings.size <= MAX_EMBEDDINGS) break;
+        embeddings.delete(oldKey);
+        old.freed = true;
+        api.free(old.base);
+      }
       return embedding;
     },
     async embed(prepared, ids, seqLen, positions) {
       const e = prepared as DeviceEmbedding;
       if (!("base" in prepared)) throw new OptionError(`embedding ${prepared.key} is not prepared on ${name}`);
+      if (e.freed) throw new Error(`internal: embedding ${e.key} was released from ${name} (more than ${MAX_EMBEDDINGS} prepared since); prepare it again`);
       checkTokenIds(ids, e.vocabSize);
       if (positions && positions.length !== ids.length) throw new OptionError(`positions has ${positions.length} values, expected ${ids.length}`);
       if (e.tensors.positions) {
@@ -608,7 +629,10 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       transientLayers.length = 0;
       for (const h of heads.values()) api.free(h.base);
       heads.clear();
-      for (const e of embeddings.values()) api.free(e.base);
+      for (const e of embeddings.values()) {
+        e.freed = true;
+        api.free(e.base);
+      }
       embeddings.clear();
       for (const p of invFreqs.values()) api.free(p);
       invFreqs.clear();
