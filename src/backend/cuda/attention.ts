@@ -27,7 +27,8 @@ export interface AttentionContext {
 /**
  * How a layer's attention scores are formed and masked beyond causality, as the kernels take it:
  * score = softcap(scale * (q . k)) for keys within the sliding window. 0 means none for softcap
- * and window. (Compile- and stub-checked here; deviceCheck.ts compares the results on a GPU.)
+ * and window. The kernels' handling of it is compile- and stub-checked only so far (see
+ * kernelSource.ts); bench/gpu/familyChecks.ts compares the results with the reference on a GPU.
  */
 export interface ScoreRule {
   scale: number;

@@ -46,6 +46,11 @@ __device__ __forceinline__ float gin_to_float(gin_t v) { return v; }
 
 #define NEG_INF __int_as_float(0xff800000)
 
+// Gemma 2/3 and Phi-3 (issue #15): soft_cap, within_window, flash_logit, residual_add_normed,
+// softcap_in_place and the score rule's arguments of the softmax and flash kernels were written
+// without a GPU at hand: compile-checked (scripts/check-kernels.mjs, sm_80 and sm_90) and
+// stub-checked (test/cudaStub.test.ts) only, until bench/gpu/familyChecks.ts runs on a device.
+
 // Gemma 2's soft cap of attention scores and logits (host twin: softcapInPlace in reference.ts):
 // cap * tanh(x / cap); cap 0 means none. tanhf is within 2 ulp, far below the bf16 bound.
 __device__ __forceinline__ float soft_cap(float x, float cap) { return cap > 0.f ? cap * tanhf(x / cap) : x; }
