@@ -1,0 +1,245 @@
+// The cuda backend computing without a GPU: its kernel source (kernelSource.ts) compiled as C++
+// after test/fixtures/cuda-stub/emulate.h (a block's threads as fibers, switched at barriers and
+// warp shuffles) and linked into the stand-in library (stub.c with -DCUDA_STUB_EMULATE: GEMMs as
+// plain loops). Everything but the tensor-core flash kernel runs, so the GEMM attention path (fp32
+// and bf16), decoding and the head are compared here with the float64 reference under the device
+// check's bounds, for Gemma 2/3's and Phi-3's features. The flash kernel and real cuBLAS are checked
+// on a GPU only (bench/gpu/familyChecks.ts).
+
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import type { DecodeSupport, LayerShape, LayerWeightsF32, PackedLayout } from "../src/backend/backend.js";
+import { type CudaBackend, createCudaBackend, type CudaPrecision } from "../src/backend/cuda/cudaBackend.js";
+import { KERNEL_NAMES, KERNEL_SOURCE } from "../src/backend/cuda/kernelSource.js";
+import { createReferenceBackend, createReferenceKernels } from "../src/backend/referenceBackend.js";
+import { generate, generateOnBackend } from "../src/eval/generate.js";
+import { loadModel, openModel } from "../src/load.js";
+import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
+import { repoRoot } from "../src/shared.js";
+import { tempDir } from "./helpers.js";
+
+const dir = tempDir("shortgpt-cuda-emulated-");
+after(() => rmSync(dir, { recursive: true, force: true }));
+const stubDir = join(repoRoot(), "test", "fixtures", "cuda-stub");
+
+function run(command: string, args: string[]): void {
+  const r = spawnSync(command, args, { encoding: "utf8" });
+  assert.equal(r.status, 0, `${command} ${args.join(" ")}: ${r.error?.message ?? ""}${r.stderr}`);
+}
+
+/**
+ * The stand-in libraries with the kernels compiled for the CPU, with bf16 or fp32 GEMM inputs.
+ * The flash kernels (inline PTX for the tensor cores) are cut from the source; the backend runs
+ * with flashAttention off, so it never asks for them.
+ */
+function buildEmulator(precision: CudaPrecision): { cuda: string; cublas: string; nvrtc: string } {
+  const out = join(dir, precision);
+  mkdirSync(out, { recursive: true });
+  const start = KERNEL_SOURCE.indexOf("#if GIN_BF16\n// Causal attention in one pass");
+  const end = KERNEL_SOURCE.indexOf("#endif", start) + "#endif".length;
+  assert.ok(start > 0 && end > start, "the flash kernels' block is where this test expects it");
+  writeFileSync(join(out, "kernels.cpp"), [
+    `#include "${join(stubDir, "emulate.h")}"`,
+    `#define GIN_BF16 ${precision === "bf16" ? 1 : 0}`,
+    KERNEL_SOURCE.slice(0, start) + KERNEL_SOURCE.slice(end),
+    "static const emu_kernel emu_kernels[] = {",
+    ...KERNEL_NAMES.map((name) => `  EMU_KERNEL(${name}),`),
+    "};",
+    "extern \"C\" void *emu_find(const char *name) {",
+    "  for (const emu_kernel &k : emu_kernels) if (std::strcmp(k.name, name) == 0) return (void *)k.body;",
+    "  return nullptr;",
+    "}",
+    "extern \"C\" int emu_launch(void *kernel, unsigned gx, unsigned gy, unsigned gz, unsigned bx, void **params) {",
+    "  return emu_run((void (*)(void **))kernel, gx, gy, gz, bx, params);",
+    "}",
+  ].join("\n"));
+  run("cc", ["-c", "-fPIC", "-O1", "-DCUDA_STUB_EMULATE", "-o", join(out, "stub.o"), join(stubDir, "stub.c")]);
+  run("c++", ["-std=c++17", "-O1", "-fPIC", "-c", "-o", join(out, "kernels.o"), join(out, "kernels.cpp")]);
+  run("c++", ["-shared", "-o", join(out, "libcuda.so.1"), join(out, "stub.o"), join(out, "kernels.o"), "-lm"]);
+  // Three copies, as the real libraries are three: each keeps its own state.
+  copyFileSync(join(out, "libcuda.so.1"), join(out, "libcublas.so.13"));
+  copyFileSync(join(out, "libcuda.so.1"), join(out, "libnvrtc.so.13"));
+  return { cuda: join(out, "libcuda.so.1"), cublas: join(out, "libcublas.so.13"), nvrtc: join(out, "libnvrtc.so.13") };
+}
+
+/** The device check's bounds (bench/gpu/deviceCheck.ts): max |error| / max |value|. */
+const TOLERANCE = { fp32: 1e-5, bf16: 2e-2 } as const;
+const PRECISIONS = ["fp32", "bf16"] as const;
+const backends = new Map<CudaPrecision, CudaBackend>();
+async function emulated(precision: CudaPrecision): Promise<CudaBackend> {
+  let backend = backends.get(precision);
+  if (!backend) {
+    backend = await createCudaBackend({ precision, flashAttention: false, libraries: buildEmulator(precision), cacheDir: join(dir, `cache-${precision}`) });
+    backends.set(precision, backend);
+  }
+  return backend;
+}
+after(async () => {
+  for (const b of backends.values()) await b.dispose();
+});
+
+function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let err = 0;
+  let scale = 0;
+  for (let i = 0; i < want.length; i++) {
+    err = Math.max(err, Math.abs(got[i]! - want[i]!));
+    scale = Math.max(scale, Math.abs(want[i]!));
+  }
+  return got.length === want.length ? err / scale : Infinity;
+}
+
+/** Deterministic values in [-scale, scale) + offset. */
+function values(n: number, seed: number, scale: number, offset = 0): Float32Array {
+  let s = seed >>> 0 || 1;
+  return Float32Array.from({ length: n }, () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return offset + (s / 4294967296 * 2 - 1) * scale;
+  });
+}
+
+function randomLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
+  let next = seed;
+  const v = (n: number, scale: number, offset = 0): Float32Array => values(n, next++ * 7919, scale, offset);
+  const lin = (out: number, inp: number): Float32Array => v(out * inp, 1 / Math.sqrt(inp));
+  return {
+    attnNorm: v(dim, 0.2, 1), wq: lin(nHeads * headDim, dim), wk: lin(nKvHeads * headDim, dim), wv: lin(nKvHeads * headDim, dim), wo: lin(dim, nHeads * headDim),
+    ffnNorm: v(dim, 0.2, 1), wGate: lin(hiddenDim, dim), wUp: lin(hiddenDim, dim), wDown: lin(dim, hiddenDim),
+    ...(shape.qkNorm ? { qNorm: v(headDim, 0.2, 1), kNorm: v(headDim, 0.2, 1) } : {}),
+    ...(shape.postNorms ? { attnPostNorm: v(dim, 0.2, 1), ffnPostNorm: v(dim, 0.2, 1) } : {}),
+  };
+}
+
+type Feature = "slidingWindow" | "attnSoftcap" | "attnScale" | "ropeAttentionFactor";
+function without(shape: LayerShape, feature: Feature): LayerShape {
+  const copy = { ...shape };
+  delete copy[feature];
+  return copy;
+}
+
+const SMALL = { dim: 64, hiddenDim: 96, nHeads: 4, nKvHeads: 2, headDim: 16 };
+const GEMMA2: LayerShape = { ...SMALL, normEps: 1e-6, ropeTheta: 10000, activation: "gelu_tanh", postNorms: true, attnScale: 0.4, attnSoftcap: 1, slidingWindow: 12 };
+const GEMMA3: LayerShape = { ...SMALL, normEps: 1e-6, ropeTheta: 10000, activation: "gelu_tanh", postNorms: true, qkNorm: true, attnScale: 0.4, slidingWindow: 12 };
+const PHI3: LayerShape = { ...SMALL, nKvHeads: 4, normEps: 1e-5, ropeTheta: 10000, ropeFreqFactors: [1, 1.5, 2, 3, 4, 6, 8, 12], ropeAttentionFactor: 1.5 };
+
+/** Two windows of a shared prefix and two branches; the second branch's positions restart after the prefix. */
+function treeLayout(nWindows: number, seqLen: number): PackedLayout {
+  const positions = new Int32Array(nWindows * seqLen);
+  const branches = new Int32Array(nWindows * seqLen);
+  const [prefix, branch] = [10, 15];
+  for (let i = 0; i < nWindows * seqLen; i++) {
+    const t = i % seqLen;
+    branches[i] = t < prefix ? 0 : t < prefix + branch ? 1 : 2;
+    positions[i] = t < prefix + branch ? t : t - branch;
+  }
+  return { positions, branches };
+}
+
+const CASES: [string, LayerShape, PackedLayout | undefined][] = [
+  ["gemma-2: post norms, scale 0.4, soft cap 1, window 12 of 40", GEMMA2, undefined],
+  ["gemma-2, packed tree layout: the window measured by the tokens' positions", GEMMA2, treeLayout(2, 40)],
+  ["gemma-3: q/k norms, post norms, scale 0.4, window 12", GEMMA3, undefined],
+  ["phi-3: LongRoPE factors, attention factor 1.5", PHI3, undefined],
+];
+
+for (const precision of PRECISIONS) {
+  test(`${precision}, GEMM attention path, kernels on the CPU: Gemma 2/3 and Phi-3 layers within ${TOLERANCE[precision]} of the float64 reference, while each feature moves the reference by more than twice that`, async () => {
+    const backend = await emulated(precision);
+    const reference = createReferenceKernels();
+    const [nWindows, seqLen] = [2, 40];
+    for (const [name, shape, layout] of CASES) {
+      const weights = randomLayer(shape, 3);
+      const x = values(nWindows * seqLen * shape.dim, 4, 1);
+      const want = await reference.runLayer(x, nWindows, seqLen, weights, shape, layout);
+      const states = await backend.upload(x, nWindows * seqLen, shape.dim);
+      const prepared = await backend.prepareLayer(`${precision}/${name}`, () => weights, shape);
+      const out = await backend.runLayer(states, nWindows, seqLen, prepared, shape, layout);
+      const got = await backend.readRows(out);
+      backend.release(states);
+      backend.release(out);
+      const err = scaledError(got, want);
+      assert.ok(err <= TOLERANCE[precision] && err > 0, `${name}: scaled error ${err}`);
+      for (const feature of ["slidingWindow", "attnSoftcap", "attnScale", "ropeAttentionFactor"] as const) {
+        if (shape[feature] === undefined) continue;
+        const effect = scaledError(await reference.runLayer(x, nWindows, seqLen, weights, without(shape, feature), layout), want);
+        assert.ok(effect > 2 * TOLERANCE[precision], `${name}: ${feature} moves the reference by only ${effect}`);
+      }
+    }
+  });
+
+  test(`${precision}, kernels on the CPU: decoding through a sliding window (prompt 30, 10 single tokens, then 20) equals one full pass; the soft-capped head matches the reference`, async () => {
+    const backend = await emulated(precision);
+    const decode = backend.decode as DecodeSupport;
+    const shape = GEMMA2;
+    const total = 60;
+    const weights = randomLayer(shape, 5);
+    const x = values(total * shape.dim, 6, 1);
+    const want = await createReferenceKernels().runLayer(x, 1, total, weights, shape);
+    const prepared = await backend.prepareLayer(`${precision}/decode`, () => weights, shape);
+    const cache = decode.createKvCache(1, total, shape);
+    const got = new Float32Array(total * shape.dim);
+    for (const n of [30, ...Array.from({ length: 10 }, () => 1), 20]) {
+      const start = cache.length;
+      const states = await backend.upload(x.slice(start * shape.dim, (start + n) * shape.dim), n, shape.dim);
+      const out = await decode.runLayerCached(states, prepared, shape, cache, 0);
+      got.set(await backend.readRows(out), start * shape.dim);
+      backend.release(states);
+      backend.release(out);
+      cache.length += n;
+    }
+    decode.releaseKvCache(cache);
+    const err = scaledError(got, want);
+    assert.ok(err <= TOLERANCE[precision] && err > 0, `decode: scaled error ${err}`);
+
+    const [dim, vocab, rows] = [64, 200, 12];
+    const h = values(rows * dim, 7, 1);
+    const head = { finalNorm: values(dim, 8, 0.2, 1), classifier: values(vocab * dim, 9, 0.5), logitSoftcap: 3 };
+    const all = Int32Array.from({ length: rows }, (_, i) => i);
+    const targets = Int32Array.from(all, (i) => (i * 37) % vocab);
+    const reference = createReferenceKernels();
+    const wantLogits = await reference.runHead(h, rows, head, vocab, 1e-6);
+    const wantNll = await reference.runHead(h, rows, head, vocab, 1e-6, targets);
+    const uncapped = await reference.runHead(h, rows, { finalNorm: head.finalNorm, classifier: head.classifier }, vocab, 1e-6);
+    const states = await backend.upload(h, rows, dim);
+    const preparedHead = await backend.prepareHead(`${precision}/head`, () => head, vocab);
+    const logits = await backend.runHead(states, all, preparedHead, 1e-6);
+    const nll = await backend.runHead(states, all, preparedHead, 1e-6, targets);
+    backend.release(states);
+    assert.ok(logits.kind === "logits" && wantLogits.kind === "logits" && uncapped.kind === "logits" && nll.kind === "nll" && wantNll.kind === "nll");
+    assert.ok(scaledError(logits.logits, wantLogits.logits) <= TOLERANCE[precision], "capped logits");
+    assert.ok(scaledError(uncapped.logits, wantLogits.logits) > 2 * TOLERANCE[precision], "the cap moves these logits");
+    const logp = (n: { logSumExp: Float32Array; targetLogit: Float32Array }): Float64Array => Float64Array.from(n.logSumExp, (l, i) => n.targetLogit[i]! - l);
+    assert.ok(scaledError(logp(nll), logp(wantNll)) <= TOLERANCE[precision], "log p of the targets under the capped logits");
+  });
+}
+
+test("fp32, kernels on the CPU: the tiny Gemma 2, Gemma 3 and Phi-3 checkpoints end to end (perplexity, Block Influence, greedy generation with the device's key/value cache) agree with the reference", async () => {
+  const backend = await emulated("fp32");
+  const reference = createReferenceBackend();
+  const document = Array.from({ length: 40 }, (_, i) => 3 + ((i * 37 + 11) % 90));
+  const windows = [0, 20].map((begin) => ({ document: 0, begin, tokens: document.slice(begin, begin + 20), firstTarget: 1 }));
+  for (const family of ["gemma2", "gemma3", "phi3"]) {
+    const path = join(repoRoot(), "test", "fixtures", "hf-attn", family);
+    const opened = openModel(path);
+    try {
+      const want = await streamingPerplexity(opened, windows, { backend: reference });
+      const got = await streamingPerplexity(opened, windows, { backend });
+      assert.ok(Math.abs(got.nll - want.nll) / want.nll <= TOLERANCE.fp32, `${family} nll ${got.nll} vs ${want.nll}`);
+      const wantBi = await streamingBlockInfluence(opened, windows, { backend: reference });
+      const gotBi = await streamingBlockInfluence(opened, windows, { backend });
+      gotBi.layers.forEach((l, i) => assert.ok(Math.abs(l.bi - wantBi.layers[i]!.bi) <= 1e-4 * Math.max(wantBi.layers[i]!.bi, 1e-3), `${family} BI of layer ${i}: ${l.bi} vs ${wantBi.layers[i]!.bi}`));
+      const prompt = document.slice(0, 7);
+      const tokens = await generateOnBackend(opened, backend as CudaBackend & { decode: DecodeSupport }, prompt, { maxTokens: 8, temperature: 0, seed: 0 });
+      assert.deepEqual(tokens, generate(loadModel(path).model, prompt, { maxTokens: 8, temperature: 0, seed: 0 }), `${family}: greedy tokens past the window of 5`);
+    } finally {
+      opened.close();
+    }
+  }
+});
