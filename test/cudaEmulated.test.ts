@@ -57,7 +57,7 @@ function buildEmulator(precision: CudaPrecision): { cuda: string; cublas: string
     "}",
   ].join("\n"));
   run("cc", ["-c", "-fPIC", "-O1", "-DCUDA_STUB_EMULATE", "-o", join(out, "stub.o"), join(stubDir, "stub.c")]);
-  run("c++", ["-std=c++17", "-O1", "-fPIC", "-c", "-o", join(out, "kernels.o"), join(out, "kernels.cpp")]);
+  run("c++", ["-std=c++17", "-O1", "-U_FORTIFY_SOURCE", "-fPIC", "-c", "-o", join(out, "kernels.o"), join(out, "kernels.cpp")]);
   run("c++", ["-shared", "-o", join(out, "libcuda.so.1"), join(out, "stub.o"), join(out, "kernels.o"), "-lm"]);
   // Three copies, as the real libraries are three: each keeps its own state.
   copyFileSync(join(out, "libcuda.so.1"), join(out, "libcublas.so.13"));
