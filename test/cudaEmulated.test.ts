@@ -1,19 +1,19 @@
 // The cuda backend computing without a GPU: its kernel source (kernelSource.ts) compiled as C++
 // after test/fixtures/cuda-stub/emulate.h (a block's threads as fibers, switched at barriers and
-// warp shuffles) and linked into the stand-in library (stub.c with -DCUDA_STUB_EMULATE: GEMMs as
-// plain loops). Everything but the tensor-core flash kernel runs, so the GEMM attention path (fp32
-// and bf16), decoding and the head are compared here with the float64 reference under the device
-// check's bounds, for Gemma 2/3's and Phi-3's features. The flash kernel and real cuBLAS are checked
-// on a GPU only (bench/gpu/familyChecks.ts).
+// warp shuffles; the flash kernel's tensor-core MMA computed from the PTX ISA's fragment layouts)
+// and linked into the stand-in library (stub.c with -DCUDA_STUB_EMULATE: GEMMs as plain loops).
+// So both attention paths (GEMM in fp32 and bf16, flash in bf16), decoding and the head are
+// compared here with the float64 reference under the device check's bounds, for Gemma 2/3's and
+// Phi-3's features. Real cuBLAS, NVRTC and timing are the GPU's (bench/gpu/familyChecks.ts).
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { DecodeSupport, LayerShape, LayerWeightsF32, PackedLayout } from "../src/backend/backend.js";
 import { type CudaBackend, createCudaBackend, type CudaPrecision } from "../src/backend/cuda/cudaBackend.js";
-import { KERNEL_NAMES, KERNEL_SOURCE } from "../src/backend/cuda/kernelSource.js";
+import { BF16_KERNEL_NAMES, KERNEL_NAMES, KERNEL_SOURCE } from "../src/backend/cuda/kernelSource.js";
 import { createReferenceBackend, createReferenceKernels } from "../src/backend/referenceBackend.js";
 import { generate, generateOnBackend } from "../src/eval/generate.js";
 import { loadModel, openModel } from "../src/load.js";
@@ -23,6 +23,15 @@ import { tempDir } from "./helpers.js";
 
 const dir = tempDir("shortgpt-cuda-emulated-");
 after(() => rmSync(dir, { recursive: true, force: true }));
+// The stand-in logs each launch here: which attention kernel ran.
+const log = join(dir, "calls.log");
+process.env["CUDA_STUB_LOG"] = log;
+function launched(): string[] {
+  if (!existsSync(log)) return [];
+  const kernels = readFileSync(log, "utf8").split("\n").filter((l) => l.startsWith("launch ")).map((l) => l.split(" ")[1]!);
+  rmSync(log);
+  return kernels;
+}
 const stubDir = join(repoRoot(), "test", "fixtures", "cuda-stub");
 
 function run(command: string, args: string[]): void {
@@ -30,23 +39,27 @@ function run(command: string, args: string[]): void {
   assert.equal(r.status, 0, `${command} ${args.join(" ")}: ${r.error?.message ?? ""}${r.stderr}`);
 }
 
-/**
- * The stand-in libraries with the kernels compiled for the CPU, with bf16 or fp32 GEMM inputs.
- * The flash kernels (inline PTX for the tensor cores) are cut from the source; the backend runs
- * with flashAttention off, so it never asks for them.
- */
+/** The kernel source with the flash kernel's inline PTX MMA (mma_bf16) replaced by the emulator's. */
+function sourceForCpu(): string {
+  const start = KERNEL_SOURCE.indexOf("__device__ __forceinline__ void mma_bf16(");
+  const end = KERNEL_SOURCE.indexOf("\n}\n", start) + 3;
+  assert.ok(start > 0 && end > start, "mma_bf16 is where this test expects it");
+  const source = `${KERNEL_SOURCE.slice(0, start)}__device__ __forceinline__ void mma_bf16(float *c, const unsigned *a, unsigned b0, unsigned b1) { emu_mma_bf16(c, a, b0, b1); }\n${KERNEL_SOURCE.slice(end)}`;
+  assert.ok(!source.includes("asm"), "no inline PTX left");
+  return source;
+}
+
+/** The stand-in libraries with the kernels compiled for the CPU, with bf16 or fp32 GEMM inputs. */
 function buildEmulator(precision: CudaPrecision): { cuda: string; cublas: string; nvrtc: string } {
   const out = join(dir, precision);
   mkdirSync(out, { recursive: true });
-  const start = KERNEL_SOURCE.indexOf("#if GIN_BF16\n// Causal attention in one pass");
-  const end = KERNEL_SOURCE.indexOf("#endif", start) + "#endif".length;
-  assert.ok(start > 0 && end > start, "the flash kernels' block is where this test expects it");
+  const names = [...KERNEL_NAMES, ...(precision === "bf16" ? BF16_KERNEL_NAMES : [])];
   writeFileSync(join(out, "kernels.cpp"), [
     `#include "${join(stubDir, "emulate.h")}"`,
     `#define GIN_BF16 ${precision === "bf16" ? 1 : 0}`,
-    KERNEL_SOURCE.slice(0, start) + KERNEL_SOURCE.slice(end),
+    sourceForCpu(),
     "static const emu_kernel emu_kernels[] = {",
-    ...KERNEL_NAMES.map((name) => `  EMU_KERNEL(${name}),`),
+    ...names.map((name) => `  EMU_KERNEL(${name}),`),
     "};",
     "extern \"C\" void *emu_find(const char *name) {",
     "  for (const emu_kernel &k : emu_kernels) if (std::strcmp(k.name, name) == 0) return (void *)k.body;",
@@ -67,13 +80,25 @@ function buildEmulator(precision: CudaPrecision): { cuda: string; cublas: string
 
 /** The device check's bounds (bench/gpu/deviceCheck.ts): max |error| / max |value|. */
 const TOLERANCE = { fp32: 1e-5, bf16: 2e-2 } as const;
-const PRECISIONS = ["fp32", "bf16"] as const;
-const backends = new Map<CudaPrecision, CudaBackend>();
-async function emulated(precision: CudaPrecision): Promise<CudaBackend> {
-  let backend = backends.get(precision);
+/** The backends under test: fp32 (GEMM attention), bf16 with the fused kernel off (GEMM) and on (flash for head sizes 64 and 128). */
+const VARIANTS = [
+  { name: "fp32", precision: "fp32", flash: false },
+  { name: "bf16, GEMM attention", precision: "bf16", flash: false },
+  { name: "bf16, flash attention", precision: "bf16", flash: true },
+] as const;
+type Variant = (typeof VARIANTS)[number];
+const libraries = new Map<CudaPrecision, ReturnType<typeof buildEmulator>>();
+const backends = new Map<string, CudaBackend>();
+async function emulated(variant: Pick<Variant, "name" | "precision" | "flash">): Promise<CudaBackend> {
+  let backend = backends.get(variant.name);
   if (!backend) {
-    backend = await createCudaBackend({ precision, flashAttention: false, libraries: buildEmulator(precision), cacheDir: join(dir, `cache-${precision}`) });
-    backends.set(precision, backend);
+    let libs = libraries.get(variant.precision);
+    if (!libs) {
+      libs = buildEmulator(variant.precision);
+      libraries.set(variant.precision, libs);
+    }
+    backend = await createCudaBackend({ precision: variant.precision, flashAttention: variant.flash, libraries: libs, cacheDir: join(dir, `cache-${variant.name}`) });
+    backends.set(variant.name, backend);
   }
   return backend;
 }
@@ -128,6 +153,10 @@ const SMALL = { dim: 64, hiddenDim: 96, nHeads: 4, nKvHeads: 2, headDim: 16 };
 const GEMMA2: LayerShape = { ...SMALL, normEps: 1e-6, ropeTheta: 10000, activation: "gelu_tanh", postNorms: true, attnScale: 0.4, attnSoftcap: 1, slidingWindow: 12 };
 const GEMMA3: LayerShape = { ...SMALL, normEps: 1e-6, ropeTheta: 10000, activation: "gelu_tanh", postNorms: true, qkNorm: true, attnScale: 0.4, slidingWindow: 12 };
 const PHI3: LayerShape = { ...SMALL, nKvHeads: 4, normEps: 1e-5, ropeTheta: 10000, ropeFreqFactors: [1, 1.5, 2, 3, 4, 6, 8, 12], ropeAttentionFactor: 1.5 };
+/** Head sizes the flash kernel takes; over 200 positions a window of 40 lets the last query blocks skip whole key tiles. */
+const GEMMA2_FLASH: LayerShape = { ...GEMMA2, dim: 128, nHeads: 2, nKvHeads: 1, headDim: 64, attnScale: 0.2, slidingWindow: 40 };
+const PHI3_FLASH: LayerShape = { ...PHI3, dim: 128, nHeads: 2, nKvHeads: 2, headDim: 64, ropeFreqFactors: Array.from({ length: 32 }, (_, i) => 1 + i / 4) };
+const GEMMA3_FLASH: LayerShape = { ...GEMMA3, dim: 128, nHeads: 2, nKvHeads: 1, headDim: 128, attnScale: 0.15, slidingWindow: 40 };
 
 /** Two windows of a shared prefix and two branches; the second branch's positions restart after the prefix. */
 function treeLayout(nWindows: number, seqLen: number): PackedLayout {
@@ -142,25 +171,35 @@ function treeLayout(nWindows: number, seqLen: number): PackedLayout {
   return { positions, branches };
 }
 
-const CASES: [string, LayerShape, PackedLayout | undefined][] = [
-  ["gemma-2: post norms, scale 0.4, soft cap 1, window 12 of 40", GEMMA2, undefined],
-  ["gemma-2, packed tree layout: the window measured by the tokens' positions", GEMMA2, treeLayout(2, 40)],
-  ["gemma-3: q/k norms, post norms, scale 0.4, window 12", GEMMA3, undefined],
-  ["phi-3: LongRoPE factors, attention factor 1.5", PHI3, undefined],
+/** Name, shape, windows of seqLen, packed layout; the head size 64 and 128 cases take the flash kernel where it is on. */
+const CASES: [string, LayerShape, number, PackedLayout | undefined][] = [
+  ["gemma-2: post norms, scale 0.4, soft cap 1, window 12 of 40", GEMMA2, 40, undefined],
+  ["gemma-2, packed tree layout: the window measured by the tokens' positions", GEMMA2, 40, treeLayout(2, 40)],
+  ["gemma-3: q/k norms, post norms, scale 0.4, window 12", GEMMA3, 40, undefined],
+  ["phi-3: LongRoPE factors, attention factor 1.5", PHI3, 40, undefined],
+  ["gemma-2, head 64: soft cap 1, window 40 of 200", GEMMA2_FLASH, 200, undefined],
+  ["phi-3, head 64: attention factor 1.5, 200 positions", PHI3_FLASH, 200, undefined],
+  ["gemma-3, head 128: q/k norms, window 40 of 200", GEMMA3_FLASH, 200, undefined],
 ];
+const FLASH_HEAD_SIZES: readonly number[] = [64, 128];
 
-for (const precision of PRECISIONS) {
-  test(`${precision}, GEMM attention path, kernels on the CPU: Gemma 2/3 and Phi-3 layers within ${TOLERANCE[precision]} of the float64 reference, while each feature moves the reference by more than twice that`, async () => {
-    const backend = await emulated(precision);
+for (const variant of VARIANTS) {
+  const { precision } = variant;
+  test(`${variant.name}, kernels on the CPU: Gemma 2/3 and Phi-3 layers within ${TOLERANCE[precision]} of the float64 reference, while each feature moves the reference by more than twice that`, async () => {
+    const backend = await emulated(variant);
     const reference = createReferenceKernels();
-    const [nWindows, seqLen] = [2, 40];
-    for (const [name, shape, layout] of CASES) {
+    const nWindows = 2;
+    for (const [name, shape, seqLen, layout] of CASES) {
+      if (variant.flash && !FLASH_HEAD_SIZES.includes(shape.headDim)) continue; // the other variants cover the GEMM path
       const weights = randomLayer(shape, 3);
       const x = values(nWindows * seqLen * shape.dim, 4, 1);
       const want = await reference.runLayer(x, nWindows, seqLen, weights, shape, layout);
       const states = await backend.upload(x, nWindows * seqLen, shape.dim);
-      const prepared = await backend.prepareLayer(`${precision}/${name}`, () => weights, shape);
+      const prepared = await backend.prepareLayer(`${variant.name}/${name}`, () => weights, shape);
+      launched();
       const out = await backend.runLayer(states, nWindows, seqLen, prepared, shape, layout);
+      const attention = launched().filter((k) => k.startsWith("flash_attention") || k.startsWith("attention_softmax"));
+      assert.ok(attention.length > 0 && attention.every((k) => k.startsWith(variant.flash ? `flash_attention_${shape.headDim}` : "attention_softmax")), `${name}: ${attention.join(", ")}`);
       const got = await backend.readRows(out);
       backend.release(states);
       backend.release(out);
@@ -174,18 +213,20 @@ for (const precision of PRECISIONS) {
     }
   });
 
-  test(`${precision}, kernels on the CPU: decoding through a sliding window (prompt 30, 10 single tokens, then 20) equals one full pass; the soft-capped head matches the reference`, async () => {
-    const backend = await emulated(precision);
+  test(`${variant.name}, kernels on the CPU: decoding through a sliding window (a prompt, 10 single tokens, then more at once) equals one full pass; the soft-capped head matches the reference`, async () => {
+    const backend = await emulated(variant);
     const decode = backend.decode as DecodeSupport;
-    const shape = GEMMA2;
-    const total = 60;
+    // The window (12 of 60, or 40 of 150 for head size 64) is shorter than every step's keys.
+    const [shape, steps] = variant.flash ? [GEMMA2_FLASH, [100, ...Array.from({ length: 10 }, () => 1), 40]] : [GEMMA2, [30, ...Array.from({ length: 10 }, () => 1), 20]];
+    const total = steps.reduce((a, b) => a + b, 0);
     const weights = randomLayer(shape, 5);
     const x = values(total * shape.dim, 6, 1);
     const want = await createReferenceKernels().runLayer(x, 1, total, weights, shape);
-    const prepared = await backend.prepareLayer(`${precision}/decode`, () => weights, shape);
+    const prepared = await backend.prepareLayer(`${variant.name}/decode`, () => weights, shape);
     const cache = decode.createKvCache(1, total, shape);
     const got = new Float32Array(total * shape.dim);
-    for (const n of [30, ...Array.from({ length: 10 }, () => 1), 20]) {
+    launched();
+    for (const n of steps) {
       const start = cache.length;
       const states = await backend.upload(x.slice(start * shape.dim, (start + n) * shape.dim), n, shape.dim);
       const out = await decode.runLayerCached(states, prepared, shape, cache, 0);
@@ -195,6 +236,9 @@ for (const precision of PRECISIONS) {
       cache.length += n;
     }
     decode.releaseKvCache(cache);
+    const attention = launched().filter((k) => k.startsWith("flash_attention") || k.startsWith("attention_softmax"));
+    assert.equal(attention.length, steps.length);
+    assert.ok(attention.every((k) => k.startsWith(variant.flash ? "flash_attention_64" : "attention_softmax")), attention.join(", "));
     const err = scaledError(got, want);
     assert.ok(err <= TOLERANCE[precision] && err > 0, `decode: scaled error ${err}`);
 
@@ -208,7 +252,7 @@ for (const precision of PRECISIONS) {
     const wantNll = await reference.runHead(h, rows, head, vocab, 1e-6, targets);
     const uncapped = await reference.runHead(h, rows, { finalNorm: head.finalNorm, classifier: head.classifier }, vocab, 1e-6);
     const states = await backend.upload(h, rows, dim);
-    const preparedHead = await backend.prepareHead(`${precision}/head`, () => head, vocab);
+    const preparedHead = await backend.prepareHead(`${variant.name}/head`, () => head, vocab);
     const logits = await backend.runHead(states, all, preparedHead, 1e-6);
     const nll = await backend.runHead(states, all, preparedHead, 1e-6, targets);
     backend.release(states);
@@ -221,7 +265,7 @@ for (const precision of PRECISIONS) {
 }
 
 test("fp32, kernels on the CPU: the tiny Gemma 2, Gemma 3 and Phi-3 checkpoints end to end (perplexity, Block Influence, greedy generation with the device's key/value cache) agree with the reference", async () => {
-  const backend = await emulated("fp32");
+  const backend = await emulated(VARIANTS[0]);
   const reference = createReferenceBackend();
   const document = Array.from({ length: 40 }, (_, i) => 3 + ((i * 37 + 11) % 90));
   const windows = [0, 20].map((begin) => ({ document: 0, begin, tokens: document.slice(begin, begin + 20), firstTarget: 1 }));
