@@ -27,8 +27,9 @@ export interface AttentionContext {
 /**
  * How a layer's attention scores are formed and masked beyond causality, as the kernels take it:
  * score = softcap(scale * (q . k)) for keys within the sliding window. 0 means none for softcap
- * and window. The kernels' handling of it is compile- and stub-checked only so far (see
- * kernelSource.ts); bench/gpu/familyChecks.ts compares the results with the reference on a GPU.
+ * and window. The kernels' handling of it is checked by compiling, by the stand-in's launch log
+ * and by running the kernels on the CPU, not yet on a GPU (see kernelSource.ts; on a device,
+ * bench/gpu/familyChecks.ts compares the results with the reference).
  */
 export interface ScoreRule {
   scale: number;

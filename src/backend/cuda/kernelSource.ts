@@ -48,8 +48,10 @@ __device__ __forceinline__ float gin_to_float(gin_t v) { return v; }
 
 // Gemma 2/3 and Phi-3 (issue #15): soft_cap, within_window, flash_logit, residual_add_normed,
 // softcap_in_place and the score rule's arguments of the softmax and flash kernels were written
-// without a GPU at hand: compile-checked (scripts/check-kernels.mjs, sm_80 and sm_90) and
-// stub-checked (test/cudaStub.test.ts) only, until bench/gpu/familyChecks.ts runs on a device.
+// without a GPU at hand: compile-checked for sm_80 and sm_90 (scripts/check-kernels.mjs), their
+// launch arguments stub-checked (test/cudaStub.test.ts), and their results checked against the
+// reference with the kernels compiled for the CPU (test/cudaEmulated.test.ts: emulated threads
+// and MMA); not yet on a GPU, where bench/gpu/familyChecks.ts checks them.
 
 // Gemma 2's soft cap of attention scores and logits (host twin: softcapInPlace in reference.ts):
 // cap * tanh(x / cap); cap 0 means none. tanhf is within 2 ulp, far below the bf16 bound.
