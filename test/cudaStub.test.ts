@@ -324,7 +324,7 @@ test("the fused (flash) kernel and the GEMM path take the same score rule, in fu
   const fp32 = await createCudaBackend(options({ precision: "fp32" }));
   const run = async (backend: CudaBackend, s: LayerShape, layout?: PackedLayout): Promise<string[]> => {
     const x = await backend.upload(new Float32Array(2 * 100 * s.dim), 200, s.dim);
-    const layer = await backend.prepareLayer(`rule/${s.headDim}/${layout ? 1 : 0}`, () => zeroLayer(s), s);
+    const layer = await backend.prepareLayer(`rule/${JSON.stringify(s)}/${layout ? 1 : 0}`, () => zeroLayer(s), s);
     calls();
     backend.release(await backend.runLayer(x, 2, 100, layer, s, layout));
     backend.release(x);
@@ -334,11 +334,16 @@ test("the fused (flash) kernel and the GEMM path take the same score rule, in fu
   const pick = (a: Record<string, string>): Record<string, string | undefined> => ({ scale: a["scale"], softcap: a["softcap"], sliding_window: a["sliding_window"] });
   try {
     for (const headDim of [64, 128]) {
-      const flash = argsOf(await run(bf16, { ...gemmaLike, headDim }), `flash_attention_${headDim}`);
-      assert.equal(flash.length, 1);
+      const log = await run(bf16, { ...gemmaLike, headDim });
+      const flash = argsOf(log, `flash_attention_${headDim}_rule`);
+      assert.equal(flash.length, 1, "a capped or windowed layer takes the kernel's _rule variant");
+      assert.equal(log.filter((l) => l.startsWith(`launch flash_attention_${headDim} `)).length, 0, "not the plain one, which compiles the cap and window away");
       assert.deepEqual(pick(flash[0]!), rule, `head ${headDim}: the fused kernel's scale, cap and window`);
       assert.equal(flash[0]!["q_offset"], "0");
     }
+    // A layer with only a score scale (Phi-3's LongRoPE factor) keeps the plain kernel.
+    const plain = await run(bf16, { dim: 256, hiddenDim: 512, nHeads: 4, nKvHeads: 2, headDim: 64, normEps: 1e-5, ropeTheta: 10000, ropeAttentionFactor: 1.5 });
+    assert.deepEqual(argsOf(plain, "flash_attention_64").map(pick), [{ scale: asF32((1.5 * 1.5) / 8), softcap: "0", sliding_window: "0" }]);
     const gemmaPath = await run(fp32, gemmaLike);
     assert.equal(gemmaPath.filter((l) => l.startsWith("launch flash")).length, 0);
     assert.deepEqual(argsOf(gemmaPath, "attention_softmax_4").map(pick), [rule], "fp32: the softmax after the score GEMM");
@@ -350,7 +355,7 @@ test("the fused (flash) kernel and the GEMM path take the same score rule, in fu
     assert.deepEqual(packed.map((a) => [pick(a), a["positions"], a["branches"]]), [[rule, "ptr", "ptr"]], "packed: the window measured between the tokens' own positions");
 
     // Decoding: a prompt of 30, then one token; the cache's positions are its indices.
-    for (const [backend, headDim, kernel] of [[bf16, 64, "flash_attention_64"], [fp32, 64, "attention_softmax_4"], [bf16, 256, "attention_softmax_4"]] as const) {
+    for (const [backend, headDim, kernel] of [[bf16, 64, "flash_attention_64_rule"], [fp32, 64, "attention_softmax_4"], [bf16, 256, "attention_softmax_4"]] as const) {
       const s = { ...gemmaLike, ...(headDim === 256 ? { dim: 2304, nHeads: 8, nKvHeads: 4 } : {}), headDim };
       const layer = await backend.prepareLayer(`rule/decode/${headDim}`, () => zeroLayer(s), s);
       const cache = backend.decode!.createKvCache(1, 40, s);

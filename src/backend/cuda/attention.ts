@@ -82,14 +82,19 @@ export function softmaxLaunch(keys: number): { kernel: KernelName; block: number
   return { kernel: "attention_softmax_32", block: Math.ceil(keys / SOFTMAX_PER_THREAD / 32) * 32 };
 }
 
-/** The fused kernel for this head size, when it applies: bf16, no packed branches, a compiled head size. */
-export function flashKernel(ctx: Pick<AttentionContext, "flash">, headDim: number, packed: boolean): KernelName | undefined {
+/**
+ * The fused kernel for this head size, when it applies: bf16, no packed branches, a compiled head
+ * size; its _rule variant when the scores are soft-capped or windowed (the plain one compiles
+ * those away and keeps fewer registers).
+ */
+export function flashKernel(ctx: Pick<AttentionContext, "flash">, headDim: number, packed: boolean, rule?: ScoreRule): KernelName | undefined {
   if (!ctx.flash || packed || !(FLASH_HEAD_DIMS as readonly number[]).includes(headDim)) return undefined;
-  return `flash_attention_${headDim}` as KernelName;
+  const masked = rule !== undefined && (rule.softcap > 0 || rule.window > 0);
+  return `flash_attention_${headDim}${masked ? "_rule" : ""}` as KernelName;
 }
 
 export function causalAttention(ctx: AttentionContext, x: AttentionInputs): void {
-  const flash = flashKernel(ctx, x.headDim, x.branches !== undefined);
+  const flash = flashKernel(ctx, x.headDim, x.branches !== undefined, x.rule);
   if (flash) {
     const { nWindows, seqLen, nHeads, nKvHeads } = x;
     ctx.launch(flash, [Math.ceil(seqLen / 64), nHeads, nWindows], 128, [
@@ -183,7 +188,7 @@ export interface CachedAttentionInputs {
 export function cachedAttention(ctx: AttentionContext, x: CachedAttentionInputs): void {
   const { qh, kCache, vCache, capacity, start, n, nHeads, nKvHeads, headDim: hd } = x;
   const keys = start + n;
-  const flash = flashKernel(ctx, hd, false);
+  const flash = flashKernel(ctx, hd, false, x.rule);
   if (flash) {
     ctx.launch(flash, [Math.ceil(n / 64), nHeads, 1], 128, [
       { ptr: qh }, { ptr: kCache }, { ptr: vCache }, { ptr: x.out }, { i32: n }, { i32: keys }, { i32: capacity }, { i32: start }, { i32: nHeads }, { i32: nKvHeads }, { f32: x.rule.scale }, ...ruleArgs(x.rule),

@@ -12,7 +12,7 @@ export const KERNEL_NAMES = [
   "row_stats", "gather_rows", "head_logsumexp", "residual_add_normed", "softcap_in_place",
 ] as const;
 /** Kernels compiled only with bf16 GEMM inputs (GIN_BF16=1): they use the bf16 tensor-core MMA. */
-export const BF16_KERNEL_NAMES = ["flash_attention_64", "flash_attention_128"] as const;
+export const BF16_KERNEL_NAMES = ["flash_attention_64", "flash_attention_128", "flash_attention_64_rule", "flash_attention_128_rule"] as const;
 export type KernelName = (typeof KERNEL_NAMES)[number] | (typeof BF16_KERNEL_NAMES)[number];
 /** Head sizes the flash attention kernel is compiled for. */
 export const FLASH_HEAD_DIMS = [64, 128] as const;
@@ -332,9 +332,16 @@ __device__ __forceinline__ void mma_bf16(float *c, const unsigned *a, unsigned b
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
-                                                                  int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale,
-                                                                  float softcap, int sliding_window) {
+// RULE: whether the soft cap and sliding window apply (the _rule kernels); without, they are
+// compiled away, so that a plain Llama layer keeps the registers (168 for head size 128, three
+// blocks an SM) it had before them (179 with, two blocks).
+template <int HD, bool RULE> __device__ __forceinline__ void flash_attention(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
+                                                                             int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale,
+                                                                             float softcap, int sliding_window) {
+  if (!RULE) {
+    softcap = 0.f;
+    sliding_window = 0;
+  }
   // Row strides padded by 8 elements so that the fragment loads below hit 32 different banks.
   constexpr int KS = HD + 8, VS = FA_TILE + 8;
   __shared__ __align__(16) bf16_t ks[FA_TILE * KS];
@@ -466,11 +473,19 @@ template <int HD> __device__ __forceinline__ void flash_attention(const bf16_t *
 }
 extern "C" __global__ void __launch_bounds__(128) flash_attention_64(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
                                                                      int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale, float softcap, int sliding_window) {
-  flash_attention<64>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
+  flash_attention<64, false>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
+}
+extern "C" __global__ void __launch_bounds__(128) flash_attention_64_rule(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
+                                                                          int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale, float softcap, int sliding_window) {
+  flash_attention<64, true>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
 }
 extern "C" __global__ void __launch_bounds__(128) flash_attention_128(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
                                                                       int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale, float softcap, int sliding_window) {
-  flash_attention<128>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
+  flash_attention<128, false>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
+}
+extern "C" __global__ void __launch_bounds__(128) flash_attention_128_rule(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, int n_queries, int n_keys,
+                                                                           int kv_stride, int q_offset, int n_heads, int n_kv_heads, float scale, float softcap, int sliding_window) {
+  flash_attention<128, true>(q, k, v, out, n_queries, n_keys, kv_stride, q_offset, n_heads, n_kv_heads, scale, softcap, sliding_window);
 }
 #endif
 
