@@ -19,7 +19,7 @@ import { generate, generateOnBackend } from "../src/eval/generate.js";
 import { loadModel, openModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot } from "../src/shared.js";
-import { tempDir } from "./helpers.js";
+import { scaledError, tempDir } from "./helpers.js";
 
 const dir = tempDir("shortgpt-cuda-emulated-");
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -105,16 +105,6 @@ async function emulated(variant: Pick<Variant, "name" | "precision" | "flash">):
 after(async () => {
   for (const b of backends.values()) await b.dispose();
 });
-
-function scaledError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let err = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    err = Math.max(err, Math.abs(got[i]! - want[i]!));
-    scale = Math.max(scale, Math.abs(want[i]!));
-  }
-  return got.length === want.length ? err / scale : Infinity;
-}
 
 /** Deterministic values in [-scale, scale) + offset. */
 function values(n: number, seed: number, scale: number, offset = 0): Float32Array {
