@@ -11,7 +11,7 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import type { DecodeSupport, LayerShape, LayerWeightsF32, PackedLayout } from "../src/backend/backend.js";
+import { type DecodeSupport, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type PackedLayout, type SideStreams } from "../src/backend/backend.js";
 import { type CudaBackend, createCudaBackend, type CudaPrecision } from "../src/backend/cuda/cudaBackend.js";
 import { BF16_KERNEL_NAMES, KERNEL_NAMES, KERNEL_SOURCE } from "../src/backend/cuda/kernelSource.js";
 import { createReferenceBackend, createReferenceKernels } from "../src/backend/referenceBackend.js";
@@ -277,3 +277,76 @@ test("fp32, kernels on the CPU: the tiny Gemma 2, Gemma 3 and Phi-3 checkpoints 
     }
   }
 });
+
+// The recurrent kinds (Mamba, RWKV-4, RWKV-7): their GEMMs and scan kernels on the CPU against the
+// float64 reference layers (each window from a zero state), on random weights scaled as in
+// test/recurrentBatched.test.ts, several windows each.
+function randomRecurrentLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
+  const weights: Partial<LayerWeightsF32> = {};
+  let s = seed;
+  for (const [name, dims] of Object.entries(layerWeightDims(shape)) as [LayerWeightName, number[]][]) {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const norm = name === "attnNorm" || name === "ffnNorm";
+    const spread = dims.length === 2 && name !== "mambaALog" ? 1 / Math.sqrt(dims[1]!) : 0.5;
+    weights[name] = values(n, 7919 * s++, norm ? 0.1 : spread, norm ? 1 : 0);
+  }
+  return weights as LayerWeightsF32;
+}
+
+const RECURRENT_COMMON = { nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
+const TINY_MAMBA: LayerShape = { ...RECURRENT_COMMON, kind: "mamba", mamba: { dInner: 48, dState: 16, dtRank: 4, convKernel: 4, convBias: true }, dim: 24, hiddenDim: 48 };
+/** d_state 20: the scan kernel with room for 64, its unused registers masked. */
+const TINY_MAMBA_WIDE_STATE: LayerShape = { ...TINY_MAMBA, mamba: { dInner: 32, dState: 20, dtRank: 3, convKernel: 3, convBias: false } };
+const TINY_RWKV4: LayerShape = { ...RECURRENT_COMMON, kind: "rwkv4", rwkvAttDim: 40, dim: 32, hiddenDim: 64 };
+const TINY_RWKV7: LayerShape = { ...RECURRENT_COMMON, kind: "rwkv7", rwkv7: { headSize: 64, decayRank: 8, iclrRank: 8, valueRank: 4, gateRank: 8 }, dim: 128, nHeads: 2, hiddenDim: 96 };
+const RECURRENT_CASES: [string, LayerShape, number][] = [
+  ["mamba, d_state 16", TINY_MAMBA, 40],
+  ["mamba, d_state 20, no conv bias", TINY_MAMBA_WIDE_STATE, 24],
+  ["rwkv4", TINY_RWKV4, 40],
+];
+
+for (const variant of VARIANTS.slice(0, 2)) {
+  const { precision } = variant;
+  test(`${precision}, kernels on the CPU: Mamba, RWKV-4 and RWKV-7 layers (RWKV-7 as the first block, starting v_first on the device, and as a later one reading it) within ${TOLERANCE[precision]} of the float64 reference`, async (t) => {
+    const backend = await emulated(variant);
+    const reference = createReferenceKernels();
+    const nWindows = 3;
+    for (const [name, shape, seqLen] of RECURRENT_CASES) {
+      const weights = randomRecurrentLayer(shape, 5);
+      const x = values(nWindows * seqLen * shape.dim, 6, 1);
+      const want = await reference.runLayer(x, nWindows, seqLen, weights, shape);
+      const states = await backend.upload(x, nWindows * seqLen, shape.dim);
+      const out = await backend.runLayer(states, nWindows, seqLen, await backend.prepareLayer(`${precision}/${name}`, () => weights, shape), shape);
+      const got = await backend.readRows(out);
+      const err = scaledError(got, want);
+      backend.release(states);
+      backend.release(out);
+      // Mamba's update is a small part of the stream: its error is bounded relative to the update too.
+      const update = (y: ArrayLike<number>): Float64Array => Float64Array.from(x, (v, i) => y[i]! - v);
+      const updateErr = scaledError(update(got), update(want));
+      t.diagnostic(`${name}: scaled error ${err.toExponential(2)}, of the update ${updateErr.toExponential(2)}`);
+      assert.ok(err <= TOLERANCE[precision] && err > 0 && updateErr <= TOLERANCE[precision], `${name}: scaled error ${err}, of the update ${updateErr}`);
+    }
+    // RWKV-7: block 0 starts v_first, block 1 mixes it into its values.
+    const seqLen = 12;
+    const shape = TINY_RWKV7;
+    const [first, second] = [randomRecurrentLayer(shape, 7), randomRecurrentLayer(shape, 8)];
+    const x = values(nWindows * seqLen * shape.dim, 9, 1);
+    const side: SideStreams = {};
+    const wantFirst = await reference.runLayer(x, nWindows, seqLen, first, shape, undefined, side);
+    const wantSecond = await reference.runLayer(wantFirst, nWindows, seqLen, second, shape, undefined, side);
+    const states = await backend.upload(x, nWindows * seqLen, shape.dim);
+    const afterFirst = await backend.runLayer(states, nWindows, seqLen, await backend.prepareLayer(`${precision}/rwkv7 first`, () => first, shape), shape);
+    const afterSecond = await backend.runLayer(afterFirst, nWindows, seqLen, await backend.prepareLayer(`${precision}/rwkv7 second`, () => second, shape), shape);
+    const errFirst = scaledError(await backend.readRows(afterFirst), wantFirst);
+    // Measured against the update of the second block alone: the stream it was given is the device's.
+    const errSecond = scaledError(await backend.readRows(afterSecond), wantSecond);
+    for (const s of [states, afterFirst, afterSecond]) backend.release(s);
+    t.diagnostic(`rwkv7: first block ${errFirst.toExponential(2)}, second block ${errSecond.toExponential(2)}`);
+    assert.ok(errFirst <= TOLERANCE[precision] && errFirst > 0, `rwkv7 first block: scaled error ${errFirst}`);
+    assert.ok(errSecond <= TOLERANCE[precision] && errSecond > 0, `rwkv7 second block (v_first from the device): scaled error ${errSecond}`);
+    // Without v_first the second block computes something else: the side stream is really read.
+    const alone = await reference.runLayer(wantFirst, nWindows, seqLen, second, shape, undefined, {});
+    assert.ok(scaledError(alone, wantSecond) > 2 * TOLERANCE[precision], "v_first moves the second block's output");
+  });
+}

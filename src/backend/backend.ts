@@ -382,7 +382,9 @@ export function assertAttentionLayer(shape: LayerShape, backend: string): void {
 
 /** The engine's capability check before a run: a backend without recurrent kernels refuses a recurrent model up front. */
 export function checkBackendComputes(backend: Pick<DecoderBackend, "name" | "computesRecurrentLayers">, shape: LayerShape): void {
-  if (isRecurrentShape(shape) && backend.computesRecurrentLayers !== true) assertAttentionLayer(shape, backend.name);
+  const computes = backend.computesRecurrentLayers;
+  const computed = computes === true || (typeof computes === "object" && computes.has(layerKind(shape)));
+  if (isRecurrentShape(shape) && !computed) assertAttentionLayer(shape, backend.name);
 }
 
 /** The final norm (and its bias, with LayerNorm) and the classifier, as runHead takes them. */
@@ -491,10 +493,11 @@ export interface DecoderBackend {
   /** The batch size (tokens per runLayer call) that keeps this backend busy. */
   readonly batchTokens: number;
   /**
-   * True when runLayer computes the recurrent layer kinds (mamba, mamba2, rwkv4, rwkv6, rwkv7) too; absent means
-   * attention only, and the engine refuses a recurrent model on it (see checkBackendComputes).
+   * True when runLayer computes the recurrent layer kinds (mamba, mamba2, rwkv4, rwkv6, rwkv7) too,
+   * or the set of those it computes; absent means attention only, and the engine refuses a
+   * recurrent model on it (see checkBackendComputes).
    */
-  readonly computesRecurrentLayers?: boolean;
+  readonly computesRecurrentLayers?: boolean | ReadonlySet<LayerKind>;
   /**
    * False when runLayer computes on the calling thread (the CPU bf16 engine's native calls):
    * reading the next layer while it runs would overlap nothing, so the engine reads the next

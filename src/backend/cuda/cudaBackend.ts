@@ -5,7 +5,7 @@
 // Only small results come back to the host: per-row statistics, log-likelihoods, asked-for logits.
 
 import { UnsupportedError, DeviceError, OptionError } from "../../errors.js";
-import type { DecoderBackend, DecodeSupport, EmbeddingWeights, KvCacheHandle, HeadResult, HeadWeights, HiddenStates, PreparedEmbedding, LayerShape, LayerWeightsF32, PackedLayout, PreparedHead, PreparedLayer, RowStats, RowStatsWanted } from "../backend.js";
+import { type DecoderBackend, type DecodeSupport, type EmbeddingWeights, type KvCacheHandle, type HeadResult, type HeadWeights, type HiddenStates, isRecurrentShape, layerKind, type PreparedEmbedding, type LayerShape, type LayerWeightsF32, type PackedLayout, type PreparedHead, type PreparedLayer, type RowStats, type RowStatsWanted } from "../backend.js";
 import { checkPosition, checkTokenIds } from "../embedding.js";
 import { checkRowIndices } from "../hostBackend.js";
 import { ropeInverseFrequencies } from "../reference.js";
@@ -19,6 +19,7 @@ import { DeferredDownloads } from "./deferredDownloads.js";
 import { LayoutCache } from "./layoutCache.js";
 import { BF16_KERNEL_NAMES, KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD } from "./kernelSource.js";
 import { type CudaLibraryPaths, findCudaLibraries } from "./libraries.js";
+import { checkRecurrentShape, CUDA_RECURRENT_KINDS, type RecurrentContext, type RecurrentTensorName, recurrentRowBytes, recurrentUploadParts, runRecurrentLayer } from "./recurrent.js";
 
 export type CudaPrecision = "bf16" | "fp32";
 
@@ -75,11 +76,22 @@ interface DeviceKvCache extends KvCacheHandle {
   released: boolean;
 }
 
+/**
+ * RWKV-7's value residual beside the stream (see SideStreams): the first block's v, (rows, dim)
+ * fp32, shared by the states of every later layer of the batch and freed with the last of them.
+ */
+interface DeviceSideStream {
+  readonly vFirst: DevicePtr;
+  readonly bytes: number;
+  holders: number;
+}
+
 /** Device memory, rows x dim float32. */
 interface DeviceStates extends HiddenStates {
   readonly ptr: DevicePtr;
   readonly bytes: number;
   released: boolean;
+  readonly side?: DeviceSideStream;
 }
 
 /** A layer's weights on the device: one allocation, tensors at aligned offsets. */
@@ -87,7 +99,7 @@ interface DeviceLayer extends PreparedLayer {
   readonly base: DevicePtr;
   readonly bytes: number;
   readonly resident: boolean;
-  readonly tensors: Partial<Record<DeviceTensorName, DevicePtr>>;
+  readonly tensors: Partial<Record<DeviceTensorName | RecurrentTensorName, DevicePtr>>;
   freed: boolean;
 }
 type DeviceTensorName = "attnNorm" | "attnNormBias" | "wqkv" | "bq" | "bk" | "bv" | "qNorm" | "kNorm" | "wo" | "bo" | "attnPostNorm" | "ffnNorm" | "ffnNormBias" | "wUpGate" | "bUp" | "wDown" | "bDown" | "ffnPostNorm";
@@ -118,6 +130,7 @@ interface DeviceHead extends PreparedHead {
  * head) then stays resident on a 141 GB card for batches of 4,096 tokens.
  */
 export function activationReserve(shape: LayerShape, rows: number, ginBytes: number, scoresBytes: number): number {
+  if (isRecurrentShape(shape)) return rows * recurrentRowBytes(shape, ginBytes) + shape.dim * Math.max(shape.dim, shape.hiddenDim) * 4 + 2 * 2 ** 30;
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
@@ -125,6 +138,11 @@ export function activationReserve(shape: LayerShape, rows: number, ginBytes: num
   const perRow = (shape.postNorms ? 4 : 3) * dim * 4 + ginBytes * (Math.max(dim, qDim) + (qDim + 2 * kvDim) + qDim + 2 * kvDim + 2 * qDim + 2 * hiddenDim + hiddenDim);
   const staging = Math.max(hiddenDim, qDim) * dim * 4;
   return rows * perRow + scoresBytes + staging + 2 * 2 ** 30;
+}
+
+/** Decoding with a key/value cache is attention's; a recurrent model generates on the in-memory model. */
+function refuseRecurrentDecoding(shape: LayerShape): void {
+  if (isRecurrentShape(shape)) throw new UnsupportedError(`the cuda backend does not decode ${layerKind(shape)} layers token by token (it keeps no recurrent state between calls)`, { option: "--backend", hint: "generate with a CPU backend" });
 }
 
 const blocksFor = (n: number): number => Math.max(1, Math.min(Math.ceil(n / BLOCK), 132 * 32));
@@ -265,10 +283,20 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
 
   const uploadLayer = (key: string, w: LayerWeightsF32, shape: LayerShape): DeviceLayer => {
     checkLayerWeights(w, shape);
-    const parts: { name: DeviceTensorName; values: Float32Array[]; gin: boolean }[] = [];
+    const parts: { name: DeviceTensorName | RecurrentTensorName; values: Float32Array[]; gin: boolean }[] = isRecurrentShape(shape) ? recurrentUploadParts(w, shape) : [];
     const add = (n: DeviceTensorName, values: (Float32Array | undefined)[], gin = false): void => {
       if (values.every((v) => v !== undefined)) parts.push({ name: n, values: values as Float32Array[], gin });
     };
+    if (!isRecurrentShape(shape)) addAttentionParts(w, shape, add);
+    const bytes = parts.reduce((n, p) => n + alignUp(p.values.reduce((m, v) => m + v.length, 0) * (p.gin ? ginBytes : 4)), 0);
+    const resident = fitsResident(bytes, shape);
+    const group = uploadGroup(parts, `layer weights ${key}`);
+    stats.layersUploaded++;
+    return { key, weights: undefined, base: group.base, bytes: group.bytes, resident, tensors: group.tensors, freed: false };
+  };
+
+  /** An attention layer's tensors: the fused q|k|v and gate|up matrices, norms and biases. */
+  const addAttentionParts = (w: LayerWeightsF32, shape: LayerShape, add: (n: DeviceTensorName, values: (Float32Array | undefined)[], gin?: boolean) => void): void => {
     add("attnNorm", [w.attnNorm]);
     if (shape.layerNorm) add("attnNormBias", [w.attnNormBias]);
     add("wqkv", [w.wq, w.wk, w.wv], true);
@@ -295,11 +323,6 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       add("bUp", [w.bUp]);
       add("bDown", [w.bDown]);
     }
-    const bytes = parts.reduce((n, p) => n + alignUp(p.values.reduce((m, v) => m + v.length, 0) * (p.gin ? ginBytes : 4)), 0);
-    const resident = fitsResident(bytes, shape);
-    const group = uploadGroup(parts, `layer weights ${key}`);
-    stats.layersUploaded++;
-    return { key, weights: undefined, base: group.base, bytes: group.bytes, resident, tensors: group.tensors, freed: false };
   };
 
   const invFreqFor = (shape: LayerShape): DevicePtr => {
@@ -315,6 +338,10 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   };
 
   const checkShape = (shape: LayerShape): void => {
+    if (isRecurrentShape(shape)) {
+      checkRecurrentShape(shape);
+      return;
+    }
     if (shape.activation === "gelu_tanh_f16") throw new UnsupportedError("the cuda backend does not compute llama.cpp's float16 GELU table (gelu_tanh_f16)", { hint: "use the reference backend for comparisons with llama.cpp" });
     // The kernels take 0 for "no soft cap" and "no window": a zero, negative or non-finite value would silently turn the feature off.
     for (const [field, value] of [["attnScale", shape.attnScale], ["attnSoftcap", shape.attnSoftcap], ["slidingWindow", shape.slidingWindow], ["ropeAttentionFactor", shape.ropeAttentionFactor]] as const) {
@@ -402,6 +429,31 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     launch("residual_add_normed", [rows], BLOCK, [ptr(x), ptr(proj), ptr(postNorm), ptr(out), i32(dim), f32(eps)]);
   };
 
+  const recurrent: RecurrentContext = {
+    ginBytes,
+    scratch: (slot, bytes) => work(slot, bytes),
+    launch: (kernel, grid, block, args) => launch(kernel, grid, block, args),
+    linear: (out, input, w, rows, k, n, asGin = false) => linear(out, input, w, rows, k, n, false, asGin),
+    residualAdd: (x, out, input, w, rows, k, dim) => residualAdd(x, out, input, w, rows, k, dim, undefined, undefined, 0),
+    copy: (dst, src, bytes) => api.copy(dst, src, bytes),
+  };
+
+  /** A recurrent layer (recurrent.ts); the output states carry RWKV-7's value residual on, started by the first block that finds none. */
+  const runRecurrent = (x: DeviceStates, nWindows: number, seqLen: number, layer: DeviceLayer, shape: LayerShape): DeviceStates => {
+    const out = newStates(nWindows * seqLen, shape.dim);
+    let side = x.side;
+    runRecurrentLayer(recurrent, x.ptr, out.ptr, nWindows, seqLen, layer.tensors, shape, {
+      vFirst: side?.vFirst,
+      start: () => {
+        side = { vFirst: memory.takeStates(x.bytes, `RWKV-7 value residual (${x.rows} x ${x.dim})`), bytes: x.bytes, holders: 0 };
+        return side.vFirst;
+      },
+    });
+    if (!side) return out;
+    side.holders++;
+    return { ...out, side };
+  };
+
   const freeLayer = (layer: DeviceLayer): void => {
     if (layer.freed) return;
     layer.freed = true;
@@ -411,6 +463,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
   const decode: DecodeSupport = {
     createKvCache(nSlots, capacity, shape) {
       checkShape(shape);
+      refuseRecurrentDecoding(shape);
       if (!(Number.isInteger(nSlots) && nSlots > 0 && Number.isInteger(capacity) && capacity > 0)) throw new OptionError(`a key/value cache needs positive slots and capacity, got ${nSlots} and ${capacity}`);
       if (!flashKernel(attention, shape.headDim, false) && capacity > SOFTMAX_PER_THREAD * 1024) {
         throw new UnsupportedError(`the cuda backend decodes up to ${SOFTMAX_PER_THREAD * 1024} positions without its fused attention kernel (head size ${shape.headDim}, ${precision}), asked for ${capacity}`, { option: "--max-tokens", hint: "generate fewer tokens, or use --precision bf16 with a head size of 64 or 128" });
@@ -426,6 +479,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       const cache = handle as DeviceKvCache;
       if (handle.owner !== name || !("base" in handle) || cache.released) throw new OptionError(`the key/value cache was not made by ${name} or was released`);
       checkShape(shape);
+      refuseRecurrentDecoding(shape);
       if (!(Number.isInteger(slot) && slot >= 0 && slot < cache.nSlots)) throw new OptionError(`cache slot ${slot} is outside 0..${cache.nSlots - 1}`);
       if (shape.nKvHeads * shape.headDim !== cache.kvDim || s.dim !== shape.dim) throw new OptionError("the layer's shape does not match the key/value cache or the hidden states");
       if (cache.length + s.rows > cache.capacity) throw new OptionError(`${s.rows} new tokens after ${cache.length} do not fit a cache of ${cache.capacity} positions`);
@@ -445,6 +499,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
 
   const backend: CudaBackend = {
     name,
+    computesRecurrentLayers: CUDA_RECURRENT_KINDS,
     // Gemma 2/3 and Phi-3: every feature, on both attention paths and in decoding (see attention.ts's ScoreRule).
     shapeFeatures: ALL_ATTENTION_FAMILY_FEATURES,
     decode,
@@ -527,6 +582,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       const s = own(states);
       s.released = true;
       memory.giveStates(s.ptr, s.bytes);
+      if (s.side && --s.side.holders === 0) memory.giveStates(s.side.vFirst, s.side.bytes);
     },
     async prepareLayer(key, load, shape) {
       checkShape(shape);
@@ -569,6 +625,10 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
       if (layout) checkLayout(layout, nWindows, seqLen);
       const l = layer as DeviceLayer;
       if (!("base" in layer) || l.freed) throw new OptionError(`layer ${layer.key} is not prepared on ${name}`);
+      if (isRecurrentShape(shape)) {
+        if (layout) throw new UnsupportedError(`the cuda backend scans ${layerKind(shape)} layers over plain windows only, not packed sequences`, { option: "--backend", hint: "use a CPU backend for packed (shared-prefix) evaluation of recurrent models" });
+        return runRecurrent(s, nWindows, seqLen, l, shape);
+      }
       return runLayer(s, nWindows, seqLen, l, shape, layout);
     },
     rowStats(a, b, wanted: RowStatsWanted, rows): Promise<RowStats> {

@@ -6,10 +6,14 @@
 // (--precision fp32). The residual stream and every GEMM output stay fp32; reductions
 // (norms, statistics, softmax sums) accumulate in double or fp32 as each kernel says.
 // No CUDA headers are included: bf16 is handled as its bits, so NVRTC needs no include path.
+// The recurrent layer kinds' kernels are recurrentKernelSource.ts's, appended to this source.
+
+import { RECURRENT_KERNEL_NAMES, RECURRENT_KERNEL_SOURCE } from "./recurrentKernelSource.js";
 
 export const KERNEL_NAMES = [
   "embed_rows", "to_gin", "norm_rows", "qkv_heads", "attention_softmax_4", "attention_softmax_8", "attention_softmax_16", "attention_softmax_32", "heads_to_rows", "add_bias", "mlp_activation",
   "row_stats", "gather_rows", "head_logsumexp", "residual_add_normed", "softcap_in_place",
+  ...RECURRENT_KERNEL_NAMES,
 ] as const;
 /** Kernels compiled only with bf16 GEMM inputs (GIN_BF16=1): they use the bf16 tensor-core MMA. */
 export const BF16_KERNEL_NAMES = ["flash_attention_64", "flash_attention_128", "flash_attention_64_rule", "flash_attention_128_rule"] as const;
@@ -125,14 +129,13 @@ __device__ float rms_inverse(const float *row, int dim, float eps, double *scrat
   return (float)(1.0 / sqrt(block_sum(ss, scratch) / dim + (double)eps));
 }
 
-// RMSNorm (layer_norm 0) or LayerNorm with bias (layer_norm 1) of rows of x (., dim) -> out (rows, dim).
-// Row r of the output normalizes row source_rows[r] of x (all rows in order when source_rows is null).
-// grid: rows; block: 256.
-extern "C" __global__ void norm_rows(const float *x, const int *source_rows, const float *weight, const float *bias, gin_t *out, int dim, float eps, int layer_norm) {
-  __shared__ double scratch[32];
-  const int r = blockIdx.x;
-  const float *row = x + (long long)(source_rows ? source_rows[r] : r) * dim;
-  gin_t *dst = out + (long long)r * dim;
+// A normed row stored as GEMM inputs (norm_rows) or as fp32 (norm_rows_f32, recurrentKernelSource.ts).
+__device__ __forceinline__ void store_normed(bf16_t *p, float v) { *p = float_to_bf16(v); }
+__device__ __forceinline__ void store_normed(float *p, float v) { *p = v; }
+
+// RMSNorm (layer_norm 0) or LayerNorm with bias (layer_norm 1) of one row of dim values -> dst,
+// the sums in double. Every thread of the block takes part (scratch: 32 doubles of shared memory).
+template <typename T> __device__ void norm_row(const float *row, const float *weight, const float *bias, T *dst, int dim, float eps, int layer_norm, double *scratch) {
   if (layer_norm) {
     double s = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) s += row[i];
@@ -140,11 +143,20 @@ extern "C" __global__ void norm_rows(const float *x, const int *source_rows, con
     double v = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) { const double d = row[i] - mean; v += d * d; }
     const float inv = (float)(1.0 / sqrt(block_sum(v, scratch) / dim + (double)eps));
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = to_gin_value((row[i] - mean) * inv * weight[i] + bias[i]);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) store_normed(dst + i, (row[i] - mean) * inv * weight[i] + bias[i]);
   } else {
     const float inv = rms_inverse(row, dim, eps, scratch);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = to_gin_value(row[i] * inv * weight[i]);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) store_normed(dst + i, row[i] * inv * weight[i]);
   }
+}
+
+// RMSNorm (layer_norm 0) or LayerNorm with bias (layer_norm 1) of rows of x (., dim) -> out (rows, dim).
+// Row r of the output normalizes row source_rows[r] of x (all rows in order when source_rows is null).
+// grid: rows; block: 256.
+extern "C" __global__ void norm_rows(const float *x, const int *source_rows, const float *weight, const float *bias, gin_t *out, int dim, float eps, int layer_norm) {
+  __shared__ double scratch[32];
+  const int r = blockIdx.x;
+  norm_row(x + (long long)(source_rows ? source_rows[r] : r) * dim, weight, bias, out + (long long)r * dim, dim, eps, layer_norm, scratch);
 }
 
 // Gemma 2/3's sandwich norm at a residual add: out = x + RMSNorm(src) * weight, row by row (host
@@ -540,4 +552,4 @@ extern "C" __global__ void head_logsumexp(const float *logits, int vocab, const 
     target_logit[blockIdx.x] = row[targets[blockIdx.x]];
   }
 }
-`;
+` + RECURRENT_KERNEL_SOURCE;

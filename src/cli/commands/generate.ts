@@ -1,6 +1,6 @@
 // shortgpt generate MODEL: text from the model, greedy by default.
 
-import type { DecoderBackend, DecodeSupport } from "../../backend/backend.js";
+import { type DecoderBackend, type DecodeSupport, isRecurrentShape } from "../../backend/backend.js";
 import { OptionError, UnsupportedError } from "../../errors.js";
 import type { OpenedModel } from "../../load.js";
 import { generate, generateOnBackend } from "../../eval/generate.js";
@@ -12,8 +12,9 @@ import { backendFromArgs, ENGINE_OPTIONS, openFromArgs, skipFromArgs, modelPathF
 
 function canRun(source: StreamingSource, backend: DecoderBackend): boolean {
   try {
-    checkedLayerShapes(source, backend);
-    return true;
+    // Decoding keeps a key/value cache on the backend; a recurrent model (which cuda scores but
+    // does not decode: no state kept between calls) generates on the in-memory model.
+    return !checkedLayerShapes(source, backend).some(isRecurrentShape);
   } catch (err) {
     if (err instanceof UnsupportedError) return false;
     throw err;
@@ -40,7 +41,7 @@ export const generateCommand: Command = {
     const seed = int(p, "seed", 0) ?? 42;
     // A backend with its own key/value cache (cuda) generates where its weights live; the CPU
     // backends have none, and generation runs token by token on the in-memory reference model.
-    // A family the backend does not compute (cuda: Mamba, RWKV for now) generates in memory too.
+    // A family the backend does not decode (cuda: Mamba, RWKV) generates in memory too.
     const backend = await backendFromArgs(p);
     let opened: OpenedModel | undefined;
     try {
