@@ -18,7 +18,8 @@ import { createReferenceBackend, createReferenceKernels } from "../src/backend/r
 import { generate, generateOnBackend } from "../src/eval/generate.js";
 import { loadModel, openModel } from "../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
-import { repoRoot } from "../src/shared.js";
+import { repoRoot, sharedDir } from "../src/shared.js";
+import { oraclePython } from "./oraclePython.js";
 import { scaledError, tempDir } from "./helpers.js";
 
 const dir = tempDir("shortgpt-cuda-emulated-");
@@ -350,3 +351,37 @@ for (const variant of VARIANTS.slice(0, 2)) {
     assert.ok(scaledError(alone, wantSecond) > 2 * TOLERANCE[precision], "v_first moves the second block's output");
   });
 }
+
+test("fp32, kernels on the CPU: the tiny Mamba, RWKV-4 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block) agree with the CPU reference", async (t) => {
+  const backend = await emulated(VARIANTS[0]);
+  const reference = createReferenceBackend();
+  const rwkv7 = join(dir, "rwkv7_tiny.gguf");
+  const made = spawnSync(oraclePython(), [join(repoRoot(), "test", "oracle", "rwkv7_gguf_fixture.py"), "--shared", sharedDir(), "--out", rwkv7], { encoding: "utf8" });
+  assert.equal(made.status, 0, `rwkv7_gguf_fixture.py: ${made.error?.message ?? made.stderr}`);
+  const document = Array.from({ length: 48 }, (_, i) => 3 + ((i * 37 + 11) % 60));
+  const windows = [0, 16, 32].map((begin) => ({ document: 0, begin, tokens: document.slice(begin, begin + 16), firstTarget: 1 }));
+  const cases: [string, string, Set<number> | undefined][] = [
+    ["mamba", join(repoRoot(), "test", "fixtures", "mamba_tiny"), undefined],
+    ["rwkv4", join(repoRoot(), "test", "fixtures", "rwkv4_tiny"), undefined],
+    ["rwkv7", rwkv7, undefined],
+    // Block 0 skipped: block 1 starts v_first on the device.
+    ["rwkv7 without block 0", rwkv7, new Set([0])],
+  ];
+  for (const [name, path, skip] of cases) {
+    const opened = openModel(path);
+    try {
+      const options = skip ? { skip } : {};
+      const want = await streamingPerplexity(opened, windows, { backend: reference, ...options });
+      const got = await streamingPerplexity(opened, windows, { backend, ...options });
+      assert.ok(Math.abs(got.nll - want.nll) / want.nll <= TOLERANCE.fp32, `${name} nll ${got.nll} vs ${want.nll}`);
+      const wantBi = await streamingBlockInfluence(opened, windows, { backend: reference, ...options });
+      const gotBi = await streamingBlockInfluence(opened, windows, { backend, ...options });
+      assert.equal(gotBi.layers.length, wantBi.layers.length);
+      const worst = Math.max(...gotBi.layers.map((l, i) => Math.abs(l.bi - wantBi.layers[i]!.bi) / Math.max(wantBi.layers[i]!.bi, 1e-3)));
+      t.diagnostic(`${name}: nll ${got.nll} vs ${want.nll}; BI worst relative difference ${worst.toExponential(2)}`);
+      assert.ok(worst <= 1e-4, `${name} BI: ${gotBi.layers.map((l) => l.bi).join(", ")} vs ${wantBi.layers.map((l) => l.bi).join(", ")}`);
+    } finally {
+      opened.close();
+    }
+  }
+});
