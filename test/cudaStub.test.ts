@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { type DecodeSupport, type LayerShape, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "../src/backend/backend.js";
+import { checkBackendComputes, type DecodeSupport, type LayerShape, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "../src/backend/backend.js";
 import { type CudaBackend, createCudaBackend, type CudaBackendOptions } from "../src/backend/cuda/cudaBackend.js";
 import { generateOnBackend } from "../src/eval/generate.js";
 import { layerShape } from "../src/models/llama.js";
@@ -409,5 +409,77 @@ test("generation on the device with a sliding-window model: each step's softmax 
   } finally {
     await backend.dispose();
     opened.close();
+  }
+});
+
+test("recurrent layers: Mamba, RWKV-4 and RWKV-7 as GEMMs over every window's tokens (fp32 outputs where a kernel reads them, GEMM inputs where a GEMM does) around their scan kernels, one thread per (window, channel) or a block per (window, head); mamba2 and rwkv6, packed layouts and decoding are refused", async () => {
+  const common = { nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
+  const mamba: LayerShape = { ...common, kind: "mamba", mamba: { dInner: 48, dState: 16, dtRank: 4, convKernel: 4, convBias: true }, dim: 24, hiddenDim: 48 };
+  const rwkv4: LayerShape = { ...common, kind: "rwkv4", rwkvAttDim: 40, dim: 32, hiddenDim: 64 };
+  const rwkv7: LayerShape = { ...common, kind: "rwkv7", rwkv7: { headSize: 64, decayRank: 8, iclrRank: 6, valueRank: 4, gateRank: 10 }, dim: 128, nHeads: 2, hiddenDim: 96 };
+  const backend = await createCudaBackend(options());
+  const [nWindows, seqLen] = [3, 10];
+  const rows = nWindows * seqLen;
+  // Each GEMM as out width x depth, its output type (f32 or gin) and "+" when it accumulates into the stream.
+  const gemms = (log: readonly string[]): string[] => log.filter((l) => l.startsWith("gemm")).map((l) => {
+    const f = Object.fromEntries(l.split(" ").slice(3).map((kv) => kv.split("=") as [string, string]));
+    assert.equal(f["n"], String(rows), "every window's tokens in one GEMM");
+    return `${f["m"]}x${f["k"]}${f["types"]!.endsWith(",0") ? "" : " gin"}${f["beta"] === "1" ? " +" : ""}`;
+  });
+  const launches = (log: readonly string[]): string[] => log.filter((l) => l.startsWith("launch")).map((l) => l.split(" ").slice(1).join(" "));
+  const run = async (shape: LayerShape, x: Awaited<ReturnType<CudaBackend["upload"]>>, key: string): Promise<{ log: string[]; out: Awaited<ReturnType<CudaBackend["upload"]>> }> => {
+    const layer = await backend.prepareLayer(key, () => zeroLayer(shape), shape);
+    calls();
+    const out = await backend.runLayer(x, nWindows, seqLen, layer, shape);
+    return { log: calls(), out };
+  };
+  try {
+    assert.ok(backend.computesRecurrentLayers instanceof Set && ["mamba", "rwkv4", "rwkv7"].every((k) => (backend.computesRecurrentLayers as Set<string>).has(k)));
+    const xm = await backend.upload(new Float32Array(rows * mamba.dim), rows, mamba.dim);
+    const m = await run(mamba, xm, "mamba");
+    // in_proj (stream | gate), x_proj (dt, B, C), dt_proj, out_proj accumulated into the stream.
+    assert.deepEqual(gemms(m.log), ["96x24", "36x48", "48x4", "24x48 +"]);
+    assert.deepEqual(launches(m.log), ["norm_rows 30 1 256 z=1", "mamba_conv_silu 6 1 256 z=1", "columns_to_gin 1 1 256 z=1", "mamba_scan_16 1 3 128 z=1"]);
+    assert.deepEqual([argsOf(m.log, "mamba_scan_16")[0]!["d_state"], argsOf(m.log, "mamba_scan_16")[0]!["dt_rank"], argsOf(m.log, "mamba_conv_silu")[0]!["bias"]], ["16", "4", "ptr"]);
+    for (const s of [xm, m.out]) backend.release(s);
+
+    const x4 = await backend.upload(new Float32Array(rows * rwkv4.dim), rows, rwkv4.dim);
+    const r4 = await run(rwkv4, x4, "rwkv4");
+    // k, v, r; the output projection; channel mixing's key (written as GEMM inputs for its square), receptance, value.
+    assert.deepEqual(gemms(r4.log), ["40x32", "40x32", "40x32", "32x40 +", "64x32 gin", "32x32", "32x64"]);
+    assert.deepEqual(launches(r4.log).map((l) => l.split(" ")[0]), ["norm_rows_f32", "token_shift_mix", "rwkv4_wkv", "norm_rows_f32", "token_shift_mix", "relu_square_in_place", "add_sigmoid_gated"]);
+    assert.deepEqual(argsOf(r4.log, "token_shift_mix").map((a) => [a["n_mix"], a["lerp_to_previous"]]), [["3", "0"], ["2", "0"]]);
+    assert.ok(launches(r4.log).includes("rwkv4_wkv 1 3 128 z=1"), "one thread per (window, channel)");
+    for (const s of [x4, r4.out]) backend.release(s);
+
+    const x7 = await backend.upload(new Float32Array(rows * rwkv7.dim), rows, rwkv7.dim);
+    const first = await run(rwkv7, x7, "rwkv7 first");
+    const second = await run(rwkv7, first.out, "rwkv7 second");
+    // r, decay LoRA, k, v, [value-residual LoRA,] gate LoRA, a LoRA, output; channel mixing.
+    const lora = (rank: number): string[] => [`${rank}x128`, `128x${rank}`];
+    const common7 = [...lora(10), ...lora(6), "128x128 +", "96x128 gin", "128x96 +"];
+    assert.deepEqual(gemms(first.log), ["128x128", ...lora(8), "128x128", "128x128", ...common7]);
+    assert.deepEqual(gemms(second.log), ["128x128", ...lora(8), "128x128", "128x128", ...lora(4), ...common7]);
+    assert.ok(launches(first.log).includes("rwkv7_scan_64 2 3 64 z=1"), "a block of 64 threads per (head, window)");
+    assert.equal(launches(first.log).filter((l) => l.startsWith("rwkv7_value_residual")).length, 0, "the first block starts v_first");
+    assert.equal(launches(second.log).filter((l) => l.startsWith("rwkv7_value_residual")).length, 1, "a later block mixes it in");
+    assert.deepEqual(argsOf(second.log, "activation_to_gin").map((a) => a["kind"]), ["1", "0", "2", "0"], "tanh (decay), identity (value mix), sigmoid (gate), identity (a)");
+    for (const s of [x7, first.out, second.out]) backend.release(s);
+
+    const layout: PackedLayout = { positions: new Int32Array(rows), branches: new Int32Array(rows) };
+    const again = await backend.upload(new Float32Array(rows * mamba.dim), rows, mamba.dim);
+    await assert.rejects(backend.runLayer(again, nWindows, seqLen, await backend.prepareLayer("mamba", () => zeroLayer(mamba), mamba), mamba, layout), (e: unknown) => e instanceof UnsupportedError && /packed/.test(e.message));
+    backend.release(again);
+    assert.throws(() => backend.decode!.createKvCache(1, 8, mamba), (e: unknown) => e instanceof UnsupportedError && /does not decode mamba/.test(e.message));
+    const mamba2: LayerShape = { ...common, kind: "mamba2", dim: 32, hiddenDim: 64, mamba2: { dInner: 64, dState: 16, nHeads: 4, headDim: 16, nGroups: 1, convKernel: 4, convBias: true, normGroupSize: 64, dtMin: 0, dtMax: Infinity } };
+    const rwkv6: LayerShape = { ...common, kind: "rwkv6", dim: 64, hiddenDim: 128, rwkv6: { headSize: 32, mixExtraDim: 8, decayExtraDim: 8 } };
+    for (const shape of [mamba2, rwkv6]) {
+      assert.throws(() => checkBackendComputes(backend, shape), (e: unknown) => e instanceof UnsupportedError && e.message.includes(`does not compute ${shape.kind} layers`), shape.kind);
+      await assert.rejects(backend.prepareLayer(shape.kind!, () => zeroLayer(shape), shape), (e: unknown) => e instanceof UnsupportedError && e.message.includes(shape.kind!), shape.kind);
+    }
+    const wideState: LayerShape = { ...mamba, mamba: { ...mamba.mamba!, dState: 128 } };
+    await assert.rejects(backend.prepareLayer("wide", () => zeroLayer(wideState), wideState), (e: unknown) => e instanceof UnsupportedError && /state of up to 64/.test(e.message));
+  } finally {
+    await backend.dispose();
   }
 });
