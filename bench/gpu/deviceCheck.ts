@@ -3,10 +3,10 @@
 // layers of every family the engine runs and on stories260K end to end; then speed of Block
 // Influence scoring and perplexity on random-weight TinyLlama-1.1B, Llama-2-7B and Llama-3-8B
 // shapes. Writes OUT/shortgpt.json (schema in combineResults.ts) and prints a line per check.
-// The Gemma 2/3 and Phi-3 cases are familyChecks.ts's.
+// The Gemma 2/3 and Phi-3 cases are familyChecks.ts's; the recurrent kinds' (Mamba, RWKV-4, RWKV-7) recurrentChecks.ts's.
 //
 //   node dist/bench/gpu/deviceCheck.js --out DIR [--skip-speed] [--skip-correctness] [--only-shapes a,b]
-//     [--checks layers,decode,stories,families]   (correctness groups to run; default all)
+//     [--checks layers,decode,stories,families,recurrent]   (correctness groups to run; default all)
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -28,6 +28,7 @@ import { evaluateTask, type TaskResult } from "../../src/eval/evaluateTasks.js";
 import { encodePair } from "../../src/eval/loglikelihood.js";
 import { findTask } from "../../src/eval/tasks/tasks.js";
 import { checkFamilyDecode, checkFamilyFixtures, checkFamilyHead, checkFamilyLayers, type FamilyCheckContext } from "./familyChecks.js";
+import { checkRecurrentFixtures, checkRecurrentLayers } from "./recurrentChecks.js";
 
 const { values: args } = parseArgs({ options: {
   out: { type: "string" }, "skip-speed": { type: "boolean" }, "skip-correctness": { type: "boolean" }, "only-shapes": { type: "string" }, "dry-run-on-reference": { type: "boolean" },
@@ -35,7 +36,7 @@ const { values: args } = parseArgs({ options: {
   "mmlu-limit": { type: "string" }, "mmlu-shape": { type: "string" }, "with-70b": { type: "boolean" },
   checks: { type: "string" },
 } });
-const CHECK_GROUPS = ["layers", "decode", "stories", "families"] as const;
+const CHECK_GROUPS = ["layers", "decode", "stories", "families", "recurrent"] as const;
 const checkGroups = new Set(args.checks?.split(",") ?? CHECK_GROUPS);
 for (const g of checkGroups) if (!(CHECK_GROUPS as readonly string[]).includes(g)) throw new Error(`--checks: unknown group ${g} (groups: ${CHECK_GROUPS.join(", ")})`);
 
@@ -487,6 +488,11 @@ if (!args["skip-correctness"]) {
         await checkFamilyDecode(ctx);
         await checkFamilyHead(ctx);
         await checkFamilyFixtures(ctx);
+      }
+      if (checkGroups.has("recurrent")) {
+        const ctx: FamilyCheckContext = { backend, label: precision, tolerance: TOLERANCE[precision], record, guarded, randomLayer, scaledError };
+        await checkRecurrentLayers(ctx);
+        await checkRecurrentFixtures(ctx);
       }
     } finally {
       await backend.dispose();
