@@ -279,7 +279,7 @@ test("fp32, kernels on the CPU: the tiny Gemma 2, Gemma 3 and Phi-3 checkpoints 
   }
 });
 
-// The recurrent kinds (Mamba, RWKV-4, RWKV-7): their GEMMs and scan kernels on the CPU against the
+// The recurrent kinds (Mamba, Mamba-2, RWKV-4, RWKV-7): their GEMMs and scan kernels on the CPU against the
 // float64 reference layers (each window from a zero state), on random weights scaled as in
 // test/recurrentBatched.test.ts, several windows each.
 function randomRecurrentLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
@@ -298,17 +298,23 @@ const RECURRENT_COMMON = { nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, r
 const TINY_MAMBA: LayerShape = { ...RECURRENT_COMMON, kind: "mamba", mamba: { dInner: 48, dState: 16, dtRank: 4, convKernel: 4, convBias: true }, dim: 24, hiddenDim: 48 };
 /** d_state 20: the scan kernel with room for 64, its unused registers masked. */
 const TINY_MAMBA_WIDE_STATE: LayerShape = { ...TINY_MAMBA, mamba: { dInner: 32, dState: 20, dtRank: 3, convKernel: 3, convBias: false } };
+/** Two groups of two heads; the gated norm over groups of 16 (llama.cpp's grouping); dt clamped from below. */
+const TINY_MAMBA2: LayerShape = {
+  ...RECURRENT_COMMON, kind: "mamba2", dim: 24, hiddenDim: 48,
+  mamba2: { dInner: 32, dState: 24, nHeads: 4, headDim: 8, nGroups: 2, convKernel: 4, convBias: true, normGroupSize: 16, dtMin: 0.05, dtMax: Infinity },
+};
 const TINY_RWKV4: LayerShape = { ...RECURRENT_COMMON, kind: "rwkv4", rwkvAttDim: 40, dim: 32, hiddenDim: 64 };
 const TINY_RWKV7: LayerShape = { ...RECURRENT_COMMON, kind: "rwkv7", rwkv7: { headSize: 64, decayRank: 8, iclrRank: 8, valueRank: 4, gateRank: 8 }, dim: 128, nHeads: 2, hiddenDim: 96 };
 const RECURRENT_CASES: [string, LayerShape, number][] = [
   ["mamba, d_state 16", TINY_MAMBA, 40],
   ["mamba, d_state 20, no conv bias", TINY_MAMBA_WIDE_STATE, 24],
+  ["mamba2, 2 groups, d_state 24", TINY_MAMBA2, 40],
   ["rwkv4", TINY_RWKV4, 40],
 ];
 
 for (const variant of VARIANTS.slice(0, 2)) {
   const { precision } = variant;
-  test(`${precision}, kernels on the CPU: Mamba, RWKV-4 and RWKV-7 layers (RWKV-7 as the first block, starting v_first on the device, and as a later one reading it) within ${TOLERANCE[precision]} of the float64 reference`, async (t) => {
+  test(`${precision}, kernels on the CPU: Mamba, Mamba-2, RWKV-4 and RWKV-7 layers (RWKV-7 as the first block, starting v_first on the device, and as a later one reading it) within ${TOLERANCE[precision]} of the float64 reference`, async (t) => {
     const backend = await emulated(variant);
     const reference = createReferenceKernels();
     const nWindows = 3;
@@ -352,7 +358,7 @@ for (const variant of VARIANTS.slice(0, 2)) {
   });
 }
 
-test("fp32, kernels on the CPU: the tiny Mamba, RWKV-4 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block) agree with the CPU reference", async (t) => {
+test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block) agree with the CPU reference", async (t) => {
   const backend = await emulated(VARIANTS[0]);
   const reference = createReferenceBackend();
   const rwkv7 = join(dir, "rwkv7_tiny.gguf");
@@ -362,6 +368,8 @@ test("fp32, kernels on the CPU: the tiny Mamba, RWKV-4 and RWKV-7 checkpoints en
   const windows = [0, 16, 32].map((begin) => ({ document: 0, begin, tokens: document.slice(begin, begin + 16), firstTarget: 1 }));
   const cases: [string, string, Set<number> | undefined][] = [
     ["mamba", join(repoRoot(), "test", "fixtures", "mamba_tiny"), undefined],
+    ["mamba2 (2 groups)", join(repoRoot(), "test", "fixtures", "mamba2_tiny"), undefined],
+    ["mamba2 (1 group)", join(repoRoot(), "test", "fixtures", "mamba2_tiny_g1"), undefined],
     ["rwkv4", join(repoRoot(), "test", "fixtures", "rwkv4_tiny"), undefined],
     ["rwkv7", rwkv7, undefined],
     // Block 0 skipped: block 1 starts v_first on the device.

@@ -412,7 +412,7 @@ test("generation on the device with a sliding-window model: each step's softmax 
   }
 });
 
-test("recurrent layers: Mamba, RWKV-4 and RWKV-7 as GEMMs over every window's tokens (fp32 outputs where a kernel reads them, GEMM inputs where a GEMM does) around their scan kernels, one thread per (window, channel) or a block per (window, head); mamba2 and rwkv6, packed layouts and decoding are refused", async () => {
+test("recurrent layers: Mamba, Mamba-2, RWKV-4 and RWKV-7 as GEMMs over every window's tokens (fp32 outputs where a kernel reads them, GEMM inputs where a GEMM does) around their scan kernels, one thread per (window, channel) or a block per (window, head); rwkv6, packed layouts and decoding are refused", async () => {
   const common = { nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
   const mamba: LayerShape = { ...common, kind: "mamba", mamba: { dInner: 48, dState: 16, dtRank: 4, convKernel: 4, convBias: true }, dim: 24, hiddenDim: 48 };
   const rwkv4: LayerShape = { ...common, kind: "rwkv4", rwkvAttDim: 40, dim: 32, hiddenDim: 64 };
@@ -434,7 +434,7 @@ test("recurrent layers: Mamba, RWKV-4 and RWKV-7 as GEMMs over every window's to
     return { log: calls(), out };
   };
   try {
-    assert.ok(backend.computesRecurrentLayers instanceof Set && ["mamba", "rwkv4", "rwkv7"].every((k) => (backend.computesRecurrentLayers as Set<string>).has(k)));
+    assert.ok(backend.computesRecurrentLayers instanceof Set && ["mamba", "mamba2", "rwkv4", "rwkv7"].every((k) => (backend.computesRecurrentLayers as Set<string>).has(k)));
     const xm = await backend.upload(new Float32Array(rows * mamba.dim), rows, mamba.dim);
     const m = await run(mamba, xm, "mamba");
     // in_proj (stream | gate), x_proj (dt, B, C), dt_proj, out_proj accumulated into the stream.
@@ -442,6 +442,15 @@ test("recurrent layers: Mamba, RWKV-4 and RWKV-7 as GEMMs over every window's to
     assert.deepEqual(launches(m.log), ["norm_rows 30 1 256 z=1", "mamba_conv_silu 6 1 256 z=1", "columns_to_gin 1 1 256 z=1", "mamba_scan_16 1 3 128 z=1"]);
     assert.deepEqual([argsOf(m.log, "mamba_scan_16")[0]!["d_state"], argsOf(m.log, "mamba_scan_16")[0]!["dt_rank"], argsOf(m.log, "mamba_conv_silu")[0]!["bias"]], ["16", "4", "ptr"]);
     for (const s of [xm, m.out]) backend.release(s);
+
+    const mamba2: LayerShape = { ...common, kind: "mamba2", dim: 24, hiddenDim: 48, mamba2: { dInner: 48, dState: 100, nHeads: 6, headDim: 8, nGroups: 2, convKernel: 4, convBias: true, normGroupSize: 24, dtMin: 0, dtMax: Infinity } };
+    const x2 = await backend.upload(new Float32Array(rows * mamba2.dim), rows, mamba2.dim);
+    const m2 = await run(mamba2, x2, "mamba2");
+    // in_proj (z | x B C | dt: 48 + 448 + 6), out_proj accumulated into the stream.
+    assert.deepEqual(gemms(m2.log), ["502x24", "24x48 +"]);
+    assert.deepEqual(launches(m2.log), ["norm_rows 30 1 256 z=1", "mamba_conv_silu 53 1 256 z=1", "mamba2_scan_128 1 3 128 z=1", "mamba2_gated_norm 30 2 256 z=1"]);
+    assert.deepEqual([argsOf(m2.log, "mamba_conv_silu")[0]!["col0"], argsOf(m2.log, "mamba_conv_silu")[0]!["u_gin"], argsOf(m2.log, "mamba2_scan_128")[0]!["dt_max"]], ["48", "null", "inf"]);
+    for (const s of [x2, m2.out]) backend.release(s);
 
     const x4 = await backend.upload(new Float32Array(rows * rwkv4.dim), rows, rwkv4.dim);
     const r4 = await run(rwkv4, x4, "rwkv4");
@@ -471,9 +480,8 @@ test("recurrent layers: Mamba, RWKV-4 and RWKV-7 as GEMMs over every window's to
     await assert.rejects(backend.runLayer(again, nWindows, seqLen, await backend.prepareLayer("mamba", () => zeroLayer(mamba), mamba), mamba, layout), (e: unknown) => e instanceof UnsupportedError && /packed/.test(e.message));
     backend.release(again);
     assert.throws(() => backend.decode!.createKvCache(1, 8, mamba), (e: unknown) => e instanceof UnsupportedError && /does not decode mamba/.test(e.message));
-    const mamba2: LayerShape = { ...common, kind: "mamba2", dim: 32, hiddenDim: 64, mamba2: { dInner: 64, dState: 16, nHeads: 4, headDim: 16, nGroups: 1, convKernel: 4, convBias: true, normGroupSize: 64, dtMin: 0, dtMax: Infinity } };
     const rwkv6: LayerShape = { ...common, kind: "rwkv6", dim: 64, hiddenDim: 128, rwkv6: { headSize: 32, mixExtraDim: 8, decayExtraDim: 8 } };
-    for (const shape of [mamba2, rwkv6]) {
+    for (const shape of [rwkv6]) {
       assert.throws(() => checkBackendComputes(backend, shape), (e: unknown) => e instanceof UnsupportedError && e.message.includes(`does not compute ${shape.kind} layers`), shape.kind);
       await assert.rejects(backend.prepareLayer(shape.kind!, () => zeroLayer(shape), shape), (e: unknown) => e instanceof UnsupportedError && e.message.includes(shape.kind!), shape.kind);
     }

@@ -4,13 +4,13 @@
 // twins (mambaLayer.ts, rwkv4Layer.ts, rwkv7Layer.ts) do; the stream in and out is fp32 rows.
 
 import { UnsupportedError } from "../../errors.js";
-import { type LayerKind, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerKind, layerWeightDims, mambaDimsOf, rwkv7DimsOf, rwkvAttDimOf } from "../backend.js";
+import { type LayerKind, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerKind, layerWeightDims, mamba2ConvDim, mamba2DimsOf, mambaDimsOf, rwkv7DimsOf, rwkvAttDimOf } from "../backend.js";
 import type { DevicePtr, KernelArg } from "./api.js";
 import type { KernelName } from "./kernelSource.js";
-import { MAMBA_STATE_SIZES, RWKV7_HEAD_SIZES } from "./recurrentKernelSource.js";
+import { MAMBA2_STATE_SIZES, MAMBA_STATE_SIZES, RWKV7_HEAD_SIZES } from "./recurrentKernelSource.js";
 
 /** The recurrent kinds this backend computes; the others are refused with an UnsupportedError. */
-export const CUDA_RECURRENT_KINDS: ReadonlySet<LayerKind> = new Set(["mamba", "rwkv4", "rwkv7"]);
+export const CUDA_RECURRENT_KINDS: ReadonlySet<LayerKind> = new Set(["mamba", "mamba2", "rwkv4", "rwkv7"]);
 
 /** A tensor of a recurrent layer on the device: a weight by its name, or RWKV-4's token-shift mixes stacked ((3, dim) and (2, dim)). */
 export type RecurrentTensorName = LayerWeightName | "rwkv4TimeMixes" | "rwkv4ChannelMixes";
@@ -44,6 +44,9 @@ export function checkRecurrentShape(shape: LayerShape): void {
   if (kind === "mamba" && mambaDimsOf(shape).dState > Math.max(...MAMBA_STATE_SIZES)) {
     throw new UnsupportedError(`the cuda backend's Mamba scan holds a state of up to ${Math.max(...MAMBA_STATE_SIZES)} per channel, the model has ${mambaDimsOf(shape).dState}`, { option: "--backend", hint });
   }
+  if (kind === "mamba2" && mamba2DimsOf(shape).dState > Math.max(...MAMBA2_STATE_SIZES)) {
+    throw new UnsupportedError(`the cuda backend's Mamba-2 scan holds a state of up to ${Math.max(...MAMBA2_STATE_SIZES)} per channel, the model has ${mamba2DimsOf(shape).dState}`, { option: "--backend", hint });
+  }
   if (kind === "rwkv7" && !(RWKV7_HEAD_SIZES as readonly number[]).includes(rwkv7DimsOf(shape).headSize)) {
     throw new UnsupportedError(`the cuda backend's RWKV-7 scan takes head sizes ${RWKV7_HEAD_SIZES.join(", ")}, the model has ${rwkv7DimsOf(shape).headSize}`, { option: "--backend", hint });
   }
@@ -59,6 +62,11 @@ export function recurrentRowBytes(shape: LayerShape, ginBytes: number): number {
   if (shape.kind === "mamba") {
     const { dInner, dState, dtRank } = mambaDimsOf(shape);
     return states + dim * ginBytes + 2 * dInner * 4 + dInner * (4 + ginBytes) + (dtRank + 2 * dState) * 4 + dtRank * ginBytes + dInner * (4 + ginBytes);
+  }
+  if (shape.kind === "mamba2") {
+    const m = mamba2DimsOf(shape);
+    const convDim = mamba2ConvDim(m);
+    return states + dim * ginBytes + (m.dInner + convDim + m.nHeads) * 4 + convDim * 4 + m.dInner * (4 + ginBytes);
   }
   const att = shape.kind === "rwkv4" ? rwkvAttDimOf(shape) : dim;
   // Normed rows, six mixes, r k v decay gate a mix (fp32), the LoRA middles, y, h, channel mixing's hidden.
@@ -104,6 +112,7 @@ function tensor(t: Tensors, name: RecurrentTensorName): DevicePtr {
 /** x (nWindows * seqLen, dim) fp32 -> out, through one layer of a recurrent kind, each window from a zero state. */
 export function runRecurrentLayer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindows: number, seqLen: number, t: Tensors, shape: LayerShape, side: ValueResidual): void {
   if (shape.kind === "mamba") mambaLayer(ctx, x, out, nWindows, seqLen, t, shape);
+  else if (shape.kind === "mamba2") mamba2Layer(ctx, x, out, nWindows, seqLen, t, shape);
   else if (shape.kind === "rwkv4") rwkv4Layer(ctx, x, out, nWindows, seqLen, t, shape);
   else if (shape.kind === "rwkv7") rwkv7Layer(ctx, x, out, nWindows, seqLen, t, shape, side);
   else checkRecurrentShape(shape);
@@ -124,7 +133,9 @@ function mambaLayer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindow
   const n = rows * dInner;
   const u = ctx.scratch("mamba.u", n * 4);
   const uGin = ctx.scratch("mamba.uGin", n * ginBytes);
-  ctx.launch("mamba_conv_silu", [gridFor(n)], BLOCK, [ptr(projected), ptr(tensor(t, "mambaConv")), ptr(t.mambaConvBias), ptr(u), ptr(uGin), i32(dInner), i32(convKernel), i32(seqLen), i64(n)]);
+  ctx.launch("mamba_conv_silu", [gridFor(n)], BLOCK, [
+    ptr(projected), i32(2 * dInner), i32(0), ptr(tensor(t, "mambaConv")), ptr(t.mambaConvBias), ptr(u), ptr(uGin), i32(dInner), i32(convKernel), i32(seqLen), i64(n),
+  ]);
   const params = ctx.scratch("mamba.params", rows * nParams * 4);
   ctx.linear(params, uGin, tensor(t, "mambaXProj"), rows, dInner, nParams);
   const dtLow = ctx.scratch("mamba.dtLow", rows * dtRank * ginBytes);
@@ -139,6 +150,34 @@ function mambaLayer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindow
     i32(dInner), i32(dState), i32(dtRank), i32(seqLen),
   ]);
   ctx.residualAdd(x, out, y, tensor(t, "mambaOutProj"), rows, dInner, dim);
+}
+
+/** RMSNorm, in_proj (z | x B C | dt), conv + silu over x B C, the multi-head scan, the gated RMSNorm, out_proj + the residual. */
+function mamba2Layer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindows: number, seqLen: number, t: Tensors, shape: LayerShape): void {
+  const { dim, normEps } = shape;
+  const m = mamba2DimsOf(shape);
+  const { dInner, dState, nHeads, headDim, nGroups, convKernel, normGroupSize } = m;
+  const convDim = mamba2ConvDim(m);
+  const nProj = dInner + convDim + nHeads;
+  const rows = nWindows * seqLen;
+  const xn = ctx.scratch("mamba.normed", rows * dim * ctx.ginBytes);
+  ctx.launch("norm_rows", [rows], BLOCK, [ptr(x), ptr(null), ptr(tensor(t, "attnNorm")), ptr(null), ptr(xn), i32(dim), f32(normEps), i32(0)]);
+  const projected = ctx.scratch("mamba.projected", rows * nProj * 4);
+  ctx.linear(projected, xn, tensor(t, "mambaInProj"), rows, dim, nProj);
+  const convOut = ctx.scratch("mamba.u", rows * convDim * 4);
+  ctx.launch("mamba_conv_silu", [gridFor(rows * convDim)], BLOCK, [
+    ptr(projected), i32(nProj), i32(dInner), ptr(tensor(t, "mambaConv")), ptr(t.mambaConvBias), ptr(convOut), ptr(null), i32(convDim), i32(convKernel), i32(seqLen), i64(rows * convDim),
+  ]);
+  const y = ctx.scratch("mamba2.y", rows * dInner * 4);
+  const stateSize = MAMBA2_STATE_SIZES.find((s) => dState <= s);
+  if (stateSize === undefined) checkRecurrentShape(shape);
+  ctx.launch(`mamba2_scan_${stateSize!}`, [Math.ceil(dInner / SCAN_BLOCK), nWindows], SCAN_BLOCK, [
+    ptr(convOut), ptr(projected), ptr(tensor(t, "mambaALog")), ptr(tensor(t, "mambaDtBias")), ptr(tensor(t, "mambaD")), ptr(y),
+    i32(dInner), i32(dState), i32(nHeads), i32(headDim), i32(nGroups), i32(nProj), f32(m.dtMin), f32(m.dtMax), i32(seqLen),
+  ]);
+  const gated = ctx.scratch("mamba.y", rows * dInner * ctx.ginBytes);
+  ctx.launch("mamba2_gated_norm", [rows, dInner / normGroupSize], BLOCK, [ptr(y), ptr(projected), i32(nProj), ptr(tensor(t, "mambaNorm")), ptr(gated), i32(dInner), i32(normGroupSize), f32(normEps)]);
+  ctx.residualAdd(x, out, gated, tensor(t, "mambaOutProj"), rows, dInner, dim);
 }
 
 /** LayerNorm + token shift -> n_mix GEMM inputs (mixes stacked, (nMix, rows, dim)); returns mix m's rows. */

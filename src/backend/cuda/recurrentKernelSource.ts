@@ -8,11 +8,14 @@
 
 export const RECURRENT_KERNEL_NAMES = [
   "norm_rows_f32", "token_shift_mix", "columns_to_gin", "activation_to_gin", "relu_square_in_place", "add_sigmoid_gated",
-  "mamba_conv_silu", "mamba_scan_16", "mamba_scan_64", "rwkv4_wkv", "rwkv7_value_residual", "rwkv7_scan_64",
+  "mamba_conv_silu", "mamba_scan_16", "mamba_scan_64", "mamba2_scan_16", "mamba2_scan_64", "mamba2_scan_128", "mamba2_gated_norm",
+  "rwkv4_wkv", "rwkv7_value_residual", "rwkv7_scan_64",
 ] as const;
 
 /** The largest Mamba state (d_state) a scan kernel holds in registers, smallest first: mamba_scan_<n>. */
 export const MAMBA_STATE_SIZES = [16, 64] as const;
+/** The same for Mamba-2 (whose released models use 128): mamba2_scan_<n>. */
+export const MAMBA2_STATE_SIZES = [16, 64, 128] as const;
 /** RWKV-7 head sizes the scan kernel is compiled for (llama.cpp's RWKV-7 models all use 64). */
 export const RWKV7_HEAD_SIZES = [64] as const;
 
@@ -78,19 +81,20 @@ extern "C" __global__ void add_sigmoid_gated(const float *h, const float *gate, 
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
-// Mamba's depthwise causal conv over the stream half of in_proj's output projected (rows, 2 d_inner),
-// taps before a window's first token reading zeros, then silu -> u (rows, d_inner) in fp32 (the
-// scan's input) and as GEMM inputs (x_proj's). conv: (d_inner, kernel); bias may be null.
-extern "C" __global__ void mamba_conv_silu(const float *projected, const float *conv, const float *bias, float *u, gin_t *u_gin, int d_inner, int kernel, int seq_len, long long n) {
+// Mamba's (and Mamba-2's) depthwise causal conv over channels col0 .. col0 + channels - 1 of
+// in_proj's output projected (rows, ld) (Mamba: the stream half; Mamba-2: x B C), taps before a
+// window's first token reading zeros, then silu -> u (rows, channels) in fp32 (the scan's input)
+// and, when u_gin is given, as GEMM inputs (Mamba's x_proj). conv: (channels, kernel); bias may be null.
+extern "C" __global__ void mamba_conv_silu(const float *projected, int ld, int col0, const float *conv, const float *bias, float *u, gin_t *u_gin, int channels, int kernel, int seq_len, long long n) {
   const int past = kernel - 1;
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
-    const long long r = e / d_inner;
-    const int c = (int)(e - r * d_inner), t = (int)(r % seq_len);
+    const long long r = e / channels;
+    const int c = (int)(e - r * channels), t = (int)(r % seq_len);
     float acc = bias ? bias[c] : 0.f;
-    for (int j = max(0, past - t); j < kernel; j++) acc += conv[c * kernel + j] * projected[(r - past + j) * 2 * d_inner + c];
+    for (int j = max(0, past - t); j < kernel; j++) acc += conv[c * kernel + j] * projected[(r - past + j) * ld + col0 + c];
     const float v = silu_f(acc);
     u[e] = v;
-    u_gin[e] = to_gin_value(v);
+    if (u_gin) u_gin[e] = to_gin_value(v);
   }
 }
 
@@ -139,6 +143,72 @@ extern "C" __global__ void mamba_scan_16(const float *u, const float *dt_raw, co
 extern "C" __global__ void mamba_scan_64(const float *u, const float *dt_raw, const float *params, const float *projected, const float *a_log, const float *dt_bias,
                                          const float *d_skip, gin_t *y, int d_inner, int d_state, int dt_rank, int seq_len) {
   mamba_scan<64>(u, dt_raw, params, projected, a_log, dt_bias, d_skip, y, d_inner, d_state, dt_rank, seq_len);
+}
+
+// Mamba-2's scan, one thread per (window, channel c of d_inner), the channel's state (d_state <=
+// MAX_STATE) in registers: per token, the channel's head takes dt = clamp(softplus(dt_raw + dt_bias),
+// dt_min, dt_max) (dt_raw: projected's last n_heads columns) and the scalar decay exp(-exp(a_log) dt);
+// h = decay h + dt x B, y = C . h + D x, with B and C its group's (conv_out: x | B of every group |
+// C of every group). y fp32 (rows, d_inner), before the gated norm. grid: (ceil(d_inner / block), n_windows).
+template <int MAX_STATE> __device__ __forceinline__ void mamba2_scan(const float *conv_out, const float *projected, const float *a_log, const float *dt_bias, const float *d_skip,
+                                                                     float *y, int d_inner, int d_state, int n_heads, int head_dim, int n_groups, int n_proj,
+                                                                     float dt_min, float dt_max, int seq_len) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x, window = blockIdx.y;
+  if (c >= d_inner) return;
+  const int head = c / head_dim, group = head / (n_heads / n_groups);
+  const int conv_dim = d_inner + 2 * n_groups * d_state;
+  const float a = -expf(a_log[head]), bias = dt_bias[head], skip = d_skip[head];
+  float h[MAX_STATE];
+#pragma unroll
+  for (int s = 0; s < MAX_STATE; s++) h[s] = 0.f;
+  for (int t = 0; t < seq_len; t++) {
+    const long long r = (long long)window * seq_len + t;
+    const float dt = fminf(fmaxf(softplus_f(projected[r * n_proj + d_inner + conv_dim + head] + bias), dt_min), dt_max);
+    const float decay = expf(a * dt);
+    const float *row = conv_out + r * conv_dim;
+    const float xc = row[c];
+    const float *b = row + d_inner + group * d_state, *cc = row + d_inner + n_groups * d_state + group * d_state;
+    float acc = 0.f;
+#pragma unroll
+    for (int s = 0; s < MAX_STATE; s++) {
+      if (s < d_state) {
+        h[s] = decay * h[s] + dt * b[s] * xc;
+        acc += h[s] * cc[s];
+      }
+    }
+    y[r * d_inner + c] = acc + skip * xc;
+  }
+}
+extern "C" __global__ void mamba2_scan_16(const float *conv_out, const float *projected, const float *a_log, const float *dt_bias, const float *d_skip, float *y, int d_inner,
+                                           int d_state, int n_heads, int head_dim, int n_groups, int n_proj, float dt_min, float dt_max, int seq_len) {
+  mamba2_scan<16>(conv_out, projected, a_log, dt_bias, d_skip, y, d_inner, d_state, n_heads, head_dim, n_groups, n_proj, dt_min, dt_max, seq_len);
+}
+extern "C" __global__ void mamba2_scan_64(const float *conv_out, const float *projected, const float *a_log, const float *dt_bias, const float *d_skip, float *y, int d_inner,
+                                           int d_state, int n_heads, int head_dim, int n_groups, int n_proj, float dt_min, float dt_max, int seq_len) {
+  mamba2_scan<64>(conv_out, projected, a_log, dt_bias, d_skip, y, d_inner, d_state, n_heads, head_dim, n_groups, n_proj, dt_min, dt_max, seq_len);
+}
+extern "C" __global__ void mamba2_scan_128(const float *conv_out, const float *projected, const float *a_log, const float *dt_bias, const float *d_skip, float *y, int d_inner,
+                                           int d_state, int n_heads, int head_dim, int n_groups, int n_proj, float dt_min, float dt_max, int seq_len) {
+  mamba2_scan<128>(conv_out, projected, a_log, dt_bias, d_skip, y, d_inner, d_state, n_heads, head_dim, n_groups, n_proj, dt_min, dt_max, seq_len);
+}
+
+// Mamba-2's gated RMSNorm (norm_before_gate false): g = y * silu(z) (z: projected's first d_inner
+// columns), normalized over each group of group_size channels (the sum of squares in double),
+// times weight -> out (rows, d_inner) as GEMM inputs (out_proj's). grid: (rows, d_inner / group_size); block: 256.
+extern "C" __global__ void mamba2_gated_norm(const float *y, const float *projected, int n_proj, const float *weight, gin_t *out, int d_inner, int group_size, float eps) {
+  __shared__ double scratch[32];
+  const long long r = blockIdx.x;
+  const int c0 = blockIdx.y * group_size;
+  double ss = 0;
+  for (int i = threadIdx.x; i < group_size; i += blockDim.x) {
+    const float g = y[r * d_inner + c0 + i] * silu_f(projected[r * n_proj + c0 + i]);
+    ss += (double)g * g;
+  }
+  const float inv = (float)(1.0 / sqrt(block_sum(ss, scratch) / group_size + (double)eps));
+  for (int i = threadIdx.x; i < group_size; i += blockDim.x) {
+    const int c = c0 + i;
+    out[r * d_inner + c] = to_gin_value(y[r * d_inner + c] * silu_f(projected[r * n_proj + c]) * inv * weight[c]);
+  }
 }
 
 // RWKV-4's WKV recurrence, one thread per (window, channel c of att): a softmax-weighted average
