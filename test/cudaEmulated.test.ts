@@ -279,7 +279,7 @@ test("fp32, kernels on the CPU: the tiny Gemma 2, Gemma 3 and Phi-3 checkpoints 
   }
 });
 
-// The recurrent kinds (Mamba, Mamba-2, RWKV-4, RWKV-7): their GEMMs and scan kernels on the CPU against the
+// The recurrent kinds (Mamba, Mamba-2, RWKV-4, RWKV-6, RWKV-7): their GEMMs and scan kernels on the CPU against the
 // float64 reference layers (each window from a zero state), on random weights scaled as in
 // test/recurrentBatched.test.ts, several windows each.
 function randomRecurrentLayer(shape: LayerShape, seed: number): LayerWeightsF32 {
@@ -304,17 +304,22 @@ const TINY_MAMBA2: LayerShape = {
   mamba2: { dInner: 32, dState: 24, nHeads: 4, headDim: 8, nGroups: 2, convKernel: 4, convBias: true, normGroupSize: 16, dtMin: 0.05, dtMax: Infinity },
 };
 const TINY_RWKV4: LayerShape = { ...RECURRENT_COMMON, kind: "rwkv4", rwkvAttDim: 40, dim: 32, hiddenDim: 64 };
+const TINY_RWKV6: LayerShape = { ...RECURRENT_COMMON, kind: "rwkv6", rwkv6: { headSize: 16, mixExtraDim: 4, decayExtraDim: 8 }, dim: 48, nHeads: 3, hiddenDim: 96 };
+/** llama.cpp's head size, the kernel's block of 64 threads. */
+const TINY_RWKV6_64: LayerShape = { ...TINY_RWKV6, rwkv6: { headSize: 64, mixExtraDim: 4, decayExtraDim: 8 }, dim: 128, nHeads: 2 };
 const TINY_RWKV7: LayerShape = { ...RECURRENT_COMMON, kind: "rwkv7", rwkv7: { headSize: 64, decayRank: 8, iclrRank: 8, valueRank: 4, gateRank: 8 }, dim: 128, nHeads: 2, hiddenDim: 96 };
 const RECURRENT_CASES: [string, LayerShape, number][] = [
   ["mamba, d_state 16", TINY_MAMBA, 40],
   ["mamba, d_state 20, no conv bias", TINY_MAMBA_WIDE_STATE, 24],
   ["mamba2, 2 groups, d_state 24", TINY_MAMBA2, 40],
   ["rwkv4", TINY_RWKV4, 40],
+  ["rwkv6, head size 16", TINY_RWKV6, 30],
+  ["rwkv6, head size 64", TINY_RWKV6_64, 12],
 ];
 
 for (const variant of VARIANTS.slice(0, 2)) {
   const { precision } = variant;
-  test(`${precision}, kernels on the CPU: Mamba, Mamba-2, RWKV-4 and RWKV-7 layers (RWKV-7 as the first block, starting v_first on the device, and as a later one reading it) within ${TOLERANCE[precision]} of the float64 reference`, async (t) => {
+  test(`${precision}, kernels on the CPU: Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 layers (RWKV-7 as the first block, starting v_first on the device, and as a later one reading it) within ${TOLERANCE[precision]} of the float64 reference`, async (t) => {
     const backend = await emulated(variant);
     const reference = createReferenceKernels();
     const nWindows = 3;
@@ -358,7 +363,7 @@ for (const variant of VARIANTS.slice(0, 2)) {
   });
 }
 
-test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block) agree with the CPU reference", async (t) => {
+test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block) agree with the CPU reference", async (t) => {
   const backend = await emulated(VARIANTS[0]);
   const reference = createReferenceBackend();
   const rwkv7 = join(dir, "rwkv7_tiny.gguf");
@@ -371,6 +376,7 @@ test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4 and RWKV-7 check
     ["mamba2 (2 groups)", join(repoRoot(), "test", "fixtures", "mamba2_tiny"), undefined],
     ["mamba2 (1 group)", join(repoRoot(), "test", "fixtures", "mamba2_tiny_g1"), undefined],
     ["rwkv4", join(repoRoot(), "test", "fixtures", "rwkv4_tiny"), undefined],
+    ["rwkv6", join(repoRoot(), "test", "fixtures", "rwkv6_tiny.gguf"), undefined],
     ["rwkv7", rwkv7, undefined],
     // Block 0 skipped: block 1 starts v_first on the device.
     ["rwkv7 without block 0", rwkv7, new Set([0])],

@@ -412,7 +412,7 @@ test("generation on the device with a sliding-window model: each step's softmax 
   }
 });
 
-test("recurrent layers: Mamba, Mamba-2, RWKV-4 and RWKV-7 as GEMMs over every window's tokens (fp32 outputs where a kernel reads them, GEMM inputs where a GEMM does) around their scan kernels, one thread per (window, channel) or a block per (window, head); rwkv6, packed layouts and decoding are refused", async () => {
+test("recurrent layers: Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 as GEMMs over every window's tokens (fp32 outputs where a kernel reads them, GEMM inputs where a GEMM does) around their scan kernels, one thread per (window, channel) or a block per (window, head); sizes the kernels do not take, packed layouts and decoding are refused", async () => {
   const common = { nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
   const mamba: LayerShape = { ...common, kind: "mamba", mamba: { dInner: 48, dState: 16, dtRank: 4, convKernel: 4, convBias: true }, dim: 24, hiddenDim: 48 };
   const rwkv4: LayerShape = { ...common, kind: "rwkv4", rwkvAttDim: 40, dim: 32, hiddenDim: 64 };
@@ -434,7 +434,7 @@ test("recurrent layers: Mamba, Mamba-2, RWKV-4 and RWKV-7 as GEMMs over every wi
     return { log: calls(), out };
   };
   try {
-    assert.ok(backend.computesRecurrentLayers instanceof Set && ["mamba", "mamba2", "rwkv4", "rwkv7"].every((k) => (backend.computesRecurrentLayers as Set<string>).has(k)));
+    assert.ok(backend.computesRecurrentLayers instanceof Set && ["mamba", "mamba2", "rwkv4", "rwkv6", "rwkv7"].every((k) => (backend.computesRecurrentLayers as Set<string>).has(k)));
     const xm = await backend.upload(new Float32Array(rows * mamba.dim), rows, mamba.dim);
     const m = await run(mamba, xm, "mamba");
     // in_proj (stream | gate), x_proj (dt, B, C), dt_proj, out_proj accumulated into the stream.
@@ -461,6 +461,16 @@ test("recurrent layers: Mamba, Mamba-2, RWKV-4 and RWKV-7 as GEMMs over every wi
     assert.ok(launches(r4.log).includes("rwkv4_wkv 1 3 128 z=1"), "one thread per (window, channel)");
     for (const s of [x4, r4.out]) backend.release(s);
 
+    const rwkv6: LayerShape = { ...common, kind: "rwkv6", dim: 64, hiddenDim: 128, rwkv6: { headSize: 16, mixExtraDim: 8, decayExtraDim: 12 } };
+    const x6 = await backend.upload(new Float32Array(rows * rwkv6.dim), rows, rwkv6.dim);
+    const r6 = await run(rwkv6, x6, "rwkv6");
+    // The token-shift LoRA (down, then each of five branches' up reading its 8 columns), k, v, r, gate, the decay LoRA, output; channel mixing.
+    assert.deepEqual(gemms(r6.log), ["40x64", ...Array.from({ length: 5 }, () => "64x8"), "64x64", "64x64", "64x64", "64x64", "12x64", "64x12", "64x64 +", "128x64 gin", "64x64", "64x128"]);
+    assert.deepEqual(r6.log.filter((l) => l.startsWith("gemm") && l.includes("m=64 n=30 k=8")).map((l) => /ldb=(\d+)/.exec(l)![1]), ["40", "40", "40", "40", "40"], "each branch reads its columns of the LoRA's middle");
+    assert.ok(launches(r6.log).includes("rwkv6_scan_16 4 3 32 z=1"), "a block of 32 threads (16 columns of the state) per (head, window)");
+    assert.deepEqual(argsOf(r6.log, "token_shift_mix").map((a) => [a["n_mix"], a["extra"], a["lerp_to_previous"]]), [["1", "null", "1"], ["5", "ptr", "1"], ["2", "null", "1"]]);
+    for (const s of [x6, r6.out]) backend.release(s);
+
     const x7 = await backend.upload(new Float32Array(rows * rwkv7.dim), rows, rwkv7.dim);
     const first = await run(rwkv7, x7, "rwkv7 first");
     const second = await run(rwkv7, first.out, "rwkv7 second");
@@ -480,13 +490,16 @@ test("recurrent layers: Mamba, Mamba-2, RWKV-4 and RWKV-7 as GEMMs over every wi
     await assert.rejects(backend.runLayer(again, nWindows, seqLen, await backend.prepareLayer("mamba", () => zeroLayer(mamba), mamba), mamba, layout), (e: unknown) => e instanceof UnsupportedError && /packed/.test(e.message));
     backend.release(again);
     assert.throws(() => backend.decode!.createKvCache(1, 8, mamba), (e: unknown) => e instanceof UnsupportedError && /does not decode mamba/.test(e.message));
-    const rwkv6: LayerShape = { ...common, kind: "rwkv6", dim: 64, hiddenDim: 128, rwkv6: { headSize: 32, mixExtraDim: 8, decayExtraDim: 8 } };
-    for (const shape of [rwkv6]) {
-      assert.throws(() => checkBackendComputes(backend, shape), (e: unknown) => e instanceof UnsupportedError && e.message.includes(`does not compute ${shape.kind} layers`), shape.kind);
-      await assert.rejects(backend.prepareLayer(shape.kind!, () => zeroLayer(shape), shape), (e: unknown) => e instanceof UnsupportedError && e.message.includes(shape.kind!), shape.kind);
+    for (const shape of [mamba, mamba2, rwkv4, rwkv6, rwkv7]) checkBackendComputes(backend, shape);
+    const refused: [LayerShape, RegExp][] = [
+      [{ ...mamba, mamba: { ...mamba.mamba!, dState: 128 } }, /Mamba scan holds a state of up to 64/],
+      [{ ...mamba2, mamba2: { ...mamba2.mamba2!, dState: 256 } }, /Mamba-2 scan holds a state of up to 128/],
+      [{ ...rwkv6, rwkv6: { ...rwkv6.rwkv6!, headSize: 128 } }, /RWKV-6 scan takes head sizes 16, 32, 64/],
+      [{ ...rwkv7, rwkv7: { ...rwkv7.rwkv7!, headSize: 32 } }, /RWKV-7 scan takes head sizes 64/],
+    ];
+    for (const [shape, message] of refused) {
+      await assert.rejects(backend.prepareLayer(`refused ${shape.kind!}`, () => zeroLayer(shape), shape), (e: unknown) => e instanceof UnsupportedError && message.test(e.message), shape.kind);
     }
-    const wideState: LayerShape = { ...mamba, mamba: { ...mamba.mamba!, dState: 128 } };
-    await assert.rejects(backend.prepareLayer("wide", () => zeroLayer(wideState), wideState), (e: unknown) => e instanceof UnsupportedError && /state of up to 64/.test(e.message));
   } finally {
     await backend.dispose();
   }

@@ -226,8 +226,8 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
    * stream, logits) unless asGin, for outputs that only feed a kernel making the next GEMM's input
    * (q/k/v, gate|up): those are written as GEMM inputs, halving their memory traffic.
    */
-  const linear = (out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, n: number, accumulate: boolean, asGin = false): void => {
-    api.gemm({ transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: n, n: rows, k, a: w, aType: ginType, lda: k, b: input, bType: ginType, ldb: k, beta: accumulate ? 1 : 0, c: out, cType: asGin ? ginType : CUDA_R_32F, ldc: n });
+  const linear = (out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, n: number, accumulate: boolean, asGin = false, ldInput = k): void => {
+    api.gemm({ transA: CUBLAS_OP_T, transB: CUBLAS_OP_N, m: n, n: rows, k, a: w, aType: ginType, lda: k, b: input, bType: ginType, ldb: ldInput, beta: accumulate ? 1 : 0, c: out, cType: asGin ? ginType : CUDA_R_32F, ldc: n });
     stats.gemms++;
   };
 
@@ -433,7 +433,7 @@ function buildBackend(api: CudaApi, precision: CudaPrecision, options: CudaBacke
     ginBytes,
     scratch: (slot, bytes) => work(slot, bytes),
     launch: (kernel, grid, block, args) => launch(kernel, grid, block, args),
-    linear: (out, input, w, rows, k, n, asGin = false) => linear(out, input, w, rows, k, n, false, asGin),
+    linear: (out, input, w, rows, k, n, asGin = false, ldInput = k) => linear(out, input, w, rows, k, n, false, asGin, ldInput),
     residualAdd: (x, out, input, w, rows, k, dim) => residualAdd(x, out, input, w, rows, k, dim, undefined, undefined, 0),
     copy: (dst, src, bytes) => api.copy(dst, src, bytes),
   };

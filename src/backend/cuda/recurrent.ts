@@ -4,35 +4,39 @@
 // twins (mambaLayer.ts, rwkv4Layer.ts, rwkv7Layer.ts) do; the stream in and out is fp32 rows.
 
 import { UnsupportedError } from "../../errors.js";
-import { type LayerKind, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerKind, layerWeightDims, mamba2ConvDim, mamba2DimsOf, mambaDimsOf, rwkv7DimsOf, rwkvAttDimOf } from "../backend.js";
+import { type LayerKind, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerKind, layerWeightDims, mamba2ConvDim, mamba2DimsOf, mambaDimsOf, rwkv6DimsOf, rwkv7DimsOf, rwkvAttDimOf } from "../backend.js";
 import type { DevicePtr, KernelArg } from "./api.js";
 import type { KernelName } from "./kernelSource.js";
-import { MAMBA2_STATE_SIZES, MAMBA_STATE_SIZES, RWKV7_HEAD_SIZES } from "./recurrentKernelSource.js";
+import { MAMBA2_STATE_SIZES, MAMBA_STATE_SIZES, RWKV6_HEAD_SIZES, RWKV7_HEAD_SIZES } from "./recurrentKernelSource.js";
 
 /** The recurrent kinds this backend computes; the others are refused with an UnsupportedError. */
-export const CUDA_RECURRENT_KINDS: ReadonlySet<LayerKind> = new Set(["mamba", "mamba2", "rwkv4", "rwkv7"]);
+export const CUDA_RECURRENT_KINDS: ReadonlySet<LayerKind> = new Set(["mamba", "mamba2", "rwkv4", "rwkv6", "rwkv7"]);
 
-/** A tensor of a recurrent layer on the device: a weight by its name, or RWKV-4's token-shift mixes stacked ((3, dim) and (2, dim)). */
-export type RecurrentTensorName = LayerWeightName | "rwkv4TimeMixes" | "rwkv4ChannelMixes";
+/** A tensor of a recurrent layer on the device: a weight by its name, or RWKV-4's and RWKV-6's token-shift mixes stacked ((3, dim), (2, dim)). */
+export type RecurrentTensorName = LayerWeightName | "rwkv4TimeMixes" | "rwkvChannelMixes";
 
 /** Weights the GEMMs read (uploaded as GEMM inputs); the rest stay fp32 for the kernels. */
 const GEMM_WEIGHTS: ReadonlySet<LayerWeightName> = new Set<LayerWeightName>([
   "mambaInProj", "mambaXProj", "mambaDtProj", "mambaOutProj",
   "wk", "wv", "wo", "rwkvReceptance", "wUp", "wDown", "rwkvFfnReceptance",
+  "rwkv6MixW1", "rwkv6MixW2", "rwkv6DecayW1", "rwkv6DecayW2", "rwkv6Gate",
   "rwkv7W1", "rwkv7W2", "rwkv7A1", "rwkv7A2", "rwkv7V1", "rwkv7V2", "rwkv7G1", "rwkv7G2",
 ]);
-const RWKV4_MIXES: ReadonlySet<LayerWeightName> = new Set<LayerWeightName>(["rwkvMixK", "rwkvMixV", "rwkvMixR", "rwkvFfnMixK", "rwkvFfnMixR"]);
+/** Token-shift mixes uploaded stacked instead of alone. */
+const STACKED_MIXES: ReadonlySet<LayerWeightName> = new Set<LayerWeightName>(["rwkvMixK", "rwkvMixV", "rwkvMixR", "rwkvFfnMixK", "rwkvFfnMixR", "rwkv6FfnLerpK", "rwkv6FfnLerpR"]);
 
 /** The layer's tensors as the backend uploads them: every weight of layerWeightDims, RWKV-4's mixes stacked as its kernel reads them. */
 export function recurrentUploadParts(w: LayerWeightsF32, shape: LayerShape): { name: RecurrentTensorName; values: Float32Array[]; gin: boolean }[] {
   const names = Object.keys(layerWeightDims(shape)) as LayerWeightName[];
+  const stacked = shape.kind === "rwkv4" || shape.kind === "rwkv6";
   const parts: { name: RecurrentTensorName; values: Float32Array[]; gin: boolean }[] = names
-    .filter((n) => !(shape.kind === "rwkv4" && RWKV4_MIXES.has(n)))
+    .filter((n) => !(stacked && STACKED_MIXES.has(n)))
     .map((n) => ({ name: n, values: [w[n]!], gin: GEMM_WEIGHTS.has(n) }));
   if (shape.kind === "rwkv4") {
     parts.push({ name: "rwkv4TimeMixes", values: [w.rwkvMixK!, w.rwkvMixV!, w.rwkvMixR!], gin: false });
-    parts.push({ name: "rwkv4ChannelMixes", values: [w.rwkvFfnMixK!, w.rwkvFfnMixR!], gin: false });
+    parts.push({ name: "rwkvChannelMixes", values: [w.rwkvFfnMixK!, w.rwkvFfnMixR!], gin: false });
   }
+  if (shape.kind === "rwkv6") parts.push({ name: "rwkvChannelMixes", values: [w.rwkv6FfnLerpK!, w.rwkv6FfnLerpR!], gin: false });
   return parts;
 }
 
@@ -46,6 +50,9 @@ export function checkRecurrentShape(shape: LayerShape): void {
   }
   if (kind === "mamba2" && mamba2DimsOf(shape).dState > Math.max(...MAMBA2_STATE_SIZES)) {
     throw new UnsupportedError(`the cuda backend's Mamba-2 scan holds a state of up to ${Math.max(...MAMBA2_STATE_SIZES)} per channel, the model has ${mamba2DimsOf(shape).dState}`, { option: "--backend", hint });
+  }
+  if (kind === "rwkv6" && !(RWKV6_HEAD_SIZES as readonly number[]).includes(rwkv6DimsOf(shape).headSize)) {
+    throw new UnsupportedError(`the cuda backend's RWKV-6 scan takes head sizes ${RWKV6_HEAD_SIZES.join(", ")}, the model has ${rwkv6DimsOf(shape).headSize}`, { option: "--backend", hint });
   }
   if (kind === "rwkv7" && !(RWKV7_HEAD_SIZES as readonly number[]).includes(rwkv7DimsOf(shape).headSize)) {
     throw new UnsupportedError(`the cuda backend's RWKV-7 scan takes head sizes ${RWKV7_HEAD_SIZES.join(", ")}, the model has ${rwkv7DimsOf(shape).headSize}`, { option: "--backend", hint });
@@ -69,8 +76,10 @@ export function recurrentRowBytes(shape: LayerShape, ginBytes: number): number {
     return states + dim * ginBytes + (m.dInner + convDim + m.nHeads) * 4 + convDim * 4 + m.dInner * (4 + ginBytes);
   }
   const att = shape.kind === "rwkv4" ? rwkvAttDimOf(shape) : dim;
+  // RWKV-6's token-shift LoRA: its middle and five branches' extras.
+  const lora = shape.kind === "rwkv6" ? 5 * rwkv6DimsOf(shape).mixExtraDim * (4 + ginBytes) + 5 * dim * 4 : 0;
   // Normed rows, six mixes, r k v decay gate a mix (fp32), the LoRA middles, y, h, channel mixing's hidden.
-  return states + dim * 4 + 6 * dim * ginBytes + 7 * Math.max(att, dim) * 4 + 2 * dim * (4 + ginBytes) + att * ginBytes + dim * 4 + hiddenDim * ginBytes;
+  return states + dim * 4 + 6 * dim * ginBytes + 7 * Math.max(att, dim) * 4 + 2 * dim * (4 + ginBytes) + att * ginBytes + dim * 4 + hiddenDim * ginBytes + lora;
 }
 
 /** What a recurrent layer needs of the backend: scratch memory, launches, its GEMM helpers. */
@@ -78,8 +87,8 @@ export interface RecurrentContext {
   ginBytes: number;
   scratch(slot: string, bytes: number): DevicePtr;
   launch(kernel: KernelName, grid: [number, number?, number?], block: number, args: KernelArg[]): void;
-  /** out (rows, n) = input (rows, k) @ w (n, k)^T; out fp32, or GEMM inputs when asGin. */
-  linear(out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, n: number, asGin?: boolean): void;
+  /** out (rows, n) = input (rows, k; rows ldInput apart, default k) @ w (n, k)^T; out fp32, or GEMM inputs when asGin. */
+  linear(out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, n: number, asGin?: boolean, ldInput?: number): void;
   /** out (rows, dim) = x + input (rows, k) @ w (dim, k)^T (x may be out). */
   residualAdd(x: DevicePtr, out: DevicePtr, input: DevicePtr, w: DevicePtr, rows: number, k: number, dim: number): void;
   copy(dst: DevicePtr, src: DevicePtr, bytes: number): void;
@@ -114,6 +123,7 @@ export function runRecurrentLayer(ctx: RecurrentContext, x: DevicePtr, out: Devi
   if (shape.kind === "mamba") mambaLayer(ctx, x, out, nWindows, seqLen, t, shape);
   else if (shape.kind === "mamba2") mamba2Layer(ctx, x, out, nWindows, seqLen, t, shape);
   else if (shape.kind === "rwkv4") rwkv4Layer(ctx, x, out, nWindows, seqLen, t, shape);
+  else if (shape.kind === "rwkv6") rwkv6Layer(ctx, x, out, nWindows, seqLen, t, shape);
   else if (shape.kind === "rwkv7") rwkv7Layer(ctx, x, out, nWindows, seqLen, t, shape, side);
   else checkRecurrentShape(shape);
 }
@@ -180,20 +190,50 @@ function mamba2Layer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindo
   ctx.residualAdd(x, out, gated, tensor(t, "mambaOutProj"), rows, dInner, dim);
 }
 
-/** LayerNorm + token shift -> n_mix GEMM inputs (mixes stacked, (nMix, rows, dim)); returns mix m's rows. */
-function shiftMixes(ctx: RecurrentContext, stream: DevicePtr, norm: DevicePtr, normBias: DevicePtr, mixes: DevicePtr, nMix: number, rwkv7: boolean, rows: number, seqLen: number, shape: LayerShape): (m: number) => DevicePtr {
-  const { dim, normEps } = shape;
+/** LayerNorm of the stream (fp32) into the slot "rwkv.normed". */
+function layerNormRows(ctx: RecurrentContext, stream: DevicePtr, norm: DevicePtr, normBias: DevicePtr, rows: number, shape: LayerShape): DevicePtr {
+  const normed = ctx.scratch("rwkv.normed", rows * shape.dim * 4);
+  ctx.launch("norm_rows_f32", [rows], BLOCK, [ptr(stream), ptr(norm), ptr(normBias), ptr(normed), i32(shape.dim), f32(shape.normEps), i32(1)]);
+  return normed;
+}
+
+/**
+ * Token shift of normed rows -> nMix GEMM inputs (mixes stacked, (nMix, rows, dim)), RWKV-4's
+ * formula or the lerp of RWKV-6/7, extra (nMix, rows, dim) added to the mixes when given; returns mix m's rows.
+ */
+function tokenShift(ctx: RecurrentContext, normed: DevicePtr, mixes: DevicePtr, extra: DevicePtr | undefined, nMix: number, lerp: boolean, rows: number, seqLen: number, dim: number, slot = "rwkv.mixed"): (m: number) => DevicePtr {
   const n = rows * dim;
-  const normed = ctx.scratch("rwkv.normed", n * 4);
-  ctx.launch("norm_rows_f32", [rows], BLOCK, [ptr(stream), ptr(norm), ptr(normBias), ptr(normed), i32(dim), f32(normEps), i32(1)]);
-  const mixed = ctx.scratch("rwkv.mixed", nMix * n * ctx.ginBytes);
-  ctx.launch("token_shift_mix", [gridFor(n)], BLOCK, [ptr(normed), ptr(mixes), i32(nMix), ptr(mixed), i32(dim), i32(seqLen), i32(rwkv7 ? 1 : 0), i64(n)]);
+  const mixed = ctx.scratch(slot, nMix * n * ctx.ginBytes);
+  ctx.launch("token_shift_mix", [gridFor(n)], BLOCK, [ptr(normed), ptr(mixes), ptr(extra), i32(nMix), ptr(mixed), i32(dim), i32(seqLen), i32(lerp ? 1 : 0), i64(n)]);
   return (m) => mixed + BigInt(m * n * ctx.ginBytes);
+}
+
+/** LayerNorm + token shift -> nMix GEMM inputs; returns mix m's rows. */
+function shiftMixes(ctx: RecurrentContext, stream: DevicePtr, norm: DevicePtr, normBias: DevicePtr, mixes: DevicePtr, nMix: number, lerp: boolean, rows: number, seqLen: number, shape: LayerShape): (m: number) => DevicePtr {
+  return tokenShift(ctx, layerNormRows(ctx, stream, norm, normBias, rows, shape), mixes, undefined, nMix, lerp, rows, seqLen, shape.dim);
+}
+
+/**
+ * RWKV-4's and RWKV-6's channel mixing: out = h + sigmoid(receptance(mix 1)) * wDown @ relu(wUp @ mix 0)^2,
+ * the mixes (key, receptance) of LayerNorm(h) by token shift.
+ */
+function sigmoidGatedChannelMix(ctx: RecurrentContext, h: DevicePtr, out: DevicePtr, t: Tensors, lerp: boolean, rows: number, seqLen: number, shape: LayerShape): void {
+  const { dim, hiddenDim } = shape;
+  const n = rows * dim;
+  const mix = shiftMixes(ctx, h, tensor(t, "ffnNorm"), tensor(t, "ffnNormBias"), tensor(t, "rwkvChannelMixes"), 2, lerp, rows, seqLen, shape);
+  const hidden = ctx.scratch("rwkv.hidden", rows * hiddenDim * ctx.ginBytes);
+  ctx.linear(hidden, mix(0), tensor(t, "wUp"), rows, dim, hiddenDim, true);
+  ctx.launch("relu_square_in_place", [gridFor(rows * hiddenDim)], BLOCK, [ptr(hidden), i64(rows * hiddenDim)]);
+  const gate = ctx.scratch("rwkv.gate", n * 4);
+  ctx.linear(gate, mix(1), tensor(t, "rwkvFfnReceptance"), rows, dim, dim);
+  const value = ctx.scratch("rwkv.value", n * 4);
+  ctx.linear(value, hidden, tensor(t, "wDown"), rows, hiddenDim, dim);
+  ctx.launch("add_sigmoid_gated", [gridFor(n)], BLOCK, [ptr(h), ptr(gate), ptr(value), ptr(out), i64(n)]);
 }
 
 /** Time mixing (k, v, r GEMMs, the WKV scan, output GEMM + residual), then channel mixing (squared ReLU key, sigmoid receptance gate). */
 function rwkv4Layer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindows: number, seqLen: number, t: Tensors, shape: LayerShape): void {
-  const { dim, hiddenDim } = shape;
+  const { dim } = shape;
   const att = rwkvAttDimOf(shape);
   const rows = nWindows * seqLen;
   const n = rows * dim;
@@ -208,21 +248,55 @@ function rwkv4Layer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindow
   ctx.launch("rwkv4_wkv", [Math.ceil(att / SCAN_BLOCK), nWindows], SCAN_BLOCK, [ptr(k), ptr(v), ptr(r), ptr(tensor(t, "rwkvTimeDecay")), ptr(tensor(t, "rwkvTimeFirst")), ptr(wkv), i32(att), i32(seqLen)]);
   const h = ctx.scratch("rwkv.h", n * 4);
   ctx.residualAdd(x, h, wkv, tensor(t, "wo"), rows, att, dim);
-  const channelMix = shiftMixes(ctx, h, tensor(t, "ffnNorm"), tensor(t, "ffnNormBias"), tensor(t, "rwkv4ChannelMixes"), 2, false, rows, seqLen, shape);
-  const hidden = ctx.scratch("rwkv.hidden", rows * hiddenDim * ctx.ginBytes);
-  ctx.linear(hidden, channelMix(0), tensor(t, "wUp"), rows, dim, hiddenDim, true);
-  ctx.launch("relu_square_in_place", [gridFor(rows * hiddenDim)], BLOCK, [ptr(hidden), i64(rows * hiddenDim)]);
-  const gate = ctx.scratch("rwkv.gate", n * 4);
-  ctx.linear(gate, channelMix(1), tensor(t, "rwkvFfnReceptance"), rows, dim, dim);
-  const value = ctx.scratch("rwkv.value", n * 4);
-  ctx.linear(value, hidden, tensor(t, "wDown"), rows, hiddenDim, dim);
-  ctx.launch("add_sigmoid_gated", [gridFor(n)], BLOCK, [ptr(h), ptr(gate), ptr(value), ptr(out), i64(n)]);
+  sigmoidGatedChannelMix(ctx, h, out, t, false, rows, seqLen, shape);
+}
+
+/**
+ * Time mixing (the token-shift LoRA giving each of the five branches w, k, v, r, g its own lerp per
+ * token; r, k, v and the gate; the decay LoRA; the WKV6 scan per head with its group norm and silu
+ * gate; output GEMM + residual), then channel mixing as RWKV-4's with lerps.
+ */
+function rwkv6Layer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindows: number, seqLen: number, t: Tensors, shape: LayerShape): void {
+  const { dim } = shape;
+  const { headSize, mixExtraDim: extra, decayExtraDim } = rwkv6DimsOf(shape);
+  const rows = nWindows * seqLen;
+  const n = rows * dim;
+  const normed = layerNormRows(ctx, x, tensor(t, "attnNorm"), tensor(t, "attnNormBias"), rows, shape);
+  const lerpX = tokenShift(ctx, normed, tensor(t, "rwkv6LerpX"), undefined, 1, true, rows, seqLen, dim, "rwkv6.lerpX")(0);
+  // The LoRA's middle (rows, 5 extra): tanh of the down projection; branch b's up projection reads its columns b extra ...
+  const middle = ctx.scratch("rwkv.loraMiddle", rows * 5 * extra * 4);
+  const middleGin = ctx.scratch("rwkv.loraMiddleGin", rows * 5 * extra * ctx.ginBytes);
+  ctx.linear(middle, lerpX, tensor(t, "rwkv6MixW1"), rows, dim, 5 * extra);
+  ctx.launch("activation_to_gin", [gridFor(rows * 5 * extra)], BLOCK, [ptr(middle), ptr(middleGin), i32(1), i64(rows * 5 * extra)]);
+  const branchExtra = ctx.scratch("rwkv6.branchExtra", 5 * n * 4);
+  const w2 = tensor(t, "rwkv6MixW2");
+  for (let b = 0; b < 5; b++) {
+    ctx.linear(branchExtra + BigInt(b * n * 4), middleGin + BigInt(b * extra * ctx.ginBytes), w2 + BigInt(b * dim * extra * ctx.ginBytes), rows, extra, dim, false, 5 * extra);
+  }
+  // Branches in rwkv6LerpFused's order: w, k, v, r, g.
+  const branch = tokenShift(ctx, normed, tensor(t, "rwkv6LerpFused"), branchExtra, 5, true, rows, seqLen, dim);
+  const fp32 = (slot: string): DevicePtr => ctx.scratch(`rwkv.${slot}`, n * 4);
+  const [r, k, v, gate, decayIn] = [fp32("r"), fp32("k"), fp32("v"), fp32("gate"), fp32("decay")];
+  ctx.linear(k, branch(1), tensor(t, "wk"), rows, dim, dim);
+  ctx.linear(v, branch(2), tensor(t, "wv"), rows, dim, dim);
+  ctx.linear(r, branch(3), tensor(t, "rwkvReceptance"), rows, dim, dim);
+  ctx.linear(gate, branch(4), tensor(t, "rwkv6Gate"), rows, dim, dim);
+  lowRank(ctx, decayIn, branch(0), tensor(t, "rwkv6DecayW1"), tensor(t, "rwkv6DecayW2"), 1, decayExtraDim, rows, dim);
+  const y = ctx.scratch("rwkv.y", n * ctx.ginBytes);
+  ctx.launch(`rwkv6_scan_${headSize}` as KernelName, [dim / headSize, nWindows], Math.max(32, headSize), [
+    ptr(r), ptr(k), ptr(v), ptr(decayIn), ptr(gate),
+    ...(["rwkvTimeFirst", "rwkvTimeDecay", "rwkv6LnX", "rwkv6LnXBias"] as const).map((name) => ptr(tensor(t, name))),
+    ptr(y), i32(dim), i32(seqLen),
+  ]);
+  const h = ctx.scratch("rwkv.h", n * 4);
+  ctx.residualAdd(x, h, y, tensor(t, "wo"), rows, dim, dim);
+  sigmoidGatedChannelMix(ctx, h, out, t, true, rows, seqLen, shape);
 }
 
 /** RWKV-7's low-rank projection into dst (rows, dim) fp32: w2 @ act(w1 @ input); act 0 identity, 1 tanh, 2 sigmoid. */
 function lowRank(ctx: RecurrentContext, dst: DevicePtr, input: DevicePtr, w1: DevicePtr, w2: DevicePtr, act: 0 | 1 | 2, rank: number, rows: number, dim: number): void {
-  const mid = ctx.scratch("rwkv7.loraMiddle", rows * rank * 4);
-  const midGin = ctx.scratch("rwkv7.loraMiddleGin", rows * rank * ctx.ginBytes);
+  const mid = ctx.scratch("rwkv.loraMiddle", rows * rank * 4);
+  const midGin = ctx.scratch("rwkv.loraMiddleGin", rows * rank * ctx.ginBytes);
   ctx.linear(mid, input, w1, rows, dim, rank);
   ctx.launch("activation_to_gin", [gridFor(rows * rank)], BLOCK, [ptr(mid), ptr(midGin), i32(act), i64(rows * rank)]);
   ctx.linear(dst, midGin, w2, rows, rank, dim);
@@ -236,7 +310,7 @@ function rwkv7Layer(ctx: RecurrentContext, x: DevicePtr, out: DevicePtr, nWindow
   const n = rows * dim;
   // Mixes in rwkv7Lerp's order: r, w (decay), k, v, a, g.
   const mix = shiftMixes(ctx, x, tensor(t, "attnNorm"), tensor(t, "attnNormBias"), tensor(t, "rwkv7Lerp"), 6, true, rows, seqLen, shape);
-  const fp32 = (slot: string): DevicePtr => ctx.scratch(`rwkv7.${slot}`, n * 4);
+  const fp32 = (slot: string): DevicePtr => ctx.scratch(`rwkv.${slot}`, n * 4);
   const [r, decayIn, k, v, gate, aIn] = [fp32("r"), fp32("decay"), fp32("k"), fp32("v"), fp32("gate"), fp32("a")];
   ctx.linear(r, mix(0), tensor(t, "rwkvReceptance"), rows, dim, dim);
   lowRank(ctx, decayIn, mix(1), tensor(t, "rwkv7W1"), tensor(t, "rwkv7W2"), 1, decayRank, rows, dim);

@@ -9,13 +9,15 @@
 export const RECURRENT_KERNEL_NAMES = [
   "norm_rows_f32", "token_shift_mix", "columns_to_gin", "activation_to_gin", "relu_square_in_place", "add_sigmoid_gated",
   "mamba_conv_silu", "mamba_scan_16", "mamba_scan_64", "mamba2_scan_16", "mamba2_scan_64", "mamba2_scan_128", "mamba2_gated_norm",
-  "rwkv4_wkv", "rwkv7_value_residual", "rwkv7_scan_64",
+  "rwkv4_wkv", "rwkv6_scan_16", "rwkv6_scan_32", "rwkv6_scan_64", "rwkv7_value_residual", "rwkv7_scan_64",
 ] as const;
 
 /** The largest Mamba state (d_state) a scan kernel holds in registers, smallest first: mamba_scan_<n>. */
 export const MAMBA_STATE_SIZES = [16, 64] as const;
 /** The same for Mamba-2 (whose released models use 128): mamba2_scan_<n>. */
 export const MAMBA2_STATE_SIZES = [16, 64, 128] as const;
+/** RWKV-6 head sizes the scan kernel is compiled for (released models: 64). */
+export const RWKV6_HEAD_SIZES = [16, 32, 64] as const;
 /** RWKV-7 head sizes the scan kernel is compiled for (llama.cpp's RWKV-7 models all use 64). */
 export const RWKV7_HEAD_SIZES = [64] as const;
 
@@ -31,16 +33,17 @@ extern "C" __global__ void norm_rows_f32(const float *x, const float *weight, co
 
 // RWKV's token shift: each row mixed with the row before it in its window (zeros before a window's
 // first token: a fresh state), by n_mix mixes (mix: (n_mix, dim)) -> out (n_mix, rows, dim) as GEMM
-// inputs. RWKV-4 (lerp_to_previous 0): x * m + prev * (1 - m); RWKV-7 (1): x + (prev - x) * m,
-// each as its host twin writes it. rows = n elements / dim.
-extern "C" __global__ void token_shift_mix(const float *x, const float *mix, int n_mix, gin_t *out, int dim, int seq_len, int lerp_to_previous, long long n) {
+// inputs. RWKV-4 (lerp_to_previous 0): x * m + prev * (1 - m); RWKV-6 and -7 (1): x + (prev - x) * m,
+// each as its host twin writes it. extra (n_mix, rows, dim), when given, is added to the mixes
+// token by token (RWKV-6's data-dependent lerp). rows = n elements / dim.
+extern "C" __global__ void token_shift_mix(const float *x, const float *mix, const float *extra, int n_mix, gin_t *out, int dim, int seq_len, int lerp_to_previous, long long n) {
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
     const long long r = e / dim;
     const int i = (int)(e - r * dim);
     const float here = x[e];
     const float before = r % seq_len == 0 ? 0.f : x[e - dim];
     for (int m = 0; m < n_mix; m++) {
-      const float w = mix[m * dim + i];
+      const float w = mix[m * dim + i] + (extra ? extra[m * n + e] : 0.f);
       out[m * n + e] = to_gin_value(lerp_to_previous ? here + (before - here) * w : here * w + before * (1.f - w));
     }
   }
@@ -232,6 +235,62 @@ extern "C" __global__ void rwkv4_wkv(const float *k, const float *v, const float
     den = e1 * den + e2;
     m = state_max;
   }
+}
+
+// RWKV-6's time mixing from the projections to the output projection's input, one block per (head,
+// window) of max(HS, 32) threads, thread j < HS owning column j of the head's (HS, HS) state S[key
+// i][value j] in registers. Per token: each thread i shares key i, receptance i and the decay w_i =
+// exp(-exp(decay_in + time_decay)); thread j then takes o_j = sum_i r_i (u_i k_i v_j + S_ij) and
+// S_ij = S_ij w_i + k_i v_j; the group norm of o over the head (eps 64e-5), ln_x, the silu gate
+// (llama.cpp's rwkv6, as rwkv6Layer.ts). u: time_first (dim). Inputs (rows, dim) fp32; y as GEMM
+// inputs. grid: (n_heads, n_windows).
+template <int HS> __device__ __forceinline__ void rwkv6_scan(const float *r_in, const float *k_in, const float *v, const float *decay_in, const float *gate,
+                                                             const float *time_first, const float *time_decay, const float *ln_x, const float *ln_x_bias,
+                                                             gin_t *y, int dim, int seq_len) {
+  __shared__ float key[HS], rs[HS], decay[HS], u[HS];
+  __shared__ float scratch[32];
+  const int head = blockIdx.x, window = blockIdx.y, j = threadIdx.x, c = head * HS + j;
+  const bool active = j < HS;
+  float S[HS];
+#pragma unroll
+  for (int i = 0; i < HS; i++) S[i] = 0.f;
+  if (active) u[j] = time_first[c];
+  const float td = active ? time_decay[c] : 0.f, lnc = active ? ln_x[c] : 0.f, lnbc = active ? ln_x_bias[c] : 0.f;
+  for (int t = 0; t < seq_len; t++) {
+    const long long e = ((long long)window * seq_len + t) * dim + c;
+    if (active) {
+      key[j] = k_in[e];
+      rs[j] = r_in[e];
+      decay[j] = expf(-expf(decay_in[e] + td));
+    }
+    __syncthreads();
+    float o = 0.f;
+    if (active) {
+      const float vj = v[e];
+#pragma unroll
+      for (int i = 0; i < HS; i++) {
+        const float kv = key[i] * vj;
+        o += rs[i] * (u[i] * kv + S[i]);
+        S[i] = S[i] * decay[i] + kv;
+      }
+    }
+    // Group norm over the head (block_sum's barriers also keep the shared values until every column has read them).
+    const float mean = block_sum(o, scratch) / HS;
+    const float variance = block_sum(active ? (o - mean) * (o - mean) : 0.f, scratch) / HS;
+    if (active) y[e] = to_gin_value(((o - mean) * (1.f / sqrtf(variance + 64e-5f)) * lnc + lnbc) * silu_f(gate[e]));
+  }
+}
+extern "C" __global__ void __launch_bounds__(32) rwkv6_scan_16(const float *r_in, const float *k_in, const float *v, const float *decay_in, const float *gate, const float *time_first,
+                                                               const float *time_decay, const float *ln_x, const float *ln_x_bias, gin_t *y, int dim, int seq_len) {
+  rwkv6_scan<16>(r_in, k_in, v, decay_in, gate, time_first, time_decay, ln_x, ln_x_bias, y, dim, seq_len);
+}
+extern "C" __global__ void __launch_bounds__(32) rwkv6_scan_32(const float *r_in, const float *k_in, const float *v, const float *decay_in, const float *gate, const float *time_first,
+                                                               const float *time_decay, const float *ln_x, const float *ln_x_bias, gin_t *y, int dim, int seq_len) {
+  rwkv6_scan<32>(r_in, k_in, v, decay_in, gate, time_first, time_decay, ln_x, ln_x_bias, y, dim, seq_len);
+}
+extern "C" __global__ void __launch_bounds__(64) rwkv6_scan_64(const float *r_in, const float *k_in, const float *v, const float *decay_in, const float *gate, const float *time_first,
+                                                               const float *time_decay, const float *ln_x, const float *ln_x_bias, gin_t *y, int dim, int seq_len) {
+  rwkv6_scan<64>(r_in, k_in, v, decay_in, gate, time_first, time_decay, ln_x, ln_x_bias, y, dim, seq_len);
 }
 
 // RWKV-7's value residual in a block after the first: v += (v_first - v) * sigmoid(mix + v0). (rows, dim).
