@@ -65,8 +65,8 @@ copy(join(root, "package.json"), join(out, "package.json")); // "type": "module"
 // The tiny Gemma 2/3 and Phi-3 checkpoints the device check runs end to end (bench/gpu/familyChecks.ts,
 // found through repoRoot(): they are in the repository, not in ../shared).
 copy(join(root, "test", "fixtures", "hf-attn"), join(out, "test", "fixtures", "hf-attn"));
-// The tiny Mamba and RWKV-4 checkpoints of bench/gpu/recurrentChecks.ts.
-for (const fixture of ["mamba_tiny", "rwkv4_tiny"]) copy(join(root, "test", "fixtures", fixture), join(out, "test", "fixtures", fixture));
+// The tiny Mamba, Mamba-2, RWKV-4 and RWKV-6 checkpoints of bench/gpu/recurrentChecks.ts.
+for (const fixture of ["mamba_tiny", "mamba2_tiny", "rwkv4_tiny", "rwkv6_tiny.gguf"]) copy(join(root, "test", "fixtures", fixture), join(out, "test", "fixtures", fixture));
 
 // koffi: index.js inlines its package.json and tools, and finds build/koffi/<triplet>/koffi.node;
 // only the linux_x64 one is kept (the other 17 prebuilts are most of its 28 MiB).

@@ -3,7 +3,7 @@
 // layers of every family the engine runs and on stories260K end to end; then speed of Block
 // Influence scoring and perplexity on random-weight TinyLlama-1.1B, Llama-2-7B and Llama-3-8B
 // shapes. Writes OUT/shortgpt.json (schema in combineResults.ts) and prints a line per check.
-// The Gemma 2/3 and Phi-3 cases are familyChecks.ts's; the recurrent kinds' (Mamba, RWKV-4, RWKV-7) recurrentChecks.ts's.
+// The Gemma 2/3 and Phi-3 cases are familyChecks.ts's; the recurrent kinds' (Mamba, Mamba-2, RWKV-4, RWKV-6, RWKV-7) recurrentChecks.ts's.
 //
 //   node dist/bench/gpu/deviceCheck.js --out DIR [--skip-speed] [--skip-correctness] [--only-shapes a,b]
 //     [--checks layers,decode,stories,families,recurrent]   (correctness groups to run; default all)

@@ -1,7 +1,7 @@
 // The device check's recurrent cases (issue #15: every family on every backend), run by
-// deviceCheck.ts on a GPU: Mamba, RWKV-4 and RWKV-7 layers of random weights over several windows
+// deviceCheck.ts on a GPU: Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 layers of random weights over several windows
 // against the float64 reference layers (RWKV-7 as a first block, starting v_first on the device,
-// and as a later one reading it), and the tiny transformers Mamba and RWKV-4 checkpoints of
+// and as a later one reading it), and the tiny Mamba, Mamba-2, RWKV-4 (transformers) and RWKV-6 (GGUF) checkpoints of
 // test/fixtures end to end (the gpu bundle carries them). The bounds are deviceCheck's, on the
 // stream and on the layer's update alone (a Mamba block changes the stream little).
 
@@ -18,7 +18,14 @@ import { prng, uniform } from "./randomModel.js";
 const COMMON = { nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
 /** Mamba-130m's mixer proportions at a quarter of its width (d_state 16, conv 4). */
 const MAMBA: LayerShape = { ...COMMON, kind: "mamba", mamba: { dInner: 384, dState: 16, dtRank: 12, convKernel: 4, convBias: true }, dim: 192, hiddenDim: 384 };
+/** Mamba-2's released proportions (head 64, d_state 128) at a small width: 2 groups, the gated norm per group. */
+const MAMBA2: LayerShape = {
+  ...COMMON, kind: "mamba2", dim: 192, hiddenDim: 384,
+  mamba2: { dInner: 384, dState: 128, nHeads: 6, headDim: 64, nGroups: 2, convKernel: 4, convBias: true, normGroupSize: 192, dtMin: 0, dtMax: Infinity },
+};
 const RWKV4: LayerShape = { ...COMMON, kind: "rwkv4", rwkvAttDim: 256, dim: 256, hiddenDim: 1024 };
+/** Four heads of llama.cpp's 64; RWKV-6 1.6B's LoRA widths (32 and 64). */
+const RWKV6: LayerShape = { ...COMMON, kind: "rwkv6", rwkv6: { headSize: 64, mixExtraDim: 32, decayExtraDim: 64 }, dim: 256, nHeads: 4, hiddenDim: 896 };
 /** Four heads of llama.cpp's 64, RWKV-7 0.1B's LoRA ranks. */
 const RWKV7: LayerShape = { ...COMMON, kind: "rwkv7", rwkv7: { headSize: 64, decayRank: 64, iclrRank: 64, valueRank: 32, gateRank: 128 }, dim: 256, nHeads: 4, hiddenDim: 1024 };
 
@@ -59,7 +66,7 @@ export async function checkRecurrentLayers(ctx: FamilyCheckContext): Promise<voi
   const { backend, label, tolerance } = ctx;
   const reference = createReferenceKernels();
   const [nWindows, seqLen] = [3, 160];
-  for (const [kind, shape] of [["mamba", MAMBA], ["rwkv4", RWKV4]] as const) {
+  for (const [kind, shape] of [["mamba", MAMBA], ["mamba2", MAMBA2], ["rwkv4", RWKV4], ["rwkv6", RWKV6]] as const) {
     const name = `${label} recurrent layer: ${kind} (dim ${shape.dim}, ${nWindows} windows of ${seqLen})`;
     await ctx.guarded(name, async () => {
       const weights = randomRecurrentLayer(shape, 61);
@@ -94,16 +101,16 @@ export async function checkRecurrentLayers(ctx: FamilyCheckContext): Promise<voi
   });
 }
 
-/** The tiny transformers Mamba and RWKV-4 checkpoints: perplexity and Block Influence against the reference backend. */
+/** The tiny Mamba, Mamba-2, RWKV-4 and RWKV-6 checkpoints: perplexity and Block Influence against the reference backend. */
 export async function checkRecurrentFixtures(ctx: FamilyCheckContext): Promise<void> {
   const { backend, label, tolerance } = ctx;
   const reference = createReferenceBackend();
   const document = Array.from({ length: 130 }, (_, i) => 3 + ((i * 37 + 11) % 60));
   const windows = [0, 30, 60, 90].map((begin) => ({ document: 0, begin, tokens: document.slice(begin, begin + 30), firstTarget: 1 }));
-  for (const family of ["mamba", "rwkv4"]) {
-    const name = `${label} recurrent checkpoint ${family}_tiny: perplexity and BI`;
+  for (const fixture of ["mamba_tiny", "mamba2_tiny", "rwkv4_tiny", "rwkv6_tiny.gguf"]) {
+    const name = `${label} recurrent checkpoint ${fixture}: perplexity and BI`;
     await ctx.guarded(name, async () => {
-      const opened = openModel(join(repoRoot(), "test", "fixtures", `${family}_tiny`));
+      const opened = openModel(join(repoRoot(), "test", "fixtures", fixture));
       try {
         const wantPpl = await streamingPerplexity(opened, windows, { backend: reference });
         const gotPpl = await streamingPerplexity(opened, windows, { backend });
