@@ -368,8 +368,8 @@ export function isRecurrentShape(shape: LayerShape): boolean {
 }
 
 /**
- * The capability check of a backend that computes attention layers only (cuda): refuses any other
- * kind with a typed error that names the kind and what to do.
+ * The capability check of a backend that computes attention layers only: refuses any other kind
+ * with a typed error that names the kind and what to do.
  */
 export function assertAttentionLayer(shape: LayerShape, backend: string): void {
   const kind = layerKind(shape);

@@ -3,6 +3,7 @@
 // them in the NVRTC-compiled kernels of kernelSource.ts. Weights are uploaded once and stay
 // resident while device memory allows; beyond that they are uploaded per pass (streamed).
 // Only small results come back to the host: per-row statistics, log-likelihoods, asked-for logits.
+// Recurrent layer kinds (Mamba, RWKV) run through recurrent.ts on the same stream, weights and memory.
 
 import { UnsupportedError, DeviceError, OptionError } from "../../errors.js";
 import { type DecoderBackend, type DecodeSupport, type EmbeddingWeights, type KvCacheHandle, type HeadResult, type HeadWeights, type HiddenStates, isRecurrentShape, layerKind, type PreparedEmbedding, type LayerShape, type LayerWeightsF32, type PackedLayout, type PreparedHead, type PreparedLayer, type RowStats, type RowStatsWanted } from "../backend.js";

@@ -1,7 +1,9 @@
-// The recurrent layer kinds on the cuda backend (Mamba, RWKV-4, RWKV-7): which weights go up and
-// in what type, and one layer over every window as cuBLAS GEMMs (all windows' tokens at once)
+// The recurrent layer kinds on the cuda backend (Mamba, Mamba-2, RWKV-4, RWKV-6, RWKV-7): which
+// weights go up and in what type, and one layer over every window as cuBLAS GEMMs (all windows'
+// tokens at once, GEMM inputs in the backend's precision, fp32 outputs where a kernel reads them)
 // around the kernels of recurrentKernelSource.ts. Each window scans from a zero state, as the host
-// twins (mambaLayer.ts, rwkv4Layer.ts, rwkv7Layer.ts) do; the stream in and out is fp32 rows.
+// twins (mambaLayer.ts ... rwkv7Layer.ts) do; the stream in and out is fp32 rows. RWKV-7's value
+// residual (v_first) stays on the device beside the stream (cudaBackend.ts's DeviceSideStream).
 
 import { UnsupportedError } from "../../errors.js";
 import { type LayerKind, type LayerShape, type LayerWeightName, type LayerWeightsF32, layerKind, layerWeightDims, mamba2ConvDim, mamba2DimsOf, mambaDimsOf, rwkv6DimsOf, rwkv7DimsOf, rwkvAttDimOf } from "../backend.js";
@@ -9,7 +11,7 @@ import type { DevicePtr, KernelArg } from "./api.js";
 import type { KernelName } from "./kernelSource.js";
 import { MAMBA2_STATE_SIZES, MAMBA_STATE_SIZES, RWKV6_HEAD_SIZES, RWKV7_HEAD_SIZES } from "./recurrentKernelSource.js";
 
-/** The recurrent kinds this backend computes; the others are refused with an UnsupportedError. */
+/** The recurrent kinds this backend computes (all of them; sizes its kernels do not take are refused by checkRecurrentShape). */
 export const CUDA_RECURRENT_KINDS: ReadonlySet<LayerKind> = new Set(["mamba", "mamba2", "rwkv4", "rwkv6", "rwkv7"]);
 
 /** A tensor of a recurrent layer on the device: a weight by its name, or RWKV-4's and RWKV-6's token-shift mixes stacked ((3, dim), (2, dim)). */

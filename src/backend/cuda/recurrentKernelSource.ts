@@ -1,10 +1,14 @@
-// The CUDA C kernels of the recurrent layer kinds (Mamba, RWKV-4, RWKV-7) on the cuda backend:
-// the per-token steps between their cuBLAS GEMMs (recurrent.ts). Appended to kernelSource.ts's
-// source, so they use its gin_t, block_sum and conversions. Each window is an independent sequence
-// from a zero state: a scan keeps one window's state in one thread's registers (Mamba, RWKV-4:
-// one thread per (window, channel)) or in one block (RWKV-7: a block per (window, head), a row
-// of the state per thread). States and scans are fp32 (the host twins use float64); the device
-// check and test/cudaEmulated.test.ts bound the difference.
+// The CUDA C kernels of the recurrent layer kinds (Mamba, Mamba-2, RWKV-4, RWKV-6, RWKV-7) on the
+// cuda backend: the per-token steps between their cuBLAS GEMMs (recurrent.ts). Appended to
+// kernelSource.ts's source, so they use its gin_t, block_sum and conversions. Each window is an
+// independent sequence from a zero state: a scan keeps one window's state in one thread's
+// registers (Mamba, Mamba-2, RWKV-4: one thread per (window, channel)) or in one block (RWKV-6 and
+// -7: a block per (window, head), a row or column of the head's matrix state per thread). States
+// and scans are fp32 (the host twins, mambaLayer.ts ... rwkv7Layer.ts, use float64).
+// Written without a GPU at hand (issue #15): compile-checked for sm_80 and sm_90
+// (scripts/check-kernels.mjs; no spills), launches stub-checked (test/cudaStub.test.ts), results
+// checked against the float64 reference layers with the kernels compiled for the CPU
+// (test/cudaEmulated.test.ts); on a GPU, bench/gpu/recurrentChecks.ts checks them.
 
 export const RECURRENT_KERNEL_NAMES = [
   "norm_rows_f32", "token_shift_mix", "columns_to_gin", "activation_to_gin", "relu_square_in_place", "add_sigmoid_gated",
