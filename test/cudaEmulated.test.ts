@@ -363,7 +363,7 @@ for (const variant of VARIANTS.slice(0, 2)) {
   });
 }
 
-test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block) agree with the CPU reference", async (t) => {
+test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block, and with one window a batch and streamed weights) agree with the CPU reference", async (t) => {
   const backend = await emulated(VARIANTS[0]);
   const reference = createReferenceBackend();
   const rwkv7 = join(dir, "rwkv7_tiny.gguf");
@@ -397,5 +397,19 @@ test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV
     } finally {
       opened.close();
     }
+  }
+  // RWKV-7 with one window a batch and every layer streamed (no weight stays resident): each batch's
+  // v_first is its own, started by its first block and freed with its last states.
+  const small = await createCudaBackend({ precision: "fp32", libraries: libraries.get("fp32")!, cacheDir: join(dir, "cache-streamed"), batchTokens: 16, reserveBytes: 2 ** 60 });
+  const opened = openModel(rwkv7);
+  try {
+    const want = await streamingBlockInfluence(opened, windows, { backend: reference });
+    const got = await streamingBlockInfluence(opened, windows, { backend: small });
+    assert.equal(small.stats.residentLayers, 0);
+    assert.ok(small.stats.streamedLayers >= opened.config.nLayers, `streamed ${small.stats.streamedLayers}`);
+    got.layers.forEach((l, i) => assert.ok(Math.abs(l.bi - want.layers[i]!.bi) <= 1e-4 * Math.max(want.layers[i]!.bi, 1e-3), `rwkv7 streamed, BI of layer ${i}: ${l.bi} vs ${want.layers[i]!.bi}`));
+  } finally {
+    opened.close();
+    await small.dispose();
   }
 });
