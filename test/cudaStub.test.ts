@@ -500,6 +500,14 @@ test("recurrent layers: Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 as GEMMs over 
     for (const [shape, message] of refused) {
       await assert.rejects(backend.prepareLayer(`refused ${shape.kind!}`, () => zeroLayer(shape), shape), (e: unknown) => e instanceof UnsupportedError && message.test(e.message), shape.kind);
     }
+    // generate --backend cuda on a recurrent model: the device keeps no recurrent state between calls, so the in-memory model generates.
+    const generated = spawnSync(process.execPath, [join(repoRoot(), "dist", "src", "cli", "main.js"), "generate", join(repoRoot(), "test", "fixtures", "rwkv6_tiny.gguf"), "--prompt", "Once upon", "--max-tokens", "3", "--backend", "cuda", "--json", join(dir, "generated.json")], {
+      encoding: "utf8", env: { ...process.env, SHORTGPT_CUDA_LIBS: dir, SHORTGPT_CACHE_DIR: join(dir, "cache") },
+    });
+    assert.equal(generated.status, 0, generated.stderr);
+    const report = JSON.parse(readFileSync(join(dir, "generated.json"), "utf8")) as { ids: number[]; backend: string };
+    assert.equal(report.ids.length, 3);
+    assert.match(report.backend, /in memory/);
   } finally {
     await backend.dispose();
   }
