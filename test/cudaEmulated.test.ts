@@ -4,7 +4,9 @@
 // and linked into the stand-in library (stub.c with -DCUDA_STUB_EMULATE: GEMMs as plain loops).
 // So both attention paths (GEMM in fp32 and bf16, flash in bf16), decoding and the head are
 // compared here with the float64 reference under the device check's bounds, for Gemma 2/3's and
-// Phi-3's features. Real cuBLAS, NVRTC and timing are the GPU's (bench/gpu/familyChecks.ts).
+// Phi-3's features; and the recurrent kinds (Mamba, Mamba-2, RWKV-4, RWKV-6, RWKV-7 with its
+// v_first on the device), layer by layer and on tiny checkpoints end to end. Real cuBLAS, NVRTC
+// and timing are the GPU's (bench/gpu/familyChecks.ts, recurrentChecks.ts).
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";

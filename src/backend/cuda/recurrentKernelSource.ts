@@ -64,7 +64,7 @@ extern "C" __global__ void columns_to_gin(const float *src, int ld, int col0, in
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
 
-// The middle of a low-rank projection (RWKV-7's LoRAs): dst = act(src) as GEMM inputs.
+// The middle of a low-rank projection (RWKV-6's and RWKV-7's LoRAs): dst = act(src) as GEMM inputs.
 // kind: 0 identity, 1 tanh, 2 sigmoid.
 extern "C" __global__ void activation_to_gin(const float *src, gin_t *dst, int kind, long long n) {
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
@@ -81,7 +81,7 @@ extern "C" __global__ void relu_square_in_place(gin_t *x, long long n) {
   }
 }
 
-// RWKV-4's channel mixing output: out = h + sigmoid(gate) * value, element by element.
+// RWKV-4's and RWKV-6's channel mixing output: out = h + sigmoid(gate) * value, element by element.
 extern "C" __global__ void add_sigmoid_gated(const float *h, const float *gate, const float *value, float *out, long long n) {
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) out[e] = h[e] + sigmoid_f(gate[e]) * value[e];
 }
