@@ -19,7 +19,8 @@ import { BF16_KERNEL_NAMES, KERNEL_NAMES, KERNEL_SOURCE } from "../src/backend/c
 import { createReferenceBackend, createReferenceKernels } from "../src/backend/referenceBackend.js";
 import { generate, generateOnBackend } from "../src/eval/generate.js";
 import { loadModel, openModel } from "../src/load.js";
-import { streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
+import { prepareHead, releaseBatches, runLayersStreaming, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
+import { getLlama, type Token } from "node-llama-cpp";
 import { repoRoot, sharedDir } from "../src/shared.js";
 import { oraclePython } from "./oraclePython.js";
 import { scaledError, tempDir } from "./helpers.js";
@@ -365,12 +366,20 @@ for (const variant of VARIANTS.slice(0, 2)) {
   });
 }
 
+/** The tiny RWKV-7 GGUF (test/oracle/rwkv7_gguf_fixture.py, written by gguf-py), made once. */
+let rwkv7Path: string | undefined;
+function tinyRwkv7(): string {
+  if (rwkv7Path) return rwkv7Path;
+  const path = join(dir, "rwkv7_tiny.gguf");
+  const made = spawnSync(oraclePython(), [join(repoRoot(), "test", "oracle", "rwkv7_gguf_fixture.py"), "--shared", sharedDir(), "--out", path], { encoding: "utf8" });
+  assert.equal(made.status, 0, `rwkv7_gguf_fixture.py: ${made.error?.message ?? made.stderr}`);
+  return (rwkv7Path = path);
+}
+
 test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 checkpoints end to end (perplexity and Block Influence over several windows, RWKV-7 with and without its first block, and with one window a batch and streamed weights) agree with the CPU reference", async (t) => {
   const backend = await emulated(VARIANTS[0]);
   const reference = createReferenceBackend();
-  const rwkv7 = join(dir, "rwkv7_tiny.gguf");
-  const made = spawnSync(oraclePython(), [join(repoRoot(), "test", "oracle", "rwkv7_gguf_fixture.py"), "--shared", sharedDir(), "--out", rwkv7], { encoding: "utf8" });
-  assert.equal(made.status, 0, `rwkv7_gguf_fixture.py: ${made.error?.message ?? made.stderr}`);
+  const rwkv7 = tinyRwkv7();
   const document = Array.from({ length: 48 }, (_, i) => 3 + ((i * 37 + 11) % 60));
   const windows = [0, 16, 32].map((begin) => ({ document: 0, begin, tokens: document.slice(begin, begin + 16), firstTarget: 1 }));
   const cases: [string, string, Set<number> | undefined][] = [
@@ -414,4 +423,53 @@ test("fp32, kernels on the CPU: the tiny Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV
     opened.close();
     await small.dispose();
   }
+});
+
+test("fp32, kernels on the CPU: the tiny RWKV-7 GGUF's next-token probabilities over 16 positions on the emulated device are within the CPU twin's bound of llama.cpp's (1e-4 of the largest probability)", async (t) => {
+  const backend = await emulated(VARIANTS[0]);
+  const path = tinyRwkv7();
+  const ids = [1, 37, 40, 11, 25, 9, 50, 3, 7, 12, 26, 31, 42, 7, 48, 19];
+  const opened = openModel(path);
+  const vocab = opened.config.vocabSize;
+  let device: Float32Array;
+  try {
+    const [batch] = await runLayersStreaming(opened, [{ document: 0, begin: 0, tokens: ids }], { backend });
+    const head = await prepareHead(opened, backend);
+    const result = await backend.runHead(batch!.hidden!, Int32Array.from(ids, (_, i) => i), head, opened.config.normEps);
+    releaseBatches([batch!], backend);
+    assert.ok(result.kind === "logits");
+    device = result.logits;
+  } finally {
+    opened.close();
+  }
+  const llama = await getLlama({ gpu: false, build: "never", skipDownload: true, usePrebuiltBinaries: true, logLevel: "error" as never });
+  let theirs: Map<number, number>[];
+  try {
+    const model = await llama.loadModel({ modelPath: path });
+    const context = await model.createContext({ contextSize: 256, threads: 1, flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
+    const results = await context.getSequence().controlledEvaluate(ids.map((id) => [id as Token, { generateNext: { token: true, probabilities: true, options: { temperature: 0 } } }]));
+    theirs = results.map((r, pos) => {
+      const probs = r?.next?.probabilities;
+      if (!probs) throw new Error(`llama.cpp gave no probabilities at position ${pos}`);
+      return probs;
+    });
+    await context.dispose();
+    await model.dispose();
+  } finally {
+    await llama.dispose();
+  }
+  let diff = 0;
+  let scale = 0;
+  ids.forEach((_, pos) => {
+    const row = Float64Array.from(device.subarray(pos * vocab, (pos + 1) * vocab));
+    const max = Math.max(...row);
+    let sum = 0;
+    for (let i = 0; i < vocab; i++) sum += row[i] = Math.exp(row[i]! - max);
+    for (let i = 0; i < vocab; i++) {
+      scale = Math.max(scale, row[i]! / sum);
+      diff = Math.max(diff, Math.abs(row[i]! / sum - (theirs[pos]!.get(i) ?? 0)));
+    }
+  });
+  t.diagnostic(`rwkv7 on the emulated device: max |p_device - p_llama.cpp| = ${diff.toExponential(2)} (largest probability ${scale.toFixed(3)})`);
+  assert.ok(diff < 1e-4 * scale, `rwkv7: ${diff}`);
 });
