@@ -10,7 +10,7 @@ import { copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { checkBackendComputes, type DecodeSupport, type LayerShape, type LayerWeightsF32, layerWeightDims, type PackedLayout } from "../src/backend/backend.js";
-import { type CudaBackend, createCudaBackend, type CudaBackendOptions } from "../src/backend/cuda/cudaBackend.js";
+import { activationReserve, type CudaBackend, createCudaBackend, type CudaBackendOptions } from "../src/backend/cuda/cudaBackend.js";
 import { generateOnBackend } from "../src/eval/generate.js";
 import { layerShape } from "../src/models/llama.js";
 import { perplexityWindows, scoringWindows } from "../src/data/windows.js";
@@ -491,6 +491,9 @@ test("recurrent layers: Mamba, Mamba-2, RWKV-4, RWKV-6 and RWKV-7 as GEMMs over 
     backend.release(again);
     assert.throws(() => backend.decode!.createKvCache(1, 8, mamba), (e: unknown) => e instanceof UnsupportedError && /does not decode mamba/.test(e.message));
     for (const shape of [mamba, mamba2, rwkv4, rwkv6, rwkv7]) checkBackendComputes(backend, shape);
+    // The memory kept free beside resident recurrent weights grows with the batch and holds the largest weight's fp32 staging (Mamba-2's in_proj).
+    assert.ok(activationReserve(mamba2, 1024, 2, 0) > activationReserve(mamba2, 16, 2, 0));
+    assert.ok(activationReserve(mamba2, 0, 2, 0) >= 2 * 2 ** 30 + 502 * 24 * 4);
     const refused: [LayerShape, RegExp][] = [
       [{ ...mamba, mamba: { ...mamba.mamba!, dState: 128 } }, /Mamba scan holds a state of up to 64/],
       [{ ...mamba2, mamba2: { ...mamba2.mamba2!, dState: 256 } }, /Mamba-2 scan holds a state of up to 128/],

@@ -20,7 +20,7 @@ import { DeferredDownloads } from "./deferredDownloads.js";
 import { LayoutCache } from "./layoutCache.js";
 import { BF16_KERNEL_NAMES, KERNEL_NAMES, KERNEL_SOURCE, type KernelName, SOFTMAX_PER_THREAD } from "./kernelSource.js";
 import { type CudaLibraryPaths, findCudaLibraries } from "./libraries.js";
-import { checkRecurrentShape, CUDA_RECURRENT_KINDS, type RecurrentContext, type RecurrentTensorName, recurrentRowBytes, recurrentUploadParts, runRecurrentLayer } from "./recurrent.js";
+import { checkRecurrentShape, CUDA_RECURRENT_KINDS, type RecurrentContext, type RecurrentTensorName, recurrentRowBytes, recurrentStagingBytes, recurrentUploadParts, runRecurrentLayer } from "./recurrent.js";
 
 export type CudaPrecision = "bf16" | "fp32";
 
@@ -131,7 +131,7 @@ interface DeviceHead extends PreparedHead {
  * head) then stays resident on a 141 GB card for batches of 4,096 tokens.
  */
 export function activationReserve(shape: LayerShape, rows: number, ginBytes: number, scoresBytes: number): number {
-  if (isRecurrentShape(shape)) return rows * recurrentRowBytes(shape, ginBytes) + shape.dim * Math.max(shape.dim, shape.hiddenDim) * 4 + 2 * 2 ** 30;
+  if (isRecurrentShape(shape)) return rows * recurrentRowBytes(shape, ginBytes) + recurrentStagingBytes(shape) + 2 * 2 ** 30;
   const { dim, hiddenDim, nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;

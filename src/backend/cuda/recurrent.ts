@@ -61,6 +61,11 @@ export function checkRecurrentShape(shape: LayerShape): void {
   }
 }
 
+/** The fp32 staging of the layer's largest weight on its way to the GEMM input type. */
+export function recurrentStagingBytes(shape: LayerShape): number {
+  return Math.max(...Object.values(layerWeightDims(shape)).map((dims) => dims!.reduce((a, b) => a * b, 1))) * 4;
+}
+
 /**
  * Device bytes a token of a recurrent layer needs beside the weights (its states, every scratch
  * buffer of the layer), for the backend's decision whether weights stay resident.
