@@ -59,7 +59,7 @@ for (const [name, shape] of Object.entries(SHAPES).filter(([n]) => values.shapes
   const side = (): SideStreams => (vFirst ? { rwkv7VFirst: vFirst } : {});
   await onnx.runLayer(x.subarray(0, seqLen * shape.dim), 1, seqLen, w, shape, undefined, vFirst ? { rwkv7VFirst: vFirst.subarray(0, seqLen * shape.dim) } : {}); // sessions built outside the timing
   const total = await seconds(() => onnx.runLayer(x, nWindows, seqLen, w, shape, undefined, side()));
-  const host = await seconds(() => batchedRecurrentLayer(x, nWindows, seqLen, w, shape, zeros, side()));
+  const host = await seconds(() => batchedRecurrentLayer(x, nWindows, seqLen, w, shape, zeros, side(), Number(values.threads)));
   const row: Record<string, string | number> = { layer: name, tokens: nWindows * seqLen, "onnx s/layer": total.toFixed(3), "host part s": host.toFixed(3), "GEMM part s": (total - host).toFixed(3), "tokens/s per layer": Math.round((nWindows * seqLen) / total) };
   if (values.reference) {
     const reference = createReferenceKernels();

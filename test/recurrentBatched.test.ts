@@ -1,5 +1,5 @@
 // The batched recurrent layers (projections over every window's tokens through a LinearKernel,
-// scans in TypeScript) against the float64 reference layers: on the transformers-saved fixtures'
+// scans in C, or in TypeScript with SHORTGPT_NATIVE_SCAN=0) against the float64 reference layers: on the transformers-saved fixtures'
 // real layers and on medium random shapes (RWKV-7's real layers: test/rwkv7.test.ts), with the plain twin of the GEMM and with onnxruntime's
 // Gemm on the onnx backends, native and WebAssembly (whose session counts prove the fast path ran).
 

@@ -4,11 +4,13 @@
 // residual add. It carries its state, so generation continues a sequence token by token. The
 // first block's pre_ln is not here: it belongs to the embedding (the stream entering block 0 is
 // after it), see models/rwkv.ts. batchedRwkv4Layer is the fast twin: the seven matrices over every
-// window's tokens at once through a LinearKernel, only the WKV recurrence in TypeScript loops.
+// window's tokens at once through a LinearKernel, only the WKV recurrence on the host (in C,
+// native/recurrent_scan.c, or its TypeScript twin here).
 
 import { type LayerShape, type LayerWeightsF32, rwkvAttDimOf } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
 import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
+import { recurrentNative } from "./recurrentNative.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-4 block remembers of the tokens before. */
@@ -104,9 +106,10 @@ export function referenceRwkv4Layer(x: Float64Array, T: number, w: LayerWeightsF
 
 /**
  * x: (nWindows * seqLen, dim) float32, each window from a zero state -> the stream after the block
- * (a new array). Activations between the matrices are float32; norms and the WKV recurrence run in float64.
+ * (a new array). Activations between the matrices are float32; norms and the WKV recurrence run
+ * in float64, the recurrence in C on `threads` threads when the native helper is built.
  */
-export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel): Promise<Float32Array> {
+export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, threads = 1): Promise<Float32Array> {
   const { dim, hiddenDim, normEps } = shape;
   const att = rwkvAttDimOf(shape);
   const N = nWindows * seqLen;
@@ -123,7 +126,9 @@ export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLe
   windowShiftMix(mixed, normed, w.rwkvMixR!, nWindows, seqLen, dim);
   const r = await linear(mixed, N, w.rwkvReceptance!, att, dim);
   const wkv = takeF32(N * att);
-  for (let b = 0; b < nWindows; b++) wkvScan(wkv, b * seqLen, seqLen, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, att);
+  const native = recurrentNative();
+  if (native) native.rwkv4Wkv(wkv, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, nWindows, seqLen, threads);
+  else for (let b = 0; b < nWindows; b++) wkvScan(wkv, b * seqLen, seqLen, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, att);
   const attOut = await linear(wkv, N, w.wo, dim, att);
   const h = new Float64Array(N * dim);
   for (let i = 0; i < h.length; i++) h[i] = x[i]! + attOut[i]!;

@@ -7,10 +7,11 @@
 // so generation continues a sequence token by token. The embedding's LayerNorm (token_embd_norm)
 // is not here: it belongs to the embedding, see models/rwkv7.ts. batchedRwkv7Layer is the fast
 // twin: every matrix product over every window's tokens at once through a LinearKernel, only the
-// scan in TypeScript loops.
+// scan on the host (in C, native/recurrent_scan.c, or its TypeScript twin here).
 
 import { type LayerShape, type LayerWeightsF32, rwkv7DimsOf, type SideStreams } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
+import { recurrentNative } from "./recurrentNative.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-7 block remembers of the tokens before. */
@@ -191,9 +192,10 @@ async function batchedLowRank(x: Float32Array, N: number, w1: Float32Array, w2: 
  * (a new array); side as in referenceRwkv7Layer, over all the rows. The batched twin of
  * referenceRwkv7Layer: the four square matrices, the eight LoRA products and channel mixing's two
  * over every window's tokens at once through a LinearKernel (float32 between them); norms, the
- * delta-rule scan and its state in float64.
+ * delta-rule scan and its state in float64, the scan in C on `threads` threads when the native
+ * helper is built.
  */
-export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams): Promise<Float32Array> {
+export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams, threads = 1): Promise<Float32Array> {
   const { dim, hiddenDim, normEps } = shape;
   const { headSize, decayRank, iclrRank, valueRank, gateRank } = rwkv7DimsOf(shape);
   const N = nWindows * seqLen;
@@ -222,7 +224,12 @@ export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLe
   const gate = await batchedLowRank(xg, N, w.rwkv7G1!, w.rwkv7G2!, sigmoid, dim, gateRank, linear);
   const aIn = await batchedLowRank(xa, N, w.rwkv7A1!, w.rwkv7A2!, identity, dim, iclrRank, linear);
   const y = new Float32Array(n);
-  for (let b = 0; b < nWindows; b++) rwkv7Scan(y, b * seqLen, seqLen, { r, decayIn, k, v, aIn, gate }, w, dim, headSize);
+  const native = recurrentNative();
+  if (native) {
+    native.rwkv7Scan(y, r, decayIn, k, v, aIn, gate, w.rwkv7W0!, w.rwkv7A0!, w.rwkv7KK!, w.rwkv7KA!, w.rwkv7RK!, w.rwkv7LnX!, w.rwkv7LnXBias!, nWindows, seqLen, headSize, threads);
+  } else {
+    for (let b = 0; b < nWindows; b++) rwkv7Scan(y, b * seqLen, seqLen, { r, decayIn, k, v, aIn, gate }, w, dim, headSize);
+  }
   const attOut = await linear(y, N, w.wo, dim, dim);
   const h = new Float64Array(n);
   for (let i = 0; i < n; i++) h[i] = x[i]! + attOut[i]!;
