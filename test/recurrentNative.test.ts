@@ -1,5 +1,5 @@
-// The native scans of the batched recurrent layers (native/recurrent_scan.c) against their
-// TypeScript twins: the same layer call with the helper switched on and off, its projections
+// The native scans of the batched recurrent layers and the RWKV glue around them
+// (native/recurrent_scan.c, src/backend/rwkvGlue.ts) against their TypeScript twins: the same layer call with the helper switched on and off, its projections
 // from a kernel that hands out random values and keeps what it was given, so the scans see random
 // inputs and their outputs (the inputs of the next projection) are compared directly; the same
 // values for every thread count; and bad arguments refused with an error naming the array.
@@ -190,4 +190,20 @@ test("native scans refuse arrays of the wrong length or type, naming them, rathe
   expectThrow(() => scan({ 5: f(7) }), RangeError, /aLog has 7 values, expected 8/, "short aLog");
   expectThrow(() => scan({ 10: 3 }), RangeError, /params has 15 values, expected 21/, "a dState the arrays do not hold");
   expectThrow(() => scan({ 7: f(5) }), RangeError, /d has 5 values, expected 4/, "long D");
+  // The RWKV glue: 2 windows of 3 tokens, dim 4.
+  const mix = (over: Partial<Record<number, unknown>> = {}): void => {
+    const a: unknown[] = [[f(24), f(24)], f(24), null, f(4), f(4), [f(4), f(4)], 2, 3, 1e-5, false, 2];
+    for (const [i, v] of Object.entries(over)) a[Number(i)] = v;
+    (native.layerNormShiftMix as unknown as (...a: unknown[]) => void)(...a);
+  };
+  mix();
+  mix({ 2: f(24), 9: true });
+  expectThrow(() => mix({ 0: [f(24), f(23)] }), RangeError, /outs\[1\] has 23 values, expected 24/, "a short output");
+  expectThrow(() => mix({ 5: [f(4)] }), RangeError, /outs and mixes differ in length/, "fewer mixes than outputs");
+  expectThrow(() => mix({ 5: [f(4), f(3)] }), RangeError, /mixes\[1\] has 3 values, expected 4/, "a short mix");
+  expectThrow(() => mix({ 2: f(20) }), RangeError, /add has 20 values, expected 24/, "a short add");
+  expectThrow(() => mix({ 0: [], 5: [] }), RangeError, /outs must hold 1 to 8 arrays/, "no outputs");
+  expectThrow(() => native.residualAdd(f(8), f(8), f(7), null, f(8), 1), RangeError, /residualAdd: add has 7 values, expected 8/, "a short add");
+  expectThrow(() => native.residualAdd(f(8), f(8), f(8), f(9), f(8), 1), RangeError, /gate has 9 values/, "a long gate");
+  expectThrow(() => native.reluSquare(new Float64Array(4) as unknown as Float32Array, 1), TypeError, /h must be a Float32Array/, "float64 h");
 });

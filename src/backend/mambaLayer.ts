@@ -99,9 +99,9 @@ export async function batchedMambaLayer(x: Float32Array, nWindows: number, seqLe
   const nParams = dtRank + 2 * dState;
   const N = nWindows * seqLen;
   const normed = new Float64Array(N * dim);
-  rmsNorm(normed, Float64Array.from(x), w.attnNorm, N, dim, normEps);
+  rmsNorm(normed, new Float64Array(x), w.attnNorm, N, dim, normEps);
   // projected: (N, 2 * dInner), the stream then the gate per token.
-  const projected = await linear(Float32Array.from(normed), N, w.mambaInProj!, 2 * dInner, dim);
+  const projected = await linear(new Float32Array(normed), N, w.mambaInProj!, 2 * dInner, dim);
   const u = new Float32Array(N * dInner);
   if (native) native.mambaConvSilu(u, projected, w.mambaConv!, w.mambaConvBias ?? null, nWindows, seqLen, convKernel, threads);
   else causalConvSilu(u, projected, nWindows, seqLen, dInner, w.mambaConv!, w.mambaConvBias, convKernel);

@@ -38,6 +38,20 @@ export interface RecurrentScanNative {
     y: Float32Array, u: Float32Array, projected: Float32Array, params: Float32Array, dtRaw: Float32Array, aLog: Float32Array, dtBias: Float32Array, d: Float32Array,
     nWindows: number, seqLen: number, dState: number, dtRank: number, threads: number,
   ): void;
+  /**
+   * The RWKV layers' LayerNorm and token shift: outs[m] (N, dim) = mix m of the rows of
+   * LayerNorm(x + add) (add: null for none) with the row before in the window (zeros before the
+   * first), as x mix + before (1 - mix) (RWKV-4), or x + (before - x) mix with lerp (RWKV-7).
+   * Float64 inside, float32 out; 1 to 8 mixes (dim) each.
+   */
+  layerNormShiftMix(
+    outs: Float32Array[], x: Float32Array, add: Float32Array | null, weight: Float32Array, bias: Float32Array, mixes: Float32Array[],
+    nWindows: number, seqLen: number, eps: number, lerp: boolean, threads: number,
+  ): void;
+  /** next = (x + add) + sigmoid(gate) * update, or (x + add) + update with gate null; in float64, all of one length. */
+  residualAdd(next: Float32Array, x: Float32Array, add: Float32Array, gate: Float32Array | null, update: Float32Array, threads: number): void;
+  /** h = max(h, 0)^2 in place. */
+  reluSquare(h: Float32Array, threads: number): void;
 }
 
 let helper: RecurrentScanNative | null | undefined;

@@ -12,6 +12,8 @@
 import { type LayerShape, type LayerWeightsF32, rwkv7DimsOf, type SideStreams } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
 import { recurrentNative } from "./recurrentNative.js";
+import { layerNormShiftMix, reluSquare, residualAdd } from "./rwkvGlue.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-7 block remembers of the tokens before. */
@@ -165,20 +167,6 @@ export function referenceRwkv7Layer(x: Float64Array, T: number, w: LayerWeightsF
   addInPlace(x, out, n);
 }
 
-/** tokenShiftLerp over each window of x (N, dim), the token before each window's first a zero (a fresh state); out in float32. */
-function windowShiftLerp(out: Float32Array, x: Float64Array, mix: Float32Array, mixOffset: number, nWindows: number, seqLen: number, dim: number): void {
-  for (let b = 0; b < nWindows; b++) {
-    for (let t = 0; t < seqLen; t++) {
-      const off = (b * seqLen + t) * dim;
-      for (let i = 0; i < dim; i++) {
-        const here = x[off + i]!;
-        const before = t === 0 ? 0 : x[off - dim + i]!;
-        out[off + i] = here + (before - here) * mix[mixOffset + i]!;
-      }
-    }
-  }
-}
-
 /** (N, nOut) = w2 @ act(w1 @ x) over every row: a low-rank projection through rank, both products on `linear`. */
 async function batchedLowRank(x: Float32Array, N: number, w1: Float32Array, w2: Float32Array, act: (v: number) => number, dim: number, rank: number, linear: LinearKernel): Promise<Float32Array> {
   const mid = await linear(x, N, w1, rank, dim);
@@ -201,21 +189,19 @@ export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLe
   const N = nWindows * seqLen;
   const n = N * dim;
   if (side.rwkv7VFirst !== undefined && side.rwkv7VFirst.length !== n) throw new Error(`internal: the value residual has ${side.rwkv7VFirst.length} values for ${n} in the rows`);
-  // Time mixing: the six token-shift lerps, then every projection of them.
-  const normed = new Float64Array(n);
-  layerNorm(normed, Float64Array.from(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
-  const [xr, xw, xk, xv, xa, xg] = Array.from({ length: 6 }, (_, m) => {
-    const out = new Float32Array(n);
-    windowShiftLerp(out, normed, w.rwkv7Lerp!, m * dim, nWindows, seqLen, dim);
-    return out;
-  }) as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+  // Time mixing: the six token-shift lerps, then every projection of them. Scratch rows from the
+  // pool of finished arrays (fresh memory is slow to touch), each written whole before it is read.
+  const mixed = Array.from({ length: 6 }, () => takeF32(n));
+  const [xr, xw, xk, xv, xa, xg] = mixed as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+  const lerps = mixed.map((_, m) => w.rwkv7Lerp!.subarray(m * dim, (m + 1) * dim));
+  layerNormShiftMix(mixed, x, undefined, w.attnNorm, w.attnNormBias!, lerps, nWindows, seqLen, dim, normEps, true, threads);
   const r = await linear(xr, N, w.rwkvReceptance!, dim, dim);
   const decayIn = await batchedLowRank(xw, N, w.rwkv7W1!, w.rwkv7W2!, Math.tanh, dim, decayRank, linear);
   const k = await linear(xk, N, w.wk, dim, dim);
   const vRaw = await linear(xv, N, w.wv, dim, dim);
-  const v = Float64Array.from(vRaw);
+  const v = new Float64Array(vRaw);
   if (side.rwkv7VFirst === undefined) {
-    side.rwkv7VFirst = Float64Array.from(v);
+    side.rwkv7VFirst = new Float64Array(v);
   } else {
     const vFirst = side.rwkv7VFirst;
     const mix = await batchedLowRank(xv, N, w.rwkv7V1!, w.rwkv7V2!, identity, dim, valueRank, linear);
@@ -223,7 +209,7 @@ export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLe
   }
   const gate = await batchedLowRank(xg, N, w.rwkv7G1!, w.rwkv7G2!, sigmoid, dim, gateRank, linear);
   const aIn = await batchedLowRank(xa, N, w.rwkv7A1!, w.rwkv7A2!, identity, dim, iclrRank, linear);
-  const y = new Float32Array(n);
+  const y = takeF32(n);
   const native = recurrentNative();
   if (native) {
     native.rwkv7Scan(y, r, decayIn, k, v, aIn, gate, w.rwkv7W0!, w.rwkv7A0!, w.rwkv7KK!, w.rwkv7KA!, w.rwkv7RK!, w.rwkv7LnX!, w.rwkv7LnXBias!, nWindows, seqLen, headSize, threads);
@@ -231,17 +217,14 @@ export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLe
     for (let b = 0; b < nWindows; b++) rwkv7Scan(y, b * seqLen, seqLen, { r, decayIn, k, v, aIn, gate }, w, dim, headSize);
   }
   const attOut = await linear(y, N, w.wo, dim, dim);
-  const h = new Float64Array(n);
-  for (let i = 0; i < n; i++) h[i] = x[i]! + attOut[i]!;
-  // Channel mixing: h + wDown @ relu(wUp @ lerp(h))^2.
-  layerNorm(normed, h, w.ffnNorm, w.ffnNormBias!, N, dim, normEps);
-  windowShiftLerp(xk, normed, w.rwkvFfnMixK!, 0, nWindows, seqLen, dim);
+  // Channel mixing on h = x + attOut: h + wDown @ relu(wUp @ lerp(h))^2.
+  layerNormShiftMix([xk], x, attOut, w.ffnNorm, w.ffnNormBias!, [w.rwkvFfnMixK!], nWindows, seqLen, dim, normEps, true, threads);
   const hidden = await linear(xk, N, w.wUp, hiddenDim, dim);
-  const squared = new Float32Array(hidden.length);
-  for (let i = 0; i < hidden.length; i++) squared[i] = Math.max(0, hidden[i]!) ** 2;
-  const ffnOut = await linear(squared, N, w.wDown, dim, hiddenDim);
+  reluSquare(hidden, threads);
+  const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
   const next = new Float32Array(n);
-  for (let i = 0; i < n; i++) next[i] = h[i]! + ffnOut[i]!;
+  residualAdd(next, x, attOut, undefined, ffnOut, threads);
+  recycleF32([...mixed, y]);
   return next;
 }
 
