@@ -19,6 +19,8 @@
 //       k, v, r, wkv: (N, att) float32; timeDecay, timeFirst: (att). wkv = sigmoid(r) * WKV.
 //   rwkv7Scan(y, r, decayIn, k, v, aIn, gate, w0, a0, kkScale, ka, rk, lnX, lnXBias, nWindows, seqLen, headSize, threads)
 //       y, r, decayIn, k, aIn, gate: (N, dim) float32; v: (N, dim) float64; the seven vectors (dim).
+//   rwkv7ValueResidual(v, vRaw, vFirst, mix, v0, threads)
+//       v, vFirst: (N, dim) float64; vRaw, mix: (N, dim); v0: (dim). v = vRaw + (vFirst - vRaw) sigmoid(mix + v0).
 //   mambaConvSilu(u, projected, conv, bias | null, nWindows, seqLen, convKernel, threads)
 //       projected: (N, 2 dInner), its first half per row the stream; conv: (dInner, convKernel); u: (N, dInner).
 //   mambaScan(y, u, projected, params, dtRaw, aLog, dtBias, d, nWindows, seqLen, dState, dtRank, threads)
@@ -263,6 +265,23 @@ static void rwkv7_worker(void *p, int tid, int nthreads) {
     }
   }
   free(mem);
+}
+
+/** RWKV-7's value residual of a block after the first: v = vRaw + (vFirst - vRaw) sigmoid(mix + v0), rows split over workers. */
+typedef struct {
+  double *v;
+  const float *v_raw, *mix, *v0;
+  const double *v_first;
+  size_t rows, dim;
+} value_residual_ctx;
+
+static void value_residual_worker(void *p, int tid, int nthreads) {
+  value_residual_ctx *c = p;
+  size_t r0, r1;
+  share(c->rows, tid, nthreads, &r0, &r1);
+  for (size_t row = r0; row < r1; row++)
+    for (size_t j = 0, i = row * c->dim; j < c->dim; j++, i++)
+      c->v[i] = (double)c->v_raw[i] + (c->v_first[i] - c->v_raw[i]) * sigmoid((double)c->mix[i] + c->v0[j]);
 }
 
 // ---- Mamba: the depthwise causal conv over each window (zeros before its first token), then
@@ -586,6 +605,26 @@ static napi_value js_rwkv7_scan(napi_env env, napi_callback_info info) {
   return c.failed ? out_of_memory(env, "rwkv7Scan: out of memory for the scan state") : NULL;
 }
 
+static napi_value js_value_residual(napi_env env, napi_callback_info info) {
+  napi_value a[6];
+  if (!get_args(env, info, 6, a, "rwkv7ValueResidual")) return NULL;
+  checker ch = {env, "rwkv7ValueResidual", 1};
+  size_t dim = length_of(&ch, a[4], "v0");
+  void *data;
+  size_t n = 0;
+  if (ch.ok && !get_typed(env, a[0], napi_float64_array, &data, &n)) {
+    napi_throw_type_error(env, "ERR_SHORTGPT_SCAN", "rwkv7ValueResidual: v must be a Float64Array");
+    return NULL;
+  }
+  int threads = threads_of(&ch, a[5]);
+  if (ch.ok && (dim == 0 || n % dim != 0)) return throw_range(env, ch.fn, "v's length is not a whole number of rows of v0's length");
+  value_residual_ctx c = {array_of(&ch, a[0], napi_float64_array, n, "v"), f32_of(&ch, a[1], n, "vRaw"), f32_of(&ch, a[3], n, "mix"), f32_of(&ch, a[4], dim, "v0"),
+                          array_of(&ch, a[2], napi_float64_array, n, "vFirst"), dim ? n / dim : 0, dim};
+  if (!ch.ok) return NULL;
+  parallel(threads, value_residual_worker, &c);
+  return NULL;
+}
+
 static napi_value js_mamba_conv_silu(napi_env env, napi_callback_info info) {
   napi_value a[8];
   if (!get_args(env, info, 8, a, "mambaConvSilu")) return NULL;
@@ -722,6 +761,7 @@ static void export_function(napi_env env, napi_value exports, const char *name, 
 NAPI_MODULE_INIT() {
   export_function(env, exports, "rwkv4Wkv", js_rwkv4_wkv);
   export_function(env, exports, "rwkv7Scan", js_rwkv7_scan);
+  export_function(env, exports, "rwkv7ValueResidual", js_value_residual);
   export_function(env, exports, "mambaConvSilu", js_mamba_conv_silu);
   export_function(env, exports, "mambaScan", js_mamba_scan);
   export_function(env, exports, "layerNormShiftMix", js_shift_mix);

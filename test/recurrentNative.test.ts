@@ -174,6 +174,11 @@ test("native scans refuse arrays of the wrong length or type, naming them, rathe
   expectThrow(() => rwkv7(...args7({ 6: f(n7 - 2) })), RangeError, /gate has 14 values/, "short gate");
   expectThrow(() => rwkv7(...args7({ 12: f(7) })), RangeError, /lnX has 7 values, expected 8/, "short lnX");
   expectThrow(() => rwkv7(...args7({ 16: 3 })), RangeError, /headSize 3 does not divide dim 8/, "a head size that does not divide dim");
+  const d = (n: number): Float64Array => new Float64Array(n);
+  native.rwkv7ValueResidual(d(16), f(16), d(16), f(16), f(8), 2);
+  expectThrow(() => native.rwkv7ValueResidual(d(16), f(16), d(15), f(16), f(8), 2), RangeError, /vFirst has 15 values, expected 16/, "short vFirst");
+  expectThrow(() => native.rwkv7ValueResidual(d(16), f(16), d(16), f(16), f(5), 2), RangeError, /not a whole number of rows/, "ragged rows");
+  expectThrow(() => native.rwkv7ValueResidual(f(16) as unknown as Float64Array, f(16), d(16), f(16), f(8), 2), TypeError, /v must be a Float64Array/, "float32 v");
   // Mamba: 1 window of 3 tokens, dInner 4, dState 2, dtRank 1, kernel 2.
   native.mambaConvSilu(f(12), f(24), f(8), null, 1, 3, 2, 2);
   native.mambaConvSilu(f(12), f(24), f(8), f(4), 1, 3, 2, 2);

@@ -199,18 +199,23 @@ export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLe
   const decayIn = await batchedLowRank(xw, N, w.rwkv7W1!, w.rwkv7W2!, Math.tanh, dim, decayRank, linear);
   const k = await linear(xk, N, w.wk, dim, dim);
   const vRaw = await linear(xv, N, w.wv, dim, dim);
-  const v = new Float64Array(vRaw);
+  const native = recurrentNative();
+  let v: Float64Array;
+  // Later blocks' values live in pooled memory, handed back at the end of the call.
+  let vMemory: Float32Array | undefined;
   if (side.rwkv7VFirst === undefined) {
-    side.rwkv7VFirst = new Float64Array(v);
+    // The first block: its values are the residual every later block reads (nothing writes them after).
+    v = side.rwkv7VFirst = new Float64Array(vRaw);
   } else {
-    const vFirst = side.rwkv7VFirst;
     const mix = await batchedLowRank(xv, N, w.rwkv7V1!, w.rwkv7V2!, identity, dim, valueRank, linear);
-    for (let i = 0; i < n; i++) v[i]! += (vFirst[i]! - v[i]!) * sigmoid(mix[i]! + w.rwkv7V0![i % dim]!);
+    vMemory = takeF32(2 * n);
+    v = new Float64Array(vMemory.buffer, vMemory.byteOffset, n);
+    if (native) native.rwkv7ValueResidual(v, vRaw, side.rwkv7VFirst, mix, w.rwkv7V0!, threads);
+    else valueResidual(v, vRaw, side.rwkv7VFirst, mix, w.rwkv7V0!, dim);
   }
   const gate = await batchedLowRank(xg, N, w.rwkv7G1!, w.rwkv7G2!, sigmoid, dim, gateRank, linear);
   const aIn = await batchedLowRank(xa, N, w.rwkv7A1!, w.rwkv7A2!, identity, dim, iclrRank, linear);
   const y = takeF32(n);
-  const native = recurrentNative();
   if (native) {
     native.rwkv7Scan(y, r, decayIn, k, v, aIn, gate, w.rwkv7W0!, w.rwkv7A0!, w.rwkv7KK!, w.rwkv7KA!, w.rwkv7RK!, w.rwkv7LnX!, w.rwkv7LnXBias!, nWindows, seqLen, headSize, threads);
   } else {
@@ -224,8 +229,18 @@ export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLe
   const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
   const next = new Float32Array(n);
   residualAdd(next, x, attOut, undefined, ffnOut, threads);
-  recycleF32([...mixed, y]);
+  recycleF32([...mixed, y, vMemory]);
   return next;
+}
+
+/** v (N, dim) = vRaw + (vFirst - vRaw) * sigmoid(mix + v0): the values move towards the first block's. */
+function valueResidual(v: Float64Array, vRaw: Float32Array, vFirst: Float64Array, mix: Float32Array, v0: Float32Array, dim: number): void {
+  for (let off = 0; off < v.length; off += dim) {
+    for (let j = 0; j < dim; j++) {
+      const i = off + j;
+      v[i] = vRaw[i]! + (vFirst[i]! - vRaw[i]!) * sigmoid(mix[i]! + v0[j]!);
+    }
+  }
 }
 
 /** The projections of every row that the scan reads, (N, dim) each: decayIn and aIn before their activations. */
