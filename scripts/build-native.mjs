@@ -87,7 +87,7 @@ compile(join(root, "native", "host_memory.c"), join(root, "build", "shortgpt_mem
 const scanSource = join(root, "native", "recurrent_scan.c");
 const scanTarget = join(root, "build", "shortgpt_scan.node");
 const scanWhat = "recurrent scan helper (RWKV and Mamba scans will run in TypeScript)";
-if (!compile(scanSource, scanTarget, ["-O3", "-fopenmp-simd"], scanWhat, ["-lm"])) compile(scanSource, scanTarget, ["-O3", "-DSHORTGPT_NO_CLONES"], scanWhat, ["-lm"]);
+if (!compile(scanSource, scanTarget, ["-O3", "-fopenmp-simd"], scanWhat, ["-lm"])) compile(scanSource, scanTarget, ["-O3", "-DSHORTGPT_NO_CLONES", "-Wno-unknown-pragmas"], scanWhat, ["-lm"]);
 const temp = `${output}.${process.pid}.tmp`;
 const result = spawnSync(compiler, ["-O2", "-Wall", "-shared", "-fPIC", "-pthread", `-I${includes[0]}`, source, "-o", temp], { encoding: "utf8" });
 if (result.error || result.status !== 0) {
