@@ -1,13 +1,15 @@
 // The sequential parts of the batched recurrent layers (src/backend/rwkv4Layer.ts,
 // rwkv7Layer.ts, mambaLayer.ts) in C: RWKV-4's WKV recurrence, RWKV-7's delta-rule scan with its
 // per-token glue (decay, learning rate, removal key, group norm, bonus, gate), Mamba's causal
-// conv1d and selective scan. Their projections stay on onnxruntime's GEMMs.
+// conv1d and selective scan; and the RWKV layers' glue (LayerNorm with the token shift, residual
+// adds, squared ReLU, RWKV-7's value residual). Their projections stay on the backend's GEMMs
+// (onnxruntime's, or the CPU bf16 engine's).
 //
 // Why: the scans are sequential over tokens, so they cannot be one big GEMM, and in TypeScript
 // they took most of a layer's time (Mamba-1.4B: 0.8 s of 1.0 s per layer of 512 tokens; RWKV-7
 // 1.5B: the scan alone ~0.3 s). Here they run with the same float64 arithmetic as the TypeScript
 // twins (float32 in and out, float64 state and sums), vectorised and split over threads by
-// channel or by (window, head), which are independent, so the values do not depend on the
+// channel, row or (window, head), which are independent, so the values do not depend on the
 // thread count.
 //
 // Every function checks the lengths of its arrays against its dimensions and throws a
@@ -94,7 +96,8 @@ static double silu(double v) { return v / (1.0 + exp(-v)); }
  * exp(x) for x <= 0 without a call, so that a loop of them vectorises (libm's exp does not):
  * x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series to r^13 (relative error below
  * 3e-16), times 2^n built in the exponent bits. Below -708 it returns 0 where exp gives a
- * subnormal (under 1e-307): Mamba's decays exp(A dt), A < 0, dt > 0, are never positive.
+ * subnormal (under 1e-307). Mamba's decays exp(A dt) (A < 0, dt > 0) are never positive, and
+ * its softplus and silu take exp(-|v|).
  */
 static inline double exp_nonpositive(double x) {
   const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
@@ -128,7 +131,8 @@ static inline double exp_nonpositive(double x) {
 
 // ---- RWKV-4: the WKV recurrence, a softmax-weighted average of past values with exponential
 // decay, its sums carried scaled by exp(-max) to stay finite. Rows outer, channels inner, so each
-// row's channels are read contiguously; each worker keeps its channels' sums.
+// row's channels are read contiguously and the channel loop vectorises (every exponent is a
+// difference from a maximum, never positive); each worker keeps its channels' sums.
 
 typedef struct {
   float *wkv;
@@ -136,6 +140,27 @@ typedef struct {
   size_t n_windows, seq_len, att;
   int failed;
 } rwkv4_ctx;
+
+/** One token of `width` channels: wkv written, the sums advanced. */
+VECTOR_CLONES static void rwkv4_row(float *restrict wkv, double *restrict num, double *restrict den, double *restrict max, const float *restrict k,
+                                    const float *restrict v, const float *restrict r, const double *restrict decay, const double *restrict bonus, size_t width) {
+#pragma omp simd
+  for (size_t j = 0; j < width; j++) {
+    double key = k[j], value = v[j], first = key + bonus[j];
+    double out_max = max[j] > first ? max[j] : first;
+    double a = exp_nonpositive(max[j] - out_max), e = exp_nonpositive(first - out_max);
+    // sigmoid(r) from exp(-|r|), on either side of zero.
+    double rj = r[j], er = exp_nonpositive(-fabs(rj));
+    double gate = (rj >= 0 ? 1.0 : er) / (1.0 + er);
+    wkv[j] = (float)(gate * ((a * num[j] + e * value) / (a * den[j] + e)));
+    double decayed = max[j] + decay[j];
+    double state_max = decayed > key ? decayed : key;
+    double e1 = exp_nonpositive(decayed - state_max), e2 = exp_nonpositive(key - state_max);
+    num[j] = e1 * num[j] + e2 * value;
+    den[j] = e1 * den[j] + e2;
+    max[j] = state_max;
+  }
+}
 
 static void rwkv4_worker(void *p, int tid, int nthreads) {
   rwkv4_ctx *c = p;
@@ -156,18 +181,7 @@ static void rwkv4_worker(void *p, int tid, int nthreads) {
   for (size_t b = 0; b < c->n_windows; b++) {
     for (size_t j = 0; j < width; j++) num[j] = 0, den[j] = 0, max[j] = -1e38; // transformers' start
     for (size_t row = b * c->seq_len; row < (b + 1) * c->seq_len; row++) {
-      size_t base = row * c->att + c0;
-      for (size_t j = 0; j < width; j++) {
-        double key = c->k[base + j], value = c->v[base + j];
-        double out_max = fmax(max[j], key + bonus[j]);
-        double a = exp(max[j] - out_max), e = exp(key + bonus[j] - out_max);
-        c->wkv[base + j] = (float)(sigmoid(c->r[base + j]) * ((a * num[j] + e * value) / (a * den[j] + e)));
-        double state_max = fmax(max[j] + decay[j], key);
-        double e1 = exp(max[j] + decay[j] - state_max), e2 = exp(key - state_max);
-        num[j] = e1 * num[j] + e2 * value;
-        den[j] = e1 * den[j] + e2;
-        max[j] = state_max;
-      }
+      rwkv4_row(c->wkv + row * c->att + c0, num, den, max, c->k + row * c->att + c0, c->v + row * c->att + c0, c->r + row * c->att + c0, decay, bonus, width);
     }
   }
   free(mem);
