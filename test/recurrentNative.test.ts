@@ -98,7 +98,9 @@ async function runCase(c: Case, native: boolean, threads: number, nWindows = 3, 
   }
 }
 
+// This file switches the helper on and off itself, so it runs the same under SHORTGPT_NATIVE_SCAN=0.
 test("the native scan helper is built (npm install runs scripts/build-native.mjs) and can be switched off", () => {
+  setRecurrentNative(true);
   assert.ok(recurrentNative(), `${RECURRENT_SCAN_HELPER_PATH} is built by npm install`);
   setRecurrentNative(false);
   assert.equal(recurrentNative(), undefined);
@@ -146,6 +148,7 @@ function expectThrow(f: () => void, kind: typeof TypeError | typeof RangeError, 
 }
 
 test("native scans refuse arrays of the wrong length or type, naming them, rather than reading past them", () => {
+  setRecurrentNative(true);
   const native = recurrentNative() as RecurrentScanNative;
   const f = (n: number): Float32Array => new Float32Array(n);
   // RWKV-4: 2 windows of 3 tokens, att 4.
