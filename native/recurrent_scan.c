@@ -23,6 +23,7 @@
 //       y, r, decayIn, k, aIn, gate: (N, dim) float32; v: (N, dim) float64; the seven vectors (dim).
 //   rwkv7ValueResidual(v, vRaw, vFirst, mix, v0, threads)
 //       v, vFirst: (N, dim) float64; vRaw, mix: (N, dim); v0: (dim). v = vRaw + (vFirst - vRaw) sigmoid(mix + v0).
+//   rmsNorm(out, x, weight, eps, threads)       out (rows, dim) = x / sqrt(mean(x^2) + eps) * weight, float64 inside
 //   mambaConvSilu(u, projected, conv, bias | null, nWindows, seqLen, convKernel, threads)
 //       projected: (N, 2 dInner), its first half per row the stream; conv: (dInner, convKernel); u: (N, dInner).
 //   mambaScan(y, u, projected, params, dtRaw, aLog, dtBias, d, nWindows, seqLen, dState, dtRank, threads)
@@ -294,6 +295,27 @@ static void value_residual_worker(void *p, int tid, int nthreads) {
   for (size_t row = r0; row < r1; row++)
     for (size_t j = 0, i = row * c->dim; j < c->dim; j++, i++)
       c->v[i] = (double)c->v_raw[i] + (c->v_first[i] - c->v_raw[i]) * sigmoid((double)c->mix[i] + c->v0[j]);
+}
+
+/** Mamba's RMSNorm: rows of x (dim) -> out in float32, the sum of squares in order in float64 (as the TypeScript rmsNorm). */
+typedef struct {
+  float *out;
+  const float *x, *weight;
+  size_t rows, dim;
+  double eps;
+} rms_norm_ctx;
+
+static void rms_norm_worker(void *p, int tid, int nthreads) {
+  rms_norm_ctx *c = p;
+  size_t r0, r1;
+  share(c->rows, tid, nthreads, &r0, &r1);
+  for (size_t row = r0; row < r1; row++) {
+    const float *x = c->x + row * c->dim;
+    double ss = 0;
+    for (size_t i = 0; i < c->dim; i++) ss += (double)x[i] * x[i];
+    double scale = 1.0 / sqrt(ss / (double)c->dim + c->eps);
+    for (size_t i = 0; i < c->dim; i++) c->out[row * c->dim + i] = (float)(x[i] * scale * c->weight[i]);
+  }
 }
 
 // ---- Mamba: the depthwise causal conv over each window (zeros before its first token), then
@@ -670,6 +692,21 @@ static napi_value js_value_residual(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value js_rms_norm(napi_env env, napi_callback_info info) {
+  napi_value a[5];
+  if (!get_args(env, info, 5, a, "rmsNorm")) return NULL;
+  checker ch = {env, "rmsNorm", 1};
+  size_t dim = length_of(&ch, a[2], "weight"), n = length_of(&ch, a[1], "x");
+  double eps;
+  if (ch.ok && napi_get_value_double(env, a[3], &eps) != napi_ok) return throw_range(env, ch.fn, "eps must be a number");
+  int threads = threads_of(&ch, a[4]);
+  if (ch.ok && (dim == 0 || n % dim != 0)) return throw_range(env, ch.fn, "x's length is not a whole number of rows of weight's length");
+  rms_norm_ctx c = {f32_of(&ch, a[0], n, "out"), f32_of(&ch, a[1], n, "x"), f32_of(&ch, a[2], dim, "weight"), dim ? n / dim : 0, dim, eps};
+  if (!ch.ok) return NULL;
+  parallel(threads, rms_norm_worker, &c);
+  return NULL;
+}
+
 static napi_value js_mamba_conv_silu(napi_env env, napi_callback_info info) {
   napi_value a[8];
   if (!get_args(env, info, 8, a, "mambaConvSilu")) return NULL;
@@ -807,6 +844,7 @@ NAPI_MODULE_INIT() {
   export_function(env, exports, "rwkv4Wkv", js_rwkv4_wkv);
   export_function(env, exports, "rwkv7Scan", js_rwkv7_scan);
   export_function(env, exports, "rwkv7ValueResidual", js_value_residual);
+  export_function(env, exports, "rmsNorm", js_rms_norm);
   export_function(env, exports, "mambaConvSilu", js_mamba_conv_silu);
   export_function(env, exports, "mambaScan", js_mamba_scan);
   export_function(env, exports, "layerNormShiftMix", js_shift_mix);

@@ -182,6 +182,9 @@ test("native scans refuse arrays of the wrong length or type, naming them, rathe
   expectThrow(() => native.rwkv7ValueResidual(d(16), f(16), d(15), f(16), f(8), 2), RangeError, /vFirst has 15 values, expected 16/, "short vFirst");
   expectThrow(() => native.rwkv7ValueResidual(d(16), f(16), d(16), f(16), f(5), 2), RangeError, /not a whole number of rows/, "ragged rows");
   expectThrow(() => native.rwkv7ValueResidual(f(16) as unknown as Float64Array, f(16), d(16), f(16), f(8), 2), TypeError, /v must be a Float64Array/, "float32 v");
+  native.rmsNorm(f(12), f(12), f(4), 1e-5, 2);
+  expectThrow(() => native.rmsNorm(f(12), f(10), f(4), 1e-5, 2), RangeError, /not a whole number of rows/, "ragged rows");
+  expectThrow(() => native.rmsNorm(f(8), f(12), f(4), 1e-5, 2), RangeError, /out has 8 values, expected 12/, "a short output");
   // Mamba: 1 window of 3 tokens, dInner 4, dState 2, dtRank 1, kernel 2.
   native.mambaConvSilu(f(12), f(24), f(8), null, 1, 3, 2, 2);
   native.mambaConvSilu(f(12), f(24), f(8), f(4), 1, 3, 2, 2);

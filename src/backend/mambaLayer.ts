@@ -8,6 +8,7 @@
 import { type LayerShape, type LayerWeightsF32, mambaDimsOf, type MambaDims } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
 import { recurrentNative } from "./recurrentNative.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { addInPlace, matmul, rmsNorm } from "./reference.js";
 
 /** What a Mamba layer remembers of the tokens before: the conv's last inputs and the scan's state. */
@@ -98,11 +99,16 @@ export async function batchedMambaLayer(x: Float32Array, nWindows: number, seqLe
   const { dInner, dState, dtRank, convKernel } = mambaDimsOf(shape);
   const nParams = dtRank + 2 * dState;
   const N = nWindows * seqLen;
-  const normed = new Float64Array(N * dim);
-  rmsNorm(normed, new Float64Array(x), w.attnNorm, N, dim, normEps);
+  // Scratch rows written whole before they are read, from the pool of finished arrays (fresh memory is slow to touch).
+  const [normed, u, y] = [takeF32(N * dim), takeF32(N * dInner), takeF32(N * dInner)];
+  if (native) native.rmsNorm(normed, x, w.attnNorm, normEps, threads);
+  else {
+    const wide = new Float64Array(x);
+    rmsNorm(wide, wide, w.attnNorm, N, dim, normEps);
+    normed.set(wide);
+  }
   // projected: (N, 2 * dInner), the stream then the gate per token.
-  const projected = await linear(new Float32Array(normed), N, w.mambaInProj!, 2 * dInner, dim);
-  const u = new Float32Array(N * dInner);
+  const projected = await linear(normed, N, w.mambaInProj!, 2 * dInner, dim);
   if (native) native.mambaConvSilu(u, projected, w.mambaConv!, w.mambaConvBias ?? null, nWindows, seqLen, convKernel, threads);
   else causalConvSilu(u, projected, nWindows, seqLen, dInner, w.mambaConv!, w.mambaConvBias, convKernel);
   // params: (N, dtRank + 2 * dState) = dt (low rank), B, C per token; dtRaw: (N, dInner) before its bias and softplus.
@@ -110,7 +116,6 @@ export async function batchedMambaLayer(x: Float32Array, nWindows: number, seqLe
   const dtLow = new Float32Array(N * dtRank);
   for (let row = 0; row < N; row++) dtLow.set(params.subarray(row * nParams, row * nParams + dtRank), row * dtRank);
   const dtRaw = await linear(dtLow, N, w.mambaDtProj!, dInner, dtRank);
-  const y = new Float32Array(N * dInner);
   if (native) {
     native.mambaScan(y, u, projected, params, dtRaw, w.mambaALog!, w.mambaDtBias!, w.mambaD!, nWindows, seqLen, dState, dtRank, threads);
   } else {
@@ -124,6 +129,7 @@ export async function batchedMambaLayer(x: Float32Array, nWindows: number, seqLe
   const out = await linear(y, N, w.mambaOutProj!, dim, dInner);
   const next = new Float32Array(N * dim);
   for (let i = 0; i < next.length; i++) next[i] = x[i]! + out[i]!;
+  recycleF32([normed, u, y]);
   return next;
 }
 

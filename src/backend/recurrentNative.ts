@@ -29,6 +29,8 @@ export interface RecurrentScanNative {
   ): void;
   /** RWKV-7, a block after the first: v (N, dim) = vRaw + (vFirst - vRaw) * sigmoid(mix + v0); v, vFirst float64; v0: (dim). */
   rwkv7ValueResidual(v: Float64Array, vRaw: Float32Array, vFirst: Float64Array, mix: Float32Array, v0: Float32Array, threads: number): void;
+  /** Mamba's RMSNorm: out (rows, dim) = x / sqrt(mean(x^2) + eps) * weight, in float64 rounded to float32; dim = weight's length. */
+  rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, eps: number, threads: number): void;
   /** Mamba: u (N, dInner) = silu(causal depthwise conv of projected's stream half); projected: (N, 2 dInner); conv: (dInner, convKernel); bias: (dInner) or null. */
   mambaConvSilu(u: Float32Array, projected: Float32Array, conv: Float32Array, bias: Float32Array | null, nWindows: number, seqLen: number, convKernel: number, threads: number): void;
   /**
