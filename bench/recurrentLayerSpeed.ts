@@ -1,13 +1,15 @@
 // Seconds per recurrent layer call on the onnx backend at real shapes (Mamba-1.4B, RWKV-4-430M,
 // RWKV-7 1.5B as a block after the first, reading a value residual; random weights), split into the host part (norms, conv, scan: the call with a LinearKernel that
 // returns zeros) and the rest (onnxruntime's GEMMs), beside the float64 reference layer. Prints a
-// table; not a test.
+// table; not a test. With --precision bf16 the layer runs on the CPU bf16 engine (its projections
+// on the bf16 GEMM) instead of onnxruntime.
 //
-//   node dist/bench/recurrentLayerSpeed.js [--windows 2] [--seq-len 256] [--threads 2] [--runs 2] [--reference] [--shapes rwkv-7-1.5b,...]
+//   node dist/bench/recurrentLayerSpeed.js [--windows 2] [--seq-len 256] [--threads 2] [--runs 2] [--reference] [--shapes rwkv-7-1.5b,...] [--precision bf16]
 
 import { parseArgs } from "node:util";
 import { type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims, type SideStreams } from "../src/backend/backend.js";
 import type { LinearKernel } from "../src/backend/linearKernel.js";
+import { createCpuBf16Kernels } from "../src/backend/cpuBf16/bf16Kernels.js";
 import { createOrtKernels } from "../src/backend/ortBackend.js";
 import { batchedRecurrentLayer } from "../src/backend/recurrentLayer.js";
 import { createReferenceKernels } from "../src/backend/referenceBackend.js";
@@ -23,7 +25,7 @@ const SHAPES: Record<string, LayerShape> = {
   },
 };
 
-const { values } = parseArgs({ options: { windows: { type: "string", default: "2" }, "seq-len": { type: "string", default: "256" }, threads: { type: "string", default: "2" }, runs: { type: "string", default: "2" }, reference: { type: "boolean" }, shapes: { type: "string" } } });
+const { values } = parseArgs({ options: { windows: { type: "string", default: "2" }, "seq-len": { type: "string", default: "256" }, threads: { type: "string", default: "2" }, runs: { type: "string", default: "2" }, reference: { type: "boolean" }, shapes: { type: "string" }, precision: { type: "string", default: "fp32" } } });
 const nWindows = Number(values.windows);
 const seqLen = Number(values["seq-len"]);
 const runs = Number(values.runs);
@@ -49,7 +51,7 @@ async function seconds(f: () => Promise<unknown>): Promise<number> {
 }
 
 const zeros: LinearKernel = async (_x, rows, _w, nOut) => new Float32Array(rows * nOut);
-const onnx = await createOrtKernels({ threads: Number(values.threads), flavor: "node" });
+const onnx = values.precision === "bf16" ? await createCpuBf16Kernels({ threads: Number(values.threads) }) : await createOrtKernels({ threads: Number(values.threads), flavor: "node" });
 const rows: Record<string, string | number>[] = [];
 for (const [name, shape] of Object.entries(SHAPES).filter(([n]) => values.shapes === undefined || values.shapes.split(",").includes(n))) {
   const w = randomWeights(shape);
@@ -59,7 +61,7 @@ for (const [name, shape] of Object.entries(SHAPES).filter(([n]) => values.shapes
   const side = (): SideStreams => (vFirst ? { rwkv7VFirst: vFirst } : {});
   await onnx.runLayer(x.subarray(0, seqLen * shape.dim), 1, seqLen, w, shape, undefined, vFirst ? { rwkv7VFirst: vFirst.subarray(0, seqLen * shape.dim) } : {}); // sessions built outside the timing
   const total = await seconds(() => onnx.runLayer(x, nWindows, seqLen, w, shape, undefined, side()));
-  const host = await seconds(() => batchedRecurrentLayer(x, nWindows, seqLen, w, shape, zeros, side()));
+  const host = await seconds(() => batchedRecurrentLayer(x, nWindows, seqLen, w, shape, zeros, side(), Number(values.threads)));
   const row: Record<string, string | number> = { layer: name, tokens: nWindows * seqLen, "onnx s/layer": total.toFixed(3), "host part s": host.toFixed(3), "GEMM part s": (total - host).toFixed(3), "tokens/s per layer": Math.round((nWindows * seqLen) / total) };
   if (values.reference) {
     const reference = createReferenceKernels();

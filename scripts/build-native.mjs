@@ -1,8 +1,9 @@
 // Builds the optional native helpers with the machine's C compiler: native/output_writer.c ->
 // build/shortgpt_native.node, native/cpu_bf16.c -> build/shortgpt_cpu.node (the CPU's bf16
 // engine; its layer GEMMs on oneDNN when libdnnl-dev is installed; without the helper the CPU engine
-// computes in fp32), and native/host_memory.c -> build/shortgpt_memory.node (huge pages and bf16
-// widening for layer loads). It runs as the package's install script; when no compiler or no
+// computes in fp32), native/host_memory.c -> build/shortgpt_memory.node (huge pages and bf16
+// widening for layer loads), and native/recurrent_scan.c -> build/shortgpt_scan.node (the scans of
+// the RWKV and Mamba layers; without it they run in TypeScript, same values, slower). It runs as the package's install script; when no compiler or no
 // Node-API headers are found it says so on one line and exits 0, and shortgpt writes checkpoints
 // with plain buffered writes instead (same output, slower pruning). Node-API symbols resolve against the running
 // node binary at load time, so a plain shared object is enough: no node-gyp, no downloads.
@@ -81,6 +82,12 @@ if (process.arch === "x64") buildCpuHelper();
 else console.log(`shortgpt: CPU bf16 helper not built (it is for x86-64, this is ${process.arch}); the CPU engine computes in fp32`);
 // Huge pages and C widening for layer loads; without it the same loads run in JavaScript (same values, slower).
 compile(join(root, "native", "host_memory.c"), join(root, "build", "shortgpt_memory.node"), ["-O3"], "host memory helper (layer loads will widen bf16 in JavaScript)");
+// The recurrent layers' scans; -fopenmp-simd lets the vector loops reorder their sums (no OpenMP
+// runtime), and a compiler without gcc's per-CPU function clones builds the baseline code alone.
+const scanSource = join(root, "native", "recurrent_scan.c");
+const scanTarget = join(root, "build", "shortgpt_scan.node");
+const scanWhat = "recurrent scan helper (RWKV and Mamba scans will run in TypeScript)";
+if (!compile(scanSource, scanTarget, ["-O3", "-fopenmp-simd"], scanWhat, ["-lm"])) compile(scanSource, scanTarget, ["-O3", "-DSHORTGPT_NO_CLONES", "-Wno-unknown-pragmas"], scanWhat, ["-lm"]);
 const temp = `${output}.${process.pid}.tmp`;
 const result = spawnSync(compiler, ["-O2", "-Wall", "-shared", "-fPIC", "-pthread", `-I${includes[0]}`, source, "-o", temp], { encoding: "utf8" });
 if (result.error || result.status !== 0) {

@@ -1,13 +1,17 @@
 // The batched recurrent layers (projections over every window's tokens through a LinearKernel,
-// scans in TypeScript) against the float64 reference layers: on the transformers-saved fixtures'
-// real layers and on medium random shapes (RWKV-7's real layers: test/rwkv7.test.ts), with the plain twin of the GEMM and with onnxruntime's
-// Gemm on the onnx backends, native and WebAssembly (whose session counts prove the fast path ran).
+// scans in C, or in TypeScript with SHORTGPT_NATIVE_SCAN=0) against the float64 reference layers:
+// on the transformers-saved fixtures' real layers and on medium random shapes (RWKV-7's real
+// layers: test/rwkv7.test.ts), with the plain twin of the GEMM, with onnxruntime's Gemm on the
+// onnx backends, native and WebAssembly (whose session counts prove the fast path ran), and with
+// the CPU bf16 engine's GEMM.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 import { type LayerShape, type LayerWeightName, type LayerWeightsF32, layerWeightDims } from "../src/backend/backend.js";
 import { plainLinear } from "../src/backend/linearKernel.js";
+import { createCpuBf16Kernels } from "../src/backend/cpuBf16/bf16Kernels.js";
+import { cpuBf16Availability } from "../src/backend/cpuBf16/native.js";
 import { createOrtKernels } from "../src/backend/ortBackend.js";
 import { batchedRecurrentLayer } from "../src/backend/recurrentLayer.js";
 import { createReferenceKernels } from "../src/backend/referenceBackend.js";
@@ -23,6 +27,8 @@ import { scaledError } from "./helpers.js";
 // <= 4.7e-7 (onnx), the medium random Mamba 1.2e-6 / 1.3e-6 (its random dt and B, C rounded to float32).
 const PLAIN_BOUND = 5e-6;
 const ONNX_BOUND = 5e-6;
+// The bf16 engine rounds every GEMM input to bf16 (8 bits of mantissa). Measured: <= 8.8e-3 (RWKV-7 medium random).
+const BF16_BOUND = 2e-2;
 
 interface Case {
   name: string;
@@ -129,5 +135,27 @@ test("a second window of the same tokens gets the same update as the first (each
     }
   } finally {
     await onnx.dispose();
+  }
+});
+
+const bf16Skip = cpuBf16Availability().ok ? false : "the CPU bf16 engine is not available here";
+
+test("the CPU bf16 engine runs the recurrent layers' projections on its bf16 GEMM, near the float64 reference", { skip: bf16Skip }, async (t) => {
+  const reference = createReferenceKernels();
+  const bf16 = await createCpuBf16Kernels({ threads: 2 });
+  try {
+    let worst = 0;
+    for (const c of cases()) {
+      const x = xorshiftFill(c.nWindows * c.seqLen * c.shape.dim, 1, 13);
+      const want = update(await reference.runLayer(x, c.nWindows, c.seqLen, c.weights, c.shape), x);
+      const got = update(await bf16.runLayer(x, c.nWindows, c.seqLen, c.weights, c.shape), x);
+      const err = scaledError(got, want);
+      worst = Math.max(worst, err);
+      assert.ok(err < BF16_BOUND, `${c.name}: update off by ${err} of its scale`);
+    }
+    t.diagnostic(`worst update error ${worst.toExponential(2)} of its scale`);
+    assert.deepEqual({ recurrent: bf16.stats.recurrentLayers, fallback: bf16.stats.fallbackLayers }, { recurrent: cases().length, fallback: 0 });
+  } finally {
+    await bf16.dispose();
   }
 });

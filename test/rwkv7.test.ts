@@ -24,6 +24,7 @@ import { loadModel, openModel, type LoadedModel } from "../src/load.js";
 import { loadLlamaLayer } from "../src/models/llama.js";
 import { layerShape, streamingBlockInfluence, streamingPerplexity } from "../src/models/streaming.js";
 import { repoRoot, sharedDir } from "../src/shared.js";
+import { gatherTensorRows, readTensorRows } from "../src/tensor/provider.js";
 import { xorshiftFill } from "../src/util/random.js";
 import { rewriteGguf, runCli, scaledError, tempDir, TOKENIZER } from "./helpers.js";
 import { oraclePython } from "./oraclePython.js";
@@ -114,6 +115,20 @@ test("rwkv7 GGUF: the config, layer kind and value-residual LoRA ranks come from
     assert.equal(opened.config.nLayers, 3);
     // Block 0's LoRA is stored with the iclr rank; the engine reads it (unused) with the value rank.
     assert.deepEqual(opened.provider.entries().find((e) => e.name === "blk.0.time_mix_v1.weight")?.shape, [8, 128]);
+  } finally {
+    opened.close();
+  }
+});
+
+test("rwkv7 GGUF: embedding rows read alone are the rows of the whole normalized table", () => {
+  const opened = openModel(FIXTURE);
+  try {
+    const provider = opened.provider;
+    assert.ok(provider.readRowsF32, "the view reads rows alone");
+    const name = opened.names.embedding;
+    const whole = provider.readF32(name);
+    const rows = Int32Array.from([5, 0, 5, opened.config.vocabSize - 1]);
+    assert.deepEqual(readTensorRows(provider, name, rows), gatherTensorRows(whole, opened.config.vocabSize, rows, name, "memory"));
   } finally {
     opened.close();
   }

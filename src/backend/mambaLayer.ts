@@ -3,10 +3,12 @@
 // the residual add. It carries its recurrent state, so generation continues a sequence token by
 // token and a window starts from a zero state. batchedMambaLayer is the fast twin: the four
 // projections over every window's tokens at once through a LinearKernel, only the conv and the
-// scan in TypeScript loops.
+// scan on the host (in C, native/recurrent_scan.c, or their TypeScript twins here).
 
 import { type LayerShape, type LayerWeightsF32, mambaDimsOf, type MambaDims } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
+import { recurrentNative } from "./recurrentNative.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { addInPlace, matmul, rmsNorm } from "./reference.js";
 
 /** What a Mamba layer remembers of the tokens before: the conv's last inputs and the scan's state. */
@@ -88,34 +90,46 @@ export function referenceMambaLayer(x: Float64Array, T: number, w: LayerWeightsF
 /**
  * x: (nWindows * seqLen, dim) float32, each window from a zero state -> the stream after the block
  * (a new array). Activations between the projections are float32 (what the GEMMs take); the conv,
- * the scan and its state run in float64 (JS numbers, the state in a Float64Array).
+ * the scan and its state run in float64, in C on `threads` threads when the native helper is
+ * built, else in TypeScript (JS numbers, the state in a Float64Array).
  */
-export async function batchedMambaLayer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel): Promise<Float32Array> {
+export async function batchedMambaLayer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, threads = 1): Promise<Float32Array> {
+  const native = recurrentNative();
   const { dim, normEps } = shape;
   const { dInner, dState, dtRank, convKernel } = mambaDimsOf(shape);
   const nParams = dtRank + 2 * dState;
   const N = nWindows * seqLen;
-  const normed = new Float64Array(N * dim);
-  rmsNorm(normed, Float64Array.from(x), w.attnNorm, N, dim, normEps);
+  // Scratch rows written whole before they are read, from the pool of finished arrays (fresh memory is slow to touch).
+  const [normed, u, y] = [takeF32(N * dim), takeF32(N * dInner), takeF32(N * dInner)];
+  if (native) native.rmsNorm(normed, x, w.attnNorm, normEps, threads);
+  else {
+    const wide = new Float64Array(x);
+    rmsNorm(wide, wide, w.attnNorm, N, dim, normEps);
+    normed.set(wide);
+  }
   // projected: (N, 2 * dInner), the stream then the gate per token.
-  const projected = await linear(Float32Array.from(normed), N, w.mambaInProj!, 2 * dInner, dim);
-  const u = new Float32Array(N * dInner);
-  causalConvSilu(u, projected, nWindows, seqLen, dInner, w.mambaConv!, w.mambaConvBias, convKernel);
+  const projected = await linear(normed, N, w.mambaInProj!, 2 * dInner, dim);
+  if (native) native.mambaConvSilu(u, projected, w.mambaConv!, w.mambaConvBias ?? null, nWindows, seqLen, convKernel, threads);
+  else causalConvSilu(u, projected, nWindows, seqLen, dInner, w.mambaConv!, w.mambaConvBias, convKernel);
   // params: (N, dtRank + 2 * dState) = dt (low rank), B, C per token; dtRaw: (N, dInner) before its bias and softplus.
   const params = await linear(u, N, w.mambaXProj!, nParams, dInner);
   const dtLow = new Float32Array(N * dtRank);
   for (let row = 0; row < N; row++) dtLow.set(params.subarray(row * nParams, row * nParams + dtRank), row * dtRank);
   const dtRaw = await linear(dtLow, N, w.mambaDtProj!, dInner, dtRank);
-  const y = new Float32Array(N * dInner);
-  const A = Float64Array.from(w.mambaALog!, (v) => -Math.exp(v));
-  const h = new Float64Array(dInner * dState);
-  for (let b = 0; b < nWindows; b++) {
-    h.fill(0);
-    selectiveScan(y, h, b * seqLen, seqLen, u, projected, params, dtRaw, A, w.mambaDtBias!, w.mambaD!, dInner, dState, dtRank);
+  if (native) {
+    native.mambaScan(y, u, projected, params, dtRaw, w.mambaALog!, w.mambaDtBias!, w.mambaD!, nWindows, seqLen, dState, dtRank, threads);
+  } else {
+    const A = Float64Array.from(w.mambaALog!, (v) => -Math.exp(v));
+    const h = new Float64Array(dInner * dState);
+    for (let b = 0; b < nWindows; b++) {
+      h.fill(0);
+      selectiveScan(y, h, b * seqLen, seqLen, u, projected, params, dtRaw, A, w.mambaDtBias!, w.mambaD!, dInner, dState, dtRank);
+    }
   }
   const out = await linear(y, N, w.mambaOutProj!, dim, dInner);
   const next = new Float32Array(N * dim);
   for (let i = 0; i < next.length; i++) next[i] = x[i]! + out[i]!;
+  recycleF32([normed, u, y]);
   return next;
 }
 

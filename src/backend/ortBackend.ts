@@ -168,7 +168,7 @@ export async function createOrtKernels(options: OrtBackendOptions): Promise<OrtK
       checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
       // A recurrent layer's scan is sequential: Mamba's, RWKV-4's and RWKV-7's projections run here over every window's tokens at once,
       // the scan on the host; the other recurrent kinds (no batched twin yet) run whole on the plain kernels.
-      if (hasBatchedRecurrentLayer(shape)) return batchedRecurrentLayer(x, nWindows, seqLen, weights, shape, linear, side);
+      if (hasBatchedRecurrentLayer(shape)) return batchedRecurrentLayer(x, nWindows, seqLen, weights, shape, linear, side, threads);
       if (isRecurrentShape(shape)) return recurrentKernels.runLayer(x, nWindows, seqLen, weights, shape, layout, side);
       // The batch dim is symbolic, so one session per (shape, seqLen, packed or not) serves every batch size.
       const packed = layout !== undefined;

@@ -1,7 +1,8 @@
 // The recurrent layer kinds behind one call: a state per kind and the reference block that
 // advances it, for the reference backend (a zero state per window) and generation (a state
 // carried across calls), and the batched twins the onnx backends run (projections through a
-// LinearKernel over every window's tokens, scans in TypeScript).
+// LinearKernel over every window's tokens, scans in C through recurrentNative.ts or their
+// TypeScript twins).
 
 import { isRecurrentShape, type LayerShape, type LayerWeightsF32, mamba2DimsOf, mambaDimsOf, rwkv6DimsOf, rwkv7DimsOf, rwkvAttDimOf, type SideStreams } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
@@ -49,12 +50,14 @@ export function hasBatchedRecurrentLayer(shape: LayerShape): boolean {
 /**
  * x: (nWindows * seqLen, dim) float32 through one recurrent layer, each window from a zero state,
  * the projections through `linear` -> a new array; side carries the rows' side streams (as in
- * referenceRecurrentLayer, over all the windows; absent: the layer starts them as the first). A
- * new kind adds its batched twin here.
+ * referenceRecurrentLayer, over all the windows; absent: the layer starts them as the first);
+ * threads: for the native scans (the backend's thread count). A new kind adds its batched twin here.
  */
-export function batchedRecurrentLayer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams = {}): Promise<Float32Array> {
-  if (shape.kind === "mamba") return batchedMambaLayer(x, nWindows, seqLen, w, shape, linear);
-  if (shape.kind === "rwkv4") return batchedRwkv4Layer(x, nWindows, seqLen, w, shape, linear);
-  if (shape.kind === "rwkv7") return batchedRwkv7Layer(x, nWindows, seqLen, w, shape, linear, side);
+export function batchedRecurrentLayer(
+  x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams = {}, threads = 1,
+): Promise<Float32Array> {
+  if (shape.kind === "mamba") return batchedMambaLayer(x, nWindows, seqLen, w, shape, linear, threads);
+  if (shape.kind === "rwkv4") return batchedRwkv4Layer(x, nWindows, seqLen, w, shape, linear, threads);
+  if (shape.kind === "rwkv7") return batchedRwkv7Layer(x, nWindows, seqLen, w, shape, linear, side, threads);
   throw new Error(`internal: a layer of kind ${shape.kind ?? "attention"} has no batched recurrent twin`);
 }

@@ -4,11 +4,14 @@
 // residual add. It carries its state, so generation continues a sequence token by token. The
 // first block's pre_ln is not here: it belongs to the embedding (the stream entering block 0 is
 // after it), see models/rwkv.ts. batchedRwkv4Layer is the fast twin: the seven matrices over every
-// window's tokens at once through a LinearKernel, only the WKV recurrence in TypeScript loops.
+// window's tokens at once through a LinearKernel, only the WKV recurrence on the host (in C,
+// native/recurrent_scan.c, or its TypeScript twin here).
 
 import { type LayerShape, type LayerWeightsF32, rwkvAttDimOf } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
 import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
+import { recurrentNative } from "./recurrentNative.js";
+import { layerNormShiftMix, reluSquare, residualAdd } from "./rwkvGlue.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-4 block remembers of the tokens before. */
@@ -104,58 +107,34 @@ export function referenceRwkv4Layer(x: Float64Array, T: number, w: LayerWeightsF
 
 /**
  * x: (nWindows * seqLen, dim) float32, each window from a zero state -> the stream after the block
- * (a new array). Activations between the matrices are float32; norms and the WKV recurrence run in float64.
+ * (a new array). Activations between the matrices are float32; norms and the WKV recurrence run
+ * in float64, in C on `threads` threads when the native helper is built (rwkvGlue.ts, recurrentNative.ts).
  */
-export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel): Promise<Float32Array> {
+export async function batchedRwkv4Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, threads = 1): Promise<Float32Array> {
   const { dim, hiddenDim, normEps } = shape;
   const att = rwkvAttDimOf(shape);
   const N = nWindows * seqLen;
-  const normed = new Float64Array(N * dim);
   // Scratch rows written whole before they are read, from the pool of finished arrays (fresh memory is slow to touch).
-  const mixed = takeF32(N * dim);
+  const [mixK, mixV, mixR, wkv] = [takeF32(N * dim), takeF32(N * dim), takeF32(N * dim), takeF32(N * att)];
   // Time mixing
-  // The typed-array constructor widens in one native copy; Float64Array.from walks an iterator.
-  layerNorm(normed, new Float64Array(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
-  windowShiftMix(mixed, normed, w.rwkvMixK!, nWindows, seqLen, dim);
-  const k = await linear(mixed, N, w.wk, att, dim);
-  windowShiftMix(mixed, normed, w.rwkvMixV!, nWindows, seqLen, dim);
-  const v = await linear(mixed, N, w.wv, att, dim);
-  windowShiftMix(mixed, normed, w.rwkvMixR!, nWindows, seqLen, dim);
-  const r = await linear(mixed, N, w.rwkvReceptance!, att, dim);
-  const wkv = takeF32(N * att);
-  for (let b = 0; b < nWindows; b++) wkvScan(wkv, b * seqLen, seqLen, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, att);
+  layerNormShiftMix([mixK, mixV, mixR], x, undefined, w.attnNorm, w.attnNormBias!, [w.rwkvMixK!, w.rwkvMixV!, w.rwkvMixR!], nWindows, seqLen, dim, normEps, false, threads);
+  const k = await linear(mixK, N, w.wk, att, dim);
+  const v = await linear(mixV, N, w.wv, att, dim);
+  const r = await linear(mixR, N, w.rwkvReceptance!, att, dim);
+  const native = recurrentNative();
+  if (native) native.rwkv4Wkv(wkv, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, nWindows, seqLen, threads);
+  else for (let b = 0; b < nWindows; b++) wkvScan(wkv, b * seqLen, seqLen, k, v, r, w.rwkvTimeDecay!, w.rwkvTimeFirst!, att);
   const attOut = await linear(wkv, N, w.wo, dim, att);
-  const h = new Float64Array(N * dim);
-  for (let i = 0; i < h.length; i++) h[i] = x[i]! + attOut[i]!;
-  // Channel mixing: h + sigmoid(receptance) * value(relu(key)^2)
-  layerNorm(normed, h, w.ffnNorm, w.ffnNormBias!, N, dim, normEps);
-  windowShiftMix(mixed, normed, w.rwkvFfnMixK!, nWindows, seqLen, dim);
-  const hidden = await linear(mixed, N, w.wUp, hiddenDim, dim);
-  // v * v of a float32 is exact in float64, as v ** 2 is, and V8 compiles it to one multiply.
-  for (let i = 0; i < hidden.length; i++) {
-    const v = Math.max(0, hidden[i]!);
-    hidden[i] = v * v;
-  }
-  windowShiftMix(mixed, normed, w.rwkvFfnMixR!, nWindows, seqLen, dim);
-  const gate = await linear(mixed, N, w.rwkvFfnReceptance!, dim, dim);
+  // Channel mixing on h = x + attOut: h + sigmoid(receptance) * value(relu(key)^2)
+  layerNormShiftMix([mixK, mixR], x, attOut, w.ffnNorm, w.ffnNormBias!, [w.rwkvFfnMixK!, w.rwkvFfnMixR!], nWindows, seqLen, dim, normEps, false, threads);
+  const hidden = await linear(mixK, N, w.wUp, hiddenDim, dim);
+  reluSquare(hidden, threads);
+  const gate = await linear(mixR, N, w.rwkvFfnReceptance!, dim, dim);
   const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
   const next = new Float32Array(N * dim);
-  for (let i = 0; i < next.length; i++) next[i] = h[i]! + sigmoid(gate[i]!) * ffnOut[i]!;
-  recycleF32([mixed, wkv]);
+  residualAdd(next, x, attOut, gate, ffnOut, threads);
+  recycleF32([mixK, mixV, mixR, wkv]);
   return next;
-}
-
-/** tokenShiftMix over each window of x (N, dim), the token before each window's first a zero (a fresh state); out in float32. */
-function windowShiftMix(out: Float32Array, x: Float64Array, mix: Float32Array, nWindows: number, seqLen: number, dim: number): void {
-  for (let b = 0; b < nWindows; b++) {
-    for (let t = 0; t < seqLen; t++) {
-      const off = (b * seqLen + t) * dim;
-      for (let i = 0; i < dim; i++) {
-        const before = t === 0 ? 0 : x[off - dim + i]!;
-        out[off + i] = x[off + i]! * mix[i]! + before * (1 - mix[i]!);
-      }
-    }
-  }
 }
 
 /**

@@ -7,10 +7,13 @@
 // so generation continues a sequence token by token. The embedding's LayerNorm (token_embd_norm)
 // is not here: it belongs to the embedding, see models/rwkv7.ts. batchedRwkv7Layer is the fast
 // twin: every matrix product over every window's tokens at once through a LinearKernel, only the
-// scan in TypeScript loops.
+// scan on the host (in C, native/recurrent_scan.c, or its TypeScript twin here).
 
 import { type LayerShape, type LayerWeightsF32, rwkv7DimsOf, type SideStreams } from "./backend.js";
 import type { LinearKernel } from "./linearKernel.js";
+import { recurrentNative } from "./recurrentNative.js";
+import { layerNormShiftMix, reluSquare, residualAdd } from "./rwkvGlue.js";
+import { recycleF32, takeF32 } from "../tensor/hostMemory.js";
 import { addInPlace, layerNorm, matmul } from "./reference.js";
 
 /** What an RWKV-7 block remembers of the tokens before. */
@@ -164,20 +167,6 @@ export function referenceRwkv7Layer(x: Float64Array, T: number, w: LayerWeightsF
   addInPlace(x, out, n);
 }
 
-/** tokenShiftLerp over each window of x (N, dim), the token before each window's first a zero (a fresh state); out in float32. */
-function windowShiftLerp(out: Float32Array, x: Float64Array, mix: Float32Array, mixOffset: number, nWindows: number, seqLen: number, dim: number): void {
-  for (let b = 0; b < nWindows; b++) {
-    for (let t = 0; t < seqLen; t++) {
-      const off = (b * seqLen + t) * dim;
-      for (let i = 0; i < dim; i++) {
-        const here = x[off + i]!;
-        const before = t === 0 ? 0 : x[off - dim + i]!;
-        out[off + i] = here + (before - here) * mix[mixOffset + i]!;
-      }
-    }
-  }
-}
-
 /** (N, nOut) = w2 @ act(w1 @ x) over every row: a low-rank projection through rank, both products on `linear`. */
 async function batchedLowRank(x: Float32Array, N: number, w1: Float32Array, w2: Float32Array, act: (v: number) => number, dim: number, rank: number, linear: LinearKernel): Promise<Float32Array> {
   const mid = await linear(x, N, w1, rank, dim);
@@ -191,51 +180,67 @@ async function batchedLowRank(x: Float32Array, N: number, w1: Float32Array, w2: 
  * (a new array); side as in referenceRwkv7Layer, over all the rows. The batched twin of
  * referenceRwkv7Layer: the four square matrices, the eight LoRA products and channel mixing's two
  * over every window's tokens at once through a LinearKernel (float32 between them); norms, the
- * delta-rule scan and its state in float64.
+ * delta-rule scan and its state in float64, the scan in C on `threads` threads when the native
+ * helper is built.
  */
-export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams): Promise<Float32Array> {
+export async function batchedRwkv7Layer(x: Float32Array, nWindows: number, seqLen: number, w: LayerWeightsF32, shape: LayerShape, linear: LinearKernel, side: SideStreams, threads = 1): Promise<Float32Array> {
   const { dim, hiddenDim, normEps } = shape;
   const { headSize, decayRank, iclrRank, valueRank, gateRank } = rwkv7DimsOf(shape);
   const N = nWindows * seqLen;
   const n = N * dim;
   if (side.rwkv7VFirst !== undefined && side.rwkv7VFirst.length !== n) throw new Error(`internal: the value residual has ${side.rwkv7VFirst.length} values for ${n} in the rows`);
-  // Time mixing: the six token-shift lerps, then every projection of them.
-  const normed = new Float64Array(n);
-  layerNorm(normed, Float64Array.from(x), w.attnNorm, w.attnNormBias!, N, dim, normEps);
-  const [xr, xw, xk, xv, xa, xg] = Array.from({ length: 6 }, (_, m) => {
-    const out = new Float32Array(n);
-    windowShiftLerp(out, normed, w.rwkv7Lerp!, m * dim, nWindows, seqLen, dim);
-    return out;
-  }) as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+  // Time mixing: the six token-shift lerps, then every projection of them. Scratch rows from the
+  // pool of finished arrays (fresh memory is slow to touch), each written whole before it is read.
+  const mixed = Array.from({ length: 6 }, () => takeF32(n));
+  const [xr, xw, xk, xv, xa, xg] = mixed as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+  const lerps = mixed.map((_, m) => w.rwkv7Lerp!.subarray(m * dim, (m + 1) * dim));
+  layerNormShiftMix(mixed, x, undefined, w.attnNorm, w.attnNormBias!, lerps, nWindows, seqLen, dim, normEps, true, threads);
   const r = await linear(xr, N, w.rwkvReceptance!, dim, dim);
   const decayIn = await batchedLowRank(xw, N, w.rwkv7W1!, w.rwkv7W2!, Math.tanh, dim, decayRank, linear);
   const k = await linear(xk, N, w.wk, dim, dim);
   const vRaw = await linear(xv, N, w.wv, dim, dim);
-  const v = Float64Array.from(vRaw);
+  const native = recurrentNative();
+  let v: Float64Array;
+  // Later blocks' values live in pooled memory, handed back at the end of the call.
+  let vMemory: Float32Array | undefined;
   if (side.rwkv7VFirst === undefined) {
-    side.rwkv7VFirst = Float64Array.from(v);
+    // The first block: its values are the residual every later block reads (nothing writes them after).
+    v = side.rwkv7VFirst = new Float64Array(vRaw);
   } else {
-    const vFirst = side.rwkv7VFirst;
     const mix = await batchedLowRank(xv, N, w.rwkv7V1!, w.rwkv7V2!, identity, dim, valueRank, linear);
-    for (let i = 0; i < n; i++) v[i]! += (vFirst[i]! - v[i]!) * sigmoid(mix[i]! + w.rwkv7V0![i % dim]!);
+    vMemory = takeF32(2 * n);
+    v = new Float64Array(vMemory.buffer, vMemory.byteOffset, n);
+    if (native) native.rwkv7ValueResidual(v, vRaw, side.rwkv7VFirst, mix, w.rwkv7V0!, threads);
+    else valueResidual(v, vRaw, side.rwkv7VFirst, mix, w.rwkv7V0!, dim);
   }
   const gate = await batchedLowRank(xg, N, w.rwkv7G1!, w.rwkv7G2!, sigmoid, dim, gateRank, linear);
   const aIn = await batchedLowRank(xa, N, w.rwkv7A1!, w.rwkv7A2!, identity, dim, iclrRank, linear);
-  const y = new Float32Array(n);
-  for (let b = 0; b < nWindows; b++) rwkv7Scan(y, b * seqLen, seqLen, { r, decayIn, k, v, aIn, gate }, w, dim, headSize);
+  const y = takeF32(n);
+  if (native) {
+    native.rwkv7Scan(y, r, decayIn, k, v, aIn, gate, w.rwkv7W0!, w.rwkv7A0!, w.rwkv7KK!, w.rwkv7KA!, w.rwkv7RK!, w.rwkv7LnX!, w.rwkv7LnXBias!, nWindows, seqLen, headSize, threads);
+  } else {
+    for (let b = 0; b < nWindows; b++) rwkv7Scan(y, b * seqLen, seqLen, { r, decayIn, k, v, aIn, gate }, w, dim, headSize);
+  }
   const attOut = await linear(y, N, w.wo, dim, dim);
-  const h = new Float64Array(n);
-  for (let i = 0; i < n; i++) h[i] = x[i]! + attOut[i]!;
-  // Channel mixing: h + wDown @ relu(wUp @ lerp(h))^2.
-  layerNorm(normed, h, w.ffnNorm, w.ffnNormBias!, N, dim, normEps);
-  windowShiftLerp(xk, normed, w.rwkvFfnMixK!, 0, nWindows, seqLen, dim);
+  // Channel mixing on h = x + attOut: h + wDown @ relu(wUp @ lerp(h))^2.
+  layerNormShiftMix([xk], x, attOut, w.ffnNorm, w.ffnNormBias!, [w.rwkvFfnMixK!], nWindows, seqLen, dim, normEps, true, threads);
   const hidden = await linear(xk, N, w.wUp, hiddenDim, dim);
-  const squared = new Float32Array(hidden.length);
-  for (let i = 0; i < hidden.length; i++) squared[i] = Math.max(0, hidden[i]!) ** 2;
-  const ffnOut = await linear(squared, N, w.wDown, dim, hiddenDim);
+  reluSquare(hidden, threads);
+  const ffnOut = await linear(hidden, N, w.wDown, dim, hiddenDim);
   const next = new Float32Array(n);
-  for (let i = 0; i < n; i++) next[i] = h[i]! + ffnOut[i]!;
+  residualAdd(next, x, attOut, undefined, ffnOut, threads);
+  recycleF32([...mixed, y, vMemory]);
   return next;
+}
+
+/** v (N, dim) = vRaw + (vFirst - vRaw) * sigmoid(mix + v0): the values move towards the first block's. */
+function valueResidual(v: Float64Array, vRaw: Float32Array, vFirst: Float64Array, mix: Float32Array, v0: Float32Array, dim: number): void {
+  for (let off = 0; off < v.length; off += dim) {
+    for (let j = 0; j < dim; j++) {
+      const i = off + j;
+      v[i] = vRaw[i]! + (vFirst[i]! - vRaw[i]!) * sigmoid(mix[i]! + v0[j]!);
+    }
+  }
 }
 
 /** The projections of every row that the scan reads, (N, dim) each: decayIn and aIn before their activations. */

@@ -20,7 +20,7 @@
 // Block 0's v0/v1/v2 are stored with the iclr rank and never read (block 0 sets v_first).
 
 import { CheckpointError } from "../errors.js";
-import type { TensorProvider } from "../tensor/provider.js";
+import { gatherTensorRows, readTensorRows, type TensorProvider } from "../tensor/provider.js";
 import { checkLlamaConfig, type LlamaConfig, type LlamaTensorNames } from "./llama.js";
 import { RECURRENT_CONTEXT } from "./mamba.js";
 import { embeddingNormView, GGUF_RWKV_EMBEDDING, GGUF_RWKV_EMBEDDING_NORM, ggufRwkvNames } from "./rwkv.js";
@@ -95,5 +95,8 @@ export function ggufRwkv7View(stored: TensorProvider, config: LlamaConfig): Tens
       return shape ? { ...e, shape } : e;
     }),
     readF32: (name) => (FIRST_BLOCK_VALUE_LORA.test(name) ? new Float32Array(valueRank * dim) : normed.readF32(name)),
+    // A run embeds its tokens' rows alone: normalizing the whole table (65536 x 2048 for the 1.5B) cost more than a layer.
+    readRowsF32: (name, rows) =>
+      FIRST_BLOCK_VALUE_LORA.test(name) ? gatherTensorRows(new Float32Array(valueRank * dim), name.endsWith("v1.weight") ? valueRank : dim, rows, name, stored.source) : readTensorRows(normed, name, rows),
   };
 }

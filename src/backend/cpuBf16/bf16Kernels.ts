@@ -1,8 +1,9 @@
 // The CPU engine on the CPU's bf16 dot-product units: Llama decoder layers (and Gemma 2/3's and
 // Phi-3's: see nativeLayerSupports) run in the native helper (bf16 GEMM inputs, fp32
 // accumulation, fp32 residual stream and attention) with the q/k/v and gate/up projections fused
-// into one GEMM each; every other shape (biases, LayerNorm, plain MLP, ...) and the head run on
-// the fp32 onnxruntime kernels.
+// into one GEMM each; the batched recurrent layers (Mamba, RWKV-4, RWKV-7) run their projections
+// on the same bf16 GEMM (their scans and glue as on the fp32 engine); every other shape (biases,
+// LayerNorm, plain MLP, ...) and the head run on the fp32 onnxruntime kernels.
 
 import { type HeadResult, type HiddenStates, type HostKernels, type LayerShape, type LayerTensorSource, type LayerWeightName, type LayerWeightsF32, type PackedLayout, type PreparedLayer, type SideStreams } from "../backend.js";
 import { type HostBackend, hostBackend, hostStates, ownHostStates } from "../hostBackend.js";
@@ -11,7 +12,9 @@ import { checkLayerArgs, checkStreamArgs } from "../referenceBackend.js";
 import { nativeLayerSupports } from "./supports.js";
 import { ropeInverseFrequencies } from "../reference.js";
 import { UnsupportedError } from "../../errors.js";
-import { recycleU16, takeF32 } from "../../tensor/hostMemory.js";
+import { recycleF32, recycleU16, takeF32 } from "../../tensor/hostMemory.js";
+import type { LinearKernel } from "../linearKernel.js";
+import { batchedRecurrentLayer, hasBatchedRecurrentLayer } from "../recurrentLayer.js";
 import { type CpuBf16Native, type CpuFeatures, cpuBf16Availability, emptyPacked, type NativeAttentionOptions, type PackedWeights } from "./native.js";
 
 export interface CpuBf16Options {
@@ -23,6 +26,8 @@ export interface CpuBf16Options {
 /** What ran, so tests can prove the bf16 path did (or did not). */
 export interface CpuBf16Stats {
   bf16Layers: number;
+  /** Recurrent layer calls whose projections ran on the bf16 GEMM. */
+  recurrentLayers: number;
   fallbackLayers: number;
   packs: number;
   /** Weight tensors packed from bf16 bits as stored (no float32 copy made). */
@@ -106,7 +111,7 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
   const { threads } = options;
   const maxRowsPerRun = options.maxRowsPerRun ?? 1024;
   const fp32: OrtKernels = await createOrtKernels({ threads, flavor: "node" });
-  const stats: CpuBf16Stats = { bf16Layers: 0, fallbackLayers: 0, packs: 0, bf16Tensors: 0 };
+  const stats: CpuBf16Stats = { bf16Layers: 0, recurrentLayers: 0, fallbackLayers: 0, packs: 0, bf16Tensors: 0 };
   // Keyed by the weights object: hostBackend hands the same one to every batch of a layer.
   const packedLayers = new WeakMap<LayerWeightsF32, NativeLayer>();
   const ropeCache = new Map<string, { cos: Float32Array; sin: Float32Array }>();
@@ -138,6 +143,21 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
     const backing = takeF32(Math.ceil(length / 2)).fill(0);
     pooled.push(backing);
     return new Uint16Array(backing.buffer, backing.byteOffset, length) as PackedWeights;
+  };
+
+  /**
+   * x @ w^T on the bf16 GEMM, for the batched recurrent layers: w rounded to bf16 and packed per
+   * call into pooled memory (each weight serves one call per layer; a cache keyed by the array
+   * would be stale once the pool hands that array to the next layer's weights).
+   */
+  const bf16Linear: LinearKernel = async (x, rows, w, nOut, nIn) => {
+    const pooled: Float32Array[] = [];
+    const packed = pooledPacked(nOut, nIn, pooled);
+    native.packRows(packed, w, 0, nIn, threads);
+    const out = new Float32Array(rows * nOut);
+    native.gemm(out, x, packed, rows, nOut, nIn, false, threads);
+    recycleF32(pooled);
+    return out;
   };
 
   const packLayer = (shape: LayerShape, tensors: LayerTensorSource, pooled?: Float32Array[]): NativeLayer => {
@@ -216,6 +236,11 @@ export async function createCpuBf16Kernels(options: CpuBf16Options): Promise<Cpu
     stats,
     features,
     async runLayer(x: Float32Array, nWindows: number, seqLen: number, weights: LayerWeightsF32, shape: LayerShape, layout?: PackedLayout, side?: SideStreams): Promise<Float32Array> {
+      if (hasBatchedRecurrentLayer(shape)) {
+        checkLayerArgs(x, nWindows, seqLen, weights, shape, layout);
+        stats.recurrentLayers++;
+        return batchedRecurrentLayer(x, nWindows, seqLen, weights, shape, bf16Linear, side, threads);
+      }
       if (!nativeLayerSupports(shape)) {
         stats.fallbackLayers++;
         return fp32.runLayer(x, nWindows, seqLen, weights, shape, layout, side);
