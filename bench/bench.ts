@@ -101,8 +101,8 @@ function windowsFile(shape: Pick<LlamaShape, "vocabSize">, nWindows: number, seq
 
 /** The families section's checkpoints: bench/random_hf_checkpoint.py's names, the published configs' vocabularies. */
 const FAMILY_SHAPES = [
-  { name: "rwkv-4-430m", title: "RWKV-4-430M (RWKV/rwkv-4-430m-pile shape)", vocabSize: 50277 },
-  { name: "mamba-1.4b", title: "Mamba-1.4B (state-spaces/mamba-1.4b-hf shape)", vocabSize: 50280 },
+  { name: "rwkv-4-430m", title: "RWKV-4-430M (RWKV/rwkv-4-430m-pile shape)", vocabSize: 50277, bf16Engine: true },
+  { name: "mamba-1.4b", title: "Mamba-1.4B (state-spaces/mamba-1.4b-hf shape)", vocabSize: 50280, bf16Engine: true },
   { name: "gemma-2-2b", title: "Gemma-2-2B (google/gemma-2-2b shape)", vocabSize: 256000, bf16Engine: true },
   { name: "phi-3-mini", title: "Phi-3-mini (microsoft/Phi-3-mini-4k-instruct shape)", vocabSize: 32064, bf16Engine: true },
 ] as const;
@@ -374,7 +374,8 @@ async function main(): Promise<void> {
       const myBi = mine["bi"] as number[];
       const rates = [mineRate];
       const familyRows: Row[] = [{ engine: `shortgpt ${String(mine["backend"])} fp32`, "tokens/s": mineRate.toFixed(1), "peak RSS GiB": gib(mine["peakRssBytes"]), "largest BI gap to shortgpt": "" }];
-      // The families whose layers the CPU bf16 engine computes (their default for bf16 checkpoints) get its row too, against PyTorch bf16.
+      // The families whose layers the CPU bf16 engine computes (Gemma/Phi-3: their default for bf16 checkpoints; RWKV-4/Mamba: their
+      // projections on its GEMMs, with --precision bf16) get its row too, against PyTorch bf16.
       let bf16Rate = NaN;
       if ("bf16Engine" in family) {
         const b = ours("score", dir, ["--tokens", ids, "--backend", "onnx", "--threads", String(THREADS), "--precision", "bf16"]);

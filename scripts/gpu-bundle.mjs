@@ -92,6 +92,11 @@ copy(join(root, "bench", "gpu", "device-check.sh"), join(out, "device-check.sh")
 // The CPU bf16 engine for device-check.sh's CPU step (SHORTGPT_CPU_CHECK=1: the device's Xeon has
 // AMX, which this machine lacks): the helper, the PyTorch peer script, and, when the helper links
 // oneDNN, Debian's libdnnl (xz, cached like node: 40 MiB raw) with the two libraries it loads.
+// The host-memory and recurrent-scan helpers too (small): the CPU twins of the device checks'
+// recurrent layers and the CPU step run on them as on this machine (TypeScript twins without).
+for (const helper of ["shortgpt_memory.node", "shortgpt_scan.node"]) {
+  if (existsSync(join(root, "build", helper))) copy(join(root, "build", helper), join(out, "build", helper));
+}
 const cpuHelper = join(root, "build", "shortgpt_cpu.node");
 if (existsSync(cpuHelper)) {
   copy(cpuHelper, join(out, "build", "shortgpt_cpu.node"));
