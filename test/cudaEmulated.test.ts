@@ -24,6 +24,7 @@ import { getLlama, type Token } from "node-llama-cpp";
 import { repoRoot, sharedDir } from "../src/shared.js";
 import { oraclePython } from "./oraclePython.js";
 import { scaledError, tempDir } from "./helpers.js";
+import { runLayerInSteps } from "../bench/gpu/cachedDecode.js";
 
 const dir = tempDir("shortgpt-cuda-emulated-");
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -217,19 +218,8 @@ for (const variant of VARIANTS) {
     const x = values(total * shape.dim, 6, 1);
     const want = await createReferenceKernels().runLayer(x, 1, total, weights, shape);
     const prepared = await backend.prepareLayer(`${variant.name}/decode`, () => weights, shape);
-    const cache = decode.createKvCache(1, total, shape);
-    const got = new Float32Array(total * shape.dim);
     launched();
-    for (const n of steps) {
-      const start = cache.length;
-      const states = await backend.upload(x.slice(start * shape.dim, (start + n) * shape.dim), n, shape.dim);
-      const out = await decode.runLayerCached(states, prepared, shape, cache, 0);
-      got.set(await backend.readRows(out), start * shape.dim);
-      backend.release(states);
-      backend.release(out);
-      cache.length += n;
-    }
-    decode.releaseKvCache(cache);
+    const got = await runLayerInSteps(backend, decode, prepared, shape, x, steps);
     const attention = launched().filter((k) => k.startsWith("flash_attention") || k.startsWith("attention_softmax"));
     assert.equal(attention.length, steps.length);
     assert.ok(attention.every((k) => k.startsWith(variant.flash ? "flash_attention_64" : "attention_softmax")), attention.join(", "));

@@ -29,6 +29,7 @@ import { encodePair } from "../../src/eval/loglikelihood.js";
 import { findTask } from "../../src/eval/tasks/tasks.js";
 import { checkFamilyDecode, checkFamilyFixtures, checkFamilyHead, checkFamilyLayers, type FamilyCheckContext } from "./familyChecks.js";
 import { checkRecurrentFixtures, checkRecurrentLayers } from "./recurrentChecks.js";
+import { runLayerInSteps } from "./cachedDecode.js";
 
 const { values: args } = parseArgs({ options: {
   out: { type: "string" }, "skip-speed": { type: "boolean" }, "skip-correctness": { type: "boolean" }, "only-shapes": { type: "string" }, "dry-run-on-reference": { type: "boolean" },
@@ -147,19 +148,7 @@ async function checkDecode(backend: CudaBackend, label: string, tolerance: numbe
       const x = uniform(prng(14), total * shape.dim, 1);
       const want = await reference.runLayer(x, 1, total, weights, shape);
       const prepared = await backend.prepareLayer(`decode/${label}/${caseName}`, () => weights, shape);
-      const cache = decode.createKvCache(1, total, shape);
-      const got = new Float32Array(total * shape.dim);
-      const steps = [100, ...Array.from({ length: 20 }, () => 1), 30];
-      for (const n of steps) {
-        const start = cache.length;
-        const states = await backend.upload(x.slice(start * shape.dim, (start + n) * shape.dim), n, shape.dim);
-        const out = await decode.runLayerCached(states, prepared, shape, cache, 0);
-        got.set(await backend.readRows(out), start * shape.dim);
-        backend.release(states);
-        backend.release(out);
-        cache.length += n;
-      }
-      decode.releaseKvCache(cache);
+      const got = await runLayerInSteps(backend, decode, prepared, shape, x, [100, ...Array.from({ length: 20 }, () => 1), 30]);
       const err = scaledError(got, want);
       record(`${label} decode with the key/value cache: ${caseName}`, err <= tolerance && err > 0, `scaled error ${err.toExponential(2)} against one full causal pass (bound ${tolerance}; steps 100, 20 x 1, 30)`);
     });

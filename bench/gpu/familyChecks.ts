@@ -15,6 +15,7 @@ import { loadModel, openModel } from "../../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../../src/models/streaming.js";
 import { repoRoot } from "../../src/shared.js";
 import { prng, uniform } from "./randomModel.js";
+import { runLayerInSteps } from "./cachedDecode.js";
 
 /** What the checks need of deviceCheck.ts: the backend under test, its bound, and the recording helpers. */
 export interface FamilyCheckContext {
@@ -151,18 +152,7 @@ export async function checkFamilyDecode(ctx: FamilyCheckContext): Promise<void> 
       const x = uniform(prng(54), total * shape.dim, 1);
       const want = await createReferenceKernels().runLayer(x, 1, total, weights, shape);
       const prepared = await backend.prepareLayer(`families/decode/${label}/${caseName}`, () => weights, shape);
-      const cache = decode.createKvCache(1, total, shape);
-      const got = new Float32Array(total * shape.dim);
-      for (const n of [100, ...Array.from({ length: 20 }, () => 1), 30]) {
-        const start = cache.length;
-        const states = await backend.upload(x.slice(start * shape.dim, (start + n) * shape.dim), n, shape.dim);
-        const out = await decode.runLayerCached(states, prepared, shape, cache, 0);
-        got.set(await backend.readRows(out), start * shape.dim);
-        backend.release(states);
-        backend.release(out);
-        cache.length += n;
-      }
-      decode.releaseKvCache(cache);
+      const got = await runLayerInSteps(backend, decode, prepared, shape, x, [100, ...Array.from({ length: 20 }, () => 1), 30]);
       const err = ctx.scaledError(got, want);
       ctx.record(name, err <= tolerance && err > 0, `scaled error ${err.toExponential(2)} against one full causal pass (bound ${tolerance}; steps 100, 20 x 1, 30)`);
     });
