@@ -6,7 +6,11 @@
 // in bench/RESULTS.md, "CPU GEMMs"). Its weights stay in the plain layout (n rows of k bf16, the
 // checkpoint's own order): packing is a copy, a layer is packed tensor by tensor as before, and
 // oneDNN blocks the weights itself as it multiplies (measured ~10% under a pre-reordered layout on
-// AVX512_BF16, without a second copy of the layer).
+// AVX512_BF16, without a second copy of the layer). On an AMX Xeon (brg:avx512_core_amx_bf16, 2
+// threads, 2026-12-05) packing into the blocked layout oneDNN chooses gave no clear gain: TinyLlama
+// score 189.8 vs 189.0 tokens/s; GEMMs 0.75-0.85x of plain with the weights in a Node ArrayBuffer,
+// and -10%..+7% with 4 KiB-aligned weights. AMX rates depend on the values (bench/onednn's fill
+// ran 2x faster than random values on gate+up), so compare layouts on the same data.
 //
 // Primitives are made once per (m, n, k, accumulate) with every dimension fixed: oneDNN 2.6 takes
 // a run-time M only in its older gemm:jit code, which has no AMX path.
