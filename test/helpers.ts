@@ -88,3 +88,37 @@ export function decodeOracleFloats(_key: string, value: unknown): unknown {
   if (typeof f32 !== "string") return value;
   return Array.from(new Float32Array(new Uint8Array(Buffer.from(f32, "base64")).buffer));
 }
+
+/** Block Influence from transformers' residual streams: 1 - mean cosine of each layer's input and output rows. */
+export function goldenBlockInfluence(residual: number[][], dim: number): number[] {
+  const out: number[] = [];
+  for (let layer = 0; layer + 1 < residual.length; layer++) {
+    const a = residual[layer]!;
+    const b = residual[layer + 1]!;
+    let sum = 0;
+    const rows = a.length / dim;
+    for (let r = 0; r < rows; r++) {
+      let ab = 0, aa = 0, bb = 0;
+      for (let i = r * dim; i < (r + 1) * dim; i++) {
+        ab += a[i]! * b[i]!;
+        aa += a[i]! ** 2;
+        bb += b[i]! ** 2;
+      }
+      sum += ab / Math.sqrt(aa * bb);
+    }
+    out.push(1 - sum / rows);
+  }
+  return out;
+}
+
+/** Mean next-token NLL of ids under every position's logits (T, vocab). */
+export function goldenNll(logits: number[], ids: number[], vocab: number): number {
+  let nll = 0;
+  for (let t = 0; t + 1 < ids.length; t++) {
+    const row = logits.slice(t * vocab, (t + 1) * vocab);
+    const max = Math.max(...row);
+    const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+    nll += lse - row[ids[t + 1]!]!;
+  }
+  return nll / (ids.length - 1);
+}
