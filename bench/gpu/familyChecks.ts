@@ -7,11 +7,12 @@
 // so that a kernel ignoring a feature could not pass.
 
 import { join } from "node:path";
-import type { DecodeSupport, LayerShape, LayerWeightsF32, PackedLayout } from "../../src/backend/backend.js";
+import type { DecodeSupport, DecoderBackend, LayerShape, LayerWeightsF32, PackedLayout } from "../../src/backend/backend.js";
+import type { PerplexityWindow } from "../../src/data/windows.js";
 import type { CudaBackend } from "../../src/backend/cuda/cudaBackend.js";
 import { createReferenceBackend, createReferenceKernels } from "../../src/backend/referenceBackend.js";
 import { generate, generateOnBackend } from "../../src/eval/generate.js";
-import { loadModel, openModel } from "../../src/load.js";
+import { loadModel, type OpenedModel, openModel } from "../../src/load.js";
 import { streamingBlockInfluence, streamingPerplexity } from "../../src/models/streaming.js";
 import { repoRoot } from "../../src/shared.js";
 import { prng, uniform } from "./randomModel.js";
@@ -197,6 +198,17 @@ export async function checkFamilyHead(ctx: FamilyCheckContext): Promise<void> {
  * for token (bf16 may flip a near-tie of these random weights, so its decoding is bounded by
  * checkFamilyDecode instead).
  */
+/** A checkpoint's perplexity and Block Influence on `backend` against the reference backend: relative NLL and largest relative BI differences. */
+export async function compareOnModel(opened: OpenedModel, windows: readonly PerplexityWindow[], reference: DecoderBackend, backend: DecoderBackend) {
+  const wantPpl = await streamingPerplexity(opened, windows, { backend: reference });
+  const gotPpl = await streamingPerplexity(opened, windows, { backend });
+  const errPpl = Math.abs(gotPpl.nll - wantPpl.nll) / wantPpl.nll;
+  const wantBi = await streamingBlockInfluence(opened, windows, { backend: reference });
+  const gotBi = await streamingBlockInfluence(opened, windows, { backend });
+  const errBi = Math.max(...gotBi.layers.map((l, i) => Math.abs(l.bi - wantBi.layers[i]!.bi) / Math.max(wantBi.layers[i]!.bi, 1e-3)));
+  return { errPpl, errBi, gotPpl, wantPpl };
+}
+
 export async function checkFamilyFixtures(ctx: FamilyCheckContext): Promise<void> {
   const { backend, label, tolerance } = ctx;
   const reference = createReferenceBackend();
@@ -208,12 +220,7 @@ export async function checkFamilyFixtures(ctx: FamilyCheckContext): Promise<void
     await ctx.guarded(name, async () => {
       const opened = openModel(path);
       try {
-        const wantPpl = await streamingPerplexity(opened, windows, { backend: reference });
-        const gotPpl = await streamingPerplexity(opened, windows, { backend });
-        const errPpl = Math.abs(gotPpl.nll - wantPpl.nll) / wantPpl.nll;
-        const wantBi = await streamingBlockInfluence(opened, windows, { backend: reference });
-        const gotBi = await streamingBlockInfluence(opened, windows, { backend });
-        const errBi = Math.max(...gotBi.layers.map((l, i) => Math.abs(l.bi - wantBi.layers[i]!.bi) / Math.max(wantBi.layers[i]!.bi, 1e-3)));
+        const { errPpl, errBi, gotPpl, wantPpl } = await compareOnModel(opened, windows, reference, backend);
         ctx.record(`${name}: perplexity and BI`, errPpl <= tolerance && errBi <= tolerance * 10,
           `nll relative difference ${errPpl.toExponential(2)} (bound ${tolerance}; ppl ${gotPpl.perplexity.toFixed(5)} vs ${wantPpl.perplexity.toFixed(5)}, ${gotPpl.tokens} tokens); max relative BI difference ${errBi.toExponential(2)} (bound ${tolerance * 10})`);
         if (label !== "fp32") return;

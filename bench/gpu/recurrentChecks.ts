@@ -10,9 +10,8 @@ import type { DecoderBackend, HiddenStates, LayerShape, LayerWeightName, LayerWe
 import { layerWeightDims } from "../../src/backend/backend.js";
 import { createReferenceBackend, createReferenceKernels } from "../../src/backend/referenceBackend.js";
 import { openModel } from "../../src/load.js";
-import { streamingBlockInfluence, streamingPerplexity } from "../../src/models/streaming.js";
 import { repoRoot } from "../../src/shared.js";
-import type { FamilyCheckContext } from "./familyChecks.js";
+import { compareOnModel, type FamilyCheckContext } from "./familyChecks.js";
 import { prng, uniform } from "./randomModel.js";
 
 const COMMON = { nHeads: 1, nKvHeads: 1, headDim: 64, normEps: 1e-5, ropeTheta: 10000 };
@@ -112,12 +111,7 @@ export async function checkRecurrentFixtures(ctx: FamilyCheckContext): Promise<v
     await ctx.guarded(name, async () => {
       const opened = openModel(join(repoRoot(), "test", "fixtures", fixture));
       try {
-        const wantPpl = await streamingPerplexity(opened, windows, { backend: reference });
-        const gotPpl = await streamingPerplexity(opened, windows, { backend });
-        const errPpl = Math.abs(gotPpl.nll - wantPpl.nll) / wantPpl.nll;
-        const wantBi = await streamingBlockInfluence(opened, windows, { backend: reference });
-        const gotBi = await streamingBlockInfluence(opened, windows, { backend });
-        const errBi = Math.max(...gotBi.layers.map((l, i) => Math.abs(l.bi - wantBi.layers[i]!.bi) / Math.max(wantBi.layers[i]!.bi, 1e-3)));
+        const { errPpl, errBi, gotPpl, wantPpl } = await compareOnModel(opened, windows, reference, backend);
         ctx.record(name, errPpl <= tolerance && errBi <= tolerance * 10,
           `nll relative difference ${errPpl.toExponential(2)} (bound ${tolerance}; ppl ${gotPpl.perplexity.toFixed(5)} vs ${wantPpl.perplexity.toFixed(5)}); max relative BI difference ${errBi.toExponential(2)} (bound ${tolerance * 10})`);
       } finally {
